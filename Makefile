@@ -1,0 +1,50 @@
+# Confab: `make run` starts the platform, `make test` runs every test against real backends.
+# Both install what is missing first (a virtual environment with the locked dependencies).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+MEMBERS := libs infra services/gateway services/identity services/messaging services/media services/fanout
+PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
+STAMP := $(VENV)/.confab-installed
+OWN := $(foreach m,confab confab-infra confab-gateway confab-identity confab-messaging confab-media confab-fanout,--no-emit-package $(m))
+
+.PHONY: install run test test-fast lint format lock bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock $(PYPROJECTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(BIN)/pip install --quiet "uv>=0.5"
+	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps $(addprefix -e ,$(MEMBERS))
+	@touch $(STAMP)
+
+## lock: re-resolve every dependency into requirements.lock (pinned, hashed, no download addresses)
+lock:
+	uv pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes \
+		$(OWN) --quiet -o requirements.lock
+
+run: install
+	$(BIN)/confab up
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not faults" -x -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/confab bench all
+
+clean:
+	rm -rf $(VENV) .confab .pytest_cache
