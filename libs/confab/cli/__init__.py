@@ -1,0 +1,1 @@
+"""The ``confab`` command line for platform engineers."""

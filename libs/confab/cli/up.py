@@ -1,0 +1,366 @@
+"""``confab up``: the whole platform on one machine, supervised.
+
+Starts the embedded backends that were not given by URL, then each service as
+its own process; waits until the gateway reports every service healthy, writes
+``<data-dir>/stack.json`` and prints ``confab: ready``. A service that dies is
+reported and restarted; SIGINT/SIGTERM stops services gracefully, then backends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confab.settings import check_url, mask_url
+
+SERVICES = ("identity", "messaging", "media", "fanout", "gateway")
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 20.0
+
+
+class UpError(Exception):
+    """Start-up failed; the message is one line for the operator."""
+
+
+def add_parser(commands: Any) -> None:
+    p = commands.add_parser("up", help="run the whole platform on this machine")
+    env = os.environ.get
+    p.add_argument(
+        "--data-dir",
+        default=env("CONFAB_DATA_DIR", ".confab"),
+        type=Path,
+        help="all state: JetStream store, database, objects (default .confab)",
+    )
+    p.add_argument("--gateway-port", type=int, default=int(env("CONFAB_GATEWAY_PORT", "8000")))
+    p.add_argument("--fanout-port", type=int, default=int(env("CONFAB_FANOUT_PORT", "6001")))
+    p.add_argument(
+        "--host",
+        default=env("CONFAB_HOST", "127.0.0.1"),
+        help="address the gateway and fanout listen on",
+    )
+    p.add_argument("--nats-url", default=env("CONFAB_NATS_URL"), help="use this NATS server")
+    p.add_argument(
+        "--database-url", default=env("CONFAB_DATABASE_URL"), help="use this PostgreSQL database"
+    )
+    p.add_argument("--s3-endpoint", default=env("CONFAB_S3_ENDPOINT"), help="use this S3 endpoint")
+    p.add_argument("--s3-access-key", default=env("CONFAB_S3_ACCESS_KEY"))
+    p.add_argument("--s3-secret-key", default=env("CONFAB_S3_SECRET_KEY"))
+    p.add_argument("--s3-bucket", default=env("CONFAB_S3_BUCKET", "confab"))
+    p.add_argument("--s3-region", default=env("CONFAB_S3_REGION", "us-east-1"))
+    p.add_argument(
+        "--admin-token",
+        default=env("CONFAB_ADMIN_TOKEN"),
+        help="admin API token (default: generated once, kept in the data dir)",
+    )
+    p.set_defaults(run=run)
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    crashes: list[float] = field(default_factory=list)
+    restart_at: float | None = None
+    log_file: Any = None
+
+    def start(self) -> None:
+        if self.log_file is None:
+            self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child
+        self.process = subprocess.Popen(
+            self.command,
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process else 0
+
+
+@dataclass
+class Stack:
+    args: argparse.Namespace
+    data_dir: Path
+    backends: list[Any] = field(default_factory=list)
+    children: dict[str, Child] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    # -- start ----------------------------------------------------------------
+
+    def start_backends(self) -> dict[str, str]:
+        from confab_infra.backends import (
+            BackendError,
+            EmbeddedNats,
+            EmbeddedPostgres,
+            EmbeddedS3,
+            check_port_free,
+        )
+
+        a = self.args
+        try:
+            check_port_free("gateway", a.host, a.gateway_port)
+            check_port_free("fanout", a.host, a.fanout_port)
+        except BackendError as exc:
+            raise UpError(str(exc)) from None
+        urls: dict[str, str] = {}
+        jobs: dict[str, Any] = {}
+        if a.nats_url:
+            _check("--nats-url", a.nats_url, ("nats", "tls"))
+            urls["nats_url"] = a.nats_url
+        else:
+            jobs["nats_url"] = EmbeddedNats(self.data_dir / "nats")
+        if a.database_url:
+            _check("--database-url", a.database_url, ("postgresql", "postgres"))
+            urls["database_url"] = a.database_url
+        else:
+            jobs["database_url"] = EmbeddedPostgres(self.data_dir / "postgres")
+        if a.s3_endpoint:
+            _check("--s3-endpoint", a.s3_endpoint, ("http", "https"))
+            if not (a.s3_access_key and a.s3_secret_key):
+                raise UpError("--s3-endpoint needs --s3-access-key and --s3-secret-key")
+            urls.update(
+                s3_endpoint=a.s3_endpoint,
+                s3_access_key=a.s3_access_key,
+                s3_secret_key=a.s3_secret_key,
+            )
+        else:
+            jobs["s3"] = EmbeddedS3(self.data_dir / "s3", bucket=a.s3_bucket)
+        self.backends = list(jobs.values())
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            futures = {key: pool.submit(backend.start) for key, backend in jobs.items()}
+            errors = []
+            for key, future in futures.items():
+                try:
+                    result = future.result()
+                except BackendError as exc:
+                    errors.append(str(exc))
+                    continue
+                if key == "s3":
+                    urls.update(
+                        s3_endpoint=result.endpoint,
+                        s3_access_key=result.access_key,
+                        s3_secret_key=result.secret_key,
+                    )
+                else:
+                    urls[key] = result
+        if errors:
+            raise UpError("; ".join(errors))
+        return urls
+
+    def admin_token(self) -> str:
+        if self.args.admin_token:
+            return str(self.args.admin_token)
+        path = self.data_dir / "admin_token"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def start_services(self, urls: dict[str, str]) -> None:
+        a = self.args
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "CONFAB_NATS_URL": urls["nats_url"],
+            "CONFAB_DATABASE_URL": urls["database_url"],
+            "CONFAB_S3_ENDPOINT": urls["s3_endpoint"],
+            "CONFAB_S3_ACCESS_KEY": urls["s3_access_key"],
+            "CONFAB_S3_SECRET_KEY": urls["s3_secret_key"],
+            "CONFAB_S3_BUCKET": a.s3_bucket,
+            "CONFAB_S3_REGION": a.s3_region,
+            "CONFAB_ADMIN_TOKEN": self.admin_token(),
+            "CONFAB_GATEWAY_HOST": a.host,
+            "CONFAB_GATEWAY_PORT": str(a.gateway_port),
+            "CONFAB_FANOUT_HOST": a.host,
+            "CONFAB_FANOUT_PORT": str(a.fanout_port),
+            "CONFAB_FANOUT_WS_URL": f"ws://{a.host}:{a.fanout_port}",
+        }
+        for name in SERVICES:
+            command = [sys.executable, "-m", f"confab_{name}.app"]
+            child = Child(name, command, env, logs / f"{name}.log")
+            child.start()
+            self.children[name] = child
+        self.info = {
+            "gateway_url": f"http://{a.host}:{a.gateway_port}",
+            "fanout_ws_url": f"ws://{a.host}:{a.fanout_port}",
+            "fanout_http_url": f"http://{a.host}:{a.fanout_port}",
+            "nats_url": urls["nats_url"],
+            "database_url": urls["database_url"],
+            "s3_endpoint": urls["s3_endpoint"],
+            "s3_bucket": a.s3_bucket,
+            "admin_token": env["CONFAB_ADMIN_TOKEN"],
+            "demo": None,
+        }
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        url = self.info["gateway_url"] + "/healthz"
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            for child in self.children.values():
+                code = child.process.poll() if child.process else None
+                if code is not None:
+                    raise UpError(
+                        f"{child.name} exited with code {code} while starting: "
+                        f"{_last_line(child.log_path)}"
+                    )
+            if _healthy(url):
+                return
+            time.sleep(0.25)
+        raise UpError(
+            f"the platform was not healthy after {READY_TIMEOUT:.0f} s; "
+            f"see the logs in {self.data_dir / 'logs'}"
+        )
+
+    def write_stack_json(self) -> None:
+        self.info["pids"] = {name: child.pid for name, child in self.children.items()}
+        path = self.data_dir / "stack.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.info, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    # -- run and stop ---------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """Restart any service that exits, backing off if it keeps crashing."""
+        while not self.stopping.wait(0.2):
+            now = time.monotonic()
+            for child in self.children.values():
+                if child.restart_at is None:
+                    code = child.process.poll() if child.process else 0
+                    if code is None:
+                        continue
+                    child.crashes = [t for t in child.crashes if t > now - 60] + [now]
+                    delay = min(0.25 * 2 ** (len(child.crashes) - 1), 4.0)
+                    print(
+                        f"confab: {child.name} exited with code {code}; "
+                        f"restarting in {delay:.2g} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    child.restart_at = now + delay
+                elif now >= child.restart_at:
+                    child.restart_at = None
+                    child.start()
+                    self.write_stack_json()
+                    print(f"confab: {child.name} restarted (pid {child.pid})", flush=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        # The gateway first, so no new requests arrive while services drain.
+        order = ["gateway", "fanout", "media", "messaging", "identity"]
+        for name in order:
+            child = self.children.get(name)
+            if child and child.process and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in self.children.values():
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        for backend in reversed(self.backends):
+            backend.stop()
+
+
+def _check(flag: str, url: str, schemes: tuple[str, ...]) -> None:
+    try:
+        check_url(url, schemes)
+    except ValueError as exc:
+        raise UpError(f"{flag}: {exc}") from None
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1][:500] if lines else "(no output)"
+
+
+def banner(info: dict[str, Any], data_dir: Path) -> str:
+    rows = [
+        ("gateway", info["gateway_url"]),
+        ("fanout (Pusher WebSocket)", info["fanout_ws_url"]),
+        ("health", info["gateway_url"] + "/healthz"),
+        ("NATS", info["nats_url"]),
+        ("PostgreSQL", mask_url(info["database_url"])),
+        ("S3", info["s3_endpoint"]),
+        ("state and logs", str(data_dir)),
+        ("stack file", str(data_dir / "stack.json")),
+    ]
+    demo = info.get("demo")
+    if demo:
+        rows += [
+            ("demo page", info["gateway_url"] + "/demo"),
+            ("demo workspace", demo["workspace_id"]),
+            ("demo API key", demo["api_key"]),
+            ("demo app key", demo["app_key"]),
+        ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(["Confab is running.", *(f"  {k.ljust(width)}  {v}" for k, v in rows)])
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(args, data_dir)
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stack.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        urls = stack.start_backends()
+        stack.start_services(urls)
+        stack.wait_ready()
+        if stack.stopping.is_set():
+            return 0
+        from confab.cli import demo
+
+        stack.info["demo"] = demo.ensure_demo_workspace(stack.info, data_dir)
+        stack.write_stack_json()
+        print(banner(stack.info, data_dir), flush=True)
+        print("confab: ready", flush=True)
+        stack.supervise()
+        print("confab: stopping", flush=True)
+        return 0
+    except UpError as exc:
+        print(f"confab: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        stack.stop()
+        print("confab: stopped", flush=True)

@@ -1,0 +1,47 @@
+"""Base classes for events and RPC messages, and the event type registry."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """A past-tense fact stored in a JetStream stream.
+
+    Subclasses set ``type`` (e.g. ``"workspace.created"``) and ``schema`` (its
+    integer version). Registering happens on subclassing, so importing a
+    contracts module is enough for ``decode`` to know its events.
+    """
+
+    type: ClassVar[str]
+    schema: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type" in cls.__dict__:
+            existing = EVENT_TYPES.get(cls.type)
+            if existing is not None and existing.__qualname__ != cls.__qualname__:
+                raise TypeError(f"event type {cls.type!r} defined twice")
+            EVENT_TYPES[cls.type] = cls
+
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+class Request(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """An RPC command or query. ``subject`` is where its handler listens; ``reply`` its answer."""
+
+    subject: ClassVar[str]
+    reply: ClassVar[type[msgspec.Struct]]
+
+
+class Reply(msgspec.Struct, kw_only=True, frozen=True):
+    """Base class of RPC replies."""
+
+
+class Ok(Reply, kw_only=True, frozen=True):
+    """The reply of a command that has nothing to say but its stream sequence."""
+
+    seq: int = 0

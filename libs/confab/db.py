@@ -1,0 +1,50 @@
+"""PostgreSQL access for read models: engines, schemas and projection checkpoints."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def asyncpg_url(url: str) -> str:
+    """``postgresql://…`` as SQLAlchemy's asyncpg dialect wants it."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("database URL must start with postgresql://")
+
+
+def plain_url(url: str) -> str:
+    """``postgresql://…`` as asyncpg itself wants it."""
+    return asyncpg_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        asyncpg_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def checkpoint_table(metadata: sa.MetaData) -> sa.Table:
+    """One row per projection: the last stream sequence applied, written with the data."""
+    return sa.Table(
+        "projection_checkpoints",
+        metadata,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    )
+
+
+async def create_tables(engine: AsyncEngine, metadata: sa.MetaData) -> None:
+    """Create the schema and tables if missing; safe to run from several processes at once."""
+    async with engine.begin() as conn:
+        # Serialise concurrent creators: CREATE … IF NOT EXISTS still races in PostgreSQL.
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7267265)"))
+        if metadata.schema:
+            await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{metadata.schema}"'))
+        await conn.run_sync(metadata.create_all)

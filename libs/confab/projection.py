@@ -1,0 +1,284 @@
+"""The projection runner: events from a durable pull consumer into PostgreSQL read models.
+
+A batch of events is applied in one transaction that also moves the
+projection's checkpoint, so a crash anywhere loses nothing and applies nothing
+twice: redelivered events at or below the checkpoint are skipped. One process
+at a time feeds a projection (a PostgreSQL advisory lock held on a dedicated
+connection); others stand by and take over when it dies. Every process learns
+checkpoints through LISTEN/NOTIFY, so ``wait_for`` works wherever a query lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import nats.errors
+import sqlalchemy as sa
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from confab.db import checkpoint_table, create_tables, plain_url
+from confab.events import Envelope, UnknownEvent, open_envelope, parse_time
+from confab.logging import get_logger
+
+log = get_logger("confab.projection")
+
+NOTIFY_CHANNEL = "confab_checkpoints"
+
+
+class Projection(ABC):
+    """A read model fed by one stream. Subclasses declare tables on ``metadata``."""
+
+    name: str  # unique across the platform, e.g. "identity"
+    stream: str
+    subjects: Sequence[str]
+    metadata: sa.MetaData
+
+    def __init__(self) -> None:
+        self.checkpoints = checkpoint_table(self.metadata)
+
+    @abstractmethod
+    async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        """Apply ``events`` (in stream order, none applied before) inside ``conn``'s transaction."""
+
+
+def _lock_key(name: str) -> int:
+    digest = hashlib.blake2b(f"confab.projection.{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def consumer_name(projection: str) -> str:
+    return "proj_" + projection.replace(".", "_")
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        engine: AsyncEngine,
+        database_url: str,
+        projection: Projection,
+        *,
+        batch_size: int = 256,
+        fetch_timeout: float = 1.0,
+    ) -> None:
+        self.js = js
+        self.engine = engine
+        self.database_url = database_url
+        self.projection = projection
+        self.batch_size = batch_size
+        self.fetch_timeout = fetch_timeout
+        self.checkpoint = 0
+        self.is_leader = False
+        self.applied = 0
+        self.last_error: str | None = None
+        self._changed = asyncio.Condition()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.prepare()
+        self._task = asyncio.create_task(self._run(), name=f"projection:{self.projection.name}")
+
+    async def prepare(self) -> None:
+        """Create the tables and checkpoint row, and listen for other processes' checkpoints."""
+        await create_tables(self.engine, self.projection.metadata)
+        table = self.projection.checkpoints
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.dialects.postgresql.insert(table)
+                .values(name=self.projection.name, last_seq=0)
+                .on_conflict_do_nothing()
+            )
+            self.checkpoint = await self._read_checkpoint(conn)
+        self._listener = await asyncpg.connect(plain_url(self.database_url))
+        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand (commit and ack), then stop."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+
+    async def wait_for(self, seq: int, timeout: float = 2.0) -> bool:
+        """Return True as soon as the checkpoint reaches ``seq``; False after ``timeout``."""
+        if self.checkpoint >= seq:
+            return True
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.checkpoint >= seq), timeout
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    # -- the loop ----------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                lock = await asyncpg.connect(plain_url(self.database_url))
+            except (OSError, asyncpg.PostgresError) as exc:
+                self.last_error = f"database: {exc}"
+                await self._pause(1.0)
+                continue
+            try:
+                if await self._acquire(lock):
+                    self.is_leader = True
+                    log.info("projection_leading", projection=self.projection.name)
+                    await self._consume(lock)
+            except Exception as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                log.exception("projection_failed", projection=self.projection.name)
+                await self._pause(1.0)
+            finally:
+                self.is_leader = False
+                with contextlib.suppress(Exception):
+                    await lock.close()
+
+    async def _acquire(self, lock: asyncpg.Connection) -> bool:
+        key = _lock_key(self.projection.name)
+        while not self._stopping.is_set():
+            if await lock.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                return True
+            await self._pause(1.0)
+        return False
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _subscribe(self) -> Any:
+        p = self.projection
+        durable = consumer_name(p.name)
+        try:
+            await self.js.consumer_info(p.stream, durable)
+        except NotFoundError:
+            # The database checkpoint is the truth; the consumer only says where to resume.
+            start = self.checkpoint + 1
+            config = ConsumerConfig(
+                durable_name=durable,
+                ack_policy=AckPolicy.ALL,
+                ack_wait=30,
+                max_deliver=-1,
+                max_ack_pending=self.batch_size * 4,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
+                opt_start_seq=start if start > 1 else None,
+                filter_subjects=list(p.subjects),
+            )
+            await self.js.add_consumer(p.stream, config)
+        return await self.js.pull_subscribe_bind(durable=durable, stream=p.stream)
+
+    async def _consume(self, lock: asyncpg.Connection) -> None:
+        psub = await self._subscribe()
+        try:
+            while not self._stopping.is_set():
+                if lock.is_closed():
+                    raise ConnectionError("lost the projection lock connection")
+                try:
+                    msgs = await psub.fetch(self.batch_size, timeout=self.fetch_timeout)
+                except nats.errors.TimeoutError:
+                    continue
+                await self._apply_until_done(msgs)
+                await msgs[-1].ack()  # AckAll: acknowledges the whole batch
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _apply_until_done(self, msgs: list[Msg]) -> None:
+        """Apply one fetched batch, retrying the same batch while the database is down."""
+        events = [e for e in map(self._open, msgs) if e is not None]
+        last_seq = msgs[-1].metadata.sequence.stream
+        delay = 0.2
+        while True:
+            try:
+                await self._commit(events, last_seq)
+                self.last_error = None
+                return
+            except (OSError, asyncpg.PostgresError, sa.exc.DBAPIError) as exc:
+                self.last_error = f"database: {exc}"
+                log.warning("projection_retry", projection=self.projection.name, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _open(self, msg: Msg) -> Envelope | None:
+        meta = msg.metadata
+        try:
+            return open_envelope(
+                msg.headers or {},
+                msg.data,
+                subject=msg.subject,
+                seq=meta.sequence.stream,
+                time=parse_time(meta.timestamp) if isinstance(meta.timestamp, str) else None,
+            )
+        except (UnknownEvent, KeyError, ValueError) as exc:
+            log.error(
+                "projection_skipped_event",
+                projection=self.projection.name,
+                seq=meta.sequence.stream,
+                error=str(exc),
+            )
+            return None
+
+    async def _commit(self, events: list[Envelope], last_seq: int) -> None:
+        table = self.projection.checkpoints
+        name = self.projection.name
+        async with self.engine.begin() as conn:
+            row = await conn.execute(
+                sa.select(table.c.last_seq).where(table.c.name == name).with_for_update()
+            )
+            applied = row.scalar_one()
+            fresh = [e for e in events if e.seq > applied]
+            if fresh:
+                await self.projection.apply(conn, fresh)
+            if last_seq > applied:
+                await conn.execute(
+                    table.update()
+                    .where(table.c.name == name)
+                    .values(last_seq=last_seq, updated_at=sa.func.now())
+                )
+                await conn.execute(
+                    sa.text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": NOTIFY_CHANNEL, "payload": f"{name}:{last_seq}"},
+                )
+        self.applied += len(fresh)
+        await self._advance(last_seq)
+
+    async def _read_checkpoint(self, conn: AsyncConnection) -> int:
+        table = self.projection.checkpoints
+        row = await conn.execute(
+            sa.select(table.c.last_seq).where(table.c.name == self.projection.name)
+        )
+        return int(row.scalar_one_or_none() or 0)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        name, _, seq = payload.rpartition(":")
+        if name == self.projection.name:
+            asyncio.get_running_loop().create_task(self._advance(int(seq)))
+
+    async def _advance(self, seq: int) -> None:
+        if seq > self.checkpoint:
+            self.checkpoint = seq
+            async with self._changed:
+                self._changed.notify_all()

@@ -1,0 +1,213 @@
+"""The life of a service process: settings, logging, NATS, database, RPC, projections.
+
+Each service's ``app.py`` calls ``run_service`` with a set-up function that
+declares what the service owns and registers its handlers and projections;
+everything else (health answers, graceful drain on SIGTERM, clear start-up
+errors) is here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from confab import __version__, bus, metrics
+from confab.contracts.system import HealthQuery, HealthReply
+from confab.db import create_engine
+from confab.errors import ConfabError
+from confab.logging import configure, get_logger
+from confab.projection import Projection, ProjectionRunner
+from confab.rpc import CallContext, RpcClient, RpcServer
+from confab.settings import DatabaseSettings, Settings, SettingsError, load
+
+S = TypeVar("S", bound=Settings)
+HealthCheck = Callable[[], Awaitable[str]]
+
+log = get_logger("confab.service")
+
+START_TIMEOUT = 30.0
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is the one line the operator sees."""
+
+
+class Service:
+    """A running service: its connections and the parts set-up registered."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        self.started = time.monotonic()
+        self.nc: NATS
+        self.js: JetStreamContext
+        self.rpc: RpcServer
+        self.client: RpcClient
+        self.engine: AsyncEngine | None = None
+        self.runners: dict[str, ProjectionRunner] = {}
+        self.checks: dict[str, HealthCheck] = {}
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+
+    # -- used by set-up functions --------------------------------------------
+
+    async def declare(self, *streams: bus.StreamSpec) -> None:
+        await bus.ensure_streams(self.js, streams, self.settings.stream_replicas)
+
+    async def add_projection(self, projection: Projection, **options: Any) -> ProjectionRunner:
+        if not isinstance(self.settings, DatabaseSettings) or self.engine is None:
+            raise TypeError(f"{self.name} has no database settings for projections")
+        runner = ProjectionRunner(
+            self.js, self.engine, self.settings.database_url, projection, **options
+        )
+        await runner.start()
+        self.runners[projection.name] = runner
+        return runner
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` at shutdown, before NATS and the database close (last added, first)."""
+        self._on_stop.append(callback)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.nc = await _retry_until(
+            lambda: bus.connect(
+                self.settings.nats_url, f"{self.name}:{self.settings.instance_name}"
+            ),
+            f"cannot reach NATS at {self.settings.nats_url}",
+        )
+        self.js = self.nc.jetstream()
+        self.client = RpcClient(self.nc, self.settings.rpc_timeout)
+        self.rpc = RpcServer(self.nc, self.name)
+        if isinstance(self.settings, DatabaseSettings):
+            self.engine = create_engine(
+                self.settings.database_url, self.settings.database_pool_size
+            )
+            await _retry_until(self._ping_database, "cannot reach PostgreSQL")
+            self.checks["database"] = self._check_database
+        self.checks["nats"] = self._check_nats
+        await self.rpc.serve(HealthQuery, self._health, subject=HealthQuery.subject_for(self.name))
+
+    async def stop(self) -> None:
+        await self.rpc.stop()
+        for callback in reversed(self._on_stop):
+            await callback()
+        for runner in self.runners.values():
+            await runner.stop()
+        await bus.close(self.nc)
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    async def health(self) -> HealthReply:
+        checks: dict[str, str] = {}
+        for name, check in self.checks.items():
+            try:
+                checks[name] = await asyncio.wait_for(check(), 2.0)
+            except Exception as exc:
+                checks[name] = f"failing: {exc or type(exc).__name__}"
+        for name, runner in self.runners.items():
+            role = "leader" if runner.is_leader else "standby"
+            checks[f"projection:{name}"] = (
+                f"failing: {runner.last_error}"
+                if runner.last_error
+                else f"ok ({role}, at {runner.checkpoint})"
+            )
+        status = "ok" if all(v.startswith("ok") for v in checks.values()) else "degraded"
+        return HealthReply(
+            service=self.name,
+            instance=self.settings.instance_name,
+            status=status,
+            checks=checks,
+            version=__version__,
+            uptime_seconds=round(time.monotonic() - self.started, 3),
+        )
+
+    async def _health(self, _query: HealthQuery, _ctx: CallContext) -> HealthReply:
+        return await self.health()
+
+    async def _check_nats(self) -> str:
+        return "ok" if self.nc.is_connected else "failing: disconnected"
+
+    async def _check_database(self) -> str:
+        await self._ping_database()
+        return "ok"
+
+    async def _ping_database(self) -> None:
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+
+async def _retry_until(attempt: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """Dependencies may start after us (containers, a restarting stack): retry for a while."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            return await attempt()
+        except (ConfabError, OSError, sa.exc.DBAPIError) as exc:
+            if time.monotonic() > deadline:
+                raise StartupError(f"{what}: {exc}") from None
+            await asyncio.sleep(0.5)
+
+
+def health_routes(health: Callable[[], Awaitable[tuple[int, Any]]]) -> list[web.RouteDef]:
+    """``/healthz`` and ``/metrics`` for an aiohttp app; ``health`` returns (status, body)."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        status, body = await health()
+        return web.json_response(body, status=status)
+
+    async def metrics_view(_request: web.Request) -> web.Response:
+        body, content_type = metrics.render()
+        return web.Response(body=body, content_type=content_type)
+
+    return [web.get("/healthz", healthz), web.get("/metrics", metrics_view)]
+
+
+def run_service(
+    name: str,
+    settings_type: type[S],
+    setup: Callable[[Service], Awaitable[None]],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Entry point of ``confab-<name>``: run until SIGTERM/SIGINT, then drain and exit."""
+    try:
+        settings = load(settings_type, argv)
+    except SettingsError as exc:
+        print(f"confab-{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure(name, settings.log_level, settings.log_format)
+    try:
+        asyncio.run(_serve(name, settings, setup))
+    except StartupError as exc:
+        print(f"confab-{name}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+async def _serve(
+    name: str, settings: Settings, setup: Callable[[Service], Awaitable[None]]
+) -> None:
+    service = Service(name, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    await setup(service)
+    log.info("service_started", instance=settings.instance_name)
+    await stop.wait()
+    log.info("service_stopping")
+    await service.stop()
+    log.info("service_stopped")

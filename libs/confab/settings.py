@@ -1,0 +1,158 @@
+"""Settings from environment variables and command-line flags, validated at start-up.
+
+Every field ``foo_bar`` of a settings struct is read from the flag ``--foo-bar``
+or the variable ``CONFAB_FOO_BAR`` (flag wins). A bad value stops the process
+with one line that names the variable, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+
+ENV_PREFIX = "CONFAB_"
+
+T = TypeVar("T", bound="Settings")
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or malformed; the message names it."""
+
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Base class: the settings every Confab process shares."""
+
+    # Fields holding URLs, with the schemes each accepts; checked by ``load``.
+    __urls__: ClassVar[dict[str, tuple[str, ...]]] = {"nats_url": ("nats", "tls", "ws", "wss")}
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    instance: str = ""
+    stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    rpc_timeout: PositiveFloat = 5.0
+
+    @property
+    def instance_name(self) -> str:
+        return self.instance or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class DatabaseSettings(Settings, kw_only=True, frozen=True):
+    """Settings of a process that owns PostgreSQL read models."""
+
+    __urls__: ClassVar[dict[str, tuple[str, ...]]] = {
+        **Settings.__urls__,
+        "database_url": ("postgresql", "postgres"),
+    }
+
+    database_url: str = "postgresql://confab:confab@127.0.0.1:5432/confab"
+    database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def check_url(value: str, schemes: tuple[str, ...]) -> None:
+    """Raise ValueError unless every comma-separated URL has a known scheme and a host."""
+    for url in value.split(","):
+        try:
+            parts = urlsplit(url.strip())
+            valid = parts.scheme in schemes and bool(parts.hostname) and parts.port != 0
+        except ValueError as exc:
+            raise ValueError(f"{mask_url(url)!r} is not a valid URL ({exc})") from None
+        if not valid:
+            raise ValueError(
+                f"{mask_url(url)!r} is not a valid URL; expected {schemes[0]}://host:port"
+            )
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, so it can be printed or logged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def load(
+    cls: type[T],
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> T:
+    """Build ``cls`` from overrides, flags, environment, then defaults; raise SettingsError."""
+    env = os.environ if env is None else env
+    flags = _parse_flags(cls, sys.argv[1:] if argv is None else argv)
+    values: dict[str, Any] = {}
+    for field in msgspec.structs.fields(cls):
+        name = field.name
+        if name in overrides:
+            raw: Any = overrides[name]
+        elif name in flags:
+            raw = flags[name]
+        elif env_name(name) in env:
+            raw = env[env_name(name)]
+        else:
+            continue
+        try:
+            values[name] = msgspec.convert(raw, field.type, strict=False)
+        except msgspec.ValidationError as exc:
+            shown = mask_url(raw) if name.endswith("_url") and isinstance(raw, str) else raw
+            raise SettingsError(f"{_source(name, flags)}={shown!r}: {_plain(exc)}") from None
+    settings = cls(**values)
+    for name, schemes in cls.__urls__.items():
+        value = getattr(settings, name)
+        if value:
+            try:
+                check_url(value, schemes)
+            except ValueError as exc:
+                raise SettingsError(f"{_source(name, flags)}: {exc}") from None
+    return settings
+
+
+def _source(name: str, flags: Mapping[str, str]) -> str:
+    return flag_name(name) if name in flags else env_name(name)
+
+
+def _plain(exc: msgspec.ValidationError) -> str:
+    text = str(exc).split(" - at ")[0]
+    return text.replace("`", "")
+
+
+def _parse_flags(cls: type, argv: Sequence[str]) -> dict[str, str]:
+    known = {flag_name(f.name): f.name for f in msgspec.structs.fields(cls)}
+    out: dict[str, str] = {}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, sep, value = arg.partition("=")
+        if key not in known:
+            raise SettingsError(f"unknown option {key}; known options: {', '.join(sorted(known))}")
+        if not sep:
+            if i + 1 >= len(args):
+                raise SettingsError(f"option {key} needs a value")
+            i += 1
+            value = args[i]
+        out[known[key]] = value
+        i += 1
+    return out

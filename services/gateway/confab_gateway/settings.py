@@ -1,0 +1,12 @@
+"""Settings of the gateway (the public HTTP API)."""
+
+from __future__ import annotations
+
+from confab.settings import Port, Settings
+
+
+class GatewaySettings(Settings, kw_only=True, frozen=True):
+    gateway_host: str = "127.0.0.1"
+    gateway_port: Port = 8000
+    admin_token: str = ""
+    max_body_bytes: int = 1024 * 1024
