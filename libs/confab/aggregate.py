@@ -1,0 +1,135 @@
+"""Running a decider against the event log: load, decide, append, retry on conflict.
+
+States are cached in process by subject with the version they were built at.
+A command is decided on the cached state and appended with that version as
+the expected one; only when another writer got there first do we catch up
+from the log and decide again. So a busy aggregate costs no read per command,
+and a cold one is loaded once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from confab.contracts.base import Event
+from confab.errors import ConfabError, Conflict
+from confab.eventlog import Appended, WrongExpectedVersion, append, read_subject
+
+S = TypeVar("S")
+
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Generic[S]):
+    """What a command did: the state after it, and where its event was stored (if any)."""
+
+    state: S
+    version: int
+    appended: Appended | None
+    event: Event | None
+
+
+class Aggregates(Generic[S]):
+    """One kind of aggregate in one stream, with its evolve function and a bounded cache."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        stream: str,
+        initial: Callable[[], S],
+        evolve: Callable[[S, Event], S],
+        *,
+        cache_size: int = 50_000,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.stream = stream
+        self.initial = initial
+        self.evolve = evolve
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[S, int]] = OrderedDict()
+
+    async def load(self, subject: str, *, fresh: bool = False) -> tuple[S, int]:
+        """The state of ``subject`` and its version; ``fresh`` catches up from the log first."""
+        cached = self._cache.get(subject)
+        if cached is not None and not fresh:
+            self._cache.move_to_end(subject)
+            return cached
+        state, version = cached if cached is not None else (self.initial(), 0)
+        async for envelope in read_subject(self.nc, self.stream, subject, after=version):
+            state = self.evolve(state, envelope.event)
+            version = envelope.seq
+        self._remember(subject, state, version)
+        return state, version
+
+    async def execute(
+        self,
+        subject: str,
+        decide: Callable[[S], Event | None],
+        *,
+        msg_id: str,
+        workspace: str,
+        actor: str = "",
+        correlation: str = "",
+    ) -> Decision[S]:
+        """Decide on the current state and append the event; ``decide`` may raise ConfabError.
+
+        A rejection or a no-op decided on a cached state is checked once more
+        against the log: another process may have changed the aggregate.
+        """
+        cached = subject in self._cache
+        state, version = await self.load(subject)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                event = decide(state)
+            except ConfabError:
+                if not cached:
+                    raise
+                event = None
+            if event is None:
+                if cached:
+                    cached = False
+                    state, version = await self.load(subject, fresh=True)
+                    continue
+                return Decision(state, version, None, None)
+            try:
+                appended = await append(
+                    self.js,
+                    self.stream,
+                    subject,
+                    event,
+                    msg_id=msg_id,
+                    workspace=workspace,
+                    actor=actor,
+                    correlation=correlation,
+                    expected_version=version,
+                )
+            except WrongExpectedVersion:
+                cached = False
+                state, version = await self.load(subject, fresh=True)
+                continue
+            if appended.duplicate:
+                # Stored by an earlier attempt: the log, not this decision, is the truth.
+                state, version = await self.load(subject, fresh=True)
+                return Decision(state, version, appended, event)
+            state = self.evolve(state, event)
+            self._remember(subject, state, appended.seq)
+            return Decision(state, appended.seq, appended, event)
+        raise Conflict("Too many concurrent changes to the same thing; try again.")
+
+    def forget(self, subject: str) -> None:
+        self._cache.pop(subject, None)
+
+    def _remember(self, subject: str, state: S, version: int) -> None:
+        self._cache[subject] = (state, version)
+        self._cache.move_to_end(subject)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
