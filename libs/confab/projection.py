@@ -170,12 +170,24 @@ class ProjectionRunner:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _subscribe(self) -> Any:
+        """Bind to the durable consumer, (re)creating it where the checkpoint says.
+
+        The database checkpoint is the truth; the consumer only says where to
+        resume. A consumer that acknowledged past the checkpoint (the read model
+        was reset or restored) or filters other subjects is replaced.
+        """
         p = self.projection
         durable = consumer_name(p.name)
         try:
-            await self.js.consumer_info(p.stream, durable)
+            info = await self.js.consumer_info(p.stream, durable)
+            stale = (
+                info.ack_floor is not None and (info.ack_floor.stream_seq or 0) > self.checkpoint
+            )
+            subjects = info.config.filter_subjects or [info.config.filter_subject]
+            if stale or sorted(s for s in subjects if s) != sorted(p.subjects):
+                await self.js.delete_consumer(p.stream, durable)
+                raise NotFoundError
         except NotFoundError:
-            # The database checkpoint is the truth; the consumer only says where to resume.
             start = self.checkpoint + 1
             config = ConsumerConfig(
                 durable_name=durable,

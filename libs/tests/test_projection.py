@@ -67,7 +67,7 @@ async def publish(nc: NATS, spec: bus.StreamSpec, keys: list[str]) -> int:
 async def counts(engine: AsyncEngine, projection: Counts) -> dict[str, int]:
     async with engine.connect() as conn:
         rows = await conn.execute(sa.select(projection.table.c.key, projection.table.c.n))
-        return dict(rows.tuples().all())
+        return {key: n for key, n in rows.all()}
 
 
 async def test_events_are_applied_once_with_the_checkpoint(

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confab.cli import demo
+from confab.errors import ConfabError
 from confab.settings import check_url, mask_url
 
 SERVICES = ("identity", "messaging", "media", "fanout", "gateway")
@@ -349,9 +351,10 @@ def run(args: argparse.Namespace) -> int:
         stack.wait_ready()
         if stack.stopping.is_set():
             return 0
-        from confab.cli import demo
-
-        stack.info["demo"] = demo.ensure_demo_workspace(stack.info, data_dir)
+        try:
+            stack.info["demo"] = demo.ensure_demo_workspace(stack.info, data_dir)
+        except ConfabError as exc:
+            raise UpError(f"could not create the demo workspace: {exc.message}") from None
         stack.write_stack_json()
         print(banner(stack.info, data_dir), flush=True)
         print("confab: ready", flush=True)

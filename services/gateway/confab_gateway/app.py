@@ -7,29 +7,46 @@ from typing import Any
 from aiohttp import web
 
 from confab.service import Service, StartupError, health_routes, run_service
+from confab_gateway import admin, openapi, tenant
+from confab_gateway.api import Endpoint, Router
+from confab_gateway.auth import Authenticator
 from confab_gateway.errors import error_middleware
 from confab_gateway.health import platform_health
 from confab_gateway.settings import GatewaySettings
 
+ROUTERS: list[Router] = [admin.router, tenant.router]
 
-def build_app(service: Service) -> web.Application:
+
+def endpoints() -> list[Endpoint]:
+    return [e for router in ROUTERS for e in router.endpoints]
+
+
+def build_app(service: Service, auth: Authenticator) -> web.Application:
     assert isinstance(service.settings, GatewaySettings)
     app = web.Application(
         middlewares=[error_middleware], client_max_size=service.settings.max_body_bytes
     )
-    app["service"] = service
+    for router in ROUTERS:
+        router.install(app, service.client, auth)
+    spec = openapi.document(endpoints())
 
     async def health() -> tuple[int, Any]:
         return await platform_health(service.client)
 
-    app.add_routes(health_routes(health))
+    async def openapi_json(_request: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    app.add_routes([*health_routes(health), web.get("/openapi.json", openapi_json)])
     return app
 
 
 async def setup(service: Service) -> None:
     assert isinstance(service.settings, GatewaySettings)
     settings = service.settings
-    runner = web.AppRunner(build_app(service), access_log=None, shutdown_timeout=10)
+    auth = Authenticator(service.client, settings.admin_token)
+    await auth.start(service.nc)
+    service.on_stop(auth.stop)
+    runner = web.AppRunner(build_app(service, auth), access_log=None, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
     try:

@@ -63,7 +63,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 cls = _HTTP_ERRORS.get(exc.status, BadRequest)
                 response = error_response(cls(exc.reason))
             except Exception:
-                log.exception("request_failed", path=request.path)
+                log.exception("request_failed", route=route)
                 response = error_response(ConfabError())
         response.headers["X-Request-Id"] = correlation
         metrics.HTTP_REQUESTS.labels(route, str(response.status)).inc()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from confab.settings import DatabaseSettings
+from confab.settings import DatabaseSettings, PositiveFloat
 
 
 class IdentitySettings(DatabaseSettings, kw_only=True, frozen=True):
-    pass
+    # How long a handler waits for the read model to show a write (its own, or
+    # a query's ``min_seq``) before answering.
+    read_wait_seconds: PositiveFloat = 2.0

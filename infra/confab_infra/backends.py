@@ -1,0 +1,24 @@
+"""The embedded backends of one machine: NATS JetStream, PostgreSQL and S3 (SeaweedFS).
+
+Each runs as a child process with its state under one data directory, so `confab up`
+and the test suite need nothing but the Python environment.
+"""
+
+from confab_infra.nats import EmbeddedNats
+from confab_infra.ports import BackendError, check_port_free, check_url, free_port, wait_tcp
+from confab_infra.postgres import EmbeddedPostgres
+from confab_infra.s3 import EmbeddedS3, S3Config, ensure_bucket, s3_client
+
+__all__ = [
+    "BackendError",
+    "EmbeddedNats",
+    "EmbeddedPostgres",
+    "EmbeddedS3",
+    "S3Config",
+    "check_port_free",
+    "check_url",
+    "ensure_bucket",
+    "free_port",
+    "s3_client",
+    "wait_tcp",
+]

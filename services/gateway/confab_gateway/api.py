@@ -1,0 +1,197 @@
+"""Declaring endpoints once: the same types validate requests and describe them in OpenAPI.
+
+An endpoint says its method, path, credential kind, body, query and response
+types. ``Router.install`` turns that into aiohttp routes that authenticate,
+parse and validate before the handler runs, and ``openapi.document`` turns the
+same list into ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from confab.errors import BadRequest, InvalidRequest, NotFound, UnsupportedMediaType
+from confab.ids import is_valid_id
+from confab.rpc import RpcClient
+from confab_gateway.auth import Authenticator, Principal
+
+AuthKind = Literal["admin", "api_key", "session", "public"]
+Handler = Callable[["Call"], Awaitable[Any]]
+
+_encoder = msgspec.json.Encoder()
+_PATH_PARAM = re.compile(r"{(\w+)}")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    auth: AuthKind
+    handler: Handler
+    summary: str
+    tag: str
+    body: type | None = None
+    query: type | None = None
+    response: type | None = None
+    status: int = 200
+    also: tuple[int, ...] = ()  # other success statuses (e.g. 200 for an upsert that updated)
+    errors: tuple[int, ...] = ()
+    raw_path_params: tuple[str, ...] = ()  # path parameters that are not ids (tokens, emoji)
+
+    @property
+    def path_params(self) -> list[str]:
+        return _PATH_PARAM.findall(self.path)
+
+
+@dataclass
+class Call:
+    """What a handler gets: the validated request and who made it."""
+
+    request: web.Request
+    rpc: RpcClient
+    principal: Principal | None
+    path: dict[str, str]
+    body: Any = None
+    query: Any = None
+    correlation: str = ""
+
+    @property
+    def workspace_id(self) -> str:
+        assert self.principal is not None
+        return self.principal.workspace_id
+
+
+@dataclass
+class Result:
+    """A response other than the endpoint's default status."""
+
+    body: Any
+    status: int
+
+
+@dataclass
+class Router:
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: AuthKind,
+        summary: str,
+        tag: str,
+        body: type | None = None,
+        query: type | None = None,
+        response: type | None = None,
+        status: int = 200,
+        also: tuple[int, ...] = (),
+        errors: tuple[int, ...] = (),
+        raw_path_params: tuple[str, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.endpoints.append(
+                Endpoint(
+                    method,
+                    path,
+                    auth,
+                    handler,
+                    summary,
+                    tag,
+                    body,
+                    query,
+                    response,
+                    status,
+                    also,
+                    errors,
+                    raw_path_params,
+                )
+            )
+            return handler
+
+        return register
+
+    def install(self, app: web.Application, rpc: RpcClient, auth: Authenticator) -> None:
+        for endpoint in self.endpoints:
+            app.router.add_route(endpoint.method, endpoint.path, _view(endpoint, rpc, auth))
+
+
+def _view(endpoint: Endpoint, rpc: RpcClient, auth: Authenticator) -> Handler:
+    body_decoder = msgspec.json.Decoder(endpoint.body) if endpoint.body else None
+    params = endpoint.path_params
+    ids = [p for p in params if p not in endpoint.raw_path_params]
+
+    async def view(request: web.Request) -> web.StreamResponse:
+        principal = await auth.authenticate(endpoint.auth, request)
+        path = {p: request.match_info[p] for p in params}
+        for name in ids:
+            if not is_valid_id(path[name]):
+                raise NotFound(f"No {name.removesuffix('_id')} with that id.")
+        call = Call(request, rpc, principal, path, correlation=request.get("correlation", ""))
+        if endpoint.query is not None:
+            call.query = parse_query(request, endpoint.query)
+        if body_decoder is not None:
+            call.body = await parse_body(request, body_decoder)
+        result = await endpoint.handler(call)
+        if result is None:
+            return web.Response(status=204)
+        status = endpoint.status
+        if isinstance(result, Result):
+            result, status = result.body, result.status
+        return web.Response(
+            body=_encoder.encode(result), status=status, content_type="application/json"
+        )
+
+    return view
+
+
+async def parse_body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
+    if request.content_type not in ("application/json", "") and not request.content_type.endswith(
+        "+json"
+    ):
+        raise UnsupportedMediaType(
+            f"Send the body as application/json, not {request.content_type}."
+        )
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("The request body is empty; send a JSON object.")
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+
+
+def parse_query(request: web.Request, query_type: type) -> Any:
+    known = {f.name for f in msgspec.structs.fields(query_type)}
+    values = {k: v for k, v in request.query.items() if k in known}
+    try:
+        return msgspec.convert(values, query_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
+    """msgspec says ``Expected `int`, got `str` - at `$.user.age```: make that per-field details."""
+    text = str(exc)
+    message, _, where = text.partition(" - at ")
+    message = message.replace("`", "")
+    field_path = where.strip("`").removeprefix("$").lstrip(".") or "body"
+    if message.startswith("Object contains unknown field"):
+        unknown = message.split("`")[-1] if "`" in message else message.rsplit(" ", 1)[-1]
+        return InvalidRequest(f"Unknown field {unknown}.", {unknown.strip("'\""): "unknown field"})
+    if message.startswith("Object missing required field"):
+        missing = message.rsplit(" ", 1)[-1].strip("'\"")
+        name = f"{field_path}.{missing}" if field_path != "body" else missing
+        return InvalidRequest(f"The field {name} is required.", {name: "required"})
+    if "matching regex" in message:
+        message = "does not have the expected format"
+        return InvalidRequest(f"The field {field_path} {message}.", {field_path: message})
+    return InvalidRequest(f"Invalid {field_path}: {message}.", {field_path: message})

@@ -1,0 +1,143 @@
+"""Who is calling: admin token, tenant API key, or widget session token.
+
+Verified credentials are cached briefly (keyed by their hash, never the secret
+itself) so the hot path costs no round trip to identity. Revocations arrive as
+events on ``live.identity.evt.>`` and drop the matching entries at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from confab.contracts.identity import (
+    ApiKeyPrincipal,
+    AuthenticateApiKey,
+    AuthenticateSession,
+    SessionPrincipal,
+)
+from confab.errors import Unauthorized
+from confab.events import H_EVENT
+from confab.ids import SECRET_PREFIX_LENGTH, same_secret, secret_hash, secret_prefix
+from confab.rpc import RpcClient
+
+Principal = ApiKeyPrincipal | SessionPrincipal
+
+# Events that end a credential, and which subject token names what they end.
+_REVOKING = {"api_key.revoked", "session.revoked", "user.erased"}
+
+
+class Authenticator:
+    def __init__(
+        self, rpc: RpcClient, admin_token: str, *, ttl: float = 30.0, max_entries: int = 100_000
+    ) -> None:
+        self.rpc = rpc
+        self.admin_hash = secret_hash(admin_token) if admin_token else ""
+        self.ttl = ttl
+        self.max_entries = max_entries
+        # hash -> (principal, expiry, the ids whose revocation ends it)
+        self._cache: OrderedDict[str, tuple[Principal, float, tuple[str, ...]]] = OrderedDict()
+        self._by_owner: dict[str, set[str]] = {}  # key id, session id or user id -> cache keys
+        self._sub: Subscription | None = None
+
+    async def start(self, nc: NATS) -> None:
+        self._sub = await nc.subscribe("live.identity.evt.>", cb=self._on_identity_event)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+    async def authenticate(self, kind: str, request: web.Request) -> Principal | None:
+        if kind == "public":
+            return None
+        if kind == "admin":
+            self._check_admin(request)
+            return None
+        if kind == "api_key":
+            return await self.api_key(request.headers.get("X-API-Key", ""))
+        return await self.session(_bearer(request, "session token"))
+
+    def _check_admin(self, request: web.Request) -> None:
+        if not self.admin_hash:
+            raise Unauthorized("The admin API is disabled: set CONFAB_ADMIN_TOKEN to enable it.")
+        token = _bearer(request, "admin token")
+        if not same_secret(self.admin_hash, secret_hash(token)):
+            raise Unauthorized("Invalid admin token.")
+
+    async def api_key(self, key: str) -> ApiKeyPrincipal:
+        if not key:
+            raise Unauthorized("Send your API key in the X-API-Key header.")
+        if not key.startswith("sk_") or len(key) <= SECRET_PREFIX_LENGTH or len(key) > 200:
+            raise Unauthorized("Invalid API key.")
+        digest = secret_hash(key)
+        cached = self._cached(digest)
+        if isinstance(cached, ApiKeyPrincipal):
+            return cached
+        principal: ApiKeyPrincipal = await self.rpc.call(
+            AuthenticateApiKey(prefix=secret_prefix(key), key_hash=digest)
+        )
+        self._remember(digest, principal, principal.key_id)
+        return principal
+
+    async def session(self, token: str) -> SessionPrincipal:
+        if not token.startswith("st_") or len(token) <= SECRET_PREFIX_LENGTH or len(token) > 200:
+            raise Unauthorized("Invalid or expired session token.")
+        digest = secret_hash(token)
+        cached = self._cached(digest)
+        if isinstance(cached, SessionPrincipal) and cached.expires_at > datetime.now(UTC):
+            return cached
+        principal: SessionPrincipal = await self.rpc.call(
+            AuthenticateSession(prefix=secret_prefix(token), token_hash=digest)
+        )
+        self._remember(digest, principal, principal.session_id, principal.user_id)
+        return principal
+
+    def forget(self, owner: str) -> None:
+        for digest in list(self._by_owner.get(owner, ())):
+            self._drop(digest)
+
+    def _cached(self, digest: str) -> Principal | None:
+        entry = self._cache.get(digest)
+        if entry is None:
+            return None
+        principal, expires, _owners = entry
+        if expires < time.monotonic():
+            self._drop(digest)
+            return None
+        return principal
+
+    def _remember(self, digest: str, principal: Principal, *owners: str) -> None:
+        self._cache[digest] = (principal, time.monotonic() + self.ttl, owners)
+        self._cache.move_to_end(digest)
+        for owner in owners:
+            self._by_owner.setdefault(owner, set()).add(digest)
+        while len(self._cache) > self.max_entries:
+            self._drop(next(iter(self._cache)))
+
+    def _drop(self, digest: str) -> None:
+        entry = self._cache.pop(digest, None)
+        for owner in entry[2] if entry else ():
+            keys = self._by_owner.get(owner)
+            if keys is not None:
+                keys.discard(digest)
+                if not keys:
+                    del self._by_owner[owner]
+
+    async def _on_identity_event(self, msg: Msg) -> None:
+        if (msg.headers or {}).get(H_EVENT) in _REVOKING:
+            # live.identity.evt.<workspace>.<kind>.<id>: the id is what was revoked or erased.
+            self.forget(msg.subject.rsplit(".", 1)[-1])
+
+
+def _bearer(request: web.Request, what: str) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(f"Send your {what} as 'Authorization: Bearer <token>'.")
+    return token.strip()

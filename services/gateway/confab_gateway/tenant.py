@@ -1,0 +1,170 @@
+"""The consumer backend API (``/api/v1``, ``X-API-Key``): users and widget sessions."""
+
+from __future__ import annotations
+
+from confab.contracts.identity import (
+    EraseUser,
+    GetUser,
+    IssueSession,
+    RevokeSession,
+    Session,
+    SessionInput,
+    SetUserBan,
+    UpdateUser,
+    UpsertUser,
+    User,
+    UserInput,
+    UserPatch,
+    UserSaved,
+)
+from confab.errors import NotFound
+from confab.ids import secret_hash, secret_prefix
+from confab_gateway.api import Call, Result, Router
+
+router = Router()
+
+USER_ERRORS = (400, 401, 404, 413, 415, 422)
+
+
+@router.route(
+    "POST",
+    "/api/v1/users",
+    auth="api_key",
+    tag="users",
+    status=201,
+    also=(200,),
+    summary="Create a user, or update the one with this external_id (201 created, 200 updated)",
+    body=UserInput,
+    response=User,
+    errors=(400, 401, 409, 413, 415, 422),
+)
+async def upsert_user(call: Call) -> Result:
+    saved: UserSaved = await call.rpc.call(
+        UpsertUser(workspace_id=call.workspace_id, input=call.body), correlation=call.correlation
+    )
+    return Result(saved.user, 201 if saved.created else 200)
+
+
+@router.route(
+    "GET",
+    "/api/v1/users/{user_id}",
+    auth="api_key",
+    tag="users",
+    summary="Read a user",
+    response=User,
+    errors=(401, 404),
+)
+async def get_user(call: Call) -> User:
+    return await call.rpc.call(
+        GetUser(workspace_id=call.workspace_id, user_id=call.path["user_id"])
+    )
+
+
+@router.route(
+    "PATCH",
+    "/api/v1/users/{user_id}",
+    auth="api_key",
+    tag="users",
+    summary="Update some of a user's fields; null clears an optional one",
+    body=UserPatch,
+    response=User,
+    errors=USER_ERRORS,
+)
+async def update_user(call: Call) -> User:
+    saved: UserSaved = await call.rpc.call(
+        UpdateUser(workspace_id=call.workspace_id, user_id=call.path["user_id"], patch=call.body),
+        correlation=call.correlation,
+    )
+    return saved.user
+
+
+@router.route(
+    "DELETE",
+    "/api/v1/users/{user_id}",
+    auth="api_key",
+    tag="users",
+    status=204,
+    summary="Erase a user (GDPR): profile data is removed and their sessions end",
+    errors=(401, 404),
+)
+async def erase_user(call: Call) -> None:
+    await call.rpc.call(
+        EraseUser(workspace_id=call.workspace_id, user_id=call.path["user_id"]),
+        correlation=call.correlation,
+    )
+
+
+@router.route(
+    "POST",
+    "/api/v1/users/{user_id}/ban",
+    auth="api_key",
+    tag="users",
+    summary="Ban a user: they can still read but can no longer post",
+    response=User,
+    errors=(401, 404),
+)
+async def ban_user(call: Call) -> User:
+    return await _set_ban(call, True)
+
+
+@router.route(
+    "DELETE",
+    "/api/v1/users/{user_id}/ban",
+    auth="api_key",
+    tag="users",
+    summary="Lift a ban",
+    response=User,
+    errors=(401, 404),
+)
+async def unban_user(call: Call) -> User:
+    return await _set_ban(call, False)
+
+
+async def _set_ban(call: Call, banned: bool) -> User:
+    saved: UserSaved = await call.rpc.call(
+        SetUserBan(workspace_id=call.workspace_id, user_id=call.path["user_id"], banned=banned),
+        correlation=call.correlation,
+    )
+    return saved.user
+
+
+@router.route(
+    "POST",
+    "/api/v1/sessions",
+    auth="api_key",
+    tag="sessions",
+    status=201,
+    summary="Issue a widget session token for a user; the token is shown only here",
+    body=SessionInput,
+    response=Session,
+    errors=USER_ERRORS,
+)
+async def issue_session(call: Call) -> Session:
+    return await call.rpc.call(
+        IssueSession(workspace_id=call.workspace_id, input=call.body),
+        correlation=call.correlation,
+    )
+
+
+@router.route(
+    "DELETE",
+    "/api/v1/sessions/{token}",
+    auth="api_key",
+    tag="sessions",
+    status=204,
+    summary="Revoke a session token at once",
+    errors=(401, 404),
+    raw_path_params=("token",),
+)
+async def revoke_session(call: Call) -> None:
+    token = call.path["token"]
+    if not token.startswith("st_") or len(token) > 200:
+        raise NotFound("No session with that token.")
+    await call.rpc.call(
+        RevokeSession(
+            workspace_id=call.workspace_id,
+            prefix=secret_prefix(token),
+            token_hash=secret_hash(token),
+        ),
+        correlation=call.correlation,
+    )

@@ -1,0 +1,206 @@
+"""The identity read model: tables in schema ``identity`` and the queries on them.
+
+Written only by ``IdentityProjection``; every row keeps the stream ``seq`` of
+the event that last wrote it. Queries always filter by workspace, and the
+authentication lookups are one indexed SELECT each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from confab.contracts.identity import AppCredentials, User, Workspace
+
+SCHEMA = "identity"
+
+
+@dataclass(frozen=True)
+class Tables:
+    workspaces: sa.Table
+    api_keys: sa.Table
+    users: sa.Table
+    sessions: sa.Table
+
+    def all(self) -> tuple[sa.Table, ...]:
+        return (self.workspaces, self.api_keys, self.users, self.sessions)
+
+
+def define_tables(metadata: sa.MetaData) -> Tables:
+    """The read model's tables on ``metadata`` (a projection instance brings its own)."""
+    ts = sa.DateTime(timezone=True)
+    workspaces = sa.Table(
+        "workspaces",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("app_key", sa.Text, nullable=False, unique=True),
+        sa.Column("app_secret", sa.Text, nullable=False),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+    )
+    api_keys = sa.Table(
+        "api_keys",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("workspace_id", sa.Text, nullable=False, index=True),
+        sa.Column("prefix", sa.Text, nullable=False, unique=True),
+        sa.Column("key_hash", sa.Text, nullable=False),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("revoked_at", ts, nullable=True),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+    )
+    users = sa.Table(
+        "users",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("workspace_id", sa.Text, nullable=False),
+        sa.Column("external_id", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("email", sa.Text, nullable=True),
+        sa.Column("avatar_url", sa.Text, nullable=True),
+        # JSON, not JSONB: keeps the tenant's key order as given.
+        sa.Column("metadata", sa.JSON, nullable=False),
+        sa.Column("banned", sa.Boolean, nullable=False),
+        sa.Column("erased", sa.Boolean, nullable=False),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("updated_at", ts, nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.UniqueConstraint("workspace_id", "external_id", name="users_workspace_external_id"),
+    )
+    sessions = sa.Table(
+        "sessions",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("workspace_id", sa.Text, nullable=False),
+        sa.Column("user_id", sa.Text, nullable=False, index=True),
+        sa.Column("prefix", sa.Text, nullable=False, unique=True),
+        sa.Column("token_hash", sa.Text, nullable=False),
+        sa.Column("expires_at", ts, nullable=False),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("revoked_at", ts, nullable=True),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+    )
+    return Tables(workspaces, api_keys, users, sessions)
+
+
+METADATA = sa.MetaData(schema=SCHEMA)
+TABLES = define_tables(METADATA)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    id: str
+    workspace_id: str
+    key_hash: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    id: str
+    workspace_id: str
+    user_id: str
+    token_hash: str
+    expires_at: datetime
+    revoked: bool
+    user_erased: bool
+
+
+class Store:
+    """Queries of the read model (reads only: the projection writes)."""
+
+    def __init__(self, engine: AsyncEngine, tables: Tables = TABLES) -> None:
+        self.engine = engine
+        self.t = tables
+
+    async def _one(self, query: sa.Select[Any]) -> sa.Row[Any] | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).first()
+
+    async def api_key_by_prefix(self, prefix: str) -> ApiKeyRow | None:
+        k = self.t.api_keys
+        row = await self._one(
+            sa.select(k.c.id, k.c.workspace_id, k.c.key_hash, k.c.revoked_at).where(
+                k.c.prefix == prefix
+            )
+        )
+        if row is None:
+            return None
+        return ApiKeyRow(row.id, row.workspace_id, row.key_hash, row.revoked_at is not None)
+
+    async def session_by_prefix(self, prefix: str) -> SessionRow | None:
+        s, u = self.t.sessions, self.t.users
+        row = await self._one(
+            sa.select(
+                s.c.id,
+                s.c.workspace_id,
+                s.c.user_id,
+                s.c.token_hash,
+                s.c.expires_at,
+                s.c.revoked_at,
+                sa.func.coalesce(u.c.erased, sa.true()).label("user_erased"),
+            )
+            .select_from(s.outerjoin(u, u.c.id == s.c.user_id))
+            .where(s.c.prefix == prefix)
+        )
+        if row is None:
+            return None
+        return SessionRow(
+            id=row.id,
+            workspace_id=row.workspace_id,
+            user_id=row.user_id,
+            token_hash=row.token_hash,
+            expires_at=row.expires_at,
+            revoked=row.revoked_at is not None,
+            user_erased=bool(row.user_erased),
+        )
+
+    async def user(self, workspace_id: str, user_id: str) -> User | None:
+        """A live (not erased) user of the workspace."""
+        u = self.t.users
+        row = await self._one(
+            sa.select(u).where(
+                u.c.id == user_id, u.c.workspace_id == workspace_id, u.c.erased.is_(False)
+            )
+        )
+        if row is None:
+            return None
+        return User(
+            id=row.id,
+            external_id=row.external_id,
+            name=row.name,
+            email=row.email,
+            avatar_url=row.avatar_url,
+            metadata=row._mapping["metadata"] or {},
+            banned=row.banned,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    async def workspaces(self, *, after: str | None, limit: int) -> tuple[list[Workspace], bool]:
+        """Up to ``limit`` workspaces with id > ``after`` in id order, and whether more exist."""
+        w = self.t.workspaces
+        query = sa.select(w.c.id, w.c.name, w.c.app_key, w.c.created_at).order_by(w.c.id)
+        if after:
+            query = query.where(w.c.id > after)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit + 1))).all()
+        items = [
+            Workspace(id=r.id, name=r.name, app_key=r.app_key, created_at=r.created_at)
+            for r in rows[:limit]
+        ]
+        return items, len(rows) > limit
+
+    async def app_credentials(self, app_key: str) -> AppCredentials | None:
+        w = self.t.workspaces
+        row = await self._one(
+            sa.select(w.c.id, w.c.app_key, w.c.app_secret).where(w.c.app_key == app_key)
+        )
+        if row is None:
+            return None
+        return AppCredentials(workspace_id=row.id, app_key=row.app_key, app_secret=row.app_secret)

@@ -1,0 +1,121 @@
+"""Running ``confab up`` as a real process for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confab_infra.backends import free_port
+from confab_infra.testing import TestBackends
+
+CONFAB = str(Path(sys.executable).with_name("confab"))
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen[str]
+    data_dir: Path
+    info: dict[str, Any]
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def gateway(self) -> str:
+        return str(self.info["gateway_url"])
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.info['admin_token']}"}
+
+    def pids(self) -> dict[str, int]:
+        return dict(json.loads((self.data_dir / "stack.json").read_text())["pids"])
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in (self.data_dir / "logs").glob("*"))
+
+
+class _Lines:
+    """Reads a process's output on a thread so tests can wait for a line with a deadline."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(process,), daemon=True).start()
+
+    def _pump(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.queue.put(line.rstrip("\n"))
+        self.queue.put(None)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.queue.get(timeout=left)
+            except queue.Empty:
+                return False
+            if line is None:
+                return False
+            self.seen.append(line)
+            if text in line:
+                return True
+        return False
+
+
+def up_command(data_dir: Path, *extra: str) -> list[str]:
+    return [CONFAB, "up", "--data-dir", str(data_dir), *extra]
+
+
+def backend_flags(backends: TestBackends, database_url: str) -> list[str]:
+    s3 = backends.s3
+    return [
+        "--database-url",
+        database_url,
+        "--s3-endpoint",
+        s3.endpoint,
+        "--s3-access-key",
+        s3.access_key,
+        "--s3-secret-key",
+        s3.secret_key,
+        "--s3-bucket",
+        f"t{uuid.uuid4().hex[:12]}",
+    ]
+
+
+@contextmanager
+def running_stack(data_dir: Path, *flags: str, timeout: float = 120.0) -> Iterator[RunningStack]:
+    """``confab up`` with free ports (and its own embedded NATS unless a URL is given)."""
+    ports = ["--gateway-port", str(free_port()), "--fanout-port", str(free_port())]
+    process = subprocess.Popen(
+        up_command(data_dir, *ports, *flags),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "CONFAB_LOG_LEVEL": "info"},
+    )
+    lines = _Lines(process)
+    try:
+        if not lines.wait_for("confab: ready", timeout):
+            raise AssertionError("confab up did not become ready:\n" + "\n".join(lines.seen))
+        info = json.loads((data_dir / "stack.json").read_text())
+        yield RunningStack(process, data_dir, info, lines.seen)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
