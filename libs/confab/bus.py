@@ -58,14 +58,17 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
     async def on_error(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc) or type(exc).__name__)
 
+    client: list[NATS] = []
+
     async def on_disconnected() -> None:
-        log.warning("nats_disconnected")
+        if client and not (client[0].is_closed or client[0].is_draining):
+            log.warning("nats_disconnected")
 
     async def on_reconnected() -> None:
         log.info("nats_reconnected")
 
     try:
-        return await nats.connect(
+        nc = await nats.connect(
             servers=[u.strip() for u in url.split(",")],
             name=name,
             connect_timeout=connect_timeout,
@@ -79,6 +82,8 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
         )
     except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
         raise Unavailable(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from None
+    client.append(nc)
+    return nc
 
 
 async def ensure_streams(

@@ -338,3 +338,9 @@ class GetAppCredentials(Request, kw_only=True, frozen=True):
     subject: ClassVar[str] = "identity.q.get_app_credentials"
     reply: ClassVar[type[msgspec.Struct]] = AppCredentials
     app_key: str
+
+
+class GetWorkspace(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "identity.q.get_workspace"
+    reply: ClassVar[type[msgspec.Struct]] = Workspace
+    workspace_id: str

@@ -86,3 +86,5 @@ async def revoke_api_key(call: Call) -> None:
         RevokeApiKey(workspace_id=call.path["workspace_id"], key_id=call.path["key_id"]),
         correlation=call.correlation,
     )
+    # This gateway forgets it now; the others on the api_key.revoked event.
+    call.request.app["auth"].forget(call.path["key_id"])

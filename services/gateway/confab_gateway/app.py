@@ -7,14 +7,14 @@ from typing import Any
 from aiohttp import web
 
 from confab.service import Service, StartupError, health_routes, run_service
-from confab_gateway import admin, openapi, tenant
+from confab_gateway import admin, openapi, tenant, widget
 from confab_gateway.api import Endpoint, Router
 from confab_gateway.auth import Authenticator
 from confab_gateway.errors import error_middleware
 from confab_gateway.health import platform_health
 from confab_gateway.settings import GatewaySettings
 
-ROUTERS: list[Router] = [admin.router, tenant.router]
+ROUTERS: list[Router] = [admin.router, tenant.router, widget.router]
 
 
 def endpoints() -> list[Endpoint]:
@@ -26,6 +26,8 @@ def build_app(service: Service, auth: Authenticator) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware], client_max_size=service.settings.max_body_bytes
     )
+    app["fanout_ws_url"] = service.settings.fanout_ws_url
+    app["auth"] = auth
     for router in ROUTERS:
         router.install(app, service.client, auth)
     spec = openapi.document(endpoints())

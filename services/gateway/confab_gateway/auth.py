@@ -98,6 +98,9 @@ class Authenticator:
         self._remember(digest, principal, principal.session_id, principal.user_id)
         return principal
 
+    def forget_secret(self, secret: str) -> None:
+        self._drop(secret_hash(secret))
+
     def forget(self, owner: str) -> None:
         for digest in list(self._by_owner.get(owner, ())):
             self._drop(digest)

@@ -92,6 +92,7 @@ async def erase_user(call: Call) -> None:
         EraseUser(workspace_id=call.workspace_id, user_id=call.path["user_id"]),
         correlation=call.correlation,
     )
+    call.request.app["auth"].forget(call.path["user_id"])  # their sessions end here too
 
 
 @router.route(
@@ -168,3 +169,4 @@ async def revoke_session(call: Call) -> None:
         ),
         correlation=call.correlation,
     )
+    call.request.app["auth"].forget_secret(token)

@@ -46,7 +46,7 @@ ERASED_NAME = "Deleted user"
 INVALID_API_KEY = "Invalid API key."
 INVALID_SESSION = "Invalid or expired session token."
 
-# -- states ------------------------------------------------------------------------------------
+# -- states --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,9 @@ def evolve(state: State, event: Event) -> State:
                 id=event.workspace_id, name=event.name, app_key=event.app_key, created_at=event.at
             )
         case ApiKeyIssued():
-            return ApiKeyState(id=event.key_id, workspace_id=event.workspace_id, created_at=event.at)
+            return ApiKeyState(
+                id=event.key_id, workspace_id=event.workspace_id, created_at=event.at
+            )
         case ApiKeyRevoked() if isinstance(state, ApiKeyState):
             return replace(state, revoked=True)
         case UserUpserted():
@@ -147,7 +149,7 @@ def evolve(state: State, event: Event) -> State:
     return state
 
 
-# -- helpers -------------------------------------------------------------------------------------
+# -- helpers -------------------------------------------------------------------------------
 
 
 def user_id_for(workspace_id: str, external_id: str) -> str:
@@ -225,7 +227,7 @@ def _upserted(
     )
 
 
-# -- workspaces and API keys -----------------------------------------------------------------------
+# -- workspaces and API keys ---------------------------------------------------------------
 
 
 def decide_create_workspace(
@@ -276,7 +278,7 @@ def decide_revoke_api_key(
     return ApiKeyRevoked(workspace_id=workspace_id, key_id=key_id, at=now)
 
 
-# -- users -------------------------------------------------------------------------------------------
+# -- users ---------------------------------------------------------------------------------
 
 
 def decide_upsert_user(
@@ -353,7 +355,7 @@ def decide_erase_user(workspace_id: str, state: State, now: datetime) -> UserEra
     return UserErased(workspace_id=user.workspace_id, user_id=user.id, at=now)
 
 
-# -- sessions ------------------------------------------------------------------------------------------
+# -- sessions ------------------------------------------------------------------------------
 
 
 def decide_issue_session(
@@ -383,9 +385,7 @@ def decide_issue_session(
     )
 
 
-def decide_revoke_session(
-    workspace_id: str, state: State, now: datetime
-) -> SessionRevoked | None:
+def decide_revoke_session(workspace_id: str, state: State, now: datetime) -> SessionRevoked | None:
     if not isinstance(state, SessionState) or state.workspace_id != workspace_id:
         raise NotFound("Session not found.")
     if state.revoked:
@@ -393,7 +393,7 @@ def decide_revoke_session(
     return SessionRevoked(workspace_id=workspace_id, session_id=state.id, at=now)
 
 
-# -- authentication (pure checks of what the read model holds) ---------------------------------------
+# -- authentication (pure checks of what the read model holds) -----------------------------
 
 
 def check_api_key(stored_hash: str, presented_hash: str, revoked: bool) -> None:

@@ -154,7 +154,5 @@ class IdentityProjection(Projection):
         conn: AsyncConnection, table: sa.Table, row_id: str, seq: int, **values: Any
     ) -> None:
         await conn.execute(
-            table.update()
-            .where(table.c.id == row_id, table.c.seq < seq)
-            .values(**values, seq=seq)
+            table.update().where(table.c.id == row_id, table.c.seq < seq).values(**values, seq=seq)
         )

@@ -1,0 +1,128 @@
+"""``confab up``: ready line, stack.json, health, restarts, restarts of the whole stack, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.stack import RunningStack, running_stack, up_command
+
+SERVICES = {"gateway", "identity", "messaging", "media", "fanout"}
+
+
+def health(stack: RunningStack) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(stack.gateway + "/healthz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except OSError:
+        return 0, {}
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def test_ready_writes_stack_json_and_every_service_is_healthy(stack: RunningStack) -> None:
+    assert "confab: ready" in stack.lines
+    info = stack.info
+    for key in (
+        "gateway_url",
+        "fanout_ws_url",
+        "fanout_http_url",
+        "nats_url",
+        "database_url",
+        "s3_endpoint",
+        "admin_token",
+        "demo",
+        "pids",
+    ):
+        assert key in info, key
+    assert set(info["pids"]) == SERVICES
+    assert info["demo"]["api_key"].startswith("sk_")
+    assert (stack.data_dir / "stack.json").stat().st_mode & 0o077 == 0  # holds secrets
+    status, body = health(stack)
+    assert status == 200, body
+    assert {name for name, s in body["services"].items() if s["status"] == "ok"} == SERVICES
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_a_killed_service_is_restarted_and_health_turns_green(
+    stack: RunningStack, name: str
+) -> None:
+    old = stack.pids()[name]
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: stack.pids()[name] != old, timeout=5), f"{name} not restarted"
+    assert wait_until(lambda: health(stack)[0] == 200, timeout=30), health(stack)
+
+
+def test_state_survives_a_restart_on_the_same_data_dir(tmp_path: Path) -> None:
+    """Everything embedded, as `make run` does: stop, start again, the data is still there."""
+    import asyncio
+
+    from confab import bus
+
+    async def stream_names(url: str) -> set[str]:
+        nc = await bus.connect(url, "test")
+        try:
+            return {s.config.name for s in await nc.jetstream().streams_info()}
+        finally:
+            await nc.close()
+
+    with running_stack(tmp_path) as first:
+        demo = first.info["demo"]
+        assert {"IDENTITY", "CONVERSATIONS", "MEDIA"} <= asyncio.run(
+            stream_names(first.info["nats_url"])
+        )
+    assert first.process.returncode == 0
+    with running_stack(tmp_path) as second:
+        assert second.info["demo"] == demo  # created once, kept
+        assert {"IDENTITY", "CONVERSATIONS", "MEDIA"} <= asyncio.run(
+            stream_names(second.info["nats_url"])
+        )
+        request = urllib.request.Request(
+            second.gateway + "/api/v1/users/usr_nobody", headers={"X-API-Key": demo["api_key"]}
+        )
+        # The key from the first run authenticates: workspaces survived in stream and tables.
+        try:
+            urllib.request.urlopen(request, timeout=10)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+
+
+def run_up(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(up_command(tmp_path, *flags), capture_output=True, text=True, timeout=60)
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_up(tmp_path, "--gateway-port", str(port))
+    assert result.returncode != 0
+    lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if str(port) in ln]
+    assert errors and "in use" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_url_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_up(tmp_path, "--nats-url", "nats//nowhere")
+    assert result.returncode != 0
+    assert "--nats-url" in result.stderr and "not a valid URL" in result.stderr
+    assert "Traceback" not in result.stderr
