@@ -28,7 +28,7 @@ class EmbeddedNats(ChildProcess):
         self.port = port
         self.host = host
         self.url = ""
-        self._monitor_url = ""
+        self.monitor_url = ""  # HTTP monitoring (/healthz, /jsz, /varz), on a port of its own
 
     def start(self, timeout: float = 20) -> str:
         """Start the server; return its URL once JetStream reports healthy."""
@@ -37,10 +37,9 @@ class EmbeddedNats(ChildProcess):
                 return self.url
             deadline = time.monotonic() + timeout
             self._before_start(self.host, self.port)
-            self.home.mkdir(parents=True, exist_ok=True)
             for stale in self.home.glob("nats-server_*.ports"):
                 stale.unlink(missing_ok=True)
-            self.url = self._monitor_url = ""
+            self.url = self.monitor_url = ""
             self._spawn(
                 [
                     str(find_executable("nats-server")),
@@ -61,10 +60,10 @@ class EmbeddedNats(ChildProcess):
         super().stop(timeout)
 
     def _ready(self) -> bool:
-        if not self._monitor_url and not self._read_ports_file():
+        if not self.monitor_url and not self._read_ports_file():
             return False
         try:
-            with urllib.request.urlopen(f"{self._monitor_url}/healthz", timeout=2) as response:
+            with urllib.request.urlopen(f"{self.monitor_url}/healthz", timeout=2) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -76,5 +75,5 @@ class EmbeddedNats(ChildProcess):
         except (OSError, ValueError, KeyError, IndexError):
             return False  # not written yet (or half written)
         self.url = f"nats://{self.host}:{client.rsplit(':', 1)[1]}"
-        self._monitor_url = monitor
+        self.monitor_url = monitor
         return True

@@ -97,7 +97,13 @@ class EmbeddedPostgres(ChildProcess):
         """initdb into a scratch directory and rename it, so a crash never leaves half a cluster."""
         scratch = self.home / "pgdata.initdb"
         shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(self.pgdata, ignore_errors=True)  # no PG_VERSION: not a cluster
+        if self.pgdata.exists():
+            if any(self.pgdata.iterdir()):
+                raise BackendError(
+                    f"{self.name}: {self.pgdata} is not empty but holds no cluster "
+                    "(no PG_VERSION); move it away"
+                )
+            self.pgdata.rmdir()
         scratch.mkdir(mode=0o700)
         if user is not None:
             os.chown(scratch, user.pw_uid, user.pw_gid)

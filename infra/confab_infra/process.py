@@ -223,8 +223,29 @@ def _stop_processes(
     if leader is not None:
         with contextlib.suppress(psutil.Error):
             leader.send_signal(sig)
-        _gone, group = psutil.wait_procs(group, timeout=timeout)
+        group = _wait_gone(group, timeout)
     for proc in group:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    psutil.wait_procs(group, timeout=5)
+    _wait_gone(group, 5)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until none of `procs` runs; those still running after `timeout`.
+
+    Not `psutil.wait_procs`: these are not our children, and an init that reaps lazily
+    leaves them as zombies, which it would count as alive.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [proc for proc in procs if _running(proc)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

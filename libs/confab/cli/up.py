@@ -130,12 +130,12 @@ class Stack:
             _check("--nats-url", a.nats_url, ("nats", "tls"))
             urls["nats_url"] = a.nats_url
         else:
-            jobs["nats_url"] = EmbeddedNats(self.data_dir / "nats")
+            jobs["nats_url"] = EmbeddedNats(self.data_dir)
         if a.database_url:
             _check("--database-url", a.database_url, ("postgresql", "postgres"))
             urls["database_url"] = a.database_url
         else:
-            jobs["database_url"] = EmbeddedPostgres(self.data_dir / "postgres")
+            jobs["database_url"] = EmbeddedPostgres(self.data_dir)
         if a.s3_endpoint:
             _check("--s3-endpoint", a.s3_endpoint, ("http", "https"))
             if not (a.s3_access_key and a.s3_secret_key):
@@ -146,7 +146,7 @@ class Stack:
                 s3_secret_key=a.s3_secret_key,
             )
         else:
-            jobs["s3"] = EmbeddedS3(self.data_dir / "s3", bucket=a.s3_bucket)
+            jobs["s3"] = EmbeddedS3(self.data_dir, bucket=a.s3_bucket)
         self.backends = list(jobs.values())
         with ThreadPoolExecutor(max_workers=3) as pool:
             futures = {key: pool.submit(backend.start) for key, backend in jobs.items()}
