@@ -4,14 +4,23 @@ Commands load the aggregate of one ``IDENTITY`` subject, decide (``domain``),
 append with optimistic concurrency (``Aggregates.execute``), then wait until
 the read model shows the write, so the caller's next request sees it. Queries
 read only the read model (``Store``).
+
+Nothing secret reaches a log line: handlers log ids only, and an unexpected
+failure is logged as its type and code locations, never its message or the
+frames' local variables (which hold tokens, keys and hashes).
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import nats.errors
+import sqlalchemy as sa
 
 from confab.aggregate import Aggregates, Decision
 from confab.contracts.base import Ok, Request
@@ -43,7 +52,14 @@ from confab.contracts.identity import (
     WorkspaceWithSecrets,
     subject,
 )
-from confab.errors import InternalError, InvalidRequest, NotFound, Unauthorized, Unavailable
+from confab.errors import (
+    ConfabError,
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from confab.ids import is_valid_id, new_id, new_secret, same_secret, secret_hash, secret_prefix
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
@@ -66,6 +82,41 @@ def _valid(value: str, what: str) -> str:
     if not is_valid_id(value):
         raise NotFound(f"{what} not found.")
     return value
+
+
+Handler = Callable[[Any, CallContext], Awaitable[Any]]
+
+# Failures of a backing store: the caller may retry (503), it is not a bug (500).
+BACKEND_ERRORS = (OSError, TimeoutError, sa.exc.DBAPIError, nats.errors.Error)
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Turn an unexpected exception into a typed error, logging it without secrets."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Any, ctx: CallContext) -> Any:
+        try:
+            return await handler(request, ctx)
+        except ConfabError:
+            raise
+        except Exception as exc:
+            # Not the message (SQL parameters) and not the locals (tokens, hashes).
+            frames = [
+                f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
+            ]
+            log.error(
+                "identity_handler_failed",
+                request=type(request).__name__,
+                error_type=type(exc).__name__,
+                frames=frames,
+            )
+            if isinstance(exc, BACKEND_ERRORS):
+                raise Unavailable(
+                    "The identity service cannot reach its store; try again."
+                ) from None
+            raise InternalError() from None
+
+    return guarded
 
 
 def _user(decision: Decision[State]) -> UserState:
@@ -91,7 +142,10 @@ class Handlers:
         self.read_wait = read_wait
         self.clock = clock
 
-    def routes(self) -> list[tuple[type[Request], Callable[[Any, CallContext], Awaitable[Any]]]]:
+    def routes(self) -> list[tuple[type[Request], Handler]]:
+        return [(request_type, _guarded(handler)) for request_type, handler in self._routes()]
+
+    def _routes(self) -> list[tuple[type[Request], Handler]]:
         return [
             (CreateWorkspace, self.create_workspace),
             (ListWorkspaces, self.list_workspaces),

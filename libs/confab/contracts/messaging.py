@@ -1,0 +1,464 @@
+"""Messaging: conversations as append-only logs, and what widgets and tenants read.
+
+One subject per conversation in ``CONVERSATIONS``: ``conv.evt.<workspace>.<conversation>``.
+Every stored conversation event carries ``seq``, a per-conversation, gap-free
+counter (1, 2, 3, … over all its events) assigned by the write side under
+optimistic concurrency. A message's ``seq`` is the ``seq`` of its
+``message.posted`` event, so one number orders messages, pages history, marks
+reads and resumes a client after a dropped connection.
+
+Queries take ``min_seq``, a *stream* sequence: the handler waits (bounded)
+until the read model has applied it, so a client reads its own writes. Write
+replies carry the stream sequence they were stored at (``Ok.seq``,
+``MessageSaved.stream_seq``, ``Conversation.stream_seq``).
+
+A direct conversation's id is derived from its two participants, so creating
+it twice, even concurrently, meets on one subject and yields one conversation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from confab.contracts.base import Event, Ok, Reply, Request
+
+ConversationType = Literal["direct", "group"]
+Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Seq = Annotated[int, msgspec.Meta(ge=0)]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=100)]
+Metadata = dict[str, Any]
+ModerationAction = Literal["hide", "restore", "delete"]
+
+METADATA_MAX_BYTES = 8 * 1024
+MAX_ATTACHMENTS = 10
+MAX_PARTICIPANTS = 1000
+
+
+def subject(workspace_id: str, conversation_id: str) -> str:
+    return f"conv.evt.{workspace_id}.{conversation_id}"
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+class ConversationEvent(Event, kw_only=True, frozen=True):
+    conversation_id: str
+    seq: int
+    at: datetime
+
+
+class ConversationCreated(ConversationEvent, kw_only=True, frozen=True):
+    type = "conversation.created"
+    kind: ConversationType
+    title: str | None = None
+    metadata: Metadata = {}
+    participant_ids: list[str]
+    created_by: str | None = None  # a user id, or None when the tenant's backend created it
+
+
+class ParticipantAdded(ConversationEvent, kw_only=True, frozen=True):
+    type = "participant.added"
+    user_id: str
+    by: str | None = None
+
+
+class ParticipantRemoved(ConversationEvent, kw_only=True, frozen=True):
+    type = "participant.removed"
+    user_id: str
+    by: str | None = None
+
+
+class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
+    type = "message.posted"
+    message_id: str
+    sender_id: str | None = None  # None: a system message from the tenant's backend
+    content: str
+    metadata: Metadata = {}
+    attachment_ids: list[str] = []
+    reply_to: str | None = None
+    client_msg_id: str | None = None
+
+
+class MessageEdited(ConversationEvent, kw_only=True, frozen=True):
+    type = "message.edited"
+    message_id: str
+    content: str
+    by: str
+
+
+class MessageDeleted(ConversationEvent, kw_only=True, frozen=True):
+    type = "message.deleted"
+    message_id: str
+    by: str | None = None
+
+
+class ReactionAdded(ConversationEvent, kw_only=True, frozen=True):
+    type = "reaction.added"
+    message_id: str
+    emoji: str
+    user_id: str
+
+
+class ReactionRemoved(ConversationEvent, kw_only=True, frozen=True):
+    type = "reaction.removed"
+    message_id: str
+    emoji: str
+    user_id: str
+
+
+class ReadMarked(ConversationEvent, kw_only=True, frozen=True):
+    type = "read.marked"
+    user_id: str
+    up_to: int  # the seq of the last message read
+
+
+class MessageReported(ConversationEvent, kw_only=True, frozen=True):
+    type = "message.reported"
+    report_id: str
+    message_id: str
+    reporter_id: str
+    reason: str
+
+
+class MessageModerated(ConversationEvent, kw_only=True, frozen=True):
+    type = "message.moderated"
+    message_id: str
+    action: ModerationAction
+    by: str  # the API key id of the tenant's moderator
+
+
+# -- public objects ---------------------------------------------------------------------------
+
+
+class Sender(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    name: str
+    avatar_url: str | None = None
+
+
+class ReactionSummary(msgspec.Struct, kw_only=True, frozen=True):
+    count: int
+    me: bool = False
+
+
+class Attachment(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+    url: str | None = None
+    thumbnail_url: str | None = None
+
+
+class Message(Reply, kw_only=True, frozen=True):
+    id: str
+    conversation_id: str
+    seq: int
+    sender: Sender | None  # None for a system message
+    content: str
+    attachments: list[Attachment] = []
+    reply_to: str | None = None
+    metadata: Metadata = {}
+    reactions: dict[str, ReactionSummary] = {}
+    created_at: datetime
+    edited_at: datetime | None = None
+    deleted: bool = False
+    client_msg_id: str | None = None
+
+
+class Participant(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    name: str
+    avatar_url: str | None = None
+    last_read_seq: int = 0
+
+
+class Conversation(Reply, kw_only=True, frozen=True):
+    id: str
+    type: ConversationType
+    title: str | None = None
+    metadata: Metadata = {}
+    participants: list[Participant]
+    last_message: Message | None = None
+    unread_count: int = 0
+    last_seq: int = 0
+    created_at: datetime
+    last_activity_at: datetime
+    stream_seq: int = 0  # set on the reply of a write; 0 on reads
+
+
+class ConversationWithMessages(Reply, kw_only=True, frozen=True):
+    conversation: Conversation
+    messages: list[Message]
+    has_more: bool
+
+
+class ConversationList(Reply, kw_only=True, frozen=True):
+    data: list[Conversation]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class MessageList(Reply, kw_only=True, frozen=True):
+    data: list[Message]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class HistoryEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """One thing that happened, as the real-time channel would have said it."""
+
+    seq: int
+    event: str  # the real-time event name: message.created, reaction.added, …
+    data: dict[str, Any]
+    at: datetime
+
+
+class EventList(Reply, kw_only=True, frozen=True):
+    data: list[HistoryEvent]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class MessageSaved(Reply, kw_only=True, frozen=True):
+    message: Message
+    created: bool  # False when a resend with the same client_msg_id returned the original
+    stream_seq: int  # where it was stored; queries given it as min_seq read it back
+
+
+class Report(Reply, kw_only=True, frozen=True):
+    id: str
+    conversation_id: str
+    message: Message
+    reporter_id: str
+    reason: str
+    created_at: datetime
+    status: Literal["open", "hidden", "restored", "deleted"] = "open"
+
+
+class ReportList(Reply, kw_only=True, frozen=True):
+    data: list[Report]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+# -- request bodies of the public API ---------------------------------------------------------
+
+
+class Body(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class ConversationInput(Body, kw_only=True, frozen=True):
+    participant_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_PARTICIPANTS)]
+    type: ConversationType
+    title: Title | None = None
+    metadata: Metadata | None = None
+
+
+class ParticipantInput(Body, kw_only=True, frozen=True):
+    user_id: Id
+
+
+class TenantMessageInput(Body, kw_only=True, frozen=True):
+    """Posted by the tenant's backend: as a user, or as a system message without sender_id."""
+
+    sender_id: Id | None = None
+    content: Content
+    metadata: Metadata | None = None
+
+
+class MessageInput(Body, kw_only=True, frozen=True):
+    """Sent by a widget as its session's user."""
+
+    content: Content
+    attachment_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_ATTACHMENTS)] = []
+    client_msg_id: ClientMsgId | None = None
+    reply_to: Id | None = None
+    metadata: Metadata | None = None
+
+
+class EditInput(Body, kw_only=True, frozen=True):
+    content: Content
+
+
+class ReactionInput(Body, kw_only=True, frozen=True):
+    emoji: Emoji
+
+
+class ReadInput(Body, kw_only=True, frozen=True):
+    seq: Seq | None = None
+
+
+class TypingInput(Body, kw_only=True, frozen=True):
+    is_typing: bool
+
+
+class ReportInput(Body, kw_only=True, frozen=True):
+    reason: Reason
+
+
+class ModerationInput(Body, kw_only=True, frozen=True):
+    action: ModerationAction
+
+
+# -- commands and queries -----------------------------------------------------------------------
+
+
+class Actor(msgspec.Struct, kw_only=True, frozen=True):
+    """Who acts: a widget user (``user_id``) or the tenant's backend (``key_id``)."""
+
+    workspace_id: str
+    user_id: str | None = None
+    key_id: str | None = None
+
+
+class CreateConversation(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.create_conversation"
+    reply: ClassVar[type[msgspec.Struct]] = Conversation
+    actor: Actor
+    input: ConversationInput
+
+
+class AddParticipant(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.add_participant"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    user_id: str
+
+
+class RemoveParticipant(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.remove_participant"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    user_id: str
+
+
+class PostMessage(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.post_message"
+    reply: ClassVar[type[msgspec.Struct]] = MessageSaved
+    actor: Actor
+    conversation_id: str
+    sender_id: str | None  # the widget's user, a user named by the tenant, or None (system)
+    input: MessageInput
+
+
+class EditMessage(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.edit_message"
+    reply: ClassVar[type[msgspec.Struct]] = MessageSaved
+    actor: Actor
+    conversation_id: str
+    message_id: str
+    content: str
+
+
+class DeleteMessage(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.delete_message"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    message_id: str
+
+
+class React(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.react"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    message_id: str
+    emoji: str
+    add: bool
+
+
+class MarkRead(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.mark_read"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    seq: int | None = None
+
+
+class SetTyping(Request, kw_only=True, frozen=True):
+    """Not stored: published on ``ephemeral.<workspace>.<conversation>.typing`` for the fanout."""
+
+    subject: ClassVar[str] = "messaging.cmd.set_typing"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    is_typing: bool
+
+
+class ReportMessage(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.report_message"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    message_id: str
+    reason: str
+
+
+class ModerateMessage(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.moderate_message"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    message_id: str
+    action: ModerationAction
+
+
+class ListConversations(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.q.list_conversations"
+    reply: ClassVar[type[msgspec.Struct]] = ConversationList
+    actor: Actor
+    user_id: str | None = None  # the tenant may list any user's; a widget only its own
+    cursor: str | None = None
+    limit: int = 50
+    min_seq: int = 0
+
+
+class GetConversation(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.q.get_conversation"
+    reply: ClassVar[type[msgspec.Struct]] = ConversationWithMessages
+    actor: Actor
+    conversation_id: str
+    limit: int = 50
+    min_seq: int = 0
+
+
+class ListMessages(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.q.list_messages"
+    reply: ClassVar[type[msgspec.Struct]] = MessageList
+    actor: Actor
+    conversation_id: str
+    before: int | None = None
+    after: int | None = None
+    limit: int = 50
+    min_seq: int = 0
+
+
+class ListEvents(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.q.list_events"
+    reply: ClassVar[type[msgspec.Struct]] = EventList
+    actor: Actor
+    conversation_id: str
+    after: int = 0
+    limit: int = 100
+
+
+class ListReports(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.q.list_reports"
+    reply: ClassVar[type[msgspec.Struct]] = ReportList
+    actor: Actor
+    status: Literal["open", "all"] = "open"
+    cursor: str | None = None
+    limit: int = 50
