@@ -16,10 +16,13 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from confab.contracts.identity import ApiKeyPrincipal
+from confab.contracts.messaging import Actor
 from confab.errors import BadRequest, InvalidRequest, NotFound, UnsupportedMediaType
 from confab.ids import is_valid_id
 from confab.rpc import RpcClient
 from confab_gateway.auth import Authenticator, Principal
+from confab_gateway.consistency import LastWrites
 
 AuthKind = Literal["admin", "api_key", "session", "public"]
 Handler = Callable[["Call"], Awaitable[Any]]
@@ -65,6 +68,27 @@ class Call:
     def workspace_id(self) -> str:
         assert self.principal is not None
         return self.principal.workspace_id
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts in messaging terms: the widget's user, or the tenant's backend."""
+        p = self.principal
+        assert p is not None
+        if isinstance(p, ApiKeyPrincipal):
+            return Actor(workspace_id=p.workspace_id, key_id=p.key_id)
+        return Actor(workspace_id=p.workspace_id, user_id=p.user_id)
+
+    @property
+    def min_seq(self) -> int:
+        return self.last_writes.min_seq(self.actor)
+
+    def wrote(self, stream_seq: int) -> None:
+        self.last_writes.wrote(self.actor, stream_seq)
+
+    @property
+    def last_writes(self) -> LastWrites:
+        writes: LastWrites = self.request.app["last_writes"]
+        return writes
 
 
 @dataclass

@@ -7,14 +7,15 @@ from typing import Any
 from aiohttp import web
 
 from confab.service import Service, StartupError, health_routes, run_service
-from confab_gateway import admin, openapi, tenant, widget
+from confab_gateway import admin, conversations, openapi, users, widget
 from confab_gateway.api import Endpoint, Router
 from confab_gateway.auth import Authenticator
+from confab_gateway.consistency import LastWrites
 from confab_gateway.errors import error_middleware
 from confab_gateway.health import platform_health
 from confab_gateway.settings import GatewaySettings
 
-ROUTERS: list[Router] = [admin.router, tenant.router, widget.router]
+ROUTERS: list[Router] = [admin.router, users.router, conversations.router, widget.router]
 
 
 def endpoints() -> list[Endpoint]:
@@ -28,6 +29,7 @@ def build_app(service: Service, auth: Authenticator) -> web.Application:
     )
     app["fanout_ws_url"] = service.settings.fanout_ws_url
     app["auth"] = auth
+    app["last_writes"] = LastWrites()
     for router in ROUTERS:
         router.install(app, service.client, auth)
     spec = openapi.document(endpoints())

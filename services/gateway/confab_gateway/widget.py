@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import msgspec
 
+from confab.contracts.base import Ok, Request
 from confab.contracts.identity import GetUser, GetWorkspace, User, Workspace
-from confab_gateway.api import Call, Router
+from confab.contracts.messaging import (
+    ConversationList,
+    ConversationWithMessages,
+    DeleteMessage,
+    EditInput,
+    EditMessage,
+    EventList,
+    GetConversation,
+    ListConversations,
+    ListEvents,
+    ListMessages,
+    MarkRead,
+    Message,
+    MessageInput,
+    MessageList,
+    MessageSaved,
+    PostMessage,
+    React,
+    ReactionInput,
+    ReadInput,
+    ReportInput,
+    ReportMessage,
+    SetTyping,
+    TypingInput,
+)
+from confab.errors import NotFound
+from confab_gateway.api import Call, Result, Router
 
 router = Router()
 
@@ -41,3 +69,290 @@ async def me(call: Call) -> Me:
         app_key=workspace.app_key,
         websocket_url=call.request.app["fanout_ws_url"],
     )
+
+
+# -- conversations and messages -----------------------------------------------------------------
+
+CONV = "/api/widget/conversations/{conversation_id}"
+MSG = CONV + "/messages/{message_id}"
+WRITE_ERRORS = (400, 401, 404, 413, 415, 422)
+
+
+class Page(msgspec.Struct, kw_only=True, frozen=True):
+    cursor: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
+
+
+class History(msgspec.Struct, kw_only=True, frozen=True):
+    before: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    after: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
+
+
+class EventsQuery(msgspec.Struct, kw_only=True, frozen=True):
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+
+
+@router.route(
+    "GET",
+    "/api/widget/conversations",
+    auth="session",
+    tag="widget",
+    summary="The user's conversations, newest activity first, with unread counts",
+    query=Page,
+    response=ConversationList,
+    errors=(401, 422),
+)
+async def my_conversations(call: Call) -> ConversationList:
+    return await call.rpc.call(
+        ListConversations(
+            actor=call.actor,
+            user_id=call.actor.user_id,
+            cursor=call.query.cursor,
+            limit=call.query.limit,
+            min_seq=call.min_seq,
+        )
+    )
+
+
+@router.route(
+    "GET",
+    CONV,
+    auth="session",
+    tag="widget",
+    summary="One conversation with its latest page of messages",
+    response=ConversationWithMessages,
+    errors=(401, 404),
+)
+async def conversation(call: Call) -> ConversationWithMessages:
+    return await call.rpc.call(
+        GetConversation(
+            actor=call.actor, conversation_id=call.path["conversation_id"], min_seq=call.min_seq
+        )
+    )
+
+
+@router.route(
+    "GET",
+    CONV + "/messages",
+    auth="session",
+    tag="widget",
+    summary="History by seq: before (older) or after (newer), oldest first in data",
+    query=History,
+    response=MessageList,
+    errors=(401, 404, 422),
+)
+async def messages(call: Call) -> MessageList:
+    q: History = call.query
+    return await call.rpc.call(
+        ListMessages(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            before=q.before,
+            after=q.after,
+            limit=q.limit,
+            min_seq=call.min_seq,
+        )
+    )
+
+
+@router.route(
+    "POST",
+    CONV + "/messages",
+    auth="session",
+    tag="widget",
+    status=201,
+    also=(200,),
+    summary="Send; a resend with the same client_msg_id returns the original (200)",
+    body=MessageInput,
+    response=Message,
+    errors=(*WRITE_ERRORS, 403),
+)
+async def send(call: Call) -> Result:
+    saved: MessageSaved = await call.rpc.call(
+        PostMessage(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            sender_id=call.actor.user_id,
+            input=call.body,
+        ),
+        correlation=call.correlation,
+    )
+    call.wrote(saved.stream_seq)
+    return Result(saved.message, 201 if saved.created else 200)
+
+
+@router.route(
+    "PATCH",
+    MSG,
+    auth="session",
+    tag="widget",
+    summary="Edit your own message",
+    body=EditInput,
+    response=Message,
+    errors=(*WRITE_ERRORS, 403),
+)
+async def edit(call: Call) -> Message:
+    saved: MessageSaved = await call.rpc.call(
+        EditMessage(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            message_id=call.path["message_id"],
+            content=call.body.content,
+        ),
+        correlation=call.correlation,
+    )
+    call.wrote(saved.stream_seq)
+    return saved.message
+
+
+@router.route(
+    "DELETE",
+    MSG,
+    auth="session",
+    tag="widget",
+    status=204,
+    summary="Delete your own message (it stays as a tombstone)",
+    errors=(401, 403, 404),
+)
+async def delete(call: Call) -> None:
+    await _write(
+        call,
+        DeleteMessage(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            message_id=call.path["message_id"],
+        ),
+    )
+
+
+@router.route(
+    "POST",
+    MSG + "/reactions",
+    auth="session",
+    tag="widget",
+    status=204,
+    summary="React to a message (once per emoji)",
+    body=ReactionInput,
+    errors=WRITE_ERRORS,
+)
+async def react(call: Call) -> None:
+    await _write(
+        call,
+        React(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            message_id=call.path["message_id"],
+            emoji=call.body.emoji,
+            add=True,
+        ),
+    )
+
+
+@router.route(
+    "DELETE",
+    MSG + "/reactions/{emoji}",
+    auth="session",
+    tag="widget",
+    status=204,
+    summary="Take a reaction back",
+    errors=(401, 404, 422),
+    raw_path_params=("emoji",),
+)
+async def unreact(call: Call) -> None:
+    emoji = call.path["emoji"]
+    if not 0 < len(emoji) <= 32:
+        raise NotFound("No such reaction.")
+    await _write(
+        call,
+        React(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            message_id=call.path["message_id"],
+            emoji=emoji,
+            add=False,
+        ),
+    )
+
+
+@router.route(
+    "POST",
+    CONV + "/read",
+    auth="session",
+    tag="widget",
+    status=204,
+    summary="Read receipt: everything up to seq (default: the latest) is read",
+    body=ReadInput,
+    errors=WRITE_ERRORS,
+)
+async def read(call: Call) -> None:
+    await _write(
+        call,
+        MarkRead(actor=call.actor, conversation_id=call.path["conversation_id"], seq=call.body.seq),
+    )
+
+
+@router.route(
+    "POST",
+    CONV + "/typing",
+    auth="session",
+    tag="widget",
+    status=204,
+    summary="Typing indicator for the other participants (not stored)",
+    body=TypingInput,
+    errors=WRITE_ERRORS,
+)
+async def typing(call: Call) -> None:
+    await call.rpc.call(
+        SetTyping(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            is_typing=call.body.is_typing,
+        )
+    )
+
+
+@router.route(
+    "POST",
+    "/api/widget/messages/{message_id}/report",
+    auth="session",
+    tag="widget",
+    status=204,
+    summary="Report a message to the workspace's moderators",
+    body=ReportInput,
+    errors=WRITE_ERRORS,
+)
+async def report(call: Call) -> None:
+    await _write(
+        call,
+        ReportMessage(
+            actor=call.actor, message_id=call.path["message_id"], reason=call.body.reason
+        ),
+    )
+
+
+@router.route(
+    "GET",
+    CONV + "/events",
+    auth="session",
+    tag="widget",
+    summary="Everything that happened after a seq, in order, for recovery",
+    query=EventsQuery,
+    response=EventList,
+    errors=(401, 404, 422),
+)
+async def events(call: Call) -> EventList:
+    return await call.rpc.call(
+        ListEvents(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            after=call.query.after,
+            limit=call.query.limit,
+        )
+    )
+
+
+async def _write(call: Call, command: Request) -> None:
+    ok: Ok = await call.rpc.call(command, correlation=call.correlation)
+    call.wrote(ok.seq)
