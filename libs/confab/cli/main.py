@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from confab.bench import main as bench
 from confab.cli import up
 
 
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     up.add_parser(commands)
+    bench.add_parser(commands)
     return parser
 
 

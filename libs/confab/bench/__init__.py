@@ -1,0 +1,1 @@
+"""``confab bench``: load scenarios against a whole local stack, measured from the OS."""
