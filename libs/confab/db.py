@@ -26,6 +26,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        hide_parameters=True,  # errors must not echo values (hashes, personal data) into logs
     )
 
 
@@ -37,6 +38,7 @@ def checkpoint_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("name", sa.Text, primary_key=True),
         sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+        extend_existing=True,
     )
 
 

@@ -170,36 +170,31 @@ class ProjectionRunner:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _subscribe(self) -> Any:
-        """Bind to the durable consumer, (re)creating it where the checkpoint says.
+        """Bind to a durable consumer created afresh at the checkpoint.
 
         The database checkpoint is the truth; the consumer only says where to
-        resume. A consumer that acknowledged past the checkpoint (the read model
-        was reset or restored) or filters other subjects is replaced.
+        resume. It is recreated each time this process becomes the leader:
+        events a dead leader had fetched but not applied must come again, and
+        an acknowledge-all from the new leader would otherwise cover them.
         """
         p = self.projection
         durable = consumer_name(p.name)
-        try:
-            info = await self.js.consumer_info(p.stream, durable)
-            stale = (
-                info.ack_floor is not None and (info.ack_floor.stream_seq or 0) > self.checkpoint
-            )
-            subjects = info.config.filter_subjects or [info.config.filter_subject]
-            if stale or sorted(s for s in subjects if s) != sorted(p.subjects):
-                await self.js.delete_consumer(p.stream, durable)
-                raise NotFoundError
-        except NotFoundError:
-            start = self.checkpoint + 1
-            config = ConsumerConfig(
-                durable_name=durable,
-                ack_policy=AckPolicy.ALL,
-                ack_wait=30,
-                max_deliver=-1,
-                max_ack_pending=self.batch_size * 4,
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
-                opt_start_seq=start if start > 1 else None,
-                filter_subjects=list(p.subjects),
-            )
-            await self.js.add_consumer(p.stream, config)
+        async with self.engine.connect() as conn:
+            self.checkpoint = max(self.checkpoint, await self._read_checkpoint(conn))
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(p.stream, durable)
+        start = self.checkpoint + 1
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.ALL,
+            ack_wait=30,
+            max_deliver=-1,
+            max_ack_pending=self.batch_size * 4,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
+            opt_start_seq=start if start > 1 else None,
+            filter_subjects=list(p.subjects),
+        )
+        await self.js.add_consumer(p.stream, config)
         return await self.js.pull_subscribe_bind(durable=durable, stream=p.stream)
 
     async def _consume(self, lock: asyncpg.Connection) -> None:

@@ -1,4 +1,10 @@
 """Contracts between services: events, RPC requests and replies, as msgspec Structs.
 
-One definition each; services import these, never each other.
+One definition each; services import these, never each other. Importing any
+contract module imports them all, so every event type is registered for
+decoding wherever events are read.
 """
+
+from confab.contracts import identity, messaging, system
+
+__all__ = ["identity", "messaging", "system"]

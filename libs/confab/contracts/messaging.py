@@ -195,6 +195,7 @@ class Conversation(Reply, kw_only=True, frozen=True):
     created_at: datetime
     last_activity_at: datetime
     stream_seq: int = 0  # set on the reply of a write; 0 on reads
+    created: bool = False  # CreateConversation's reply: False when a direct one existed
 
 
 class ConversationWithMessages(Reply, kw_only=True, frozen=True):

@@ -385,11 +385,10 @@ def decide_issue_session(
     )
 
 
-def decide_revoke_session(workspace_id: str, state: State, now: datetime) -> SessionRevoked | None:
-    if not isinstance(state, SessionState) or state.workspace_id != workspace_id:
+def decide_revoke_session(workspace_id: str, state: State, now: datetime) -> SessionRevoked:
+    """A revoked session is gone: revoking it again is NotFound, as for an unknown one."""
+    if not isinstance(state, SessionState) or state.workspace_id != workspace_id or state.revoked:
         raise NotFound("Session not found.")
-    if state.revoked:
-        return None
     return SessionRevoked(workspace_id=workspace_id, session_id=state.id, at=now)
 
 

@@ -34,6 +34,7 @@ from confab.contracts.identity import (
     EraseUser,
     GetAppCredentials,
     GetUser,
+    GetWorkspace,
     IssueApiKey,
     IssueSession,
     ListWorkspaces,
@@ -48,6 +49,7 @@ from confab.contracts.identity import (
     User,
     UserSaved,
     UserUpserted,
+    Workspace,
     WorkspaceList,
     WorkspaceWithSecrets,
     subject,
@@ -149,6 +151,7 @@ class Handlers:
         return [
             (CreateWorkspace, self.create_workspace),
             (ListWorkspaces, self.list_workspaces),
+            (GetWorkspace, self.get_workspace),
             (IssueApiKey, self.issue_api_key),
             (RevokeApiKey, self.revoke_api_key),
             (AuthenticateApiKey, self.authenticate_api_key),
@@ -265,6 +268,12 @@ class Handlers:
         return WorkspaceList(
             data=items, has_more=has_more, next_cursor=items[-1].id if has_more else None
         )
+
+    async def get_workspace(self, query: GetWorkspace, _ctx: CallContext) -> Workspace:
+        found = await self.store.workspace(query.workspace_id)
+        if found is None:
+            raise NotFound("Workspace not found.")
+        return found
 
     async def issue_api_key(self, cmd: IssueApiKey, ctx: CallContext) -> ApiKey:
         now = self.clock()

@@ -182,6 +182,15 @@ class Store:
             updated_at=row.updated_at,
         )
 
+    async def workspace(self, workspace_id: str) -> Workspace | None:
+        w = self.t.workspaces
+        row = await self._one(
+            sa.select(w.c.id, w.c.name, w.c.app_key, w.c.created_at).where(w.c.id == workspace_id)
+        )
+        if row is None:
+            return None
+        return Workspace(id=row.id, name=row.name, app_key=row.app_key, created_at=row.created_at)
+
     async def workspaces(self, *, after: str | None, limit: int) -> tuple[list[Workspace], bool]:
         """Up to ``limit`` workspaces with id > ``after`` in id order, and whether more exist."""
         w = self.t.workspaces

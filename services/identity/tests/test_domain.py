@@ -360,7 +360,8 @@ def test_revoke_session_once_and_only_in_its_workspace() -> None:
     assert event == SessionRevoked(workspace_id=WS, session_id="ses_1", at=T0)
     revoked = evolve(session, event)
     assert isinstance(revoked, SessionState) and revoked.revoked
-    assert domain.decide_revoke_session(WS, revoked, T0) is None
+    with pytest.raises(NotFound):  # a revoked session is gone (DELETE twice: 404)
+        domain.decide_revoke_session(WS, revoked, T0)
     with pytest.raises(NotFound):
         domain.decide_revoke_session(OTHER, session, T0)
     with pytest.raises(NotFound):

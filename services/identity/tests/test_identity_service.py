@@ -28,6 +28,7 @@ from confab.contracts.identity import (
     EraseUser,
     GetAppCredentials,
     GetUser,
+    GetWorkspace,
     IssueApiKey,
     IssueSession,
     ListWorkspaces,
@@ -43,6 +44,7 @@ from confab.contracts.identity import (
     UserPatch,
     UserSaved,
     UserUpserted,
+    Workspace,
     WorkspaceInput,
     WorkspaceWithSecrets,
     subject,
@@ -73,6 +75,9 @@ async def running_identity(nats_url: str, database_url: str) -> AsyncIterator[Se
     await service.start()
     try:
         await app.setup(service)
+        # A fresh read model replays the shared stream first: let it catch up.
+        last = (await service.js.stream_info(IDENTITY.name)).state.last_seq
+        assert await service.runners["identity"].wait_for(last, 60)
         yield service
     finally:
         await service.stop()
@@ -162,8 +167,11 @@ async def test_keys_of_unknown_or_other_workspaces_are_not_found(call: Call) -> 
     assert (await call(key_auth(ws.api_key))).workspace_id == ws.id
 
 
-async def test_app_credentials_by_app_key(call: Call) -> None:
-    ws = await new_workspace(call)
+async def test_workspace_and_app_credentials_by_id_and_app_key(call: Call) -> None:
+    ws = await new_workspace(call, "Found")
+    found = await call(GetWorkspace(workspace_id=ws.id))
+    assert found == Workspace(id=ws.id, name="Found", app_key=ws.app_key, created_at=ws.created_at)
+    await fails(call, GetWorkspace(workspace_id="ws_unknown"), NotFound)
     creds = await call(GetAppCredentials(app_key=ws.app_key))
     assert creds == AppCredentials(workspace_id=ws.id, app_key=ws.app_key, app_secret=ws.app_secret)
     await fails(call, GetAppCredentials(app_key="app_unknown"), NotFound)
@@ -312,6 +320,7 @@ async def test_session_issued_authenticated_and_revoked(call: Call) -> None:
     await call(revoke_session(ws.id, session.token))
     err = await fails(call, session_auth(session.token), Unauthorized)
     assert err.message == "Invalid or expired session token."
+    await fails(call, revoke_session(ws.id, session.token), NotFound)  # gone, like DELETE twice
     await fails(call, revoke_session(ws.id, "st_" + "q" * 43), NotFound)
     # The ttl is bounded by the contract: the service refuses to decode less than a minute.
     short = SessionInput(user_id=user.id, ttl_seconds=5)  # msgspec checks on decode only

@@ -1,0 +1,249 @@
+"""Read-model rows and events turned into the public objects and the real-time payloads.
+
+One place decides what a message looks like, whoever asks: the reply of a
+write, a page of history, a conversation's last message, and the payload of a
+real-time event. Hidden or deleted messages are tombstones everywhere: content
+``""``, no attachments, ``deleted: true``.
+
+Payloads stored in the ``events`` table name users by id only (``sender:
+{"id": …}``, participants without profile): profiles change and users are
+erased, and a replay must give the same rows whenever it runs. ``enrich``
+fills the current profile in when the payload is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from confab.contracts.messaging import (
+    Conversation,
+    ConversationCreated,
+    Message,
+    MessagePosted,
+    Participant,
+    ReactionSummary,
+    Sender,
+)
+from confab_messaging.store import Row, UserRow
+
+ERASED_NAME = "Deleted user"
+UNKNOWN_NAME = "Unknown user"
+
+# Real-time event names (api.md, "Real-time events").
+MESSAGE_CREATED = "message.created"
+MESSAGE_UPDATED = "message.updated"
+MESSAGE_DELETED = "message.deleted"
+REACTION_ADDED = "reaction.added"
+REACTION_REMOVED = "reaction.removed"
+MESSAGE_READ = "message.read"
+PARTICIPANT_ADDED = "participant.added"
+PARTICIPANT_REMOVED = "participant.removed"
+CONVERSATION_CREATED = "conversation.created"
+
+Users = Mapping[str, UserRow]
+
+
+# -- people --------------------------------------------------------------------------------
+
+
+def profile(user_id: str, users: Users) -> tuple[str, str | None]:
+    """(name, avatar_url) as shown to others: erased users are "Deleted user"."""
+    row = users.get(user_id)
+    if row is None:
+        return UNKNOWN_NAME, None
+    if row.erased:
+        return ERASED_NAME, None
+    return row.name, row.avatar_url
+
+
+def sender(sender_id: str | None, users: Users) -> Sender | None:
+    if sender_id is None:
+        return None
+    name, avatar = profile(sender_id, users)
+    return Sender(id=sender_id, name=name, avatar_url=avatar)
+
+
+def participant(user_id: str, last_read_seq: int, users: Users) -> Participant:
+    name, avatar = profile(user_id, users)
+    return Participant(id=user_id, name=name, avatar_url=avatar, last_read_seq=last_read_seq)
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+def reactions(pairs: Iterable[tuple[str, str]], viewer: str | None) -> dict[str, ReactionSummary]:
+    """``{emoji: {count, me}}`` from (emoji, user) pairs, emojis in order of first use."""
+    counts: dict[str, int] = {}
+    mine: set[str] = set()
+    for emoji, user_id in pairs:
+        counts[emoji] = counts.get(emoji, 0) + 1
+        if user_id == viewer:
+            mine.add(emoji)
+    return {emoji: ReactionSummary(count=n, me=emoji in mine) for emoji, n in counts.items()}
+
+
+def message(
+    row: Row,
+    pairs: Iterable[tuple[str, str]],
+    viewer: str | None,
+    author: Sender | None,
+) -> Message:
+    """A ``messages`` row (or a dict shaped like one) as the public object."""
+    gone = bool(row["deleted"] or row["hidden"])
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        sender=author,
+        content="" if gone else row["content"],
+        attachments=[],  # no attachment can exist until the media service stores one
+        reply_to=row["reply_to"],
+        metadata=dict(row["metadata"] or {}),
+        reactions=reactions(pairs, viewer),
+        created_at=row["created_at"],
+        edited_at=row["edited_at"],
+        deleted=gone,
+        client_msg_id=row["client_msg_id"],
+    )
+
+
+def message_for(
+    row: Row, pairs: Iterable[tuple[str, str]], viewer: str | None, users: Users
+) -> Message:
+    return message(row, pairs, viewer, sender(row["sender_id"], users))
+
+
+def posted_row(event: MessagePosted, stream_seq: int) -> dict[str, Any]:
+    """The ``messages`` row a ``message.posted`` event makes."""
+    return {
+        "id": event.message_id,
+        "conversation_id": event.conversation_id,
+        "seq": event.seq,
+        "sender_id": event.sender_id,
+        "content": event.content,
+        "metadata": dict(event.metadata),
+        "attachment_ids": list(event.attachment_ids),
+        "reply_to": event.reply_to,
+        "client_msg_id": event.client_msg_id,
+        "created_at": event.at,
+        "edited_at": None,
+        "deleted": False,
+        "hidden": False,
+        "version": event.seq,
+        "stream_seq": stream_seq,
+    }
+
+
+def posted_message(event: MessagePosted, author: Sender | None) -> Message:
+    """The reply to a post, straight from the decided event (no read-model round trip)."""
+    return message(posted_row(event, 0), (), None, author)
+
+
+# -- conversations -------------------------------------------------------------------------
+
+
+def conversation(
+    row: Row,
+    members: Iterable[tuple[str, int]],
+    users: Users,
+    *,
+    last_message: Message | None,
+    unread_count: int,
+) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        type=row["type"],
+        title=row["title"],
+        metadata=dict(row["metadata"] or {}),
+        participants=[participant(uid, read, users) for uid, read in members],
+        last_message=last_message,
+        unread_count=unread_count,
+        last_seq=row["last_seq"],
+        created_at=row["created_at"],
+        last_activity_at=row["last_activity_at"],
+    )
+
+
+def created_conversation(event: ConversationCreated, users: Users) -> Conversation:
+    return Conversation(
+        id=event.conversation_id,
+        type=event.kind,
+        title=event.title,
+        metadata=dict(event.metadata),
+        participants=[participant(uid, 0, users) for uid in event.participant_ids],
+        last_message=None,
+        unread_count=0,
+        last_seq=event.seq,
+        created_at=event.at,
+        last_activity_at=event.at,
+    )
+
+
+# -- real-time payloads --------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready builtins (times as RFC 3339 strings)."""
+    return msgspec.to_builtins(value)
+
+
+def message_payload(row: Row, pairs: Iterable[tuple[str, str]], event_seq: int) -> dict[str, Any]:
+    """``message.created`` / ``message.updated``: the message object, reactions' ``me`` false."""
+    data: dict[str, Any] = _plain(message(row, pairs, None, None))
+    data["sender"] = {"id": row["sender_id"]} if row["sender_id"] is not None else None
+    data["event_seq"] = event_seq
+    return data
+
+
+def deleted_payload(message_id: str, seq: int, event_seq: int) -> dict[str, Any]:
+    return {"id": message_id, "seq": seq, "event_seq": event_seq}
+
+
+def reaction_payload(message_id: str, emoji: str, user_id: str, event_seq: int) -> dict[str, Any]:
+    return {"message_id": message_id, "emoji": emoji, "user_id": user_id, "event_seq": event_seq}
+
+
+def read_payload(user_id: str, seq: int, at: datetime, event_seq: int) -> dict[str, Any]:
+    return {"user_id": user_id, "seq": seq, "read_at": _plain(at), "event_seq": event_seq}
+
+
+def participant_payload(user_id: str, event_seq: int) -> dict[str, Any]:
+    return {"user_id": user_id, "event_seq": event_seq}
+
+
+def conversation_payload(event: ConversationCreated) -> dict[str, Any]:
+    data: dict[str, Any] = _plain(created_conversation(event, {}))
+    data.pop("stream_seq", None)
+    data.pop("created", None)
+    data["participants"] = [{"id": uid, "last_read_seq": 0} for uid in event.participant_ids]
+    data["event_seq"] = event.seq
+    return data
+
+
+def payload_user_ids(name: str, data: Mapping[str, Any]) -> set[str]:
+    """The users whose profile ``enrich`` will fill into a stored payload."""
+    if name in (MESSAGE_CREATED, MESSAGE_UPDATED):
+        found = data.get("sender")
+        return {found["id"]} if isinstance(found, dict) and "id" in found else set()
+    if name == CONVERSATION_CREATED:
+        return {p["id"] for p in data.get("participants", []) if isinstance(p, dict)}
+    return set()
+
+
+def enrich(name: str, data: Mapping[str, Any], users: Users) -> dict[str, Any]:
+    """A stored payload with the current profiles of the users it names."""
+    out = dict(data)
+    if name in (MESSAGE_CREATED, MESSAGE_UPDATED):
+        found = out.get("sender")
+        if isinstance(found, dict) and "id" in found:
+            out["sender"] = _plain(sender(found["id"], users))
+    elif name == CONVERSATION_CREATED:
+        out["participants"] = [
+            _plain(participant(p["id"], int(p.get("last_read_seq", 0)), users))
+            for p in out.get("participants", [])
+        ]
+    return out

@@ -1,0 +1,415 @@
+"""The messaging read model: tables in schema ``messaging`` and the queries on them.
+
+Written only by the projections (``projections``): ``users`` from ``IDENTITY``,
+everything else from ``CONVERSATIONS``. Every row keeps the sequence of the
+event that last wrote it, so a replay into empty tables gives the same rows.
+Queries always filter by workspace (or by a conversation already checked to be
+in it) and never write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+SCHEMA = "messaging"
+
+
+@dataclass(frozen=True)
+class UserTables:
+    users: sa.Table
+
+
+@dataclass(frozen=True)
+class ConversationTables:
+    conversations: sa.Table
+    participants: sa.Table
+    messages: sa.Table
+    reactions: sa.Table
+    reports: sa.Table
+    events: sa.Table
+
+    def all(self) -> tuple[sa.Table, ...]:
+        return (
+            self.conversations,
+            self.participants,
+            self.messages,
+            self.reactions,
+            self.reports,
+            self.events,
+        )
+
+
+def define_user_tables(metadata: sa.MetaData) -> UserTables:
+    users = sa.Table(
+        "users",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("workspace_id", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("avatar_url", sa.Text, nullable=True),
+        sa.Column("banned", sa.Boolean, nullable=False),
+        sa.Column("erased", sa.Boolean, nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),  # IDENTITY stream sequence
+    )
+    return UserTables(users)
+
+
+def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
+    ts = sa.DateTime(timezone=True)
+    conversations = sa.Table(
+        "conversations",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("workspace_id", sa.Text, nullable=False),
+        sa.Column("type", sa.Text, nullable=False),
+        sa.Column("title", sa.Text, nullable=True),
+        # JSON, not JSONB: keeps the tenant's key order as given.
+        sa.Column("metadata", sa.JSON, nullable=False),
+        sa.Column("created_by", sa.Text, nullable=True),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("last_seq", sa.Integer, nullable=False),  # conversation seq of the last event
+        sa.Column("last_message_id", sa.Text, nullable=True),
+        sa.Column("last_activity_at", ts, nullable=False),
+        sa.Column("stream_seq", sa.BigInteger, nullable=False),  # of the last event
+        sa.Index("conversations_activity", "workspace_id", "last_activity_at", "id"),
+    )
+    participants = sa.Table(
+        "participants",
+        metadata,
+        sa.Column("conversation_id", sa.Text, primary_key=True),
+        sa.Column("user_id", sa.Text, primary_key=True),
+        sa.Column("active", sa.Boolean, nullable=False),
+        sa.Column("last_read_seq", sa.Integer, nullable=False),
+        sa.Column("unread_count", sa.Integer, nullable=False),
+        sa.Column("joined_seq", sa.Integer, nullable=False),  # orders the participant list
+        sa.Column("seq", sa.Integer, nullable=False),  # conversation seq of the last change
+        sa.Index("participants_user", "user_id", "conversation_id"),
+    )
+    messages = sa.Table(
+        "messages",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("conversation_id", sa.Text, nullable=False),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("sender_id", sa.Text, nullable=True),
+        sa.Column("content", sa.Text, nullable=False),
+        sa.Column("metadata", sa.JSON, nullable=False),
+        sa.Column("attachment_ids", sa.JSON, nullable=False),
+        sa.Column("reply_to", sa.Text, nullable=True),
+        sa.Column("client_msg_id", sa.Text, nullable=True),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("edited_at", ts, nullable=True),
+        sa.Column("deleted", sa.Boolean, nullable=False),
+        sa.Column("hidden", sa.Boolean, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),  # conversation seq of the last change
+        sa.Column("stream_seq", sa.BigInteger, nullable=False),  # where it was posted
+        sa.UniqueConstraint("conversation_id", "seq", name="messages_conversation_seq"),
+        # Unread counts: the visible messages after a read mark, with their sender.
+        sa.Index(
+            "messages_visible",
+            "conversation_id",
+            "seq",
+            postgresql_include=["sender_id"],
+            postgresql_where=sa.text("NOT deleted AND NOT hidden"),
+        ),
+    )
+    reactions = sa.Table(
+        "reactions",
+        metadata,
+        sa.Column("message_id", sa.Text, primary_key=True),
+        sa.Column("emoji", sa.Text, primary_key=True),
+        sa.Column("user_id", sa.Text, primary_key=True),
+        sa.Column("seq", sa.Integer, nullable=False),  # conversation seq when added
+    )
+    reports = sa.Table(
+        "reports",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("workspace_id", sa.Text, nullable=False),
+        sa.Column("conversation_id", sa.Text, nullable=False),
+        sa.Column("message_id", sa.Text, nullable=False, index=True),
+        sa.Column("reporter_id", sa.Text, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("stream_seq", sa.BigInteger, nullable=False),
+        sa.Column("status_seq", sa.BigInteger, nullable=False),  # stream seq of the status
+        sa.Index("reports_queue", "workspace_id", "stream_seq"),
+    )
+    events = sa.Table(
+        "events",
+        metadata,
+        sa.Column("conversation_id", sa.Text, primary_key=True),
+        sa.Column("seq", sa.Integer, primary_key=True),
+        sa.Column("stream_seq", sa.BigInteger, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("data", JSONB, nullable=False),
+        sa.Column("at", ts, nullable=False),
+    )
+    return ConversationTables(conversations, participants, messages, reactions, reports, events)
+
+
+USER_METADATA = sa.MetaData(schema=SCHEMA)
+USER_TABLES = define_user_tables(USER_METADATA)
+CONVERSATION_METADATA = sa.MetaData(schema=SCHEMA)
+TABLES = define_conversation_tables(CONVERSATION_METADATA)
+
+
+# -- rows the queries return ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: str
+    name: str
+    avatar_url: str | None
+    banned: bool
+    erased: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantRow:
+    conversation_id: str
+    user_id: str
+    last_read_seq: int
+    unread_count: int
+
+
+Row = Mapping[str, Any]  # a row of ``messages`` / ``conversations`` as a mapping
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    rows: list[Row]
+    reactions: dict[str, list[tuple[str, str]]]  # message id -> [(emoji, user_id)] in order
+    has_more: bool
+
+
+class Store:
+    """Queries of the read model (reads only: the projections write)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        users: UserTables = USER_TABLES,
+        tables: ConversationTables = TABLES,
+    ) -> None:
+        self.engine = engine
+        self.u = users.users
+        self.t = tables
+
+    # -- users -------------------------------------------------------------------------
+
+    async def users(self, workspace_id: str, ids: Iterable[str]) -> dict[str, UserRow]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        u = self.u
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(u.c.id, u.c.name, u.c.avatar_url, u.c.banned, u.c.erased).where(
+                    u.c.workspace_id == workspace_id, u.c.id.in_(wanted)
+                )
+            )
+            return {r.id: UserRow(r.id, r.name, r.avatar_url, r.banned, r.erased) for r in rows}
+
+    # -- conversations -----------------------------------------------------------------
+
+    async def conversation(
+        self, workspace_id: str, conversation_id: str, user_id: str | None
+    ) -> tuple[Row, ParticipantRow | None] | None:
+        """The conversation if the viewer may see it (the tenant: any of its workspace)."""
+        c, p = self.t.conversations, self.t.participants
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(c).where(c.c.id == conversation_id, c.c.workspace_id == workspace_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            if user_id is None:
+                return row._mapping, None
+            me = (
+                await conn.execute(
+                    sa.select(p.c.last_read_seq, p.c.unread_count).where(
+                        p.c.conversation_id == conversation_id,
+                        p.c.user_id == user_id,
+                        p.c.active.is_(True),
+                    )
+                )
+            ).first()
+        if me is None:
+            return None
+        return row._mapping, ParticipantRow(
+            conversation_id, user_id, me.last_read_seq, me.unread_count
+        )
+
+    async def conversations(
+        self,
+        workspace_id: str,
+        user_id: str | None,
+        *,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> tuple[list[Row], dict[str, ParticipantRow], bool]:
+        """A page, newest activity first: rows, the user's participation in each, more?"""
+        c, p = self.t.conversations, self.t.participants
+        query = sa.select(c).where(c.c.workspace_id == workspace_id)
+        if user_id is not None:
+            query = query.join(
+                p,
+                sa.and_(
+                    p.c.conversation_id == c.c.id, p.c.user_id == user_id, p.c.active.is_(True)
+                ),
+            ).add_columns(
+                p.c.last_read_seq.label("my_read_seq"), p.c.unread_count.label("my_unread")
+            )
+        if before is not None:
+            query = query.where(sa.tuple_(c.c.last_activity_at, c.c.id) < sa.tuple_(*before))
+        query = query.order_by(c.c.last_activity_at.desc(), c.c.id.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        page = rows[:limit]
+        mine: dict[str, ParticipantRow] = {}
+        if user_id is not None:
+            mine = {r.id: ParticipantRow(r.id, user_id, r.my_read_seq, r.my_unread) for r in page}
+        return [r._mapping for r in page], mine, len(rows) > limit
+
+    async def participants(
+        self, conversation_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, int]]]:
+        """Active participants per conversation, in joining order: [(user_id, last_read_seq)]."""
+        if not conversation_ids:
+            return {}
+        p = self.t.participants
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(p.c.conversation_id, p.c.user_id, p.c.last_read_seq)
+                .where(p.c.conversation_id.in_(list(conversation_ids)), p.c.active.is_(True))
+                .order_by(p.c.conversation_id, p.c.joined_seq, p.c.user_id)
+            )
+            out: dict[str, list[tuple[str, int]]] = {cid: [] for cid in conversation_ids}
+            for r in rows:
+                out[r.conversation_id].append((r.user_id, r.last_read_seq))
+        return out
+
+    # -- messages ----------------------------------------------------------------------
+
+    async def _reactions(
+        self, conn: AsyncConnection, message_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, str]]]:
+        if not message_ids:
+            return {}
+        r = self.t.reactions
+        rows = await conn.execute(
+            sa.select(r.c.message_id, r.c.emoji, r.c.user_id)
+            .where(r.c.message_id.in_(list(message_ids)))
+            .order_by(r.c.message_id, r.c.seq)
+        )
+        out: dict[str, list[tuple[str, str]]] = {}
+        for row in rows:
+            out.setdefault(row.message_id, []).append((row.emoji, row.user_id))
+        return out
+
+    async def message(
+        self, message_id: str, *, conversation_id: str | None = None
+    ) -> tuple[Row, list[tuple[str, str]]] | None:
+        """One message and its reactions."""
+        m = self.t.messages
+        query = sa.select(m).where(m.c.id == message_id)
+        if conversation_id is not None:
+            query = query.where(m.c.conversation_id == conversation_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return None
+            reactions = await self._reactions(conn, [message_id])
+        return row._mapping, reactions.get(message_id, [])
+
+    async def message_location(self, workspace_id: str, message_id: str) -> str | None:
+        """The conversation of a workspace's message (for commands that name only the message)."""
+        m, c = self.t.messages, self.t.conversations
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(
+                    sa.select(m.c.conversation_id)
+                    .join(c, c.c.id == m.c.conversation_id)
+                    .where(m.c.id == message_id, c.c.workspace_id == workspace_id)
+                )
+            ).scalar_one_or_none()
+
+    async def messages_by_id(self, message_ids: Sequence[str]) -> MessagePage:
+        if not message_ids:
+            return MessagePage([], {}, False)
+        m = self.t.messages
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(m).where(m.c.id.in_(list(message_ids))))).all()
+            reactions = await self._reactions(conn, [r.id for r in rows])
+        return MessagePage([r._mapping for r in rows], reactions, False)
+
+    async def messages(
+        self,
+        conversation_id: str,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+    ) -> MessagePage:
+        """Messages by seq, ascending. With ``after``: the first ``limit`` after it;
+        otherwise the last ``limit`` before ``before`` (or the latest)."""
+        m = self.t.messages
+        query = sa.select(m).where(m.c.conversation_id == conversation_id)
+        if before is not None:
+            query = query.where(m.c.seq < before)
+        if after is not None:
+            query = query.where(m.c.seq > after).order_by(m.c.seq.asc())
+        else:
+            query = query.order_by(m.c.seq.desc())
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit + 1))).all()
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+            if after is None:
+                rows.reverse()
+            reactions = await self._reactions(conn, [r.id for r in rows])
+        return MessagePage([r._mapping for r in rows], reactions, has_more)
+
+    # -- events and reports ------------------------------------------------------------
+
+    async def events(
+        self, conversation_id: str, *, after: int, limit: int
+    ) -> tuple[list[Row], bool]:
+        e = self.t.events
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(e.c.seq, e.c.name, e.c.data, e.c.at)
+                    .where(e.c.conversation_id == conversation_id, e.c.seq > after)
+                    .order_by(e.c.seq)
+                    .limit(limit + 1)
+                )
+            ).all()
+        return [r._mapping for r in rows[:limit]], len(rows) > limit
+
+    async def reports(
+        self, workspace_id: str, *, open_only: bool, before: int | None, limit: int
+    ) -> tuple[list[Row], bool]:
+        """Newest first, paged by stream sequence."""
+        r = self.t.reports
+        query = sa.select(r).where(r.c.workspace_id == workspace_id)
+        if open_only:
+            query = query.where(r.c.status == "open")
+        if before is not None:
+            query = query.where(r.c.stream_seq < before)
+        query = query.order_by(r.c.stream_seq.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [row._mapping for row in rows[:limit]], len(rows) > limit
