@@ -80,17 +80,13 @@ def up_command(data_dir: Path, *extra: str) -> list[str]:
 
 def backend_flags(backends: TestBackends, database_url: str) -> list[str]:
     s3 = backends.s3
+    # "--flag=value": a generated secret may start with "-".
     return [
-        "--database-url",
-        database_url,
-        "--s3-endpoint",
-        s3.endpoint,
-        "--s3-access-key",
-        s3.access_key,
-        "--s3-secret-key",
-        s3.secret_key,
-        "--s3-bucket",
-        f"t{uuid.uuid4().hex[:12]}",
+        f"--database-url={database_url}",
+        f"--s3-endpoint={s3.endpoint}",
+        f"--s3-access-key={s3.access_key}",
+        f"--s3-secret-key={s3.secret_key}",
+        f"--s3-bucket=t{uuid.uuid4().hex[:12]}",
     ]
 
 

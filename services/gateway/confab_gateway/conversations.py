@@ -81,7 +81,7 @@ async def create_conversation(call: Call) -> Conversation:
     summary="List conversations, newest activity first (all, or one user's)",
     query=ConversationQuery,
     response=ConversationList,
-    errors=(401, 422),
+    errors=(401, 404, 422),
 )
 async def list_conversations(call: Call) -> ConversationList:
     q: ConversationQuery = call.query

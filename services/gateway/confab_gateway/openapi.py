@@ -103,6 +103,20 @@ def _parameters(e: Endpoint) -> list[dict[str, Any]]:
     return params
 
 
+def _common_errors(e: Endpoint) -> set[int]:
+    """What any endpoint of this shape can answer, besides its own errors."""
+    codes = {503}
+    if e.auth != "public":
+        codes.add(401)
+    if e.path_params:
+        codes.add(404)
+    if e.query is not None:
+        codes.add(422)
+    if e.body is not None:
+        codes |= {400, 413, 415, 422}
+    return codes
+
+
 def _responses(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status in (e.status, *e.also):
@@ -114,6 +128,6 @@ def _responses(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": refs[e.response]}},
             }
     error = {"content": {"application/json": {"schema": refs[Error]}}}
-    for status in sorted({*e.errors, 503}):
+    for status in sorted({*e.errors, *_common_errors(e)}):
         responses[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"), **error}
     return responses

@@ -116,7 +116,7 @@ def initial() -> ConversationState:
 
 
 def evolve(state: ConversationState, event: Event) -> ConversationState:
-    """Fold ``event`` into ``state`` (in place) and return it; an event already folded is skipped."""
+    """Fold ``event`` into ``state`` in place and return it; a folded event is skipped."""
     if not isinstance(event, ConversationEvent) or event.seq <= state.last_seq:
         return state  # message.reported (seq 0) changes nothing the decider needs
     match event:

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from confab.settings import DatabaseSettings
+from typing import Annotated
+
+import msgspec
+
+from confab.settings import DatabaseSettings, PositiveFloat
 
 
 class MessagingSettings(DatabaseSettings, kw_only=True, frozen=True):
-    pass
+    # How long a query waits for the read model to reach its ``min_seq`` (and a
+    # command for a user or message the read model has not shown yet).
+    read_wait_seconds: PositiveFloat = 2.0
+    # Events applied per database transaction by the projections.
+    projection_batch_size: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 512
+    # Conversations whose state is cached in process (each: a few bytes per message).
+    aggregate_cache_size: Annotated[int, msgspec.Meta(ge=1)] = 20_000
