@@ -67,7 +67,7 @@ def test_a_killed_service_is_restarted_and_health_turns_green(
     old = stack.pids()[name]
     os.kill(old, signal.SIGKILL)
     assert wait_until(lambda: stack.pids()[name] != old, timeout=5), f"{name} not restarted"
-    assert wait_until(lambda: health(stack)[0] == 200, timeout=30), health(stack)
+    assert wait_until(lambda: health(stack)[0] == 200, timeout=30), json.dumps(health(stack))
 
 
 def test_state_survives_a_restart_on_the_same_data_dir(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-import nats.errors
 import sqlalchemy as sa
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -199,13 +198,16 @@ class ProjectionRunner:
 
     async def _consume(self, lock: asyncpg.Connection) -> None:
         psub = await self._subscribe()
+        self.last_error = None
         try:
             while not self._stopping.is_set():
                 if lock.is_closed():
                     raise ConnectionError("lost the projection lock connection")
                 try:
                     msgs = await psub.fetch(self.batch_size, timeout=self.fetch_timeout)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises both its own and the builtin one
+                    continue
+                if not msgs:  # a pull can end with only a status message
                     continue
                 await self._apply_until_done(msgs)
                 await msgs[-1].ack()  # AckAll: acknowledges the whole batch

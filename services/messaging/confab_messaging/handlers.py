@@ -10,10 +10,12 @@ models, after waiting (bounded) for the ``min_seq`` they were given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+import random
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +65,7 @@ from confab.contracts.messaging import (
 )
 from confab.errors import (
     ConfabError,
+    Conflict,
     Forbidden,
     InternalError,
     InvalidRequest,
@@ -80,6 +83,7 @@ from confab_messaging.store import MessagePage, Row, Store, UserRow
 log = get_logger("confab_messaging")
 
 LIMIT_MAX = 100
+CONFLICT_ROUNDS = 6  # each round is up to Aggregates' own attempts
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
 
@@ -163,6 +167,28 @@ def _seq_cursor(cursor: str | None) -> int | None:
     return int(cursor)
 
 
+class Turns:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                self._locks.pop(key, None)
+
+
 class Handlers:
     def __init__(
         self,
@@ -184,6 +210,7 @@ class Handlers:
         self.users = users
         self.read_wait = read_wait
         self.clock = clock
+        self._turns = Turns()
 
     def routes(self) -> list[tuple[type[Request], Handler]]:
         return [(request_type, _guarded(handler)) for request_type, handler in self._routes()]
@@ -223,14 +250,30 @@ class Handlers:
         ctx: CallContext,
         msg_id: str | None = None,
     ) -> Decision[ConversationState]:
-        return await self.aggregates.execute(
-            subject_,
-            decide,
-            msg_id=msg_id or new_id("evt"),
-            workspace=actor.workspace_id,
-            actor=_actor_name(actor),
-            correlation=ctx.correlation,
-        )
+        """Decide and append under optimistic concurrency.
+
+        Writers of one conversation in this process take turns (no point
+        racing each other to the log), so only other processes can make an
+        append lose; when one loses repeatedly, it backs off a little and
+        tries again instead of failing.
+        """
+        msg_id = msg_id or new_id("evt")
+        for round_ in range(CONFLICT_ROUNDS):
+            try:
+                async with self._turns.hold(subject_):
+                    return await self.aggregates.execute(
+                        subject_,
+                        decide,
+                        msg_id=msg_id,
+                        workspace=actor.workspace_id,
+                        actor=_actor_name(actor),
+                        correlation=ctx.correlation,
+                    )
+            except Conflict:
+                if round_ == CONFLICT_ROUNDS - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0.0, 0.002 * 2**round_))
+        raise AssertionError("unreachable")
 
     async def _state(self, subject_: str, check: Callable[[ConversationState], Any]) -> Any:
         """``check`` on the cached state; a rejection is checked once more against the log."""
@@ -284,14 +327,20 @@ class Handlers:
         workspace_id = _valid(actor.workspace_id, "Message")
         message_id = _valid(message_id, "Message")
         found = await self.store.message_location(workspace_id, message_id)
-        if found is None:
-            last = (await self.js.stream_info(CONVERSATIONS.name)).state.last_seq
-            if last > self.conversations.checkpoint:
-                await self.conversations.wait_for(last, self.read_wait)
-                found = await self.store.message_location(workspace_id, message_id)
+        if found is None and await self._catch_up():
+            found = await self.store.message_location(workspace_id, message_id)
         if found is None:
             raise NotFound(domain.MESSAGE_NOT_FOUND)
         return found
+
+    async def _catch_up(self) -> bool:
+        """Wait (bounded) until the conversations read model has all the stream held when
+        asked; False if it had already."""
+        last = (await self.js.stream_info(CONVERSATIONS.name)).state.last_seq
+        if last <= self.conversations.checkpoint:
+            return False
+        await self.conversations.wait_for(last, self.read_wait)
+        return True
 
     async def _render_messages(
         self, workspace_id: str, page: MessagePage, viewer: str | None
@@ -721,6 +770,8 @@ class Handlers:
         workspace_id = _valid(actor.workspace_id, "Workspace")
         if actor.user_id is not None:
             raise Forbidden("Only the workspace's backend can read reports.")
+        # No min_seq here: a moderation queue shows everything stored when it is asked.
+        await self._catch_up()
         rows, has_more = await self.store.reports(
             workspace_id,
             open_only=query.status == "open",
