@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from confab.db import checkpoint_table, create_tables, plain_url
 from confab.events import Envelope, UnknownEvent, open_envelope, parse_time
 from confab.logging import get_logger
+from confab.metrics import PROJECTION_APPLIED, PROJECTION_CHECKPOINT
 
 log = get_logger("confab.projection")
 
@@ -272,6 +273,8 @@ class ProjectionRunner:
                     {"channel": NOTIFY_CHANNEL, "payload": f"{name}:{last_seq}"},
                 )
         self.applied += len(fresh)
+        PROJECTION_APPLIED.labels(name).inc(len(fresh))
+        PROJECTION_CHECKPOINT.labels(name).set(last_seq)
         await self._advance(last_seq)
 
     async def _read_checkpoint(self, conn: AsyncConnection) -> int:

@@ -22,6 +22,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from confab.contracts.base import Request
 from confab.errors import ConfabError, InvalidRequest, Unavailable, error_from_wire
 from confab.logging import bound_contextvars, get_logger
+from confab.metrics import RPC_HANDLED
 
 log = get_logger("confab.rpc")
 
@@ -134,17 +135,22 @@ class RpcServer:
             deadline=float(headers.get(H_DEADLINE, "0") or 0),
         )
         with bound_contextvars(correlation_id=ctx.correlation or None, rpc=msg.subject):
+            outcome = "ok"
             try:
                 request = decoder.decode(msg.data)
                 reply = await handler(request, ctx)
                 await msg.respond(_encoder.encode(reply))
             except msgspec.ValidationError as exc:
+                outcome = InvalidRequest.code
                 await self._respond_error(msg, InvalidRequest(str(exc)))
             except ConfabError as exc:
+                outcome = exc.code
                 await self._respond_error(msg, exc)
             except Exception:
+                outcome = "internal"
                 log.exception("rpc_handler_failed")
                 await self._respond_error(msg, ConfabError())
+            RPC_HANDLED.labels(msg.subject, outcome).inc()
 
     async def _respond_error(self, msg: Msg, exc: ConfabError) -> None:
         if not msg.reply:
