@@ -1,8 +1,10 @@
-"""Read-your-writes: queries wait until the read model has what the same caller wrote.
+"""Read-your-writes: queries wait until the read model has what was written before them.
 
 After a write, the gateway remembers the stream sequence it was stored at, per
-caller (a widget user, or a tenant's backend); that caller's next query carries
-it as ``min_seq`` and the service waits (bounded) for its projection.
+workspace; every later query in that workspace carries it as ``min_seq`` and
+the service waits (bounded, usually not at all) for its projection. So a
+caller reads its own writes, and on one gateway nobody in the workspace reads
+older state than something already acknowledged: unread counts move in step.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from confab.contracts.messaging import Actor
 class LastWrites:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
-        self._seqs: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._seqs: OrderedDict[str, int] = OrderedDict()
 
     @staticmethod
-    def _key(actor: Actor) -> tuple[str, str]:
-        return actor.workspace_id, actor.user_id or ""
+    def _key(actor: Actor) -> str:
+        return actor.workspace_id
 
     def wrote(self, actor: Actor, stream_seq: int) -> None:
         key = self._key(actor)
