@@ -44,8 +44,9 @@ class ProcessMeter:
     one), read from the OS at the start and end of the window.
     """
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], alone: tuple[str, ...] = ()) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        self.alone = set(alone)  # measured without their children
         self.start_cpu: dict[str, dict[int, float]] = {}
         self.peak_rss: dict[str, int] = dict.fromkeys(self.procs, 0)
         self._stop = threading.Event()
@@ -53,8 +54,9 @@ class ProcessMeter:
         self.started = 0.0
         self.elapsed = 0.0
 
-    @staticmethod
-    def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    def _tree(self, proc: psutil.Process) -> list[psutil.Process]:
+        if any(self.procs.get(name) is proc for name in self.alone):
+            return [proc]
         try:
             return [proc, *proc.children(recursive=True)]
         except psutil.Error:

@@ -147,7 +147,8 @@ async def run(
         await closed_loop(warm, room_list, min(workers, 16), warmup)
         sender = Sender(http, base)
         pids = {**info["pids"], "load generator": psutil.Process().pid}
-        with ProcessMeter(pids) as meter:
+        # The generator may be the parent of the stack it started: count it alone.
+        with ProcessMeter(pids, alone=("load generator",)) as meter:
             if mode == "closed":
                 await closed_loop(sender, room_list, workers, seconds)
             else:
