@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -133,7 +134,8 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
         case ParticipantRemoved():
             state.members.pop(event.user_id, None)
         case MessagePosted():
-            state.messages[event.message_id] = MessageState(sender_id=event.sender_id)
+            sender = sys.intern(event.sender_id) if event.sender_id is not None else None
+            state.messages[event.message_id] = MessageState(sender_id=sender)
             state.last_message_seq = event.seq
             if event.client_msg_id is not None:
                 state.client_keys[(event.sender_id or "", event.client_msg_id)] = event.message_id

@@ -83,6 +83,7 @@ from confab_messaging.store import MessagePage, Row, Store, UserRow
 log = get_logger("confab_messaging")
 
 LIMIT_MAX = 100
+USER_CACHE_MAX = 100_000
 CONFLICT_ROUNDS = 6  # each round is up to Aggregates' own attempts
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
@@ -211,6 +212,8 @@ class Handlers:
         self.read_wait = read_wait
         self.clock = clock
         self._turns = Turns()
+        self._user_cache: dict[tuple[str, str], UserRow] = {}
+        self._users_at = -1
 
     def routes(self) -> list[tuple[type[Request], Handler]]:
         return [(request_type, _guarded(handler)) for request_type, handler in self._routes()]
@@ -277,29 +280,57 @@ class Handlers:
 
     async def _state(self, subject_: str, check: Callable[[ConversationState], Any]) -> Any:
         """``check`` on the cached state; a rejection is checked once more against the log."""
-        state, _ = await self.aggregates.load(subject_)
-        try:
-            return check(state)
-        except ConfabError:
-            state, _ = await self.aggregates.load(subject_, fresh=True)
-            return check(state)
+        async with self._turns.hold(subject_):
+            state, _ = await self.aggregates.load(subject_)
+            try:
+                return check(state)
+            except ConfabError:
+                state, _ = await self.aggregates.load(subject_, fresh=True)
+                return check(state)
 
     async def _min_seq(self, min_seq: int) -> None:
         if min_seq > 0 and not await self.conversations.wait_for(min_seq, self.read_wait):
             raise Unavailable("The read model is catching up; try again shortly.")
 
-    async def _settle(self, seq: int) -> None:
-        if not await self.conversations.wait_for(seq, self.read_wait):
-            raise Unavailable("The read model is catching up; try again shortly.")
+    async def _settle(self, seq: int) -> bool:
+        """Wait (bounded) until the read model shows ``seq``, for a reply rendered from it.
+
+        A write's reply never fails for a slow read model: what it reads is at
+        worst a little stale (and the write itself is durable either way).
+        """
+        if await self.conversations.wait_for(seq, self.read_wait):
+            return True
+        log.warning("read_model_behind", seq=seq, checkpoint=self.conversations.checkpoint)
+        return False
+
+    async def _users(self, workspace_id: str, ids: Iterable[str]) -> dict[str, UserRow]:
+        """Users as the read model has them, through an in-process cache that is dropped
+        whenever the users projection applies anything (it only sees user events), so
+        it is never staler than the table and spares a query per post."""
+        checkpoint = self.users.checkpoint
+        if checkpoint != self._users_at or len(self._user_cache) > USER_CACHE_MAX:
+            self._user_cache.clear()
+            self._users_at = checkpoint
+        wanted = set(ids)
+        found = {
+            i: row for i in wanted if (row := self._user_cache.get((workspace_id, i))) is not None
+        }
+        missing = wanted - found.keys()
+        if missing:
+            loaded = await self.store.users(workspace_id, missing)
+            if self.users.checkpoint == checkpoint:
+                self._user_cache.update(((workspace_id, i), row) for i, row in loaded.items())
+            found.update(loaded)
+        return found
 
     async def _profiles(self, workspace_id: str, ids: Iterable[str]) -> dict[str, UserRow]:
         """Users as the read model knows them, for display (no waiting)."""
-        return await self.store.users(workspace_id, ids)
+        return await self._users(workspace_id, ids)
 
     async def _known_users(self, workspace_id: str, ids: Sequence[str]) -> dict[str, UserRow]:
         """Users for a decision: one the read model does not know yet (it was created a
         moment ago) is waited for, up to the last event on its IDENTITY subject."""
-        found = await self.store.users(workspace_id, ids)
+        found = await self._users(workspace_id, ids)
         missing = [i for i in ids if i not in found]
         if not missing:
             return found
@@ -317,9 +348,9 @@ class Handlers:
         for start in range(0, len(missing), 64):
             chunk = missing[start : start + 64]
             target = max([target, *await asyncio.gather(*(last(i) for i in chunk))])
-        if target and target > self.users.checkpoint:
+        if target:  # it exists in the log: read again once the read model has it
             await self.users.wait_for(target, self.read_wait)
-            found.update(await self.store.users(workspace_id, missing))
+            found.update(await self._users(workspace_id, missing))
         return found
 
     async def _locate(self, actor: Actor, message_id: str) -> str:
@@ -435,7 +466,11 @@ class Handlers:
             return msgspec.structs.replace(view, stream_seq=appended.seq, created=True)
         # The direct conversation of this pair existed: answer it as it is.
         await self._settle(decision.version)
-        row, unread = await self._visible(actor, conversation_id)
+        found = await self.store.conversation(workspace_id, conversation_id, actor.user_id)
+        if found is None:
+            raise Unavailable("The read model is catching up; try again shortly.")
+        row, me = found
+        unread = me.unread_count if me is not None else 0
         (view,) = await self._conversations(
             workspace_id, [row], {conversation_id: unread}, actor.user_id
         )
@@ -746,7 +781,9 @@ class Handlers:
             last = await self.js.get_last_msg(CONVERSATIONS.name, subject_, direct=False)
         except NotFoundError:
             raise NotFound(domain.CONVERSATION_NOT_FOUND) from None
-        await self._settle(last.seq or 0)
+        if not await self._settle(last.seq or 0):
+            # A partial backlog would leave a gap in the client's recovery.
+            raise Unavailable("The read model is catching up; try again shortly.")
         row, _ = await self._visible(query.actor, query.conversation_id)
         rows, has_more = await self.store.events(row["id"], after=query.after, limit=limit)
         user_ids = {u for r in rows for u in render.payload_user_ids(r["name"], r["data"])}

@@ -16,4 +16,4 @@ class MessagingSettings(DatabaseSettings, kw_only=True, frozen=True):
     # Events applied per database transaction by the projections.
     projection_batch_size: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 512
     # Conversations whose state is cached in process (each: a few bytes per message).
-    aggregate_cache_size: Annotated[int, msgspec.Meta(ge=1)] = 20_000
+    aggregate_cache_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000

@@ -72,10 +72,31 @@ Call = Callable[[Request], Awaitable[Any]]
 WAIT = 20.0
 
 
+async def caught_up(service: Service) -> None:
+    """Wait until both projections have what the streams held (a fresh database replays
+    everything earlier tests wrote)."""
+    try:
+        users_last = (
+            await service.js.get_last_msg(IDENTITY.name, "identity.evt.*.user.*", direct=False)
+        ).seq or 0
+    except NotFoundError:
+        users_last = 0
+    conversations_last = (await service.js.stream_info(CONVERSATIONS.name)).state.last_seq
+    users, conversations = (
+        service.runners["messaging.users"],
+        service.runners["messaging.conversations"],
+    )
+    assert await users.wait_for(users_last, 120), users.last_error
+    assert await conversations.wait_for(conversations_last, 120), conversations.last_error
+
+
 @asynccontextmanager
 async def running_messaging(nats_url: str, database_url: str) -> AsyncIterator[Service]:
     settings = MessagingSettings(
-        nats_url=nats_url, database_url=database_url, instance=f"test-{uuid.uuid4().hex[:6]}"
+        nats_url=nats_url,
+        database_url=database_url,
+        instance=f"test-{uuid.uuid4().hex[:6]}",
+        read_wait_seconds=10.0,  # generous on a busy test machine; 2 s by default
     )
     service = Service("messaging", settings)
     await service.start()
@@ -83,6 +104,7 @@ async def running_messaging(nats_url: str, database_url: str) -> AsyncIterator[S
         # Identity owns IDENTITY; without its service here, make sure the stream exists.
         await ensure_streams(service.js, [IDENTITY])
         await app.setup(service)
+        await caught_up(service)
         yield service
     finally:
         await service.stop()
