@@ -5,12 +5,19 @@ A command is decided on the cached state and appended with that version as
 the expected one; only when another writer got there first do we catch up
 from the log and decide again. So a busy aggregate costs no read per command,
 and a cold one is loaded once.
+
+Writers of one aggregate in one process take turns: racing each other to the
+log would only make all but one lose. Only other processes can make an append
+lose, and a loser backs off a little (with jitter) before trying again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -23,7 +30,30 @@ from confab.eventlog import Appended, WrongExpectedVersion, append, read_subject
 
 S = TypeVar("S")
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 12
+BACKOFF_SECONDS = 0.002  # doubled per lost attempt, with jitter
+
+
+class Turns:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                self._locks.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +86,11 @@ class Aggregates(Generic[S]):
         self.evolve = evolve
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[S, int]] = OrderedDict()
+        self._turns = Turns()
+
+    def turn(self, subject: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold ``subject``'s turn, e.g. to check a rule against a state no writer is changing."""
+        return self._turns.hold(subject)
 
     async def load(self, subject: str, *, fresh: bool = False) -> tuple[S, int]:
         """The state of ``subject`` and its version; ``fresh`` catches up from the log first."""
@@ -85,9 +120,29 @@ class Aggregates(Generic[S]):
         A rejection or a no-op decided on a cached state is checked once more
         against the log: another process may have changed the aggregate.
         """
+        async with self._turns.hold(subject):
+            return await self._execute(
+                subject,
+                decide,
+                msg_id=msg_id,
+                workspace=workspace,
+                actor=actor,
+                correlation=correlation,
+            )
+
+    async def _execute(
+        self,
+        subject: str,
+        decide: Callable[[S], Event | None],
+        *,
+        msg_id: str,
+        workspace: str,
+        actor: str,
+        correlation: str,
+    ) -> Decision[S]:
         cached = subject in self._cache
         state, version = await self.load(subject)
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             try:
                 event = decide(state)
             except ConfabError:
@@ -113,6 +168,8 @@ class Aggregates(Generic[S]):
                     expected_version=version,
                 )
             except WrongExpectedVersion:
+                # Another process got there first: back off, catch up, decide again.
+                await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * 2 ** min(attempt, 6)))
                 cached = False
                 state, version = await self.load(subject, fresh=True)
                 continue

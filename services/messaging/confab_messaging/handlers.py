@@ -10,12 +10,10 @@ models, after waiting (bounded) for the ``min_seq`` they were given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
-import random
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,7 +63,6 @@ from confab.contracts.messaging import (
 )
 from confab.errors import (
     ConfabError,
-    Conflict,
     Forbidden,
     InternalError,
     InvalidRequest,
@@ -84,7 +81,6 @@ log = get_logger("confab_messaging")
 
 LIMIT_MAX = 100
 USER_CACHE_MAX = 100_000
-CONFLICT_ROUNDS = 6  # each round is up to Aggregates' own attempts
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
 
@@ -168,28 +164,6 @@ def _seq_cursor(cursor: str | None) -> int | None:
     return int(cursor)
 
 
-class Turns:
-    """One asyncio lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                self._locks.pop(key, None)
-
-
 class Handlers:
     def __init__(
         self,
@@ -211,7 +185,6 @@ class Handlers:
         self.users = users
         self.read_wait = read_wait
         self.clock = clock
-        self._turns = Turns()
         self._user_cache: dict[tuple[str, str], UserRow] = {}
         self._users_at = -1
 
@@ -253,34 +226,19 @@ class Handlers:
         ctx: CallContext,
         msg_id: str | None = None,
     ) -> Decision[ConversationState]:
-        """Decide and append under optimistic concurrency.
-
-        Writers of one conversation in this process take turns (no point
-        racing each other to the log), so only other processes can make an
-        append lose; when one loses repeatedly, it backs off a little and
-        tries again instead of failing.
-        """
-        msg_id = msg_id or new_id("evt")
-        for round_ in range(CONFLICT_ROUNDS):
-            try:
-                async with self._turns.hold(subject_):
-                    return await self.aggregates.execute(
-                        subject_,
-                        decide,
-                        msg_id=msg_id,
-                        workspace=actor.workspace_id,
-                        actor=_actor_name(actor),
-                        correlation=ctx.correlation,
-                    )
-            except Conflict:
-                if round_ == CONFLICT_ROUNDS - 1:
-                    raise
-                await asyncio.sleep(random.uniform(0.0, 0.002 * 2**round_))
-        raise AssertionError("unreachable")
+        """Decide and append under optimistic concurrency (``Aggregates`` retries conflicts)."""
+        return await self.aggregates.execute(
+            subject_,
+            decide,
+            msg_id=msg_id or new_id("evt"),
+            workspace=actor.workspace_id,
+            actor=_actor_name(actor),
+            correlation=ctx.correlation,
+        )
 
     async def _state(self, subject_: str, check: Callable[[ConversationState], Any]) -> Any:
         """``check`` on the cached state; a rejection is checked once more against the log."""
-        async with self._turns.hold(subject_):
+        async with self.aggregates.turn(subject_):
             state, _ = await self.aggregates.load(subject_)
             try:
                 return check(state)
