@@ -10,7 +10,7 @@ reads and resumes a client after a dropped connection.
 Queries take ``min_seq``, a *stream* sequence: the handler waits (bounded)
 until the read model has applied it, so a client reads its own writes. Write
 replies carry the stream sequence they were stored at (``Ok.seq``,
-``MessageSaved.stream_seq``, ``Conversation.stream_seq``).
+``MessageSaved.stream_seq``, ``ConversationSaved.stream_seq``).
 
 A direct conversation's id is derived from its two participants, so creating
 it twice, even concurrently, meets on one subject and yields one conversation.
@@ -194,8 +194,12 @@ class Conversation(Reply, kw_only=True, frozen=True):
     last_seq: int = 0
     created_at: datetime
     last_activity_at: datetime
-    stream_seq: int = 0  # set on the reply of a write; 0 on reads
-    created: bool = False  # CreateConversation's reply: False when a direct one existed
+
+
+class ConversationSaved(Reply, kw_only=True, frozen=True):
+    conversation: Conversation
+    created: bool  # False when the direct conversation of this pair existed already
+    stream_seq: int
 
 
 class ConversationWithMessages(Reply, kw_only=True, frozen=True):
@@ -326,7 +330,7 @@ class Actor(msgspec.Struct, kw_only=True, frozen=True):
 
 class CreateConversation(Request, kw_only=True, frozen=True):
     subject: ClassVar[str] = "messaging.cmd.create_conversation"
-    reply: ClassVar[type[msgspec.Struct]] = Conversation
+    reply: ClassVar[type[msgspec.Struct]] = ConversationSaved
     actor: Actor
     input: ConversationInput
 

@@ -20,6 +20,7 @@ from confab.contracts.messaging import (
     Conversation,
     ConversationInput,
     ConversationList,
+    ConversationSaved,
     CreateConversation,
     ListConversations,
     ListReports,
@@ -59,18 +60,19 @@ class ReportQuery(msgspec.Struct, kw_only=True, frozen=True):
     auth="api_key",
     tag="conversations",
     status=201,
-    summary="Create a conversation; a direct one between the same two users is returned, "
-    "not duplicated",
+    also=(200,),
+    summary="Create a conversation; a direct one between the same two users is returned "
+    "(200), not duplicated",
     body=ConversationInput,
     response=Conversation,
     errors=WRITE_ERRORS,
 )
-async def create_conversation(call: Call) -> Conversation:
-    conversation: Conversation = await call.rpc.call(
+async def create_conversation(call: Call) -> Result:
+    saved: ConversationSaved = await call.rpc.call(
         CreateConversation(actor=call.actor, input=call.body), correlation=call.correlation
     )
-    call.wrote(conversation.stream_seq)
-    return conversation
+    call.wrote(saved.stream_seq)
+    return Result(saved.conversation, 201 if saved.created else 200)
 
 
 @router.route(
@@ -241,7 +243,7 @@ async def create_demo_room(call: Call) -> Result:
         )
     )
     user_ids = [s.user.id for s in saved]
-    conversation: Conversation = await call.rpc.call(
+    saved: ConversationSaved = await call.rpc.call(
         CreateConversation(
             actor=call.actor,
             input=ConversationInput(
@@ -264,9 +266,9 @@ async def create_demo_room(call: Call) -> Result:
             for uid in user_ids
         )
     )
-    call.wrote(conversation.stream_seq)
+    call.wrote(saved.stream_seq)
     guests = [
         Guest(user_id=s.user.id, name=s.user.name, token=s.token, expires_at=s.expires_at)
         for s in sessions
     ]
-    return Result(DemoRoom(conversation_id=conversation.id, guests=guests), 201)
+    return Result(DemoRoom(conversation_id=saved.conversation.id, guests=guests), 201)

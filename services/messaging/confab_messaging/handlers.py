@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import nats.errors
 import sqlalchemy as sa
 from nats.aio.client import Client as NATS
@@ -34,6 +33,7 @@ from confab.contracts.messaging import (
     Conversation,
     ConversationCreated,
     ConversationList,
+    ConversationSaved,
     ConversationWithMessages,
     CreateConversation,
     DeleteMessage,
@@ -421,7 +421,7 @@ class Handlers:
         if isinstance(event, ConversationCreated) and appended is not None:
             log.info("conversation_created", conversation_id=conversation_id, kind=data.type)
             view = render.created_conversation(event, users)
-            return msgspec.structs.replace(view, stream_seq=appended.seq, created=True)
+            return ConversationSaved(conversation=view, created=True, stream_seq=appended.seq)
         # The direct conversation of this pair existed: answer it as it is.
         await self._settle(decision.version)
         found = await self.store.conversation(workspace_id, conversation_id, actor.user_id)
@@ -432,7 +432,7 @@ class Handlers:
         (view,) = await self._conversations(
             workspace_id, [row], {conversation_id: unread}, actor.user_id
         )
-        return msgspec.structs.replace(view, stream_seq=decision.version, created=False)
+        return ConversationSaved(conversation=view, created=False, stream_seq=decision.version)
 
     async def add_participant(self, cmd: AddParticipant, ctx: CallContext) -> Ok:
         now = self.clock()

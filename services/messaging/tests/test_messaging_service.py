@@ -30,6 +30,7 @@ from confab.contracts.messaging import (
     Conversation,
     ConversationInput,
     ConversationList,
+    ConversationSaved,
     ConversationWithMessages,
     CreateConversation,
     DeleteMessage,
@@ -167,13 +168,16 @@ class World:
     def as_user(self, user_id: str) -> Actor:
         return Actor(workspace_id=self.ws, user_id=user_id)
 
-    async def conversation(self, kind: str, *members: str, **kw: Any) -> Conversation:
+    async def create(self, kind: str, *members: str, **kw: Any) -> ConversationSaved:
         return await self.call(
             CreateConversation(
                 actor=self.tenant,
                 input=ConversationInput(participant_ids=list(members), type=kind, **kw),  # type: ignore[arg-type]
             )
         )
+
+    async def conversation(self, kind: str, *members: str, **kw: Any) -> Conversation:
+        return (await self.create(kind, *members, **kw)).conversation
 
     async def post(
         self, user_id: str | None, conversation_id: str, content: str, **kw: Any
@@ -231,12 +235,14 @@ async def test_two_users_send_edit_delete_react_and_read_with_exact_unread_count
     world: World, call: Call
 ) -> None:
     ann, bob = await world.user("Ann"), await world.user("Bob")
-    conv = await world.conversation("direct", ann, bob, metadata={"type": "inquiry", "a": 1})
-    assert conv.created and conv.stream_seq > 0 and conv.last_seq == 1
+    saved = await world.create("direct", ann, bob, metadata={"type": "inquiry", "a": 1})
+    conv = saved.conversation
+    assert saved.created and saved.stream_seq > 0 and conv.last_seq == 1
     assert conv.id == domain.direct_conversation_id(world.ws, ann, bob)
     assert [(p.id, p.name) for p in conv.participants] == [(ann, "Ann"), (bob, "Bob")]
-    again = await world.conversation("direct", bob, ann)
-    assert (again.id, again.created, again.metadata) == (
+    saved_again = await world.create("direct", bob, ann)
+    again = saved_again.conversation
+    assert (again.id, saved_again.created, again.metadata) == (
         conv.id,
         False,
         {"type": "inquiry", "a": 1},
@@ -246,7 +252,7 @@ async def test_two_users_send_edit_delete_react_and_read_with_exact_unread_count
     async def counts(min_seq: int) -> tuple[int, int]:
         return await world.unread(ann, cid, min_seq), await world.unread(bob, cid, min_seq)
 
-    assert await counts(conv.stream_seq) == (0, 0)
+    assert await counts(saved.stream_seq) == (0, 0)
 
     m1 = await world.post(ann, cid, "Hello Bob", client_msg_id="c1", metadata={"k": "v"})
     assert m1.created and m1.message.seq == 2 and m1.message.content == "Hello Bob"
