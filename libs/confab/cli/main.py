@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from confab.bench import main as bench
-from confab.cli import up
+from confab.cli import up, workspace
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     up.add_parser(commands)
+    workspace.add_parser(commands)
     bench.add_parser(commands)
     return parser
 
