@@ -68,17 +68,22 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
         log.info("nats_reconnected")
 
     try:
-        nc = await nats.connect(
-            servers=[u.strip() for u in url.split(",")],
-            name=name,
-            connect_timeout=connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            error_cb=on_error,
-            disconnected_cb=on_disconnected,
-            reconnected_cb=on_reconnected,
-            pending_size=8 * 1024 * 1024,
+        # With endless reconnects nats-py also retries the *first* connection
+        # forever; bound it so an unreachable server is reported.
+        nc = await asyncio.wait_for(
+            nats.connect(
+                servers=[u.strip() for u in url.split(",")],
+                name=name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                pending_size=8 * 1024 * 1024,
+            ),
+            connect_timeout + 1,
         )
     except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
         raise Unavailable(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from None

@@ -35,8 +35,6 @@ HealthCheck = Callable[[], Awaitable[str]]
 
 log = get_logger("confab.service")
 
-START_TIMEOUT = 30.0
-
 
 class StartupError(Exception):
     """Start-up cannot go on; the message is the one line the operator sees."""
@@ -85,6 +83,7 @@ class Service:
                 self.settings.nats_url, f"{self.name}:{self.settings.instance_name}"
             ),
             f"cannot reach NATS at {self.settings.nats_url}",
+            self.settings.start_timeout,
         )
         self.js = self.nc.jetstream()
         self.client = RpcClient(self.nc, self.settings.rpc_timeout)
@@ -93,7 +92,9 @@ class Service:
             self.engine = create_engine(
                 self.settings.database_url, self.settings.database_pool_size
             )
-            await _retry_until(self._ping_database, "cannot reach PostgreSQL")
+            await _retry_until(
+                self._ping_database, "cannot reach PostgreSQL", self.settings.start_timeout
+            )
             self.checks["database"] = self._check_database
         self.checks["nats"] = self._check_nats
         await self.rpc.serve(HealthQuery, self._health, subject=HealthQuery.subject_for(self.name))
@@ -132,6 +133,11 @@ class Service:
             uptime_seconds=round(time.monotonic() - self.started, 3),
         )
 
+    async def http_health(self) -> tuple[int, dict[str, Any]]:
+        """This process's health as an HTTP status and body (for /healthz)."""
+        reply = await self.health()
+        return (200 if reply.status == "ok" else 503), {"status": reply.status, **reply.checks}
+
     async def _health(self, _query: HealthQuery, _ctx: CallContext) -> HealthReply:
         return await self.health()
 
@@ -148,9 +154,9 @@ class Service:
             await conn.execute(sa.text("SELECT 1"))
 
 
-async def _retry_until(attempt: Callable[[], Awaitable[Any]], what: str) -> Any:
+async def _retry_until(attempt: Callable[[], Awaitable[Any]], what: str, timeout: float) -> Any:
     """Dependencies may start after us (containers, a restarting stack): retry for a while."""
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     while True:
         try:
             return await attempt()
@@ -172,6 +178,19 @@ def health_routes(health: Callable[[], Awaitable[tuple[int, Any]]]) -> list[web.
         return web.Response(body=body, content_type=content_type)
 
     return [web.get("/healthz", healthz), web.get("/metrics", metrics_view)]
+
+
+async def _serve_health(service: Service) -> None:
+    app = web.Application()
+    app.add_routes(health_routes(service.http_health))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = service.settings.http_host, service.settings.http_port
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    service.on_stop(runner.cleanup)
 
 
 def run_service(
@@ -206,6 +225,8 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     await service.start()
     await setup(service)
+    if settings.http_port:
+        await _serve_health(service)
     log.info("service_started", instance=settings.instance_name)
     await stop.wait()
     log.info("service_stopping")

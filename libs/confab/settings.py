@@ -41,6 +41,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     instance: str = ""
     stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     rpc_timeout: PositiveFloat = 5.0
+    # How long a starting service waits for NATS and PostgreSQL to answer.
+    start_timeout: PositiveFloat = 30.0
+    # Serve /healthz and /metrics over HTTP on this port (0: off; the gateway and
+    # fanout serve them on their own ports anyway).
+    http_port: Port = 0
+    http_host: str = "127.0.0.1"
 
     @property
     def instance_name(self) -> str:

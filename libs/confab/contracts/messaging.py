@@ -83,6 +83,8 @@ class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
     content: str
     metadata: Metadata = {}
     attachment_ids: list[str] = []
+    # What media stored for each of attachment_ids, in order (no URLs: those expire).
+    attachments: list[Attachment] = []
     reply_to: str | None = None
     client_msg_id: str | None = None
 
@@ -98,6 +100,7 @@ class MessageDeleted(ConversationEvent, kw_only=True, frozen=True):
     type = "message.deleted"
     message_id: str
     by: str | None = None
+    attachment_ids: list[str] = []  # the message's attachments: media deletes their objects
 
 
 class ReactionAdded(ConversationEvent, kw_only=True, frozen=True):
@@ -133,6 +136,7 @@ class MessageModerated(ConversationEvent, kw_only=True, frozen=True):
     message_id: str
     action: ModerationAction
     by: str  # the API key id of the tenant's moderator
+    attachment_ids: list[str] = []  # on "delete": the message's attachments, for media
 
 
 # -- public objects ---------------------------------------------------------------------------
@@ -437,6 +441,16 @@ class GetConversation(Request, kw_only=True, frozen=True):
     actor: Actor
     conversation_id: str
     limit: int = 50
+    min_seq: int = 0
+
+
+class CheckParticipant(Request, kw_only=True, frozen=True):
+    """``Ok`` if the actor may see the conversation (a widget user: is a participant); else 404."""
+
+    subject: ClassVar[str] = "messaging.q.check_participant"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
     min_seq: int = 0
 
 

@@ -1,0 +1,139 @@
+"""Media: files widgets attach to messages, checked by content and kept in S3-compatible storage.
+
+One subject per attachment in ``MEDIA``: ``media.evt.<workspace>.<attachment>``.
+An attachment exists once ``attachment.stored`` is in the log (its objects are
+in the bucket by then) and stops existing at ``attachment.deleted`` (its
+objects are removed before that is appended).
+
+The gateway streams an upload into the JetStream object store ``uploads``
+(temporary: ``UPLOAD_TTL_SECONDS``) under the attachment's id, then asks
+media to ingest it (``IngestUpload``). Media alone talks to object storage;
+others get short-lived presigned URLs from it (``GetAttachments``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+
+from confab.contracts.base import Event, Reply, Request
+from confab.contracts.messaging import Attachment
+
+UPLOADS_BUCKET = "uploads"
+UPLOAD_TTL_SECONDS = 3600  # an upload the gateway never handed over disappears after this
+UPLOAD_CHUNK_BYTES = 128 * 1024
+DEFAULT_MAX_BYTES = 25 * 1024 * 1024
+FILENAME_MAX = 255
+
+# A display name as the client sent it: no path, no control or bidirectional-override
+# characters (those disguise extensions: "gnp.exe" shown as "exe.png").
+Filename = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+$",
+    ),
+]
+FILENAME_RULE = "must be a plain file name: no path separators or control characters"
+
+DeleteReason = Literal["message_deleted", "ingest_abandoned"]
+
+
+def subject(workspace_id: str, attachment_id: str) -> str:
+    return f"media.evt.{workspace_id}.{attachment_id}"
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+class AttachmentStored(Event, kw_only=True, frozen=True):
+    type = "attachment.stored"
+    workspace_id: str
+    attachment_id: str
+    conversation_id: str
+    uploader_id: str
+    filename: str  # sanitised display name
+    content_type: str  # from the content, never the client's claim
+    size: int  # of the object served
+    width: int | None = None
+    height: int | None = None
+    key: str  # workspaces/<workspace>/attachments/<id>.<ext>
+    thumbnail_key: str | None = None
+    thumbnail_content_type: str | None = None
+    sha256: str  # hex, of the object served
+    at: datetime
+
+
+class AttachmentDeleted(Event, kw_only=True, frozen=True):
+    type = "attachment.deleted"
+    workspace_id: str
+    attachment_id: str
+    reason: DeleteReason
+    message_id: str | None = None
+    at: datetime
+
+
+# -- replies ---------------------------------------------------------------------------
+
+
+class UploadPolicy(Reply, kw_only=True, frozen=True):
+    """What a workspace accepts: the gateway enforces ``max_bytes`` while streaming."""
+
+    max_bytes: int
+    allowed_types: list[str]
+
+
+class StoredAttachment(Reply, kw_only=True, frozen=True):
+    """An attachment with fresh presigned URLs, and whose it is."""
+
+    attachment: Attachment
+    conversation_id: str
+    uploader_id: str
+    expires_at: datetime  # when its URLs stop working
+
+
+class AttachmentList(Reply, kw_only=True, frozen=True):
+    data: list[StoredAttachment]
+
+
+# -- commands and queries ------------------------------------------------------------------
+
+
+class GetUploadPolicy(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "media.q.upload_policy"
+    reply: ClassVar[type[msgspec.Struct]] = UploadPolicy
+    workspace_id: str
+
+
+class IngestUpload(Request, kw_only=True, frozen=True):
+    """Check, process and store the upload ``uploads/<attachment_id>``, then delete it.
+
+    The temporary upload is deleted whatever the outcome. The caller's deadline
+    (``Confab-Deadline``) bounds the ingest: past it, nothing is stored.
+    """
+
+    subject: ClassVar[str] = "media.cmd.ingest"
+    reply: ClassVar[type[msgspec.Struct]] = StoredAttachment
+    workspace_id: str
+    conversation_id: str
+    uploader_id: str
+    attachment_id: str
+    filename: str | None = None  # as the client sent it; media sanitises it
+
+
+class GetAttachments(Request, kw_only=True, frozen=True):
+    """Stored attachments of a workspace with fresh URLs; unknown or deleted ids are left out.
+
+    ``conversation_id`` and ``uploader_id``, when given, leave out the
+    attachments of another conversation or uploader.
+    """
+
+    subject: ClassVar[str] = "media.q.get_attachments"
+    reply: ClassVar[type[msgspec.Struct]] = AttachmentList
+    workspace_id: str
+    attachment_ids: Annotated[list[str], msgspec.Meta(max_length=1000)]
+    conversation_id: str | None = None
+    uploader_id: str | None = None
