@@ -1,4 +1,10 @@
-"""Wiring and start-up of the fanout service."""
+"""Wiring and start-up of the fanout service.
+
+One port serves the Pusher WebSocket (``/app/{key}``), the Pusher HTTP API
+(``/apps/{app_id}/…``), ``/healthz`` and ``/metrics``. On SIGTERM the listener
+closes, every socket gets 4200 (clients reconnect to another node at once),
+and the node leaves the cluster's presence state.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +13,65 @@ from typing import Any
 from aiohttp import web
 
 from confab.service import Service, StartupError, health_routes, run_service
+from confab_fanout import connection
+from confab_fanout.fanout import Fanout
+from confab_fanout.http_api import MAX_BODY_BYTES, HttpApi
 from confab_fanout.settings import FanoutSettings
+
+
+def make_app(fanout: Fanout, service: Service) -> web.Application:
+    async def health() -> tuple[int, Any]:
+        reply = await service.health()
+        body = {"status": reply.status, **reply.checks, "connections": len(fanout.connections)}
+        return (200 if reply.status == "ok" else 503), body
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        return await connection.serve(fanout, request)
+
+    async def on_shutdown(_app: web.Application) -> None:
+        await fanout.close_sockets()
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.add_routes(health_routes(health))
+    app.add_routes([web.get("/app/{key}", websocket)])
+    app.add_routes(HttpApi(fanout).routes())
+    app.on_shutdown.append(on_shutdown)
+    return app
 
 
 async def setup(service: Service) -> None:
     assert isinstance(service.settings, FanoutSettings)
     settings = service.settings
+    fanout = Fanout(settings, service.nc, service.js, service.client)
+    await fanout.start()
 
-    async def health() -> tuple[int, Any]:
-        reply = await service.health()
-        return (200 if reply.status == "ok" else 503), {"status": reply.status, **reply.checks}
+    async def check_cluster() -> str:
+        view = fanout.presence.view
+        if fanout.node_id not in view.alive:
+            return f"failing: node {fanout.node_id} has no heartbeat in the presence bucket"
+        return f"ok (node {fanout.node_id}, {len(view.alive)} nodes)"
 
-    app = web.Application()
-    app.add_routes(health_routes(health))
-    runner = web.AppRunner(app, access_log=None)
+    service.checks["cluster"] = check_cluster
+    runner = web.AppRunner(
+        make_app(fanout, service),
+        access_log=None,
+        shutdown_timeout=settings.fanout_shutdown_grace + 1,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.fanout_host, settings.fanout_port)
     try:
         await site.start()
     except OSError as exc:
+        await fanout.stop()
         raise StartupError(
             f"cannot listen on {settings.fanout_host}:{settings.fanout_port}: {exc.strerror}"
         ) from None
-    service.on_stop(runner.cleanup)
+
+    async def stop() -> None:
+        await runner.cleanup()  # stops listening, then on_shutdown closes every socket
+        await fanout.stop()
+
+    service.on_stop(stop)
 
 
 def main() -> None:

@@ -1,10 +1,58 @@
-"""Settings of the fanout service (the Pusher-protocol socket gateway)."""
+"""Settings of the fanout service (the Pusher-protocol socket gateway).
+
+Every field is read from ``CONFAB_<FIELD>`` or ``--<field>``; all carry the
+``fanout_`` prefix because ``confab up`` gives every service the same environment.
+"""
 
 from __future__ import annotations
 
-from confab.settings import Port, Settings
+from typing import Annotated
+
+import msgspec
+
+from confab.settings import Port, PositiveFloat, Settings
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+BucketName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class FanoutSettings(Settings, kw_only=True, frozen=True):
     fanout_host: str = "127.0.0.1"
     fanout_port: Port = 6001
+
+    # -- connections -------------------------------------------------------------------
+    # Advertised in pusher:connection_established: the client pings after this many
+    # seconds without receiving anything.
+    fanout_activity_timeout: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 30
+    # The server pings a socket it has heard nothing from for this long ...
+    fanout_ping_interval: PositiveFloat = 60.0
+    # ... and closes it with 4201 if it is still silent this long after the ping.
+    fanout_pong_timeout: PositiveFloat = 30.0
+    # Largest WebSocket message a client may send (bigger: closed with 1009).
+    fanout_max_message_bytes: PositiveInt = 16 * 1024
+    # Per-socket bound on unsent bytes; a socket this far behind is closed with 4200.
+    fanout_send_buffer_bytes: PositiveInt = 512 * 1024
+    # Client events a connection may send per second (more: pusher:error 4301).
+    fanout_client_events_per_second: PositiveFloat = 10.0
+    # How long shutdown waits for sockets to take their 4200 close.
+    fanout_shutdown_grace: PositiveFloat = 5.0
+
+    # -- presence and cluster state (NATS KV) --------------------------------------------
+    fanout_presence_bucket: BucketName = "presence"
+    # A node refreshes its heartbeat key every ttl/3; a dead node's members vanish
+    # from every other node within this many seconds.
+    fanout_presence_ttl: Annotated[float, msgspec.Meta(ge=1.0)] = 30.0
+    fanout_presence_max_members: PositiveInt = 100
+    fanout_presence_max_member_bytes: PositiveInt = 2048
+
+    # -- apps ----------------------------------------------------------------------------
+    # How long an app key identity says does not exist is remembered.
+    fanout_unknown_app_ttl: PositiveFloat = 5.0
+
+    # -- webhooks ------------------------------------------------------------------------
+    fanout_webhooks_bucket: BucketName = "webhooks"
+    fanout_webhook_queue: PositiveInt = 10_000
+    fanout_webhook_workers: PositiveInt = 4
+    fanout_webhook_timeout: PositiveFloat = 5.0
+    # Failed deliveries are retried with backoff for this long (Pusher: 5 minutes).
+    fanout_webhook_retry_for: PositiveFloat = 300.0

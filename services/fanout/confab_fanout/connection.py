@@ -1,0 +1,358 @@
+"""One WebSocket's life: handshake, ping/pong, subscriptions, client events, sign-in, close.
+
+Writes go straight to the transport as pre-framed bytes (``Connection.send``):
+no per-socket encoding, no awaiting a slow socket. A socket whose unsent bytes
+pass ``fanout_send_buffer_bytes`` is closed with 4200 (clients reconnect at
+once and recover what they missed), and never holds up anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from confab.errors import Unavailable
+from confab.logging import get_logger
+from confab_fanout import auth, protocol
+from confab_fanout.apps import App
+from confab_fanout.metrics import CLIENT_EVENTS, SLOW_CLOSES
+from confab_fanout.protocol import ClientFrame, Kind, ProtocolError
+
+if TYPE_CHECKING:
+    from confab_fanout.channels import Channel
+    from confab_fanout.fanout import Fanout
+
+log = get_logger("confab.fanout.connection")
+
+MAX_CLIENT_EVENT_DATA = 10 * 1024
+_TEXT = WSMsgType.TEXT
+_PING = WSMsgType.PING
+_PONG = WSMsgType.PONG
+_BINARY = WSMsgType.BINARY
+
+
+class TokenBucket:
+    """``rate`` events per second, bursts up to ``rate``."""
+
+    __slots__ = ("capacity", "rate", "tokens", "updated")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = rate
+        self.tokens = rate
+        self.updated = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Connection:
+    __slots__ = (
+        "app",
+        "channels",
+        "closed",
+        "closing",
+        "control_pings",
+        "fanout",
+        "last_seen",
+        "limit",
+        "limiter",
+        "ping_sent",
+        "socket_id",
+        "transport",
+        "user_id",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        fanout: Fanout,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        app: App,
+        socket_id: str,
+        now: float,
+    ) -> None:
+        self.fanout = fanout
+        self.ws = ws
+        self.transport = transport
+        self.app = app
+        self.socket_id = socket_id
+        self.channels: dict[str, Channel] = {}
+        self.user_id: str | None = None  # after pusher:signin
+        self.last_seen = now
+        self.ping_sent = 0.0
+        self.control_pings = False  # the client uses WebSocket pings: answer in kind
+        self.limiter: TokenBucket | None = None  # made on the first client event
+        self.limit = fanout.settings.fanout_send_buffer_bytes
+        self.closing = False  # no more writes
+        self.closed = False  # close started
+
+    # -- writing (never blocks) ----------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        """Write a pre-framed WebSocket frame; a socket too far behind is closed (4200)."""
+        if self.closing:
+            return
+        transport = self.transport
+        if transport.get_write_buffer_size() > self.limit:
+            self.closing = True
+            SLOW_CLOSES.inc()
+            self.fanout.spawn(self.close(protocol.RECONNECT, "Too slow: send buffer full"))
+            return
+        if transport.is_closing():
+            self.closing = True
+            return
+        transport.write(frame)
+
+    def send_frame(self, payload: bytes) -> None:
+        """Write one JSON frame (not yet WebSocket-framed)."""
+        self.send(protocol.ws_text(payload))
+
+    async def close(self, code: int, message: str) -> None:
+        """``pusher:error`` with ``code``, then a close with the same code."""
+        if self.closed:
+            return
+        self.closed = True
+        self.closing = True
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(protocol.ws_text(protocol.error(code, message)))
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=message.encode()[:120]),
+                self.fanout.settings.fanout_shutdown_grace,
+            )
+        except Exception:
+            transport.abort()
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        ws = self.ws
+        clock = asyncio.get_running_loop().time
+        while True:
+            msg = await ws.receive()
+            self.last_seen = clock()
+            self.ping_sent = 0.0
+            kind = msg.type
+            if kind is _TEXT:
+                try:
+                    await self.on_text(msg.data)
+                except ProtocolError:
+                    self.send_frame(protocol.error(protocol.RECONNECT, "Invalid message format"))
+                except Exception:
+                    log.exception("client_message_failed", socket_id=self.socket_id)
+                    self.send_frame(protocol.error(protocol.RECONNECT, "Internal error"))
+            elif kind is _PING:
+                self.control_pings = True
+                self.send(protocol.ws_pong(msg.data))
+            elif kind is _PONG:
+                pass
+            elif kind is _BINARY:
+                self.send_frame(protocol.error(protocol.RECONNECT, "Binary frames not supported"))
+            else:  # CLOSE, CLOSING, CLOSED, ERROR
+                return
+
+    async def on_text(self, text: str) -> None:
+        frame = protocol.decode_frame(text)
+        event = frame.event
+        if event == "pusher:ping":
+            self.send(protocol.PONG)
+        elif event == "pusher:pong":
+            pass
+        elif event == "pusher:subscribe":
+            await self.subscribe(protocol.decode_data(frame.data, protocol.SubscribeData))
+        elif event == "pusher:unsubscribe":
+            channel = protocol.decode_data(frame.data, protocol.SubscribeData).channel
+            await self.fanout.unsubscribe(self, channel)
+        elif event == "pusher:signin":
+            await self.signin(protocol.decode_data(frame.data, protocol.SigninData))
+        elif event.startswith(protocol.CLIENT_EVENT_PREFIX):
+            await self.client_event(frame)
+        elif (extension := self.fanout.extensions.get(event)) is not None:
+            await extension(self, frame)
+        else:
+            self.send_frame(protocol.error(None, f"Unsupported event {event[:100]}"))
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def _refuse(self, channel: str, error_type: str, message: str, status: int) -> None:
+        self.send_frame(protocol.subscription_error(channel, error_type, message, status))
+
+    async def subscribe(self, data: protocol.SubscribeData) -> None:
+        name = data.channel
+        if not protocol.valid_channel(name):
+            self._refuse(name[:200], "InvalidChannel", "Invalid channel name.", 400)
+            return
+        kind = protocol.channel_kind(name)
+        app = self.app
+        if kind.authorized and not auth.check_channel_auth(
+            app.key, app.secret, self.socket_id, name, data.auth, data.channel_data
+        ):
+            self._refuse(name, "AuthError", "The connection is unauthorized.", 401)
+            return
+        user_id: str | None = None
+        info = b"null"
+        if kind is Kind.PRESENCE:
+            member = self._presence_member(name, data.channel_data)
+            if member is None:
+                return
+            user_id, info = member
+        elif kind is Kind.USER and name != protocol.USER_CHANNEL_PREFIX + (self.user_id or ""):
+            self._refuse(name, "AuthError", "Sign in as this user first.", 401)
+            return
+        joined = self.fanout.join(self, name, kind, user_id, info)
+        reply = "{}"
+        if kind is Kind.PRESENCE:
+            assert user_id is not None
+            reply = self.fanout.presence_snapshot(app.id, name, user_id, info)
+        self.send_frame(protocol.subscription_succeeded(name, reply))
+        if joined is not None:
+            await self.fanout.announce_join(joined, user_id, info)
+
+    def _presence_member(self, name: str, channel_data: str | None) -> tuple[str, bytes] | None:
+        settings = self.fanout.settings
+        try:
+            parsed = msgspec.json.decode(channel_data or "", type=protocol.ChannelData)
+        except msgspec.DecodeError:
+            self._refuse(name, "InvalidChannelData", "channel_data needs a user_id.", 400)
+            return None
+        user_id = protocol.presence_user_id(parsed.user_id)
+        info = bytes(parsed.user_info)
+        if not user_id or len(user_id) > 200:
+            self._refuse(name, "InvalidChannelData", "Invalid user_id.", 400)
+            return None
+        if len(info) > settings.fanout_presence_max_member_bytes:
+            self._refuse(name, "LimitReached", "user_info is too large.", 413)
+            return None
+        view = self.fanout.presence.view
+        if view.user_count(
+            self.app.id, name
+        ) >= settings.fanout_presence_max_members and not view.has_user(self.app.id, name, user_id):
+            self._refuse(name, "LimitReached", "The presence channel is full.", 403)
+            return None
+        return user_id, info
+
+    async def signin(self, data: protocol.SigninData) -> None:
+        app = self.app
+        user_id = None
+        if auth.check_user_auth(app.key, app.secret, self.socket_id, data.user_data, data.auth):
+            try:
+                user_id = msgspec.json.decode(data.user_data, type=protocol.UserData).id
+            except msgspec.DecodeError:
+                user_id = None
+        if not user_id:
+            await self.close(protocol.UNAUTHORIZED, "Invalid signin: bad signature or user_data")
+            return
+        if self.user_id is not None and self.user_id != user_id:
+            await self.fanout.unsubscribe(self, protocol.USER_CHANNEL_PREFIX + self.user_id)
+        self.user_id = user_id
+        # Delivered to every socket signed in as the user, whether or not the
+        # client subscribes to its #server-to-user channel (pusher-js does).
+        name = protocol.USER_CHANNEL_PREFIX + user_id
+        joined = self.fanout.join(self, name, Kind.USER)
+        self.send_frame(protocol.signin_success(data.user_data))
+        if joined is not None:
+            await self.fanout.announce_join(joined, None, b"null")
+
+    # -- client events -----------------------------------------------------------------
+
+    async def client_event(self, frame: ClientFrame) -> None:
+        name = frame.channel or ""
+        channel = self.channels.get(name)
+        if channel is None:
+            self._reject_client_event(
+                "not_subscribed",
+                protocol.UNAUTHORIZED,
+                "Client event rejected: not subscribed to the channel",
+            )
+            return
+        if channel.kind not in (Kind.PRIVATE, Kind.PRESENCE, Kind.ENCRYPTED):
+            self._reject_client_event(
+                "public_channel",
+                protocol.UNAUTHORIZED,
+                "Client event rejected: only private and presence channels take them",
+            )
+            return
+        limiter = self.limiter
+        now = time.monotonic()
+        if limiter is None:
+            limiter = self.limiter = TokenBucket(
+                self.fanout.settings.fanout_client_events_per_second, now
+            )
+        if not limiter.take(now):
+            self._reject_client_event(
+                "rate_limited", protocol.CLIENT_EVENT_REJECTED, "Client event rate limit exceeded"
+            )
+            return
+        data = protocol.data_string(frame.data)
+        if len(frame.event) > protocol.MAX_EVENT_NAME or len(data) > MAX_CLIENT_EVENT_DATA:
+            self._reject_client_event(
+                "too_large", protocol.CLIENT_EVENT_REJECTED, "Client event name or data too large"
+            )
+            return
+        CLIENT_EVENTS.labels("accepted").inc()
+        await self.fanout.client_event(self, name, frame.event, data, channel.sockets.get(self))
+
+    def _reject_client_event(self, outcome: str, code: int, message: str) -> None:
+        CLIENT_EVENTS.labels(outcome).inc()
+        self.send_frame(protocol.error(code, message))
+
+
+async def serve(fanout: Fanout, request: web.Request) -> web.StreamResponse:
+    """``GET /app/{key}?protocol=7``: the WebSocket."""
+    settings = fanout.settings
+    ws = web.WebSocketResponse(
+        autoping=False,
+        autoclose=True,
+        compress=False,
+        max_msg_size=settings.fanout_max_message_bytes,
+    )
+    await ws.prepare(request)
+    app, refusal = await _admit(fanout, request)
+    transport = request.transport
+    if app is None or transport is None:
+        code, message = refusal or (protocol.RECONNECT, "Connection lost")
+        await ws.send_str(protocol.error(code, message).decode())
+        await ws.close(code=code, message=message.encode())
+        return ws
+    clock = asyncio.get_running_loop().time
+    conn = Connection(fanout, ws, transport, app, fanout.cluster.new_socket_id(), clock())
+    fanout.register(conn)
+    try:
+        conn.send_frame(
+            protocol.connection_established(conn.socket_id, settings.fanout_activity_timeout)
+        )
+        await conn.run()
+    finally:
+        conn.closing = True
+        await fanout.unregister(conn)
+    return ws
+
+
+async def _admit(fanout: Fanout, request: web.Request) -> tuple[App | None, tuple[int, str] | None]:
+    version = request.query.get("protocol")
+    if version is None:
+        return None, (protocol.NO_PROTOCOL, "No protocol version supplied")
+    if version not in protocol.SUPPORTED_PROTOCOLS:
+        return None, (protocol.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {version[:10]}")
+    if fanout.closing:
+        return None, (protocol.RECONNECT, "Server is closing")
+    key = request.match_info["key"]
+    try:
+        app = await fanout.apps.by_key(key)
+    except Unavailable:
+        return None, (protocol.OVER_CAPACITY, "Apps cannot be looked up now; try again later")
+    if app is None:
+        return None, (protocol.APP_NOT_FOUND, "Application does not exist")
+    return app, None

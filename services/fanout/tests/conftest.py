@@ -1,0 +1,93 @@
+"""Fixtures of the fanout tests: a fanout process per session, test apps, real clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from confab import bus
+from confab_fanout.testing import (
+    FAST_TIMERS,
+    AuthServer,
+    FanoutNode,
+    IdentityStub,
+    JsDriver,
+    TestApp,
+    bucket_env,
+    create_app,
+    ensure_node_modules,
+    node_tools,
+    wait_app_known,
+)
+from confab_infra.testing import TestBackends
+
+
+@pytest.fixture(scope="session")
+async def nats(backends: TestBackends) -> AsyncIterator[NATS]:
+    nc = await bus.connect(backends.nats_url, "fanout-tests")
+    await bus.ensure_streams(nc.jetstream(), [bus.IDENTITY])
+    yield nc
+    await bus.close(nc)
+
+
+@pytest.fixture(scope="session")
+async def identity(nats: NATS) -> AsyncIterator[IdentityStub]:
+    stub = IdentityStub(nats)
+    await stub.start()
+    yield stub
+    await stub.stop()
+
+
+@pytest.fixture(scope="session")
+async def auth_server() -> AsyncIterator[AuthServer]:
+    server = AuthServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fanout-logs")
+
+
+@pytest.fixture(scope="session")
+async def node(
+    backends: TestBackends, identity: IdentityStub, log_dir: Path
+) -> AsyncIterator[FanoutNode]:
+    """One fanout process for the session's tests (each works in apps of its own)."""
+    fanout = FanoutNode(backends.nats_url, log_dir, env={**FAST_TIMERS, **bucket_env()}).start()
+    try:
+        await fanout.wait_ready()
+        yield fanout
+    finally:
+        fanout.terminate()
+
+
+@pytest.fixture
+async def app(
+    nats: NATS, node: FanoutNode, identity: IdentityStub, auth_server: AuthServer
+) -> TestApp:
+    """A new workspace, known to the fanout from its ``workspace.created`` event."""
+    created = await create_app(nats.jetstream())
+    identity.add(created)
+    auth_server.add(created)
+    await wait_app_known(node, created)
+    return created
+
+
+@pytest.fixture(scope="session")
+def js_clients() -> None:
+    if node_tools() is None:
+        pytest.skip("node and npm are not installed: the pusher-js conformance tests need them")
+    ensure_node_modules()
+
+
+@pytest.fixture
+async def driver(js_clients: None) -> AsyncIterator[JsDriver]:
+    js = await JsDriver.start()
+    yield js
+    await js.close()
