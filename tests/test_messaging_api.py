@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +17,9 @@ import pytest
 
 from confab import bus
 from confab.contracts import messaging
+from confab.contracts.system import HealthQuery
 from confab.eventlog import read_subject
+from confab.rpc import RpcClient
 from tests.client import Api, new_workspace
 from tests.stack import RunningStack
 
@@ -380,3 +384,70 @@ async def test_every_acknowledged_send_survives_a_messaging_crash(
             break
         after = page["data"][-1]["seq"]
     assert stored == logged  # the read model skipped nothing and repeated nothing
+
+
+async def test_twenty_senders_through_two_messaging_processes(
+    world: World, stack: RunningStack
+) -> None:
+    """A second messaging process joins the queue group; seqs stay unique and gap-free."""
+    env = {
+        **os.environ,
+        "CONFAB_NATS_URL": stack.info["nats_url"],
+        "CONFAB_DATABASE_URL": stack.info["database_url"],
+        "CONFAB_INSTANCE": "messaging-second",
+    }
+    second = subprocess.Popen(
+        [str(Path(sys.executable).with_name("confab-messaging"))],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        nc = await bus.connect(stack.info["nats_url"], "test")
+        try:
+            # Both processes answer health on the queue group: wait until the second one does.
+            rpc = RpcClient(nc, timeout=2)
+            deadline = time.monotonic() + 30
+            seen: set[str] = set()
+            while len(seen) < 2 and time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    reply = await rpc.call(
+                        HealthQuery(), subject=HealthQuery.subject_for("messaging")
+                    )
+                    seen.add(reply.instance)
+            assert "messaging-second" in seen
+
+            users = [await world.user(f"S{i}") for i in range(20)]
+            status, conv = await world.tenant.post(
+                "/api/v1/conversations",
+                {"participant_ids": [u["id"] for u, _ in users], "type": "group"},
+            )
+            assert status == 201
+            cid = conv["id"]
+            url = f"/api/widget/conversations/{cid}/messages"
+            results = await asyncio.gather(
+                *(
+                    widget.post(url, {"content": f"from {i}-{k}"})
+                    for i, (_, widget) in enumerate(users)
+                    for k in range(5)
+                )
+            )
+            assert [s for s, _ in results] == [201] * 100
+            message_seqs = sorted(m["seq"] for _, m in results)
+            assert len(set(message_seqs)) == 100
+
+            events = [
+                e
+                async for e in read_subject(
+                    nc, "CONVERSATIONS", messaging.subject(world.workspace["id"], cid)
+                )
+            ]
+            seqs = [e.event.seq for e in events if e.event.seq]
+            assert seqs == list(range(1, len(seqs) + 1))  # gap-free, no repeat
+            posted = [e.event.seq for e in events if e.type == "message.posted"]
+            assert sorted(posted) == message_seqs
+        finally:
+            await nc.close()
+    finally:
+        second.terminate()
+        await asyncio.wait_for(second.wait(), 30)
