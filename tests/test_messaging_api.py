@@ -396,11 +396,11 @@ async def test_twenty_senders_through_two_messaging_processes(
         "CONFAB_DATABASE_URL": stack.info["database_url"],
         "CONFAB_INSTANCE": "messaging-second",
     }
-    second = subprocess.Popen(
-        [str(Path(sys.executable).with_name("confab-messaging"))],
+    second = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("confab-messaging")),
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         nc = await bus.connect(stack.info["nats_url"], "test")
