@@ -50,3 +50,14 @@ def secret_hash(secret: str) -> str:
 def same_secret(stored_hash: str, presented_hash: str) -> bool:
     """Constant-time comparison, so timing says nothing about how much matched."""
     return hmac.compare_digest(stored_hash.encode(), presented_hash.encode())
+
+
+def numeric_app_id(workspace_id: str) -> str:
+    """A stable all-digit alias of a workspace id, its Pusher ``app_id``.
+
+    pusher-http-python only accepts digits as ``app_id``; workspaces have ids like
+    ``ws_01J…``. The fanout's HTTP API accepts either in its paths; tenants are
+    shown this one (``pusher_app_id``) for their server SDK.
+    """
+    digest = hashlib.sha256(b"confab-pusher-app:" + workspace_id.encode()).digest()
+    return str(int.from_bytes(digest[:6], "big"))

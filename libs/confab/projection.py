@@ -6,6 +6,14 @@ twice: redelivered events at or below the checkpoint are skipped. One process
 at a time feeds a projection (a PostgreSQL advisory lock held on a dedicated
 connection); others stand by and take over when it dies. Every process learns
 checkpoints through LISTEN/NOTIFY, so ``wait_for`` works wherever a query lands.
+
+A read model can be swapped under a running projection (``confab projections
+rebuild``): every batch transaction first takes its schema's swap lock in
+shared mode, which a swap holds exclusively while it renames schemas, so a
+batch lands wholly before or wholly after a swap. A batch that finds the
+checkpoint is no longer the one this runner wrote (a swapped-in read model, or
+a leader that lost its lock and still committed) is rolled back, and the
+consumer is recreated from the checkpoint it found.
 """
 
 from __future__ import annotations
@@ -60,6 +68,32 @@ def consumer_name(projection: str) -> str:
     return "proj_" + projection.replace(".", "_")
 
 
+def swap_lock_key(schema: str) -> int:
+    """The advisory lock a swap of ``schema`` holds exclusively and each batch shares."""
+    return _lock_key(f"swap:{schema}")
+
+
+class CheckpointMoved(Exception):
+    """The checkpoint is not where this runner left it: resume from where it is."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(f"the checkpoint moved to {found}")
+        self.found = found
+
+
+def open_message(msg: Msg) -> Envelope:
+    """The envelope of a message from a JetStream consumer (raises on unknown events)."""
+    meta = msg.metadata
+    stamp: Any = meta.timestamp
+    return open_envelope(
+        msg.headers or {},
+        msg.data,
+        subject=msg.subject,
+        seq=meta.sequence.stream,
+        time=parse_time(stamp) if isinstance(stamp, str) else stamp,
+    )
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -78,6 +112,7 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.fetch_timeout = fetch_timeout
         self.checkpoint = 0
+        self._position = 0  # the checkpoint as this runner last read or wrote it
         self.is_leader = False
         self.applied = 0
         self.last_error: str | None = None
@@ -95,13 +130,8 @@ class ProjectionRunner:
     async def prepare(self) -> None:
         """Create the tables and checkpoint row, and listen for other processes' checkpoints."""
         await create_tables(self.engine, self.projection.metadata)
-        table = self.projection.checkpoints
         async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.dialects.postgresql.insert(table)
-                .values(name=self.projection.name, last_seq=0)
-                .on_conflict_do_nothing()
-            )
+            await self._ensure_checkpoint(conn)
             self.checkpoint = await self._read_checkpoint(conn)
         self._listener = await asyncpg.connect(plain_url(self.database_url))
         await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
@@ -179,11 +209,13 @@ class ProjectionRunner:
         """
         p = self.projection
         durable = consumer_name(p.name)
-        async with self.engine.connect() as conn:
-            self.checkpoint = max(self.checkpoint, await self._read_checkpoint(conn))
+        async with self.engine.begin() as conn:
+            await self._ensure_checkpoint(conn)
+            self._position = await self._read_checkpoint(conn)
+        await self._advance(self._position)
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(p.stream, durable)
-        start = self.checkpoint + 1
+        start = self._position + 1
         config = ConsumerConfig(
             durable_name=durable,
             ack_policy=AckPolicy.ALL,
@@ -210,7 +242,20 @@ class ProjectionRunner:
                     continue
                 if not msgs:  # a pull can end with only a status message
                     continue
-                await self._apply_until_done(msgs)
+                try:
+                    await self._apply_until_done(msgs)
+                except CheckpointMoved as moved:
+                    # A rebuilt read model was swapped in: go on from its checkpoint.
+                    log.info(
+                        "projection_checkpoint_moved",
+                        projection=self.projection.name,
+                        was=self._position,
+                        now=moved.found,
+                    )
+                    with contextlib.suppress(Exception):
+                        await psub.unsubscribe()
+                    psub = await self._subscribe()
+                    continue
                 await msgs[-1].ack()  # AckAll: acknowledges the whole batch
         finally:
             with contextlib.suppress(Exception):
@@ -233,20 +278,13 @@ class ProjectionRunner:
                 delay = min(delay * 2, 5.0)
 
     def _open(self, msg: Msg) -> Envelope | None:
-        meta = msg.metadata
         try:
-            return open_envelope(
-                msg.headers or {},
-                msg.data,
-                subject=msg.subject,
-                seq=meta.sequence.stream,
-                time=parse_time(meta.timestamp) if isinstance(meta.timestamp, str) else None,
-            )
+            return open_message(msg)
         except (UnknownEvent, KeyError, ValueError) as exc:
             log.error(
                 "projection_skipped_event",
                 projection=self.projection.name,
-                seq=meta.sequence.stream,
+                seq=msg.metadata.sequence.stream,
                 error=str(exc),
             )
             return None
@@ -255,10 +293,17 @@ class ProjectionRunner:
         table = self.projection.checkpoints
         name = self.projection.name
         async with self.engine.begin() as conn:
+            # First, before any table is named: a swap renames the schema under this lock.
+            await conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock_shared(:key)"),
+                {"key": swap_lock_key(self.projection.metadata.schema or "public")},
+            )
             row = await conn.execute(
                 sa.select(table.c.last_seq).where(table.c.name == name).with_for_update()
             )
-            applied = row.scalar_one()
+            applied = row.scalar_one_or_none()
+            if applied != self._position:
+                raise CheckpointMoved(applied or 0)
             fresh = [e for e in events if e.seq > applied]
             if fresh:
                 await self.projection.apply(conn, fresh)
@@ -272,10 +317,18 @@ class ProjectionRunner:
                     sa.text("SELECT pg_notify(:channel, :payload)"),
                     {"channel": NOTIFY_CHANNEL, "payload": f"{name}:{last_seq}"},
                 )
+        self._position = max(applied, last_seq)
         self.applied += len(fresh)
         PROJECTION_APPLIED.labels(name).inc(len(fresh))
         PROJECTION_CHECKPOINT.labels(name).set(last_seq)
         await self._advance(last_seq)
+
+    async def _ensure_checkpoint(self, conn: AsyncConnection) -> None:
+        await conn.execute(
+            sa.dialects.postgresql.insert(self.projection.checkpoints)
+            .values(name=self.projection.name, last_seq=0)
+            .on_conflict_do_nothing()
+        )
 
     async def _read_checkpoint(self, conn: AsyncConnection) -> int:
         table = self.projection.checkpoints

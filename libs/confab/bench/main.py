@@ -12,10 +12,10 @@ from typing import Any
 
 import psutil
 
-from confab.bench import sends
+from confab.bench import fanout, replay, sends, uploads
 from confab.bench.stack import local_stack
 
-SCENARIOS = ("sends-closed", "sends-open")
+SCENARIOS = ("sends-closed", "sends-open", "replay", "uploads", "fanout")
 
 
 def add_parser(commands: Any) -> None:
@@ -35,7 +35,11 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--rate", type=float, default=500.0, help="open loop: messages per second")
     p.add_argument("--workers", type=int, default=64, help="closed loop: concurrent senders")
     p.add_argument("--rooms", type=int, default=50, help="conversations to spread load over")
+    p.add_argument(
+        "--events", type=int, default=1_000_000, help="replay: conversation events in the log"
+    )
     p.add_argument("--out", type=Path, default=Path("bench/results"))
+    fanout.add_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -59,8 +63,29 @@ def run(args: argparse.Namespace) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     failed = False
+    if "replay" in chosen:  # its own backends, no services: nothing else uses the cores
+        result = replay.run(args.events)
+        result["machine"] = machine()
+        (args.out / "replay.json").write_text(json.dumps(result, indent=2))
+        replay.print_result(result)
+        chosen = tuple(c for c in chosen if c != "replay")
+    if not chosen:
+        return 0
     with local_stack(args.target) as info:
         for name in chosen:
+            if name == "fanout":
+                result = asyncio.run(fanout.run(info, args))
+                result["machine"] = machine()
+                result["command"] = "confab bench " + " ".join(sys.argv[2:])
+                (args.out / "fanout.json").write_text(json.dumps(result, indent=2))
+                fanout.print_result(result)
+                continue
+            if name == "uploads":
+                result = asyncio.run(uploads.run(info, seconds=args.seconds))
+                result["machine"] = machine()
+                (args.out / "uploads.json").write_text(json.dumps(result, indent=2))
+                uploads.print_result(result)
+                continue
             mode = name.split("-", 1)[1]
             result = asyncio.run(
                 sends.run(

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from confab.bench import main as bench
-from confab.cli import up, workspace
+from confab.cli import events, projections, streams, up, workspace
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     up.add_parser(commands)
     workspace.add_parser(commands)
+    streams.add_parser(commands)
+    events.add_parser(commands)
+    projections.add_parser(commands)
     bench.add_parser(commands)
     return parser
 

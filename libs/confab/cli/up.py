@@ -67,6 +67,12 @@ def add_parser(commands: Any) -> None:
         default=env("CONFAB_ADMIN_TOKEN"),
         help="admin API token (default: generated once, kept in the data dir)",
     )
+    p.add_argument(
+        "--no-demo",
+        action="store_true",
+        default=env("CONFAB_NO_DEMO", "") not in ("", "0"),
+        help="do not create the demo workspace (e.g. to import an export into empty streams)",
+    )
     p.set_defaults(run=run)
 
 
@@ -200,7 +206,10 @@ class Stack:
         }
         for name in SERVICES:
             command = [sys.executable, "-m", f"confab_{name}.app"]
-            child = Child(name, command, env, logs / f"{name}.log")
+            child_env = env
+            if name == "gateway" and (key := _demo_api_key(self.data_dir)):
+                child_env = {**env, "CONFAB_DEMO_API_KEY": key}  # the demo page's rooms
+            child = Child(name, command, child_env, logs / f"{name}.log")
             child.start()
             self.children[name] = child
         self.info = {
@@ -233,6 +242,21 @@ class Stack:
             f"the platform was not healthy after {READY_TIMEOUT:.0f} s; "
             f"see the logs in {self.data_dir / 'logs'}"
         )
+
+    def give_gateway_demo_key(self, key: str) -> None:
+        """The demo workspace was created after the gateway started: restart it with its key."""
+        gateway = self.children["gateway"]
+        if gateway.env.get("CONFAB_DEMO_API_KEY") == key or gateway.process is None:
+            return
+        gateway.env = {**gateway.env, "CONFAB_DEMO_API_KEY": key}
+        gateway.process.send_signal(signal.SIGTERM)
+        try:
+            gateway.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            gateway.process.kill()
+            gateway.process.wait()
+        gateway.start()
+        self.wait_ready()
 
     def write_stack_json(self) -> None:
         self.info["pids"] = {name: child.pid for name, child in self.children.items()}
@@ -296,6 +320,14 @@ def _check(flag: str, url: str, schemes: tuple[str, ...]) -> None:
         raise UpError(f"{flag}: {exc}") from None
 
 
+def _demo_api_key(data_dir: Path) -> str:
+    """The demo workspace's API key, when an earlier start created it (``demo.json``)."""
+    try:
+        return str(json.loads((data_dir / "demo.json").read_text()).get("api_key") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -352,9 +384,14 @@ def run(args: argparse.Namespace) -> int:
         if stack.stopping.is_set():
             return 0
         try:
-            stack.info["demo"] = demo.ensure_demo_workspace(stack.info, data_dir)
+            if not args.no_demo:
+                stack.info["demo"] = demo.ensure_demo_workspace(stack.info, data_dir)
         except ConfabError as exc:
             raise UpError(f"could not create the demo workspace: {exc.message}") from None
+        if stack.info["demo"]:
+            stack.give_gateway_demo_key(stack.info["demo"]["api_key"])
+            if stack.stopping.is_set():
+                return 0
         stack.write_stack_json()
         print(banner(stack.info, data_dir), flush=True)
         print("confab: ready", flush=True)

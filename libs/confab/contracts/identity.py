@@ -136,6 +136,8 @@ class WorkspaceWithSecrets(Reply, kw_only=True, frozen=True):
     api_key: str
     app_key: str
     app_secret: str
+    # The all-digit alias of ``id`` that Pusher server SDKs take as ``app_id``.
+    pusher_app_id: str = ""
     created_at: datetime
 
 
@@ -333,11 +335,13 @@ class RevokeSession(Request, kw_only=True, frozen=True):
 
 
 class GetAppCredentials(Request, kw_only=True, frozen=True):
-    """For the fanout, by the public app key."""
+    """For the fanout (by the public app key) and the gateway's channel authorization
+    (by workspace id): exactly one of the two."""
 
     subject: ClassVar[str] = "identity.q.get_app_credentials"
     reply: ClassVar[type[msgspec.Struct]] = AppCredentials
-    app_key: str
+    app_key: str | None = None
+    workspace_id: str | None = None
 
 
 class GetWorkspace(Request, kw_only=True, frozen=True):

@@ -27,14 +27,15 @@ UPLOAD_CHUNK_BYTES = 128 * 1024
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 FILENAME_MAX = 255
 
-# A display name as the client sent it: no path, no control or bidirectional-override
-# characters (those disguise extensions: "gnp.exe" shown as "exe.png").
+# A display name as the client sent it: no path (no separators, not "." or ".."), no
+# control or bidirectional-override characters (those disguise extensions: "gnp.exe"
+# shown as "exe.png").
 Filename = Annotated[
     str,
     msgspec.Meta(
         min_length=1,
         max_length=1024,
-        pattern=r"^[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+$",
+        pattern=r"^(?!\.{1,2}\Z)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+\Z",
     ),
 ]
 FILENAME_RULE = "must be a plain file name: no path separators or control characters"

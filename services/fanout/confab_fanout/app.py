@@ -12,6 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
+from confab.contracts.fanout import GetWebhooks, SetWebhooks, WebhookConfig
+from confab.errors import NotFound
+from confab.ids import is_valid_id
+from confab.rpc import CallContext
 from confab.service import Service, StartupError, health_routes, run_service
 from confab_fanout import connection
 from confab_fanout.fanout import Fanout
@@ -52,6 +56,7 @@ async def setup(service: Service) -> None:
         return f"ok (node {fanout.node_id}, {len(view.alive)} nodes)"
 
     service.checks["cluster"] = check_cluster
+    await serve_requests(fanout, service)
     runner = web.AppRunner(
         make_app(fanout, service),
         access_log=None,
@@ -72,6 +77,24 @@ async def setup(service: Service) -> None:
         await fanout.stop()
 
     service.on_stop(stop)
+
+
+async def serve_requests(fanout: Fanout, service: Service) -> None:
+    """What other services ask of the fanout (any node answers): webhook configuration."""
+
+    async def workspace(workspace_id: str) -> str:
+        if not is_valid_id(workspace_id) or await fanout.apps.by_id(workspace_id) is None:
+            raise NotFound("Workspace not found.")
+        return workspace_id
+
+    async def set_webhooks(cmd: SetWebhooks, _ctx: CallContext) -> WebhookConfig:
+        return await fanout.webhooks.set_config(await workspace(cmd.workspace_id), cmd.config)
+
+    async def get_webhooks(query: GetWebhooks, _ctx: CallContext) -> WebhookConfig:
+        return await fanout.webhooks.get_config(await workspace(query.workspace_id))
+
+    await service.rpc.serve(SetWebhooks, set_webhooks)
+    await service.rpc.serve(GetWebhooks, get_webhooks)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ The registry learns apps from identity, never from a config file:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,27 +20,16 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from confab.contracts.identity import GetAppCredentials, GetWorkspace, WorkspaceCreated
+from confab.contracts.identity import GetAppCredentials, WorkspaceCreated
 from confab.errors import NotFound, Unavailable
 from confab.events import H_EVENT, UnknownEvent, open_envelope
-from confab.ids import is_valid_id
+from confab.ids import is_valid_id, numeric_app_id
 from confab.logging import get_logger
 from confab.rpc import RpcClient
 
 log = get_logger("confab.fanout.apps")
 
 LIVE_WORKSPACES = "live.identity.evt.*.workspace.*"
-
-
-def numeric_app_id(app_id: str) -> str:
-    """A stable all-digit alias of ``app_id``.
-
-    pusher-http-python only accepts digits as ``app_id``; workspaces have ids like
-    ``ws_01J…``. The HTTP API finds the app by its signed ``auth_key`` and accepts
-    either the workspace id or this alias in the path.
-    """
-    digest = hashlib.sha256(b"confab-pusher-app:" + app_id.encode()).digest()
-    return str(int.from_bytes(digest[:6], "big"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +135,10 @@ class AppRegistry:
         if not is_valid_id(app_id):
             return None
         try:
-            workspace = await self.client.call(GetWorkspace(workspace_id=app_id))
+            creds = await self.client.call(GetAppCredentials(workspace_id=app_id))
         except NotFound:
             return None
-        return await self.by_key(workspace.app_key)
+        return App(creds.workspace_id, creds.app_key, creds.app_secret)
 
     async def _on_event(self, msg: Msg) -> None:
         headers = msg.headers or {}

@@ -12,14 +12,10 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from confab.realtime import channel_auth, channel_string, sign, user_auth, user_string
+
 AUTH_VERSION = "1.0"
 TIMESTAMP_TOLERANCE = 600  # seconds either side, as Pusher
-
-
-def sign(secret: str, message: str | bytes) -> str:
-    """``hex(HMAC-SHA256(secret, message))``."""
-    data = message.encode() if isinstance(message, str) else message
-    return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
 
 
 def _same(a: str, b: str) -> bool:
@@ -27,20 +23,6 @@ def _same(a: str, b: str) -> bool:
 
 
 # -- sockets ---------------------------------------------------------------------------
-
-
-def channel_string(socket_id: str, channel: str, channel_data: str | None = None) -> str:
-    """``socket_id:channel`` or, for presence, ``socket_id:channel:channel_data`` (as received)."""
-    if channel_data is None:
-        return f"{socket_id}:{channel}"
-    return f"{socket_id}:{channel}:{channel_data}"
-
-
-def channel_auth(
-    key: str, secret: str, socket_id: str, channel: str, channel_data: str | None = None
-) -> str:
-    """The ``auth`` value a backend returns: ``key:hex``."""
-    return f"{key}:{sign(secret, channel_string(socket_id, channel, channel_data))}"
 
 
 def check_channel_auth(
@@ -53,14 +35,6 @@ def check_channel_auth(
 ) -> bool:
     """Whole ``key:hex`` compared, so an auth for another app's key fails too."""
     return _same(auth, channel_auth(key, secret, socket_id, channel, channel_data))
-
-
-def user_string(socket_id: str, user_data: str) -> str:
-    return f"{socket_id}::user::{user_data}"
-
-
-def user_auth(key: str, secret: str, socket_id: str, user_data: str) -> str:
-    return f"{key}:{sign(secret, user_string(socket_id, user_data))}"
 
 
 def check_user_auth(key: str, secret: str, socket_id: str, user_data: str, auth: str) -> bool:
@@ -147,3 +121,17 @@ def webhook_headers(key: str, secret: str, body: bytes) -> dict[str, str]:
         "X-Pusher-Key": key,
         "X-Pusher-Signature": sign(secret, body),
     }
+
+
+__all__ = [
+    "channel_auth",
+    "channel_string",
+    "check_channel_auth",
+    "check_request",
+    "check_user_auth",
+    "sign",
+    "sign_request",
+    "user_auth",
+    "user_string",
+    "webhook_headers",
+]

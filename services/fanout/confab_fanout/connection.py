@@ -63,10 +63,12 @@ class Connection:
         "closing",
         "control_pings",
         "fanout",
+        "joined_seqs",
         "last_seen",
         "limit",
         "limiter",
         "ping_sent",
+        "resumes",
         "socket_id",
         "transport",
         "user_id",
@@ -96,6 +98,10 @@ class Connection:
         self.limit = fanout.settings.fanout_send_buffer_bytes
         self.closing = False  # no more writes
         self.closed = False  # close started
+        # Conversation channels: the channel's last seq when this socket joined it.
+        self.joined_seqs: dict[str, int] | None = None
+        # confab:resume asked for before subscribing: channel -> after_seq.
+        self.resumes: dict[str, int] | None = None
 
     # -- writing (never blocks) ----------------------------------------------------------
 
@@ -117,6 +123,15 @@ class Connection:
     def send_frame(self, payload: bytes) -> None:
         """Write one JSON frame (not yet WebSocket-framed)."""
         self.send(protocol.ws_text(payload))
+
+    def overflowed(self, channel: str) -> None:
+        """Too much live traffic held back while it caught up on ``channel``: like a full
+        send buffer, the socket goes with 4200 (the client reconnects and resumes)."""
+        if self.closing:
+            return
+        self.closing = True
+        SLOW_CLOSES.inc()
+        self.fanout.spawn(self.close(protocol.RECONNECT, "Too slow: catching up took too long"))
 
     async def close(self, code: int, message: str) -> None:
         """``pusher:error`` with ``code``, then a close with the same code."""
@@ -211,6 +226,14 @@ class Connection:
         elif kind is Kind.USER and name != protocol.USER_CHANNEL_PREFIX + (self.user_id or ""):
             self._refuse(name, "AuthError", "Sign in as this user first.", 401)
             return
+        elif kind is Kind.PRIVATE and data.channel_data:
+            # Signed with the channel: who the app authorized (so that the socket can be
+            # let go when that user loses access, e.g. leaves a conversation).
+            try:
+                named = msgspec.json.decode(data.channel_data, type=protocol.ChannelData)
+                user_id = protocol.presence_user_id(named.user_id) or None
+            except msgspec.DecodeError:
+                user_id = None
         joined = self.fanout.join(self, name, kind, user_id, info)
         reply = "{}"
         if kind is Kind.PRESENCE:
@@ -302,7 +325,8 @@ class Connection:
             )
             return
         CLIENT_EVENTS.labels("accepted").inc()
-        await self.fanout.client_event(self, name, frame.event, data, channel.sockets.get(self))
+        user_id = channel.sockets.get(self) if channel.kind is Kind.PRESENCE else None
+        await self.fanout.client_event(self, name, frame.event, data, user_id)
 
     def _reject_client_event(self, outcome: str, code: int, message: str) -> None:
         CLIENT_EVENTS.labels(outcome).inc()

@@ -28,12 +28,14 @@ from confab.logging import get_logger
 from confab.rpc import RpcClient
 from confab_fanout import protocol
 from confab_fanout.apps import AppRegistry
-from confab_fanout.channels import ChannelRegistry, Joined
+from confab_fanout.channels import Channel, ChannelRegistry, Joined
 from confab_fanout.cluster import Broadcast, Cluster, Terminate
 from confab_fanout.connection import Connection
+from confab_fanout.feed import Feed
 from confab_fanout.metrics import CHANNEL_EVENTS, CONNECTIONS, FRAMES
 from confab_fanout.presence import MEMBER_ADDED, MEMBER_REMOVED, Change, PresenceStore
 from confab_fanout.protocol import ClientFrame, Kind
+from confab_fanout.resume import Resumer
 from confab_fanout.settings import FanoutSettings
 from confab_fanout.webhooks import Webhooks
 
@@ -71,8 +73,18 @@ class Fanout:
             retry_for=settings.fanout_webhook_retry_for,
         )
         self.cluster: Cluster
+        self.feed = Feed(
+            self,
+            client,
+            message_cache=settings.fanout_message_cache,
+            profile_cache=settings.fanout_profile_cache,
+        )
+        self.resumer = Resumer(self, client, settings.fanout_resume_max_events)
         # Client events outside Pusher's (e.g. "confab:resume"), by event name.
         self.extensions: dict[str, Extension] = {}
+        # Called (synchronously) when a socket joins a channel, before the reply.
+        self.join_hooks: list[Callable[[Connection, Channel], None]] = []
+        self.resumer.install()
         self.closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -89,6 +101,7 @@ class Fanout:
         self.cluster = Cluster(self.nc, node_id, self._on_broadcast, self._on_terminate)
         await self.cluster.start()
         await self.webhooks.start()
+        await self.feed.start()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fanout-sweep")
         log.info("fanout_node_started", node=node_id)
 
@@ -110,6 +123,8 @@ class Fanout:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        with contextlib.suppress(Exception):
+            await self.feed.stop()
         with contextlib.suppress(Exception):
             await self.cluster.stop()
         await self.presence.stop()
@@ -169,6 +184,17 @@ class Fanout:
             FRAMES.inc(sent)
         return sent
 
+    def deliver_seq(self, app_id: str, name: str, event: str, data: str, seq: int) -> int:
+        """``deliver_local`` of a numbered conversation event (its ``event_seq``) to one
+        channel; sockets catching up on the channel (``confab:resume``) get it in turn."""
+        channel = self.channels.get(app_id, name)
+        if channel is None:
+            return 0
+        sent = channel.send_seq(protocol.ws_text(protocol.event_frame(event, name, data)), seq)
+        CHANNEL_EVENTS.inc()
+        FRAMES.inc(sent)
+        return sent
+
     async def client_event(
         self, conn: Connection, channel: str, event: str, data: str, user_id: str | None
     ) -> None:
@@ -190,6 +216,21 @@ class Fanout:
         """Close every connection of the user, signed in or in presence, on every node."""
         self._terminate_local(app_id, user_id)
         await self.cluster.terminate(app_id, user_id)
+
+    def let_go(self, app_id: str, names: Iterable[str], user_id: str, message: str) -> None:
+        """Unsubscribe this node's sockets of ``user_id`` from ``names`` (presence members,
+        or private subscriptions whose authorization named the user), telling each with
+        ``pusher:subscription_error`` (403)."""
+        for name in names:
+            channel = self.channels.get(app_id, name)
+            if channel is None:
+                continue
+            for sock, uid in list(channel.sockets.items()):
+                if uid == user_id and isinstance(sock, Connection):
+                    sock.send_frame(protocol.subscription_error(name, "AuthError", message, 403))
+                    announce = self.leave(sock, name)
+                    if announce is not None:
+                        self.spawn(announce)
 
     def _on_broadcast(self, message: Broadcast) -> None:
         self.deliver_local(
@@ -240,6 +281,8 @@ class Fanout:
         joined = self.channels.join(conn.app.id, name, kind, conn, user_id, user_info)
         if joined is not None:
             conn.channels[name] = joined.channel
+            for hook in self.join_hooks:
+                hook(conn, joined.channel)
         return joined
 
     async def announce_join(self, joined: Joined, user_id: str | None, user_info: bytes) -> None:
@@ -252,16 +295,24 @@ class Fanout:
             await self.presence.member_joined(channel.app_id, channel.name, user_id, user_info)
 
     async def unsubscribe(self, conn: Connection, name: str) -> None:
+        announce = self.leave(conn, name)
+        if announce is not None:
+            await announce
+
+    def leave(self, conn: Connection, name: str) -> Coroutine[Any, Any, None] | None:
+        """Take the socket off the channel now; what the cluster must hear of it (a
+        presence member gone), to await."""
         left = self.channels.leave(conn.app.id, name, conn)
         if left is None:
-            return
+            return None
         conn.channels.pop(name, None)
         channel = left.channel
         if channel.kind is Kind.USER:
-            return
+            return None
         self.presence.count_changed(channel.app_id, name, len(channel.sockets))
         if left.last_of_user and left.user_id is not None:
-            await self.presence.member_left(channel.app_id, name, left.user_id)
+            return self.presence.member_left(channel.app_id, name, left.user_id)
+        return None
 
     def presence_snapshot(self, app_id: str, channel: str, user_id: str, user_info: bytes) -> str:
         """``subscription_succeeded`` data: the cluster's members, and the subscriber itself."""

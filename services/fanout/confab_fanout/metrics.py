@@ -21,3 +21,10 @@ CLIENT_EVENTS = Counter(
 )
 API_EVENTS = Counter("confab_fanout_api_events_total", "Events triggered through the HTTP API")
 WEBHOOKS = Counter("confab_fanout_webhooks_total", "Webhook events by outcome", ["outcome"])
+DOMAIN_EVENTS = Counter(
+    "confab_fanout_domain_events_total",
+    "Conversation events by outcome: rendered (a local subscriber), skipped (none), "
+    "typing, gap (this node missed stored events), lookup_failed, dropped",
+    ["outcome"],
+)
+RESUMES = Counter("confab_fanout_resumes_total", "confab:resume requests by outcome", ["outcome"])

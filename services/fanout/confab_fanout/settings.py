@@ -56,3 +56,12 @@ class FanoutSettings(Settings, kw_only=True, frozen=True):
     fanout_webhook_timeout: PositiveFloat = 5.0
     # Failed deliveries are retried with backoff for this long (Pusher: 5 minutes).
     fanout_webhook_retry_for: PositiveFloat = 300.0
+
+    # -- domain events and recovery --------------------------------------------------------
+    # Messages this node rendered, kept to render their updates (LRU).
+    fanout_message_cache: PositiveInt = 20_000
+    # Users' public profiles, for senders and participants (LRU).
+    fanout_profile_cache: PositiveInt = 50_000
+    # confab:resume sends at most this many missed events; beyond, the client resyncs
+    # over the REST API (confab:resume_failed).
+    fanout_resume_max_events: PositiveInt = 1000

@@ -6,7 +6,8 @@
 - ``AuthServer``: the tenant backend's ``/broadcasting/auth`` and ``user-auth``,
   signing with the official ``pusher`` SDK as a Laravel app would;
 - ``JsDriver``: ``node driver.cjs`` hosting pusher-js and Laravel Echo clients,
-  one JSON line per command and per thing they see.
+  one JSON line per command and per thing they see;
+- ``Balancer``: a round-robin TCP load balancer in front of several nodes.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from confab.contracts.identity import (
     subject,
 )
 from confab.errors import NotFound
+from confab.ids import numeric_app_id
 from confab.rpc import CallContext, RpcServer
-from confab_fanout.apps import numeric_app_id
 from confab_infra.backends import free_port
 
 JS_DIR = Path(__file__).resolve().parents[1] / "tests" / "js"
@@ -146,7 +147,9 @@ class IdentityStub:
         return app
 
     async def _credentials(self, query: GetAppCredentials, _ctx: CallContext) -> AppCredentials:
-        app = self.apps.get(query.app_key)
+        app = self.apps.get(query.app_key or "")
+        if query.workspace_id is not None:
+            app = next((a for a in self.apps.values() if a.id == query.workspace_id), None)
         if app is None:
             raise NotFound("App not found.")
         return AppCredentials(workspace_id=app.id, app_key=app.key, app_secret=app.secret)
@@ -428,6 +431,33 @@ class JsDriver:
         record = await self.wait(id=cid, type="state", current="connected")
         return str(record["socket_id"])
 
+    async def connect_to(
+        self,
+        cid: str,
+        host: str,
+        port: int,
+        key: str,
+        *,
+        auth_endpoint: str,
+        user_auth_endpoint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        echo: bool = False,
+    ) -> str | None:
+        """A pusher-js (or, ``echo``, Laravel Echo) client ``cid`` of any Pusher server, its
+        auth requests to ``auth_endpoint`` with ``headers``; its socket id (pusher-js)."""
+        await self.send(
+            "echo" if echo else "pusher",
+            id=cid,
+            key=key,
+            host=host,
+            port=port,
+            authEndpoint=auth_endpoint,
+            userAuthEndpoint=user_auth_endpoint or auth_endpoint,
+            headers=dict(headers or {}),
+        )
+        record = await self.wait(id=cid, type="state", current="connected")
+        return str(record["socket_id"]) if record.get("socket_id") else None
+
     async def subscribe(self, cid: str, channel: str) -> dict[str, Any]:
         await self.send("subscribe", id=cid, channel=channel)
         return await self.wait(
@@ -473,6 +503,71 @@ class JsDriver:
             await self.process.wait()
         for reader in self._readers:
             reader.cancel()
+
+
+class Balancer:
+    """A TCP load balancer: each new connection goes to the next backend (round robin)
+    that accepts it; when either side closes, so does the other (a dead node's clients
+    see their socket drop and reconnect, to a live node)."""
+
+    def __init__(self, backends: list[tuple[str, int]]) -> None:
+        self.backends = backends
+        self.routes: list[int] = []  # the backend port of each connection, in order
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._next = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> Balancer:
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            for attempt in range(len(self.backends)):
+                host, port = self.backends[(self._next + attempt) % len(self.backends)]
+                try:
+                    up_reader, up_writer = await asyncio.open_connection(host, port)
+                except OSError:
+                    continue
+                self._next = (self._next + attempt + 1) % len(self.backends)
+                self.routes.append(port)
+                break
+            else:
+                writer.close()
+                return
+            pipes = [
+                asyncio.create_task(_pipe(reader, up_writer)),
+                asyncio.create_task(_pipe(up_reader, writer)),
+            ]
+            try:
+                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pipe in pipes:
+                    pipe.cancel()
+                for w in (writer, up_writer):
+                    w.close()
+        finally:
+            self._tasks.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
 
 
 def _matches(record: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:

@@ -2,7 +2,8 @@
 
 Where to send them is per workspace, in the NATS KV bucket ``webhooks`` (key:
 workspace id; value: ``WebhookConfig`` as JSON), written by an admin endpoint
-and followed here with a watcher, so changes apply without a restart::
+(``SetWebhooks``, answered by any fanout node: no other service writes the
+bucket) and followed here with a watcher, so changes apply without a restart::
 
     {"webhooks": [{"url": "https://example.com/pusher", "event_types": ["member_added"]}]}
 
@@ -25,9 +26,10 @@ import aiohttp
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from confab.contracts.fanout import WEBHOOK_EVENT_TYPES, WebhookConfig
 from confab.logging import get_logger
 from confab_fanout import auth
 from confab_fanout.apps import AppRegistry
@@ -35,19 +37,8 @@ from confab_fanout.metrics import WEBHOOKS
 
 log = get_logger("confab.fanout.webhooks")
 
-EVENT_TYPES = frozenset(
-    {"channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"}
-)
+EVENT_TYPES = WEBHOOK_EVENT_TYPES
 BATCH = 50  # events per POST at most
-
-
-class WebhookTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    url: str
-    event_types: list[str] | None = None
-
-
-class WebhookConfig(msgspec.Struct, frozen=True):
-    webhooks: list[WebhookTarget] = []
 
 
 class _Job(msgspec.Struct):
@@ -90,11 +81,12 @@ class Webhooks:
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._watcher: KeyValue.KeyWatcher | None = None
+        self._kv: KeyValue | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, init_timeout: float = 15.0) -> None:
-        kv = await self._bucket()
+        kv = self._kv = await self._bucket()
         self._watcher = await kv.watchall()
         ready = asyncio.Event()
         self._tasks.append(asyncio.create_task(self._follow(ready), name="webhooks-config"))
@@ -148,6 +140,28 @@ class Webhooks:
                 self._targets.pop(entry.key, None)
                 continue
             self._targets[entry.key] = _by_type(config)
+
+    # -- configuration (the admin API, through SetWebhooks / GetWebhooks) -------------
+
+    async def set_config(self, app_id: str, config: WebhookConfig) -> WebhookConfig:
+        """Store the app's webhooks (every node's watcher applies them; this one at once)."""
+        assert self._kv is not None
+        await self._kv.put(app_id, _encode(config))
+        self._targets[app_id] = _by_type(config)
+        return config
+
+    async def get_config(self, app_id: str) -> WebhookConfig:
+        assert self._kv is not None
+        try:
+            entry = await self._kv.get(app_id)
+        except KeyNotFoundError:
+            return WebhookConfig()
+        if not entry.value:
+            return WebhookConfig()
+        try:
+            return _config.decode(entry.value)
+        except msgspec.DecodeError:
+            return WebhookConfig()
 
     # -- emitting (never blocks) -----------------------------------------------------
 

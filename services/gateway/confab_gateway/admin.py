@@ -10,6 +10,7 @@ from confab.contracts.base import Ok
 from confab.contracts.identity import (
     ApiKey,
     CreateWorkspace,
+    Id,
     IssueApiKey,
     ListWorkspaces,
     RevokeApiKey,
@@ -24,7 +25,7 @@ router = Router()
 
 class Page(msgspec.Struct, kw_only=True, frozen=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
-    after: str | None = None
+    after: Id | None = None  # the id of the last workspace of the previous page
 
 
 @router.route(

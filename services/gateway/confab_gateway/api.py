@@ -46,6 +46,8 @@ class Endpoint:
     also: tuple[int, ...] = ()  # other success statuses (e.g. 200 for an upsert that updated)
     errors: tuple[int, ...] = ()
     raw_path_params: tuple[str, ...] = ()  # path parameters that are not ids (tokens, emoji)
+    # A multipart/form-data body with these file parts, streamed by the handler itself.
+    files: tuple[str, ...] = ()
 
     @property
     def path_params(self) -> list[str]:
@@ -118,6 +120,7 @@ class Router:
         also: tuple[int, ...] = (),
         errors: tuple[int, ...] = (),
         raw_path_params: tuple[str, ...] = (),
+        files: tuple[str, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -135,6 +138,7 @@ class Router:
                     also,
                     errors,
                     raw_path_params,
+                    files,
                 )
             )
             return handler

@@ -7,7 +7,17 @@ from typing import Any
 from aiohttp import web
 
 from confab.service import Service, StartupError, health_routes, run_service
-from confab_gateway import admin, conversations, openapi, users, widget
+from confab_gateway import (
+    admin,
+    admin_webhooks,
+    attachments,
+    broadcasting,
+    conversations,
+    openapi,
+    users,
+    widget,
+)
+from confab_gateway import web as pages
 from confab_gateway.api import Endpoint, Router
 from confab_gateway.auth import Authenticator
 from confab_gateway.consistency import LastWrites
@@ -15,7 +25,15 @@ from confab_gateway.errors import error_middleware
 from confab_gateway.health import platform_health
 from confab_gateway.settings import GatewaySettings
 
-ROUTERS: list[Router] = [admin.router, users.router, conversations.router, widget.router]
+ROUTERS: list[Router] = [
+    admin.router,
+    users.router,
+    conversations.router,
+    widget.router,
+    attachments.router,
+    broadcasting.router,
+    admin_webhooks.router,
+]
 
 
 def endpoints() -> list[Endpoint]:
@@ -25,7 +43,8 @@ def endpoints() -> list[Endpoint]:
 def build_app(service: Service, auth: Authenticator) -> web.Application:
     assert isinstance(service.settings, GatewaySettings)
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=service.settings.max_body_bytes
+        middlewares=[pages.cors_middleware, error_middleware],
+        client_max_size=service.settings.max_body_bytes,
     )
     app["fanout_ws_url"] = service.settings.fanout_ws_url
     app["auth"] = auth
@@ -41,6 +60,7 @@ def build_app(service: Service, auth: Authenticator) -> web.Application:
         return web.json_response(spec)
 
     app.add_routes([*health_routes(health), web.get("/openapi.json", openapi_json)])
+    pages.install(app, service.settings, service.client)
     return app
 
 

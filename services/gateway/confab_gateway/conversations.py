@@ -22,6 +22,7 @@ from confab.contracts.messaging import (
     ConversationList,
     ConversationSaved,
     CreateConversation,
+    Id,
     ListConversations,
     ListReports,
     Message,
@@ -43,7 +44,7 @@ WRITE_ERRORS = (400, 401, 404, 413, 415, 422)
 
 
 class ConversationQuery(msgspec.Struct, kw_only=True, frozen=True):
-    user_id: str | None = None
+    user_id: Id | None = None
     cursor: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
 

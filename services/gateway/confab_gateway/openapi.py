@@ -64,6 +64,17 @@ def document(endpoints: list[Endpoint], server_url: str | None = None) -> dict[s
                 "required": True,
                 "content": {"application/json": {"schema": refs[e.body]}},
             }
+        elif e.files:
+            binary = {"type": "string", "format": "binary"}
+            form = {
+                "type": "object",
+                "properties": dict.fromkeys(e.files, binary),
+                "required": list(e.files),
+            }
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": form}},
+            }
         paths.setdefault(e.path, {})[e.method.lower()] = operation
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -112,7 +123,7 @@ def _common_errors(e: Endpoint) -> set[int]:
         codes.add(404)
     if e.query is not None:
         codes.add(422)
-    if e.body is not None:
+    if e.body is not None or e.files:
         codes |= {400, 413, 415, 422}
     return codes
 

@@ -12,3 +12,10 @@ class GatewaySettings(Settings, kw_only=True, frozen=True):
     max_body_bytes: int = 1024 * 1024
     # Where widgets open their Pusher-protocol socket (told to them by /api/widget/me).
     fanout_ws_url: str = "ws://127.0.0.1:6001"
+    # The demo workspace's API key: /demo creates rooms and guests with it (`confab up`
+    # passes it). Unset, /demo and its endpoints answer 404.
+    demo_api_key: str = ""
+    # Where attachment URLs point (presigned S3, public endpoint first): the demo page's
+    # Content-Security-Policy allows images from there (from the environment).
+    s3_endpoint: str = ""
+    s3_public_endpoint: str = ""

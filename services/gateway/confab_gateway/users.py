@@ -26,6 +26,11 @@ router = Router()
 USER_ERRORS = (400, 401, 404, 413, 415, 422)
 
 
+def _actor(call: Call) -> str:
+    """Who acts, for the event's ``Confab-Actor``: the tenant's API key (its id)."""
+    return call.actor.key_id or ""
+
+
 @router.route(
     "POST",
     "/api/v1/users",
@@ -40,7 +45,8 @@ USER_ERRORS = (400, 401, 404, 413, 415, 422)
 )
 async def upsert_user(call: Call) -> Result:
     saved: UserSaved = await call.rpc.call(
-        UpsertUser(workspace_id=call.workspace_id, input=call.body), correlation=call.correlation
+        UpsertUser(workspace_id=call.workspace_id, input=call.body, actor=_actor(call)),
+        correlation=call.correlation,
     )
     return Result(saved.user, 201 if saved.created else 200)
 
@@ -72,7 +78,12 @@ async def get_user(call: Call) -> User:
 )
 async def update_user(call: Call) -> User:
     saved: UserSaved = await call.rpc.call(
-        UpdateUser(workspace_id=call.workspace_id, user_id=call.path["user_id"], patch=call.body),
+        UpdateUser(
+            workspace_id=call.workspace_id,
+            user_id=call.path["user_id"],
+            patch=call.body,
+            actor=_actor(call),
+        ),
         correlation=call.correlation,
     )
     return saved.user
@@ -89,7 +100,7 @@ async def update_user(call: Call) -> User:
 )
 async def erase_user(call: Call) -> None:
     await call.rpc.call(
-        EraseUser(workspace_id=call.workspace_id, user_id=call.path["user_id"]),
+        EraseUser(workspace_id=call.workspace_id, user_id=call.path["user_id"], actor=_actor(call)),
         correlation=call.correlation,
     )
     call.request.app["auth"].forget(call.path["user_id"])  # their sessions end here too
@@ -123,7 +134,12 @@ async def unban_user(call: Call) -> User:
 
 async def _set_ban(call: Call, banned: bool) -> User:
     saved: UserSaved = await call.rpc.call(
-        SetUserBan(workspace_id=call.workspace_id, user_id=call.path["user_id"], banned=banned),
+        SetUserBan(
+            workspace_id=call.workspace_id,
+            user_id=call.path["user_id"],
+            banned=banned,
+            actor=_actor(call),
+        ),
         correlation=call.correlation,
     )
     return saved.user
@@ -142,7 +158,7 @@ async def _set_ban(call: Call, banned: bool) -> User:
 )
 async def issue_session(call: Call) -> Session:
     return await call.rpc.call(
-        IssueSession(workspace_id=call.workspace_id, input=call.body),
+        IssueSession(workspace_id=call.workspace_id, input=call.body, actor=_actor(call)),
         correlation=call.correlation,
     )
 
@@ -166,6 +182,7 @@ async def revoke_session(call: Call) -> None:
             workspace_id=call.workspace_id,
             prefix=secret_prefix(token),
             token_hash=secret_hash(token),
+            actor=_actor(call),
         ),
         correlation=call.correlation,
     )

@@ -35,6 +35,7 @@ from confab.contracts.messaging import (
     TypingInput,
 )
 from confab.errors import NotFound
+from confab.ids import numeric_app_id
 from confab_gateway.api import Call, Result, Router
 
 router = Router()
@@ -44,6 +45,8 @@ class Me(msgspec.Struct, kw_only=True, frozen=True):
     user: User
     workspace_id: str
     app_key: str
+    # The workspace's Pusher app id: the all-digit alias of workspace_id (server SDKs).
+    pusher_app_id: str
     websocket_url: str
 
 
@@ -67,6 +70,7 @@ async def me(call: Call) -> Me:
         user=user,
         workspace_id=workspace.id,
         app_key=workspace.app_key,
+        pusher_app_id=numeric_app_id(workspace.id),
         websocket_url=call.request.app["fanout_ws_url"],
     )
 

@@ -62,7 +62,16 @@ from confab.errors import (
     Unauthorized,
     Unavailable,
 )
-from confab.ids import is_valid_id, new_id, new_secret, same_secret, secret_hash, secret_prefix
+from confab.eventlog import last_version
+from confab.ids import (
+    is_valid_id,
+    new_id,
+    new_secret,
+    numeric_app_id,
+    same_secret,
+    secret_hash,
+    secret_prefix,
+)
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
 from confab.rpc import CallContext
@@ -256,6 +265,7 @@ class Handlers:
             api_key=api_key,
             app_key=app_key,
             app_secret=app_secret,
+            pusher_app_id=numeric_app_id(workspace_id),
             created_at=now,
         )
 
@@ -270,10 +280,24 @@ class Handlers:
         )
 
     async def get_workspace(self, query: GetWorkspace, _ctx: CallContext) -> Workspace:
-        found = await self.store.workspace(query.workspace_id)
+        workspace_id = _valid(query.workspace_id, "Workspace")
+        found = await self.store.workspace(workspace_id)
+        if found is None and await self._caught_up(
+            subject(workspace_id, "workspace", workspace_id)
+        ):
+            found = await self.store.workspace(workspace_id)
         if found is None:
             raise NotFound("Workspace not found.")
         return found
+
+    async def _caught_up(self, subject_: str) -> bool:
+        """Before answering "not found": wait (bounded) until the read model has applied the
+        last event of ``subject_``, if the log has one. False when the log has nothing."""
+        version = await last_version(self.aggregates.js, self.aggregates.stream, subject_)
+        if version == 0:
+            return False
+        await self.runner.wait_for(version, self.read_wait)
+        return True
 
     async def issue_api_key(self, cmd: IssueApiKey, ctx: CallContext) -> ApiKey:
         now = self.clock()
@@ -314,7 +338,9 @@ class Handlers:
     async def get_app_credentials(
         self, query: GetAppCredentials, _ctx: CallContext
     ) -> AppCredentials:
-        found = await self.store.app_credentials(query.app_key)
+        if (query.app_key is None) == (query.workspace_id is None):
+            raise InvalidRequest("Give either app_key or workspace_id.")
+        found = await self.store.app_credentials(query.app_key, workspace_id=query.workspace_id)
         if found is None:
             raise NotFound("App not found.")
         return found

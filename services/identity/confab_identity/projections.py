@@ -33,16 +33,22 @@ from confab_identity.domain import ERASED_NAME
 from confab_identity.store import SCHEMA, Tables, define_tables
 
 
+def read_model(schema: str = SCHEMA) -> list[Projection]:
+    """The projections of schema ``identity`` (entry point ``confab.projections``), built
+    on ``schema``: the CLI rebuilds and verifies them in a scratch schema."""
+    return [IdentityProjection(schema=schema)]
+
+
 class IdentityProjection(Projection):
-    """Workspaces, API keys, users and sessions. ``name`` differs only for a rebuild."""
+    """Workspaces, API keys, users and sessions; ``schema`` differs only for a rebuild."""
 
     stream = IDENTITY.name
     subjects = IDENTITY.subjects
 
-    def __init__(self, name: str = "identity") -> None:
+    def __init__(self, name: str = "identity", schema: str = SCHEMA) -> None:
         self.name = name
         # Each instance has its own MetaData, so a rebuild can run next to the live one.
-        self.metadata = sa.MetaData(schema=SCHEMA)
+        self.metadata = sa.MetaData(schema=schema)
         self.tables: Tables = define_tables(self.metadata)
         super().__init__()
 

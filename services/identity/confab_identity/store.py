@@ -205,11 +205,17 @@ class Store:
         ]
         return items, len(rows) > limit
 
-    async def app_credentials(self, app_key: str) -> AppCredentials | None:
+    async def app_credentials(
+        self, app_key: str | None = None, *, workspace_id: str | None = None
+    ) -> AppCredentials | None:
+        """By the public app key, or by workspace id."""
         w = self.t.workspaces
-        row = await self._one(
-            sa.select(w.c.id, w.c.app_key, w.c.app_secret).where(w.c.app_key == app_key)
-        )
+        query = sa.select(w.c.id, w.c.app_key, w.c.app_secret)
+        if app_key is not None:
+            query = query.where(w.c.app_key == app_key)
+        if workspace_id is not None:
+            query = query.where(w.c.id == workspace_id)
+        row = await self._one(query)
         if row is None:
             return None
         return AppCredentials(workspace_id=row.id, app_key=row.app_key, app_secret=row.app_secret)

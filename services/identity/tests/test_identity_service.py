@@ -52,7 +52,7 @@ from confab.contracts.identity import (
 from confab.db import create_engine
 from confab.errors import ConfabError, Conflict, InvalidRequest, NotFound, Unauthorized, Unavailable
 from confab.eventlog import read_subject
-from confab.ids import secret_hash, secret_prefix
+from confab.ids import numeric_app_id, secret_hash, secret_prefix
 from confab.projection import ProjectionRunner, consumer_name
 from confab.rpc import RpcClient
 from confab.service import Service
@@ -175,6 +175,10 @@ async def test_workspace_and_app_credentials_by_id_and_app_key(call: Call) -> No
     creds = await call(GetAppCredentials(app_key=ws.app_key))
     assert creds == AppCredentials(workspace_id=ws.id, app_key=ws.app_key, app_secret=ws.app_secret)
     await fails(call, GetAppCredentials(app_key="app_unknown"), NotFound)
+    assert await call(GetAppCredentials(workspace_id=ws.id)) == creds
+    await fails(call, GetAppCredentials(workspace_id="ws_unknown"), NotFound)
+    await fails(call, GetAppCredentials(), InvalidRequest)
+    assert ws.pusher_app_id == numeric_app_id(ws.id) and ws.pusher_app_id.isdigit()
 
 
 async def test_workspaces_are_listed_page_by_page_in_id_order(call: Call) -> None:

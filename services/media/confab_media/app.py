@@ -1,22 +1,64 @@
-"""Wiring and start-up of the media service."""
+"""Wiring and start-up of the media service.
+
+Owns the ``MEDIA`` stream, the bucket (created if missing), the temporary
+``uploads`` object store and the ``media`` read model; answers
+``confab.contracts.media`` (see ``handlers``) and deletes the attachments of
+deleted messages (``projections.MessageDeletions``).
+"""
 
 from __future__ import annotations
 
-from confab.bus import MEDIA
+from confab.aggregate import Aggregates
+from confab.bus import CONVERSATIONS, MEDIA
 from confab.service import Service, StartupError, run_service
+from confab_media import domain
+from confab_media.domain import AttachmentState, evolve, initial
+from confab_media.handlers import Handlers, ingests_bucket, uploads_store
+from confab_media.projections import AttachmentsProjection, MessageDeletions
 from confab_media.settings import MediaSettings
 from confab_media.storage import Storage
+from confab_media.store import Store
 
 
 async def setup(service: Service) -> None:
-    assert isinstance(service.settings, MediaSettings)
-    await service.declare(MEDIA)
-    storage = Storage(service.settings)
+    settings = service.settings
+    assert isinstance(settings, MediaSettings)
+    try:
+        domain.parse_policies(settings.media_workspace_policies, domain.Policy())
+    except ValueError as exc:
+        raise StartupError(f"CONFAB_MEDIA_WORKSPACE_POLICIES: {exc}") from None
+    # Media follows CONVERSATIONS: declaring it too (idempotent) means the order in
+    # which services start does not matter.
+    await service.declare(MEDIA, CONVERSATIONS)
+    storage = Storage(settings)
     try:
         await storage.ensure_bucket()
     except Exception as exc:
-        raise StartupError(f"cannot use S3 at {service.settings.s3_endpoint}: {exc}") from None
+        raise StartupError(f"cannot use S3 at {settings.s3_endpoint}: {exc}") from None
     service.checks["s3"] = storage.check
+    uploads = await uploads_store(service.js, settings.stream_replicas)
+    ingests = await ingests_bucket(service.js, settings.stream_replicas)
+    attachments = await service.add_projection(AttachmentsProjection())
+    assert service.engine is not None
+    aggregates: Aggregates[AttachmentState] = Aggregates(
+        service.nc, service.js, MEDIA.name, initial=initial, evolve=evolve, cache_size=10_000
+    )
+    handlers = Handlers(
+        service.nc,
+        service.js,
+        aggregates,
+        Store(service.engine),
+        attachments,
+        storage,
+        uploads,
+        ingests,
+        settings,
+    )
+    await service.add_projection(MessageDeletions(handlers.on_message_deleted))
+    for request_type, handler in handlers.routes():
+        await service.rpc.serve(request_type, handler)
+    handlers.start_sweeper()
+    service.on_stop(handlers.stop_sweeper)
 
 
 def main() -> None:

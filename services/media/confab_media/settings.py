@@ -1,20 +1,53 @@
-"""Settings of the media service: the database and the S3-compatible object store."""
+"""Settings of the media service: the database, the object store, and what uploads may be.
+
+Every field is also a flag and a ``CONFAB_<FIELD>`` variable (``confab.settings``).
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from confab.settings import DatabaseSettings
+import msgspec
+
+from confab.contracts.media import DEFAULT_MAX_BYTES
+from confab.settings import DatabaseSettings, PositiveFloat
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class MediaSettings(DatabaseSettings, kw_only=True, frozen=True):
     __urls__: ClassVar[dict[str, tuple[str, ...]]] = {
         **DatabaseSettings.__urls__,
         "s3_endpoint": ("http", "https"),
+        "s3_public_endpoint": ("http", "https"),
     }
 
+    # Where media reaches the store: https:// for TLS.
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_bucket: str = "confab"
     s3_region: str = "us-east-1"
+    # Where clients reach it, if not at s3_endpoint (URLs are signed for this host).
+    s3_public_endpoint: str = ""
+    # TLS: a CA bundle for a private certificate authority; never turn verification off
+    # outside development.
+    s3_ca_file: str = ""
+    s3_verify_tls: bool = True
+
+    # Uploads: the default limit and allow-list (MIME types or "type/*", comma-separated;
+    # empty: every type media recognises), and per-workspace overrides as JSON:
+    # {"ws_…": {"max_bytes": 1048576, "allowed_types": ["image/*", "application/pdf"]}}.
+    media_max_bytes: PositiveInt = DEFAULT_MAX_BYTES
+    media_allowed_types: str = ""
+    media_workspace_policies: str = ""
+    media_max_image_pixels: PositiveInt = 50_000_000
+    media_thumbnail_size: Annotated[int, msgspec.Meta(ge=16, le=2048)] = 320
+    # How long presigned URLs work.
+    media_url_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] = 900
+    # Files checked and processed at once by one process (each may hold a decoded image).
+    media_ingest_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    # How often abandoned ingests (their process died) are looked for and cleaned up.
+    media_sweep_seconds: PositiveFloat = 5.0
+    # How long a reply waits for the read model to show what was just stored.
+    read_wait_seconds: PositiveFloat = 2.0

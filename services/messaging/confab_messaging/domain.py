@@ -40,6 +40,7 @@ from confab.contracts.messaging import (
     MAX_PARTICIPANTS,
     METADATA_MAX_BYTES,
     Actor,
+    Attachment,
     ConversationCreated,
     ConversationEvent,
     ConversationType,
@@ -75,6 +76,7 @@ class MessageState:
     deleted: bool = False
     hidden: bool = False  # by a moderator; restorable
     reactions: set[tuple[str, str]] | None = None  # (emoji, user_id); None while empty
+    attachments: tuple[str, ...] | None = None  # attachment ids; None without any
 
     @property
     def visible(self) -> bool:
@@ -98,6 +100,7 @@ class ConversationState:
     last_message_seq: int = 0
     messages: dict[str, MessageState] = field(default_factory=dict)
     client_keys: dict[tuple[str, str], str] = field(default_factory=dict)  # -> message id
+    attached: dict[str, str] = field(default_factory=dict)  # attachment id -> message id
 
     @property
     def exists(self) -> bool:
@@ -135,7 +138,11 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
             state.members.pop(event.user_id, None)
         case MessagePosted():
             sender = sys.intern(event.sender_id) if event.sender_id is not None else None
-            state.messages[event.message_id] = MessageState(sender_id=sender)
+            state.messages[event.message_id] = MessageState(
+                sender_id=sender, attachments=tuple(event.attachment_ids) or None
+            )
+            for attachment_id in event.attachment_ids:
+                state.attached[attachment_id] = event.message_id
             state.last_message_seq = event.seq
             if event.client_msg_id is not None:
                 state.client_keys[(event.sender_id or "", event.client_msg_id)] = event.message_id
@@ -364,11 +371,17 @@ def decide_post_message(
     message_id: str,
     banned: bool,
     now: datetime,
+    attachments: Sequence[Attachment] = (),
 ) -> MessagePosted | None:
     """A message from ``sender_id`` (None: a system message from the tenant's backend).
 
     ``None`` when ``client_msg_id`` was already used by this sender here: the
     original stands (``state.message_for`` names it).
+
+    ``attachments`` are those of ``attachment_ids`` that media has stored for
+    this conversation, uploaded by the sender (looked up by the handler); any
+    other id is unknown. An attachment belongs to one message: one attached
+    already (the conversation's log knows) is refused.
     """
     _visible(state, actor)
     if actor.user_id is not None and sender_id != actor.user_id:
@@ -390,11 +403,7 @@ def decide_post_message(
                 "Too many attachments.",
                 {"attachment_ids": f"at most {MAX_ATTACHMENTS} attachments per message"},
             )
-        # No attachment exists until the media service stores one.
-        raise InvalidRequest(
-            "Unknown attachment.",
-            {"attachment_ids": "unknown attachment: " + ", ".join(attachment_ids)},
-        )
+        check_attachments(state, attachment_ids, attachments)
     if reply_to is not None and reply_to not in state.messages:
         raise InvalidRequest(
             "The message replied to does not exist.",
@@ -409,9 +418,39 @@ def decide_post_message(
         content=content,
         metadata=dict(metadata or {}),
         attachment_ids=list(attachment_ids),
+        attachments=[
+            msgspec.structs.replace(a, url=None, thumbnail_url=None)
+            for a in _in_order(attachment_ids, attachments)
+        ],
         reply_to=reply_to,
         client_msg_id=client_msg_id,
     )
+
+
+def check_attachments(
+    state: ConversationState, attachment_ids: Sequence[str], attachments: Sequence[Attachment]
+) -> None:
+    if len(set(attachment_ids)) != len(attachment_ids):
+        raise InvalidRequest(
+            "An attachment is named twice.", {"attachment_ids": "each attachment at most once"}
+        )
+    known = {a.id for a in attachments}
+    unknown = [i for i in attachment_ids if i not in known]
+    if unknown:
+        raise InvalidRequest(
+            "Unknown attachment.", {"attachment_ids": "unknown attachment: " + ", ".join(unknown)}
+        )
+    taken = [i for i in attachment_ids if i in state.attached]
+    if taken:
+        raise InvalidRequest(
+            "An attachment belongs to another message already.",
+            {"attachment_ids": "already attached to another message: " + ", ".join(taken)},
+        )
+
+
+def _in_order(ids: Sequence[str], attachments: Sequence[Attachment]) -> list[Attachment]:
+    by_id = {a.id: a for a in attachments}
+    return [by_id[i] for i in ids]
 
 
 def decide_edit_message(
@@ -448,6 +487,7 @@ def decide_delete_message(
         at=now,
         message_id=message_id,
         by=actor.user_id,
+        attachment_ids=list(found.attachments or ()),
     )
 
 
@@ -561,4 +601,5 @@ def decide_moderate_message(
         message_id=message_id,
         action=action,
         by=actor.key_id or "",
+        attachment_ids=list(found.attachments or ()) if action == "delete" else [],
     )

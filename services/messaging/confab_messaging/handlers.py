@@ -27,9 +27,12 @@ from confab.aggregate import Aggregates, Decision
 from confab.bus import CONVERSATIONS, IDENTITY
 from confab.contracts import identity
 from confab.contracts.base import Event, Ok, Request
+from confab.contracts.media import AttachmentList, GetAttachments
 from confab.contracts.messaging import (
     Actor,
     AddParticipant,
+    Attachment,
+    CheckParticipant,
     Conversation,
     ConversationCreated,
     ConversationList,
@@ -40,6 +43,7 @@ from confab.contracts.messaging import (
     EditMessage,
     EventList,
     GetConversation,
+    GetMessage,
     HistoryEvent,
     ListConversations,
     ListEvents,
@@ -50,6 +54,7 @@ from confab.contracts.messaging import (
     MessageEdited,
     MessageList,
     MessagePosted,
+    MessageRecord,
     MessageSaved,
     ModerateMessage,
     PostMessage,
@@ -72,7 +77,7 @@ from confab.errors import (
 from confab.ids import is_valid_id, new_id
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
-from confab.rpc import CallContext
+from confab.rpc import CallContext, RpcClient
 from confab_messaging import domain, render
 from confab_messaging.domain import ConversationState
 from confab_messaging.store import MessagePage, Row, Store, UserRow
@@ -176,8 +181,10 @@ class Handlers:
         *,
         read_wait: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
+        rpc: RpcClient | None = None,
     ) -> None:
         self.nc = nc
+        self.rpc = rpc or RpcClient(nc)  # asks media about attachments
         self.js = js
         self.aggregates = aggregates
         self.store = store
@@ -209,6 +216,8 @@ class Handlers:
             (ListMessages, self.list_messages),
             (ListEvents, self.list_events),
             (ListReports, self.list_reports),
+            (CheckParticipant, self.check_participant),
+            (GetMessage, self.get_message),
         ]
 
     # -- plumbing --------------------------------------------------------------------------
@@ -292,6 +301,11 @@ class Handlers:
         missing = [i for i in ids if i not in found]
         if not missing:
             return found
+        found.update(await self._caught_up_users(workspace_id, missing))
+        return found
+
+    async def _caught_up_users(self, workspace_id: str, ids: Sequence[str]) -> dict[str, UserRow]:
+        """Users as the read model has them once it applied their last IDENTITY events."""
 
         async def last(user_id: str) -> int:
             try:
@@ -303,13 +317,13 @@ class Handlers:
             return msg.seq or 0
 
         target = 0
-        for start in range(0, len(missing), 64):
-            chunk = missing[start : start + 64]
+        for start in range(0, len(ids), 64):
+            chunk = ids[start : start + 64]
             target = max([target, *await asyncio.gather(*(last(i) for i in chunk))])
-        if target:  # it exists in the log: read again once the read model has it
-            await self.users.wait_for(target, self.read_wait)
-            found.update(await self._users(workspace_id, missing))
-        return found
+        if not target:
+            return {}
+        await self.users.wait_for(target, self.read_wait)
+        return await self._users(workspace_id, ids)
 
     async def _locate(self, actor: Actor, message_id: str) -> str:
         """The conversation of a message named without one (reports, moderation)."""
@@ -331,14 +345,47 @@ class Handlers:
         await self.conversations.wait_for(last, self.read_wait)
         return True
 
+    async def _attachments(
+        self,
+        workspace_id: str,
+        ids: Iterable[str],
+        *,
+        conversation_id: str | None = None,
+        uploader_id: str | None = None,
+    ) -> dict[str, Attachment]:
+        """Attachment objects with fresh URLs, from media (the only one that can sign them).
+
+        Asked only when there are attachments to show; media being down is a 503.
+        """
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        found: AttachmentList = await self.rpc.call(
+            GetAttachments(
+                workspace_id=workspace_id,
+                attachment_ids=wanted,
+                conversation_id=conversation_id,
+                uploader_id=uploader_id,
+            )
+        )
+        return {a.attachment.id: a.attachment for a in found.data}
+
+    async def _row_attachments(
+        self, workspace_id: str, rows: Iterable[Row]
+    ) -> dict[str, Attachment]:
+        return await self._attachments(
+            workspace_id, [i for row in rows for i in render.attachment_ids(row)]
+        )
+
     async def _render_messages(
         self, workspace_id: str, page: MessagePage, viewer: str | None
     ) -> list[Message]:
         users = await self._profiles(
             workspace_id, {r["sender_id"] for r in page.rows if r["sender_id"] is not None}
         )
+        attachments = await self._row_attachments(workspace_id, page.rows)
         return [
-            render.message_for(row, page.reactions.get(row["id"], []), viewer, users)
+            render.message_for(row, page.reactions.get(row["id"], []), viewer, users, attachments)
             for row in page.rows
         ]
 
@@ -356,8 +403,11 @@ class Handlers:
         user_ids = {uid for m in members.values() for uid, _ in m}
         user_ids |= {r["sender_id"] for r in page.rows if r["sender_id"] is not None}
         users = await self._profiles(workspace_id, user_ids)
+        attachments = await self._row_attachments(workspace_id, page.rows)
         last = {
-            r["id"]: render.message_for(r, page.reactions.get(r["id"], []), viewer, users)
+            r["id"]: render.message_for(
+                r, page.reactions.get(r["id"], []), viewer, users, attachments
+            )
             for r in page.rows
         }
         return [
@@ -484,6 +534,20 @@ class Handlers:
             if sender_id in users and users[sender_id].erased:
                 raise NotFound("User not found.", {"sender_id": "this user was erased"})
         banned = sender_id in users and users[sender_id].banned
+        if banned and sender_id is not None:
+            # A rejection is checked against the log first: an unban may be on its way.
+            users.update(await self._caught_up_users(actor.workspace_id, [sender_id]))
+            banned = users[sender_id].banned
+        attachments: dict[str, Attachment] = {}
+        if data.attachment_ids and sender_id is not None:
+            # Media knows which exist here and who uploaded them; the decider knows
+            # (from the log) which are attached already.
+            attachments = await self._attachments(
+                actor.workspace_id,
+                data.attachment_ids,
+                conversation_id=conversation_id,
+                uploader_id=sender_id,
+            )
         message_id = new_id("msg")
         client_msg_id = data.client_msg_id
         msg_id = (
@@ -505,6 +569,7 @@ class Handlers:
                 message_id=message_id,
                 banned=banned,
                 now=now,
+                attachments=list(attachments.values()),
             ),
             actor=actor,
             ctx=ctx,
@@ -518,7 +583,7 @@ class Handlers:
             and (not appended.duplicate or original in (None, event.message_id))
         ):
             return MessageSaved(
-                message=render.posted_message(event, render.sender(sender_id, users)),
+                message=render.posted_message(event, render.sender(sender_id, users), attachments),
                 created=True,
                 stream_seq=appended.seq,
             )
@@ -530,8 +595,9 @@ class Handlers:
         if found is None:
             raise Unavailable("The read model is catching up; try again shortly.")
         row, pairs = found
+        attachments = await self._row_attachments(actor.workspace_id, [row])
         return MessageSaved(
-            message=render.message_for(row, pairs, actor.user_id, users),
+            message=render.message_for(row, pairs, actor.user_id, users, attachments),
             created=False,
             stream_seq=row["stream_seq"],
         )
@@ -558,8 +624,9 @@ class Handlers:
         row, pairs = found
         users = await self._profiles(cmd.actor.workspace_id, [cmd.actor.user_id or ""])
         row = {**row, "content": event.content, "edited_at": event.at}
+        attachments = await self._row_attachments(cmd.actor.workspace_id, [row])
         return MessageSaved(
-            message=render.message_for(row, pairs, cmd.actor.user_id, users),
+            message=render.message_for(row, pairs, cmd.actor.user_id, users, attachments),
             created=False,
             stream_seq=appended.seq,
         )
@@ -746,17 +813,49 @@ class Handlers:
         rows, has_more = await self.store.events(row["id"], after=query.after, limit=limit)
         user_ids = {u for r in rows for u in render.payload_user_ids(r["name"], r["data"])}
         users = await self._profiles(query.actor.workspace_id, user_ids)
+        attachments = await self._attachments(
+            query.actor.workspace_id,
+            [i for r in rows for i in render.payload_attachment_ids(r["name"], r["data"])],
+        )
         data = [
             HistoryEvent(
                 seq=r["seq"],
                 event=r["name"],
-                data=render.enrich(r["name"], r["data"], users),
+                data=render.enrich(r["name"], r["data"], users, attachments),
                 at=r["at"],
             )
             for r in rows
         ]
         return EventList(
             data=data, has_more=has_more, next_cursor=str(data[-1].seq) if has_more else None
+        )
+
+    async def check_participant(self, query: CheckParticipant, _ctx: CallContext) -> Ok:
+        """For the gateway's own endpoints (uploads): may this actor see the conversation?"""
+        await self._min_seq(query.min_seq)
+        await self._visible(query.actor, query.conversation_id)
+        return Ok()
+
+    async def get_message(self, query: GetMessage, _ctx: CallContext) -> MessageRecord:
+        """For the fanout: one message as the read model has it after ``min_seq``."""
+        await self._min_seq(query.min_seq)
+        row, _ = await self._visible(query.actor, query.conversation_id)
+        found = await self.store.message(
+            _valid(query.message_id, "Message"), conversation_id=row["id"]
+        )
+        if found is None:
+            raise NotFound(domain.MESSAGE_NOT_FOUND)
+        message, pairs = found
+        sender_id = message["sender_id"]
+        users = await self._profiles(query.actor.workspace_id, [sender_id] if sender_id else [])
+        attachments = await self._row_attachments(query.actor.workspace_id, [message])
+        hidden = bool(message["hidden"]) and not message["deleted"]
+        return MessageRecord(
+            message=render.message_for(message, pairs, query.actor.user_id, users, attachments),
+            reactions=list(pairs),
+            hidden=hidden,
+            hidden_content=message["content"] if hidden else None,
+            attachment_ids=list(message["attachment_ids"] or ()),
         )
 
     async def list_reports(self, query: ListReports, _ctx: CallContext) -> ReportList:

@@ -81,6 +81,12 @@ async def _upsert(
     await conn.execute(stmt, rows)
 
 
+def read_model(schema: str = SCHEMA) -> list[Projection]:
+    """The projections of schema ``messaging`` (entry point ``confab.projections``), built
+    on ``schema``: the CLI rebuilds and verifies them in a scratch schema."""
+    return [UsersProjection(schema=schema), ConversationsProjection(schema=schema)]
+
+
 # -- users -----------------------------------------------------------------------------------
 
 
@@ -90,9 +96,9 @@ class UsersProjection(Projection):
     stream = IDENTITY.name
     subjects = USER_SUBJECTS
 
-    def __init__(self, name: str = "messaging.users") -> None:
+    def __init__(self, name: str = "messaging.users", schema: str = SCHEMA) -> None:
         self.name = name
-        self.metadata = sa.MetaData(schema=SCHEMA)
+        self.metadata = sa.MetaData(schema=schema)  # another schema for a rebuild
         self.tables: UserTables = define_user_tables(self.metadata)
         super().__init__()
 
@@ -147,9 +153,9 @@ class ConversationsProjection(Projection):
     stream = CONVERSATIONS.name
     subjects = CONVERSATIONS.subjects
 
-    def __init__(self, name: str = "messaging.conversations") -> None:
+    def __init__(self, name: str = "messaging.conversations", schema: str = SCHEMA) -> None:
         self.name = name
-        self.metadata = sa.MetaData(schema=SCHEMA)
+        self.metadata = sa.MetaData(schema=schema)  # another schema for a rebuild
         self.tables: ConversationTables = define_conversation_tables(self.metadata)
         super().__init__()
 

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from confab.contracts.messaging import (
+    Attachment,
     Conversation,
     ConversationCreated,
     Message,
@@ -45,6 +46,7 @@ PARTICIPANT_REMOVED = "participant.removed"
 CONVERSATION_CREATED = "conversation.created"
 
 Users = Mapping[str, UserRow]
+Attachments = Mapping[str, Attachment]  # by id, with fresh URLs (from media)
 
 
 # -- people --------------------------------------------------------------------------------
@@ -86,21 +88,34 @@ def reactions(pairs: Iterable[tuple[str, str]], viewer: str | None) -> dict[str,
     return {emoji: ReactionSummary(count=n, me=emoji in mine) for emoji, n in counts.items()}
 
 
+def attachment_ids(row: Row) -> list[str]:
+    """The attachments a message shows: none once it is deleted or hidden."""
+    if row["deleted"] or row["hidden"]:
+        return []
+    return list(row["attachment_ids"] or ())
+
+
 def message(
     row: Row,
     pairs: Iterable[tuple[str, str]],
     viewer: str | None,
     author: Sender | None,
+    attachments: Attachments | None = None,
 ) -> Message:
-    """A ``messages`` row (or a dict shaped like one) as the public object."""
+    """A ``messages`` row (or a dict shaped like one) as the public object.
+
+    ``attachments`` has the objects of the row's attachment ids; one media no
+    longer has (deleted) is left out.
+    """
     gone = bool(row["deleted"] or row["hidden"])
+    found = attachments or {}
     return Message(
         id=row["id"],
         conversation_id=row["conversation_id"],
         seq=row["seq"],
         sender=author,
         content="" if gone else row["content"],
-        attachments=[],  # no attachment can exist until the media service stores one
+        attachments=[found[i] for i in attachment_ids(row) if i in found],
         reply_to=row["reply_to"],
         metadata=dict(row["metadata"] or {}),
         reactions=reactions(pairs, viewer),
@@ -112,9 +127,13 @@ def message(
 
 
 def message_for(
-    row: Row, pairs: Iterable[tuple[str, str]], viewer: str | None, users: Users
+    row: Row,
+    pairs: Iterable[tuple[str, str]],
+    viewer: str | None,
+    users: Users,
+    attachments: Attachments | None = None,
 ) -> Message:
-    return message(row, pairs, viewer, sender(row["sender_id"], users))
+    return message(row, pairs, viewer, sender(row["sender_id"], users), attachments)
 
 
 def posted_row(event: MessagePosted, stream_seq: int) -> dict[str, Any]:
@@ -138,9 +157,11 @@ def posted_row(event: MessagePosted, stream_seq: int) -> dict[str, Any]:
     }
 
 
-def posted_message(event: MessagePosted, author: Sender | None) -> Message:
+def posted_message(
+    event: MessagePosted, author: Sender | None, attachments: Attachments | None = None
+) -> Message:
     """The reply to a post, straight from the decided event (no read-model round trip)."""
-    return message(posted_row(event, 0), (), None, author)
+    return message(posted_row(event, 0), (), None, author, attachments)
 
 
 # -- conversations -------------------------------------------------------------------------
@@ -195,6 +216,8 @@ def message_payload(row: Row, pairs: Iterable[tuple[str, str]], event_seq: int) 
     """``message.created`` / ``message.updated``: the message object, reactions' ``me`` false."""
     data: dict[str, Any] = _plain(message(row, pairs, None, None))
     data["sender"] = {"id": row["sender_id"]} if row["sender_id"] is not None else None
+    # By id, like the sender: URLs expire, so ``enrich`` fills them in when read.
+    data["attachments"] = [{"id": i} for i in attachment_ids(row)]
     data["event_seq"] = event_seq
     return data
 
@@ -234,13 +257,27 @@ def payload_user_ids(name: str, data: Mapping[str, Any]) -> set[str]:
     return set()
 
 
-def enrich(name: str, data: Mapping[str, Any], users: Users) -> dict[str, Any]:
-    """A stored payload with the current profiles of the users it names."""
+def payload_attachment_ids(name: str, data: Mapping[str, Any]) -> list[str]:
+    """The attachments whose objects ``enrich`` will fill into a stored payload."""
+    if name not in (MESSAGE_CREATED, MESSAGE_UPDATED):
+        return []
+    return [a["id"] for a in data.get("attachments") or () if isinstance(a, dict) and "id" in a]
+
+
+def enrich(
+    name: str, data: Mapping[str, Any], users: Users, attachments: Attachments | None = None
+) -> dict[str, Any]:
+    """A stored payload with the current profiles of the users it names, and the
+    attachment objects (with fresh URLs) of the attachments it names."""
     out = dict(data)
     if name in (MESSAGE_CREATED, MESSAGE_UPDATED):
         found = out.get("sender")
         if isinstance(found, dict) and "id" in found:
             out["sender"] = _plain(sender(found["id"], users))
+        ids = payload_attachment_ids(name, out)
+        if ids or "attachments" in out:
+            have = attachments or {}
+            out["attachments"] = [_plain(have[i]) for i in ids if i in have]
     elif name == CONVERSATION_CREATED:
         out["participants"] = [
             _plain(participant(p["id"], int(p.get("last_read_seq", 0)), users))

@@ -13,6 +13,7 @@ from confab.contracts.messaging import (
     MAX_ATTACHMENTS,
     METADATA_MAX_BYTES,
     Actor,
+    Attachment,
     ConversationCreated,
     MessageDeleted,
     MessageEdited,
@@ -332,13 +333,64 @@ def test_banned_senders_and_invalid_content() -> None:
     assert "metadata" in invalid.value.details
 
 
-def test_attachments_are_unknown_until_media_exists_and_replies_must_be_local() -> None:
+def attachment(attachment_id: str) -> Attachment:
+    return Attachment(
+        id=attachment_id,
+        filename=f"{attachment_id}.png",
+        content_type="image/png",
+        size=10,
+        url="https://s3.example/signed",
+    )
+
+
+def test_attachments_must_be_known_and_belong_to_one_message() -> None:
     state = created()
+    # Media answered nothing for these (another conversation, uploader, or no such thing).
     with pytest.raises(InvalidRequest) as err:
         post(state, user(ANN), attachment_ids=["att_1", "att_2"])
     assert err.value.details == {"attachment_ids": "unknown attachment: att_1, att_2"}
+    with pytest.raises(InvalidRequest) as err:
+        post(
+            state,
+            user(ANN),
+            attachment_ids=["att_1", "att_2"],
+            attachments=[attachment("att_2")],
+        )
+    assert err.value.details == {"attachment_ids": "unknown attachment: att_1"}
     with pytest.raises(InvalidRequest):
         post(state, user(ANN), attachment_ids=[f"a{i}" for i in range(MAX_ATTACHMENTS + 1)])
+    with pytest.raises(InvalidRequest) as err:
+        post(state, user(ANN), attachment_ids=["att_1"] * 2, attachments=[attachment("att_1")])
+    assert "at most once" in err.value.details["attachment_ids"]
+
+    found = [attachment("att_2"), attachment("att_1")]
+    event = post(state, user(ANN), attachment_ids=["att_1", "att_2"], attachments=found)
+    assert isinstance(event, MessagePosted)
+    assert [a.id for a in event.attachments] == ["att_1", "att_2"]  # in the message's order
+    assert all(a.url is None for a in event.attachments)  # URLs expire: never in the log
+    domain.evolve(state, event)
+    with pytest.raises(InvalidRequest) as err:
+        post(state, user(ANN), attachment_ids=["att_2"], attachments=[attachment("att_2")])
+    assert err.value.details == {"attachment_ids": "already attached to another message: att_2"}
+
+    # Deleting the message names its attachments, for media to delete them.
+    deleted = domain.decide_delete_message(
+        state, actor=user(ANN), message_id=event.message_id, now=T0
+    )
+    assert deleted is not None and deleted.attachment_ids == ["att_1", "att_2"]
+    plain = posted(state, user(ANN))
+    moderated = domain.decide_moderate_message(
+        state,
+        actor=Actor(workspace_id=WS, key_id="key_1"),
+        message_id=plain,
+        action="delete",
+        now=T0,
+    )
+    assert moderated is not None and moderated.attachment_ids == []
+
+
+def test_replies_must_be_local() -> None:
+    state = created()
     with pytest.raises(InvalidRequest) as err:
         post(state, user(ANN), reply_to="msg_elsewhere")
     assert "reply_to" in err.value.details

@@ -57,7 +57,7 @@ from confab.contracts.messaging import (
     subject,
 )
 from confab.db import create_engine
-from confab.errors import ConfabError, Forbidden, InvalidRequest, NotFound
+from confab.errors import ConfabError, Forbidden, InvalidRequest, NotFound, Unavailable
 from confab.eventlog import append, read_subject
 from confab.ids import new_id
 from confab.projection import ProjectionRunner, consumer_name
@@ -718,7 +718,9 @@ async def test_banned_users_cannot_post_and_authors_alone_edit(world: World, cal
         ),
         NotFound,
     )
-    err = await fails(
+    # Attachments are checked with media, which is not running here: a retryable 503
+    # (the end-to-end tests check them against a real media service).
+    await fails(
         call,
         PostMessage(
             actor=world.as_user(ann),
@@ -726,9 +728,8 @@ async def test_banned_users_cannot_post_and_authors_alone_edit(world: World, cal
             sender_id=ann,
             input=MessageInput(content="x", attachment_ids=["att_1"]),
         ),
-        InvalidRequest,
+        Unavailable,
     )
-    assert err.details == {"attachment_ids": "unknown attachment: att_1"}
     # The tenant posts system messages and as participants.
     system = await world.post(None, cid, "Booking confirmed")
     assert system.message.sender is None

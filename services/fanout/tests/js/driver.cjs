@@ -17,7 +17,12 @@
 //   {"cmd":"echo_listen_whisper","id":"e","channel":"orders.1","event":"typing"}
 //   {"cmd":"echo_join","id":"e","channel":"room.1"}
 //   {"cmd":"disconnect","id":"a"}
+//   {"cmd":"resume","id":"a","channel":"private-conversation.x","when":"connected"|"subscribed"}
+//     confab:resume on every reconnect, after_seq = the last event_seq seen on the channel:
+//     "connected": as soon as the socket is back, before pusher-js re-subscribes;
+//     "subscribed": once the re-subscription succeeded.
 //
+// "headers" on pusher/echo go with the auth requests (e.g. a widget's session token).
 // Records: {"id","type":"state"|"message"|"event"|"error"|"members"|"user_event"|…, …}
 
 'use strict';
@@ -44,20 +49,39 @@ function pusherOptions(cmd) {
       endpoint: cmd.authEndpoint || 'http://127.0.0.1:1/none',
       transport: 'ajax',
       params: cmd.params || {},
+      headers: cmd.headers || {},
     },
     userAuthentication: {
       endpoint: cmd.userAuthEndpoint || 'http://127.0.0.1:1/none',
       transport: 'ajax',
       params: cmd.params || {},
+      headers: cmd.headers || {},
     },
     ...(cmd.options || {}),
   };
 }
 
+function sendResume(id, channel) {
+  const client = clients[id];
+  const afterSeq = client.lastSeq[channel] || 0;
+  client.pusher.send_event('confab:resume', { channel, after_seq: afterSeq });
+  out({ id, type: 'resume_sent', channel, after_seq: afterSeq });
+}
+
 function watchConnection(id, pusher) {
-  pusher.connection.bind('state_change', (s) =>
+  let connectedBefore = false;
+  pusher.connection.bind('state_change', (s) => {
     out({ id, type: 'state', previous: s.previous, current: s.current,
-          socket_id: pusher.connection.socket_id || null }));
+          socket_id: pusher.connection.socket_id || null });
+    if (s.current !== 'connected') return;
+    const client = clients[id];
+    if (connectedBefore && client) {
+      for (const [channel, when] of Object.entries(client.resume)) {
+        if (when === 'connected') sendResume(id, channel);
+      }
+    }
+    connectedBefore = true;
+  });
   pusher.connection.bind('message', (m) =>
     out({ id, type: 'message', event: m.event, channel: m.channel || null,
           data: m.data === undefined ? null : m.data, user_id: m.user_id || null }));
@@ -83,7 +107,7 @@ function handle(cmd) {
   switch (cmd.cmd) {
     case 'pusher': {
       const pusher = new Pusher(cmd.key, pusherOptions(cmd));
-      clients[id] = { pusher };
+      clients[id] = { pusher, lastSeq: {}, resume: {} };
       watchConnection(id, pusher);
       break;
     }
@@ -95,6 +119,12 @@ function handle(cmd) {
           record.members = members(channel);
         }
         out(record);
+        if (data && typeof data.event_seq === 'number') {
+          client.lastSeq[cmd.channel] = Math.max(client.lastSeq[cmd.channel] || 0, data.event_seq);
+        }
+        if (event === 'pusher:subscription_succeeded' && client.resume[cmd.channel] === 'subscribed') {
+          sendResume(id, cmd.channel);
+        }
       });
       break;
     }
@@ -127,12 +157,12 @@ function handle(cmd) {
         key: cmd.key,
         ...pusherOptions(cmd),
         authEndpoint: cmd.authEndpoint,
-        auth: { headers: {}, params: cmd.params || {} },
+        auth: { headers: cmd.headers || {}, params: cmd.params || {} },
       };
       delete options.channelAuthorization;
       delete options.userAuthentication;
       const echo = new Echo(options);
-      clients[id] = { echo, pusher: echo.connector.pusher };
+      clients[id] = { echo, pusher: echo.connector.pusher, lastSeq: {}, resume: {} };
       watchConnection(id, echo.connector.pusher);
       break;
     }
@@ -157,6 +187,11 @@ function handle(cmd) {
         .joining((user) => out({ id, type: 'joining', channel: cmd.channel, user }))
         .leaving((user) => out({ id, type: 'leaving', channel: cmd.channel, user }));
       break;
+    case 'resume': {
+      client.resume[cmd.channel] = cmd.when || 'connected';
+      out({ id, type: 'resume_armed', channel: cmd.channel });
+      break;
+    }
     case 'disconnect':
       if (client.echo) client.echo.disconnect(); else client.pusher.disconnect();
       out({ id, type: 'disconnected' });

@@ -1,0 +1,465 @@
+"""Rebuilding a read model from the log next to the live one, swapping it in, and verifying.
+
+A read model is the set of tables of one PostgreSQL schema (``messaging``), written
+by its projections (``confab.readmodels``). Rebuilding replays each projection's
+stream into the same tables in a scratch schema (``messaging_rebuild``), with its
+own checkpoint rows, while the live schema keeps serving and its runners keep
+applying new events. An interrupted rebuild resumes from the scratch checkpoints.
+
+The swap, in one transaction:
+
+1. take the schema's swap lock exclusively (``projection.swap_lock_key``): every
+   live batch transaction takes it in shared mode before touching a table, so
+   the batch in flight finishes and the next one waits — queries keep running;
+2. replay the last few events into the scratch tables, so each scratch
+   checkpoint is at least where the live one is;
+3. ``ALTER SCHEMA messaging RENAME TO messaging_retired`` and
+   ``ALTER SCHEMA messaging_rebuild RENAME TO messaging`` (renames are
+   transactional in PostgreSQL, so readers see the old schema or the new one);
+4. announce the new checkpoints (NOTIFY) and commit.
+
+The waiting live batch then finds a checkpoint that is not the one it wrote,
+rolls back, and its runner recreates its consumer from the swapped-in
+checkpoint (``projection.CheckpointMoved``). Queries are not disturbed: names
+in prepared statements are resolved again after a schema changes, and the
+tables have the same columns. The retired schema is dropped afterwards.
+
+Verifying rebuilds into ``<schema>_verify`` up to exactly the live checkpoints
+(taken with the live runners paused for a moment, under the same lock, in a
+repeatable-read snapshot), then compares every table row by row in SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from nats.js import JetStreamContext
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from confab.db import create_tables
+from confab.events import Envelope, UnknownEvent, open_envelope
+from confab.logging import get_logger
+from confab.projection import NOTIFY_CHANNEL, Projection, _lock_key, swap_lock_key
+from confab.readmodels import ReadModel
+from confab.streamread import Start, StreamReader, position
+
+log = get_logger("confab.rebuild")
+
+CHECKPOINTS = "projection_checkpoints"
+
+
+class RebuildError(Exception):
+    """The rebuild cannot go on; the message is one line for the operator."""
+
+
+class Progress:
+    """Counts events to replay and replayed; subclasses show it."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.started = time.monotonic()
+
+    def add_total(self, n: int) -> None:
+        self.total += n
+        self.changed()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        self.changed()
+
+    def changed(self) -> None:
+        """Called on every change; throttle in subclasses."""
+
+    def finish(self) -> None:
+        """Called once the replay is over."""
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+
+# -- one projection ---------------------------------------------------------------------------
+
+
+class Replayer:
+    """Feeds one projection instance (on a scratch schema) from its stream, in batches."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        engine: AsyncEngine,
+        projection: Projection,
+        *,
+        batch_size: int = 2000,
+    ) -> None:
+        self.js = js
+        self.engine = engine
+        self.projection = projection
+        self.batch_size = batch_size
+        self.position = 0
+        self.skipped = 0
+
+    async def prepare(self) -> None:
+        await create_tables(self.engine, self.projection.metadata)
+        table = self.projection.checkpoints
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.dialects.postgresql.insert(table)
+                .values(name=self.projection.name, last_seq=0)
+                .on_conflict_do_nothing()
+            )
+            row = await conn.execute(
+                sa.select(table.c.last_seq).where(table.c.name == self.projection.name)
+            )
+            self.position = int(row.scalar_one())
+
+    async def run(self, progress: Progress, *, until: int | None = None) -> int:
+        """Replay from the checkpoint to the end of the stream (or to ``until``); return how
+        many events were read."""
+        p = self.projection
+        if until is not None and until <= self.position:
+            return 0
+        read = 0
+        reader = StreamReader(
+            self.js, p.stream, p.subjects, Start(seq=self.position + 1), batch=self.batch_size
+        )
+        async with reader:
+            progress.add_total(reader.pending)
+            async for msgs in reader.batches(until=until):
+                events = [e for e in map(self._open, msgs) if e is not None]
+                await self._commit(events, position(msgs[-1])[0])
+                read += len(msgs)
+                progress.advance(len(msgs))
+            # Counted at the start, but past ``until``: not to be read this time.
+            progress.add_total(-(reader.pending - read))
+        return read
+
+    def _open(self, msg: Any) -> Envelope | None:
+        seq, _, ns = position(msg)
+        try:
+            return open_envelope(
+                msg.headers or {},
+                msg.data,
+                subject=msg.subject,
+                seq=seq,
+                time=datetime.fromtimestamp(ns / 1e9, UTC),
+            )
+        except (UnknownEvent, KeyError, ValueError) as exc:
+            self.skipped += 1
+            log.error(
+                "rebuild_skipped_event", projection=self.projection.name, seq=seq, error=str(exc)
+            )
+            return None
+
+    async def _commit(self, events: Sequence[Envelope], last_seq: int) -> None:
+        table = self.projection.checkpoints
+        name = self.projection.name
+        async with self.engine.begin() as conn:
+            # Scratch tables: a crash may lose the last commits, never half of one (the
+            # checkpoint moves with the rows), and the replay just does them again.
+            await conn.execute(sa.text("SET LOCAL synchronous_commit TO off"))
+            row = await conn.execute(
+                sa.select(table.c.last_seq).where(table.c.name == name).with_for_update()
+            )
+            applied = int(row.scalar_one())
+            if applied != self.position:
+                raise RebuildError(f"{name}: something else writes {table.schema}")
+            fresh = [e for e in events if e.seq > applied]
+            if fresh:
+                await self.projection.apply(conn, fresh)
+            await conn.execute(
+                table.update()
+                .where(table.c.name == name)
+                .values(last_seq=last_seq, updated_at=sa.func.now())
+            )
+        self.position = last_seq
+
+
+# -- a whole read model ----------------------------------------------------------------------
+
+
+@dataclass
+class RowDiff:
+    table: str
+    key: dict[str, Any]
+    live: dict[str, Any] | None  # None: the row is missing from the live read model
+    rebuilt: dict[str, Any] | None  # None: the log does not produce this live row
+
+    @property
+    def kind(self) -> str:
+        if self.live is None:
+            return "missing"
+        if self.rebuilt is None:
+            return "extra"
+        return "changed"
+
+    @property
+    def columns(self) -> list[str]:
+        if self.live is None or self.rebuilt is None:
+            return []
+        names = list(self.live) + [c for c in self.rebuilt if c not in self.live]
+        return [c for c in names if self.live.get(c) != self.rebuilt.get(c)]
+
+
+@dataclass
+class Verification:
+    checkpoints: dict[str, int]  # projection -> the stream sequence both sides are at
+    differences: dict[str, int] = field(default_factory=dict)  # table -> rows that differ
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows compared (live side)
+    checkpoint_mismatch: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        return not any(self.differences.values()) and not self.checkpoint_mismatch
+
+
+@dataclass
+class Swapped:
+    checkpoints: dict[str, int]
+    paused_seconds: float
+    caught_up_in_pause: int
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class ReadModelRebuild:
+    """Rebuild (``purpose="rebuild"``) or verify (``"verify"``) one read model."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        engine: AsyncEngine,
+        model: ReadModel,
+        *,
+        purpose: str = "rebuild",
+        batch_size: int = 2000,
+    ) -> None:
+        self.js = js
+        self.engine = engine
+        self.model = model
+        self.live_schema = model.schema
+        self.scratch_schema = f"{self.live_schema}_{purpose}"
+        self.retired_schema = f"{self.live_schema}_retired"
+        self.projections = model.projections(self.scratch_schema)
+        self.replayers = [Replayer(js, engine, p, batch_size=batch_size) for p in self.projections]
+        self.batch_size = batch_size
+
+    # -- set-up --------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One rebuild (or verification) of a read model at a time, across machines."""
+        async with self.engine.connect() as conn:
+            key = _lock_key(f"scratch:{self.scratch_schema}")
+            got = (
+                await conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+            ).scalar_one()
+            await conn.commit()
+            if not got:
+                raise RebuildError(
+                    f"another process is already writing {self.scratch_schema}; "
+                    "wait for it to finish"
+                )
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    await conn.commit()
+
+    async def scratch_exists(self) -> bool:
+        async with self.engine.connect() as conn:
+            return await _schema_exists(conn, self.scratch_schema)
+
+    async def drop_scratch(self) -> None:
+        await self._drop(self.scratch_schema)
+
+    async def _drop(self, schema: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE"))
+
+    async def prepare(self) -> dict[str, int]:
+        """Create the scratch tables (or find them); return where each projection resumes."""
+        for replayer in self.replayers:
+            await replayer.prepare()
+        return self.positions()
+
+    def positions(self) -> dict[str, int]:
+        return {r.projection.name: r.position for r in self.replayers}
+
+    async def live_checkpoints(self, conn: AsyncConnection | None = None) -> dict[str, int]:
+        if conn is None:
+            async with self.engine.connect() as own:
+                return await self.live_checkpoints(own)
+        if not await _schema_exists(conn, self.live_schema):
+            return {}
+        rows = await conn.execute(
+            sa.text(f"SELECT name, last_seq FROM {quote_ident(self.live_schema)}.{CHECKPOINTS}")
+        )
+        return {name: int(seq) for name, seq in rows.all()}
+
+    # -- replaying -----------------------------------------------------------------------
+
+    async def catch_up(self, progress: Progress, until: dict[str, int] | None = None) -> int:
+        """Every projection to the end of its stream (or to ``until[name]``), concurrently."""
+        counts = await asyncio.gather(
+            *(
+                r.run(progress, until=None if until is None else until.get(r.projection.name, 0))
+                for r in self.replayers
+            )
+        )
+        return sum(counts)
+
+    async def converge(self, progress: Progress, rounds: int = 20) -> None:
+        """Catch up until a round finds little left, so a final catch-up is short."""
+        for _ in range(rounds):
+            if await self.catch_up(progress) <= self.batch_size:
+                return
+
+    # -- swapping ------------------------------------------------------------------------
+
+    async def swap(self, progress: Progress) -> Swapped:
+        await self._drop(self.retired_schema)  # left by a swap interrupted before its clean-up
+        live = quote_ident(self.live_schema)
+        scratch = quote_ident(self.scratch_schema)
+        retired = quote_ident(self.retired_schema)
+        names = [p.name for p in self.projections]
+        async with self.engine.connect() as conn:
+            async with conn.begin():
+                await conn.execute(sa.text("SET LOCAL lock_timeout = '60s'"))
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:k)"),
+                    {"k": swap_lock_key(self.live_schema)},
+                )
+                paused = time.monotonic()
+                # Live batches wait now; bring the scratch copy to the end of the log.
+                final = await self.catch_up(progress)
+                behind = {
+                    name: seq
+                    for name, seq in (await self.live_checkpoints(conn)).items()
+                    if name in names and seq > self.positions()[name]
+                }
+                if behind:
+                    raise RebuildError(f"the rebuilt read model is behind the live one: {behind}")
+                if await _schema_exists(conn, self.live_schema):
+                    # Projections of the schema that are not rebuilt (side effects only, no
+                    # tables) keep their place.
+                    await conn.execute(
+                        sa.text(
+                            f"INSERT INTO {scratch}.{CHECKPOINTS} (name, last_seq, updated_at) "
+                            f"SELECT name, last_seq, updated_at FROM {live}.{CHECKPOINTS} "
+                            "ON CONFLICT (name) DO NOTHING"
+                        )
+                    )
+                    await conn.execute(sa.text(f"ALTER SCHEMA {live} RENAME TO {retired}"))
+                await conn.execute(sa.text(f"ALTER SCHEMA {scratch} RENAME TO {live}"))
+                for name, seq in self.positions().items():
+                    await conn.execute(
+                        sa.text("SELECT pg_notify(:channel, :payload)"),
+                        {"channel": NOTIFY_CHANNEL, "payload": f"{name}:{seq}"},
+                    )
+            paused_for = time.monotonic() - paused
+        log.info("read_model_swapped", schema=self.live_schema, paused_seconds=round(paused_for, 3))
+        await self._drop(self.retired_schema)
+        return Swapped(self.positions(), paused_for, final)
+
+    # -- verifying -----------------------------------------------------------------------
+
+    async def verify(self, progress: Progress, report: Callable[[RowDiff], None]) -> Verification:
+        """Replay to the live checkpoints, then compare every table; ``report`` each row that
+        differs as it is found."""
+        # Follow the live read model until it is close, without holding anything.
+        for _ in range(20):
+            target = await self.live_checkpoints()
+            if await self.catch_up(progress, until=target) <= self.batch_size:
+                break
+        async with self.engine.connect() as hold, self.engine.connect() as snap:
+            await hold.begin()
+            await hold.execute(sa.text("SET LOCAL lock_timeout = '60s'"))
+            await hold.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": swap_lock_key(self.live_schema)}
+            )
+            # The live runners are paused: both sides can be brought to one point.
+            target = await self.live_checkpoints(hold)
+            await self.catch_up(progress, until=target)
+            snapshot = await snap.execution_options(isolation_level="REPEATABLE READ")
+            await snapshot.begin()
+            await snapshot.execute(sa.text("SELECT 1"))  # the snapshot is taken here
+            await hold.rollback()  # live runners go on; the snapshot keeps this moment
+            result = Verification(checkpoints=self.positions())
+            for name, seq in self.positions().items():
+                live_seq = target.get(name, 0)
+                if live_seq != seq:
+                    result.checkpoint_mismatch[name] = (live_seq, seq)
+            for table in self._tables():
+                differences, rows = await self._compare(snapshot, table, report)
+                result.differences[table.name] = differences
+                result.rows[table.name] = rows
+            await snapshot.rollback()
+        return result
+
+    def _tables(self) -> list[sa.Table]:
+        seen: dict[str, sa.Table] = {}
+        for projection in self.projections:
+            for table in projection.metadata.sorted_tables:
+                if table.name != CHECKPOINTS:
+                    seen.setdefault(table.name, table)
+        return list(seen.values())
+
+    async def _compare(
+        self, conn: AsyncConnection, table: sa.Table, report: Callable[[RowDiff], None]
+    ) -> tuple[int, int]:
+        live = f"{quote_ident(self.live_schema)}.{quote_ident(table.name)}"
+        scratch = f"{quote_ident(self.scratch_schema)}.{quote_ident(table.name)}"
+        keys = [c.name for c in table.primary_key.columns]
+        if not await _table_exists(conn, self.live_schema, table.name):
+            live = f"(SELECT * FROM {scratch} WHERE false)"
+        on = " AND ".join(f"l.{quote_ident(k)} = s.{quote_ident(k)}" for k in keys)
+        key_list = ", ".join(f"COALESCE(l.{quote_ident(k)}, s.{quote_ident(k)})" for k in keys)
+        rows = (await conn.execute(sa.text(f"SELECT count(*) FROM {live} AS x"))).scalar_one()
+        query = (
+            f"SELECT to_jsonb(l) AS live, to_jsonb(s) AS rebuilt "
+            f"FROM {live} AS l FULL OUTER JOIN {scratch} AS s ON {on} "
+            f"WHERE to_jsonb(l) IS DISTINCT FROM to_jsonb(s) ORDER BY {key_list}"
+        )
+        found = 0
+        result = await conn.stream(sa.text(query).columns(live=JSONB, rebuilt=JSONB))
+        async for live_row, rebuilt_row in result:
+            side = live_row if live_row is not None else rebuilt_row
+            report(
+                RowDiff(
+                    table=f"{self.live_schema}.{table.name}",
+                    key={k: side[k] for k in keys},
+                    live=live_row,
+                    rebuilt=rebuilt_row,
+                )
+            )
+            found += 1
+        return found, int(rows)
+
+
+async def _schema_exists(conn: AsyncConnection, schema: str) -> bool:
+    row = await conn.execute(
+        sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+    )
+    return row.first() is not None
+
+
+async def _table_exists(conn: AsyncConnection, schema: str, table: str) -> bool:
+    row = await conn.execute(
+        sa.text("SELECT to_regclass(:name) IS NOT NULL"),
+        {"name": f"{quote_ident(schema)}.{quote_ident(table)}"},
+    )
+    return bool(row.scalar_one())

@@ -1,0 +1,193 @@
+// Real-time: pusher-js (vendored, loaded from this folder) against Confab's fanout, and
+// Feed, which hands a conversation's events on in seq order, each exactly once.
+
+const PUSHER_FILE = 'vendor/pusher-8.6.0.min.js';
+let pusherLoading = null;
+
+// Loads the vendored pusher-js once. It is a UMD bundle: an AMD loader on the host page
+// would swallow it, so `define` is hidden while it runs, and a host page's own Pusher
+// global is put back afterwards.
+export function loadPusher(base) {
+  if (!pusherLoading) {
+    pusherLoading = new Promise((resolve, reject) => {
+      const previous = Object.getOwnPropertyDescriptor(window, 'Pusher');
+      const amd = typeof window.define === 'function' && window.define.amd ? window.define : null;
+      if (amd) window.define = undefined;
+      const restore = () => {
+        if (amd) window.define = amd;
+        const ours = window.Pusher;
+        if (previous) Object.defineProperty(window, 'Pusher', previous);
+        else delete window.Pusher;
+        return ours;
+      };
+      const script = document.createElement('script');
+      script.src = new URL(PUSHER_FILE, base).href;
+      script.async = true;
+      script.onload = () => {
+        const Pusher = restore();
+        if (typeof Pusher === 'function') resolve(Pusher);
+        else reject(new Error('pusher-js did not load'));
+      };
+      script.onerror = () => {
+        restore();
+        reject(new Error('pusher-js could not be loaded'));
+      };
+      document.head.append(script);
+    });
+  }
+  return pusherLoading;
+}
+
+// One socket for the widget. `handlers`: state(name), event(channel, name, data),
+// subscribed(channel, again), failed(channel, status).
+export class Realtime {
+  constructor(Pusher, { appKey, websocketUrl, authEndpoint, token }, handlers) {
+    const url = new URL(websocketUrl);
+    const secure = url.protocol === 'wss:';
+    const port = Number(url.port) || (secure ? 443 : 80);
+    this.handlers = handlers;
+    this.subscribedOnce = new Set();
+    this.failedChannels = new Set();
+    this.pusher = new Pusher(appKey, {
+      cluster: 'confab', // required by pusher-js; unused with wsHost
+      wsHost: url.hostname,
+      wsPort: port,
+      wssPort: port,
+      wsPath: url.pathname && url.pathname !== '/' ? url.pathname.replace(/\/+$/, '') : '',
+      forceTLS: secure,
+      enabledTransports: secure ? ['wss'] : ['ws'],
+      disableStats: true,
+      activityTimeout: 30000,
+      pongTimeout: 6000,
+      channelAuthorization: {
+        endpoint: authEndpoint,
+        transport: 'ajax',
+        headers: { Authorization: `Bearer ${token}` },
+      },
+    });
+    this.pusher.connection.bind('state_change', ({ current }) => handlers.state(current));
+  }
+
+  get state() {
+    return this.pusher.connection.state;
+  }
+
+  subscribe(channelName) {
+    if (this.pusher.channel(channelName)) return;
+    const channel = this.pusher.subscribe(channelName);
+    channel.bind('pusher:subscription_succeeded', () => {
+      const again = this.subscribedOnce.has(channelName);
+      this.subscribedOnce.add(channelName);
+      this.failedChannels.delete(channelName);
+      this.handlers.subscribed(channelName, again);
+    });
+    channel.bind('pusher:subscription_error', (error) => {
+      this.failedChannels.add(channelName);
+      this.handlers.failed(channelName, (error && error.status) || 0);
+    });
+    channel.bind_global((event, data) => {
+      if (!event.startsWith('pusher:')) this.handlers.event(channelName, event, data);
+    });
+  }
+
+  // The browser says the network is gone: an open socket cannot be trusted (and a
+  // browser may keep it half-open), so close it; connect() subscribes again.
+  disconnect() {
+    this.pusher.disconnect();
+  }
+
+  connect() {
+    this.pusher.connect();
+  }
+}
+
+// A conversation's events in seq order, each exactly once, whatever their source:
+// live from the socket, or the backlog from GET …/events?after=. Until start(cursor) is
+// called (when the snapshot it follows has loaded) events wait. A gap (a seq past the
+// next one) asks `fetchAfter(seq)` for the backlog, again after a pause if the backlog
+// does not close it yet.
+export class Feed {
+  constructor(fetchAfter, apply) {
+    this.fetchAfter = fetchAfter;
+    this.apply = apply;
+    this.cursor = null;
+    this.pending = new Map();
+    this.catching = null;
+    this.retry = null;
+    this.attempts = 0;
+  }
+
+  push(seq, name, data) {
+    if (this.cursor !== null && seq <= this.cursor) return;
+    this.pending.set(seq, { seq, name, data });
+    if (this.cursor === null) return;
+    this.drain();
+    if (this.pending.size) this.catchUp();
+  }
+
+  start(cursor) {
+    this.cursor = cursor;
+    this.drain();
+    if (this.pending.size) this.catchUp();
+  }
+
+  // Ask the server for everything after the cursor (after a reconnect, or a gap).
+  catchUp() {
+    if (this.cursor === null) return Promise.resolve();
+    if (!this.catching) {
+      this.catching = this.fetchBacklog().finally(() => {
+        this.catching = null;
+      });
+    }
+    return this.catching;
+  }
+
+  async fetchBacklog() {
+    clearTimeout(this.retry);
+    let more = true;
+    try {
+      while (more) {
+        const page = await this.fetchAfter(this.cursor);
+        for (const event of page.data) {
+          if (event.seq > this.cursor) {
+            this.pending.delete(event.seq);
+            this.cursor = event.seq;
+            this.apply(event.event, event.data, event.seq);
+          }
+        }
+        more = page.has_more && page.data.length > 0;
+      }
+      this.drain();
+      if (this.pending.size && this.attempts >= 6) {
+        // The complete backlog never had the missing seqs: go on from the next known one.
+        this.cursor = Math.min(...this.pending.keys()) - 1;
+        this.drain();
+      }
+    } catch {
+      // Offline or unavailable: try again later.
+    }
+    if (this.pending.size) this.later();
+    else this.attempts = 0;
+  }
+
+  later() {
+    clearTimeout(this.retry);
+    const delay = Math.min(250 * 2 ** this.attempts, 5000);
+    this.attempts += 1;
+    this.retry = setTimeout(() => this.catchUp(), delay);
+  }
+
+  drain() {
+    for (const seq of this.pending.keys()) if (seq <= this.cursor) this.pending.delete(seq);
+    while (this.pending.has(this.cursor + 1)) {
+      const next = this.pending.get(this.cursor + 1);
+      this.pending.delete(next.seq);
+      this.cursor = next.seq;
+      this.apply(next.name, next.data, next.seq);
+    }
+  }
+
+  stop() {
+    clearTimeout(this.retry);
+  }
+}

@@ -1,0 +1,138 @@
+"""The media decider and its rules: policies, file names, keys; no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from confab.contracts.media import AttachmentDeleted, AttachmentStored
+from confab.errors import Conflict, InvalidRequest
+from confab_media import domain
+from confab_media.domain import TYPES, Policy
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+PNG, TEXT, PDF = TYPES["image/png"], TYPES["text/plain"], TYPES["application/pdf"]
+
+
+def stored(attachment_id: str = "att_1") -> AttachmentStored:
+    return AttachmentStored(
+        workspace_id="ws_1",
+        attachment_id=attachment_id,
+        conversation_id="conv_1",
+        uploader_id="usr_1",
+        filename="a.png",
+        content_type="image/png",
+        size=10,
+        key=domain.object_key("ws_1", attachment_id, "png"),
+        sha256="00",
+        at=T0,
+    )
+
+
+def delete(state: domain.AttachmentState) -> AttachmentDeleted | None:
+    return domain.decide_delete(
+        state,
+        workspace_id="ws_1",
+        attachment_id="att_1",
+        reason="message_deleted",
+        message_id="msg_1",
+        now=T0,
+    )
+
+
+def test_an_attachment_is_stored_once_and_deleted_once() -> None:
+    state = domain.initial()
+    assert delete(state) is None  # never stored: nothing to delete
+    event = domain.decide_store(state, stored())
+    assert event is not None
+    state = domain.evolve(state, event)
+    assert state.exists
+    assert domain.decide_store(state, stored()) is None  # a retried ingest
+    gone = delete(state)
+    assert gone is not None and gone.message_id == "msg_1"
+    state = domain.evolve(state, gone)
+    assert not state.exists and delete(state) is None
+    with pytest.raises(Conflict):
+        domain.decide_store(state, stored())
+    # Folding an event twice changes nothing.
+    assert domain.evolve(state, event) == state and domain.evolve(state, gone) == state
+
+
+def test_policies_default_and_per_workspace() -> None:
+    default = Policy()
+    assert default.max_bytes == 25 * 1024 * 1024
+    assert all(default.allows(t) for t in ("image/png", "application/pdf", "text/plain"))
+    assert not default.allows("application/x-msdownload")
+    overrides = domain.parse_policies(
+        '{"ws_small": {"max_bytes": 1000, "allowed_types": ["image/*"]}, "ws_big": '
+        '{"max_bytes": 99999999}}',
+        default,
+    )
+    small = domain.policy_for("ws_small", default, overrides)
+    assert (small.max_bytes, small.allows("image/webp"), small.allows("application/pdf")) == (
+        1000,
+        True,
+        False,
+    )
+    big = domain.policy_for("ws_big", default, overrides)
+    assert big.max_bytes == 99999999 and big.allowed == default.allowed
+    assert domain.policy_for("ws_other", default, overrides) is default
+    assert domain.parse_types(" image/png, text/* ") == ("image/png", "text/*")
+    assert domain.parse_types("") == domain.DEFAULT_ALLOWED
+    for bad in ('{"ws": {"max_bytes": 0}}', '{"ws": {"nope": 1}}', "[1]", "{"):
+        with pytest.raises(ValueError):
+            domain.parse_policies(bad, default)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "kept"),
+    [
+        ("photo.png", PNG, "photo.png"),
+        ("  holiday   photo .png ", PNG, "holiday photo .png"),
+        ("Café.PNG", PNG, "Café.PNG"),
+        ("report", PDF, "report.pdf"),
+        ("notes.html", TEXT, "notes.html.txt"),  # never served under a misleading extension
+        ("data.csv", TEXT, "data.csv"),
+        ("what?.png", PNG, "what_.png"),
+        (".env", TEXT, "env.txt"),
+        (None, PDF, "file.pdf"),
+        ("", PDF, "file.pdf"),
+        ("é" * 300 + ".png", PNG, "é" * 125 + ".png"),
+    ],
+)
+def test_filenames_are_kept_safe_for_display_and_download(
+    raw: str | None, kind: domain.FileType, kept: str
+) -> None:
+    name = domain.sanitize_filename(raw, kind)
+    assert name == kept
+    assert len(name.encode()) <= 255
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *("../x.png", "a/b.png", "C:\\x\\y.png", "a\x00.png", "bell\x07.png", "new\nline.png"),
+        *("..", ".", "x\u202egnp.exe", "tab\t.png", "trailing\n"),
+    ],
+)
+def test_names_with_paths_or_control_characters_are_refused(raw: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        domain.sanitize_filename(raw, PNG)
+    assert set(err.value.details) == {"filename"}
+
+
+def test_keys_and_disposition() -> None:
+    assert domain.object_key("ws_1", "att_1", "png") == "workspaces/ws_1/attachments/att_1.png"
+    thumb = domain.thumbnail_key("ws_1", "att_1", "jpg")
+    assert thumb.startswith(domain.attachment_prefix("ws_1", "att_1"))
+    assert not domain.object_key("ws_1", "att_10", "png").startswith(
+        domain.attachment_prefix("ws_1", "att_1")
+    )
+    header = domain.content_disposition('Straße "1".pdf', inline=False)
+    assert header.startswith('attachment; filename="Strae _1_.pdf"') or header.startswith(
+        'attachment; filename="Strasse'
+    )
+    assert "filename*=UTF-8''Stra%C3%9Fe%20%221%22.pdf" in header
+    assert domain.content_disposition("a.png", inline=True).startswith("inline;")
+    assert domain.deletable(["a", "a", "", None, "b"]) == ["a", "b"]

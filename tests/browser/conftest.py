@@ -1,0 +1,244 @@
+"""Browser tests: headless Chromium (Debian's `chromium`) driven by Playwright.
+
+Playwright never downloads a browser here: it launches the system's Chromium by path
+(`CONFAB_CHROMIUM`, else `chromium` on PATH, else /usr/bin/chromium). Without one the
+tests are skipped, saying so; `.ci/run` installs it when run as root.
+
+The widget is tested as a tenant embeds it: a page of another origin (a small server on
+another port of 127.0.0.1) with one script tag from the gateway.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from tests.client import Api, new_workspace
+from tests.stack import RunningStack
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("CONFAB_CHROMIUM"), shutil.which("chromium")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no Chromium binary (apt-get install chromium; .ci/run does it as root)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+def png_bytes(
+    size: tuple[int, int] = (480, 320), color: tuple[int, int, int] = (79, 70, 229)
+) -> bytes:
+    out = io.BytesIO()
+    image = Image.new("RGB", size, color)
+    for x in range(size[0] // 3, size[0] // 3 * 2):  # a lighter band, so it is visibly a picture
+        for y in range(size[1] // 3, size[1] // 3 * 2):
+            image.putpixel((x, y), (250, 204, 21))
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+@dataclass
+class Person:
+    user: dict[str, Any]
+    token: str
+    api: Api
+
+    @property
+    def id(self) -> str:
+        return str(self.user["id"])
+
+
+@dataclass
+class Shop:
+    """A tenant workspace, people with widget sessions, and their pages."""
+
+    stack: RunningStack
+    http: aiohttp.ClientSession
+    tenant: Api
+    contexts: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    browser: Any = None
+    host: str = ""  # the tenant's site: another origin than the gateway
+
+    async def person(self, name: str) -> Person:
+        status, user = await self.tenant.post(
+            "/api/v1/users", {"external_id": f"{name}-{uuid.uuid4().hex[:8]}", "name": name}
+        )
+        assert status == 201, user
+        status, session = await self.tenant.post("/api/v1/sessions", {"user_id": user["id"]})
+        assert status == 201, session
+        token = session["token"]
+        return Person(user, token, self.tenant.as_(Authorization=f"Bearer {token}"))
+
+    async def conversation(
+        self, *people: Person, kind: str = "direct", title: str | None = None
+    ) -> str:
+        body: dict[str, Any] = {"participant_ids": [p.id for p in people], "type": kind}
+        if title:
+            body["title"] = title
+        status, conv = await self.tenant.post("/api/v1/conversations", body)
+        assert status in (200, 201), conv
+        return str(conv["id"])
+
+    def allowed(self, url: str) -> bool:
+        """Where a page of the widget may connect: the host page, the gateway, the fanout,
+        object storage (attachment URLs), and the page's own blob: and data: URLs."""
+        if url.startswith(("blob:", "data:")):
+            return True
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+        info = self.stack.info
+        fanout = urlsplit(info["fanout_ws_url"]).netloc
+        return origin in (
+            self.host,
+            info["gateway_url"],
+            f"ws://{fanout}",
+            f"http://{fanout}",
+            "{0.scheme}://{0.netloc}".format(urlsplit(info["s3_endpoint"])),
+        )
+
+    def watch(self, page: Any, label: str) -> None:
+        # Uncaught exceptions and unhandled rejections (failed requests are not errors:
+        # the tests cut the network on purpose).
+        page.on("pageerror", lambda error: self.errors.append(f"{label}: {error}"))
+        page.on(
+            "request",
+            lambda request: None if self.allowed(request.url) else self.foreign.append(request.url),
+        )
+        page.on(
+            "websocket",
+            lambda ws: None if self.allowed(ws.url) else self.foreign.append(ws.url),
+        )
+
+    async def widget(
+        self,
+        person: Person,
+        *,
+        conversation_id: str | None = None,
+        open_: bool = False,
+        viewport: dict[str, int] = DESKTOP,
+        label: str = "",
+    ) -> Any:
+        """A page of another site with the widget embedded by one script tag."""
+        context = await self.browser.new_context(viewport=viewport)
+        self.contexts.append(context)
+        query = {"token": person.token, "api": self.stack.gateway}
+        if conversation_id:
+            query["conversation"] = conversation_id
+        if open_:
+            query["open"] = "true"
+        page = await context.new_page()
+        self.watch(page, label or person.user["name"])
+        await page.goto(f"{self.host}/?{urlencode(query)}")
+        return page
+
+    async def page(self, url: str, *, viewport: dict[str, int] = DESKTOP, label: str = "") -> Any:
+        context = await self.browser.new_context(viewport=viewport)
+        self.contexts.append(context)
+        page = await context.new_page()
+        self.watch(page, label or url)
+        await page.goto(url)
+        return page
+
+
+HOST_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Example Outfitters</title>
+<style>
+body {{ margin: 0; font: 16px/1.5 system-ui, sans-serif; background: #f8fafc; color: #0f172a; }}
+header {{ padding: 18px 32px; background: #0f172a; color: #fff; font-weight: 700; }}
+main {{ padding: 32px; max-width: 720px; }}
+</style></head>
+<body>
+<header>Example Outfitters</header>
+<main><h1>Waterproof jacket</h1>
+<p>Light, warm and ready for the rain. Questions? Chat with us: the button in the corner.</p>
+</main>
+<script src="{api}/widget/v1/confab-widget.js" {attributes} async></script>
+</body></html>"""
+
+
+@pytest.fixture(scope="session")
+async def host_site() -> AsyncIterator[str]:
+    """The tenant's own site, which embeds the widget with one script tag."""
+
+    async def page(request: web.Request) -> web.Response:
+        q = request.query
+        attributes = f'data-session-token="{html.escape(q["token"])}"'
+        if "conversation" in q:
+            attributes += f' data-conversation-id="{html.escape(q["conversation"])}"'
+        if q.get("open") == "true":
+            attributes += ' data-open="true"'
+        body = HOST_PAGE.format(api=html.escape(q["api"]), attributes=attributes)
+        return web.Response(text=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def shop(
+    stack: RunningStack, browser: Any, http: aiohttp.ClientSession, host_site: str
+) -> AsyncIterator[Shop]:
+    admin = Api(http, stack.gateway, stack.admin_headers)
+    workspace = await new_workspace(admin, "Example Outfitters")
+    found = Shop(stack, http, admin.as_(**{"X-API-Key": workspace["api_key"]}))
+    found.browser = browser
+    found.host = host_site
+    yield found
+    for context in found.contexts:
+        await context.close()
+    assert not found.foreign, f"requests outside the platform: {found.foreign}"
+    assert not found.errors, "\n".join(found.errors)
+
+
+def screenshot_path(name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / name

@@ -1,0 +1,398 @@
+"""The embeddable widget in two browser contexts: two people chatting on a tenant's site."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from playwright.async_api import expect
+
+from tests.browser.conftest import PHONE, Person, Shop, png_bytes, screenshot_path
+
+LIVE = 15_000  # ms: how long a page may take to load and connect on a busy machine
+
+
+async def live(page: Any) -> None:
+    await expect(page.get_by_test_id("connection")).to_have_attribute(
+        "data-state", "live", timeout=LIVE
+    )
+
+
+async def send(page: Any, text: str) -> None:
+    composer = page.get_by_test_id("composer")
+    await composer.fill(text)
+    await page.get_by_test_id("send").click()
+
+
+def message(page: Any, text: str) -> Any:
+    return page.get_by_test_id("message").filter(has_text=text)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until the platform (not the page) agrees: for server-side state."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.1)
+
+
+async def chat(shop: Shop, **b_options: Any) -> tuple[Person, Person, str, Any, Any]:
+    """Ann (support) and Bob (a customer) in a direct conversation, each with the widget."""
+    ann = await shop.person("Ann")
+    bob = await shop.person("Bob")
+    cid = await shop.conversation(ann, bob)
+    a = await shop.widget(ann, conversation_id=cid, open_=True)
+    b = await shop.widget(bob, **({"conversation_id": cid, "open_": True} | b_options))
+    await live(a)
+    await live(b)
+    return ann, bob, cid, a, b
+
+
+async def test_a_message_appears_on_the_other_side_within_a_second(shop: Shop) -> None:
+    _, _, _, a, b = await chat(shop)
+    await send(a, "Hello Bob!")
+    await expect(message(b, "Hello Bob!")).to_have_count(1, timeout=LIVE)
+    await send(b, "Hi Ann")
+    await expect(message(a, "Hi Ann")).to_have_count(1, timeout=LIVE)
+
+    for text in ("How can I help?", "Is the jacket waterproof?"):
+        sender, receiver = (a, b) if text.startswith("How") else (b, a)
+        started = time.monotonic()
+        await send(sender, text)
+        await expect(message(receiver, text)).to_have_count(1, timeout=5_000)
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.0, f"{text!r} took {elapsed:.2f} s to reach the other side"
+    # The sender's optimistic copy became the stored message: no duplicate either side.
+    for page in (a, b):
+        await expect(page.get_by_test_id("message")).to_have_count(4)
+        await expect(page.locator("[data-testid=message][data-state]")).to_have_count(0)
+
+
+async def test_the_typing_indicator_shows_and_clears(shop: Shop) -> None:
+    _, _, _, a, b = await chat(shop)
+    typing = a.get_by_test_id("typing")
+    await expect(typing).to_be_hidden()
+
+    await b.get_by_test_id("composer").press_sequentially("Let me ch")
+    await expect(typing).to_be_visible(timeout=5_000)
+    await expect(typing).to_have_text("Bob is typing…")
+    await b.get_by_test_id("composer").fill("")  # gave up: stops typing
+    await expect(typing).to_be_hidden(timeout=5_000)
+
+    await b.get_by_test_id("composer").press_sequentially("One more question")
+    await expect(typing).to_be_visible(timeout=5_000)
+    await b.get_by_test_id("send").click()  # the message clears it at once
+    await expect(message(a, "One more question")).to_have_count(1, timeout=5_000)
+    await expect(typing).to_be_hidden(timeout=2_000)
+    await expect(b.get_by_test_id("typing")).to_be_hidden()  # never shown to oneself
+
+
+async def test_the_unread_badge_counts_up_and_clears_on_read(shop: Shop) -> None:
+    _, bob, cid, a, b = await chat(shop, conversation_id=None, open_=False)
+    launcher = b.get_by_test_id("launcher")
+    badge = launcher.get_by_test_id("unread")
+    await expect(badge).to_be_hidden()
+
+    await send(a, "Your order has shipped")
+    await expect(badge).to_have_text("1", timeout=5_000)
+    await send(a, "Tracking number: 1Z999")
+    await expect(badge).to_have_text("2", timeout=5_000)
+    await expect(launcher).to_have_attribute("aria-label", re.compile("2 unread"))
+
+    await launcher.click()
+    row = b.get_by_test_id("conversation")
+    await expect(row.get_by_test_id("unread")).to_have_text("2")
+    await expect(row).to_contain_text("Tracking number: 1Z999")
+    await row.click()
+    await expect(message(b, "Tracking number")).to_be_visible()
+    await expect(badge).to_be_hidden()
+
+    async def read_on_server() -> bool:
+        _, page = await bob.api.get("/api/widget/conversations")
+        return next(c["unread_count"] for c in page["data"] if c["id"] == cid) == 0
+
+    await eventually(read_on_server)
+    # Ann sees the receipt under her latest message.
+    await expect(a.get_by_test_id("receipt")).to_have_text("Seen by Bob", timeout=5_000)
+    await b.get_by_role("button", name="Back to conversations").click()
+    await expect(b.get_by_test_id("conversation").get_by_test_id("unread")).to_have_count(0)
+
+
+async def test_a_reaction_appears_on_both_sides(shop: Shop) -> None:
+    _, _, _, a, b = await chat(shop)
+    await send(a, "We restock on Monday")
+    target = message(b, "We restock on Monday")
+    await expect(target).to_have_count(1, timeout=5_000)
+    await target.hover()
+    await target.get_by_test_id("react").click()
+    picker = b.get_by_role("menu", name="Choose a reaction")
+    await expect(picker).to_be_visible()
+    await picker.get_by_role("menuitem", name="thumbs up").click()
+    await expect(picker).to_be_hidden()
+
+    mine = target.get_by_test_id("reaction")
+    await expect(mine).to_have_text("👍1")
+    await expect(mine).to_have_attribute("aria-pressed", "true")
+    theirs = message(a, "We restock on Monday").get_by_test_id("reaction")
+    await expect(theirs).to_have_text("👍1", timeout=5_000)
+    await expect(theirs).to_have_attribute("aria-pressed", "false")
+
+    await theirs.click()  # Ann adds hers: two, on both sides
+    await expect(theirs).to_have_text("👍2")
+    await expect(mine).to_have_text("👍2", timeout=5_000)
+    await mine.click()  # Bob takes his back
+    await expect(theirs).to_have_text("👍1", timeout=5_000)
+    await expect(mine).to_have_attribute("aria-pressed", "false")
+
+
+async def test_the_emoji_picker_works_by_keyboard(shop: Shop) -> None:
+    _, _, _, a, b = await chat(shop)
+    await send(a, "Keyboard only")
+    target = message(b, "Keyboard only")
+    await expect(target).to_have_count(1, timeout=5_000)
+    await target.get_by_test_id("react").focus()
+    await b.keyboard.press("Enter")
+    await expect(b.get_by_role("menuitem", name="thumbs up")).to_be_focused()
+    await b.keyboard.press("ArrowRight")
+    await expect(b.get_by_role("menuitem", name="red heart")).to_be_focused()
+    await b.keyboard.press("Escape")
+    await expect(b.get_by_role("menu")).to_be_hidden()
+    await expect(target.get_by_test_id("react")).to_be_focused()
+    await b.keyboard.press("Enter")
+    await b.keyboard.press("ArrowRight")
+    await b.keyboard.press("Enter")
+    await expect(message(a, "Keyboard only").get_by_test_id("reaction")).to_have_text(
+        "❤️1", timeout=5_000
+    )
+
+
+async def test_an_image_attachment_shows_a_preview_and_opens_in_a_lightbox(shop: Shop) -> None:
+    _, _, _, a, b = await chat(shop)
+    await a.get_by_test_id("file-input").set_input_files(
+        files=[{"name": "jacket.png", "mimeType": "image/png", "buffer": png_bytes()}]
+    )
+    upload = a.get_by_test_id("upload")
+    await expect(upload).to_contain_text("jacket.png")
+    await expect(upload.locator(".cw-upload-state")).to_have_count(0, timeout=LIVE)
+    await a.get_by_test_id("composer").fill("Here it is in blue")
+    await a.get_by_test_id("send").click()
+
+    for page in (a, b):
+        sent = message(page, "Here it is in blue")
+        await expect(sent).to_have_count(1, timeout=LIVE)
+        image = sent.locator("img.cw-thumb-image")
+        await expect(image).to_be_visible(timeout=LIVE)
+        await expect(image).to_have_attribute("alt", "jacket.png")
+        await expect(sent.locator("[data-state]")).to_have_count(0)
+        loaded = await image.evaluate("i => i.complete && i.naturalWidth > 0")
+        if not loaded:
+            await image.evaluate("i => new Promise((ok, no) => { i.onload = ok; i.onerror = no; })")
+
+    thumb = message(b, "Here it is in blue").get_by_role("button", name="Open image jacket.png")
+    await thumb.click()
+    lightbox = b.get_by_test_id("lightbox")
+    await expect(lightbox).to_be_visible()
+    await expect(lightbox.get_by_role("button", name="Close image")).to_be_focused()
+    await expect(lightbox.locator("img")).to_have_attribute("alt", "jacket.png")
+    await b.keyboard.press("Escape")
+    await expect(lightbox).to_be_hidden()
+    await expect(thumb).to_be_focused()
+
+
+async def test_after_the_network_returns_every_message_sent_meanwhile_shows_once(
+    shop: Shop,
+) -> None:
+    _, _, _, a, b = await chat(shop)
+    await send(a, "before the tunnel")
+    await expect(message(b, "before the tunnel")).to_have_count(1, timeout=LIVE)
+
+    await b.context.set_offline(True)
+    await expect(b.get_by_test_id("connection")).to_have_attribute("data-state", "offline")
+    missed = [f"while you were away {n}" for n in range(1, 6)]
+    for text in missed:
+        await send(a, text)
+    await expect(a.locator("[data-testid=message][data-state]")).to_have_count(0, timeout=LIVE)
+    # Bob writes offline: it waits, and goes out once the network is back.
+    await send(b, "sent from the tunnel")
+    await expect(message(b, "sent from the tunnel")).to_have_attribute("data-state", "queued")
+    for text in missed:
+        await expect(message(b, text)).to_have_count(0)
+
+    await b.context.set_offline(False)
+    await live(b)
+    for text in missed:
+        await expect(message(b, text)).to_have_count(1, timeout=LIVE)
+    await expect(message(a, "sent from the tunnel")).to_have_count(1, timeout=LIVE)
+    await send(a, "welcome back")
+    await expect(message(b, "welcome back")).to_have_count(1, timeout=LIVE)
+
+    expected = ["before the tunnel", *missed, "sent from the tunnel", "welcome back"]
+    for page in (a, b):
+        texts = await page.get_by_test_id("message").locator(".cw-text").all_inner_texts()
+        assert texts == expected, texts  # each once, in order
+
+
+async def test_edit_delete_and_report(shop: Shop) -> None:
+    _, _, _, a, b = await chat(shop)
+    await send(a, "The jacket costs $12O")
+    await expect(a.locator("[data-testid=message][data-state]")).to_have_count(0, timeout=LIVE)
+    message_id = await message(a, "The jacket costs").get_attribute("data-id")
+    mine = a.locator(f'[data-testid=message][data-id="{message_id}"]')  # its text will change
+    await mine.hover()
+    await mine.get_by_test_id("edit").click()
+    editor = mine.get_by_role("textbox", name="Edit message")
+    await expect(editor).to_be_focused()
+    await editor.fill("The jacket costs $120")
+    await editor.press("Enter")
+    await expect(mine).to_contain_text("(edited)")
+    theirs = message(b, "The jacket costs")
+    await expect(theirs).to_contain_text("$120", timeout=LIVE)
+    await expect(theirs).to_contain_text("(edited)")
+
+    await send(a, "oops, wrong chat")
+    wrong = message(a, "oops, wrong chat")
+    await expect(message(b, "oops, wrong chat")).to_have_count(1, timeout=LIVE)
+    await wrong.hover()
+    await wrong.get_by_test_id("delete").click()
+    await a.get_by_test_id("confirm-delete").click()
+    for page in (a, b):
+        await expect(message(page, "oops, wrong chat")).to_have_count(0, timeout=LIVE)
+        await expect(message(page, "This message was deleted.")).to_have_count(1)
+
+    await theirs.hover()
+    await expect(theirs.get_by_test_id("edit")).to_have_count(0)  # not Bob's to edit
+    await theirs.get_by_test_id("report").click()
+    await theirs.get_by_role("combobox").select_option("Spam")
+    await theirs.get_by_test_id("send-report").click()
+    await expect(theirs).to_contain_text("Reported. Thank you.")
+
+    async def reported() -> bool:
+        _, page = await shop.tenant.get("/api/v1/reports")
+        return any(r["reason"] == "Spam" for r in page["data"])
+
+    await eventually(reported)
+
+
+async def test_history_loads_on_scroll_by_seq(shop: Shop) -> None:
+    ann = await shop.person("Ann")
+    bob = await shop.person("Bob")
+    cid = await shop.conversation(ann, bob)
+    texts = [f"history {n:03}" for n in range(1, 86)]
+    for text in texts:
+        status, body = await ann.api.post(
+            f"/api/widget/conversations/{cid}/messages", {"content": text}
+        )
+        assert status == 201, body
+    b = await shop.widget(bob, conversation_id=cid, open_=True)
+    await expect(message(b, "history 085")).to_be_visible(timeout=LIVE)
+    await expect(b.get_by_test_id("message")).to_have_count(50)
+    log = b.get_by_role("log", name="Messages")
+    for _ in range(5):
+        if await b.get_by_test_id("message").count() == len(texts):
+            break
+        await log.evaluate("el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }")
+        await expect(b.get_by_role("button", name="Loading earlier messages…")).to_have_count(0)
+    await expect(b.get_by_test_id("message")).to_have_count(len(texts))
+    shown = await b.get_by_test_id("message").locator(".cw-text").all_inner_texts()
+    assert shown == texts
+    seqs = [
+        int(s)
+        for s in await b.get_by_test_id("message").evaluate_all(
+            "els => els.map(e => e.dataset.seq)"
+        )
+    ]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+async def test_keyboard_users_can_open_chat_and_send(shop: Shop) -> None:
+    ann = await shop.person("Ann")
+    bob = await shop.person("Bob")
+    await shop.conversation(ann, bob)
+    b = await shop.widget(bob)
+    launcher = b.get_by_test_id("launcher")
+    await live(b)
+    await expect(launcher).to_be_visible()
+    await launcher.focus()
+    await b.keyboard.press("Enter")
+    await expect(launcher).to_have_attribute("aria-expanded", "true")
+    row = b.get_by_test_id("conversation")
+    await expect(row).to_be_focused()
+    await b.keyboard.press("Enter")
+    await expect(b.get_by_test_id("composer")).to_be_focused(timeout=LIVE)
+    await b.keyboard.type("typed without a mouse")
+    await b.keyboard.press("Enter")
+    await expect(message(b, "typed without a mouse")).to_have_count(1)
+    await b.keyboard.press("Escape")
+    await expect(b.get_by_role("dialog")).to_be_hidden()
+    await expect(launcher).to_be_focused()
+
+
+async def test_the_widget_fits_a_phone(shop: Shop) -> None:
+    phone = await shop.widget(await shop.person("Carol"), viewport=PHONE)
+    await phone.get_by_test_id("launcher").click()
+    panel = phone.get_by_role("dialog")
+    box = await panel.bounding_box()
+    assert box is not None
+    assert (box["width"], box["height"]) == (PHONE["width"], PHONE["height"])
+    overflow = await phone.evaluate("document.documentElement.scrollWidth")
+    assert overflow <= PHONE["width"]
+    await phone.get_by_role("button", name="Close chat").click()
+    await expect(panel).to_be_hidden()
+
+
+async def test_screenshots_of_the_widget(shop: Shop) -> None:
+    """docs/screenshots/widget-*.png, linked from the README."""
+    ann = await shop.person("Ann from Example Outfitters")
+    bob = await shop.person("Bob Lee")
+    cid = await shop.conversation(ann, bob)
+    base = f"/api/widget/conversations/{cid}"
+    script = [
+        (bob, "Hi! Is the waterproof jacket still available in size M?"),
+        (ann, "Hello Bob! Yes, we have two left in blue and one in black."),
+        (bob, "Great. Does it have a hood?"),
+        (ann, "It does, and it folds into the collar. Here is a photo:"),
+    ]
+    last = None
+    for person, text in script:
+        status, last = await person.api.post(base + "/messages", {"content": text})
+        assert status == 201, last
+    form = aiohttp.FormData()
+    form.add_field(
+        "file", png_bytes((640, 420), (14, 116, 144)), filename="blue.png", content_type="image/png"
+    )
+    status, upload = await ann.api.call("POST", base + "/attachments", data=form)
+    if status == 201:
+        await ann.api.post(
+            base + "/messages",
+            {"content": "Blue, size M", "attachment_ids": [upload["id"]]},
+        )
+    assert last is not None
+    await bob.api.post(base + f"/messages/{last['id']}/reactions", {"emoji": "👍"})
+    await ann.api.post(base + "/messages", {"content": "Want me to reserve one for you?"})
+
+    desktop = await shop.widget(bob, conversation_id=cid, open_=True, label="screenshot")
+    await expect(message(desktop, "reserve one")).to_be_visible(timeout=LIVE)
+    await live(desktop)
+    await desktop.get_by_test_id("composer").fill("Yes please, the blue one!")
+    await desktop.screenshot(path=screenshot_path("widget-desktop.png"))
+
+    phone = await shop.widget(bob, conversation_id=cid, open_=True, viewport=PHONE)
+    await expect(message(phone, "reserve one")).to_be_visible(timeout=LIVE)
+    await live(phone)
+    await phone.screenshot(path=screenshot_path("widget-phone.png"))
+    await phone.get_by_role("button", name="Back to conversations").click()
+    await expect(phone.get_by_test_id("conversation")).to_be_visible()
+
+    for page in (desktop, phone):  # or Bob would read it there at once
+        await page.context.close()
+    closed = await shop.widget(bob, label="launcher")
+    await live(closed)
+    badge = closed.get_by_test_id("launcher").get_by_test_id("unread")
+    await expect(badge).to_be_hidden(timeout=LIVE)  # Bob has read everything (other tabs)
+    await ann.api.post(base + "/messages", {"content": "Reserved until Friday."})
+    await expect(badge).to_have_text("1", timeout=LIVE)
+    await closed.screenshot(path=screenshot_path("widget-launcher.png"))
