@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 import msgspec
+import sqlalchemy as sa
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from confab.contracts.base import Request
-from confab.errors import ConfabError, InvalidRequest, Unavailable, error_from_wire
+from confab.errors import ConfabError, InternalError, InvalidRequest, Unavailable, error_from_wire
 from confab.logging import bound_contextvars, get_logger
 from confab.metrics import RPC_HANDLED
 
@@ -54,6 +58,35 @@ class CallContext(msgspec.Struct, kw_only=True, frozen=True):
 
     def remaining(self, default: float = 5.0) -> float:
         return max(0.05, self.deadline - time.time()) if self.deadline else default
+
+
+# Failures of a backing store or the broker: the caller may retry (503); not a bug (500).
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    NatsError,
+    sa.exc.DBAPIError,
+    asyncpg.PostgresError,
+)
+
+
+def typed_failure(exc: Exception, service: str, request: str) -> ConfabError:
+    """An unexpected exception as a typed error, logged without its message or locals.
+
+    Messages of database errors carry SQL parameters, and tracebacks' locals carry
+    tokens and hashes: the log gets the type and the code locations only.
+    """
+    frames = [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+    log.error(
+        "rpc_handler_failed",
+        service=service,
+        request=request,
+        error_type=type(exc).__name__,
+        frames=frames,
+    )
+    if isinstance(exc, BACKEND_ERRORS):
+        return Unavailable(f"The {service} service cannot reach its stores; try again.")
+    return InternalError()
 
 
 class RpcClient:
@@ -146,10 +179,10 @@ class RpcServer:
             except ConfabError as exc:
                 outcome = exc.code
                 await self._respond_error(msg, exc)
-            except Exception:
-                outcome = "internal"
-                log.exception("rpc_handler_failed")
-                await self._respond_error(msg, ConfabError())
+            except Exception as exc:
+                error = typed_failure(exc, self.service, msg.subject)
+                outcome = error.code
+                await self._respond_error(msg, error)
             RPC_HANDLED.labels(msg.subject, outcome).inc()
 
     async def _respond_error(self, msg: Msg, exc: ConfabError) -> None:

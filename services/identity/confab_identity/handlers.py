@@ -12,15 +12,10 @@ frames' local variables (which hold tokens, keys and hashes).
 
 from __future__ import annotations
 
-import functools
 import secrets
-import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-
-import nats.errors
-import sqlalchemy as sa
 
 from confab.aggregate import Aggregates, Decision
 from confab.contracts.base import Ok, Request
@@ -55,7 +50,6 @@ from confab.contracts.identity import (
     subject,
 )
 from confab.errors import (
-    ConfabError,
     InternalError,
     InvalidRequest,
     NotFound,
@@ -97,38 +91,6 @@ def _valid(value: str, what: str) -> str:
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
 
-# Failures of a backing store: the caller may retry (503), it is not a bug (500).
-BACKEND_ERRORS = (OSError, TimeoutError, sa.exc.DBAPIError, nats.errors.Error)
-
-
-def _guarded(handler: Handler) -> Handler:
-    """Turn an unexpected exception into a typed error, logging it without secrets."""
-
-    @functools.wraps(handler)
-    async def guarded(request: Any, ctx: CallContext) -> Any:
-        try:
-            return await handler(request, ctx)
-        except ConfabError:
-            raise
-        except Exception as exc:
-            # Not the message (SQL parameters) and not the locals (tokens, hashes).
-            frames = [
-                f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
-            ]
-            log.error(
-                "identity_handler_failed",
-                request=type(request).__name__,
-                error_type=type(exc).__name__,
-                frames=frames,
-            )
-            if isinstance(exc, BACKEND_ERRORS):
-                raise Unavailable(
-                    "The identity service cannot reach its store; try again."
-                ) from None
-            raise InternalError() from None
-
-    return guarded
-
 
 def _user(decision: Decision[State]) -> UserState:
     state = decision.state
@@ -154,7 +116,7 @@ class Handlers:
         self.clock = clock
 
     def routes(self) -> list[tuple[type[Request], Handler]]:
-        return [(request_type, _guarded(handler)) for request_type, handler in self._routes()]
+        return [(request_type, handler) for request_type, handler in self._routes()]
 
     def _routes(self) -> list[tuple[type[Request], Handler]]:
         return [

@@ -26,17 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import tempfile
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
@@ -81,7 +78,6 @@ SWEEP_GRACE = 2.0  # an intent is abandoned this long after its deadline
 MISSING_LOOKUPS = 32  # ids looked up in the log when the read model does not have them yet
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
-BACKEND_ERRORS = (OSError, TimeoutError, nats.errors.Error)
 
 
 class Intent(msgspec.Struct, kw_only=True):
@@ -98,33 +94,6 @@ _intent_decoder = msgspec.json.Decoder(Intent)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _guarded(handler: Handler) -> Handler:
-    """Unexpected exceptions become typed errors, logged without file contents."""
-
-    @functools.wraps(handler)
-    async def guarded(request: Any, ctx: CallContext) -> Any:
-        try:
-            return await handler(request, ctx)
-        except ConfabError:
-            raise
-        except Exception as exc:
-            frames = [
-                f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
-            ]
-            log.error(
-                "media_handler_failed",
-                request=type(request).__name__,
-                error_type=type(exc).__name__,
-                error=str(exc)[:300],
-                frames=frames,
-            )
-            if isinstance(exc, BACKEND_ERRORS):
-                raise Unavailable("The media service cannot reach its stores; try again.") from None
-            raise InternalError() from None
-
-    return guarded
 
 
 async def uploads_store(js: JetStreamContext, replicas: int = 1) -> ObjectStore:
@@ -186,9 +155,9 @@ class Handlers:
 
     def routes(self) -> list[tuple[type[Request], Handler]]:
         return [
-            (GetUploadPolicy, _guarded(self.upload_policy)),
-            (IngestUpload, _guarded(self.ingest)),
-            (GetAttachments, _guarded(self.get_attachments)),
+            (GetUploadPolicy, self.upload_policy),
+            (IngestUpload, self.ingest),
+            (GetAttachments, self.get_attachments),
         ]
 
     def policy(self, workspace_id: str) -> Policy:

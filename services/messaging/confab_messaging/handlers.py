@@ -10,15 +10,11 @@ models, after waiting (bounded) for the ``min_seq`` they were given.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import nats.errors
-import sqlalchemy as sa
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -89,9 +85,6 @@ USER_CACHE_MAX = 100_000
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
 
-# Failures of a backing store: the caller may retry (503), it is not a bug (500).
-BACKEND_ERRORS = (OSError, TimeoutError, sa.exc.DBAPIError, nats.errors.Error)
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -114,34 +107,6 @@ def _limit(value: int) -> int:
 
 def _actor_name(actor: Actor) -> str:
     return actor.user_id or actor.key_id or ""
-
-
-def _guarded(handler: Handler) -> Handler:
-    """Turn an unexpected exception into a typed error, logged without message contents."""
-
-    @functools.wraps(handler)
-    async def guarded(request: Any, ctx: CallContext) -> Any:
-        try:
-            return await handler(request, ctx)
-        except ConfabError:
-            raise
-        except Exception as exc:
-            frames = [
-                f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
-            ]
-            log.error(
-                "messaging_handler_failed",
-                request=type(request).__name__,
-                error_type=type(exc).__name__,
-                frames=frames,
-            )
-            if isinstance(exc, BACKEND_ERRORS):
-                raise Unavailable(
-                    "The messaging service cannot reach its store; try again."
-                ) from None
-            raise InternalError() from None
-
-    return guarded
 
 
 def _conversation_cursor(row: Row) -> str:
@@ -196,7 +161,7 @@ class Handlers:
         self._users_at = -1
 
     def routes(self) -> list[tuple[type[Request], Handler]]:
-        return [(request_type, _guarded(handler)) for request_type, handler in self._routes()]
+        return [(request_type, handler) for request_type, handler in self._routes()]
 
     def _routes(self) -> list[tuple[type[Request], Handler]]:
         return [
