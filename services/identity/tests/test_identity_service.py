@@ -69,7 +69,11 @@ Call = Callable[[Request], Awaitable[Any]]
 @asynccontextmanager
 async def running_identity(nats_url: str, database_url: str) -> AsyncIterator[Service]:
     settings = IdentitySettings(
-        nats_url=nats_url, database_url=database_url, instance=f"test-{uuid.uuid4().hex[:6]}"
+        nats_url=nats_url,
+        database_url=database_url,
+        instance=f"test-{uuid.uuid4().hex[:6]}",
+        # A 2-core machine running the whole suite can lag its read model by seconds.
+        read_wait_seconds=10.0,
     )
     service = Service("identity", settings)
     await service.start()

@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from confab import realtime
 from confab.aggregate import Aggregates, Decision
 from confab.bus import CONVERSATIONS, IDENTITY
 from confab.contracts import identity
@@ -339,7 +340,7 @@ class Handlers:
         self, workspace_id: str, rows: Iterable[Row]
     ) -> dict[str, Attachment]:
         return await self._attachments(
-            workspace_id, [i for row in rows for i in render.attachment_ids(row)]
+            workspace_id, [i for row in rows for i in realtime.attachment_ids(row)]
         )
 
     async def _render_messages(

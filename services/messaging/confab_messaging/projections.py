@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from confab import realtime
 from confab.bus import CONVERSATIONS, IDENTITY
 from confab.contracts.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
 from confab.contracts.messaging import (
@@ -131,7 +132,7 @@ class UsersProjection(Projection):
             elif row is None:
                 continue  # a flag for a user never upserted: nothing to show
             elif isinstance(event, UserErased):
-                row.update(name=render.ERASED_NAME, avatar_url=None, erased=True)
+                row.update(name=realtime.ERASED_NAME, avatar_url=None, erased=True)
             else:
                 row["banned"] = isinstance(event, UserBanned)
             row["seq"] = envelope.seq
@@ -300,7 +301,7 @@ class _Batch:
         emit = self._event
         match event:
             case MessagePosted():
-                row = render.posted_row(event, envelope.seq)
+                row = realtime.posted_row(event, envelope.seq)
                 self.messages[event.message_id] = row
                 self.dirty_messages.add(event.message_id)
                 self.full_reactions[event.message_id] = {}
@@ -311,7 +312,7 @@ class _Batch:
                     cid,
                     seq,
                     envelope.seq,
-                    render.MESSAGE_CREATED,
+                    realtime.MESSAGE_CREATED,
                     self._message_payload(row, seq),
                     event.at,
                 )
@@ -324,7 +325,7 @@ class _Batch:
                         cid,
                         seq,
                         envelope.seq,
-                        render.MESSAGE_UPDATED,
+                        realtime.MESSAGE_UPDATED,
                         self._message_payload(row, seq),
                         event.at,
                     )
@@ -338,8 +339,8 @@ class _Batch:
                         cid,
                         seq,
                         envelope.seq,
-                        render.MESSAGE_DELETED,
-                        render.deleted_payload(row["id"], row["seq"], seq),
+                        realtime.MESSAGE_DELETED,
+                        realtime.deleted_payload(row["id"], row["seq"], seq),
                         event.at,
                     )
             case ReactionAdded() | ReactionRemoved():
@@ -352,13 +353,13 @@ class _Batch:
                         reactions[(event.emoji, event.user_id)] = seq
                     else:
                         reactions.pop((event.emoji, event.user_id), None)
-                name = render.REACTION_ADDED if added else render.REACTION_REMOVED
+                name = realtime.REACTION_ADDED if added else realtime.REACTION_REMOVED
                 emit(
                     cid,
                     seq,
                     envelope.seq,
                     name,
-                    render.reaction_payload(event.message_id, event.emoji, event.user_id, seq),
+                    realtime.reaction_payload(event.message_id, event.emoji, event.user_id, seq),
                     event.at,
                 )
             case ReadMarked():
@@ -369,8 +370,8 @@ class _Batch:
                     cid,
                     seq,
                     envelope.seq,
-                    render.MESSAGE_READ,
-                    render.read_payload(event.user_id, event.up_to, event.at, seq),
+                    realtime.MESSAGE_READ,
+                    realtime.read_payload(event.user_id, event.up_to, event.at, seq),
                     event.at,
                 )
             case ParticipantAdded():
@@ -382,8 +383,8 @@ class _Batch:
                     cid,
                     seq,
                     envelope.seq,
-                    render.PARTICIPANT_ADDED,
-                    render.participant_payload(event.user_id, seq),
+                    realtime.PARTICIPANT_ADDED,
+                    realtime.participant_payload(event.user_id, seq),
                     event.at,
                 )
             case ParticipantRemoved():
@@ -393,8 +394,8 @@ class _Batch:
                     cid,
                     seq,
                     envelope.seq,
-                    render.PARTICIPANT_REMOVED,
-                    render.participant_payload(event.user_id, seq),
+                    realtime.PARTICIPANT_REMOVED,
+                    realtime.participant_payload(event.user_id, seq),
                     event.at,
                 )
             case MessageModerated():
@@ -425,7 +426,7 @@ class _Batch:
             cid,
             event.seq,
             envelope.seq,
-            render.CONVERSATION_CREATED,
+            realtime.CONVERSATION_CREATED,
             render.conversation_payload(event),
             event.at,
         )
@@ -465,9 +466,12 @@ class _Batch:
         self.dirty_messages.add(event.message_id)
         self.unread_conversations.add(cid)
         if event.action == "delete":
-            name, data = render.MESSAGE_DELETED, render.deleted_payload(row["id"], row["seq"], seq)
+            name, data = (
+                realtime.MESSAGE_DELETED,
+                realtime.deleted_payload(row["id"], row["seq"], seq),
+            )
         else:
-            name, data = render.MESSAGE_UPDATED, self._message_payload(row, seq)
+            name, data = realtime.MESSAGE_UPDATED, self._message_payload(row, seq)
         self._event(cid, seq, envelope.seq, name, data, event.at)
 
     # -- write -------------------------------------------------------------------------

@@ -14,10 +14,7 @@ fills the current profile in when the payload is read.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
-
-import msgspec
 
 from confab.contracts.messaging import (
     Attachment,
@@ -26,24 +23,22 @@ from confab.contracts.messaging import (
     Message,
     MessagePosted,
     Participant,
-    ReactionSummary,
     Sender,
+)
+from confab.realtime import (
+    CONVERSATION_CREATED,
+    ERASED_NAME,
+    MESSAGE_CREATED,
+    MESSAGE_UPDATED,
+    UNKNOWN_NAME,
+    attachment_ids,
+    plain,
+    posted_row,
+    reactions,
 )
 from confab_messaging.store import Row, UserRow
 
-ERASED_NAME = "Deleted user"
-UNKNOWN_NAME = "Unknown user"
-
 # Real-time event names (api.md, "Real-time events").
-MESSAGE_CREATED = "message.created"
-MESSAGE_UPDATED = "message.updated"
-MESSAGE_DELETED = "message.deleted"
-REACTION_ADDED = "reaction.added"
-REACTION_REMOVED = "reaction.removed"
-MESSAGE_READ = "message.read"
-PARTICIPANT_ADDED = "participant.added"
-PARTICIPANT_REMOVED = "participant.removed"
-CONVERSATION_CREATED = "conversation.created"
 
 Users = Mapping[str, UserRow]
 Attachments = Mapping[str, Attachment]  # by id, with fresh URLs (from media)
@@ -75,24 +70,6 @@ def participant(user_id: str, last_read_seq: int, users: Users) -> Participant:
 
 
 # -- messages ------------------------------------------------------------------------------
-
-
-def reactions(pairs: Iterable[tuple[str, str]], viewer: str | None) -> dict[str, ReactionSummary]:
-    """``{emoji: {count, me}}`` from (emoji, user) pairs, emojis in order of first use."""
-    counts: dict[str, int] = {}
-    mine: set[str] = set()
-    for emoji, user_id in pairs:
-        counts[emoji] = counts.get(emoji, 0) + 1
-        if user_id == viewer:
-            mine.add(emoji)
-    return {emoji: ReactionSummary(count=n, me=emoji in mine) for emoji, n in counts.items()}
-
-
-def attachment_ids(row: Row) -> list[str]:
-    """The attachments a message shows: none once it is deleted or hidden."""
-    if row["deleted"] or row["hidden"]:
-        return []
-    return list(row["attachment_ids"] or ())
 
 
 def message(
@@ -134,27 +111,6 @@ def message_for(
     attachments: Attachments | None = None,
 ) -> Message:
     return message(row, pairs, viewer, sender(row["sender_id"], users), attachments)
-
-
-def posted_row(event: MessagePosted, stream_seq: int) -> dict[str, Any]:
-    """The ``messages`` row a ``message.posted`` event makes."""
-    return {
-        "id": event.message_id,
-        "conversation_id": event.conversation_id,
-        "seq": event.seq,
-        "sender_id": event.sender_id,
-        "content": event.content,
-        "metadata": dict(event.metadata),
-        "attachment_ids": list(event.attachment_ids),
-        "reply_to": event.reply_to,
-        "client_msg_id": event.client_msg_id,
-        "created_at": event.at,
-        "edited_at": None,
-        "deleted": False,
-        "hidden": False,
-        "version": event.seq,
-        "stream_seq": stream_seq,
-    }
 
 
 def posted_message(
@@ -207,14 +163,9 @@ def created_conversation(event: ConversationCreated, users: Users) -> Conversati
 # -- real-time payloads --------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready builtins (times as RFC 3339 strings)."""
-    return msgspec.to_builtins(value)
-
-
 def message_payload(row: Row, pairs: Iterable[tuple[str, str]], event_seq: int) -> dict[str, Any]:
     """``message.created`` / ``message.updated``: the message object, reactions' ``me`` false."""
-    data: dict[str, Any] = _plain(message(row, pairs, None, None))
+    data: dict[str, Any] = plain(message(row, pairs, None, None))
     data["sender"] = {"id": row["sender_id"]} if row["sender_id"] is not None else None
     # By id, like the sender: URLs expire, so ``enrich`` fills them in when read.
     data["attachments"] = [{"id": i} for i in attachment_ids(row)]
@@ -222,24 +173,8 @@ def message_payload(row: Row, pairs: Iterable[tuple[str, str]], event_seq: int) 
     return data
 
 
-def deleted_payload(message_id: str, seq: int, event_seq: int) -> dict[str, Any]:
-    return {"id": message_id, "seq": seq, "event_seq": event_seq}
-
-
-def reaction_payload(message_id: str, emoji: str, user_id: str, event_seq: int) -> dict[str, Any]:
-    return {"message_id": message_id, "emoji": emoji, "user_id": user_id, "event_seq": event_seq}
-
-
-def read_payload(user_id: str, seq: int, at: datetime, event_seq: int) -> dict[str, Any]:
-    return {"user_id": user_id, "seq": seq, "read_at": _plain(at), "event_seq": event_seq}
-
-
-def participant_payload(user_id: str, event_seq: int) -> dict[str, Any]:
-    return {"user_id": user_id, "event_seq": event_seq}
-
-
 def conversation_payload(event: ConversationCreated) -> dict[str, Any]:
-    data: dict[str, Any] = _plain(created_conversation(event, {}))
+    data: dict[str, Any] = plain(created_conversation(event, {}))
     data.pop("stream_seq", None)
     data.pop("created", None)
     data["participants"] = [{"id": uid, "last_read_seq": 0} for uid in event.participant_ids]
@@ -273,14 +208,14 @@ def enrich(
     if name in (MESSAGE_CREATED, MESSAGE_UPDATED):
         found = out.get("sender")
         if isinstance(found, dict) and "id" in found:
-            out["sender"] = _plain(sender(found["id"], users))
+            out["sender"] = plain(sender(found["id"], users))
         ids = payload_attachment_ids(name, out)
         if ids or "attachments" in out:
             have = attachments or {}
-            out["attachments"] = [_plain(have[i]) for i in ids if i in have]
+            out["attachments"] = [plain(have[i]) for i in ids if i in have]
     elif name == CONVERSATION_CREATED:
         out["participants"] = [
-            _plain(participant(p["id"], int(p.get("last_read_seq", 0)), users))
+            plain(participant(p["id"], int(p.get("last_read_seq", 0)), users))
             for p in out.get("participants", [])
         ]
     return out
