@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,25 @@ from confab_fanout.testing import (
     node_tools,
     wait_app_known,
 )
-from confab_infra.testing import TestBackends
+from confab_infra.backends import EmbeddedNats
+from confab_infra.testing import temp_data_dir
 
 
 @pytest.fixture(scope="session")
-async def nats(backends: TestBackends) -> AsyncIterator[NATS]:
-    nc = await bus.connect(backends.nats_url, "fanout-tests")
+def fanout_nats_url() -> Iterator[str]:
+    """A NATS server of the fanout tests' own: their identity stub answers in identity's
+    queue group, which must not leak into other tests sharing the session's server."""
+    with temp_data_dir("confab-fanout-nats-") as data_dir:
+        server = EmbeddedNats(data_dir)
+        try:
+            yield server.start()
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+async def nats(fanout_nats_url: str) -> AsyncIterator[NATS]:
+    nc = await bus.connect(fanout_nats_url, "fanout-tests")
     await bus.ensure_streams(nc.jetstream(), [bus.IDENTITY])
     yield nc
     await bus.close(nc)
@@ -56,10 +69,10 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 async def node(
-    backends: TestBackends, identity: IdentityStub, log_dir: Path
+    fanout_nats_url: str, identity: IdentityStub, log_dir: Path
 ) -> AsyncIterator[FanoutNode]:
     """One fanout process for the session's tests (each works in apps of its own)."""
-    fanout = FanoutNode(backends.nats_url, log_dir, env={**FAST_TIMERS, **bucket_env()}).start()
+    fanout = FanoutNode(fanout_nats_url, log_dir, env={**FAST_TIMERS, **bucket_env()}).start()
     try:
         await fanout.wait_ready()
         yield fanout

@@ -27,7 +27,6 @@ from confab_fanout.testing import (
     create_app,
     wait_app_known,
 )
-from confab_infra.testing import TestBackends
 
 TTL = 3.0
 
@@ -49,7 +48,7 @@ async def until_users(
 
 
 async def test_two_nodes(
-    backends: TestBackends,
+    fanout_nats_url: str,
     log_dir: Path,
     nats: NATS,
     identity: IdentityStub,
@@ -57,8 +56,8 @@ async def test_two_nodes(
     driver: JsDriver,
 ) -> None:
     env = {**FAST_TIMERS, **bucket_env(ttl=TTL)}
-    n1 = FanoutNode(backends.nats_url, log_dir, env=env).start()
-    n2 = FanoutNode(backends.nats_url, log_dir, env=env).start()
+    n1 = FanoutNode(fanout_nats_url, log_dir, env=env).start()
+    n2 = FanoutNode(fanout_nats_url, log_dir, env=env).start()
     try:
         await asyncio.gather(n1.wait_ready(), n2.wait_ready())
         app = await create_app(nats.jetstream())
