@@ -25,9 +25,8 @@ from confab_fanout.settings import FanoutSettings
 
 def make_app(fanout: Fanout, service: Service) -> web.Application:
     async def health() -> tuple[int, Any]:
-        reply = await service.health()
-        body = {"status": reply.status, **reply.checks, "connections": len(fanout.connections)}
-        return (200 if reply.status == "ok" else 503), body
+        status, body = await service.http_health()
+        return status, {**body, "connections": len(fanout.connections)}
 
     async def websocket(request: web.Request) -> web.StreamResponse:
         return await connection.serve(fanout, request)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from confab.contracts.base import Ok, Request
 from confab.contracts.identity import ApiKeyPrincipal
 from confab.contracts.messaging import Actor
 from confab.errors import BadRequest, InvalidRequest, NotFound, UnsupportedMediaType
@@ -83,6 +84,11 @@ class Call:
     @property
     def min_seq(self) -> int:
         return self.last_writes.min_seq(self.actor)
+
+    async def write(self, command: Request) -> None:
+        """Send a command answered by ``Ok``, and remember where it was stored."""
+        ok: Ok = await self.rpc.call(command, correlation=self.correlation)
+        self.wrote(ok.seq)
 
     def wrote(self, stream_seq: int) -> None:
         self.last_writes.wrote(self.actor, stream_seq)

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import msgspec
 
-from confab.contracts.base import Ok
 from confab.contracts.identity import IssueSession, Session, SessionInput, UpsertUser, UserInput
 from confab.contracts.messaging import (
     AddParticipant,
@@ -110,15 +109,13 @@ async def list_conversations(call: Call) -> ConversationList:
     errors=WRITE_ERRORS,
 )
 async def add_participant(call: Call) -> None:
-    ok: Ok = await call.rpc.call(
+    await call.write(
         AddParticipant(
             actor=call.actor,
             conversation_id=call.path["conversation_id"],
             user_id=call.body.user_id,
         ),
-        correlation=call.correlation,
     )
-    call.wrote(ok.seq)
 
 
 @router.route(
@@ -131,15 +128,13 @@ async def add_participant(call: Call) -> None:
     errors=(401, 404),
 )
 async def remove_participant(call: Call) -> None:
-    ok: Ok = await call.rpc.call(
+    await call.write(
         RemoveParticipant(
             actor=call.actor,
             conversation_id=call.path["conversation_id"],
             user_id=call.path["user_id"],
         ),
-        correlation=call.correlation,
     )
-    call.wrote(ok.seq)
 
 
 @router.route(
@@ -197,13 +192,11 @@ async def list_reports(call: Call) -> ReportList:
     errors=WRITE_ERRORS,
 )
 async def moderate(call: Call) -> None:
-    ok: Ok = await call.rpc.call(
+    await call.write(
         ModerateMessage(
             actor=call.actor, message_id=call.path["message_id"], action=call.body.action
         ),
-        correlation=call.correlation,
     )
-    call.wrote(ok.seq)
 
 
 class Guest(msgspec.Struct, kw_only=True, frozen=True):

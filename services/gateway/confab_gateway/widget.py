@@ -7,7 +7,6 @@ from typing import Annotated
 
 import msgspec
 
-from confab.contracts.base import Ok, Request
 from confab.contracts.identity import GetUser, GetWorkspace, User, Workspace
 from confab.contracts.messaging import (
     ConversationList,
@@ -221,8 +220,7 @@ async def edit(call: Call) -> Message:
     errors=(401, 403, 404),
 )
 async def delete(call: Call) -> None:
-    await _write(
-        call,
+    await call.write(
         DeleteMessage(
             actor=call.actor,
             conversation_id=call.path["conversation_id"],
@@ -242,16 +240,7 @@ async def delete(call: Call) -> None:
     errors=WRITE_ERRORS,
 )
 async def react(call: Call) -> None:
-    await _write(
-        call,
-        React(
-            actor=call.actor,
-            conversation_id=call.path["conversation_id"],
-            message_id=call.path["message_id"],
-            emoji=call.body.emoji,
-            add=True,
-        ),
-    )
+    await _react(call, call.body.emoji, add=True)
 
 
 @router.route(
@@ -268,15 +257,18 @@ async def unreact(call: Call) -> None:
     emoji = call.path["emoji"]
     if not 0 < len(emoji) <= 32:
         raise NotFound("No such reaction.")
-    await _write(
-        call,
+    await _react(call, emoji, add=False)
+
+
+async def _react(call: Call, emoji: str, *, add: bool) -> None:
+    await call.write(
         React(
             actor=call.actor,
             conversation_id=call.path["conversation_id"],
             message_id=call.path["message_id"],
             emoji=emoji,
-            add=False,
-        ),
+            add=add,
+        )
     )
 
 
@@ -291,8 +283,7 @@ async def unreact(call: Call) -> None:
     errors=WRITE_ERRORS,
 )
 async def read(call: Call) -> None:
-    await _write(
-        call,
+    await call.write(
         MarkRead(actor=call.actor, conversation_id=call.path["conversation_id"], seq=call.body.seq),
     )
 
@@ -328,8 +319,7 @@ async def typing(call: Call) -> None:
     errors=WRITE_ERRORS,
 )
 async def report(call: Call) -> None:
-    await _write(
-        call,
+    await call.write(
         ReportMessage(
             actor=call.actor, message_id=call.path["message_id"], reason=call.body.reason
         ),
@@ -355,8 +345,3 @@ async def events(call: Call) -> EventList:
             limit=call.query.limit,
         )
     )
-
-
-async def _write(call: Call, command: Request) -> None:
-    ok: Ok = await call.rpc.call(command, correlation=call.correlation)
-    call.wrote(ok.seq)
