@@ -303,12 +303,22 @@ async def store_upload(js: JetStreamContext, name: str, part: BodyPartReader, li
             headers={"Nats-Rollup": "sub"},
         )
     except BaseException:
-        for future in unacked:
-            future.cancel()
         with contextlib.suppress(Exception):
-            await asyncio.shield(js.purge_stream(OBJECT_STREAM, subject=chunks_subject))
+            await asyncio.shield(_discard(js, chunks_subject, unacked))
         raise
     return size
+
+
+async def _discard(
+    js: JetStreamContext, chunks_subject: str, unacked: deque[asyncio.Future[js_api.PubAck]]
+) -> None:
+    """Purge a half-written upload once the chunks already sent are stored: purging
+    while they are still in flight would let them land after it, orphaned."""
+    if unacked:
+        await asyncio.wait(list(unacked), timeout=ACK_TIMEOUT)
+        for future in unacked:
+            future.cancel()
+    await js.purge_stream(OBJECT_STREAM, subject=chunks_subject)
 
 
 async def delete_upload(js: JetStreamContext, name: str) -> None:
