@@ -88,7 +88,9 @@ async def test_tail_shows_live_events_filtered_by_workspace_and_type(
     assert tail.returncode == 0
     shown = lines(out.decode())
     assert [e["type"] for e in shown] == ["message.posted", "message.posted"]
-    assert [e["body"]["content"] for e in shown] == ["first", "second"]
+    # As stored: the text is sealed with its sender's key (confab.personal), never in clear.
+    assert [e["body"]["content"] for e in shown] == ["", ""]
+    assert all(e["body"]["sealed"].startswith("v1.") for e in shown)
     assert {e["headers"]["Confab-Workspace"] for e in shown} == {chat.id}
     assert [e["headers"]["Confab-Actor"] for e in shown] == [ann["id"], bob["id"]]
 
@@ -101,7 +103,7 @@ async def test_tail_shows_live_events_filtered_by_workspace_and_type(
     kinds = ["conversation.created", "message.posted", "read.marked", "message.posted"]
     assert [row.split("  ")[2] for row in rows] == kinds
     assert all(cid in row and "CONVERSATIONS#" in row for row in rows)
-    assert f"actor={bob['id']}" in rows[3] and '"content":"second"' in rows[3]
+    assert f"actor={bob['id']}" in rows[3] and '"sealed":"v1.' in rows[3]
 
 
 async def test_admin_and_moderation_actions_are_events_with_their_actor(

@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from confab.contracts.base import Event
 from confab.errors import ConfabError, Conflict
 from confab.eventlog import Appended, WrongExpectedVersion, append, read_subject
+from confab.personal import KeyRing
 
 S = TypeVar("S")
 
@@ -78,6 +79,7 @@ class Aggregates(Generic[S]):
         evolve: Callable[[S, Event], S],
         *,
         cache_size: int = 50_000,
+        keys: KeyRing | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -85,6 +87,7 @@ class Aggregates(Generic[S]):
         self.initial = initial
         self.evolve = evolve
         self.cache_size = cache_size
+        self.keys = keys  # seals personal fields on the way to the log, reveals them back
         self._cache: OrderedDict[str, tuple[S, int]] = OrderedDict()
         self._turns = Turns()
 
@@ -100,7 +103,10 @@ class Aggregates(Generic[S]):
             return cached
         state, version = cached if cached is not None else (self.initial(), 0)
         async for envelope in read_subject(self.nc, self.stream, subject, after=version):
-            state = self.evolve(state, envelope.event)
+            event = envelope.event
+            if self.keys is not None:
+                event = await self.keys.reveal(envelope.workspace, event)
+            state = self.evolve(state, event)
             version = envelope.seq
         self._remember(subject, state, version)
         return state, version
@@ -155,12 +161,13 @@ class Aggregates(Generic[S]):
                     state, version = await self.load(subject, fresh=True)
                     continue
                 return Decision(state, version, None, None)
+            stored = event if self.keys is None else await self.keys.seal(workspace, event)
             try:
                 appended = await append(
                     self.js,
                     self.stream,
                     subject,
-                    event,
+                    stored,
                     msg_id=msg_id,
                     workspace=workspace,
                     actor=actor,

@@ -5,11 +5,12 @@ A service declares its read model in its ``pyproject.toml``::
     [project.entry-points."confab.projections"]
     messaging = "confab_messaging.projections:read_model"
 
-``read_model(schema)`` returns the projections that write the tables of one
-PostgreSQL schema, built on ``schema`` (the live one by default; a scratch one
-for a rebuild). A read model is rebuilt and swapped as a whole, because its
-schema is what is swapped. The library never imports a service: the entry
-point is loaded only when the command line asks for it.
+``read_model(schema, keys=None)`` returns the projections that write the tables
+of one PostgreSQL schema, built on ``schema`` (the live one by default; a
+scratch one for a rebuild) and revealing personal fields with ``keys``. A read
+model is rebuilt and swapped as a whole, because its schema is what is swapped.
+The library never imports a service: the entry point is loaded only when the
+command line asks for it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from confab.personal import KeyRing
 from confab.projection import Projection
 
 GROUP = "confab.projections"
@@ -34,8 +36,10 @@ class ReadModel:
     name: str
     factory: Factory
 
-    def projections(self, schema: str | None = None) -> list[Projection]:
-        built = list(self.factory() if schema is None else self.factory(schema))
+    def projections(
+        self, schema: str | None = None, keys: KeyRing | None = None
+    ) -> list[Projection]:
+        built = list(self.factory(keys=keys) if schema is None else self.factory(schema, keys=keys))
         schemas = {p.metadata.schema for p in built}
         if len(schemas) != 1 or None in schemas:
             raise ValueError(f"read model {self.name}: its projections must share one schema")

@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from confab.db import create_tables
 from confab.events import Envelope, UnknownEvent, open_envelope
 from confab.logging import get_logger
+from confab.personal import KeyRing
 from confab.projection import NOTIFY_CHANNEL, Projection, _lock_key, swap_lock_key
 from confab.readmodels import ReadModel
 from confab.streamread import Start, StreamReader, position
@@ -245,6 +246,7 @@ class ReadModelRebuild:
         *,
         purpose: str = "rebuild",
         batch_size: int = 2000,
+        keys: KeyRing | None = None,
     ) -> None:
         self.js = js
         self.engine = engine
@@ -252,7 +254,8 @@ class ReadModelRebuild:
         self.live_schema = model.schema
         self.scratch_schema = f"{self.live_schema}_{purpose}"
         self.retired_schema = f"{self.live_schema}_retired"
-        self.projections = model.projections(self.scratch_schema)
+        # Without keys, sealed personal fields replay as erased.
+        self.projections = model.projections(self.scratch_schema, keys)
         self.replayers = [Replayer(js, engine, p, batch_size=batch_size) for p in self.projections]
         self.batch_size = batch_size
 

@@ -26,6 +26,7 @@ from confab.contracts.system import HealthQuery, HealthReply
 from confab.db import create_engine
 from confab.errors import ConfabError
 from confab.logging import configure, get_logger
+from confab.personal import KeyRing
 from confab.projection import Projection, ProjectionRunner
 from confab.rpc import CallContext, RpcClient, RpcServer
 from confab.settings import DatabaseSettings, Settings, SettingsError, load
@@ -55,6 +56,7 @@ class Service:
         self.runners: dict[str, ProjectionRunner] = {}
         self.checks: dict[str, HealthCheck] = {}
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._keys: KeyRing | None = None
 
     # -- used by set-up functions --------------------------------------------
 
@@ -70,6 +72,14 @@ class Service:
         await runner.start()
         self.runners[projection.name] = runner
         return runner
+
+    async def key_ring(self) -> KeyRing:
+        """The users' data keys (``confab.personal``), opened on first use."""
+        if self._keys is None:
+            self._keys = KeyRing(self.nc, self.js, replicas=self.settings.stream_replicas)
+            await self._keys.open()
+            self.on_stop(self._keys.close)
+        return self._keys
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` at shutdown, before NATS and the database close (last added, first)."""

@@ -59,7 +59,7 @@ async def engine(fresh_database_url: str) -> AsyncIterator[AsyncEngine]:
 
 def model_for(spec: bus.StreamSpec) -> ReadModel:
     live = f"tally_{uuid.uuid4().hex[:8]}"
-    return ReadModel("tally", lambda schema=live: [Tally(spec, schema)])
+    return ReadModel("tally", lambda schema=live, keys=None: [Tally(spec, schema)])
 
 
 async def publish(nc: NATS, spec: bus.StreamSpec, keys: list[str]) -> int:

@@ -20,6 +20,7 @@ from confab import bus
 from confab.db import create_engine
 from confab.errors import ConfabError
 from confab.logging import configure
+from confab.personal import KeyRing
 from confab.rpc import RpcClient
 from confab.streamread import speed_up
 
@@ -80,6 +81,7 @@ class Platform:
     js: JetStreamContext
     database_url: str | None = None
     _engine: AsyncEngine | None = None
+    _keys: KeyRing | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -89,7 +91,15 @@ class Platform:
             self._engine = create_engine(self.database_url, pool_size=4)
         return self._engine
 
+    async def key_ring(self) -> KeyRing:
+        """Users' data keys, to replay sealed personal fields as the services see them."""
+        if self._keys is None:
+            self._keys = await KeyRing(self.nc, self.js).open()
+        return self._keys
+
     async def close(self) -> None:
+        if self._keys is not None:
+            await self._keys.close()
         if self._engine is not None:
             await self._engine.dispose()
         if not self.nc.is_closed:

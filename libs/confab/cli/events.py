@@ -32,7 +32,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from confab import bus
+from confab import bus, personal
 from confab.cli.context import Platform, add_target_options, run_on_platform
 from confab.cli.progress import ProgressBar
 from confab.events import H_ACTOR, H_EVENT, H_SCHEMA, H_WORKSPACE
@@ -66,7 +66,7 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
     time: str = ""
     type: str = ""
     headers: dict[str, str] = {}
-    body: msgspec.Raw = msgspec.Raw()  # the stored JSON, byte for byte
+    body: msgspec.Raw = msgspec.Raw(b"null")  # the stored JSON, byte for byte
     body_base64: str | None = None  # a body that is not one line of JSON
 
     def data(self) -> bytes:
@@ -84,7 +84,7 @@ def record_of(stream: str, msg: Msg) -> Record:
     seq, _, ns = position(msg)
     headers = dict(msg.headers or {})
     data = msg.data or b""
-    body = msgspec.Raw()
+    body = msgspec.Raw(b"null")
     encoded: str | None = None
     try:
         if not data or b"\n" in data or b"\r" in data:
@@ -134,7 +134,10 @@ def add_parser(commands: Any) -> None:
 
     export = sub.add_parser("export", help="write events as JSON lines (a file or stdout)")
     export.add_argument(
-        "--stream", action="append", default=[], help="this stream (default: all three); may repeat"
+        "--stream",
+        action="append",
+        default=[],
+        help="this stream (default: all three, after the users' data keys); may repeat",
     )
     start = export.add_mutually_exclusive_group()
     start.add_argument("--from-seq", type=int, metavar="N", help="from this stream sequence")
@@ -178,6 +181,16 @@ def _streams(chosen: list[str]) -> list[bus.StreamSpec]:
             raise SystemExit(f"confab: no stream {name!r} (the platform's streams: {known})")
         specs.append(spec)
     return specs
+
+
+def _moved_streams(chosen: list[str]) -> list[bus.StreamSpec]:
+    """What export and import move: the chosen streams, and with all of them the users'
+    data keys first, so an imported deployment can read the personal data it replays."""
+    if not chosen:
+        return [personal.KEYS, *bus.STREAMS.values()]
+    if [c.upper() for c in chosen] == [personal.KEYS.name]:
+        return [personal.KEYS]
+    return _streams(chosen)
 
 
 # -- tail ----------------------------------------------------------------------------------------
@@ -309,7 +322,7 @@ def tail_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     start = _start(args, default_new=False)
-    specs = _streams(args.stream)
+    specs = _moved_streams(args.stream)
     target: IO[str] | None = None
 
     async def work(platform: Platform) -> dict[str, int]:
@@ -383,7 +396,7 @@ def import_command(args: argparse.Namespace) -> int:
         js = platform.js
         # 1. The target must be empty: an import never merges into existing history.
         held = {}
-        for spec in bus.STREAMS.values():
+        for spec in _moved_streams([]):
             try:
                 info = await js.stream_info(spec.name)
             except NotFoundError:
@@ -397,6 +410,7 @@ def import_command(args: argparse.Namespace) -> int:
                 "deployment (e.g. 'confab up --no-demo' on a new data dir)"
             )
         await bus.ensure_streams(js, bus.STREAMS.values(), args.replicas)
+        await personal.ensure_bucket(js, args.replicas)
 
         # 2. Publish every line in order, a window of publishes in flight at a time.
         stats: dict[str, dict[str, int]] = {}
@@ -437,7 +451,7 @@ def import_command(args: argparse.Namespace) -> int:
                 record = _RECORD.decode(line)
             except msgspec.DecodeError as exc:
                 raise ImportFailed(f"line {number}: not an exported event ({exc})") from None
-            if record.stream not in bus.STREAMS:
+            if record.stream not in bus.STREAMS and record.stream != personal.KEYS.name:
                 raise ImportFailed(f"line {number}: unknown stream {record.stream}")
             stats.setdefault(record.stream, {"events": 0, "first": 0, "last": 0, "renumbered": 0})
             headers = {k: v for k, v in record.headers.items() if k.lower() not in SERVER_HEADERS}

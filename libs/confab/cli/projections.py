@@ -218,7 +218,10 @@ def rebuild_command(args: argparse.Namespace) -> int:
             print(text, flush=True)
 
     async def work(platform: Platform) -> dict[str, Any]:
-        job = ReadModelRebuild(platform.js, platform.engine, model, batch_size=args.batch_size)
+        keys = await platform.key_ring()
+        job = ReadModelRebuild(
+            platform.js, platform.engine, model, batch_size=args.batch_size, keys=keys
+        )
         names = ", ".join(p.name for p in job.projections)
         async with job.exclusive():
             if args.restart:
@@ -315,7 +318,12 @@ def verify_command(args: argparse.Namespace) -> int:
 
     async def work(platform: Platform) -> Any:
         job = ReadModelRebuild(
-            platform.js, platform.engine, model, purpose="verify", batch_size=args.batch_size
+            platform.js,
+            platform.engine,
+            model,
+            purpose="verify",
+            batch_size=args.batch_size,
+            keys=await platform.key_ring(),
         )
         async with job.exclusive():
             await job.drop_scratch()

@@ -17,6 +17,10 @@ class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 
     type: ClassVar[str]
     schema: ClassVar[int] = 1
+    # Personal data (see confab.personal): these fields are sealed with the key of the
+    # user named by the field ``owner``; such a class also has ``sealed: str | None``.
+    personal: ClassVar[tuple[str, ...]] = ()
+    owner: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

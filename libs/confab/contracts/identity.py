@@ -68,6 +68,8 @@ class ApiKeyRevoked(Event, kw_only=True, frozen=True):
 
 class UserUpserted(Event, kw_only=True, frozen=True):
     type = "user.upserted"
+    personal = ("name", "email", "avatar_url", "metadata")
+    owner = "user_id"
     workspace_id: str
     user_id: str
     external_id: str
@@ -77,6 +79,7 @@ class UserUpserted(Event, kw_only=True, frozen=True):
     metadata: Metadata = {}
     created: bool = False
     at: datetime
+    sealed: str | None = None
 
 
 class UserErased(Event, kw_only=True, frozen=True):

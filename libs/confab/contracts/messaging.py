@@ -78,6 +78,8 @@ class ParticipantRemoved(ConversationEvent, kw_only=True, frozen=True):
 
 class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
     type = "message.posted"
+    personal = ("content", "metadata")
+    owner = "sender_id"
     message_id: str
     sender_id: str | None = None  # None: a system message from the tenant's backend
     content: str
@@ -87,13 +89,17 @@ class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
     attachments: list[Attachment] = []
     reply_to: str | None = None
     client_msg_id: str | None = None
+    sealed: str | None = None
 
 
 class MessageEdited(ConversationEvent, kw_only=True, frozen=True):
     type = "message.edited"
+    personal = ("content",)
+    owner = "by"
     message_id: str
     content: str
     by: str
+    sealed: str | None = None
 
 
 class MessageDeleted(ConversationEvent, kw_only=True, frozen=True):

@@ -45,7 +45,8 @@ def make_app(fanout: Fanout, service: Service) -> web.Application:
 async def setup(service: Service) -> None:
     assert isinstance(service.settings, FanoutSettings)
     settings = service.settings
-    fanout = Fanout(settings, service.nc, service.js, service.client)
+    keys = await service.key_ring()
+    fanout = Fanout(settings, service.nc, service.js, service.client, keys)
     await fanout.start()
 
     async def check_cluster() -> str:

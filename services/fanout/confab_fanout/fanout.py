@@ -25,6 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from confab.logging import get_logger
+from confab.personal import KeyRing
 from confab.rpc import RpcClient
 from confab_fanout import protocol
 from confab_fanout.apps import AppRegistry
@@ -46,7 +47,12 @@ Extension = Callable[[Connection, ClientFrame], Awaitable[None]]
 
 class Fanout:
     def __init__(
-        self, settings: FanoutSettings, nc: NATS, js: JetStreamContext, client: RpcClient
+        self,
+        settings: FanoutSettings,
+        nc: NATS,
+        js: JetStreamContext,
+        client: RpcClient,
+        keys: KeyRing | None = None,
     ) -> None:
         self.settings = settings
         self.nc = nc
@@ -78,6 +84,7 @@ class Fanout:
             client,
             message_cache=settings.fanout_message_cache,
             profile_cache=settings.fanout_profile_cache,
+            keys=keys,
         )
         self.resumer = Resumer(self, client, settings.fanout_resume_max_events)
         # Client events outside Pusher's (e.g. "confab:resume"), by event name.

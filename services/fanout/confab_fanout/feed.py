@@ -65,6 +65,7 @@ from confab.contracts.messaging import (
 from confab.errors import ConfabError
 from confab.events import H_EVENT, H_SCHEMA, UnknownEvent, decode_event
 from confab.logging import get_logger
+from confab.personal import KeyRing
 from confab.realtime import Profile
 from confab.rpc import RpcClient
 from confab_fanout.metrics import DOMAIN_EVENTS
@@ -194,11 +195,14 @@ class Feed:
         *,
         message_cache: int = 20_000,
         profile_cache: int = 50_000,
+        keys: KeyRing | None = None,
     ) -> None:
         self.fanout = fanout
         self.channels = fanout.channels
         self.client = client
-        self.profiles = ProfileCache(fanout.nc, client, profile_cache)
+        # Reveals sealed message text (confab.personal); without it, it shows as erased.
+        self.keys = keys
+        self.profiles = ProfileCache(fanout.nc, client, profile_cache, keys=keys)
         self.message_cache = message_cache
         self.messages: OrderedDict[str, Cached] = OrderedDict()
         # conversation id -> items waiting behind one that needs a lookup
@@ -240,6 +244,9 @@ class Feed:
             return
         if not isinstance(event, ConversationEvent):
             return
+        if self.keys is not None and getattr(event, "sealed", None):
+            # Callbacks of one subscription run one after another: order is kept.
+            event = await self.keys.reveal(workspace_id, event)
         self.take(workspace_id, conversation_id, event, stream_seq, last_on_subject)
 
     def take(

@@ -22,6 +22,7 @@ from confab.contracts.identity import GetUser, User, UserErased, UserUpserted
 from confab.errors import ConfabError, NotFound
 from confab.events import H_EVENT, UnknownEvent, open_envelope
 from confab.logging import get_logger
+from confab.personal import KeyRing
 from confab.realtime import ERASED, Profile
 from confab.rpc import RpcClient
 
@@ -34,9 +35,12 @@ Key = tuple[str, str]  # (workspace id, user id)
 
 
 class ProfileCache:
-    def __init__(self, nc: NATS, client: RpcClient, size: int = 50_000) -> None:
+    def __init__(
+        self, nc: NATS, client: RpcClient, size: int = 50_000, *, keys: KeyRing | None = None
+    ) -> None:
         self.nc = nc
         self.client = client
+        self.keys = keys  # reveals sealed profiles in user events
         self.size = size
         self._cache: OrderedDict[Key, Profile] = OrderedDict()
         self._inflight: dict[Key, asyncio.Future[Profile | None]] = {}
@@ -112,10 +116,13 @@ class ProfileCache:
         if headers.get(H_EVENT) not in _WATCHED:
             return
         try:
-            event = open_envelope(headers, msg.data).event
+            envelope = open_envelope(headers, msg.data)
         except (UnknownEvent, msgspec.DecodeError, KeyError, ValueError) as exc:
             log.warning("user_event_unreadable", error=str(exc))
             return
+        event = envelope.event
+        if self.keys is not None and isinstance(event, UserUpserted) and event.sealed:
+            event = await self.keys.reveal(envelope.workspace, event)
         if isinstance(event, UserUpserted):
             self.put(event.workspace_id, event.user_id, Profile(event.name, event.avatar_url))
         elif isinstance(event, UserErased):

@@ -18,10 +18,11 @@ from confab_identity.store import Store
 
 async def setup(service: Service) -> None:
     await service.declare(IDENTITY)
-    runner = await service.add_projection(IdentityProjection())
+    keys = await service.key_ring()
+    runner = await service.add_projection(IdentityProjection(keys=keys))
     assert service.engine is not None  # add_projection needs the database
     aggregates: Aggregates[State] = Aggregates(
-        service.nc, service.js, IDENTITY.name, initial=initial, evolve=evolve
+        service.nc, service.js, IDENTITY.name, initial=initial, evolve=evolve, keys=keys
     )
     settings = service.settings
     read_wait = settings.read_wait_seconds if isinstance(settings, IdentitySettings) else 2.0

@@ -373,7 +373,18 @@ class Handlers:
         )
 
     async def erase_user(self, cmd: EraseUser, ctx: CallContext) -> Ok:
+        """Purge the user's data key, then record the erasure.
+
+        The key goes first: whatever happens next, the personal data sealed in
+        the log can no longer be read, and a retry finishes the job.
+        """
         now = self.clock()
+        workspace_id = _valid(cmd.workspace_id, "User")
+        user_id = _valid(cmd.user_id, "User")
+        state, _ = await self.aggregates.load(subject(workspace_id, "user", user_id), fresh=True)
+        domain.live_user(state, workspace_id)
+        if self.aggregates.keys is not None:
+            await self.aggregates.keys.erase(workspace_id, user_id)
         decision = await self._change_user(
             cmd.workspace_id,
             cmd.user_id,

@@ -28,15 +28,16 @@ from confab.contracts.identity import (
     WorkspaceCreated,
 )
 from confab.events import Envelope
+from confab.personal import KeyRing
 from confab.projection import Projection
 from confab_identity.domain import ERASED_NAME
 from confab_identity.store import SCHEMA, Tables, define_tables
 
 
-def read_model(schema: str = SCHEMA) -> list[Projection]:
+def read_model(schema: str = SCHEMA, keys: KeyRing | None = None) -> list[Projection]:
     """The projections of schema ``identity`` (entry point ``confab.projections``), built
     on ``schema``: the CLI rebuilds and verifies them in a scratch schema."""
-    return [IdentityProjection(schema=schema)]
+    return [IdentityProjection(schema=schema, keys=keys)]
 
 
 class IdentityProjection(Projection):
@@ -45,14 +46,19 @@ class IdentityProjection(Projection):
     stream = IDENTITY.name
     subjects = IDENTITY.subjects
 
-    def __init__(self, name: str = "identity", schema: str = SCHEMA) -> None:
+    def __init__(
+        self, name: str = "identity", schema: str = SCHEMA, keys: KeyRing | None = None
+    ) -> None:
         self.name = name
+        self.keys = keys  # reveals sealed profiles; without it they read as erased
         # Each instance has its own MetaData, so a rebuild can run next to the live one.
         self.metadata = sa.MetaData(schema=schema)
         self.tables: Tables = define_tables(self.metadata)
         super().__init__()
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        if self.keys is not None:
+            events = await self.keys.reveal_all(events)
         for envelope in events:
             await self._apply(conn, envelope.event, envelope.seq)
 

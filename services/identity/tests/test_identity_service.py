@@ -418,7 +418,9 @@ async def test_replaying_identity_into_fresh_tables_reproduces_the_read_model(
     name = f"identity_replay_{uuid.uuid4().hex[:8]}"
     with fresh_database(backends.database_url) as replay_url:
         engine = create_engine(replay_url, pool_size=2)
-        runner = ProjectionRunner(identity.js, engine, replay_url, IdentityProjection(name))
+        keys = await identity.key_ring()
+        projection = IdentityProjection(name, keys=keys)
+        runner = ProjectionRunner(identity.js, engine, replay_url, projection)
         try:
             await runner.start()
             assert await runner.wait_for(last, 30), runner.last_error

@@ -23,8 +23,11 @@ async def setup(service: Service) -> None:
     if not isinstance(settings, MessagingSettings):
         settings = MessagingSettings()  # defaults for everything messaging-specific
     batch = settings.projection_batch_size
-    users = await service.add_projection(UsersProjection(), batch_size=batch)
-    conversations = await service.add_projection(ConversationsProjection(), batch_size=batch)
+    keys = await service.key_ring()
+    users = await service.add_projection(UsersProjection(keys=keys), batch_size=batch)
+    conversations = await service.add_projection(
+        ConversationsProjection(keys=keys), batch_size=batch
+    )
     assert service.engine is not None  # add_projection needs the database
     aggregates: Aggregates[ConversationState] = Aggregates(
         service.nc,
@@ -33,6 +36,7 @@ async def setup(service: Service) -> None:
         initial=initial,
         evolve=evolve,
         cache_size=settings.aggregate_cache_size,
+        keys=keys,
     )
     handlers = Handlers(
         service.nc,

@@ -12,6 +12,11 @@ the payloads as it goes), and the results are written back with one
 multi-row statement per table. Unread counts are then recomputed, with one
 statement, for the conversations and participants the batch touched.
 
+Personal fields arrive sealed (``confab.personal``) and are revealed with the
+owner's key; once a user is erased their key is gone, so a replay shows their
+messages blank, and the live rows are blanked the same way when the erasure
+is projected.
+
 Every value comes from the events (times from their ``at``), never from the
 database clock, and every row carries the sequence of the event that last
 wrote it (upserts only move forward), so a replay into empty tables gives the
@@ -24,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab import realtime
@@ -45,6 +50,7 @@ from confab.contracts.messaging import (
     ReadMarked,
 )
 from confab.events import Envelope
+from confab.personal import KeyRing
 from confab.projection import Projection
 from confab_messaging import render
 from confab_messaging.store import (
@@ -59,6 +65,11 @@ USER_SUBJECTS = ("identity.evt.*.user.*",)
 USER_EVENTS = (UserUpserted, UserErased, UserBanned, UserUnbanned)
 
 REPORT_STATUS = {"hide": "hidden", "restore": "restored", "delete": "deleted"}
+
+# Blanking an erased user's messages holds this transaction lock exclusively and a
+# batch of conversation events shares it, so neither writes back rows the other
+# read before it committed.
+ERASURE_LOCK = 0x636F6E6661625F65  # "confab_e"
 
 
 async def _upsert(
@@ -82,10 +93,13 @@ async def _upsert(
     await conn.execute(stmt, rows)
 
 
-def read_model(schema: str = SCHEMA) -> list[Projection]:
+def read_model(schema: str = SCHEMA, keys: KeyRing | None = None) -> list[Projection]:
     """The projections of schema ``messaging`` (entry point ``confab.projections``), built
     on ``schema``: the CLI rebuilds and verifies them in a scratch schema."""
-    return [UsersProjection(schema=schema), ConversationsProjection(schema=schema)]
+    return [
+        UsersProjection(schema=schema, keys=keys),
+        ConversationsProjection(schema=schema, keys=keys),
+    ]
 
 
 # -- users -----------------------------------------------------------------------------------
@@ -97,10 +111,24 @@ class UsersProjection(Projection):
     stream = IDENTITY.name
     subjects = USER_SUBJECTS
 
-    def __init__(self, name: str = "messaging.users", schema: str = SCHEMA) -> None:
+    def __init__(
+        self, name: str = "messaging.users", schema: str = SCHEMA, keys: KeyRing | None = None
+    ) -> None:
         self.name = name
         self.metadata = sa.MetaData(schema=schema)  # another schema for a rebuild
         self.tables: UserTables = define_user_tables(self.metadata)
+        self.keys = keys  # reveals sealed profiles; without it they read as erased
+        # The conversation tables this projection blanks on an erasure (not its own).
+        self.messages = sa.table(
+            "messages",
+            sa.column("sender_id", sa.Text),
+            sa.column("content", sa.Text),
+            sa.column("metadata", sa.JSON),
+            schema=schema,
+        )
+        self.events = sa.table(
+            "events", sa.column("name", sa.Text), sa.column("data", JSONB), schema=schema
+        )
         super().__init__()
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
@@ -108,6 +136,15 @@ class UsersProjection(Projection):
         ids = {e.event.user_id for e in events if isinstance(e.event, USER_EVENTS)}
         if not ids:
             return
+        if self.keys is not None:
+            events = await self.keys.reveal_all(events)
+        erased = sorted({e.event.user_id for e in events if isinstance(e.event, UserErased)})
+        if erased:
+            if self.keys is not None:
+                for e in events:
+                    if isinstance(e.event, UserErased):
+                        self.keys.forget(e.event.workspace_id, e.event.user_id)
+            await self._blank_messages(conn, erased)
         loaded = await conn.execute(sa.select(users).where(users.c.id.in_(sorted(ids))))
         rows: dict[str, dict[str, Any]] = {r.id: dict(r._mapping) for r in loaded}
         changed: set[str] = set()
@@ -146,6 +183,23 @@ class UsersProjection(Projection):
             guard="seq",
         )
 
+    async def _blank_messages(self, conn: AsyncConnection, user_ids: list[str]) -> None:
+        """What a replay shows for erased users' messages: no content, no metadata."""
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ERASURE_LOCK)))
+        m, e = self.messages, self.events
+        await conn.execute(
+            m.update().where(m.c.sender_id.in_(user_ids)).values(content="", metadata={})
+        )
+        blank = sa.cast(sa.literal('{"content": "", "metadata": {}}'), JSONB)
+        await conn.execute(
+            e.update()
+            .where(
+                e.c.name.in_([realtime.MESSAGE_CREATED, realtime.MESSAGE_UPDATED]),
+                e.c.data["sender"]["id"].astext.in_(user_ids),
+            )
+            .values(data=e.c.data.op("||")(blank))
+        )
+
 
 # -- conversations ---------------------------------------------------------------------------
 
@@ -154,13 +208,22 @@ class ConversationsProjection(Projection):
     stream = CONVERSATIONS.name
     subjects = CONVERSATIONS.subjects
 
-    def __init__(self, name: str = "messaging.conversations", schema: str = SCHEMA) -> None:
+    def __init__(
+        self,
+        name: str = "messaging.conversations",
+        schema: str = SCHEMA,
+        keys: KeyRing | None = None,
+    ) -> None:
         self.name = name
         self.metadata = sa.MetaData(schema=schema)  # another schema for a rebuild
         self.tables: ConversationTables = define_conversation_tables(self.metadata)
+        self.keys = keys  # reveals sealed messages; without it they read as erased
         super().__init__()
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        if self.keys is not None:
+            events = await self.keys.reveal_all(events)
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(ERASURE_LOCK)))
         batch = _Batch(self.tables)
         await batch.load(conn, events)
         for envelope in events:

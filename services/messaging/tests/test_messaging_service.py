@@ -161,7 +161,11 @@ class World:
         return user_id
 
     async def users_event(self, event: Event, user_id: str) -> None:
-        """Publish an identity event and wait until messaging's users read model has it."""
+        """Publish an identity event and wait until messaging's users read model has it.
+
+        An erasure purges the user's key first, as identity does."""
+        if isinstance(event, identity.UserErased):
+            await (await self.service.key_ring()).erase(self.ws, user_id)
         seq = await self._identity(user_id, event)
         assert await self.service.runners["messaging.users"].wait_for(seq, WAIT)
 
@@ -423,11 +427,14 @@ async def test_fifty_concurrent_resends_make_one_message(
     assert sum(r.created for r in replies) == 1
     assert len({r.message.id for r in replies}) == 1
     assert len({r.stream_seq for r in replies}) == 1
-    stored = [
+    keys = await messaging.key_ring()
+    raw = [
         e.event
         async for e in read_subject(messaging.nc, CONVERSATIONS.name, subject(world.ws, cid))
         if isinstance(e.event, MessagePosted)
     ]
+    assert all(e.sealed and e.content == "" for e in raw)  # the log holds no text
+    stored = [await keys.reveal(world.ws, e) for e in raw]
     assert [e.content for e in stored] == ["warm up the cache", "only once"]
     messages = await all_messages(call, world.as_user(ann), cid, replies[0].stream_seq)
     assert [m.content for m in messages] == ["warm up the cache", "only once"]
@@ -599,8 +606,9 @@ async def test_twenty_concurrent_senders_through_two_instances(
     assert len({r.message.seq for r in results}) == 100
     assert len({r.stream_seq for r in results}) == 100
 
+    keys = await messaging.key_ring()
     stored = [
-        e.event
+        await keys.reveal(world.ws, e.event)
         async for e in read_subject(messaging.nc, CONVERSATIONS.name, subject(world.ws, cid))
     ]
     assert [e.seq for e in stored] == list(range(1, 102))  # created + 100 messages, no gap
@@ -1011,9 +1019,10 @@ async def test_replaying_both_streams_into_an_empty_database_reproduces_the_read
     ] == [3, 2, 7, 1, 1]
 
     token = uuid.uuid4().hex[:8]
+    keys = await messaging.key_ring()
     projections = [
-        UsersProjection(f"messaging_users_replay_{token}"),
-        ConversationsProjection(f"messaging_conv_replay_{token}"),
+        UsersProjection(f"messaging_users_replay_{token}", keys=keys),
+        ConversationsProjection(f"messaging_conv_replay_{token}", keys=keys),
     ]
     with fresh_database(backends.database_url) as replay_url:
         engine = create_engine(replay_url, pool_size=2)

@@ -175,7 +175,13 @@ async def test_v1_events_and_v2_events_are_read_side_by_side(
 
         # A replay of the whole log (what a rebuild does) gives the same read model.
         assert service.engine is not None
-        job = ReadModelRebuild(service.js, service.engine, find("messaging"), purpose="verify")
+        job = ReadModelRebuild(
+            service.js,
+            service.engine,
+            find("messaging"),
+            purpose="verify",
+            keys=await service.key_ring(),
+        )
         differences: list[Any] = []
         async with job.exclusive():
             await job.drop_scratch()
