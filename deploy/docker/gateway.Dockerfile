@@ -1,0 +1,31 @@
+# confab-gateway: the public HTTP API: /api/v1, /api/widget, /api/admin, /openapi.json, /demo.
+# Build from the repository root:
+#   docker build -f deploy/docker/gateway.Dockerfile -t confab-gateway:0.1.0 .
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/confab
+# Third-party packages exactly as locked (versions and hashes), then our own without deps.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
+COPY libs/pyproject.toml libs/
+COPY libs/confab libs/confab
+COPY services/gateway/pyproject.toml services/gateway/
+COPY services/gateway/confab_gateway services/gateway/confab_gateway
+RUN pip install --no-deps ./libs ./services/gateway
+
+# Listen on every interface inside the container; /healthz and /metrics on 9090.
+ENV CONFAB_GATEWAY_HOST=0.0.0.0 \
+    CONFAB_GATEWAY_PORT=8000 \
+    CONFAB_HTTP_HOST=0.0.0.0 \
+    CONFAB_HTTP_PORT=9090 \
+    CONFAB_LOG_FORMAT=json
+EXPOSE 8000 9090
+USER 10001:10001
+HEALTHCHECK --interval=10s --timeout=3s --start-period=40s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9090/healthz', timeout=2)"]
+CMD ["confab-gateway"]

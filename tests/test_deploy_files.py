@@ -1,0 +1,482 @@
+"""The deployment files in deploy/, checked against the code.
+
+They cannot run here (no Docker engine, no Kubernetes), so every file is parsed and
+cross-checked instead: each CONFAB_* variable is a setting of the service it is given
+to and loads with the value given, each command is that service's console script, each
+probe and published port is one the service listens on, and the NATS cluster is three
+JetStream nodes that the real nats-server accepts. A renamed setting, script or port
+then fails here rather than in someone's deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+import pytest
+import yaml
+
+from confab.settings import DatabaseSettings, Settings, env_name, load
+from confab_fanout.settings import FanoutSettings
+from confab_gateway.settings import GatewaySettings
+from confab_identity.settings import IdentitySettings
+from confab_media.settings import MediaSettings
+from confab_messaging.settings import MessagingSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+NATS_CONF = DEPLOY / "nats" / "nats.conf"
+
+SETTINGS: dict[str, type[Settings]] = {
+    "gateway": GatewaySettings,
+    "identity": IdentitySettings,
+    "messaging": MessagingSettings,
+    "media": MediaSettings,
+    "fanout": FanoutSettings,
+}
+SERVICES = tuple(SETTINGS)
+HEALTH_PATHS = {"/healthz", "/metrics"}  # confab.service.health_routes
+SECRET = "confab-secrets"
+
+
+# -- reading the files ---------------------------------------------------------------------
+
+
+@dataclass
+class Dockerfile:
+    path: Path
+    instructions: list[tuple[str, str]]  # (INSTRUCTION, arguments), continuations joined
+
+    def all(self, name: str) -> list[str]:
+        return [args for instr, args in self.instructions if instr == name]
+
+    def one(self, name: str) -> str:
+        found = self.all(name)
+        assert len(found) == 1, f"{self.path.name}: expected one {name}, found {len(found)}"
+        return found[0]
+
+    @property
+    def env(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for args in self.all("ENV"):
+            for item in shlex.split(args):
+                key, sep, value = item.partition("=")
+                assert sep, f"{self.path.name}: ENV {item!r} is not KEY=value"
+                out[key] = value
+        return out
+
+    @property
+    def cmd(self) -> list[str]:
+        return exec_form(self.one("CMD"), self.path)
+
+    @property
+    def exposed(self) -> set[int]:
+        return {int(port.split("/")[0]) for args in self.all("EXPOSE") for port in args.split()}
+
+    @property
+    def healthcheck(self) -> list[str]:
+        args = self.one("HEALTHCHECK")
+        _, _, command = args.partition("CMD ")
+        return exec_form(command, self.path)
+
+
+INSTRUCTIONS = {
+    "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
+    "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+}  # fmt: skip
+
+
+def exec_form(args: str, path: Path) -> list[str]:
+    """CMD/HEALTHCHECK in exec form (a JSON array): no shell between the runtime and us."""
+    value = json.loads(args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), (
+        f"{path.name}: {args!r} is not in exec form"
+    )
+    return value
+
+
+def parse_dockerfile(path: Path) -> Dockerfile:
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):  # a comment inside a continued instruction
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        instr, _, args = full.partition(" ")
+        assert instr.upper() == instr and instr in INSTRUCTIONS, (
+            f"{path.name}: unknown instruction {instr!r}"
+        )
+        instructions.append((instr, args.strip()))
+    assert not pending, f"{path.name}: ends inside a continued line"
+    assert instructions and instructions[0][0] == "FROM", f"{path.name}: must start with FROM"
+    return Dockerfile(path, instructions)
+
+
+def yaml_documents(path: Path) -> list[Any]:
+    with path.open() as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?]([^}]*))?\}")
+
+
+def interpolate(value: str) -> str:
+    """Compose's ``${VAR:-default}`` with nothing set: the default (empty without one)."""
+    return _VARIABLE.sub(lambda m: m.group(2) or "", value)
+
+
+def pyproject(service: str) -> dict[str, Any]:
+    return tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
+
+
+def console_script(service: str) -> str:
+    """The service's one console script, which must run ``confab_<service>.app:main``."""
+    scripts = pyproject(service)["project"]["scripts"]
+    names = [n for n, target in scripts.items() if target == f"confab_{service}.app:main"]
+    assert len(names) == 1, f"services/{service}/pyproject.toml: {scripts}"
+    return names[0]
+
+
+def image_tag(service: str) -> str:
+    return f"confab-{service}:{pyproject(service)['project']['version']}"
+
+
+# -- checking a service's environment ----------------------------------------------------------
+
+
+@dataclass
+class ServiceEnv:
+    """The environment one container of ``service`` gets, and where each variable is from."""
+
+    service: str
+    values: dict[str, str]  # resolvable values (the image's ENV overlaid by the file's)
+    secret_names: set[str] = field(default_factory=set)  # values from a Secret, unknown here
+
+    @property
+    def names(self) -> set[str]:
+        return set(self.values) | self.secret_names
+
+    def check(self, where: str) -> Settings:
+        """Every CONFAB_* variable is a setting of this service, and the values load."""
+        cls = SETTINGS[self.service]
+        known = {env_name(f.name) for f in msgspec.structs.fields(cls)}
+        unknown = {n for n in self.names if n.startswith("CONFAB_")} - known
+        assert not unknown, f"{where}: {self.service} has no settings {sorted(unknown)}"
+        confab = {k: v for k, v in self.values.items() if k.startswith("CONFAB_")}
+        settings = load(cls, argv=[], env=confab)
+        hosts = {f.name: getattr(settings, f.name) for f in msgspec.structs.fields(cls)}
+        for name, value in hosts.items():
+            if name.endswith("_host"):
+                assert value == "0.0.0.0", f"{where}: {env_name(name)}={value} (unreachable)"
+        return settings
+
+
+def listen_ports(settings: Settings) -> set[int]:
+    """The ports the service listens on: its own (gateway, fanout) and the health port."""
+    ports = {
+        getattr(settings, f.name)
+        for f in msgspec.structs.fields(type(settings))
+        if f.name.endswith("_port")
+    }
+    return {p for p in ports if p}
+
+
+def needs_database(service: str) -> bool:
+    return issubclass(SETTINGS[service], DatabaseSettings)
+
+
+def url_hosts(value: str) -> list[tuple[str, int | None]]:
+    return [(p.hostname or "", p.port) for p in map(urlsplit, value.split(","))]
+
+
+# -- Dockerfiles -------------------------------------------------------------------------------
+
+
+def dockerfile(service: str) -> Dockerfile:
+    return parse_dockerfile(DEPLOY / "docker" / f"{service}.Dockerfile")
+
+
+def lock_python_version() -> str:
+    found = re.search(r"--python-version\s+(\S+)", (ROOT / "Makefile").read_text())
+    assert found, "the Makefile's lock target names no --python-version"
+    return found.group(1)
+
+
+def test_there_is_one_dockerfile_per_service_and_no_other() -> None:
+    names = {p.name for p in (DEPLOY / "docker").iterdir()}
+    assert names == {f"{s}.Dockerfile" for s in SERVICES}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_dockerfile_installs_the_lock_and_the_service_and_runs_its_script(service: str) -> None:
+    image = dockerfile(service)
+    base = image.one("FROM")
+    assert base.startswith(f"python:{lock_python_version()}-"), (
+        f"{base}: the lock is resolved for Python {lock_python_version()}"
+    )
+    for args in image.all("COPY"):
+        *sources, _target = shlex.split(args)
+        for source in sources:
+            assert (ROOT / source).exists(), f"{image.path.name}: COPY {source}: no such path"
+    runs = image.all("RUN")
+    assert "pip install --require-hashes -r requirements.lock" in runs
+    assert f"pip install --no-deps ./libs ./services/{service}" in runs
+    assert image.cmd == [console_script(service)]
+    assert image.one("USER").split(":")[0] != "0", "the service must not run as root"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_dockerfile_environment_ports_and_healthcheck_match_the_settings(service: str) -> None:
+    image = dockerfile(service)
+    settings = ServiceEnv(service, image.env).check(image.path.name)
+    assert image.exposed == listen_ports(settings)
+    check = " ".join(image.healthcheck)
+    url = re.search(r"http://127\.0\.0\.1:(\d+)(/[a-z]+)", check)
+    assert url, f"{image.path.name}: HEALTHCHECK requests no local URL: {check}"
+    assert int(url.group(1)) == settings.http_port and url.group(2) == "/healthz"
+
+
+# -- docker-compose.yml --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    (document,) = yaml_documents(DEPLOY / "docker-compose.yml")
+    return document
+
+
+def compose_env(compose: Mapping[str, Any], service: str) -> ServiceEnv:
+    spec = compose["services"][service]
+    raw = spec.get("environment") or {}
+    assert isinstance(raw, dict), f"compose {service}: environment must be a mapping"
+    values = {**dockerfile(service).env, **{k: interpolate(str(v)) for k, v in raw.items()}}
+    return ServiceEnv(service, values)
+
+
+def nats_nodes(compose: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: spec
+        for name, spec in compose["services"].items()
+        if str(spec.get("image", "")).startswith("nats:")
+    }
+
+
+def nats_conf() -> str:
+    return NATS_CONF.read_text()
+
+
+def conf_value(text: str, key: str) -> str:
+    found = re.findall(rf"^\s*{key}:\s*(\S+)\s*$", text, re.MULTILINE)
+    assert found, f"{NATS_CONF.name}: no {key}"
+    return found[0]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_runs_each_service_from_its_dockerfile_with_its_settings(
+    compose: dict[str, Any], service: str
+) -> None:
+    spec = compose["services"][service]
+    build = spec["build"]
+    assert (DEPLOY / build["context"]).resolve() == ROOT
+    assert build["dockerfile"] == f"deploy/docker/{service}.Dockerfile"
+    assert spec["image"] == image_tag(service)
+    assert spec.get("command", dockerfile(service).cmd) == [console_script(service)]
+    env = compose_env(compose, service)
+    settings = env.check(f"compose {service}")
+    published = {int(str(p).rsplit(":", 1)[1]) for p in spec.get("ports", [])}
+    assert published <= listen_ports(settings) - {settings.http_port}
+    for dependency in spec.get("depends_on", {}):
+        assert dependency in compose["services"], f"compose {service}: needs {dependency}"
+    # Backends by the names compose gives them, on the ports they listen on.
+    nodes = nats_nodes(compose)
+    port = int(conf_value(nats_conf(), "port"))
+    assert url_hosts(env.values["CONFAB_NATS_URL"]) == [(n, port) for n in sorted(nodes)]
+    if needs_database(service):
+        assert isinstance(settings, DatabaseSettings)
+        assert url_hosts(settings.database_url) == [("postgres", 5432)]
+        assert "postgres" in spec["depends_on"]
+    if isinstance(settings, MediaSettings):
+        assert url_hosts(settings.s3_endpoint) == [("minio", 9000)]
+        minio = compose["services"]["minio"]["environment"]
+        assert settings.s3_access_key == interpolate(minio["MINIO_ROOT_USER"])
+        assert settings.s3_secret_key == interpolate(minio["MINIO_ROOT_PASSWORD"])
+
+
+def test_compose_has_a_three_node_jetstream_cluster_and_three_replicas(
+    compose: dict[str, Any],
+) -> None:
+    nodes = nats_nodes(compose)
+    assert len(nodes) == 3
+    conf = nats_conf()
+    cluster_port = re.search(r"cluster\s*\{[^}]*?\bport:\s*(\d+)", conf, re.DOTALL)
+    assert cluster_port and "jetstream {" in conf
+    routes = set(re.findall(r"nats://([\w-]+):(\d+)", conf))
+    assert routes == {(name, cluster_port.group(1)) for name in nodes}
+    mounted = f"./{NATS_CONF.relative_to(DEPLOY)}"
+    names = set()
+    for name, spec in nodes.items():
+        assert spec["command"] == ["--config", "/etc/nats/confab.conf"]
+        assert f"{mounted}:/etc/nats/confab.conf:ro" in spec["volumes"]
+        assert any(v.endswith(":/data") for v in spec["volumes"]), f"{name}: no JetStream volume"
+        names.add(spec["environment"]["NATS_SERVER_NAME"])
+    assert names == set(nodes), "JetStream needs a unique server name per node"
+    for service in SERVICES:
+        settings = compose_env(compose, service).check(f"compose {service}")
+        assert settings.stream_replicas == len(nodes)
+
+
+def nats_server() -> str | None:
+    return shutil.which("nats-server", path=str(Path(sys.executable).parent))
+
+
+def test_nats_server_accepts_the_cluster_configuration(compose: dict[str, Any]) -> None:
+    server = nats_server()
+    if server is None:
+        pytest.skip("nats-server is not installed (make install installs it)")
+    for name in nats_nodes(compose):
+        result = subprocess.run(
+            [server, "-c", str(NATS_CONF), "-t"],
+            env={"NATS_SERVER_NAME": name},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "is valid" in result.stderr + result.stdout
+
+
+# -- Kubernetes ----------------------------------------------------------------------------------
+
+
+def k8s_objects() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml_documents(path):
+            if "kind" in doc:
+                yield path, doc
+
+
+def k8s_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for _, d in k8s_objects() if d["kind"] == kind}
+
+
+def container(service: str) -> dict[str, Any]:
+    deployment = k8s_kind("Deployment")[service]
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def k8s_env(service: str) -> ServiceEnv:
+    spec = container(service)
+    values = dict(dockerfile(service).env)
+    configmaps = k8s_kind("ConfigMap")
+    for source in spec.get("envFrom", []):
+        values.update(configmaps[source["configMapRef"]["name"]]["data"])
+    env = ServiceEnv(service, values)
+    for item in spec.get("env", []):
+        if "value" in item:
+            values[item["name"]] = str(item["value"])
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == SECRET, f"k8s {service}: {item['name']} from {ref['name']}"
+            env.secret_names.add(item["name"])
+    return env
+
+
+def container_ports(spec: Mapping[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in spec["ports"]}
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    (kustomization,) = yaml_documents(K8S / "kustomization.yaml")
+    listed = set(kustomization["resources"])
+    manifests = {p.name for p, _ in k8s_objects() if p.name != "kustomization.yaml"}
+    assert listed == manifests
+    assert set(k8s_kind("Deployment")) == set(SERVICES)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_deployment_runs_the_service_with_its_settings_and_probes(service: str) -> None:
+    spec = container(service)
+    assert spec["image"] == image_tag(service)
+    assert spec.get("command", dockerfile(service).cmd) == [console_script(service)]
+    env = k8s_env(service)
+    settings = env.check(f"k8s {service}")
+    if needs_database(service):
+        assert "CONFAB_DATABASE_URL" in env.secret_names
+    ports = container_ports(spec)
+    assert set(ports.values()) == listen_ports(settings)
+    assert ports["health"] == settings.http_port
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = spec[probe]["httpGet"]
+        port = ports[get["port"]] if isinstance(get["port"], str) else get["port"]
+        assert port == settings.http_port, f"k8s {service} {probe}: port {get['port']}"
+        assert get["path"] in HEALTH_PATHS
+    assert spec["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    requests = spec["resources"]["requests"]
+    assert {"cpu", "memory"} <= set(requests), f"k8s {service}: resource requests"
+    assert "memory" in spec["resources"]["limits"]
+
+
+def test_k8s_services_and_ingress_reach_named_container_ports() -> None:
+    deployments = k8s_kind("Deployment")
+    services = k8s_kind("Service")
+    assert set(services) == {"gateway", "fanout"}  # the two that take outside traffic
+    for name, service in services.items():
+        selected = [
+            d
+            for d in deployments.values()
+            if service["spec"]["selector"].items()
+            <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert [d["metadata"]["name"] for d in selected] == [name]
+        ports = container_ports(container(name))
+        for port in service["spec"]["ports"]:
+            assert ports[port["targetPort"]] == port["port"]
+    for ingress in k8s_kind("Ingress").values():
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                names = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
+                assert backend["port"]["name"] in names
+
+
+def test_k8s_nats_values_make_a_three_node_jetstream_cluster() -> None:
+    (values,) = yaml_documents(K8S / "nats-values.yaml")
+    cluster, jetstream = values["config"]["cluster"], values["config"]["jetstream"]
+    assert cluster["enabled"] and jetstream["enabled"] and jetstream["fileStore"]["enabled"]
+    (common,) = k8s_kind("ConfigMap").values()
+    assert int(common["data"]["CONFAB_STREAM_REPLICAS"]) == cluster["replicas"] == 3
+
+
+def test_readme_names_every_secret_key_and_scales_every_service() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    keys = {
+        item["valueFrom"]["secretKeyRef"]["key"]
+        for service in SERVICES
+        for item in container(service).get("env", [])
+        if "valueFrom" in item
+    }
+    for key in keys:
+        assert f"--from-literal={key}=" in readme, f"deploy/README.md: secret key {key}"
+    scaling = readme.split("## Scaling", 1)[1]
+    for service in SERVICES:
+        assert f"**{service}**" in scaling, f"deploy/README.md: no scaling note for {service}"
