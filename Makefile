@@ -43,8 +43,10 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## bench: every scenario (latency over load at several rates), then the plots; see bench/README.md
 bench: install
-	$(BIN)/confab bench all
+	$(BIN)/confab bench all --rates 250,500,1000,2000
+	$(BIN)/confab bench report
 
 clean:
 	rm -rf $(VENV) .confab .pytest_cache

@@ -42,10 +42,8 @@ import aiohttp
 import msgspec
 import psutil
 
-from confab.bench.measure import Latencies, ProcessMeter, percentile
-
-SATURATED_CPU = 0.9  # the generator's share of one core
-SATURATED_LAG_MS = 25.0  # its event loop's p99 lag (the whole machine's load shows in it too)
+from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter
+from confab.bench.result import Tally, add_error, run_record, scenario_result, target
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,10 +76,12 @@ class Frame(msgspec.Struct):
 
 class Stamp(msgspec.Struct):
     t: float = 0.0
+    i: int = -1  # which trigger: counted once per socket on arrival
 
 
 class Content(msgspec.Struct):
     content: str = ""
+    client_msg_id: str = ""
 
 
 _frame = msgspec.json.Decoder(Frame)
@@ -108,8 +108,9 @@ PONG = client_frame(b'{"event":"pusher:pong","data":{}}')
 class Socket(asyncio.Protocol):
     """One Pusher connection: handshake, subscribe, count what arrives."""
 
-    def __init__(self, run: Recorder, host: str, path: str) -> None:
+    def __init__(self, run: Recorder, host: str, path: str, no: int = 0) -> None:
         self.run = run
+        self.no = no  # this socket's number, for counting arrivals per socket
         self.host = host
         self.path = path
         self.transport: asyncio.Transport | None = None
@@ -176,7 +177,7 @@ class Socket(asyncio.Protocol):
         frame = _frame.decode(payload)
         event = frame.event
         if event in self.run.watched:
-            self.run.on_event(frame)
+            self.run.on_event(frame, self.no)
         elif event == "pusher:connection_established":
             self.socket_id = json.loads(frame.data)["socket_id"]
             self.ready.set_result(self.socket_id)
@@ -192,37 +193,48 @@ class Socket(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(ConnectionError(frame.data))
 
-    async def subscribe(self, channel: str, auth: str = "") -> None:
+    async def subscribe(self, channel: str, auth: str = "", channel_data: str = "") -> None:
         waiter = self.subscribed[channel] = asyncio.get_running_loop().create_future()
         data = {"channel": channel, "auth": auth} if auth else {"channel": channel}
+        if channel_data:
+            data["channel_data"] = channel_data
         self.transport.write(client_frame(_encode({"event": "pusher:subscribe", "data": data})))  # type: ignore[union-attr]
         await asyncio.wait_for(waiter, 30)
 
 
 @dataclass
 class Recorder:
-    """What the sockets read: counts and latencies of the watched events."""
+    """What the sockets read: counts and latencies of the watched events, and each
+    (item, socket) counted on arrival, so that a loss or a duplicate shows."""
 
     watched: frozenset[str] = frozenset()
     received: int = 0
     closed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latencies: Latencies = field(default_factory=Latencies)
+    tally: Tally = field(default_factory=Tally)
     measuring: bool = False
-    from_content: bool = False  # message.created: the stamp is the message content
+    from_content: bool = False  # message.created: the stamp ends its client_msg_id
     expected: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def on_event(self, frame: Frame) -> None:
+    def on_event(self, frame: Frame, socket_no: int = 0) -> None:
         self.received += 1
         if self.received >= self.expected > 0:
             self.done.set()
         if not self.measuring:
             return
-        if self.from_content:
-            sent = float(_content.decode(frame.data).content)
-        else:
-            sent = _stamp.decode(frame.data).t
+        try:
+            if self.from_content:
+                item = _content.decode(frame.data).client_msg_id
+                sent = float(item.rsplit("@", 1)[1])
+            else:
+                stamp = _stamp.decode(frame.data)
+                sent, item = stamp.t, stamp.i
+        except (msgspec.DecodeError, ValueError, IndexError):
+            add_error(self.errors, f"unreadable {frame.event}")
+            return
+        self.tally.arrive((item, socket_no))
         self.latencies.add(time.perf_counter() - sent)
 
 
@@ -261,10 +273,15 @@ class Target:
         return params
 
 
-async def connect(target: Target, run: Recorder) -> Socket:
+def stamped(item: str, due: float) -> str:
+    """A client_msg_id that carries the send's scheduled time, read back on arrival."""
+    return f"{item}@{due!r}"
+
+
+async def connect(target: Target, run: Recorder, no: int = 0) -> Socket:
     loop = asyncio.get_running_loop()
     _, sock = await loop.create_connection(
-        lambda: Socket(run, f"{target.host}:{target.port}", target.path()),
+        lambda: Socket(run, f"{target.host}:{target.port}", target.path(), no),
         target.host,
         target.port,
     )
@@ -282,31 +299,6 @@ async def bounded(coros: list[Awaitable[Any]], limit: int = 200) -> list[Any]:
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-class LoopLag:
-    """The generator's own event loop lag: how late a 10 ms timer fires."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        while True:
-            t0 = time.perf_counter()
-            await asyncio.sleep(0.01)
-            self.lags.append(time.perf_counter() - t0 - 0.01)
-
-    def __enter__(self) -> LoopLag:
-        self._task = asyncio.get_running_loop().create_task(self._tick())
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    def p99_ms(self) -> float:
-        return round(percentile(sorted(self.lags), 0.99) * 1000, 3)
-
-
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -318,7 +310,7 @@ async def _workspace(http: aiohttp.ClientSession, info: dict[str, Any]) -> dict[
         return dict(await r.json())
 
 
-async def _target(
+async def resolve_target(
     http: aiohttp.ClientSession, info: dict[str, Any], args: argparse.Namespace
 ) -> tuple[Target, dict[str, Any] | None]:
     url = urlsplit(args.fanout_url or info["fanout_http_url"])
@@ -342,7 +334,7 @@ async def _target(
     return target, workspace
 
 
-def _rss(pid: int | None) -> int:
+def server_rss(pid: int | None) -> int:
     if pid is None:
         return 0
     try:
@@ -354,13 +346,13 @@ def _rss(pid: int | None) -> int:
 async def _idle(
     target: Target, args: argparse.Namespace, run: Recorder
 ) -> tuple[list[Socket], dict[str, Any]]:
-    before = _rss(target.pid)
+    before = server_rss(target.pid)
     started = time.perf_counter()
-    sockets: list[Socket] = await bounded([connect(target, run) for _ in range(args.sockets)])
+    sockets: list[Socket] = await bounded([connect(target, run, i) for i in range(args.sockets)])
     await bounded([s.subscribe(f"bench-{i % args.channels}") for i, s in enumerate(sockets)])
     took = time.perf_counter() - started
     await asyncio.sleep(1.0)  # let the server settle its allocations (not a synchronisation)
-    after = _rss(target.pid)
+    after = server_rss(target.pid)
     return sockets, {
         "sockets": len(sockets),
         "channels": args.channels,
@@ -395,10 +387,10 @@ class CpuSplit:
 
 
 def _meter(target: Target) -> ProcessMeter:
-    pids = {"load generator": psutil.Process().pid}
+    pids = {GENERATOR: psutil.Process().pid}
     if target.pid:
         pids["fanout"] = target.pid
-    return ProcessMeter(pids, alone=("load generator", "fanout"))
+    return ProcessMeter(pids, alone=(GENERATOR, "fanout"))
 
 
 def _summary(
@@ -410,37 +402,45 @@ def _summary(
     lag: LoopLag,
     elapsed: float,
     split: CpuSplit,
+    errors: dict[str, int],
 ) -> dict[str, Any]:
-    delivered = run.received
-    report = meter.report(max(delivered, 1), "delivery")
-    generator = report["load generator"]
-    fanout = report.get("fanout")
-    saturated = generator["cpu_share"] > SATURATED_CPU or lag.p99_ms() > SATURATED_LAG_MS
-    return {
-        "run": name,
-        "load": load,
-        "deliveries_expected": offered,
-        "deliveries": delivered,
-        "missing": max(0, offered - delivered),
-        "delivered_per_s": round(delivered / elapsed, 1),
-        "latency": run.latencies.summary(),
-        "fanout_cpu_us_per_delivery": round(fanout["cpu_seconds"] / delivered * 1e6, 2)
-        if fanout and delivered
-        else None,
-        "fanout_user_cpu_us_per_delivery": round(split.user / delivered * 1e6, 2)
-        if fanout and delivered
-        else None,
-        "fanout_system_cpu_us_per_delivery": round(split.system / delivered * 1e6, 2)
-        if fanout and delivered
-        else None,
-        "fanout_cpu_share": fanout["cpu_share"] if fanout else None,
-        "generator_cpu_share": generator["cpu_share"],
-        "generator_loop_lag_p99_ms": lag.p99_ms(),
-        "generator_saturated": saturated,
-    }
+    """The uniform run record (unit: one event delivered to one socket), with the
+    fanout's CPU per delivery split into user and system time."""
+    delivered = run.tally.unique
+    run.tally.expected = offered
+    record = run_record(
+        name,
+        load,
+        unit="delivery",
+        work=delivered,
+        latencies=run.latencies,
+        meter=meter,
+        lag=lag,
+        loss=run.tally.counts(),
+        errors=errors,
+        seconds=elapsed,
+    )
+    fanout = record["processes"].get("fanout")
+
+    def per_delivery(seconds: float) -> float | None:
+        return round(seconds / delivered * 1e6, 2) if fanout and delivered else None
+
+    record.update(
+        deliveries_expected=offered,
+        deliveries=delivered,
+        missing=record["lost"],
+        delivered_per_s=record["throughput_per_s"],
+        fanout_cpu_us_per_delivery=per_delivery(fanout["cpu_seconds"]) if fanout else None,
+        fanout_user_cpu_us_per_delivery=per_delivery(split.user),
+        fanout_system_cpu_us_per_delivery=per_delivery(split.system),
+        fanout_cpu_share=fanout["cpu_share"] if fanout else None,
+        generator_cpu_share=record["generator"]["cpu_share"],
+        generator_loop_lag_p99_ms=record["generator"]["loop_lag_p99_ms"],
+    )
+    return record
 
 
-async def _settled(http: aiohttp.ClientSession, target: Target, timeout: float = 60.0) -> None:
+async def settled(http: aiohttp.ClientSession, target: Target, timeout: float = 60.0) -> None:
     """Until a Confab fanout has let the closed sockets go (its /healthz counts them), so
     that the next run does not pay for the closing."""
     deadline = time.perf_counter() + timeout
@@ -454,7 +454,7 @@ async def _settled(http: aiohttp.ClientSession, target: Target, timeout: float =
         await asyncio.sleep(0.2)
 
 
-async def _drain(run: Recorder, expected: int, timeout: float = 10.0) -> None:
+async def drain(run: Recorder, expected: int, timeout: float = 10.0) -> None:
     """Until every expected delivery arrived, or ``timeout`` (the rest count as missing)."""
     run.expected = expected
     run.done.clear()
@@ -482,7 +482,7 @@ async def _api_run(
             {
                 "name": "bench",
                 "channels": [f"bench-{i % args.channels}"],
-                "data": _encode({"t": due}).decode(),
+                "data": _encode({"t": due, "i": i}).decode(),
             }
         )
         try:
@@ -494,11 +494,12 @@ async def _api_run(
             ) as r:
                 await r.read()
                 if r.status != 200:
-                    failures[str(r.status)] = failures.get(str(r.status), 0) + 1
+                    add_error(failures, str(r.status))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+            add_error(failures, type(exc).__name__)
 
     run.received, run.latencies, run.measuring, run.expected = 0, Latencies(), True, 0
+    run.tally = Tally()
     tasks = []
     with _meter(target) as meter, LoopLag() as lag, CpuSplit(target.pid) as split:
         start = time.perf_counter()
@@ -509,7 +510,7 @@ async def _api_run(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(trigger(i, due)))
         await asyncio.gather(*tasks)
-        await _drain(run, total * per_channel)
+        await drain(run, total * per_channel)
         elapsed = time.perf_counter() - start
     run.measuring = False
     result = _summary(
@@ -522,6 +523,7 @@ async def _api_run(
         lag,
         elapsed,
         split,
+        failures,
     )
     result["trigger_failures"] = failures
     return result
@@ -559,7 +561,7 @@ async def _sends_run(
     rooms = list(await bounded([conversation(i) for i in range(args.conversations)], 8))
     run = Recorder(watched=frozenset({"message.created"}), from_content=True)
     sockets = await bounded(
-        [connect(target, run) for _ in range(args.conversations * args.send_sockets)]
+        [connect(target, run, i) for i in range(args.conversations * args.send_sockets)]
     )
     for i, sock in enumerate(sockets):
         channel = f"private-conversation.{rooms[i % len(rooms)][0]}"
@@ -572,14 +574,14 @@ async def _sends_run(
         try:
             async with http.post(
                 f"{base}/api/widget/conversations/{cid}/messages",
-                json={"content": repr(due), "client_msg_id": uuid.uuid4().hex},
+                json={"content": "bench", "client_msg_id": stamped(uuid.uuid4().hex, due)},
                 headers={"Authorization": f"Bearer {token}"},
             ) as r:
                 await r.read()
                 if r.status != 201:
-                    errors[str(r.status)] = errors.get(str(r.status), 0) + 1
+                    add_error(errors, str(r.status))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            add_error(errors, type(exc).__name__)
 
     run.measuring = True
     tasks = []
@@ -592,7 +594,7 @@ async def _sends_run(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(post(i, due)))
         await asyncio.gather(*tasks)
-        await _drain(run, total * args.send_sockets)
+        await drain(run, total * args.send_sockets)
         elapsed = time.perf_counter() - start
     for sock in sockets:
         if sock.transport is not None:
@@ -608,6 +610,7 @@ async def _sends_run(
         lag,
         elapsed,
         split,
+        errors,
     )
     result["send_errors"] = errors
     return result
@@ -616,7 +619,7 @@ async def _sends_run(
 async def run(info: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=512)
     async with aiohttp.ClientSession(connector=connector) as http:
-        target, workspace = await _target(http, info, args)
+        target, workspace = await resolve_target(http, info, args)
         recorder = Recorder(watched=frozenset({"bench"}))
         sockets, idle = await _idle(target, args, recorder)
         runs = []
@@ -625,42 +628,41 @@ async def run(info: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         for sock in sockets:
             if sock.transport is not None:
                 sock.transport.close()
-        await _settled(http, target)
+        await settled(http, target)
         if workspace is not None:
             runs.append(await _sends_run(http, target, info, workspace, args))
-    return {
-        "scenario": "fanout",
-        "target": {"url": target.http_url, "app_id": target.app_id, "server_pid": target.pid},
-        "idle": idle,
-        "runs": runs,
-        "targets": {
-            "fanout_cpu_us_per_delivery": "<= 10",
-            "kb_per_idle_connection": "<= 20 at >= 10,000 connections",
-            "latency_p99_ms": "<= 25 at 20,000 deliveries/s",
-        },
-    }
-
-
-def print_result(r: dict[str, Any]) -> None:
-    idle = r["idle"]
-    print(f"\nfanout: {r['target']['url']}")
-    print(
-        f"  idle: {idle['sockets']} sockets on {idle['channels']} channels, "
-        f"{idle['kb_per_idle_connection']} KB each "
-        f"(server RSS {idle['server_rss_mb_before']} → {idle['server_rss_mb_after']} MB)"
+    return scenario_result(
+        "fanout",
+        runs,
+        targets(runs),
+        target={"url": target.http_url, "app_id": target.app_id, "server_pid": target.pid},
+        idle=idle,
+        highlights=[
+            f"target {target.http_url}; idle: {idle['sockets']} sockets on "
+            f"{idle['channels']} channels, {idle['kb_per_idle_connection']} KB each "
+            f"(server RSS {idle['server_rss_mb_before']} → {idle['server_rss_mb_after']} MB)",
+            *(
+                f"{x['run']}: fanout CPU {x['fanout_cpu_us_per_delivery']} µs/delivery "
+                f"(user {x['fanout_user_cpu_us_per_delivery']}, "
+                f"system {x['fanout_system_cpu_us_per_delivery']})"
+                for x in runs
+            ),
+        ],
     )
-    for x in r["runs"]:
-        lat = x["latency"]
-        print(f"  {x['run']}: {x['load']}")
-        print(
-            f"    delivered {x['delivered_per_s']:>9.1f} /s   missing {x['missing']}   "
-            f"latency ms p50 {lat['p50_ms']} p99 {lat['p99_ms']} max {lat['max_ms']}"
+
+
+def targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    measured = [
+        x["fanout_cpu_us_per_delivery"]
+        for x in runs
+        if x["run"].startswith("api-") and x["fanout_cpu_us_per_delivery"] is not None
+    ]
+    best = min(measured) if measured else None
+    return [
+        target(
+            "fanout CPU per delivered event (HTTP API)",
+            "<= 8 µs",
+            best,
+            None if best is None else best <= 8,
         )
-        print(
-            f"    fanout CPU {x['fanout_cpu_us_per_delivery']} µs/delivery "
-            f"(user {x['fanout_user_cpu_us_per_delivery']}, "
-            f"system {x['fanout_system_cpu_us_per_delivery']}; "
-            f"share {x['fanout_cpu_share']})   generator CPU share "
-            f"{x['generator_cpu_share']}, loop lag p99 {x['generator_loop_lag_p99_ms']} ms"
-            + ("   GENERATOR SATURATED" if x["generator_saturated"] else "")
-        )
+    ]

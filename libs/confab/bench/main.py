@@ -1,30 +1,43 @@
-"""``confab bench``: run scenarios, print a table, write ``bench/results/<scenario>.json``."""
+"""``confab bench``: run scenarios, print a table, write ``bench/results/<scenario>.json``;
+``confab bench report`` draws the plots from those files.
+
+Scenarios that need their own backends (``replay``) or their own ``confab up``
+(``coldstart``) run first; the others share one stack, started here or given
+by ``--target``. Any run that lost or duplicated an item says so on stderr and
+makes the command exit 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from confab.bench import fanout, replay, sends, uploads
+from confab.bench import coldstart, e2e, fanout, idle, replay, sends, uploads
+from confab.bench.measure import raise_open_files
+from confab.bench.result import loud_loss, print_result, print_summary, scenario_result, write
 from confab.bench.stack import local_stack
 
-SCENARIOS = ("sends-closed", "sends-open", "replay", "uploads", "fanout")
+ON_STACK = ("sends-closed", "sends-open", "e2e", "fanout", "idle", "uploads")
+ALONE = ("replay", "coldstart")
+SCENARIOS = (*ALONE, *ON_STACK)
 
 
 def add_parser(commands: Any) -> None:
-    p = commands.add_parser("bench", help="run benchmarks against a local stack")
+    p = commands.add_parser(
+        "bench",
+        help="run benchmarks against a local stack, or draw their plots (bench report)",
+        description="Scenarios: " + ", ".join(SCENARIOS) + "; 'all' runs every one; "
+        "'report' draws PNG plots from the result files.",
+    )
     p.add_argument(
         "scenarios",
         nargs="*",
         default=["all"],
-        help=f"which to run: {', '.join(SCENARIOS)} or all (default)",
+        help=f"which to run: {', '.join(SCENARIOS)}, all (default), or report",
     )
     p.add_argument(
         "--target",
@@ -32,99 +45,95 @@ def add_parser(commands: Any) -> None:
         help="the stack.json of a running stack (default: start one with confab up)",
     )
     p.add_argument("--seconds", type=float, default=20.0, help="measured duration of each run")
-    p.add_argument("--rate", type=float, default=500.0, help="open loop: messages per second")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    p.add_argument("--rate", type=float, default=1000.0, help="open loop: messages per second")
+    p.add_argument(
+        "--rates",
+        help="open loop (sends-open, e2e): comma-separated rates, one run each "
+        "(latency over load; default: --rate)",
+    )
     p.add_argument("--workers", type=int, default=64, help="closed loop: concurrent senders")
     p.add_argument("--rooms", type=int, default=50, help="conversations to spread load over")
     p.add_argument(
+        "--participants", type=int, default=3, help="e2e: users per conversation (1 sends)"
+    )
+    p.add_argument(
         "--events", type=int, default=1_000_000, help="replay: conversation events in the log"
     )
+    p.add_argument("--connections", type=int, default=20_000, help="idle: connections to hold open")
+    p.add_argument("--starts", type=int, default=3, help="coldstart: how many cold starts")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     fanout.add_arguments(p)
     p.set_defaults(run=run)
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": psutil.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+def _rates(args: argparse.Namespace) -> list[float]:
+    if not args.rates:
+        return [args.rate]
+    return [float(x) for x in str(args.rates).split(",") if x.strip()]
+
+
+def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    if name == "fanout":
+        return asyncio.run(fanout.run(info, args))
+    if name == "idle":
+        return asyncio.run(idle.run(info, args))
+    if name == "uploads":
+        return scenario_result("uploads", asyncio.run(uploads.run(info, seconds=args.seconds)), [])
+    if name == "e2e":
+        runs = asyncio.run(e2e.run(info, args, _rates(args)))
+        return scenario_result("e2e", runs, e2e.targets(runs))
+    mode = name.split("-", 1)[1]
+    runs = asyncio.run(
+        sends.run(
+            info,
+            mode,
+            seconds=args.seconds,
+            rates=_rates(args),
+            workers=args.workers,
+            rooms=args.rooms,
+            warmup=args.warmup,
+        )
+    )
+    return scenario_result(name, runs, sends.targets(name, runs))
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenarios == ["report"]:
+        from confab.bench import report
+
+        return report.run(args.out)
     chosen = SCENARIOS if args.scenarios == ["all"] else tuple(args.scenarios)
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
         print(
-            f"confab bench: unknown scenario {unknown[0]}; choose from {', '.join(SCENARIOS)}",
+            f"confab bench: unknown scenario {unknown[0]}; choose from "
+            f"{', '.join(SCENARIOS)}, all or report",
             file=sys.stderr,
         )
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    failed = False
-    if "replay" in chosen:  # its own backends, no services: nothing else uses the cores
-        result = replay.run(args.events)
-        result["machine"] = machine()
-        (args.out / "replay.json").write_text(json.dumps(result, indent=2))
-        replay.print_result(result)
-        chosen = tuple(c for c in chosen if c != "replay")
-    if not chosen:
-        return 0
-    with local_stack(args.target) as info:
-        for name in chosen:
-            if name == "fanout":
-                result = asyncio.run(fanout.run(info, args))
-                result["machine"] = machine()
-                result["command"] = "confab bench " + " ".join(sys.argv[2:])
-                (args.out / "fanout.json").write_text(json.dumps(result, indent=2))
-                fanout.print_result(result)
-                continue
-            if name == "uploads":
-                result = asyncio.run(uploads.run(info, seconds=args.seconds))
-                result["machine"] = machine()
-                (args.out / "uploads.json").write_text(json.dumps(result, indent=2))
-                uploads.print_result(result)
-                continue
-            mode = name.split("-", 1)[1]
-            result = asyncio.run(
-                sends.run(
-                    info,
-                    mode,
-                    seconds=args.seconds,
-                    rate=args.rate,
-                    workers=args.workers,
-                    rooms=args.rooms,
-                )
-            )
-            result["machine"] = machine()
-            result["command"] = "confab bench " + " ".join(sys.argv[2:])
-            (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
-            print_result(result)
-            if result["lost"] or result["duplicates"]:
-                failed = True
-                print(
-                    f"!!! {name}: {result['lost']} LOST and {result['duplicates']} DUPLICATED "
-                    "messages",
-                    file=sys.stderr,
-                )
+    # Every socket is a file on both sides; the stack started here inherits the limit.
+    raise_open_files(max(args.connections, args.sockets) + 4096)
+    results: list[dict[str, Any]] = []
+
+    def record(result: dict[str, Any]) -> None:
+        path = write(result, args.out)
+        print_result(result)
+        print(f"  → {path}")
+        results.append(result)
+
+    alone: dict[str, Callable[[], dict[str, Any]]] = {
+        "replay": lambda: replay.run(args.events),
+        "coldstart": lambda: coldstart.run(args.starts),
+    }
+    for name in chosen:
+        if name in alone:  # their own backends: nothing else uses the cores meanwhile
+            record(alone[name]())
+    stacked = [name for name in chosen if name in ON_STACK]
+    if stacked:
+        with local_stack(args.target) as info:
+            for name in stacked:
+                record(_on_stack(name, info, args))
+    print_summary(results)
+    failed = [r for r in results if loud_loss(r)]
     return 1 if failed else 0
-
-
-def print_result(r: dict[str, Any]) -> None:
-    lat = r["latency"]
-    print(f"\n{r['scenario']}: {r['load']}")
-    print(
-        f"  throughput {r['throughput_per_s']:>9.1f} /s   persisted {r['persisted']}   "
-        f"errors {sum(r['errors'].values())}   lost {r['lost']}   duplicates {r['duplicates']}"
-    )
-    print(
-        f"  latency ms p50 {lat['p50_ms']}  p90 {lat['p90_ms']}  p99 {lat['p99_ms']}  "
-        f"max {lat['max_ms']}"
-    )
-    print(f"  {'process':<16}{'CPU s':>8}{'CPU ms/msg':>12}{'cores':>7}{'peak RSS MB':>13}")
-    for name, p in r["processes"].items():
-        print(
-            f"  {name:<16}{p['cpu_seconds']:>8.2f}{p['cpu_ms_per_message']:>12.4f}"
-            f"{p['cpu_share']:>7.2f}{p['peak_rss_mb']:>13.1f}"
-        )

@@ -1,8 +1,11 @@
-"""What a run records: latencies, and each process's CPU seconds and peak memory from the OS."""
+"""What a run records: latencies, each process's CPU seconds and peak memory from the OS,
+and whether the load generator itself was the bottleneck."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,9 +28,11 @@ class Latencies:
     def add(self, seconds: float) -> None:
         self.values.append(seconds)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         v = sorted(self.values)
         ms = 1000.0
+        if not v:
+            return {"count": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
         return {
             "count": len(v),
             "p50_ms": round(percentile(v, 0.50) * ms, 3),
@@ -97,14 +102,115 @@ class ProcessMeter:
             end = self._cpu(proc)
             self.cpu[name] = sum(t - start.get(pid, 0.0) for pid, t in end.items())
 
-    def report(self, units: int, unit: str) -> dict[str, Any]:
-        per = 1000.0 / units if units else 0.0
+    def lifetime(self) -> dict[str, dict[str, float]]:
+        """Each process's CPU seconds and peak RSS since it started (with its children,
+        unless alone): what starting it cost, read at once without a window."""
+        out = {}
+        for name, proc in self.procs.items():
+            tree = self._tree(proc)
+            out[name] = {
+                "cpu_seconds": sum(self._cpu(proc).values()),
+                "peak_rss_mb": sum(peak_rss_mb(p.pid) or 0.0 for p in tree),
+            }
+        return out
+
+    def report(self, units: int) -> dict[str, Any]:
+        """Per process: CPU seconds in the window, per unit of work (µs), cores used, peak RSS."""
         return {
             name: {
                 "cpu_seconds": round(self.cpu[name], 3),
-                f"cpu_ms_per_{unit}": round(self.cpu[name] * per, 4),
+                "cpu_us_per_unit": round(self.cpu[name] * 1e6 / units, 2) if units else None,
                 "cpu_share": round(self.cpu[name] / self.elapsed, 3) if self.elapsed else 0.0,
                 "peak_rss_mb": round(self.peak_rss[name] / 2**20, 1),
             }
             for name in self.procs
         }
+
+
+GENERATOR = "load generator"
+SATURATED_CPU = 0.9  # the generator's share of one core (it is one asyncio thread)
+SATURATED_LAG_MS = 25.0  # its event loop's p99 lag (the whole machine's load shows in it too)
+
+
+class LoopLag:
+    """The generator's own event loop lag: how late a 10 ms timer fires."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.01)
+            self.lags.append(time.perf_counter() - t0 - 0.01)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def p99_ms(self) -> float:
+        return round(percentile(sorted(self.lags), 0.99) * 1000, 3)
+
+
+def generator_report(meter: ProcessMeter, lag: LoopLag | None) -> dict[str, Any]:
+    """The load generator's own CPU and loop lag, and whether it saturated: then the
+    figures are partly its own limits, not the system's."""
+    cpu = meter.cpu.get(GENERATOR, 0.0)
+    share = cpu / meter.elapsed if meter.elapsed else 0.0
+    lag_ms = lag.p99_ms() if lag is not None else None
+    saturated = share > SATURATED_CPU or (lag_ms is not None and lag_ms > SATURATED_LAG_MS)
+    return {
+        "cpu_seconds": round(cpu, 3),
+        "cpu_share": round(share, 3),
+        "loop_lag_p99_ms": lag_ms,
+        "saturated": saturated,
+    }
+
+
+def with_generator(pids: dict[str, int]) -> dict[str, int]:
+    """The stack's processes and this one, the load generator."""
+    return {**pids, GENERATOR: psutil.Process().pid}
+
+
+def raise_open_files(needed: int) -> int:
+    """Raise this process's open-files limit to at least ``needed`` (its children inherit
+    it): the soft limit up to the hard one, and the hard one too where allowed (root).
+    Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            return needed
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def open_files_limit(pid: int) -> int | None:
+    """The soft open-files limit of another process (Linux), or None where unreadable."""
+    try:
+        return int(psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[0])
+    except (psutil.Error, AttributeError, OSError):
+        return None
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """A process's lifetime peak RSS (Linux VmHWM), else its current RSS."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    try:
+        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    except psutil.Error:
+        return None

@@ -1,8 +1,9 @@
 """Message sends through the gateway: closed loop to saturation, and open loop at a fixed rate.
 
 Every 201 is a message JetStream acknowledged. After the run, the conversations'
-read models are counted: a message answered 201 but not found is a loss, and
-the run says so.
+read models are counted (once they caught up): a message answered 201 but not
+found is lost, one found more often than sent a duplicate. The open loop runs
+at each of ``--rates`` on fresh conversations, for latency over load.
 """
 
 from __future__ import annotations
@@ -10,53 +11,70 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import psutil
 
-from confab.bench.measure import Latencies, ProcessMeter
+from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter, with_generator
+from confab.bench.result import add_error, counted, run_record, target
 
 
 @dataclass
 class Room:
     conversation_id: str
     token: str  # the sender's session
+    others: list[str]  # the other participants' sessions
 
 
-async def prepare(http: aiohttp.ClientSession, info: dict[str, Any], rooms: int) -> list[Room]:
-    base = info["gateway_url"]
+async def workspace(http: aiohttp.ClientSession, info: dict[str, Any], name: str) -> dict[str, Any]:
+    """A fresh workspace of the stack (its API key, app key and secret)."""
     admin = {"Authorization": f"Bearer {info['admin_token']}"}
     async with http.post(
-        f"{base}/api/admin/workspaces", json={"name": "bench"}, headers=admin
+        f"{info['gateway_url']}/api/admin/workspaces", json={"name": name}, headers=admin
     ) as r:
-        workspace = await r.json()
-    key = {"X-API-Key": workspace["api_key"]}
+        if r.status != 201:
+            raise RuntimeError(f"creating a workspace answered {r.status}: {await r.text()}")
+        return dict(await r.json())
+
+
+async def prepare(
+    http: aiohttp.ClientSession,
+    info: dict[str, Any],
+    rooms: int,
+    participants: int = 2,
+    space: dict[str, Any] | None = None,
+) -> list[Room]:
+    """``rooms`` conversations of ``participants`` users each, with every user's session
+    (in ``space``, or a new workspace)."""
+    base = info["gateway_url"]
+    space = space or await workspace(http, info, "bench")
+    key = {"X-API-Key": space["api_key"]}
+    slots = asyncio.Semaphore(8)
+
+    async def call(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with slots, http.post(f"{base}{path}", headers=key, json=body) as r:
+            if r.status not in (200, 201):
+                raise RuntimeError(f"POST {path} answered {r.status}: {await r.text()}")
+            return dict(await r.json())
 
     async def room(i: int) -> Room:
-        ids = []
-        for side in ("a", "b"):
-            async with http.post(
-                f"{base}/api/v1/users",
-                headers=key,
-                json={"external_id": f"{i}-{side}", "name": f"U{i}{side}"},
-            ) as r:
-                ids.append((await r.json())["id"])
-        async with http.post(
-            f"{base}/api/v1/conversations",
-            headers=key,
-            json={"participant_ids": ids, "type": "direct"},
-        ) as r:
-            conversation = await r.json()
-        async with http.post(f"{base}/api/v1/sessions", headers=key, json={"user_id": ids[0]}) as r:
-            token = (await r.json())["token"]
-        return Room(conversation["id"], token)
+        ids = [
+            (await call("/api/v1/users", {"external_id": f"{i}-{p}", "name": f"U{i}-{p}"}))["id"]
+            for p in range(participants)
+        ]
+        kind = "direct" if participants == 2 else "group"
+        conversation = await call("/api/v1/conversations", {"participant_ids": ids, "type": kind})
+        tokens = [(await call("/api/v1/sessions", {"user_id": u}))["token"] for u in ids]
+        return Room(conversation["id"], tokens[0], tokens[1:])
 
     return list(await asyncio.gather(*(room(i) for i in range(rooms))))
 
 
 class Sender:
+    """Sends messages, counting each answered 201 (JetStream acknowledged it) per conversation."""
+
     def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
         self.http = http
         self.base = base
@@ -65,10 +83,12 @@ class Sender:
         self.errors: dict[str, int] = {}
         self.sent: dict[str, int] = {}
 
-    async def send(self, room: Room, started: float | None = None) -> None:
+    async def send(
+        self, room: Room, started: float | None = None, client_msg_id: str | None = None
+    ) -> None:
         t0 = started if started is not None else time.perf_counter()
         url = f"{self.base}/api/widget/conversations/{room.conversation_id}/messages"
-        body = {"content": "benchmark message", "client_msg_id": uuid.uuid4().hex}
+        body = {"content": "benchmark message", "client_msg_id": client_msg_id or uuid.uuid4().hex}
         try:
             async with self.http.post(
                 url, json=body, headers={"Authorization": f"Bearer {room.token}"}
@@ -76,14 +96,14 @@ class Sender:
                 await r.read()
                 status = r.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+            add_error(self.errors, type(exc).__name__)
             return
         if status == 201:
             self.ok += 1
             self.sent[room.conversation_id] = self.sent.get(room.conversation_id, 0) + 1
             self.latencies.add(time.perf_counter() - t0)
         else:
-            self.errors[str(status)] = self.errors.get(str(status), 0) + 1
+            add_error(self.errors, str(status))
 
 
 async def closed_loop(sender: Sender, rooms: list[Room], workers: int, seconds: float) -> None:
@@ -97,22 +117,28 @@ async def closed_loop(sender: Sender, rooms: list[Room], workers: int, seconds: 
     await asyncio.gather(*(worker(i) for i in range(workers)))
 
 
-async def open_loop(sender: Sender, rooms: list[Room], rate: float, seconds: float) -> None:
-    """Send at fixed times; latency counts from the scheduled time (no coordinated omission)."""
-    interval = 1.0 / rate
+async def open_loop(
+    rate: float, seconds: float, send: Callable[[int, float], Awaitable[None]]
+) -> None:
+    """Call ``send(i, due)`` at fixed times; latency counts from ``due`` (no coordinated
+    omission: a slow answer does not delay the next send)."""
     start = time.perf_counter()
-    total = int(rate * seconds)
     tasks = []
-    for i in range(total):
-        due = start + i * interval
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(sender.send(rooms[i % len(rooms)], started=due)))
+        tasks.append(asyncio.create_task(send(i, due)))
     await asyncio.gather(*tasks)
 
 
+class Unreadable(Exception):
+    """The history could not be read back (the message says what the gateway answered)."""
+
+
 async def count_stored(http: aiohttp.ClientSession, base: str, rooms: list[Room]) -> dict[str, int]:
+    """Messages in each conversation's read model, read back page by page."""
     counts: dict[str, int] = {}
     for room in rooms:
         headers = {"Authorization": f"Bearer {room.token}"}
@@ -120,6 +146,8 @@ async def count_stored(http: aiohttp.ClientSession, base: str, rooms: list[Room]
         after, n = 0, 0
         while True:
             async with http.get(url, params={"after": after, "limit": 100}, headers=headers) as r:
+                if r.status != 200:
+                    raise Unreadable(f"GET {url} answered {r.status}: {(await r.text())[:200]}")
                 page = await r.json()
             n += len(page["data"])
             if not page["has_more"] or not page["data"]:
@@ -129,46 +157,104 @@ async def count_stored(http: aiohttp.ClientSession, base: str, rooms: list[Room]
     return counts
 
 
+async def settled_counts(
+    http: aiohttp.ClientSession,
+    base: str,
+    rooms: list[Room],
+    expected: dict[str, int],
+    timeout: float = 30.0,
+) -> dict[str, int]:
+    """Stored counts once the projection caught up with ``expected`` (or at ``timeout``:
+    what is still missing then is lost)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        try:
+            stored = await count_stored(http, base, rooms)
+        except Unreadable:
+            if time.perf_counter() > deadline:
+                raise
+        else:
+            if all(stored.get(c, 0) >= n for c, n in expected.items()):
+                return stored
+            if time.perf_counter() > deadline:
+                return stored
+        await asyncio.sleep(0.2)
+
+
 async def run(
     info: dict[str, Any],
     mode: str,
     *,
     seconds: float,
-    rate: float,
+    rates: list[float],
     workers: int,
     rooms: int,
     warmup: float = 2.0,
-) -> dict[str, Any]:
-    base = info["gateway_url"]
+) -> list[dict[str, Any]]:
+    """One run for the closed loop; one per rate for the open loop (latency over load)."""
     connector = aiohttp.TCPConnector(limit=max(workers, 256))
     async with aiohttp.ClientSession(connector=connector) as http:
-        room_list = await prepare(http, info, rooms)
-        warm = Sender(http, base)
-        await closed_loop(warm, room_list, min(workers, 16), warmup)
-        sender = Sender(http, base)
-        pids = {**info["pids"], "load generator": psutil.Process().pid}
-        # The generator may be the parent of the stack it started: count it alone.
-        with ProcessMeter(pids, alone=("load generator",)) as meter:
-            if mode == "closed":
-                await closed_loop(sender, room_list, workers, seconds)
-            else:
-                await open_loop(sender, room_list, rate, seconds)
-        stored = await count_stored(http, base, room_list)
-    expected = {c: warm.sent.get(c, 0) + sender.sent.get(c, 0) for c in stored}
-    lost = sum(max(0, expected[c] - stored[c]) for c in stored)
-    extra = sum(max(0, stored[c] - expected[c]) for c in stored)
-    return {
-        "scenario": f"sends-{mode}",
-        "load": (
-            f"{workers} concurrent senders on {rooms} conversations for {seconds:.0f} s"
-            if mode == "closed"
-            else f"{rate:.0f} messages/s on {rooms} conversations for {seconds:.0f} s"
-        ),
-        "throughput_per_s": round(sender.ok / meter.elapsed, 1),
-        "persisted": sender.ok,
-        "errors": sender.errors,
-        "lost": lost,
-        "duplicates": extra,
-        "latency": sender.latencies.summary(),
-        "processes": meter.report(sender.ok, "message"),
+        return [
+            await _one_run(http, info, mode, rate, seconds, workers, rooms, warmup)
+            for rate in (rates if mode == "open" else [0.0])
+        ]
+
+
+async def _one_run(
+    http: aiohttp.ClientSession,
+    info: dict[str, Any],
+    mode: str,
+    rate: float,
+    seconds: float,
+    workers: int,
+    rooms: int,
+    warmup: float,
+) -> dict[str, Any]:
+    base = info["gateway_url"]
+    room_list = await prepare(http, info, rooms)
+    warm = Sender(http, base)
+    await closed_loop(warm, room_list, min(workers, 16), warmup)
+    sender = Sender(http, base)
+
+    async def send(i: int, due: float) -> None:
+        await sender.send(room_list[i % len(room_list)], started=due)
+
+    # The generator may be the parent of the stack it started: count it alone.
+    meter = ProcessMeter(with_generator(info["pids"]), alone=(GENERATOR,))
+    with meter, LoopLag() as lag:
+        if mode == "closed":
+            await closed_loop(sender, room_list, workers, seconds)
+        else:
+            await open_loop(rate, seconds, send)
+    expected = {
+        r.conversation_id: warm.sent.get(r.conversation_id, 0)
+        + sender.sent.get(r.conversation_id, 0)
+        for r in room_list
     }
+    stored = await settled_counts(http, base, room_list, expected)
+    loss = counted(expected, stored)
+    # Only this run's messages count as sent and received (warm-up ones are checked too).
+    warmed = sum(warm.sent.values())
+    loss["sent"] -= warmed
+    loss["received"] -= warmed
+    return run_record(
+        f"{workers} senders" if mode == "closed" else f"{rate:g}/s",
+        f"{workers} concurrent senders on {rooms} conversations for {seconds:g} s"
+        if mode == "closed"
+        else f"{rate:g} messages/s on {rooms} conversations for {seconds:g} s",
+        unit="message",
+        work=sender.ok,
+        latencies=sender.latencies,
+        meter=meter,
+        lag=lag,
+        loss=loss,
+        errors={**warm.errors, **sender.errors},
+        offered_per_s=rate if mode == "open" else None,
+    )
+
+
+def targets(scenario: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if scenario != "sends-closed" or not runs:
+        return []
+    best = max(r["throughput_per_s"] for r in runs)
+    return [target("persisted sends on 2 cores", ">= 3,000 messages/s", best, best >= 3000)]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +20,70 @@ from typing import Any
 import psutil
 
 BACKEND_NAMES = {"nats-server": "nats", "postgres": "postgres", "weed": "s3"}
+READY_TIMEOUT = 180.0
+READY = "confab: ready"
+
+
+class Lines:
+    """A process's output read on a thread, so that a line can be awaited with a deadline."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(process,), daemon=True).start()
+
+    def _pump(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.queue.put(line.rstrip("\n"))
+        self.queue.put(None)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.queue.get(timeout=left)
+            except queue.Empty:
+                return False
+            if line is None:
+                return False
+            self.seen.append(line)
+            if line.strip() == text:
+                return True
+        return False
+
+
+def launch(data_dir: Path, gateway_port: int, *extra: str) -> tuple[subprocess.Popen[str], Lines]:
+    """``confab up`` on ``data_dir`` with free ports, its output readable line by line."""
+    from confab_infra.backends import free_port
+
+    confab = str(Path(sys.executable).with_name("confab"))
+    ports = ["--gateway-port", str(gateway_port), "--fanout-port", str(free_port())]
+    process = subprocess.Popen(
+        [confab, "up", "--data-dir", str(data_dir), *ports, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "CONFAB_LOG_LEVEL": "warning"},
+    )
+    return process, Lines(process)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """Gracefully, as Ctrl-C does; killed only if it does not stop within a minute."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def stack_pids(data_dir: Path, process: subprocess.Popen[str]) -> dict[str, int]:
+    """The services' pids from stack.json and the embedded backends' found among the children."""
+    info = json.loads((data_dir / "stack.json").read_text())
+    return {**info["pids"], **_backend_pids(process.pid)}
 
 
 @contextmanager
@@ -26,36 +93,21 @@ def local_stack(target: Path | None = None) -> Iterator[dict[str, Any]]:
         info = json.loads(target.read_text())
         yield info
         return
-    data_dir = Path(tempfile.mkdtemp(prefix="confab-bench-"))
-    confab = str(Path(sys.executable).with_name("confab"))
     from confab_infra.backends import free_port
 
-    ports = ["--gateway-port", str(free_port()), "--fanout-port", str(free_port())]
-    process = subprocess.Popen(
-        [confab, "up", "--data-dir", str(data_dir), *ports],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "CONFAB_LOG_LEVEL": "warning"},
-    )
+    data_dir = Path(tempfile.mkdtemp(prefix="confab-bench-"))
+    started = time.perf_counter()
+    process, lines = launch(data_dir, free_port())
     try:
-        assert process.stdout is not None
-        started = time.perf_counter()
-        for line in process.stdout:
-            if line.strip() == "confab: ready":
-                break
-        else:
-            raise RuntimeError(f"confab up exited with {process.wait()}")
+        if not lines.wait_for(READY, READY_TIMEOUT):
+            raise RuntimeError("confab up did not become ready:\n" + "\n".join(lines.seen[-20:]))
         info = json.loads((data_dir / "stack.json").read_text())
         info["cold_start_seconds"] = round(time.perf_counter() - started, 2)
-        info["pids"] = {**info["pids"], **_backend_pids(process.pid)}
+        info["pids"] = stack_pids(data_dir, process)
         yield info
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _backend_pids(parent: int) -> dict[str, int]:

@@ -3,21 +3,23 @@
 Each upload is the whole path: multipart into the gateway, streamed into the
 NATS object store, ingested by media (type by content, SHA-256), stored in S3,
 ``attachment.stored`` appended and projected. The files are PDFs (a magic
-header, then random bytes): accepted, and not compressible by anything.
+header, then random bytes): accepted, and not compressible by anything. Each
+upload answered 201 is counted on arrival when its attachment can be fetched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
 from typing import Any
 
 import aiohttp
-import psutil
 
-from confab.bench.measure import Latencies, ProcessMeter
+from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter, with_generator
+from confab.bench.result import Tally, add_error, run_record
 
 SIZES = {"100KB": 100 * 1024, "5MB": 5 * 1024 * 1024}
 WORKERS = {"100KB": 16, "5MB": 4}
@@ -50,15 +52,15 @@ async def prepare(http: aiohttp.ClientSession, info: dict[str, Any]) -> tuple[st
 
 async def measure(
     http: aiohttp.ClientSession, url: str, token: str, size: int, workers: int, seconds: float
-) -> tuple[Latencies, int, dict[str, int], float]:
+) -> tuple[Latencies, list[str], dict[str, int]]:
+    """Closed loop of ``workers`` uploaders; the ids of the attachments answered 201."""
     body = b"%PDF-1.4\n" + os.urandom(size - 9)
     latencies = Latencies()
     errors: dict[str, int] = {}
-    done = 0
+    ids: list[str] = []
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
-        nonlocal done
         while time.perf_counter() < deadline:
             form = aiohttp.FormData()
             form.add_field("file", body, filename="bench.pdf", content_type="application/pdf")
@@ -67,63 +69,76 @@ async def measure(
                 async with http.post(
                     url, data=form, headers={"Authorization": f"Bearer {token}"}
                 ) as r:
-                    await r.read()
+                    answer = await r.read()
                     status = r.status
             except (aiohttp.ClientError, TimeoutError) as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                add_error(errors, type(exc).__name__)
                 continue
             if status == 201:
-                done += 1
+                ids.append(json.loads(answer)["id"])
                 latencies.add(time.perf_counter() - t0)
             else:
-                errors[str(status)] = errors.get(str(status), 0) + 1
+                add_error(errors, str(status))
 
-    started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(workers)))
-    return latencies, done, errors, time.perf_counter() - started
+    return latencies, ids, errors
 
 
-async def run(info: dict[str, Any], *, seconds: float) -> dict[str, Any]:
+async def stored(
+    http: aiohttp.ClientSession, base: str, token: str, ids: list[str], timeout: float = 30.0
+) -> Tally:
+    """Each upload counted on arrival: ``GET /api/widget/attachments/{id}`` answers 200."""
+    tally = Tally()
+    tally.expect(len(ids))
+    headers = {"Authorization": f"Bearer {token}"}
+    slots = asyncio.Semaphore(16)
+    deadline = time.perf_counter() + timeout
+
+    async def one(attachment: str) -> None:
+        while True:
+            async with (
+                slots,
+                http.get(f"{base}/api/widget/attachments/{attachment}", headers=headers) as r,
+            ):
+                await r.read()
+                if r.status == 200:
+                    tally.arrive(attachment)
+                    return
+            if time.perf_counter() > deadline:
+                return
+            await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(one(a) for a in ids))
+    return tally
+
+
+async def run(info: dict[str, Any], *, seconds: float) -> list[dict[str, Any]]:
     base = info["gateway_url"]
     per_size = max(2.0, seconds / len(SIZES))
-    results: dict[str, Any] = {}
+    runs = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
         conversation, token = await prepare(http, info)
         url = f"{base}/api/widget/conversations/{conversation}/attachments"
         await measure(http, url, token, 64 * 1024, 2, 1.0)  # warm up
-        pids = {**info["pids"], "load generator": psutil.Process().pid}
         for label, size in SIZES.items():
-            with ProcessMeter(pids, alone=("load generator",)) as meter:
-                latencies, done, errors, elapsed = await measure(
+            meter = ProcessMeter(with_generator(info["pids"]), alone=(GENERATOR,))
+            with meter, LoopLag() as lag:
+                latencies, ids, errors = await measure(
                     http, url, token, size, WORKERS[label], per_size
                 )
-            results[label] = {
-                "load": f"{WORKERS[label]} concurrent uploads of {label} for {per_size:.0f} s",
-                "uploads": done,
-                "uploads_per_s": round(done / elapsed, 1),
-                "mb_per_s": round(done * size / elapsed / 2**20, 1),
-                "errors": errors,
-                "latency": latencies.summary(),
-                "processes": meter.report(done, "upload"),
-            }
-    return {"scenario": "uploads", "sizes": results}
-
-
-def print_result(r: dict[str, Any]) -> None:
-    for label, s in r["sizes"].items():
-        lat = s["latency"]
-        print(f"\nuploads {label}: {s['load']}")
-        print(
-            f"  {s['mb_per_s']:>7.1f} MB/s  {s['uploads_per_s']:>7.1f} uploads/s  "
-            f"errors {sum(s['errors'].values())}"
-        )
-        print(
-            f"  latency ms p50 {lat['p50_ms']}  p90 {lat['p90_ms']}  p99 {lat['p99_ms']}  "
-            f"max {lat['max_ms']}"
-        )
-        print(f"  {'process':<16}{'CPU s':>8}{'CPU ms/upload':>15}{'cores':>7}{'peak RSS MB':>13}")
-        for name, p in s["processes"].items():
-            print(
-                f"  {name:<16}{p['cpu_seconds']:>8.2f}{p['cpu_ms_per_upload']:>15.2f}"
-                f"{p['cpu_share']:>7.2f}{p['peak_rss_mb']:>13.1f}"
+            tally = await stored(http, base, token, ids)
+            runs.append(
+                run_record(
+                    label,
+                    f"{WORKERS[label]} concurrent uploads of {label} for {per_size:g} s",
+                    unit="upload",
+                    work=len(ids),
+                    latencies=latencies,
+                    meter=meter,
+                    lag=lag,
+                    loss=tally.counts(),
+                    errors=errors,
+                    mb_per_s=round(len(ids) * size / meter.elapsed / 2**20, 1),
+                )
             )
+    return runs
