@@ -273,8 +273,8 @@ async def test_system_messages_membership_and_moderation(world: World) -> None:
     assert (await cat_w.get(f"/api/widget/conversations/{cid}"))[0] == 404
 
     rude = await send(ann_w, cid, "rude words")
-    status, _ = await bob_w.post(f"/api/widget/messages/{rude['id']}/report", {"reason": "rude"})
-    assert status == 204
+    status, body = await bob_w.post(f"/api/widget/messages/{rude['id']}/report", {"reason": "rude"})
+    assert status == 204, body
     _, reports = await world.tenant.get("/api/v1/reports")
     mine = [r for r in reports["data"] if r["message"]["id"] == rude["id"]]
     assert mine and mine[0]["reason"] == "rude" and mine[0]["reporter_id"] == bob["id"]

@@ -295,21 +295,23 @@ class Handlers:
         """The conversation of a message named without one (reports, moderation)."""
         workspace_id = _valid(actor.workspace_id, "Message")
         message_id = _valid(message_id, "Message")
+        seen = self.conversations.checkpoint
         found = await self.store.message_location(workspace_id, message_id)
-        if found is None and await self._catch_up():
+        # Asked again only if the read model moved since the first answer: it may have
+        # caught up on its own while the first query ran.
+        if found is None and await self._catch_up(since=seen):
             found = await self.store.message_location(workspace_id, message_id)
         if found is None:
             raise NotFound(domain.MESSAGE_NOT_FOUND)
         return found
 
-    async def _catch_up(self) -> bool:
+    async def _catch_up(self, since: int = 0) -> bool:
         """Wait (bounded) until the conversations read model has all the stream held when
-        asked; False if it had already."""
+        asked; True if its checkpoint is now past ``since``."""
         last = (await self.js.stream_info(CONVERSATIONS.name)).state.last_seq
-        if last <= self.conversations.checkpoint:
-            return False
-        await self.conversations.wait_for(last, self.read_wait)
-        return True
+        if last > self.conversations.checkpoint:
+            await self.conversations.wait_for(last, self.read_wait)
+        return self.conversations.checkpoint > since
 
     async def _attachments(
         self,
