@@ -1,14 +1,20 @@
 """One WebSocket's life: handshake, ping/pong, subscriptions, client events, sign-in, close.
 
-Writes go straight to the transport as pre-framed bytes (``Connection.send``):
-no per-socket encoding, no awaiting a slow socket. A socket whose unsent bytes
-pass ``fanout_send_buffer_bytes`` is closed with 4200 (clients reconnect at
-once and recover what they missed), and never holds up anyone else.
+Writes are pre-framed bytes (``Connection.send``): no per-socket encoding, no
+awaiting a slow socket. While the transport has nothing queued, a frame goes
+straight to the socket (one ``send``, none of the transport's per-write
+bookkeeping: the fan-out writes one frame to thousands of sockets per event);
+what the kernel does not take is queued in the transport behind it, so order
+holds. A socket whose unsent bytes pass ``fanout_send_buffer_bytes`` is closed
+with 4200 (clients reconnect at once and recover what they missed), and never
+holds up anyone else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -69,6 +75,7 @@ class Connection:
         "limiter",
         "ping_sent",
         "resumes",
+        "sock",
         "socket_id",
         "transport",
         "user_id",
@@ -83,10 +90,13 @@ class Connection:
         app: App,
         socket_id: str,
         now: float,
+        sock: socket.socket | None = None,
     ) -> None:
         self.fanout = fanout
         self.ws = ws
         self.transport = transport
+        # The transport's own socket (see ``raw_socket``); None: write through the transport.
+        self.sock = sock
         self.app = app
         self.socket_id = socket_id
         self.channels: dict[str, Channel] = {}
@@ -110,7 +120,21 @@ class Connection:
         if self.closing:
             return
         transport = self.transport
-        if transport.get_write_buffer_size() > self.limit:
+        sock = self.sock
+        # Nothing queued in the transport (by us or by aiohttp): straight to the socket.
+        if sock is not None and not transport._buffer:  # type: ignore[attr-defined]
+            try:
+                sent = sock.send(frame)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:  # reset, or closed under us: the transport goes too
+                self.closing = True
+                transport.abort()
+                return
+            if sent == len(frame):
+                return
+            frame = frame[sent:]  # the rest waits in the transport until the socket drains
+        elif transport.get_write_buffer_size() > self.limit:
             self.closing = True
             SLOW_CLOSES.inc()
             self.fanout.spawn(self.close(protocol.RECONNECT, "Too slow: send buffer full"))
@@ -351,7 +375,9 @@ async def serve(fanout: Fanout, request: web.Request) -> web.StreamResponse:
         await ws.close(code=code, message=message.encode())
         return ws
     clock = asyncio.get_running_loop().time
-    conn = Connection(fanout, ws, transport, app, fanout.cluster.new_socket_id(), clock())
+    conn = Connection(
+        fanout, ws, transport, app, fanout.cluster.new_socket_id(), clock(), raw_socket(transport)
+    )
     fanout.register(conn)
     try:
         conn.send_frame(
@@ -362,6 +388,30 @@ async def serve(fanout: Fanout, request: web.Request) -> web.StreamResponse:
         conn.closing = True
         await fanout.unregister(conn)
     return ws
+
+
+def raw_socket(transport: asyncio.Transport) -> socket.socket | None:
+    """The socket under a plain TCP transport of asyncio's selector loop, for
+    ``Connection.send`` to write to while the transport has nothing queued; None
+    (write through the transport) for TLS or any other kind of transport.
+
+    This reads two private attributes of asyncio, checked here once: the
+    ``TransportSocket``'s socket (it hides ``send``) and the transport's write
+    queue ``_buffer`` (``get_write_buffer_size()`` per frame costs as much as the
+    rest of the write in Python). Sending on the socket object, not on its file
+    descriptor: once the transport has closed it, ``send`` fails instead of
+    reaching whichever connection got the same descriptor number next.
+    """
+    if not isinstance(asyncio.get_running_loop(), asyncio.SelectorEventLoop):
+        return None
+    if transport.get_extra_info("sslcontext") is not None:
+        return None
+    if not isinstance(getattr(transport, "_buffer", None), (bytearray, collections.deque)):
+        return None
+    sock = getattr(transport.get_extra_info("socket"), "_sock", None)
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+        return None
+    return sock
 
 
 async def _admit(fanout: Fanout, request: web.Request) -> tuple[App | None, tuple[int, str] | None]:

@@ -1,14 +1,18 @@
-"""A socket's writes and idle handling, with a fake transport (no network)."""
+"""A socket's writes and idle handling: with a fake transport (no network), and
+with a real loopback TCP connection for the writes that go straight to the socket."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 from confab_fanout import protocol
 from confab_fanout.apps import App
-from confab_fanout.connection import Connection
+from confab_fanout.connection import Connection, raw_socket
 from confab_fanout.fanout import Fanout
 from confab_fanout.settings import FanoutSettings
 
@@ -126,3 +130,125 @@ async def test_a_client_using_control_pings_gets_control_pings() -> None:
     conn.last_seen, conn.ping_sent = 12.0, 0.0
     node.sweep(20.0)
     assert len(transport.written) == 1
+
+
+# -- writes straight to a real socket ---------------------------------------------------------
+
+
+class Accepted(asyncio.Protocol):
+    """The server side of one loopback connection: its transport, nothing read."""
+
+    def __init__(self, accepted: asyncio.Future[asyncio.Transport]) -> None:
+        self.accepted = accepted
+        self.lost = accepted.get_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.accepted.set_result(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(None)
+
+
+@contextlib.asynccontextmanager
+async def loopback() -> AsyncIterator[tuple[asyncio.Transport, socket.socket, Accepted]]:
+    """A server transport and its (non-blocking) client socket, both with small buffers
+    so that a client that does not read fills them quickly."""
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
+    protocols: list[Accepted] = []
+
+    def accept() -> Accepted:
+        protocols.append(Accepted(accepted))
+        return protocols[-1]
+
+    server = await loop.create_server(accept, "127.0.0.1", 0)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    await loop.sock_connect(client, server.sockets[0].getsockname())
+    transport = await asyncio.wait_for(accepted, 10)
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    try:
+        yield transport, client, protocols[0]
+    finally:
+        transport.abort()
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+def real_connection(node: Fanout, transport: asyncio.Transport) -> tuple[Connection, FakeWebSocket]:
+    ws = FakeWebSocket()
+    sock = raw_socket(transport)
+    assert sock is not None  # a plain TCP socket of the selector loop
+    conn = Connection(node, ws, transport, App("ws_1", "key", "secret"), "1.1", 0.0, sock)  # type: ignore[arg-type]
+    node.register(conn)
+    return conn, ws
+
+
+async def read_frames(client: socket.socket, count: int, timeout: float = 10.0) -> list[Any]:
+    """The first ``count`` text frames the client gets (unmasked server frames)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    buf, out = b"", []
+    while len(out) < count:
+        chunk = await asyncio.wait_for(loop.sock_recv(client, 65536), deadline - loop.time())
+        assert chunk, "the server closed the connection"
+        buf += chunk
+        while len(buf) >= 2:
+            size, head = buf[1] & 0x7F, 2
+            if size == 126:
+                if len(buf) < 4:
+                    break
+                size, head = int.from_bytes(buf[2:4], "big"), 4
+            if len(buf) < head + size:
+                break
+            assert buf[0] == 0x81  # a whole, final text frame: nothing interleaved
+            out.append(json.loads(buf[head : head + size]))
+            buf = buf[head + size :]
+    return out
+
+
+def numbered(n: int) -> bytes:
+    return protocol.ws_text(json.dumps({"n": n, "pad": "x" * 1000}).encode())
+
+
+async def test_frames_to_a_socket_arrive_whole_and_in_order() -> None:
+    node = fanout()
+    async with loopback() as (transport, client, _):
+        conn, _ = real_connection(node, transport)
+        for n in range(3):
+            conn.send(numbered(n))
+        assert transport.get_write_buffer_size() == 0  # all taken by the socket at once
+        assert [f["n"] for f in await read_frames(client, 3)] == [0, 1, 2]
+
+
+async def test_what_a_full_socket_does_not_take_is_queued_in_order_until_the_bound() -> None:
+    node = fanout(fanout_send_buffer_bytes=64 * 1024)
+    async with loopback() as (transport, client, _):
+        conn, ws = real_connection(node, transport)
+        sent = 0
+        while not conn.closing:  # the client reads nothing: its buffers fill, then ours
+            conn.send(numbered(sent))
+            sent += 1
+        assert transport.get_write_buffer_size() > 0
+        await settle(node)
+        assert ws.closed_with is not None and ws.closed_with[0] == protocol.RECONNECT
+        # Every frame before the one refused arrives whole and in order, then the 4200.
+        *accepted, error = await read_frames(client, sent)
+        assert [f["n"] for f in accepted] == list(range(sent - 1))
+        assert error["event"] == "pusher:error" and json.loads(error["data"])["code"] == 4200
+
+
+async def test_a_socket_closed_under_the_connection_takes_no_more_writes() -> None:
+    node = fanout()
+    async with loopback() as (transport, _, accepted):
+        conn, _ = real_connection(node, transport)
+        sock = conn.sock
+        assert sock is not None
+        transport.abort()
+        await asyncio.wait_for(accepted.lost, 10)
+        assert sock.fileno() == -1  # its descriptor number is free for the next connection
+        conn.send(numbered(0))
+        assert conn.closing
