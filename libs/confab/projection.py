@@ -5,7 +5,9 @@ projection's checkpoint, so a crash anywhere loses nothing and applies nothing
 twice: redelivered events at or below the checkpoint are skipped. One process
 at a time feeds a projection (a PostgreSQL advisory lock held on a dedicated
 connection); others stand by and take over when it dies. Every process learns
-checkpoints through LISTEN/NOTIFY, so ``wait_for`` works wherever a query lands.
+checkpoints through LISTEN/NOTIFY, so ``wait_for`` works wherever a query lands; the
+listening connection is made again after a database restart, and the checkpoint
+re-read then, since notifications sent meanwhile are lost.
 
 A read model can be swapped under a running projection (``confab projections
 rebuild``): every batch transaction first takes its schema's swap lock in
@@ -120,6 +122,7 @@ class ProjectionRunner:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
+        self._listening: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -133,8 +136,10 @@ class ProjectionRunner:
         async with self.engine.begin() as conn:
             await self._ensure_checkpoint(conn)
             self.checkpoint = await self._read_checkpoint(conn)
-        self._listener = await asyncpg.connect(plain_url(self.database_url))
-        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        self._listener = await self._listen()
+        self._listening = asyncio.create_task(
+            self._keep_listening(), name=f"projection-listen:{self.projection.name}"
+        )
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Finish the batch in hand (commit and ack), then stop."""
@@ -146,6 +151,10 @@ class ProjectionRunner:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        if self._listening is not None:
+            self._listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listening
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -162,6 +171,35 @@ class ProjectionRunner:
             except TimeoutError:
                 return False
         return True
+
+    # -- other processes' checkpoints -----------------------------------------
+
+    async def _listen(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(plain_url(self.database_url))
+        await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        return conn
+
+    async def _keep_listening(self) -> None:
+        """Listen again whenever the listening connection is lost (a database restart);
+        without this a standby's ``wait_for`` would never see another checkpoint."""
+        while not self._stopping.is_set():
+            if self._listener is not None and not self._listener.is_closed():
+                await self._pause(1.0)
+                continue
+            try:
+                listener = await self._listen()
+                try:
+                    async with self.engine.connect() as conn:  # what was missed meanwhile
+                        await self._advance(await self._read_checkpoint(conn))
+                except BaseException:
+                    await listener.close()
+                    raise
+                self._listener = listener
+                log.info("projection_listening_again", projection=self.projection.name)
+            except (OSError, asyncpg.PostgresError, sa.exc.DBAPIError) as exc:
+                log.warning("projection_listen_retry", projection=self.projection.name,
+                            error=str(exc) or type(exc).__name__)  # fmt: skip
+                await self._pause(1.0)
 
     # -- the loop ----------------------------------------------------------
 

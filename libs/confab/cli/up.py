@@ -4,6 +4,10 @@ Starts the embedded backends that were not given by URL, then each service as
 its own process; waits until the gateway reports every service healthy, writes
 ``<data-dir>/stack.json`` and prints ``confab: ready``. A service that dies is
 reported and restarted; SIGINT/SIGTERM stops services gracefully, then backends.
+
+``--cluster`` runs the distributed topology on this machine, so it is tested rather
+than assumed: a 3-node NATS cluster (streams at R3), two copies of every service, and
+the gateways and fanouts behind HAProxy on the usual ports.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from confab.errors import ConfabError
 from confab.settings import check_url, mask_url
 
 SERVICES = ("identity", "messaging", "media", "fanout", "gateway")
+CLUSTER_NODES = 3  # NATS servers: a majority survives one loss
+CLUSTER_COPIES = 2  # processes of each service
+CLUSTER_START_RETRIES = 3
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
 
@@ -73,12 +80,19 @@ def add_parser(commands: Any) -> None:
         default=env("CONFAB_NO_DEMO", "") not in ("", "0"),
         help="do not create the demo workspace (e.g. to import an export into empty streams)",
     )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        default=env("CONFAB_CLUSTER", "") not in ("", "0"),
+        help=f"{CLUSTER_NODES} NATS nodes (streams at R{CLUSTER_NODES}), {CLUSTER_COPIES} copies "
+        "of each service, gateways and fanouts behind HAProxy",
+    )
     p.set_defaults(run=run)
 
 
 @dataclass
 class Child:
-    name: str
+    name: str  # "gateway", or "gateway-2" with --cluster
     command: list[str]
     env: dict[str, str]
     log_path: Path
@@ -103,12 +117,30 @@ class Child:
     def pid(self) -> int:
         return self.process.pid if self.process else 0
 
+    @property
+    def service(self) -> str:
+        return self.name.partition("-")[0]
+
+    def stop(self) -> None:
+        """SIGTERM and wait (a graceful drain), SIGKILL after STOP_TIMEOUT."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
 
 @dataclass
 class Stack:
     args: argparse.Namespace
     data_dir: Path
     backends: list[Any] = field(default_factory=list)
+    balancer: Any = None  # HAProxy, with --cluster
+    ready_urls: list[str] = field(default_factory=list)
     children: dict[str, Child] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -119,6 +151,7 @@ class Stack:
         from confab_infra.backends import (
             BackendError,
             EmbeddedNats,
+            EmbeddedNatsCluster,
             EmbeddedPostgres,
             EmbeddedS3,
             check_port_free,
@@ -135,6 +168,8 @@ class Stack:
         if a.nats_url:
             _check("--nats-url", a.nats_url, ("nats", "tls"))
             urls["nats_url"] = a.nats_url
+        elif a.cluster:
+            jobs["nats_url"] = EmbeddedNatsCluster(self.data_dir, CLUSTER_NODES)
         else:
             jobs["nats_url"] = EmbeddedNats(self.data_dir)
         if a.database_url:
@@ -204,14 +239,13 @@ class Stack:
             "CONFAB_FANOUT_PORT": str(a.fanout_port),
             "CONFAB_FANOUT_WS_URL": f"ws://{a.host}:{a.fanout_port}",
         }
-        for name in SERVICES:
-            command = [sys.executable, "-m", f"confab_{name}.app"]
-            child_env = env
-            if name == "gateway" and (key := _demo_api_key(self.data_dir)):
-                child_env = {**env, "CONFAB_DEMO_API_KEY": key}  # the demo page's rooms
-            child = Child(name, command, child_env, logs / f"{name}.log")
-            child.start()
-            self.children[name] = child
+        if a.cluster:
+            env.setdefault("CONFAB_STREAM_REPLICAS", str(CLUSTER_NODES))
+            self._start_copies(env, logs)
+        else:
+            for name in SERVICES:
+                self._start_child(name, name, env, logs)
+            self.ready_urls = [f"http://{a.host}:{a.gateway_port}/healthz"]
         self.info = {
             "gateway_url": f"http://{a.host}:{a.gateway_port}",
             "fanout_ws_url": f"ws://{a.host}:{a.fanout_port}",
@@ -223,19 +257,74 @@ class Stack:
             "admin_token": env["CONFAB_ADMIN_TOKEN"],
             "demo": None,
         }
+        if self.balancer is not None:
+            self.info["cluster"] = {
+                "nats_urls": urls["nats_url"].split(","),
+                "stream_replicas": int(env["CONFAB_STREAM_REPLICAS"]),
+                "gateway_urls": [
+                    f"http://{host}:{port}" for host, port in self.balancer.frontends[0].servers
+                ],
+                "fanout_urls": [
+                    f"http://{host}:{port}" for host, port in self.balancer.frontends[1].servers
+                ],
+            }
+
+    def _start_child(self, name: str, service: str, env: dict[str, str], logs: Path) -> None:
+        command = [sys.executable, "-m", f"confab_{service}.app"]
+        if service == "gateway" and (key := _demo_api_key(self.data_dir)):
+            env = {**env, "CONFAB_DEMO_API_KEY": key}  # the demo page's rooms
+        child = Child(name, command, env, logs / f"{name}.log")
+        child.start()
+        self.children[name] = child
+
+    def _start_copies(self, env: dict[str, str], logs: Path) -> None:
+        """Every service twice; the gateways and fanouts on ports of their own behind HAProxy."""
+        from confab_infra.backends import BackendError, Frontend, HAProxy, free_port
+
+        a = self.args
+        public = {"gateway": a.gateway_port, "fanout": a.fanout_port}
+        servers: dict[str, list[tuple[str, int]]] = {"gateway": [], "fanout": []}
+        for service in SERVICES:
+            for i in range(1, CLUSTER_COPIES + 1):
+                name = f"{service}-{i}"
+                copy_env = {**env, "CONFAB_INSTANCE": name}
+                if service in servers:
+                    port = free_port(a.host)
+                    copy_env[f"CONFAB_{service.upper()}_PORT"] = str(port)
+                    servers[service].append((a.host, port))
+                self._start_child(name, service, copy_env, logs)
+        self.balancer = HAProxy(
+            self.data_dir,
+            [Frontend(s, a.host, public[s], tuple(servers[s])) for s in ("gateway", "fanout")],
+        )
+        try:
+            self.balancer.start()
+        except BackendError as exc:
+            raise UpError(str(exc)) from None
+        # Every gateway copy answers, and the platform answers through the balancer.
+        self.ready_urls = [f"http://{h}:{p}/healthz" for h, p in servers["gateway"]]
+        self.ready_urls += [f"http://{h}:{p}/healthz" for h, p in servers["fanout"]]
+        self.ready_urls.append(f"http://{a.host}:{a.gateway_port}/healthz")
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
-        url = self.info["gateway_url"] + "/healthz"
         while time.monotonic() < deadline and not self.stopping.is_set():
             for child in self.children.values():
                 code = child.process.poll() if child.process else None
-                if code is not None:
-                    raise UpError(
-                        f"{child.name} exited with code {code} while starting: "
-                        f"{_last_line(child.log_path)}"
-                    )
-            if _healthy(url):
+                if code is None:
+                    continue
+                why = f"{child.name} exited with code {code} while starting: " + _last_line(
+                    child.log_path
+                )
+                # With --cluster, copies racing to create replicated streams can lose (NATS
+                # answers "no response from stream" while a new stream elects its leader):
+                # start such a copy again, a few times, as an orchestrator would.
+                if self.balancer is None or len(child.crashes) >= CLUSTER_START_RETRIES:
+                    raise UpError(why)
+                child.crashes.append(time.monotonic())
+                print(f"confab: {why}; starting it again", file=sys.stderr, flush=True)
+                child.start()
+            if all(_healthy(url) for url in self.ready_urls):
                 return
             time.sleep(0.25)
         raise UpError(
@@ -244,22 +333,29 @@ class Stack:
         )
 
     def give_gateway_demo_key(self, key: str) -> None:
-        """The demo workspace was created after the gateway started: restart it with its key."""
-        gateway = self.children["gateway"]
-        if gateway.env.get("CONFAB_DEMO_API_KEY") == key or gateway.process is None:
-            return
-        gateway.env = {**gateway.env, "CONFAB_DEMO_API_KEY": key}
-        gateway.process.send_signal(signal.SIGTERM)
-        try:
-            gateway.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            gateway.process.kill()
-            gateway.process.wait()
-        gateway.start()
-        self.wait_ready()
+        """The demo workspace was created after the gateways started: restart them with its
+        key, one at a time (with --cluster the other keeps serving behind the balancer)."""
+        for gateway in self.children.values():
+            if gateway.service != "gateway" or gateway.env.get("CONFAB_DEMO_API_KEY") == key:
+                continue
+            gateway.env = {**gateway.env, "CONFAB_DEMO_API_KEY": key}
+            gateway.stop()
+            gateway.start()
+            self.wait_ready()
 
     def write_stack_json(self) -> None:
         self.info["pids"] = {name: child.pid for name, child in self.children.items()}
+        from confab_infra.backends import EmbeddedNatsCluster
+
+        backend_pids: dict[str, int] = {}
+        for backend in self.backends:
+            if isinstance(backend, EmbeddedNatsCluster):
+                backend_pids.update(backend.pids)
+            elif backend.pid is not None:
+                backend_pids[backend.name.lower()] = backend.pid
+        if self.balancer is not None and self.balancer.pid is not None:
+            backend_pids["haproxy"] = self.balancer.pid
+        self.info["backend_pids"] = backend_pids
         path = self.data_dir / "stack.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.info, indent=2))
@@ -294,11 +390,12 @@ class Stack:
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.balancer is not None:
+            self.balancer.stop()
         # The gateway first, so no new requests arrive while services drain.
         order = ["gateway", "fanout", "media", "messaging", "identity"]
-        for name in order:
-            child = self.children.get(name)
-            if child and child.process and child.process.poll() is None:
+        for child in sorted(self.children.values(), key=lambda c: order.index(c.service)):
+            if child.process and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         for child in self.children.values():
@@ -345,9 +442,10 @@ def _last_line(path: Path) -> str:
 
 
 def banner(info: dict[str, Any], data_dir: Path) -> str:
+    cluster = info.get("cluster")
     rows = [
-        ("gateway", info["gateway_url"]),
-        ("fanout (Pusher WebSocket)", info["fanout_ws_url"]),
+        ("gateway", info["gateway_url"] + (" (HAProxy)" if cluster else "")),
+        ("fanout (Pusher WebSocket)", info["fanout_ws_url"] + (" (HAProxy)" if cluster else "")),
         ("health", info["gateway_url"] + "/healthz"),
         ("NATS", info["nats_url"]),
         ("PostgreSQL", mask_url(info["database_url"])),
@@ -355,6 +453,12 @@ def banner(info: dict[str, Any], data_dir: Path) -> str:
         ("state and logs", str(data_dir)),
         ("stack file", str(data_dir / "stack.json")),
     ]
+    if cluster:
+        rows += [
+            ("stream replicas", str(cluster["stream_replicas"])),
+            ("gateway copies", " ".join(cluster["gateway_urls"])),
+            ("fanout copies", " ".join(cluster["fanout_urls"])),
+        ]
     demo = info.get("demo")
     if demo:
         rows += [
