@@ -451,3 +451,27 @@ async def test_twenty_senders_through_two_messaging_processes(
     finally:
         second.terminate()
         await asyncio.wait_for(second.wait(), 30)
+
+
+async def test_text_with_a_nul_character_is_refused_and_the_read_models_keep_going(
+    world: World,
+) -> None:
+    ann, ann_w = await world.user("Ann")
+    bob, _ = await world.user("Bob")
+    cid = await world.conversation(ann, bob)
+    for path, body in [
+        (f"/api/widget/conversations/{cid}/messages", {"content": "nul\u0000here"}),
+        (f"/api/widget/conversations/{cid}/messages", {"content": "x", "metadata": {"k\u0000": 1}}),
+    ]:
+        status, error = await ann_w.post(path, body)
+        assert (status, error["error"]["code"]) == (422, "invalid_request"), error
+    status, error = await world.tenant.post(
+        "/api/v1/users", {"external_id": "nul\u0000", "name": "N"}
+    )
+    assert status == 422, error
+    status, error = await world.tenant.get("/api/v1/conversations", params={"user_id": "a\u0000"})
+    assert status == 422, error
+    # Nothing was stored: the next message is projected and read back as usual.
+    after = await send(ann_w, cid, "after the refusals")
+    _, page = await ann_w.get(f"/api/widget/conversations/{cid}/messages")
+    assert after["id"] in [m["id"] for m in page["data"]]

@@ -7,13 +7,14 @@ decision was made on, and recognises a retried append that was in fact stored.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from confab.contracts.base import Event
 from confab.errors import Unavailable
@@ -49,7 +50,7 @@ async def append(
     actor: str = "",
     correlation: str = "",
     expected_version: int | None = None,
-    attempts: int = 3,
+    attempts: int = 4,
     timeout: float = 5.0,
 ) -> Appended:
     """Append one event; raise ``WrongExpectedVersion`` if ``expected_version`` is stale.
@@ -82,6 +83,11 @@ async def append(
         except TimeoutError as exc:
             if attempt == attempts:
                 raise Unavailable("The event log did not acknowledge the write in time.") from exc
+        except NoStreamResponseError as exc:
+            # No stream leader (a cluster electing one after a node died): wait a little.
+            if attempt == attempts:
+                raise Unavailable("The event log has no leader right now; try again.") from exc
+            await asyncio.sleep(0.25 * 2 ** (attempt - 1))
     raise AssertionError("unreachable")
 
 

@@ -102,11 +102,6 @@ async def test_stop_postgresql(
         await load.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="media answers an upload with S3 down as 500 internal (urllib3 MaxRetryError "
-    "from the minio client), not 503 unavailable; see docs/reliability.md",
-)
 async def test_stop_s3(
     cluster: Cluster, http: aiohttp.ClientSession, record: Callable[[Figures], None]
 ) -> None:

@@ -2,8 +2,8 @@
 
 An endpoint says its method, path, credential kind, body, query and response
 types. ``Router.install`` turns that into aiohttp routes that authenticate,
-parse and validate before the handler runs, and ``openapi.document`` turns the
-same list into ``/openapi.json``.
+rate-limit, parse and validate before the handler runs, and ``openapi.document``
+turns the same list into ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from confab.ids import is_valid_id
 from confab.rpc import RpcClient
 from confab_gateway.auth import Authenticator, Principal
 from confab_gateway.consistency import LastWrites
+from confab_gateway.ratelimit import RequestLimits
 
 AuthKind = Literal["admin", "api_key", "session", "public"]
 Handler = Callable[["Call"], Awaitable[Any]]
@@ -151,18 +152,24 @@ class Router:
 
         return register
 
-    def install(self, app: web.Application, rpc: RpcClient, auth: Authenticator) -> None:
+    def install(
+        self, app: web.Application, rpc: RpcClient, auth: Authenticator, limits: RequestLimits
+    ) -> None:
         for endpoint in self.endpoints:
-            app.router.add_route(endpoint.method, endpoint.path, _view(endpoint, rpc, auth))
+            view = _view(endpoint, rpc, auth, limits)
+            app.router.add_route(endpoint.method, endpoint.path, view)
 
 
-def _view(endpoint: Endpoint, rpc: RpcClient, auth: Authenticator) -> Handler:
+def _view(
+    endpoint: Endpoint, rpc: RpcClient, auth: Authenticator, limits: RequestLimits
+) -> Handler:
     body_decoder = msgspec.json.Decoder(endpoint.body) if endpoint.body else None
     params = endpoint.path_params
     ids = [p for p in params if p not in endpoint.raw_path_params]
 
     async def view(request: web.Request) -> web.StreamResponse:
         principal = await auth.authenticate(endpoint.auth, request)
+        limits.check(principal)
         path = {p: request.match_info[p] for p in params}
         for name in ids:
             if not is_valid_id(path[name]):
@@ -196,16 +203,38 @@ async def parse_body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -
     if not raw.strip():
         raise BadRequest("The request body is empty; send a JSON object.")
     try:
-        return decoder.decode(raw)
+        body = decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+    if b"\\u0000" in raw and _has_nul(msgspec.json.decode(raw)):
+        raise nul_refused()
+    return body
+
+
+def nul_refused() -> InvalidRequest:
+    # PostgreSQL text cannot hold NUL: stored in an event, it would stop the read models.
+    return InvalidRequest(
+        "Text must not contain the NUL character (\\u0000).", {"body": "contains NUL"}
+    )
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def parse_query(request: web.Request, query_type: type) -> Any:
     known = {f.name for f in msgspec.structs.fields(query_type)}
     values = {k: v for k, v in request.query.items() if k in known}
+    if any("\x00" in v for v in values.values()):
+        raise nul_refused()
     try:
         return msgspec.convert(values, query_type, strict=False)
     except msgspec.ValidationError as exc:

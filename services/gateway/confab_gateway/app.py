@@ -18,11 +18,13 @@ from confab_gateway import (
     widget,
 )
 from confab_gateway import web as pages
+from confab_gateway.addresses import TrustedProxies
 from confab_gateway.api import Endpoint, Router
 from confab_gateway.auth import Authenticator
 from confab_gateway.consistency import LastWrites
 from confab_gateway.errors import error_middleware
 from confab_gateway.health import platform_health
+from confab_gateway.ratelimit import RequestLimits, failed_authentications
 from confab_gateway.settings import GatewaySettings
 
 ROUTERS: list[Router] = [
@@ -47,10 +49,12 @@ def build_app(service: Service, auth: Authenticator) -> web.Application:
         client_max_size=service.settings.max_body_bytes,
     )
     app["fanout_ws_url"] = service.settings.fanout_ws_url
+    app["stream_replicas"] = service.settings.stream_replicas
     app["auth"] = auth
     app["last_writes"] = LastWrites()
+    limits = RequestLimits(service.settings)
     for router in ROUTERS:
-        router.install(app, service.client, auth)
+        router.install(app, service.client, auth, limits)
     spec = openapi.document(endpoints())
 
     async def health() -> tuple[int, Any]:
@@ -67,7 +71,16 @@ def build_app(service: Service, auth: Authenticator) -> web.Application:
 async def setup(service: Service) -> None:
     assert isinstance(service.settings, GatewaySettings)
     settings = service.settings
-    auth = Authenticator(service.client, settings.admin_token)
+    try:
+        proxies = TrustedProxies(settings.trusted_proxies)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    auth = Authenticator(
+        service.client,
+        settings.admin_token,
+        failures=failed_authentications(settings),
+        proxies=proxies,
+    )
     await auth.start(service.nc)
     service.on_stop(auth.stop)
     runner = web.AppRunner(build_app(service, auth), access_log=None, shutdown_timeout=10)

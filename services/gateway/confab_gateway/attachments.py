@@ -238,7 +238,11 @@ async def _uploads_context(call: Call) -> JetStreamContext:
     try:
         await js.object_store(UPLOADS_BUCKET)
     except BucketNotFoundError:
-        config = js_api.ObjectStoreConfig(ttl=UPLOAD_TTL_SECONDS, storage=js_api.StorageType.FILE)
+        config = js_api.ObjectStoreConfig(
+            ttl=UPLOAD_TTL_SECONDS,
+            storage=js_api.StorageType.FILE,
+            replicas=call.request.app["stream_replicas"],
+        )
         await js.create_object_store(UPLOADS_BUCKET, config=config)
     return _contexts.setdefault(key, js)
 

@@ -2,7 +2,9 @@
 
 Verified credentials are cached briefly (keyed by their hash, never the secret
 itself) so the hot path costs no round trip to identity. Revocations arrive as
-events on ``live.identity.evt.>`` and drop the matching entries at once.
+events on ``live.identity.evt.>`` and drop the matching entries at once. Failed
+checks are counted per client address: past the limit, that address's
+credentials that are not in the cache are answered 429 without asking identity.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from nats.aio.client import Client as NATS
@@ -22,12 +25,17 @@ from confab.contracts.identity import (
     AuthenticateSession,
     SessionPrincipal,
 )
-from confab.errors import Unauthorized
+from confab.errors import RateLimited, Unauthorized
 from confab.events import H_EVENT
 from confab.ids import SECRET_PREFIX_LENGTH, same_secret, secret_hash, secret_prefix
+from confab.logging import get_logger
 from confab.rpc import RpcClient
+from confab_gateway.addresses import TrustedProxies
+from confab_gateway.ratelimit import TokenBuckets, retry_after
 
 Principal = ApiKeyPrincipal | SessionPrincipal
+
+log = get_logger("confab.gateway")
 
 # Events that end a credential, and which subject token names what they end.
 _REVOKING = {"api_key.revoked", "session.revoked", "user.erased"}
@@ -35,9 +43,19 @@ _REVOKING = {"api_key.revoked", "session.revoked", "user.erased"}
 
 class Authenticator:
     def __init__(
-        self, rpc: RpcClient, admin_token: str, *, ttl: float = 30.0, max_entries: int = 100_000
+        self,
+        rpc: RpcClient,
+        admin_token: str,
+        *,
+        ttl: float = 30.0,
+        max_entries: int = 100_000,
+        failures: TokenBuckets | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.rpc = rpc
+        self.failures = failures  # failed checks per client address (None: no limit)
+        self._logged = TokenBuckets(rate=1 / 60, burst=1, max_keys=10_000)
+        self.proxies = proxies or TrustedProxies("")
         self.admin_hash = secret_hash(admin_token) if admin_token else ""
         self.ttl = ttl
         self.max_entries = max_entries
@@ -56,21 +74,50 @@ class Authenticator:
     async def authenticate(self, kind: str, request: web.Request) -> Principal | None:
         if kind == "public":
             return None
+        address = self.proxies.client(request)
         if kind == "admin":
-            self._check_admin(request)
+            self._check_admin(request, address)
             return None
         if kind == "api_key":
-            return await self.api_key(request.headers.get("X-API-Key", ""))
-        return await self.session(_bearer(request, "session token"))
+            return await self.api_key(request.headers.get("X-API-Key", ""), address)
+        return await self.session(_bearer(request, "session token"), address)
 
-    def _check_admin(self, request: web.Request) -> None:
+    def _check_admin(self, request: web.Request, address: str) -> None:
         if not self.admin_hash:
             raise Unauthorized("The admin API is disabled: set CONFAB_ADMIN_TOKEN to enable it.")
         token = _bearer(request, "admin token")
         if not same_secret(self.admin_hash, secret_hash(token)):
+            self._check_failures(address)
+            self._failed(address)
             raise Unauthorized("Invalid admin token.")
 
-    async def api_key(self, key: str) -> ApiKeyPrincipal:
+    def _check_failures(self, address: str) -> None:
+        """Refuse to check credentials for an address that has failed too often."""
+        wait = self.failures.wait(address) if self.failures is not None and address else 0.0
+        if wait:
+            retry = retry_after(wait)
+            raise RateLimited(
+                f"Too many failed authentications from your address; retry after {retry:g} s.",
+                retry_after=retry,
+            )
+
+    def _failed(self, address: str) -> None:
+        if self.failures is not None and address:
+            self.failures.take(address)
+            # The failure that spent the budget is logged, at most once a minute per address.
+            if self.failures.wait(address) and not self._logged.take(address):
+                log.warning("authentication_failures_limited", address=address)
+
+    async def _verify(self, request: AuthenticateApiKey | AuthenticateSession, address: str) -> Any:
+        """Ask identity, counting a refusal against ``address``."""
+        self._check_failures(address)
+        try:
+            return await self.rpc.call(request)
+        except Unauthorized:
+            self._failed(address)
+            raise
+
+    async def api_key(self, key: str, address: str = "") -> ApiKeyPrincipal:
         if not key:
             raise Unauthorized("Send your API key in the X-API-Key header.")
         if not key.startswith("sk_") or len(key) <= SECRET_PREFIX_LENGTH or len(key) > 200:
@@ -79,21 +126,21 @@ class Authenticator:
         cached = self._cached(digest)
         if isinstance(cached, ApiKeyPrincipal):
             return cached
-        principal: ApiKeyPrincipal = await self.rpc.call(
-            AuthenticateApiKey(prefix=secret_prefix(key), key_hash=digest)
+        principal: ApiKeyPrincipal = await self._verify(
+            AuthenticateApiKey(prefix=secret_prefix(key), key_hash=digest), address
         )
         self._remember(digest, principal, principal.key_id)
         return principal
 
-    async def session(self, token: str) -> SessionPrincipal:
+    async def session(self, token: str, address: str = "") -> SessionPrincipal:
         if not token.startswith("st_") or len(token) <= SECRET_PREFIX_LENGTH or len(token) > 200:
             raise Unauthorized("Invalid or expired session token.")
         digest = secret_hash(token)
         cached = self._cached(digest)
         if isinstance(cached, SessionPrincipal) and cached.expires_at > datetime.now(UTC):
             return cached
-        principal: SessionPrincipal = await self.rpc.call(
-            AuthenticateSession(prefix=secret_prefix(token), token_hash=digest)
+        principal: SessionPrincipal = await self._verify(
+            AuthenticateSession(prefix=secret_prefix(token), token_hash=digest), address
         )
         self._remember(digest, principal, principal.session_id, principal.user_id)
         return principal

@@ -33,6 +33,14 @@ _STATUS_TEXT = {
     503: "A backing service is unavailable; see Retry-After",
 }
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
 _SECURITY = {
     "admin": [{"adminToken": []}],
     "api_key": [{"apiKey": []}],
@@ -118,7 +126,7 @@ def _common_errors(e: Endpoint) -> set[int]:
     """What any endpoint of this shape can answer, besides its own errors."""
     codes = {503}
     if e.auth != "public":
-        codes.add(401)
+        codes |= {401, 429}  # 429: per credential, and failed authentications per address
     if e.path_params:
         codes.add(404)
     if e.query is not None:
@@ -141,4 +149,6 @@ def _responses(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
     error = {"content": {"application/json": {"schema": refs[Error]}}}
     for status in sorted({*e.errors, *_common_errors(e)}):
         responses[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"), **error}
+        if status in (429, 503):
+            responses[str(status)]["headers"] = _RETRY_AFTER
     return responses

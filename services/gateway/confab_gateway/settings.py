@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
+
 from confab.settings import Port, Settings
+
+# Requests per second (0: no limit) and the burst allowed above that rate.
+Rate = Annotated[float, msgspec.Meta(ge=0)]
+Burst = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class GatewaySettings(Settings, kw_only=True, frozen=True):
@@ -10,6 +18,20 @@ class GatewaySettings(Settings, kw_only=True, frozen=True):
     gateway_port: Port = 8000
     admin_token: str = ""
     max_body_bytes: int = 1024 * 1024
+    # Request rate limits per credential, in this process (N gateways: up to N times as
+    # much). A tenant backend's API key serves all its users; a widget session is one
+    # browser, and the benchmarks drive one session far harder than a person can.
+    api_key_requests_per_second: Rate = 1000.0
+    api_key_request_burst: Burst = 2000
+    session_requests_per_second: Rate = 200.0
+    session_request_burst: Burst = 400
+    # Failed authentications per client address. Over it, that address's credentials not
+    # verified recently are answered 429 unchecked (verified ones go on).
+    auth_failures_per_second: Rate = 10.0
+    auth_failure_burst: Burst = 100
+    # Load balancers whose X-Forwarded-For names the client (comma-separated addresses or
+    # networks): without it, per-address limits see every client behind one as one.
+    trusted_proxies: str = ""
     # Where widgets open their Pusher-protocol socket (told to them by /api/widget/me).
     fanout_ws_url: str = "ws://127.0.0.1:6001"
     # The demo workspace's API key: /demo creates rooms and guests with it (`confab up`

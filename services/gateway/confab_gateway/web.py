@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import mimetypes
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,8 +56,10 @@ from confab.contracts.messaging import (
 from confab.errors import NotFound, RateLimited, Unauthorized, Unavailable
 from confab.ids import is_valid_id
 from confab.rpc import RpcClient
+from confab_gateway.addresses import TrustedProxies
 from confab_gateway.auth import Authenticator
 from confab_gateway.consistency import LastWrites
+from confab_gateway.ratelimit import TokenBuckets, retry_after
 from confab_gateway.settings import GatewaySettings
 
 STATIC = Path(__file__).parent / "static"
@@ -178,27 +179,14 @@ class DemoRoom(msgspec.Struct, kw_only=True, frozen=True):
     guest: Guest
 
 
-class TokenBuckets:
-    """Per-address rate limit: ``burst`` at once, then one every ``every`` seconds."""
-
-    def __init__(self, burst: int, every: float, max_keys: int = 10_000) -> None:
-        self.burst = burst
-        self.every = every
-        self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def take(self, key: str) -> None:
-        now = time.monotonic()
-        tokens, at = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) / self.every)
-        if tokens < 1:
-            raise RateLimited(
-                "Too many demo rooms or guests from your address; try again shortly.",
-                retry_after=(1 - tokens) * self.every,
-            )
-        if len(self._buckets) >= self.max_keys and key not in self._buckets:
-            self._buckets.clear()  # a flood of addresses: start over rather than grow
-        self._buckets[key] = (tokens - 1, now)
+def take_per_address(buckets: TokenBuckets, address: str) -> None:
+    """The demo's endpoints are public: limit them per client address."""
+    wait = buckets.take(address)
+    if wait:
+        raise RateLimited(
+            "Too many demo rooms or guests from your address; try again shortly.",
+            retry_after=retry_after(wait),
+        )
 
 
 ADJECTIVES = (
@@ -230,8 +218,9 @@ class Demo:
         self.last_writes = last_writes or LastWrites()
         # Room tokens are signed with a key of their own, derived from the API key.
         self.signing_key = hashlib.sha256(b"confab-demo-room\0" + self.api_key.encode()).digest()
-        self.room_limit = TokenBuckets(burst=10, every=6.0)
-        self.guest_limit = TokenBuckets(burst=40, every=2.0)
+        # 10 rooms at once then one per 6 s; 40 guests at once then one per 2 s.
+        self.room_limit = TokenBuckets(rate=1 / 6, burst=10, max_keys=10_000)
+        self.guest_limit = TokenBuckets(rate=1 / 2, burst=40, max_keys=10_000)
 
     @property
     def enabled(self) -> bool:
@@ -373,6 +362,7 @@ def install(app: web.Application, settings: GatewaySettings, rpc: RpcClient) -> 
     }
 
     rooms = Demo(settings, rpc, app["auth"], app["last_writes"])
+    proxies = TrustedProxies(settings.trusted_proxies)
 
     def demo() -> Demo:
         if not rooms.enabled:
@@ -399,13 +389,13 @@ def install(app: web.Application, settings: GatewaySettings, rpc: RpcClient) -> 
 
     async def create_room(request: web.Request) -> web.Response:
         d = demo()
-        d.room_limit.take(request.remote or "-")
+        take_per_address(d.room_limit, proxies.client(request))
         room = await d.create_room(request.get("correlation", ""))
         return _json(room, 201)
 
     async def join_room(request: web.Request) -> web.Response:
         d = demo()
-        d.guest_limit.take(request.remote or "-")
+        take_per_address(d.guest_limit, proxies.client(request))
         room = await d.join(request.match_info["room"], request.get("correlation", ""))
         return _json(room, 201)
 

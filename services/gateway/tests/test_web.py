@@ -15,6 +15,7 @@ from confab.errors import NotFound, RateLimited
 from confab_gateway import web as pages
 from confab_gateway.consistency import LastWrites
 from confab_gateway.errors import error_middleware
+from confab_gateway.ratelimit import TokenBuckets
 from confab_gateway.settings import GatewaySettings
 
 WIDGET = Path(pages.__file__).parent / "static" / "widget" / "v1"
@@ -146,14 +147,14 @@ def test_room_tokens_name_one_conversation_and_cannot_be_forged() -> None:
             demo.room_of(forged)
 
 
-def test_rate_limit_allows_a_burst_then_refills() -> None:
-    buckets = pages.TokenBuckets(burst=3, every=60.0)
+def test_demo_rooms_are_limited_per_address() -> None:
+    buckets = TokenBuckets(rate=1 / 60, burst=3)
     for _ in range(3):
-        buckets.take("1.2.3.4")
+        pages.take_per_address(buckets, "1.2.3.4")
     with pytest.raises(RateLimited) as caught:
-        buckets.take("1.2.3.4")
+        pages.take_per_address(buckets, "1.2.3.4")
     assert 0 < caught.value.retry_after <= 60
-    buckets.take("5.6.7.8")  # another address has its own bucket
+    assert buckets.take("5.6.7.8") == 0  # another address has its own bucket
 
 
 def test_the_widget_never_builds_markup_from_strings() -> None:

@@ -23,7 +23,9 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
+from minio.error import ServerError
 
+from confab.errors import Unavailable
 from confab_media.settings import MediaSettings
 
 T = TypeVar("T")
@@ -37,7 +39,10 @@ def client_for(settings: MediaSettings, endpoint: str | None = None) -> Minio:
         maxsize=CONNECTIONS,
         cert_reqs="CERT_REQUIRED" if settings.s3_verify_tls else "CERT_NONE",
         ca_certs=settings.s3_ca_file or os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        # A store that refuses connections is down: tell the client soon, it may retry.
+        retries=urllib3.Retry(
+            total=5, connect=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+        ),
     )
     return Minio(
         url.netloc,
@@ -62,8 +67,12 @@ class Storage:
         self._pool = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="s3")
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking client call; the store being unreachable or failing is a 503."""
         call = functools.partial(fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except (urllib3.exceptions.HTTPError, ServerError, OSError) as exc:
+            raise Unavailable("The file store is unavailable; try again shortly.") from exc
 
     async def ensure_bucket(self) -> None:
         """Create the bucket if it is missing."""
