@@ -30,6 +30,7 @@ delivered before the next one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -68,11 +69,15 @@ from confab.logging import get_logger
 from confab.personal import KeyRing
 from confab.realtime import Profile
 from confab.rpc import RpcClient
+from confab_fanout import protocol
 from confab_fanout.metrics import DOMAIN_EVENTS
 from confab_fanout.profiles import ProfileCache
 
 if TYPE_CHECKING:
     from confab_fanout.fanout import Fanout
+
+# Waits between attempts to fetch events this node missed, before giving up (~7.5 s).
+GAP_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 log = get_logger("confab.fanout.feed")
 
@@ -185,6 +190,8 @@ class Fetched:
     message: Cached | None = None  # from GetMessage: already shows the item's event
     attachments: tuple[dict[str, Attachment], float] | None = None
     missed: list[HistoryEvent] = field(default_factory=list)
+    # The missed events could not be fetched: the channel's sockets must resume themselves.
+    gap_lost: bool = False
 
 
 class Feed:
@@ -374,7 +381,9 @@ class Feed:
         fetched = Fetched()
         try:
             if item.gap_after is not None:
-                fetched.missed = await self._missed(item)
+                missed = await self._missed_patiently(item)
+                fetched.gap_lost = missed is None
+                fetched.missed = missed or []
             if isinstance(event, ConversationCreated):
                 fetched.profiles = await self.profiles.fetch(ws, event.participant_ids)
             elif isinstance(event, MessagePosted):
@@ -432,6 +441,24 @@ class Feed:
         )
         return {a.attachment.id: a.attachment for a in found.data}, expires
 
+    async def _missed_patiently(self, item: Item) -> list[HistoryEvent] | None:
+        """``_missed``, tried again for a while (messaging may be catching up); None if it
+        never answered. The conversation's later events wait meanwhile, so order holds."""
+        for delay in (*GAP_RETRY_DELAYS, None):
+            try:
+                return await self._missed(item)
+            except ConfabError as exc:
+                if delay is None:
+                    DOMAIN_EVENTS.labels("gap_lost").inc()
+                    log.warning(
+                        "missed_events_unavailable",
+                        conversation_id=item.conversation_id,
+                        error=exc.code,
+                    )
+                    return None
+                await asyncio.sleep(delay)
+        return None
+
     async def _missed(self, item: Item) -> list[HistoryEvent]:
         """The stored events between the last this node saw and ``item`` (a gap)."""
         assert item.gap_after is not None
@@ -488,6 +515,9 @@ class Feed:
         event, ws = item.event, item.workspace_id
         name = realtime.conversation_channel(item.conversation_id)
         subscribed = self.channels.get(ws, name) is not None
+        if fetched is not None and fetched.gap_lost and subscribed:
+            self._send_away(ws, name)
+            subscribed = self.channels.get(ws, name) is not None
         if fetched is not None and fetched.missed and subscribed:
             self._deliver_missed(ws, name, fetched.missed)
         deliver = self.fanout.deliver_seq
@@ -592,6 +622,15 @@ class Feed:
         else:
             data = self._message_data(ws, cached, seq, fetched)
             self.fanout.deliver_seq(ws, name, realtime.MESSAGE_UPDATED, data, seq)
+
+    def _send_away(self, ws: str, name: str) -> None:
+        """Events of the channel are missing here: close its sockets with 4200, so their
+        clients reconnect and resume from their own last seq, rather than skip them."""
+        channel = self.channels.get(ws, name)
+        for sock in list(channel.sockets) if channel is not None else ():
+            self.fanout.spawn(
+                sock.close(protocol.RECONNECT, "Events were missed here; reconnect and resume")
+            )
 
     def _deliver_missed(self, ws: str, name: str, missed: list[HistoryEvent]) -> None:
         channel = self.channels.get(ws, name)

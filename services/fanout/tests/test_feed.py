@@ -35,7 +35,8 @@ from confab.contracts.messaging import (
     ReadMarked,
     Sender,
 )
-from confab.errors import NotFound
+from confab.errors import NotFound, Unavailable
+from confab_fanout import feed as feed_module
 from confab_fanout import protocol
 from confab_fanout.channels import ChannelRegistry
 from confab_fanout.feed import Feed
@@ -65,6 +66,10 @@ class Sock:
 
     def overflowed(self, channel: str) -> None:
         self.closing = True
+
+    async def close(self, code: int, message: str) -> None:
+        self.closing = True
+        self.closed_with = code
 
     def events(self) -> list[tuple[str, Any]]:
         """(event, data) of every frame written, WebSocket framing stripped."""
@@ -295,6 +300,45 @@ async def test_missed_events_are_fetched_and_delivered_first(
     assert [d["event_seq"] for _, d in sock.events()] == [2, 3, 4, 5]
     feed.take(WS, CONV, posted(5, "msg_2"), 13, 12)  # seen already
     assert len(sock.frames) == 4
+
+
+async def test_missed_events_are_asked_for_again_while_messaging_is_unavailable(
+    setup: tuple[Node, Rpc, Feed, Sock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, rpc, feed, sock = setup
+    monkeypatch.setattr(feed_module, "GAP_RETRY_DELAYS", (0, 0, 0))
+    feed.take(WS, CONV, posted(2), 10, 0)
+    answers = [Unavailable("catching up"), Unavailable("catching up")]
+    missed = HistoryEvent(
+        seq=3, event="message.read", data={"user_id": "usr_b", "seq": 2, "event_seq": 3}, at=AT
+    )
+
+    def answer(_request: Any) -> Any:
+        if answers:
+            raise answers.pop()
+        return EventList(data=[missed], has_more=False)
+
+    rpc.answers[ListEvents] = answer
+    feed.take(WS, CONV, posted(4, "msg_2"), 13, 12)
+    await node.settle()
+    assert len(rpc.calls) == 3
+    assert [d["event_seq"] for _, d in sock.events()] == [2, 3, 4]
+    assert not sock.closing
+
+
+async def test_a_socket_that_would_miss_events_is_sent_to_resume_elsewhere(
+    setup: tuple[Node, Rpc, Feed, Sock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, rpc, feed, sock = setup
+    monkeypatch.setattr(feed_module, "GAP_RETRY_DELAYS", (0, 0))
+    feed.take(WS, CONV, posted(2), 10, 0)
+    rpc.answers[ListEvents] = Unavailable("catching up")
+    feed.take(WS, CONV, posted(4, "msg_2"), 13, 12)
+    await node.settle()
+    assert len(rpc.calls) == 3
+    # Never a silent gap: the client is told to reconnect and resume from its last seq.
+    assert sock.closing and sock.closed_with == protocol.RECONNECT
+    assert 3 not in [d["event_seq"] for _, d in sock.events()]
 
 
 async def test_nobody_subscribed_nothing_rendered_and_unknown_users_erased(
