@@ -92,6 +92,7 @@ class HAProxy(ChildProcess):
             "defaults",
             "  mode http",
             "  option redispatch",
+            "  option forwardfor",  # the services see (and limit) clients, not the balancer
             "  retries 2",
             "  timeout connect 2s",
             "  timeout client 120s",

@@ -241,6 +241,8 @@ class Stack:
         }
         if a.cluster:
             env.setdefault("CONFAB_STREAM_REPLICAS", str(CLUSTER_NODES))
+            # HAProxy on loopback says who the client is (X-Forwarded-For).
+            env.setdefault("CONFAB_TRUSTED_PROXIES", "127.0.0.1")
             self._start_copies(env, logs)
         else:
             for name in SERVICES:
