@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from confab.addresses import TrustedProxies
 from confab.contracts.fanout import GetWebhooks, SetWebhooks, WebhookConfig
 from confab.errors import NotFound
 from confab.ids import is_valid_id
@@ -45,8 +46,12 @@ def make_app(fanout: Fanout, service: Service) -> web.Application:
 async def setup(service: Service) -> None:
     assert isinstance(service.settings, FanoutSettings)
     settings = service.settings
+    try:
+        proxies = TrustedProxies(settings.trusted_proxies)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     keys = await service.key_ring()
-    fanout = Fanout(settings, service.nc, service.js, service.client, keys)
+    fanout = Fanout(settings, service.nc, service.js, service.client, keys, proxies)
     await fanout.start()
 
     async def check_cluster() -> str:

@@ -23,6 +23,9 @@ class Socket(Protocol):
     def overflowed(self, channel: str) -> None:
         """What it held back on ``channel`` while catching up grew too large."""
 
+    async def close(self, code: int, message: str) -> None:
+        """``pusher:error`` with ``code``, then a close with the same code."""
+
 
 class Hold:
     """One socket's live traffic on one channel, held back while it catches up (resume).

@@ -25,7 +25,8 @@ from confab.errors import Unavailable
 from confab.logging import get_logger
 from confab_fanout import auth, protocol
 from confab_fanout.apps import App
-from confab_fanout.metrics import CLIENT_EVENTS, SLOW_CLOSES
+from confab_fanout.limits import TokenBucket
+from confab_fanout.metrics import CLIENT_EVENTS, REFUSALS, SLOW_CLOSES
 from confab_fanout.protocol import ClientFrame, Kind, ProtocolError
 
 if TYPE_CHECKING:
@@ -39,26 +40,6 @@ _TEXT = WSMsgType.TEXT
 _PING = WSMsgType.PING
 _PONG = WSMsgType.PONG
 _BINARY = WSMsgType.BINARY
-
-
-class TokenBucket:
-    """``rate`` events per second, bursts up to ``rate``."""
-
-    __slots__ = ("capacity", "rate", "tokens", "updated")
-
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = rate
-        self.tokens = rate
-        self.updated = now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class Connection:
@@ -77,6 +58,7 @@ class Connection:
         "resumes",
         "sock",
         "socket_id",
+        "subscribe_limiter",
         "transport",
         "user_id",
         "ws",
@@ -105,6 +87,7 @@ class Connection:
         self.ping_sent = 0.0
         self.control_pings = False  # the client uses WebSocket pings: answer in kind
         self.limiter: TokenBucket | None = None  # made on the first client event
+        self.subscribe_limiter: TokenBucket | None = None  # made on the first subscribe
         self.limit = fanout.settings.fanout_send_buffer_bytes
         self.closing = False  # no more writes
         self.closed = False  # close started
@@ -233,6 +216,8 @@ class Connection:
         if not protocol.valid_channel(name):
             self._refuse(name[:200], "InvalidChannel", "Invalid channel name.", 400)
             return
+        if name not in self.channels and not self._may_join(name):
+            return
         kind = protocol.channel_kind(name)
         app = self.app
         if kind.authorized and not auth.check_channel_auth(
@@ -266,6 +251,34 @@ class Connection:
         self.send_frame(protocol.subscription_succeeded(name, reply))
         if joined is not None:
             await self.fanout.announce_join(joined, user_id, info)
+
+    def _may_join(self, name: str) -> bool:
+        """Within the socket's channel limit and subscribe rate (refused with
+        ``subscription_error`` 403 or 429 if not)."""
+        settings = self.fanout.settings
+        most = settings.fanout_max_subscriptions_per_socket
+        if most and len(self.channels) >= most:
+            REFUSALS.labels("subscriptions_per_socket").inc()
+            self._refuse(
+                name, "LimitReached", f"Too many channels: at most {most} per connection.", 403
+            )
+            return False
+        rate = settings.fanout_subscribes_per_second
+        if not rate:
+            return True
+        now = time.monotonic()
+        limiter = self.subscribe_limiter
+        if limiter is None:
+            limiter = self.subscribe_limiter = TokenBucket(
+                rate, now, settings.fanout_subscribe_burst
+            )
+        if limiter.take(now):
+            return True
+        REFUSALS.labels("subscribe_rate").inc()
+        self._refuse(
+            name, "LimitReached", f"Too many subscriptions: at most {rate:g} per second.", 429
+        )
+        return False
 
     def _presence_member(self, name: str, channel_data: str | None) -> tuple[str, bytes] | None:
         settings = self.fanout.settings
@@ -301,8 +314,15 @@ class Connection:
         if not user_id:
             await self.close(protocol.UNAUTHORIZED, "Invalid signin: bad signature or user_data")
             return
-        if self.user_id is not None and self.user_id != user_id:
-            await self.fanout.unsubscribe(self, protocol.USER_CHANNEL_PREFIX + self.user_id)
+        if self.user_id != user_id:
+            limits = self.fanout.connection_limits
+            refusal = limits.sign_in(app.id, user_id)
+            if refusal is not None:
+                await self.close(protocol.OVER_CAPACITY, refusal)
+                return
+            if self.user_id is not None:
+                limits.sign_out(app.id, self.user_id)
+                await self.fanout.unsubscribe(self, protocol.USER_CHANNEL_PREFIX + self.user_id)
         self.user_id = user_id
         # Delivered to every socket signed in as the user, whether or not the
         # client subscribes to its #server-to-user channel (pusher-js does).
@@ -370,10 +390,12 @@ async def serve(fanout: Fanout, request: web.Request) -> web.StreamResponse:
     app, refusal = await _admit(fanout, request)
     transport = request.transport
     if app is None or transport is None:
-        code, message = refusal or (protocol.RECONNECT, "Connection lost")
-        await ws.send_str(protocol.error(code, message).decode())
-        await ws.close(code=code, message=message.encode())
-        return ws
+        return await _refuse(ws, *(refusal or (protocol.RECONNECT, "Connection lost")))
+    address = fanout.proxies.client(request)
+    limits = fanout.connection_limits
+    over = limits.connect(address, app.id)
+    if over is not None:
+        return await _refuse(ws, protocol.OVER_CAPACITY, over)
     clock = asyncio.get_running_loop().time
     conn = Connection(
         fanout, ws, transport, app, fanout.cluster.new_socket_id(), clock(), raw_socket(transport)
@@ -386,7 +408,17 @@ async def serve(fanout: Fanout, request: web.Request) -> web.StreamResponse:
         await conn.run()
     finally:
         conn.closing = True
+        limits.disconnect(address, app.id)
+        if conn.user_id is not None:
+            limits.sign_out(app.id, conn.user_id)
         await fanout.unregister(conn)
+    return ws
+
+
+async def _refuse(ws: web.WebSocketResponse, code: int, message: str) -> web.WebSocketResponse:
+    """A socket not taken: ``pusher:error`` with ``code``, then a close with the same code."""
+    await ws.send_str(protocol.error(code, message).decode())
+    await ws.close(code=code, message=message.encode()[:120])
     return ws
 
 

@@ -24,6 +24,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from confab.addresses import TrustedProxies
 from confab.logging import get_logger
 from confab.personal import KeyRing
 from confab.rpc import RpcClient
@@ -33,6 +34,7 @@ from confab_fanout.channels import Channel, ChannelRegistry, Joined
 from confab_fanout.cluster import Broadcast, Cluster, Terminate
 from confab_fanout.connection import Connection
 from confab_fanout.feed import Feed
+from confab_fanout.limits import ConnectionLimits
 from confab_fanout.metrics import CHANNEL_EVENTS, CONNECTIONS, FRAMES
 from confab_fanout.presence import MEMBER_ADDED, MEMBER_REMOVED, Change, PresenceStore
 from confab_fanout.protocol import ClientFrame, Kind
@@ -53,8 +55,11 @@ class Fanout:
         js: JetStreamContext,
         client: RpcClient,
         keys: KeyRing | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.settings = settings
+        self.proxies = proxies or TrustedProxies(settings.trusted_proxies)
+        self.connection_limits = ConnectionLimits(settings)
         self.nc = nc
         self.apps = AppRegistry(nc, client, settings.fanout_unknown_app_ttl)
         self.channels = ChannelRegistry()

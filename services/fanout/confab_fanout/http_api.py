@@ -5,11 +5,13 @@ Every request is signed with the app secret (``auth_key``, ``auth_timestamp``,
 signed ``auth_key``; the ``{app_id}`` in the path may be the workspace id or
 its all-digit alias (pusher-http-python only takes digits). Limits and status
 codes are Pusher's: 10 KB of data (413), 100 channels per trigger and 10 events
-per batch (400), bad signature (401).
+per batch (400), bad signature (401); past the per-app request rate (a
+Confab limit, ``CONFAB_FANOUT_API_REQUESTS_PER_SECOND``), 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ from confab.errors import Unavailable
 from confab_fanout import auth, protocol
 from confab_fanout.apps import App
 from confab_fanout.fanout import Fanout
+from confab_fanout.limits import api_rate_limit
 from confab_fanout.metrics import API_EVENTS
 from confab_fanout.protocol import Kind
 
@@ -30,10 +33,11 @@ MAX_BODY_BYTES = 256 * 1024  # ten events of 10 KB with room to spare
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 class TriggerBody(msgspec.Struct, frozen=True):
@@ -67,6 +71,7 @@ Handler = Callable[[web.Request, App, bytes], Awaitable[Any]]
 class HttpApi:
     def __init__(self, fanout: Fanout) -> None:
         self.fanout = fanout
+        self.rate_limit = api_rate_limit(fanout.settings)
 
     def routes(self) -> list[web.RouteDef]:
         h = self._handler
@@ -85,10 +90,13 @@ class HttpApi:
         async def handle(request: web.Request) -> web.Response:
             try:
                 app, body = await self._authenticate(request)
+                self._check_rate(app)
                 result = await handler(request, app, body)
             except ApiError as exc:
                 return web.json_response(
-                    {"error": exc.message, "code": exc.status}, status=exc.status
+                    {"error": exc.message, "code": exc.status},
+                    status=exc.status,
+                    headers=exc.headers,
                 )
             return web.Response(body=msgspec.json.encode(result), content_type="application/json")
 
@@ -116,6 +124,19 @@ class HttpApi:
         if error is not None:
             raise ApiError(401, error)
         return app, body
+
+    def _check_rate(self, app: App) -> None:
+        limit = self.rate_limit
+        if limit is None:
+            return
+        wait = limit.take(app.id)
+        if wait:
+            raise ApiError(
+                429,
+                f"Too many requests for this app: at most {limit.rate:g} per second "
+                f"(bursts of {limit.burst}); retry after {math.ceil(wait * 1000) / 1000:g} s",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
 
     # -- triggering ----------------------------------------------------------------------
 

@@ -28,3 +28,8 @@ DOMAIN_EVENTS = Counter(
     ["outcome"],
 )
 RESUMES = Counter("confab_fanout_resumes_total", "confab:resume requests by outcome", ["outcome"])
+REFUSALS = Counter(
+    "confab_fanout_limit_refusals_total",
+    "Connections, sign-ins, subscriptions and HTTP API requests refused by a limit",
+    ["limit"],
+)

@@ -13,6 +13,7 @@ import msgspec
 from confab.settings import Port, PositiveFloat, Settings
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Limit = Annotated[int, msgspec.Meta(ge=0)]  # 0: no limit
 BucketName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
@@ -34,8 +35,33 @@ class FanoutSettings(Settings, kw_only=True, frozen=True):
     fanout_send_buffer_bytes: PositiveInt = 512 * 1024
     # Client events a connection may send per second (more: pusher:error 4301).
     fanout_client_events_per_second: PositiveFloat = 10.0
+    # Channels one socket may be in, its sign-in channel included (more:
+    # pusher:subscription_error 403 LimitReached); 0: no limit.
+    fanout_max_subscriptions_per_socket: Limit = 100
+    # New subscriptions a socket may make per second, in bursts of up to ... (more:
+    # pusher:subscription_error 429 LimitReached); 0 per second: no limit. Each is a
+    # write to the cluster's state; the burst lets a reconnecting client rejoin all.
+    fanout_subscribes_per_second: Annotated[float, msgspec.Meta(ge=0)] = 50.0
+    fanout_subscribe_burst: PositiveInt = 100
     # How long shutdown waits for sockets to take their 4200 close.
     fanout_shutdown_grace: PositiveFloat = 5.0
+
+    # -- limits per address, app and user (per node; 0: no limit) ----------------------
+    # Open sockets per client address (more: pusher:error 4100, close 4100). High by
+    # default: `confab bench idle` opens 20,000 from 127.0.0.1.
+    fanout_max_connections_per_address: Limit = 25_000
+    # Open sockets per app (workspace) (more: 4100).
+    fanout_max_connections_per_app: Limit = 100_000
+    # Sockets signed in (pusher:signin) as one user of an app (more: 4100).
+    fanout_max_connections_per_user: Limit = 100
+    # Addresses or networks (comma-separated) of proxies whose X-Forwarded-For is
+    # believed about the client's address; empty: the peer is the client. No fanout_
+    # prefix on purpose: the gateway reads the same CONFAB_TRUSTED_PROXIES, and the
+    # same balancer (`confab up --cluster`'s HAProxy) is in front of both.
+    trusted_proxies: str = ""
+    # Signed Pusher HTTP API requests per app (more: 429); 0 per second: no limit.
+    fanout_api_requests_per_second: Annotated[float, msgspec.Meta(ge=0)] = 1000.0
+    fanout_api_request_burst: PositiveInt = 2000
 
     # -- presence and cluster state (NATS KV) --------------------------------------------
     fanout_presence_bucket: BucketName = "presence"

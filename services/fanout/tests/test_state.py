@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from confab_fanout.channels import ChannelRegistry
-from confab_fanout.connection import TokenBucket
+from confab_fanout.limits import TokenBucket
 from confab_fanout.presence import (
     MEMBER_ADDED,
     MEMBER_REMOVED,

@@ -47,6 +47,7 @@ MAX_MESSAGE = 16 * 1024  # FanoutSettings.fanout_max_message_bytes (the node run
 # aiohttp refuses a message of exactly max_msg_size bytes (its check is ``>=``), so the
 # largest one a client can send is a byte smaller than the setting says.
 LARGEST = MAX_MESSAGE - 1
+MAX_SUBSCRIPTIONS = 100  # FanoutSettings.fanout_max_subscriptions_per_socket
 TIMEOUT = 15.0
 PING = b'{"event":"pusher:ping","data":{}}'
 
@@ -480,20 +481,30 @@ def test_a_frame_claiming_a_huge_length_is_refused_without_reading_it(hostile: A
     assert ws.closed_with() == TOO_BIG
 
 
-def test_a_subscribe_flood_is_answered_in_full_and_cleaned_up(
+def test_a_subscribe_flood_is_cut_at_the_per_socket_limit_and_cleaned_up(
     hostile: Any, node: FanoutNode, fuzz_app: TestApp
 ) -> None:
-    """No per-socket subscription limit exists (docs/hostile-input.md): 1000 channels on
-    one socket all succeed, and all are gone once the socket is."""
+    """1000 subscribes on one socket: the first 100 (the default of
+    ``CONFAB_FANOUT_MAX_SUBSCRIPTIONS_PER_SOCKET``) succeed, the rest get
+    ``subscription_error`` 403, subscribing again to a channel the socket is in still
+    succeeds, and all are gone once the socket is."""
     ws = hostile("subscribe flood")
     names = [f"fuzz-flood-{i}" for i in range(1000)]
     for name in names:
         ws.event("pusher:subscribe", {"channel": name})
-    for name in names[:100]:  # again: idempotent
+    for name in names[:MAX_SUBSCRIPTIONS]:  # again: idempotent
         ws.event("pusher:subscribe", {"channel": name})
     answers = ws.answers()
-    assert [a["event"] for a in answers] == ["pusher_internal:subscription_succeeded"] * 1100
-    assert [a["channel"] for a in answers] == names + names[:100]
+    succeeded = "pusher_internal:subscription_succeeded"
+    assert [a["event"] for a in answers] == (
+        [succeeded] * MAX_SUBSCRIPTIONS
+        + ["pusher:subscription_error"] * (1000 - MAX_SUBSCRIPTIONS)
+        + [succeeded] * MAX_SUBSCRIPTIONS
+    )
+    assert [a["channel"] for a in answers] == names + names[:MAX_SUBSCRIPTIONS]
+    refused = answers[MAX_SUBSCRIPTIONS:1000]
+    assert {(a["data"]["type"], a["data"]["status"]) for a in refused} == {("LimitReached", 403)}
+    names = names[:MAX_SUBSCRIPTIONS]
     sdk = fuzz_app.client(node)
     occupied = sdk.channels_info(prefix_filter="fuzz-flood-")["channels"]
     assert set(occupied) == set(names)
@@ -525,7 +536,7 @@ def test_a_client_event_flood_is_rate_limited_with_4301_and_nothing_is_lost(
 
 
 def test_a_connection_flood_from_one_address_is_served(hostile: Any) -> None:
-    """No per-address connection limit exists (docs/hostile-input.md): 300 sockets at once."""
+    """300 sockets at once from one address are within the per-address limit (25,000)."""
     sockets = [hostile("connection flood") for _ in range(300)]
     assert len({ws.socket_id for ws in sockets}) == 300
     for ws in sockets[::30]:

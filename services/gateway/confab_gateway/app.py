@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from confab.addresses import TrustedProxies
 from confab.service import Service, StartupError, health_routes, run_service
 from confab_gateway import (
     admin,
@@ -18,7 +19,6 @@ from confab_gateway import (
     widget,
 )
 from confab_gateway import web as pages
-from confab_gateway.addresses import TrustedProxies
 from confab_gateway.api import Endpoint, Router
 from confab_gateway.auth import Authenticator
 from confab_gateway.consistency import LastWrites

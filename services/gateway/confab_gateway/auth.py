@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from confab.addresses import TrustedProxies
 from confab.contracts.identity import (
     ApiKeyPrincipal,
     AuthenticateApiKey,
@@ -30,7 +31,6 @@ from confab.events import H_EVENT
 from confab.ids import SECRET_PREFIX_LENGTH, same_secret, secret_hash, secret_prefix
 from confab.logging import get_logger
 from confab.rpc import RpcClient
-from confab_gateway.addresses import TrustedProxies
 from confab_gateway.ratelimit import TokenBuckets, retry_after
 
 Principal = ApiKeyPrincipal | SessionPrincipal

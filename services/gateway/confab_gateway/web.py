@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import msgspec
 from aiohttp import web
 
+from confab.addresses import TrustedProxies
 from confab.contracts.base import Ok
 from confab.contracts.identity import (
     ApiKeyPrincipal,
@@ -56,7 +57,6 @@ from confab.contracts.messaging import (
 from confab.errors import NotFound, RateLimited, Unauthorized, Unavailable
 from confab.ids import is_valid_id
 from confab.rpc import RpcClient
-from confab_gateway.addresses import TrustedProxies
 from confab_gateway.auth import Authenticator
 from confab_gateway.consistency import LastWrites
 from confab_gateway.ratelimit import TokenBuckets, retry_after

@@ -6,7 +6,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web import Request
 
-from confab_gateway.addresses import TrustedProxies
+from confab.addresses import TrustedProxies
 
 
 def request(peer: str, forwarded: str | None = None) -> Request:

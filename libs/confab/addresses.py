@@ -1,6 +1,7 @@
 """Who is calling, by address: the peer, or the client a trusted proxy says it forwards.
 
-Per-address limits (failed authentications, ``/demo``) need the client's address.
+Per-address limits (the gateway's failed authentications and ``/demo``, the fanout's
+connections per address) need the client's address.
 Behind a load balancer the peer is the balancer, shared by every client, so the
 addresses in ``CONFAB_TRUSTED_PROXIES`` are believed about ``X-Forwarded-For``:
 the client is its right-most address that is not itself a trusted proxy (what
@@ -24,7 +25,7 @@ class TrustedProxies:
             _network(part.strip()) for part in spec.split(",") if part.strip()
         )
 
-    def client(self, request: web.Request) -> str:
+    def client(self, request: web.BaseRequest) -> str:
         peer = request.remote or "-"
         if not self.networks or not self._trusted(peer):
             return peer
