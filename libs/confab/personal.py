@@ -77,18 +77,18 @@ def _blank(value: Any) -> Any:
     return None
 
 
-def seal_with(key: bytes, event: E) -> E:
+def seal_with(key: AESGCM, event: E) -> E:
     """``event`` with its personal fields encrypted into ``sealed`` and blanked."""
     owner = getattr(event, event.owner)
     fields = {name: getattr(event, name) for name in event.personal}
     nonce = os.urandom(12)
-    box = AESGCM(key).encrypt(nonce, _ENCODE.encode(fields), owner.encode())
+    box = key.encrypt(nonce, _ENCODE.encode(fields), owner.encode())
     sealed = PREFIX + base64.urlsafe_b64encode(nonce + box).decode()
     blanks = {name: _blank(value) for name, value in fields.items()}
     return msgspec.structs.replace(event, sealed=sealed, **blanks)  # type: ignore[type-var]
 
 
-def reveal_with(key: bytes | None, event: E) -> E:
+def reveal_with(key: AESGCM | None, event: E) -> E:
     """``event`` with its personal fields back, or left blank if the key is gone."""
     sealed: str | None = getattr(event, "sealed", None)
     if not sealed:
@@ -98,7 +98,7 @@ def reveal_with(key: bytes | None, event: E) -> E:
     raw = base64.urlsafe_b64decode(sealed[len(PREFIX) :])
     owner = getattr(event, event.owner)
     try:
-        fields = _DECODE.decode(AESGCM(key).decrypt(raw[:12], raw[12:], owner.encode()))
+        fields = _DECODE.decode(key.decrypt(raw[:12], raw[12:], owner.encode()))
     except (InvalidTag, ValueError):
         return msgspec.structs.replace(event, sealed=None)  # type: ignore[type-var]
     known = {k: v for k, v in fields.items() if k in event.personal}
@@ -121,7 +121,8 @@ class KeyRing:
         self.js = js
         self.replicas = replicas
         self._kv: KeyValue | None = None
-        self._cache: OrderedDict[str, bytes | None] = OrderedDict()  # None: erased
+        # Ciphers ready to use (making one per message costs more than the encryption).
+        self._cache: OrderedDict[str, AESGCM | None] = OrderedDict()  # None: erased
         self._sub: Any = None
 
     async def open(self) -> KeyRing:
@@ -144,13 +145,13 @@ class KeyRing:
         if msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE):
             self._remember(msg.subject.removeprefix(f"$KV.{BUCKET}."), None)
 
-    def _remember(self, name: str, key: bytes | None) -> None:
+    def _remember(self, name: str, key: AESGCM | None) -> None:
         self._cache[name] = key
         self._cache.move_to_end(name)
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
 
-    async def key(self, workspace: str, user_id: str, *, create: bool = False) -> bytes | None:
+    async def key(self, workspace: str, user_id: str, *, create: bool = False) -> AESGCM | None:
         """The user's key; None if erased or (without ``create``) never made."""
         name = key_name(workspace, user_id)
         if name in self._cache:
@@ -166,10 +167,11 @@ class KeyRing:
                 return None
             return await self._create(name)
         assert entry.value is not None
-        self._remember(name, entry.value)
-        return entry.value
+        cipher = AESGCM(entry.value)
+        self._remember(name, cipher)
+        return cipher
 
-    async def _create(self, name: str) -> bytes | None:
+    async def _create(self, name: str) -> AESGCM | None:
         fresh = AESGCM.generate_key(bit_length=256)
         try:
             # Expecting "no message on this subject": a tombstone makes it fail too,
@@ -182,8 +184,9 @@ class KeyRing:
                 self._remember(name, None)
                 return None
             fresh = entry.value or b""
-        self._remember(name, fresh)
-        return fresh
+        cipher = AESGCM(fresh)
+        self._remember(name, cipher)
+        return cipher
 
     def forget(self, workspace: str, user_id: str) -> None:
         """The user was erased (their ``user.erased`` event was seen): never use the key again."""

@@ -106,6 +106,7 @@ class ProjectionRunner:
         *,
         batch_size: int = 256,
         fetch_timeout: float = 1.0,
+        linger: float = 0.0,
     ) -> None:
         self.js = js
         self.engine = engine
@@ -113,6 +114,9 @@ class ProjectionRunner:
         self.projection = projection
         self.batch_size = batch_size
         self.fetch_timeout = fetch_timeout
+        # After a batch smaller than ``batch_size``, wait this long before fetching again:
+        # fewer, larger transactions for projections nobody reads their writes from.
+        self.linger = linger
         self.checkpoint = 0
         self._position = 0  # the checkpoint as this runner last read or wrote it
         self.is_leader = False
@@ -295,6 +299,9 @@ class ProjectionRunner:
                     psub = await self._subscribe()
                     continue
                 await msgs[-1].ack()  # AckAll: acknowledges the whole batch
+                if self.linger and len(msgs) < self.batch_size:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), self.linger)
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()

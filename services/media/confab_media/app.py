@@ -54,7 +54,11 @@ async def setup(service: Service) -> None:
         ingests,
         settings,
     )
-    await service.add_projection(MessageDeletions(handlers.on_message_deleted))
+    # It reads every conversation event for the few deletions: in batches, a while apart
+    # (nobody waits on it), rather than a transaction per handful of messages.
+    await service.add_projection(
+        MessageDeletions(handlers.on_message_deleted), batch_size=2000, linger=0.5
+    )
     for request_type, handler in handlers.routes():
         await service.rpc.serve(request_type, handler)
     handlers.start_sweeper()
