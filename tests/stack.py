@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from confab_infra.backends import free_port
+from confab_infra.process import OutputLines
 from confab_infra.testing import TestBackends
 
 CONFAB = str(Path(sys.executable).with_name("confab"))
@@ -43,35 +41,6 @@ class RunningStack:
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in (self.data_dir / "logs").glob("*"))
-
-
-class _Lines:
-    """Reads a process's output on a thread so tests can wait for a line with a deadline."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.queue: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(process,), daemon=True).start()
-
-    def _pump(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.queue.put(line.rstrip("\n"))
-        self.queue.put(None)
-
-    def wait_for(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.queue.get(timeout=left)
-            except queue.Empty:
-                return False
-            if line is None:
-                return False
-            self.seen.append(line)
-            if text in line:
-                return True
-        return False
 
 
 def up_command(data_dir: Path, *extra: str) -> list[str]:
@@ -101,7 +70,7 @@ def running_stack(data_dir: Path, *flags: str, timeout: float = 120.0) -> Iterat
         text=True,
         env={**os.environ, "CONFAB_LOG_LEVEL": "info"},
     )
-    lines = _Lines(process)
+    lines = OutputLines(process)
     try:
         if not lines.wait_for("confab: ready", timeout):
             raise AssertionError("confab up did not become ready:\n" + "\n".join(lines.seen))

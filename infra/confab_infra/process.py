@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import psutil
 
 from confab_infra.ports import BackendError, check_port_free
 
-__all__ = ["ChildProcess", "ExitedDuringStart", "find_executable", "log_tail"]
+__all__ = ["ChildProcess", "ExitedDuringStart", "OutputLines", "find_executable", "log_tail"]
 
 
 class ExitedDuringStart(BackendError):
@@ -155,6 +156,37 @@ class ChildProcess:
             recorded = _read_pid_file(self.pid_path)
             if recorded is not None and recorded["pid"] == proc.pid:  # not a newer run's
                 self.pid_path.unlink(missing_ok=True)
+
+
+class OutputLines:
+    """A process's output read on a thread, so that a line can be awaited with a deadline
+    (``confab up``'s "confab: ready", in tests and benchmarks)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(process,), daemon=True).start()
+
+    def _pump(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.queue.put(line.rstrip("\n"))
+        self.queue.put(None)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        """True once a line containing ``text`` was read; False at the deadline or the end."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.queue.get(timeout=left)
+            except queue.Empty:
+                return False
+            if line is None:
+                return False
+            self.seen.append(line)
+            if text in line:
+                return True
+        return False
 
 
 def find_executable(name: str) -> Path:

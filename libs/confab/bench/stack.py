@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,41 +17,16 @@ from typing import Any
 
 import psutil
 
+from confab_infra.process import OutputLines
+
 BACKEND_NAMES = {"nats-server": "nats", "postgres": "postgres", "weed": "s3"}
 READY_TIMEOUT = 180.0
 READY = "confab: ready"
 
 
-class Lines:
-    """A process's output read on a thread, so that a line can be awaited with a deadline."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.queue: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(process,), daemon=True).start()
-
-    def _pump(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.queue.put(line.rstrip("\n"))
-        self.queue.put(None)
-
-    def wait_for(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.queue.get(timeout=left)
-            except queue.Empty:
-                return False
-            if line is None:
-                return False
-            self.seen.append(line)
-            if line.strip() == text:
-                return True
-        return False
-
-
-def launch(data_dir: Path, gateway_port: int, *extra: str) -> tuple[subprocess.Popen[str], Lines]:
+def launch(
+    data_dir: Path, gateway_port: int, *extra: str
+) -> tuple[subprocess.Popen[str], OutputLines]:
     """``confab up`` on ``data_dir`` with free ports, its output readable line by line."""
     from confab_infra.backends import free_port
 
@@ -66,7 +39,7 @@ def launch(data_dir: Path, gateway_port: int, *extra: str) -> tuple[subprocess.P
         text=True,
         env={**os.environ, "CONFAB_LOG_LEVEL": "warning"},
     )
-    return process, Lines(process)
+    return process, OutputLines(process)
 
 
 def stop(process: subprocess.Popen[str]) -> None:
