@@ -32,9 +32,9 @@ from confab.realtime import (
     MESSAGE_UPDATED,
     UNKNOWN_NAME,
     attachment_ids,
+    message,
     plain,
     posted_row,
-    reactions,
 )
 from confab_messaging.store import Row, UserRow
 
@@ -70,37 +70,6 @@ def participant(user_id: str, last_read_seq: int, users: Users) -> Participant:
 
 
 # -- messages ------------------------------------------------------------------------------
-
-
-def message(
-    row: Row,
-    pairs: Iterable[tuple[str, str]],
-    viewer: str | None,
-    author: Sender | None,
-    attachments: Attachments | None = None,
-) -> Message:
-    """A ``messages`` row (or a dict shaped like one) as the public object.
-
-    ``attachments`` has the objects of the row's attachment ids; one media no
-    longer has (deleted) is left out.
-    """
-    gone = bool(row["deleted"] or row["hidden"])
-    found = attachments or {}
-    return Message(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        seq=row["seq"],
-        sender=author,
-        content="" if gone else row["content"],
-        attachments=[found[i] for i in attachment_ids(row) if i in found],
-        reply_to=row["reply_to"],
-        metadata=dict(row["metadata"] or {}),
-        reactions=reactions(pairs, viewer),
-        created_at=row["created_at"],
-        edited_at=row["edited_at"],
-        deleted=gone,
-        client_msg_id=row["client_msg_id"],
-    )
 
 
 def message_for(
