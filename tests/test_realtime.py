@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,8 +26,6 @@ from confab_fanout.testing import (
     Balancer,
     FanoutNode,
     JsDriver,
-    ensure_node_modules,
-    node_tools,
 )
 from tests.client import Api, new_workspace
 from tests.stack import RunningStack
@@ -45,20 +42,6 @@ NUMBERED = {
     "participant.added",
     "participant.removed",
 }
-
-
-@pytest.fixture(scope="module")
-def js_clients() -> None:
-    if node_tools() is None:
-        pytest.skip("node and npm are not installed: the pusher-js tests need them")
-    ensure_node_modules()
-
-
-@pytest.fixture
-async def driver(js_clients: None) -> AsyncIterator[JsDriver]:
-    js = await JsDriver.start()
-    yield js
-    await js.close()
 
 
 @pytest.fixture

@@ -14,12 +14,9 @@ from confab_fanout.testing import (
     AuthServer,
     FanoutNode,
     IdentityStub,
-    JsDriver,
     TestApp,
     bucket_env,
     create_app,
-    ensure_node_modules,
-    node_tools,
     wait_app_known,
 )
 from confab_infra.backends import EmbeddedNats
@@ -90,17 +87,3 @@ async def app(
     auth_server.add(created)
     await wait_app_known(node, created)
     return created
-
-
-@pytest.fixture(scope="session")
-def js_clients() -> None:
-    if node_tools() is None:
-        pytest.skip("node and npm are not installed: the pusher-js conformance tests need them")
-    ensure_node_modules()
-
-
-@pytest.fixture
-async def driver(js_clients: None) -> AsyncIterator[JsDriver]:
-    js = await JsDriver.start()
-    yield js
-    await js.close()
