@@ -2,20 +2,37 @@
 
 A batch of events is applied in one transaction that also moves the
 projection's checkpoint, so a crash anywhere loses nothing and applies nothing
-twice: redelivered events at or below the checkpoint are skipped. One process
-at a time feeds a projection (a PostgreSQL advisory lock held on a dedicated
-connection); others stand by and take over when it dies. Every process learns
-checkpoints through LISTEN/NOTIFY, so ``wait_for`` works wherever a query lands; the
-listening connection is made again after a database restart, and the checkpoint
-re-read then, since notifications sent meanwhile are lost.
+twice: redelivered events at or below the checkpoint are skipped.
+
+A projection's work can be split into partitions (``Projection.partitions``): every
+event belongs to the partition its key hashes to (for conversations, the
+conversation), so the events of one key are applied by one process at a time, in
+stream order. A process owns a partition by holding a PostgreSQL advisory lock on a
+dedicated connection; live processes are counted the same way (one lock each), and
+each takes a fair share of the partitions, gives back what it holds beyond it, and
+picks up what a dead process held. A projection of one partition is led by one
+process while the others stand by.
+
+Each owned partition has its own checkpoint row (``name#k/P``), and the projection's
+own row (``name``) is kept at the lowest of them in every commit, so it always
+says "everything up to here is applied": ``wait_for``, ``confab projections status``
+and rebuilds read that one row. Every process reads the whole stream through a
+consumer of its own and applies the events of the partitions it owns; the
+database work, which is most of the cost, is what gets shared.
+
+Every process learns the projection's checkpoint through LISTEN/NOTIFY, so
+``wait_for`` works wherever a query lands; the listening connection is made again
+after a database restart, and the checkpoint re-read then, since notifications
+sent meanwhile are lost.
 
 A read model can be swapped under a running projection (``confab projections
 rebuild``): every batch transaction first takes its schema's swap lock in
 shared mode, which a swap holds exclusively while it renames schemas, so a
-batch lands wholly before or wholly after a swap. A batch that finds the
+batch lands wholly before or wholly after a swap. A batch that finds a
 checkpoint is no longer the one this runner wrote (a swapped-in read model, or
-a leader that lost its lock and still committed) is rolled back, and the
-consumer is recreated from the checkpoint it found.
+a process that lost its lock and still committed) is rolled back, and the
+consumer is recreated from the checkpoints it finds; a swapped-in read model
+has only the projection's own row, and the partition rows start from it.
 """
 
 from __future__ import annotations
@@ -23,6 +40,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
+import time
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +64,19 @@ log = get_logger("confab.projection")
 
 NOTIFY_CHANNEL = "confab_checkpoints"
 
+# How often a process counts the live ones and takes or gives back partitions.
+BALANCE_INTERVAL = 1.0
+
+# Advisory locks with two int keys show as (classid, objid) with objsubid 2 in pg_locks.
+_HELD = """
+SELECT classid::bigint AS class, objid::bigint AS key FROM pg_locks
+WHERE locktype = 'advisory' AND objsubid = 2 AND granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND classid::bigint = ANY($1::bigint[])
+"""
+_TRY = "SELECT pg_try_advisory_lock($1::int, $2::int)"
+_UNLOCK = "SELECT pg_advisory_unlock($1::int, $2::int)"
+
 
 class Projection(ABC):
     """A read model fed by one stream. Subclasses declare tables on ``metadata``."""
@@ -52,6 +85,12 @@ class Projection(ABC):
     stream: str
     subjects: Sequence[str]
     metadata: sa.MetaData
+    # How many ways the work can be split across processes. Events with one
+    # ``partition_key`` are always applied in order by one process. Changing it
+    # takes every copy down at once (or a rebuild): the partitions start again
+    # from the projection's checkpoint, so ``apply`` must then tolerate events
+    # after it a second time.
+    partitions: int = 1
 
     def __init__(self) -> None:
         self.checkpoints = checkpoint_table(self.metadata)
@@ -60,10 +99,34 @@ class Projection(ABC):
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
         """Apply ``events`` (in stream order, none applied before) inside ``conn``'s transaction."""
 
+    def partition_key(self, subject: str) -> str:
+        """What orders events: those with one key go to one partition (the subject here)."""
+        return subject
+
+    def partition_of(self, subject: str) -> int:
+        if self.partitions == 1:
+            return 0
+        return zlib.crc32(self.partition_key(subject).encode()) % self.partitions
+
+    def checkpoint_names(self) -> list[str]:
+        """The checkpoint row of each partition."""
+        return partition_rows(self.name, self.partitions)
+
+
+def partition_rows(name: str, partitions: int) -> list[str]:
+    if partitions == 1:
+        return [name]
+    return [f"{name}#{k}/{partitions}" for k in range(partitions)]
+
 
 def _lock_key(name: str) -> int:
     digest = hashlib.blake2b(f"confab.projection.{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _lock_class(name: str) -> int:
+    """The first half of a two-part advisory lock key (non-negative, as pg_locks shows it)."""
+    return _lock_key(name) & 0x7FFFFFFF
 
 
 def consumer_name(projection: str) -> str:
@@ -76,11 +139,7 @@ def swap_lock_key(schema: str) -> int:
 
 
 class CheckpointMoved(Exception):
-    """The checkpoint is not where this runner left it: resume from where it is."""
-
-    def __init__(self, found: int) -> None:
-        super().__init__(f"the checkpoint moved to {found}")
-        self.found = found
+    """A checkpoint is not where this runner left it: resume from where they are."""
 
 
 def open_message(msg: Msg) -> Envelope:
@@ -117,16 +176,26 @@ class ProjectionRunner:
         # After a batch smaller than ``batch_size``, wait this long before fetching again:
         # fewer, larger transactions for projections nobody reads their writes from.
         self.linger = linger
-        self.checkpoint = 0
-        self._position = 0  # the checkpoint as this runner last read or wrote it
-        self.is_leader = False
+        self.checkpoint = 0  # the projection's: every partition is at least here
+        self.owned: set[int] = set()  # the partitions this process applies
+        # Each owned partition's checkpoint as this runner last read or wrote it.
+        self._positions: dict[int, int] = {}
         self.applied = 0
         self.last_error: str | None = None
+        self._rows = projection.checkpoint_names()
+        self._partition_class = _lock_class(f"{projection.name}/{projection.partitions}")
+        self._member_class = _lock_class(f"{projection.name}/members")
+        self._member = 0
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._listening: asyncio.Task[None] | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this process applies some of the projection's events."""
+        return bool(self.owned)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -135,10 +204,10 @@ class ProjectionRunner:
         self._task = asyncio.create_task(self._run(), name=f"projection:{self.projection.name}")
 
     async def prepare(self) -> None:
-        """Create the tables and checkpoint row, and listen for other processes' checkpoints."""
+        """Create the tables and checkpoint rows, and listen for other processes' checkpoints."""
         await create_tables(self.engine, self.projection.metadata)
         async with self.engine.begin() as conn:
-            await self._ensure_checkpoint(conn)
+            await self._ensure_checkpoints(conn)
             self.checkpoint = await self._read_checkpoint(conn)
         self._listener = await self._listen()
         self._listening = asyncio.create_task(
@@ -176,6 +245,13 @@ class ProjectionRunner:
                 return False
         return True
 
+    def describe(self) -> str:
+        """Which partitions this process applies, for health answers."""
+        if self.projection.partitions == 1:
+            return "leader" if self.owned else "standby"
+        owned = ",".join(map(str, sorted(self.owned))) or "none"
+        return f"partitions {owned} of {self.projection.partitions}"
+
     # -- other processes' checkpoints -----------------------------------------
 
     async def _listen(self) -> asyncpg.Connection:
@@ -205,7 +281,7 @@ class ProjectionRunner:
                             error=str(exc) or type(exc).__name__)  # fmt: skip
                 await self._pause(1.0)
 
-    # -- the loop ----------------------------------------------------------
+    # -- owning partitions --------------------------------------------------
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -216,48 +292,102 @@ class ProjectionRunner:
                 await self._pause(1.0)
                 continue
             try:
-                if await self._acquire(lock):
-                    self.is_leader = True
-                    log.info("projection_leading", projection=self.projection.name)
-                    await self._consume(lock)
+                await self._join(lock)
+                await self._work(lock)
             except Exception as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 log.exception("projection_failed", projection=self.projection.name)
                 await self._pause(1.0)
             finally:
-                self.is_leader = False
+                self.owned.clear()  # the locks go with the connection
                 with contextlib.suppress(Exception):
                     await lock.close()
 
-    async def _acquire(self, lock: asyncpg.Connection) -> bool:
-        key = _lock_key(self.projection.name)
-        while not self._stopping.is_set():
-            if await lock.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                return True
-            await self._pause(1.0)
-        return False
+    async def _join(self, lock: asyncpg.Connection) -> None:
+        """Count as a live process of this projection for as long as ``lock`` is open."""
+        while True:
+            self._member = random.randrange(1 << 31)
+            if await lock.fetchval(_TRY, self._member_class, self._member):
+                return
+
+    async def _balance(self, lock: asyncpg.Connection) -> bool:
+        """Take a fair share of the partitions, give back any beyond it; True if that changed
+        what this process owns. Only called between batches."""
+        classes = [self._member_class, self._partition_class]
+        held = await lock.fetch(_HELD, classes)
+        members = sum(1 for r in held if r["class"] == self._member_class) or 1
+        taken = {r["key"] for r in held if r["class"] == self._partition_class}
+        count = self.projection.partitions
+        share = -(-count // members)
+        before = set(self.owned)
+        for k in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - share)]:
+            await lock.execute(_UNLOCK, self._partition_class, k)
+            self.owned.discard(k)
+        # Look from a place of this process's own, so that newcomers spread out.
+        offset = self._member % count
+        free = sorted(
+            (k for k in range(count) if k not in taken), key=lambda k: (k - offset) % count
+        )
+        for k in free:
+            if len(self.owned) >= share:
+                break
+            if await lock.fetchval(_TRY, self._partition_class, k):
+                self.owned.add(k)
+        if self.owned != before:
+            log.info("projection_partitions", projection=self.projection.name,
+                     owned=sorted(self.owned), processes=members)  # fmt: skip
+        return self.owned != before
+
+    async def _work(self, lock: asyncpg.Connection) -> None:
+        psub: Any = None
+        try:
+            while not self._stopping.is_set():
+                if lock.is_closed():
+                    raise ConnectionError("lost the projection lock connection")
+                changed = await self._balance(lock)
+                if not self.owned:
+                    if psub is not None:
+                        await _unsubscribe(psub)
+                        psub = None
+                    await self._pause(BALANCE_INTERVAL)
+                    continue
+                if changed or psub is None:
+                    if psub is not None:
+                        await _unsubscribe(psub)
+                    psub = None  # unsubscribed, even if subscribing again fails
+                    psub = await self._subscribe()
+                    self.last_error = None
+                if not await self._consume(psub, lock, time.monotonic() + BALANCE_INTERVAL):
+                    await _unsubscribe(psub)
+                    psub = None  # a checkpoint moved: subscribe again from where it is
+        finally:
+            if psub is not None:
+                await _unsubscribe(psub)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _subscribe(self) -> Any:
-        """Bind to a durable consumer created afresh at the checkpoint.
+    # -- consuming ---------------------------------------------------------
 
-        The database checkpoint is the truth; the consumer only says where to
-        resume. It is recreated each time this process becomes the leader:
-        events a dead leader had fetched but not applied must come again, and
-        an acknowledge-all from the new leader would otherwise cover them.
+    async def _subscribe(self) -> Any:
+        """Bind to a durable consumer created afresh at the lowest owned checkpoint.
+
+        The database checkpoints are the truth; the consumer only says where to
+        resume. It is recreated whenever what this process owns changes: events
+        a dead process had fetched but not applied must come again, and an
+        acknowledge-all from this one would otherwise cover them.
         """
         p = self.projection
-        durable = consumer_name(p.name)
+        durable = self._durable()
         async with self.engine.begin() as conn:
-            await self._ensure_checkpoint(conn)
-            self._position = await self._read_checkpoint(conn)
-        await self._advance(self._position)
+            await self._ensure_checkpoints(conn)
+            self._positions = await self._read_positions(conn, self.owned)
+            overall = await self._read_checkpoint(conn)
+        await self._advance(overall)
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(p.stream, durable)
-        start = self._position + 1
+        start = min(self._positions.values()) + 1
         config = ConsumerConfig(
             durable_name=durable,
             ack_policy=AckPolicy.ALL,
@@ -267,48 +397,43 @@ class ProjectionRunner:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
             opt_start_seq=start if start > 1 else None,
             filter_subjects=list(p.subjects),
+            # A process that dies leaves its consumer behind; the server removes it.
+            inactive_threshold=300.0,
         )
         await self.js.add_consumer(p.stream, config)
         return await self.js.pull_subscribe_bind(durable=durable, stream=p.stream)
 
-    async def _consume(self, lock: asyncpg.Connection) -> None:
-        psub = await self._subscribe()
-        self.last_error = None
-        try:
-            while not self._stopping.is_set():
-                if lock.is_closed():
-                    raise ConnectionError("lost the projection lock connection")
-                try:
-                    msgs = await psub.fetch(self.batch_size, timeout=self.fetch_timeout)
-                except TimeoutError:  # nats-py raises both its own and the builtin one
-                    continue
-                if not msgs:  # a pull can end with only a status message
-                    continue
-                try:
-                    await self._apply_until_done(msgs)
-                except CheckpointMoved as moved:
-                    # A rebuilt read model was swapped in: go on from its checkpoint.
-                    log.info(
-                        "projection_checkpoint_moved",
-                        projection=self.projection.name,
-                        was=self._position,
-                        now=moved.found,
-                    )
-                    with contextlib.suppress(Exception):
-                        await psub.unsubscribe()
-                    psub = await self._subscribe()
-                    continue
-                await msgs[-1].ack()  # AckAll: acknowledges the whole batch
-                if self.linger and len(msgs) < self.batch_size:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), self.linger)
-        finally:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
+    def _durable(self) -> str:
+        name = consumer_name(self.projection.name)
+        return name if self.projection.partitions == 1 else f"{name}_{self._member:08x}"
+
+    async def _consume(self, psub: Any, lock: asyncpg.Connection, until: float) -> bool:
+        """Fetch and apply batches until ``until``; False if a checkpoint moved meanwhile."""
+        while not self._stopping.is_set() and time.monotonic() < until:
+            if lock.is_closed():
+                raise ConnectionError("lost the projection lock connection")
+            try:
+                msgs = await psub.fetch(self.batch_size, timeout=self.fetch_timeout)
+            except TimeoutError:  # nats-py raises both its own and the builtin one
+                continue
+            if not msgs:  # a pull can end with only a status message
+                continue
+            try:
+                await self._apply_until_done(msgs)
+            except CheckpointMoved as moved:
+                # A rebuilt read model was swapped in: go on from its checkpoints.
+                log.info("projection_checkpoint_moved", projection=self.projection.name,
+                         reason=str(moved))  # fmt: skip
+                return False
+            await msgs[-1].ack()  # AckAll: acknowledges the whole batch
+            if self.linger and len(msgs) < self.batch_size:
+                await self._pause(self.linger)
+        return True
 
     async def _apply_until_done(self, msgs: list[Msg]) -> None:
         """Apply one fetched batch, retrying the same batch while the database is down."""
-        events = [e for e in map(self._open, msgs) if e is not None]
+        mine = self._mine(msgs)
+        events = [e for e in map(self._open, mine) if e is not None]
         last_seq = msgs[-1].metadata.sequence.stream
         delay = 0.2
         while True:
@@ -321,6 +446,17 @@ class ProjectionRunner:
                 log.warning("projection_retry", projection=self.projection.name, error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _mine(self, msgs: list[Msg]) -> list[Msg]:
+        """The messages of owned partitions not applied yet (others are not even opened)."""
+        if self.projection.partitions == 1:
+            return msgs
+        partition_of, positions = self.projection.partition_of, self._positions
+        return [
+            m
+            for m in msgs
+            if m.metadata.sequence.stream > positions.get(partition_of(m.subject), 1 << 62)
+        ]
 
     def _open(self, msg: Msg) -> Envelope | None:
         try:
@@ -337,43 +473,97 @@ class ProjectionRunner:
     async def _commit(self, events: list[Envelope], last_seq: int) -> None:
         table = self.projection.checkpoints
         name = self.projection.name
+        owned = {self._rows[k]: k for k in self._positions}
         async with self.engine.begin() as conn:
             # First, before any table is named: a swap renames the schema under this lock.
             await conn.execute(
                 sa.text("SELECT pg_advisory_xact_lock_shared(:key)"),
                 {"key": swap_lock_key(self.projection.metadata.schema or "public")},
             )
-            row = await conn.execute(
-                sa.select(table.c.last_seq).where(table.c.name == name).with_for_update()
+            rows = await conn.execute(
+                sa.select(table.c.name, table.c.last_seq)
+                .where(table.c.name.in_(sorted(owned)))
+                .order_by(table.c.name)
+                .with_for_update()
             )
-            applied = row.scalar_one_or_none()
-            if applied != self._position:
-                raise CheckpointMoved(applied or 0)
-            fresh = [e for e in events if e.seq > applied]
+            found = {owned[row_name]: int(seq) for row_name, seq in rows.all()}
+            if found != self._positions:
+                raise CheckpointMoved(f"found {found}, left {self._positions}")
+            partition_of = self.projection.partition_of
+            fresh = [e for e in events if e.seq > found[partition_of(e.subject)]]
             if fresh:
                 await self.projection.apply(conn, fresh)
-            if last_seq > applied:
+            behind = [n for n, k in owned.items() if found[k] < last_seq]
+            if behind:
                 await conn.execute(
                     table.update()
-                    .where(table.c.name == name)
+                    .where(table.c.name.in_(behind))
                     .values(last_seq=last_seq, updated_at=sa.func.now())
                 )
+            overall = await self._move_overall(conn, last_seq) if behind else None
+            if overall is not None:
                 await conn.execute(
                     sa.text("SELECT pg_notify(:channel, :payload)"),
-                    {"channel": NOTIFY_CHANNEL, "payload": f"{name}:{last_seq}"},
+                    {"channel": NOTIFY_CHANNEL, "payload": f"{name}:{overall}"},
                 )
-        self._position = max(applied, last_seq)
+        for k in self._positions:
+            self._positions[k] = max(self._positions[k], last_seq)
         self.applied += len(fresh)
         PROJECTION_APPLIED.labels(name).inc(len(fresh))
-        PROJECTION_CHECKPOINT.labels(name).set(last_seq)
-        await self._advance(last_seq)
+        if overall is not None:
+            PROJECTION_CHECKPOINT.labels(name).set(overall)
+            await self._advance(overall)
 
-    async def _ensure_checkpoint(self, conn: AsyncConnection) -> None:
+    async def _move_overall(self, conn: AsyncConnection, last_seq: int) -> int:
+        """Set the projection's row to the lowest partition checkpoint, and return it.
+
+        Its row lock is taken before the partitions are read: whoever commits
+        last then sees every other process's partitions as committed, so the row
+        never stays below where all partitions are.
+        """
+        if self.projection.partitions == 1:
+            return last_seq
+        table = self.projection.checkpoints
+        name = self.projection.name
         await conn.execute(
-            sa.dialects.postgresql.insert(self.projection.checkpoints)
-            .values(name=self.projection.name, last_seq=0)
-            .on_conflict_do_nothing()
+            sa.select(table.c.last_seq).where(table.c.name == name).with_for_update()
         )
+        lowest = (
+            sa.select(sa.func.min(table.c.last_seq))
+            .where(table.c.name.in_(self._rows))
+            .scalar_subquery()
+        )
+        row = await conn.execute(
+            table.update()
+            .where(table.c.name == name)
+            .values(last_seq=sa.func.greatest(table.c.last_seq, lowest), updated_at=sa.func.now())
+            .returning(table.c.last_seq)
+        )
+        return int(row.scalar_one())
+
+    async def _ensure_checkpoints(self, conn: AsyncConnection) -> None:
+        """The projection's row, and a row per partition starting where the projection is
+        (after a swap, only the projection's row is there)."""
+        table = self.projection.checkpoints
+        insert = sa.dialects.postgresql.insert
+        await conn.execute(
+            insert(table).values(name=self.projection.name, last_seq=0).on_conflict_do_nothing()
+        )
+        if self.projection.partitions > 1:
+            start = await self._read_checkpoint(conn)
+            await conn.execute(
+                insert(table)
+                .values([{"name": n, "last_seq": start} for n in self._rows])
+                .on_conflict_do_nothing()
+            )
+
+    async def _read_positions(self, conn: AsyncConnection, partitions: set[int]) -> dict[int, int]:
+        table = self.projection.checkpoints
+        names = {self._rows[k]: k for k in partitions}
+        rows = await conn.execute(
+            sa.select(table.c.name, table.c.last_seq).where(table.c.name.in_(sorted(names)))
+        )
+        return {names[row_name]: int(seq) for row_name, seq in rows.all()}
 
     async def _read_checkpoint(self, conn: AsyncConnection) -> int:
         table = self.projection.checkpoints
@@ -392,3 +582,8 @@ class ProjectionRunner:
             self.checkpoint = seq
             async with self._changed:
                 self._changed.notify_all()
+
+
+async def _unsubscribe(psub: Any) -> None:
+    with contextlib.suppress(Exception):
+        await psub.unsubscribe()

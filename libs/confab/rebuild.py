@@ -124,10 +124,16 @@ class Replayer:
             )
             self.position = int(row.scalar_one())
 
-    async def run(self, progress: Progress, *, until: int | None = None) -> int:
+    async def run(
+        self, progress: Progress, *, until: int | None = None, limits: Sequence[int] = ()
+    ) -> int:
         """Replay from the checkpoint to the end of the stream (or to ``until``); return how
-        many events were read."""
+        many events were read. With ``limits``, the checkpoint of each partition, only the
+        events of a partition up to its own limit are applied (to compare with a live read
+        model whose partitions are at different places)."""
         p = self.projection
+        if limits:
+            until = max(limits)
         if until is not None and until <= self.position:
             return 0
         read = 0
@@ -137,7 +143,12 @@ class Replayer:
         async with reader:
             progress.add_total(reader.pending)
             async for msgs in reader.batches(until=until):
-                events = [e for e in map(self._open, msgs) if e is not None]
+                wanted = msgs
+                if limits:
+                    wanted = [
+                        m for m in msgs if position(m)[0] <= limits[p.partition_of(m.subject)]
+                    ]
+                events = [e for e in map(self._open, wanted) if e is not None]
                 await self._commit(events, position(msgs[-1])[0])
                 read += len(msgs)
                 progress.advance(len(msgs))
@@ -231,6 +242,15 @@ class Swapped:
     caught_up_in_pause: int
 
 
+def partition_limits(projection: Projection, checkpoints: dict[str, int]) -> list[int]:
+    """The checkpoint of each of ``projection``'s partitions in ``checkpoints`` (none if it
+    has one partition, or they are not there yet: all are then at its own checkpoint)."""
+    names = projection.checkpoint_names()
+    if projection.partitions == 1 or not all(n in checkpoints for n in names):
+        return []
+    return [checkpoints[n] for n in names]
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -315,15 +335,26 @@ class ReadModelRebuild:
 
     # -- replaying -----------------------------------------------------------------------
 
-    async def catch_up(self, progress: Progress, until: dict[str, int] | None = None) -> int:
-        """Every projection to the end of its stream (or to ``until[name]``), concurrently."""
-        counts = await asyncio.gather(
-            *(
-                r.run(progress, until=None if until is None else until.get(r.projection.name, 0))
-                for r in self.replayers
-            )
-        )
-        return sum(counts)
+    async def catch_up(
+        self,
+        progress: Progress,
+        until: dict[str, int] | None = None,
+        *,
+        per_partition: bool = False,
+    ) -> int:
+        """Every projection to the end of its stream (or to the checkpoints ``until``, read
+        from a read model), concurrently. A partitioned projection goes to its own
+        checkpoint, where all its partitions are, or with ``per_partition`` each partition
+        to its own, once and for all: later events of the partitions that were behind are
+        then never applied."""
+        runs = []
+        for r in self.replayers:
+            if until is None:
+                runs.append(r.run(progress))
+                continue
+            limits = partition_limits(r.projection, until) if per_partition else []
+            runs.append(r.run(progress, until=until.get(r.projection.name, 0), limits=limits))
+        return sum(await asyncio.gather(*runs))
 
     async def converge(self, progress: Progress, rounds: int = 20) -> None:
         """Catch up until a round finds little left, so a final catch-up is short."""
@@ -363,8 +394,12 @@ class ReadModelRebuild:
                         sa.text(
                             f"INSERT INTO {scratch}.{CHECKPOINTS} (name, last_seq, updated_at) "
                             f"SELECT name, last_seq, updated_at FROM {live}.{CHECKPOINTS} "
+                            # Partition rows of a rebuilt projection stay behind: its
+                            # runners start them again from its row.
+                            "WHERE split_part(name, '#', 1) <> ALL(:names) "
                             "ON CONFLICT (name) DO NOTHING"
-                        )
+                        ),
+                        {"names": names},
                     )
                     await conn.execute(sa.text(f"ALTER SCHEMA {live} RENAME TO {retired}"))
                 await conn.execute(sa.text(f"ALTER SCHEMA {scratch} RENAME TO {live}"))
@@ -396,14 +431,15 @@ class ReadModelRebuild:
             )
             # The live runners are paused: both sides can be brought to one point.
             target = await self.live_checkpoints(hold)
-            await self.catch_up(progress, until=target)
+            await self.catch_up(progress, until=target, per_partition=True)
             snapshot = await snap.execution_options(isolation_level="REPEATABLE READ")
             await snapshot.begin()
             await snapshot.execute(sa.text("SELECT 1"))  # the snapshot is taken here
             await hold.rollback()  # live runners go on; the snapshot keeps this moment
             result = Verification(checkpoints=self.positions())
-            for name, seq in self.positions().items():
-                live_seq = target.get(name, 0)
+            for r in self.replayers:
+                name, seq = r.projection.name, r.position
+                live_seq = max(partition_limits(r.projection, target), default=target.get(name, 0))
                 if live_seq != seq:
                     result.checkpoint_mismatch[name] = (live_seq, seq)
             for table in self._tables():

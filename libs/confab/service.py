@@ -127,11 +127,10 @@ class Service:
             except Exception as exc:
                 checks[name] = f"failing: {exc or type(exc).__name__}"
         for name, runner in self.runners.items():
-            role = "leader" if runner.is_leader else "standby"
             checks[f"projection:{name}"] = (
                 f"failing: {runner.last_error}"
                 if runner.last_error
-                else f"ok ({role}, at {runner.checkpoint})"
+                else f"ok ({runner.describe()}, at {runner.checkpoint})"
             )
         status = "ok" if all(v.startswith("ok") for v in checks.values()) else "degraded"
         return HealthReply(

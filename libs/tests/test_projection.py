@@ -1,15 +1,13 @@
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
-import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from confab import bus
 from confab.contracts.base import Event
-from confab.db import create_engine
 from confab.eventlog import append
 from confab.events import Envelope
 from confab.projection import Projection, ProjectionRunner
@@ -42,13 +40,6 @@ class Counts(Projection):
             await conn.execute(
                 stmt.on_conflict_do_update(index_elements=["key"], set_={"n": self.table.c.n + 1})
             )
-
-
-@pytest.fixture
-async def engine(fresh_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(fresh_database_url, pool_size=4)
-    yield engine
-    await engine.dispose()
 
 
 async def publish(nc: NATS, spec: bus.StreamSpec, keys: list[str]) -> int:
@@ -96,6 +87,7 @@ async def test_a_batch_redelivered_after_a_crash_between_commit_and_ack_is_skipp
     # the messages go back to the consumer (nak), as after an ack timeout.
     crashed = ProjectionRunner(js, engine, fresh_database_url, projection, batch_size=10)
     await crashed.prepare()
+    crashed.owned = {0}  # as if it held the lock of the projection's one partition
     psub = await crashed._subscribe()
     msgs = await psub.fetch(10, timeout=5)
     assert msgs[-1].metadata.sequence.stream == last

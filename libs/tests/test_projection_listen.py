@@ -2,24 +2,14 @@
 connection (as in a database restart): queries with ``min_seq`` that land on it must not
 wait on a checkpoint it can no longer hear about."""
 
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from confab import bus
-from confab.db import create_engine, plain_url
+from confab.db import plain_url
 from confab.projection import ProjectionRunner
 from libs.tests.test_projection import Counts, publish
-
-
-@pytest.fixture
-async def engine(fresh_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(fresh_database_url, pool_size=4)
-    yield engine
-    await engine.dispose()
 
 
 async def test_a_standby_listens_again_after_its_connection_is_cut(

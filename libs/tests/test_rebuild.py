@@ -5,16 +5,16 @@ itself: an event lost or applied twice anywhere shows in the counts."""
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
-import pytest
+import asyncpg
 import sqlalchemy as sa
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from confab import bus
 from confab.contracts.base import Event
-from confab.db import create_engine
+from confab.db import plain_url
 from confab.eventlog import append
 from confab.events import Envelope
 from confab.projection import Projection, ProjectionRunner
@@ -48,13 +48,6 @@ class Tally(Projection):
             await conn.execute(
                 stmt.on_conflict_do_update(index_elements=["key"], set_={"n": self.table.c.n + 1})
             )
-
-
-@pytest.fixture
-async def engine(fresh_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(fresh_database_url, pool_size=6)
-    yield engine
-    await engine.dispose()
 
 
 def model_for(spec: bus.StreamSpec) -> ReadModel:
@@ -175,6 +168,79 @@ async def test_verify_reports_every_row_that_differs_from_the_log(
     assert (by_key["a"].live or {})["n"] == 5 and (by_key["a"].rebuilt or {})["n"] == 2
     assert by_key["b"].kind == "missing" and by_key["zz"].kind == "extra"
     await runner.stop()
+
+
+class PartitionedTally(Tally):
+    partitions = 4
+
+
+async def test_verify_and_rebuild_of_a_partitioned_projection_whose_partitions_are_apart(
+    nc: NATS, stream_spec: bus.StreamSpec, engine: AsyncEngine, fresh_database_url: str
+) -> None:
+    js = nc.jetstream()
+    await bus.ensure_streams(js, [stream_spec])
+    schema = f"tally_{uuid.uuid4().hex[:8]}"
+    model = ReadModel(
+        "tally", lambda schema=schema, keys=None: [PartitionedTally(stream_spec, schema)]
+    )
+    live = model.projections()[0]
+    runner = ProjectionRunner(js, engine, fresh_database_url, live, batch_size=7)
+    # Another copy that holds partitions 2 and 3 and is stuck: theirs fall behind.
+    stuck = await asyncpg.connect(plain_url(fresh_database_url))
+    lock = "SELECT pg_advisory_lock($1::int, $2::int)"
+    await stuck.execute(lock, runner._member_class, 12345)
+    for k in (2, 3):
+        await stuck.execute(lock, runner._partition_class, k)
+    await runner.start()
+    try:
+        keys = [f"k{i % 13}" for i in range(200)]
+        last = await publish(nc, stream_spec, keys)
+        names = live.checkpoint_names()
+
+        async def rows() -> dict[str, int]:
+            async with engine.connect() as conn:
+                found = await conn.execute(
+                    sa.text(f'SELECT name, last_seq FROM "{schema}".projection_checkpoints')
+                )
+                return dict(found.all())
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while [(await rows()).get(n) for n in names] != [last, last, 0, 0]:
+            assert asyncio.get_running_loop().time() < deadline, await rows()
+            await asyncio.sleep(0.05)
+        assert runner.owned == {0, 1}
+        assert (await rows())[live.name] == 0  # the lowest partition's
+        mine = Counter(
+            k for k in keys if live.partition_of(f"{stream_spec.subjects[0][:-1]}w1.{k}") < 2
+        )
+        assert await tallies(engine, schema) == mine
+
+        # Verify compares each partition up to its own checkpoint.
+        job = ReadModelRebuild(js, engine, model, purpose="verify")
+        await job.drop_scratch()
+        await job.prepare()
+        found: list[RowDiff] = []
+        result = await job.verify(Progress(), found.append)
+        await job.drop_scratch()
+        assert (result.identical, found) == (True, [])
+
+        # A rebuild swaps in every event; the partitions start again from its checkpoint.
+        job = ReadModelRebuild(js, engine, model, batch_size=50)
+        async with job.exclusive():
+            await job.prepare()
+            await job.converge(Progress())
+            await job.swap(Progress())
+        assert await tallies(engine, schema) == Counter(keys)
+        await stuck.close()  # the stuck copy goes: this one takes its partitions
+        more = [f"k{i % 7}" for i in range(50)]
+        after = await publish(nc, stream_spec, more)
+        assert await runner.wait_for(after, timeout=20)
+        assert runner.owned == {0, 1, 2, 3}
+        assert await tallies(engine, schema) == Counter(keys + more)
+        assert [(await rows())[n] for n in [live.name, *names]] == [after] * 5
+    finally:
+        await stuck.close()
+        await runner.stop()
 
 
 async def test_a_stream_reader_reads_a_range_in_batches_and_stops(

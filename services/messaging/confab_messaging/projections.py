@@ -207,6 +207,11 @@ class UsersProjection(Projection):
 class ConversationsProjection(Projection):
     stream = CONVERSATIONS.name
     subjects = CONVERSATIONS.subjects
+    # Copies of messaging share the conversations (a subject is one conversation, the
+    # default partition key); 16 leaves room for more copies than a deployment runs.
+    # Every row carries the seq that last wrote it, so events applied again (after a
+    # change of this number) change nothing.
+    partitions = 16
 
     def __init__(
         self,
