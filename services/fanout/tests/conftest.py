@@ -77,13 +77,27 @@ async def node(
         fanout.terminate()
 
 
-@pytest.fixture
-async def app(
+async def _new_app(
     nats: NATS, node: FanoutNode, identity: IdentityStub, auth_server: AuthServer
 ) -> TestApp:
-    """A new workspace, known to the fanout from its ``workspace.created`` event."""
     created = await create_app(nats.jetstream())
     identity.add(created)
     auth_server.add(created)
     await wait_app_known(node, created)
     return created
+
+
+@pytest.fixture
+async def app(
+    nats: NATS, node: FanoutNode, identity: IdentityStub, auth_server: AuthServer
+) -> TestApp:
+    """A new workspace, known to the fanout from its ``workspace.created`` event."""
+    return await _new_app(nats, node, identity, auth_server)
+
+
+@pytest.fixture(scope="module")
+async def module_app(
+    nats: NATS, node: FanoutNode, identity: IdentityStub, auth_server: AuthServer
+) -> TestApp:
+    """One workspace for a whole module's long run (the fuzz, Autobahn)."""
+    return await _new_app(nats, node, identity, auth_server)

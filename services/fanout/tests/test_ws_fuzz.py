@@ -32,15 +32,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nats.aio.client import Client as NATS
 
 from confab_fanout.testing import (
-    AuthServer,
     FanoutNode,
-    IdentityStub,
     TestApp,
-    create_app,
-    wait_app_known,
 )
 
 MAX_MESSAGE = 16 * 1024  # FanoutSettings.fanout_max_message_bytes (the node runs the default)
@@ -301,19 +296,8 @@ class Observer(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-async def fuzz_app(
-    nats: NATS, node: FanoutNode, identity: IdentityStub, auth_server: AuthServer
-) -> TestApp:
-    created = await create_app(nats.jetstream())
-    identity.add(created)
-    auth_server.add(created)
-    await wait_app_known(node, created)
-    return created
-
-
-@pytest.fixture(scope="module")
-def observer(node: FanoutNode, fuzz_app: TestApp) -> Iterator[Observer]:
-    watcher = Observer(node, fuzz_app)
+def observer(node: FanoutNode, module_app: TestApp) -> Iterator[Observer]:
+    watcher = Observer(node, module_app)
     watcher.start()
     watcher.tick()
     yield watcher
@@ -323,13 +307,13 @@ def observer(node: FanoutNode, fuzz_app: TestApp) -> Iterator[Observer]:
 
 
 @pytest.fixture
-def hostile(node: FanoutNode, fuzz_app: TestApp, observer: Observer) -> Iterator[Any]:
+def hostile(node: FanoutNode, module_app: TestApp, observer: Observer) -> Iterator[Any]:
     """Open hostile sockets for a case; afterwards the node is healthy and the observer
     still gets every event."""
     opened: list[RawSocket] = []
 
     def open_socket(case: str) -> RawSocket:
-        ws = RawSocket(node, fuzz_app.key, case)
+        ws = RawSocket(node, module_app.key, case)
         opened.append(ws)
         return ws
 
@@ -482,7 +466,7 @@ def test_a_frame_claiming_a_huge_length_is_refused_without_reading_it(hostile: A
 
 
 def test_a_subscribe_flood_is_cut_at_the_per_socket_limit_and_cleaned_up(
-    hostile: Any, node: FanoutNode, fuzz_app: TestApp
+    hostile: Any, node: FanoutNode, module_app: TestApp
 ) -> None:
     """1000 subscribes on one socket: the first 100 (the default of
     ``CONFAB_FANOUT_MAX_SUBSCRIPTIONS_PER_SOCKET``) succeed, the rest get
@@ -505,7 +489,7 @@ def test_a_subscribe_flood_is_cut_at_the_per_socket_limit_and_cleaned_up(
     refused = answers[MAX_SUBSCRIPTIONS:1000]
     assert {(a["data"]["type"], a["data"]["status"]) for a in refused} == {("LimitReached", 403)}
     names = names[:MAX_SUBSCRIPTIONS]
-    sdk = fuzz_app.client(node)
+    sdk = module_app.client(node)
     occupied = sdk.channels_info(prefix_filter="fuzz-flood-")["channels"]
     assert set(occupied) == set(names)
     ws.sock.close()
@@ -516,13 +500,13 @@ def test_a_subscribe_flood_is_cut_at_the_per_socket_limit_and_cleaned_up(
 
 
 def test_a_client_event_flood_is_rate_limited_with_4301_and_nothing_is_lost(
-    hostile: Any, fuzz_app: TestApp
+    hostile: Any, module_app: TestApp
 ) -> None:
     """Every client event is either delivered to the other member or refused with 4301."""
     channel = "private-fuzz-whisper"
     flooder, peer = hostile("client-event flood"), hostile("client-event flood")
     for ws in (flooder, peer):
-        auth = channel_auth(fuzz_app, ws.socket_id, channel)
+        auth = channel_auth(module_app, ws.socket_id, channel)
         ws.event("pusher:subscribe", {"channel": channel, "auth": auth})
         assert [a["event"] for a in ws.answers()] == ["pusher_internal:subscription_succeeded"]
     sent = 500
