@@ -33,9 +33,13 @@ def test_status_shows_each_projections_checkpoint_lag_and_rate(stack: RunningSta
     assert conversations["stream"] == "CONVERSATIONS" and conversations["schema"] == "messaging"
     assert 0 <= conversations["checkpoint"] <= conversations["last_seq"]
     assert conversations["lag"] >= 0 and conversations["rate"] is not None
+    # The stack runs one copy of messaging: it holds all of the conversations' partitions.
+    assert (conversations["partitions"], conversations["held"]) == (16, [16])
+    assert (rows["identity"]["partitions"], rows["identity"]["held"]) == (1, [1])
     table = confab("projections", "status", *target(stack), "--sample", "0")
     assert table.returncode == 0, table.stderr
     assert "CHECKPOINT" in table.stdout and "messaging.conversations" in table.stdout
+    assert "16 of 16" in table.stdout
 
 
 async def test_verify_finds_a_row_changed_by_hand_and_a_rebuild_repairs_it(

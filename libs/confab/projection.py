@@ -68,11 +68,13 @@ NOTIFY_CHANNEL = "confab_checkpoints"
 BALANCE_INTERVAL = 1.0
 
 # Advisory locks with two int keys show as (classid, objid) with objsubid 2 in pg_locks.
-_HELD = """
+_HELD_WHERE = """
+locktype = 'advisory' AND objsubid = 2 AND granted
+AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+_HELD = f"""
 SELECT classid::bigint AS class, objid::bigint AS key FROM pg_locks
-WHERE locktype = 'advisory' AND objsubid = 2 AND granted
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND classid::bigint = ANY($1::bigint[])
+WHERE {_HELD_WHERE} AND classid::bigint = ANY($1::bigint[])
 """
 _TRY = "SELECT pg_try_advisory_lock($1::int, $2::int)"
 _UNLOCK = "SELECT pg_advisory_unlock($1::int, $2::int)"
@@ -117,6 +119,22 @@ def partition_rows(name: str, partitions: int) -> list[str]:
     if partitions == 1:
         return [name]
     return [f"{name}#{k}/{partitions}" for k in range(partitions)]
+
+
+def partition_lock_class(projection: Projection) -> int:
+    return _lock_class(f"{projection.name}/{projection.partitions}")
+
+
+async def partition_holders(conn: AsyncConnection, projection: Projection) -> list[int]:
+    """How many partitions each live process of ``projection`` holds, most first."""
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT count(*) FROM pg_locks WHERE {_HELD_WHERE} AND classid::bigint = :class "
+            "GROUP BY pid ORDER BY 1 DESC"
+        ),
+        {"class": partition_lock_class(projection)},
+    )
+    return [int(n) for (n,) in rows.all()]
 
 
 def _lock_key(name: str) -> int:
@@ -183,7 +201,7 @@ class ProjectionRunner:
         self.applied = 0
         self.last_error: str | None = None
         self._rows = projection.checkpoint_names()
-        self._partition_class = _lock_class(f"{projection.name}/{projection.partitions}")
+        self._partition_class = partition_lock_class(projection)
         self._member_class = _lock_class(f"{projection.name}/members")
         self._member = 0
         self._changed = asyncio.Condition()

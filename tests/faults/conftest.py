@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from confab import bus
+from confab.db import create_engine
+from confab.projection import partition_holders
 from confab_infra.backends import (
     BackendError,
     EmbeddedNats,
@@ -32,6 +34,7 @@ from confab_infra.backends import (
 )
 from confab_infra.balancer import find_haproxy
 from confab_infra.testing import temp_data_dir
+from confab_messaging.projections import ConversationsProjection
 from tests.faults.load import Figures
 from tests.stack import RunningStack, running_stack
 
@@ -57,6 +60,15 @@ class Cluster:
         assert info.cluster is not None and info.cluster.leader, info
         by_name = {n.route.server_name: n for n in self.nats.nodes if n.route is not None}
         return by_name[info.cluster.leader]
+
+    async def conversation_partitions(self) -> list[int]:
+        """How many of the conversations projection's partitions each messaging copy holds."""
+        engine = create_engine(self.postgres.url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                return await partition_holders(conn, ConversationsProjection())
+        finally:
+            await engine.dispose()
 
     async def kill_service(self, name: str, timeout: float = 60) -> float:
         """kill -9 one service copy; the seconds until `confab up` has restarted it."""

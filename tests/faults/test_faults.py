@@ -58,16 +58,27 @@ async def test_kill_9_the_nats_node_leading_the_conversations_stream(
         await load.close()
 
 
+async def until_partitions_shared(cluster: Cluster, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while (held := await cluster.conversation_partitions()) != [8, 8]:
+        assert time.monotonic() < deadline, f"partitions held per messaging copy: {held}"
+        await asyncio.sleep(0.2)
+
+
 async def test_kill_9_each_service_in_turn(
     cluster: Cluster, http: aiohttp.ClientSession, record: Callable[[Figures], None]
 ) -> None:
     load = await started(cluster, http)
     restarted: dict[str, float] = {}
     try:
+        # The two messaging copies share the conversations, half of the partitions each.
+        await until_partitions_shared(cluster)
         for service in ("identity", "messaging", "media", "fanout", "gateway"):
             name = f"{service}-1"
             restarted[name] = round(await cluster.kill_service(name), 2)
             await load.progress(20)  # the other copy carried on; the platform moves on
+        # The survivor took the dead copy's partitions; the restarted copy took half back.
+        await until_partitions_shared(cluster)
         await load.stop()
         figures = await load.verify(
             "kill -9 one copy of each service in turn", {"restarted_after_s": restarted}

@@ -29,7 +29,7 @@ from confab.cli.context import (
     run_on_platform,
 )
 from confab.cli.progress import ProgressBar
-from confab.projection import Projection
+from confab.projection import Projection, partition_holders
 from confab.readmodels import ReadModel, UnknownReadModel, find, read_models
 from confab.rebuild import CHECKPOINTS, ReadModelRebuild, RebuildError, RowDiff, quote_ident
 from confab.streamread import Start, StreamReader
@@ -120,6 +120,11 @@ async def _last(platform: Platform, projection: Projection) -> int:
     return last
 
 
+async def _held(platform: Platform, projection: Projection) -> list[int]:
+    async with platform.engine.connect() as conn:
+        return await partition_holders(conn, projection)
+
+
 async def _status(platform: Platform, sample: float) -> list[dict[str, Any]]:
     models = read_models()
     first: dict[str, dict[str, int] | None] = {}
@@ -142,6 +147,8 @@ async def _status(platform: Platform, sample: float) -> list[dict[str, Any]]:
                 "stream": projection.stream,
                 "checkpoint": checkpoint,
                 "last_seq": await _last(platform, projection),
+                "partitions": projection.partitions,
+                "held": await _held(platform, projection),
             }
             if checkpoint is None:
                 row.update(lag=None, rate=None, eta=None, state="no read model yet")
@@ -171,6 +178,8 @@ async def _status(platform: Platform, sample: float) -> list[dict[str, Any]]:
                         "stream": projection.stream,
                         "checkpoint": scratch.get(projection.name),
                         "last_seq": await _last(platform, projection),
+                        "partitions": projection.partitions,
+                        "held": [],
                         "lag": None,
                         "rate": None,
                         "eta": None,
@@ -197,12 +206,12 @@ def status_command(args: argparse.Namespace) -> int:
                 "lag": "-" if r["lag"] is None else r["lag"],
                 "rate": "-" if r["rate"] is None else f"{r['rate']:,.1f}/s",
                 "eta": "-" if r["eta"] is None else f"{r['eta']:.0f} s",
+                # Partitions per live process: "8+8 of 16", or "0 of 1" with none leading.
+                "partitions": f"{'+'.join(map(str, r['held'])) or 0} of {r['partitions']}",
             }
         )
-    print_table(
-        shown,
-        ("projection", "schema", "stream", "checkpoint", "last_seq", "lag", "rate", "eta", "state"),
-    )
+    columns = ("projection", "schema", "stream", "checkpoint", "last_seq", "lag", "rate", "eta")
+    print_table(shown, (*columns, "partitions", "state"))
     return 0
 
 
