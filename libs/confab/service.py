@@ -28,6 +28,7 @@ from confab.errors import ConfabError
 from confab.logging import configure, get_logger
 from confab.personal import KeyRing
 from confab.projection import Projection, ProjectionRunner
+from confab.rlimits import raise_open_files
 from confab.rpc import CallContext, RpcClient, RpcServer
 from confab.settings import DatabaseSettings, Settings, SettingsError, load
 
@@ -215,6 +216,10 @@ def run_service(
         print(f"confab-{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure(name, settings.log_level, settings.log_format)
+    # Sockets are files: a fanout node holds one per client, so no service should be
+    # stopped by a default soft limit of 1,024 when the hard one allows more.
+    open_files = raise_open_files()
+    log.info("open_files_limit", soft=open_files)
     try:
         asyncio.run(_serve(name, settings, setup))
     except StartupError as exc:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import resource
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+
+from confab.rlimits import raise_open_files  # noqa: F401  (bench/main.py imports it here)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -175,22 +176,6 @@ def generator_report(meter: ProcessMeter, lag: LoopLag | None) -> dict[str, Any]
 def with_generator(pids: dict[str, int]) -> dict[str, int]:
     """The stack's processes and this one, the load generator."""
     return {**pids, GENERATOR: psutil.Process().pid}
-
-
-def raise_open_files(needed: int) -> int:
-    """Raise this process's open-files limit to at least ``needed`` (its children inherit
-    it): the soft limit up to the hard one, and the hard one too where allowed (root).
-    Returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return soft
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
-            return needed
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return target
 
 
 def open_files_limit(pid: int) -> int | None:
