@@ -1,7 +1,7 @@
 """The benchmark harness runs every scenario end to end at a small load, so it never rots.
 
 One ``confab bench all`` through the command line (its own ``confab up``, a
-replay on its own backends, one cold start), then ``confab bench report``.
+replay and a catch-up on their own backends, one cold start), then ``confab bench report``.
 Only the shape of the results and the loss accounting are checked, never speed.
 """
 
@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from confab.bench.catchup import fair_share
 from confab.bench.main import SCENARIOS
 from confab.bench.result import RUN_FIELDS, SCENARIO_FIELDS
 
@@ -60,10 +61,17 @@ def test_every_scenario_runs_once_and_loses_nothing(tmp_path: Path) -> None:
             assert (run["lost"], run["duplicates"]) == (0, 0), (scenario, run["run"])
             for name, process in run["processes"].items():
                 assert set(PROCESS) <= set(process), (scenario, name)
-            assert "load generator" in run["processes"] or scenario == "replay"
+            assert "load generator" in run["processes"] or scenario in ("replay", "catchup")
     sweep = json.loads((out / "e2e.json").read_text())["runs"]
     assert [r["offered_per_s"] for r in sweep] == [50, 100]
     assert "scenario / run" in bench.stdout  # the summary table
+    catchup = json.loads((out / "catchup.json").read_text())["runs"]
+    assert [r["copies"] for r in catchup] == [1, 2]
+    for run in catchup:  # every partition held, every event applied by exactly one process
+        assert fair_share(run["partition_holders"], 16, run["copies"]), run["partition_holders"]
+        assert run["checkpoint"] == run["stream_last_seq"]
+        assert len(run["applied_per_process"]) == run["copies"]
+        assert sum(run["applied_per_process"]) == run["sent"]
 
     report = subprocess.run(
         [CONFAB, "bench", "report", f"--out={out}"], capture_output=True, text=True, timeout=120

@@ -1,7 +1,7 @@
 """``confab bench``: run scenarios, print a table, write ``bench/results/<scenario>.json``;
 ``confab bench report`` draws the plots from those files.
 
-Scenarios that need their own backends (``replay``) or their own ``confab up``
+Scenarios that need their own backends (``replay``, ``catchup``) or their own ``confab up``
 (``coldstart``) run first; the others share one stack, started here or given
 by ``--target``. Any run that lost or duplicated an item says so on stderr and
 makes the command exit 1.
@@ -16,13 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confab.bench import coldstart, e2e, fanout, idle, replay, sends, uploads
-from confab.bench.measure import raise_open_files
+from confab.bench import catchup, coldstart, e2e, fanout, idle, replay, sends, uploads
 from confab.bench.result import loud_loss, print_result, print_summary, scenario_result, write
 from confab.bench.stack import local_stack
+from confab.rlimits import raise_open_files
 
 ON_STACK = ("sends-closed", "sends-open", "e2e", "fanout", "idle", "uploads")
-ALONE = ("replay", "coldstart")
+ALONE = ("replay", "catchup", "coldstart")
 SCENARIOS = (*ALONE, *ON_STACK)
 
 
@@ -58,7 +58,10 @@ def add_parser(commands: Any) -> None:
         "--participants", type=int, default=3, help="e2e: users per conversation (1 sends)"
     )
     p.add_argument(
-        "--events", type=int, default=1_000_000, help="replay: conversation events in the log"
+        "--events",
+        type=int,
+        help="replay, catchup: conversation events in the log "
+        f"(default: replay 1,000,000, catchup {catchup.DEFAULT_EVENTS:,})",
     )
     p.add_argument("--connections", type=int, default=20_000, help="idle: connections to hold open")
     p.add_argument("--starts", type=int, default=3, help="coldstart: how many cold starts")
@@ -123,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
 
     alone: dict[str, Callable[[], dict[str, Any]]] = {
-        "replay": lambda: replay.run(args.events),
+        "replay": lambda: replay.run(args.events or 1_000_000),
+        "catchup": lambda: catchup.run(args.events or catchup.DEFAULT_EVENTS),
         "coldstart": lambda: coldstart.run(args.starts),
     }
     for name in chosen:

@@ -12,8 +12,6 @@ from typing import Any
 
 import psutil
 
-from confab.rlimits import raise_open_files  # noqa: F401  (bench/main.py imports it here)
-
 
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:

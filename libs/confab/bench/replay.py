@@ -14,13 +14,15 @@ the rebuilt ``messages`` table must hold exactly the messages posted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -44,6 +46,10 @@ from confab.events import encode, headers_for
 from confab.readmodels import find
 from confab.rebuild import Progress, ReadModelRebuild
 from confab.streamread import speed_up
+
+if TYPE_CHECKING:
+    from confab_infra.nats import EmbeddedNats
+    from confab_infra.postgres import EmbeddedPostgres
 
 EVENTS_PER_CONVERSATION = 100
 ACTIVE = 200
@@ -173,6 +179,35 @@ async def populate(js: Any, events: int, seed: int = 7) -> dict[str, int]:
     }
 
 
+@contextlib.contextmanager
+def fresh_backends(prefix: str) -> Iterator[tuple[EmbeddedNats, EmbeddedPostgres]]:
+    """Embedded NATS and PostgreSQL on a temporary data directory, stopped and removed after."""
+    from confab_infra.nats import EmbeddedNats
+    from confab_infra.postgres import EmbeddedPostgres
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        data = Path(tmp)
+        nats, postgres = EmbeddedNats(data), EmbeddedPostgres(data)
+        try:
+            nats.start()
+            postgres.start()
+            yield nats, postgres
+        finally:
+            nats.stop()
+            postgres.stop()
+
+
+async def write_log(nats_url: str, events: int) -> dict[str, int]:
+    """Declare the streams and write the log (``populate``) on a connection of its own."""
+    nc = await bus.connect(nats_url, "bench-populate")
+    try:
+        js = nc.jetstream()
+        await bus.ensure_streams(js, bus.STREAMS.values())
+        return await populate(js, events)
+    finally:
+        await nc.close()
+
+
 class BatchTimes(Progress):
     """The rebuild's progress, timing the interval between batches committed."""
 
@@ -227,33 +262,13 @@ async def _rebuild(
 
 
 def run(events: int = 1_000_000, batch_size: int = 2000) -> dict[str, Any]:
-    from confab_infra.nats import EmbeddedNats
-    from confab_infra.postgres import EmbeddedPostgres
-
-    with tempfile.TemporaryDirectory(prefix="confab-bench-replay-") as tmp:
-        data = Path(tmp)
-        nats, postgres = EmbeddedNats(data), EmbeddedPostgres(data)
-        nats_url, database_url = nats.start(), postgres.start()
-        try:
-
-            async def fill() -> dict[str, int]:
-                nc = await bus.connect(nats_url, "bench-populate")
-                try:
-                    js = nc.jetstream()
-                    await bus.ensure_streams(js, bus.STREAMS.values())
-                    return await populate(js, events)
-                finally:
-                    await nc.close()
-
-            started = time.perf_counter()
-            written = asyncio.run(fill())
-            populate_seconds = time.perf_counter() - started
-            pids = {"rebuild": os.getpid(), "postgres": postgres.pid, "nats": nats.pid}
-            load_before = os.getloadavg()[0]  # other work on the machine skews the rate
-            result = asyncio.run(_rebuild(nats_url, database_url, batch_size, pids))
-        finally:
-            nats.stop()
-            postgres.stop()
+    with fresh_backends("confab-bench-replay-") as (nats, postgres):
+        started = time.perf_counter()
+        written = asyncio.run(write_log(nats.url, events))
+        populate_seconds = time.perf_counter() - started
+        pids = {"rebuild": os.getpid(), "postgres": postgres.pid, "nats": nats.pid}
+        load_before = os.getloadavg()[0]  # other work on the machine skews the rate
+        result = asyncio.run(_rebuild(nats.url, postgres.url, batch_size, pids))
     total = written["users"] + written["conversation_events"]
     loss = counted({"events": total}, {"events": result["events"]})
     # A message missing from (or twice in) the rebuilt table is lost (duplicated) too.
