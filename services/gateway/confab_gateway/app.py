@@ -78,6 +78,7 @@ async def setup(service: Service) -> None:
     auth = Authenticator(
         service.client,
         settings.admin_token,
+        stale_for=settings.auth_stale_seconds,
         failures=failed_authentications(settings),
         proxies=proxies,
     )

@@ -2,8 +2,11 @@
 
 Verified credentials are cached briefly (keyed by their hash, never the secret
 itself) so the hot path costs no round trip to identity. Revocations arrive as
-events on ``live.identity.evt.>`` and drop the matching entries at once. Failed
-checks are counted per client address: past the limit, that address's
+events on ``live.identity.evt.>`` and drop the matching entries at once. While
+identity cannot answer (its database is down, say), a credential it verified in
+the last few minutes is still accepted: sends go to the log, which does not need
+that database, and a revocation still drops it, since revocations come over NATS.
+Failed checks are counted per client address: past the limit, that address's
 credentials that are not in the cache are answered 429 without asking identity.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +30,7 @@ from confab.contracts.identity import (
     AuthenticateSession,
     SessionPrincipal,
 )
-from confab.errors import RateLimited, Unauthorized
+from confab.errors import RateLimited, Unauthorized, Unavailable
 from confab.events import H_EVENT
 from confab.ids import SECRET_PREFIX_LENGTH, same_secret, secret_hash, secret_prefix
 from confab.logging import get_logger
@@ -48,9 +52,11 @@ class Authenticator:
         admin_token: str,
         *,
         ttl: float = 30.0,
+        stale_for: float = 300.0,
         max_entries: int = 100_000,
         failures: TokenBuckets | None = None,
         proxies: TrustedProxies | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rpc = rpc
         self.failures = failures  # failed checks per client address (None: no limit)
@@ -58,8 +64,10 @@ class Authenticator:
         self.proxies = proxies or TrustedProxies("")
         self.admin_hash = secret_hash(admin_token) if admin_token else ""
         self.ttl = ttl
+        self.stale_for = stale_for  # how long past ``ttl`` an entry serves while identity is down
         self.max_entries = max_entries
-        # hash -> (principal, expiry, the ids whose revocation ends it)
+        self.clock = clock
+        # hash -> (principal, fresh until, the ids whose revocation ends it)
         self._cache: OrderedDict[str, tuple[Principal, float, tuple[str, ...]]] = OrderedDict()
         self._by_owner: dict[str, set[str]] = {}  # key id, session id or user id -> cache keys
         self._sub: Subscription | None = None
@@ -123,12 +131,19 @@ class Authenticator:
         if not key.startswith("sk_") or len(key) <= SECRET_PREFIX_LENGTH or len(key) > 200:
             raise Unauthorized("Invalid API key.")
         digest = secret_hash(key)
-        cached = self._cached(digest)
-        if isinstance(cached, ApiKeyPrincipal):
-            return cached
-        principal: ApiKeyPrincipal = await self._verify(
-            AuthenticateApiKey(prefix=secret_prefix(key), key_hash=digest), address
-        )
+        known, fresh = self._cached(digest)
+        if not isinstance(known, ApiKeyPrincipal):
+            known = None
+        if known is not None and fresh:
+            return known
+        try:
+            principal: ApiKeyPrincipal = await self._verify(
+                AuthenticateApiKey(prefix=secret_prefix(key), key_hash=digest), address
+            )
+        except Unavailable:
+            if known is not None:
+                return self._stale(known)
+            raise
         self._remember(digest, principal, principal.key_id)
         return principal
 
@@ -136,12 +151,19 @@ class Authenticator:
         if not token.startswith("st_") or len(token) <= SECRET_PREFIX_LENGTH or len(token) > 200:
             raise Unauthorized("Invalid or expired session token.")
         digest = secret_hash(token)
-        cached = self._cached(digest)
-        if isinstance(cached, SessionPrincipal) and cached.expires_at > datetime.now(UTC):
-            return cached
-        principal: SessionPrincipal = await self._verify(
-            AuthenticateSession(prefix=secret_prefix(token), token_hash=digest), address
-        )
+        known, fresh = self._cached(digest)
+        if not isinstance(known, SessionPrincipal) or known.expires_at <= datetime.now(UTC):
+            known = None
+        if known is not None and fresh:
+            return known
+        try:
+            principal: SessionPrincipal = await self._verify(
+                AuthenticateSession(prefix=secret_prefix(token), token_hash=digest), address
+            )
+        except Unavailable:
+            if known is not None:
+                return self._stale(known)
+            raise
         self._remember(digest, principal, principal.session_id, principal.user_id)
         return principal
 
@@ -152,18 +174,29 @@ class Authenticator:
         for digest in list(self._by_owner.get(owner, ())):
             self._drop(digest)
 
-    def _cached(self, digest: str) -> Principal | None:
+    def _cached(self, digest: str) -> tuple[Principal | None, bool]:
+        """The cached principal, if any, and whether it is fresh (else only good while
+        identity is unavailable)."""
         entry = self._cache.get(digest)
         if entry is None:
-            return None
-        principal, expires, _owners = entry
-        if expires < time.monotonic():
+            return None, False
+        principal, fresh_until, _owners = entry
+        now = self.clock()
+        if now <= fresh_until:
+            return principal, True
+        if now > fresh_until + self.stale_for:
             self._drop(digest)
-            return None
+            return None, False
+        return principal, False
+
+    def _stale(self, principal: Principal) -> Principal:
+        # Logged at most once a minute: an identity outage must not flood the log.
+        if not self._logged.take("stale"):
+            log.warning("identity_unavailable_serving_cached_credentials")
         return principal
 
     def _remember(self, digest: str, principal: Principal, *owners: str) -> None:
-        self._cache[digest] = (principal, time.monotonic() + self.ttl, owners)
+        self._cache[digest] = (principal, self.clock() + self.ttl, owners)
         self._cache.move_to_end(digest)
         for owner in owners:
             self._by_owner.setdefault(owner, set()).add(digest)

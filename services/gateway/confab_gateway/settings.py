@@ -11,6 +11,7 @@ from confab.settings import Port, Settings
 # Requests per second (0: no limit) and the burst allowed above that rate.
 Rate = Annotated[float, msgspec.Meta(ge=0)]
 Burst = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class GatewaySettings(Settings, kw_only=True, frozen=True):
@@ -29,6 +30,9 @@ class GatewaySettings(Settings, kw_only=True, frozen=True):
     # verified recently are answered 429 unchecked (verified ones go on).
     auth_failures_per_second: Rate = 10.0
     auth_failure_burst: Burst = 100
+    # While identity cannot answer (its database is down), credentials it verified within
+    # this many seconds are still accepted; revocations still end them at once.
+    auth_stale_seconds: Seconds = 300.0
     # Load balancers whose X-Forwarded-For names the client (comma-separated addresses or
     # networks): without it, per-address limits see every client behind one as one.
     trusted_proxies: str = ""
