@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from nats.aio.client import Client as NATS
@@ -38,6 +38,7 @@ from confab.rpc import RpcClient
 from confab_gateway.ratelimit import TokenBuckets, retry_after
 
 Principal = ApiKeyPrincipal | SessionPrincipal
+P = TypeVar("P", ApiKeyPrincipal, SessionPrincipal)
 
 log = get_logger("confab.gateway")
 
@@ -131,40 +132,37 @@ class Authenticator:
         if not key.startswith("sk_") or len(key) <= SECRET_PREFIX_LENGTH or len(key) > 200:
             raise Unauthorized("Invalid API key.")
         digest = secret_hash(key)
-        known, fresh = self._cached(digest)
-        if not isinstance(known, ApiKeyPrincipal):
-            known = None
-        if known is not None and fresh:
-            return known
-        try:
-            principal: ApiKeyPrincipal = await self._verify(
-                AuthenticateApiKey(prefix=secret_prefix(key), key_hash=digest), address
-            )
-        except Unavailable:
-            if known is not None:
-                return self._stale(known)
-            raise
-        self._remember(digest, principal, principal.key_id)
-        return principal
+        request = AuthenticateApiKey(prefix=secret_prefix(key), key_hash=digest)
+        return await self._principal(digest, ApiKeyPrincipal, request, address)
 
     async def session(self, token: str, address: str = "") -> SessionPrincipal:
         if not token.startswith("st_") or len(token) <= SECRET_PREFIX_LENGTH or len(token) > 200:
             raise Unauthorized("Invalid or expired session token.")
         digest = secret_hash(token)
+        request = AuthenticateSession(prefix=secret_prefix(token), token_hash=digest)
+        return await self._principal(digest, SessionPrincipal, request, address)
+
+    async def _principal(
+        self,
+        digest: str,
+        kind: type[P],
+        request: AuthenticateApiKey | AuthenticateSession,
+        address: str,
+    ) -> P:
+        """The cached principal while fresh, else identity's answer; identity's last answer
+        while it is unavailable, for ``stale_for`` more."""
         known, fresh = self._cached(digest)
-        if not isinstance(known, SessionPrincipal) or known.expires_at <= datetime.now(UTC):
+        if not isinstance(known, kind) or not _current(known):
             known = None
         if known is not None and fresh:
             return known
         try:
-            principal: SessionPrincipal = await self._verify(
-                AuthenticateSession(prefix=secret_prefix(token), token_hash=digest), address
-            )
+            principal: P = await self._verify(request, address)
         except Unavailable:
             if known is not None:
                 return self._stale(known)
             raise
-        self._remember(digest, principal, principal.session_id, principal.user_id)
+        self._remember(digest, principal, *_owners(principal))
         return principal
 
     def forget_secret(self, secret: str) -> None:
@@ -216,6 +214,17 @@ class Authenticator:
         if (msg.headers or {}).get(H_EVENT) in _REVOKING:
             # live.identity.evt.<workspace>.<kind>.<id>: the id is what was revoked or erased.
             self.forget(msg.subject.rsplit(".", 1)[-1])
+
+
+def _current(principal: Principal) -> bool:
+    return not isinstance(principal, SessionPrincipal) or principal.expires_at > datetime.now(UTC)
+
+
+def _owners(principal: Principal) -> tuple[str, ...]:
+    """The ids whose revocation or erasure ends ``principal``."""
+    if isinstance(principal, ApiKeyPrincipal):
+        return (principal.key_id,)
+    return (principal.session_id, principal.user_id)
 
 
 def _bearer(request: web.Request, what: str) -> str:
