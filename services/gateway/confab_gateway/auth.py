@@ -62,6 +62,7 @@ class Authenticator:
         self.rpc = rpc
         self.failures = failures  # failed checks per client address (None: no limit)
         self._logged = TokenBuckets(rate=1 / 60, burst=1, max_keys=10_000)
+        self._stale_logged = TokenBuckets(rate=1 / 60, burst=1, max_keys=1)
         self.proxies = proxies or TrustedProxies("")
         self.admin_hash = secret_hash(admin_token) if admin_token else ""
         self.ttl = ttl
@@ -132,21 +133,19 @@ class Authenticator:
         if not key.startswith("sk_") or len(key) <= SECRET_PREFIX_LENGTH or len(key) > 200:
             raise Unauthorized("Invalid API key.")
         digest = secret_hash(key)
-        request = AuthenticateApiKey(prefix=secret_prefix(key), key_hash=digest)
-        return await self._principal(digest, ApiKeyPrincipal, request, address)
+        return await self._principal(digest, ApiKeyPrincipal, secret_prefix(key), address)
 
     async def session(self, token: str, address: str = "") -> SessionPrincipal:
         if not token.startswith("st_") or len(token) <= SECRET_PREFIX_LENGTH or len(token) > 200:
             raise Unauthorized("Invalid or expired session token.")
         digest = secret_hash(token)
-        request = AuthenticateSession(prefix=secret_prefix(token), token_hash=digest)
-        return await self._principal(digest, SessionPrincipal, request, address)
+        return await self._principal(digest, SessionPrincipal, secret_prefix(token), address)
 
     async def _principal(
         self,
         digest: str,
         kind: type[P],
-        request: AuthenticateApiKey | AuthenticateSession,
+        prefix: str,
         address: str,
     ) -> P:
         """The cached principal while fresh, else identity's answer; identity's last answer
@@ -156,6 +155,11 @@ class Authenticator:
             known = None
         if known is not None and fresh:
             return known
+        request: AuthenticateApiKey | AuthenticateSession = (
+            AuthenticateApiKey(prefix=prefix, key_hash=digest)
+            if kind is ApiKeyPrincipal
+            else AuthenticateSession(prefix=prefix, token_hash=digest)
+        )
         try:
             principal: P = await self._verify(request, address)
         except Unavailable:
@@ -189,7 +193,7 @@ class Authenticator:
 
     def _stale(self, principal: Principal) -> Principal:
         # Logged at most once a minute: an identity outage must not flood the log.
-        if not self._logged.take("stale"):
+        if not self._stale_logged.take(""):
             log.warning("identity_unavailable_serving_cached_credentials")
         return principal
 
