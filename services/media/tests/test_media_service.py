@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from minio import Minio
 from PIL import Image
 
@@ -32,6 +33,7 @@ from confab.contracts.media import (
 )
 from confab.contracts.messaging import MessagePosted
 from confab.contracts.messaging import subject as conversation_subject
+from confab.db import create_engine, create_tables
 from confab.eventlog import append
 from confab.events import open_envelope
 from confab.ids import new_id
@@ -41,7 +43,7 @@ from confab_infra.s3 import S3Config, s3_client
 from confab_infra.testing import TestBackends
 from confab_media import app
 from confab_media.settings import MediaSettings
-from confab_media.store import ATTACHMENTS
+from confab_media.store import ATTACHMENTS, upgrade
 
 WAIT = 30.0
 TTL = 1
@@ -198,6 +200,39 @@ async def test_an_upload_nobody_attaches_is_purged_and_an_attached_one_is_kept(
     assert keys(bucket, ws) == {k for k in objects if kept.attachment.id in k}
     assert await readable(media, ws, bob, kept.attachment.id) == [kept.attachment.id]
     await live.unsubscribe()
+
+
+async def test_an_older_builds_table_is_brought_up_to_date(fresh_database_url: str) -> None:
+    engine = create_engine(fresh_database_url)
+    t, added = ATTACHMENTS, ("reencoded", "attached_to", "attached_at")
+    try:
+        # The table as the previous build made it, with one attachment in it.
+        await create_tables(engine, t.metadata)
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DROP INDEX media.attachments_unattached"))
+            for column in added:
+                await conn.execute(sa.text(f"ALTER TABLE media.attachments DROP COLUMN {column}"))
+            old = {c.name: c for c in t.columns if c.name not in added}
+            row = {
+                **{name: "x" for name, c in old.items() if not c.nullable},
+                "size": 1,
+                "seq": 7,
+                "created_at": datetime.now(UTC),
+            }
+            await conn.execute(
+                sa.table(t.name, *map(sa.column, row), schema=t.schema).insert(), row
+            )
+        for _ in range(2):  # and again: nothing left to do
+            await upgrade(engine)
+        async with engine.connect() as conn:
+            (found,) = (await conn.execute(t.select())).all()
+            indexes = await conn.run_sync(
+                lambda sync: {i["name"] for i in sa.inspect(sync).get_indexes(t.name, t.schema)}
+            )
+        assert (found.reencoded, found.attached_to, found.attached_at) == (False, None, None)
+        assert "attachments_unattached" in indexes
+    finally:
+        await engine.dispose()
 
 
 async def until(condition: Any, timeout: float = WAIT) -> None:
