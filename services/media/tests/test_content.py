@@ -226,3 +226,16 @@ def test_a_mislabelled_or_enormous_image_is_refused(put) -> None:  # type: ignor
     with pytest.raises(InvalidRequest) as err:
         content.prepare(put(image("PNG", (400, 300))), Policy(), max_pixels=100_000)
     assert "pixels" in err.value.details["file"]
+
+
+def test_a_colour_profile_is_kept_and_a_blob_posing_as_one_dropped(put) -> None:  # type: ignore[no-untyped-def]
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    posing = b"<html><script>alert(1)</script></html>" * 4
+    for fmt in ("JPEG", "PNG"):
+        for icc, kept in ((srgb, True), (posing, False)):
+            prepared = content.prepare(put(image(fmt, icc_profile=icc)), Policy())
+            with Image.open(io.BytesIO(prepared.body or b"")) as served:
+                assert (served.info.get("icc_profile") == icc) is kept, (fmt, kept)
+            assert b"<script>" not in (prepared.body or b"")
