@@ -651,13 +651,16 @@ class Handlers:
             actor=posted.sender_id or "",
             correlation=correlation,
         )
-        attached = decision.state.attached
-        if attached is None or attached.message_id != posted.message_id:
-            # Deleted or expired first, or claimed by another message: the message
-            # shows it as missing. Messaging checks before posting, so this is rare.
-            log.warning(
-                "attachment_not_attached", attachment_id=attachment_id, message_id=posted.message_id
-            )
+        state = decision.state
+        if state.attached is not None and state.attached.message_id == posted.message_id:
+            return
+        if state.deleted is not None and state.deleted.reason != "upload_expired":
+            return  # replaying history: its message was deleted since
+        # Unknown, expired first, or claimed by another message: the message shows it as
+        # missing. Messaging checks before posting, so this is rare.
+        log.warning(
+            "attachment_not_attached", attachment_id=attachment_id, message_id=posted.message_id
+        )
 
     # -- deletion ------------------------------------------------------------------------------
 
