@@ -43,6 +43,9 @@ _NOT_TEXT = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
 # (EXIF, XMP, IPTC, comments, text chunks, unknown extensions) is not carried over.
 _DRAWING_KEYS = ("transparency", "duration", "loop", "background")
 _ORIENTATION = 0x0112
+# zlib level for re-encoded PNGs: on a 3840x2160 photo-like picture level 3 took a tenth
+# of the time of Pillow's default 6 for 7 % more bytes (the upload waits for it).
+PNG_LEVEL = 3
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,8 @@ def _reencode(image: Image.Image, file_type: FileType) -> tuple[bytes, int, int]
         params |= {"quality": 92, "optimize": True}
     elif fmt == "WEBP":
         params |= {"quality": 90}
+    elif fmt == "PNG":
+        params |= {"compress_level": PNG_LEVEL}
     upright.info = info  # nothing else carried over implicitly (comments, text chunks)
     upright.save(out, fmt, **params)
     return out.getvalue(), upright.width, upright.height
