@@ -189,8 +189,8 @@ class Connection:
                 return
 
     async def on_text(self, text: str) -> None:
-        if self.closed:
-            return  # closed (its authority revoked, say): nothing more is taken from it
+        if self.closing:
+            return  # being closed (its authority revoked, say): nothing more is taken from it
         frame = protocol.decode_frame(text)
         event = frame.event
         if event == "pusher:ping":

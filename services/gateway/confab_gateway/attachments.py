@@ -104,7 +104,10 @@ async def upload(call: Call) -> Attachment:
         call.rpc.call(GetUploadPolicy(workspace_id=call.workspace_id)),
         call.rpc.call(
             CheckParticipant(
-                actor=call.actor, conversation_id=conversation_id, min_seq=call.min_seq
+                actor=call.actor,
+                conversation_id=conversation_id,
+                min_seq=call.min_seq,
+                act=True,  # a banned user uploads nothing
             )
         ),
     )
