@@ -234,7 +234,11 @@ class Load:
         self.listeners: list[Listener] = []
         self.workspace_id = ""
         self.world: World | None = None
-        self._stop = asyncio.Event()
+        self._stop = asyncio.Event()  # the senders'
+        # The listeners' own: they read on while the last sends are acknowledged and
+        # checked, until ``close`` (sharing the senders' made a socket stop reading
+        # before the last message reached it).
+        self._stop_listening = asyncio.Event()
         self._drain_until = [0.0]
         self._sending: list[asyncio.Task[None]] = []
         self._listening: list[asyncio.Task[None]] = []
@@ -266,7 +270,9 @@ class Load:
 
     async def start(self) -> None:
         self.started = _now()
-        self._listening = [asyncio.create_task(li.run(self._stop)) for li in self.listeners]
+        self._listening = [
+            asyncio.create_task(li.run(self._stop_listening)) for li in self.listeners
+        ]
         await _wait(lambda: all(li.subscribed.is_set() for li in self.listeners), 60, "sockets")
         self._sending = [
             asyncio.create_task(s.run(self._stop, self._drain_until)) for s in self.senders
@@ -350,6 +356,7 @@ class Load:
     async def close(self) -> None:
         """Stop the listeners (only after they caught up) and any sender left."""
         self._stop.set()
+        self._stop_listening.set()
         for task in self._sending + self._listening:
             task.cancel()
         for task in self._sending + self._listening:

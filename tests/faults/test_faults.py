@@ -31,9 +31,14 @@ OUTAGE = float(os.environ.get("CONFAB_FAULT_OUTAGE_SECONDS", "30"))  # PostgreSQ
 PAUSE = 10.0  # a paused fanout
 
 
-async def started(cluster: Cluster, http: aiohttp.ClientSession, conversations: int = 2) -> Load:
+async def started(
+    cluster: Cluster,
+    http: aiohttp.ClientSession,
+    conversations: int = 2,
+    per_conversation: int = 2,
+) -> Load:
     load = Load(http, cluster.info)
-    await load.prepare(conversations=conversations)
+    await load.prepare(conversations=conversations, per_conversation=per_conversation)
     await load.start()
     await load.progress(20)
     return load
@@ -68,11 +73,11 @@ async def until_partitions_shared(cluster: Cluster, timeout: float = 30) -> None
 async def test_kill_9_each_service_in_turn(
     cluster: Cluster, http: aiohttp.ClientSession, record: Callable[[Figures], None]
 ) -> None:
-    # Two conversations: the killed messaging copy holds the partition of one of them in
-    # three runs of four, so its work is handed over under load (libs/tests/
-    # test_projection_partitions.py does it every time). With four, one CI run in four
-    # found a socket missing a conversation's last message (docs/reliability.md).
-    load = await started(cluster, http)
+    # Four conversations of three senders each: the killed messaging copy holds some of
+    # their partitions, so its work is handed over under load, and a fanout node that
+    # misses a conversation's last event while its NATS connection or a copy of a
+    # service goes finds it by its recheck (docs/reliability.md).
+    load = await started(cluster, http, conversations=4, per_conversation=3)
     restarted: dict[str, float] = {}
     try:
         # The two messaging copies share the conversations, half of the partitions each.

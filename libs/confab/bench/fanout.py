@@ -251,10 +251,11 @@ class Target:
     def path(self) -> str:
         return f"/app/{self.key}?protocol=7&client=confab-bench"
 
-    def sign_channel(self, socket_id: str, channel: str) -> str:
-        digest = hmac.new(
-            self.secret.encode(), f"{socket_id}:{channel}".encode(), hashlib.sha256
-        ).hexdigest()
+    def sign_channel(self, socket_id: str, channel: str, channel_data: str = "") -> str:
+        signed = (
+            f"{socket_id}:{channel}:{channel_data}" if channel_data else f"{socket_id}:{channel}"
+        )
+        digest = hmac.new(self.secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
         return f"{self.key}:{digest}"
 
     def signed(self, method: str, path: str, body: bytes) -> dict[str, str]:
@@ -539,7 +540,7 @@ async def _sends_run(
     base = info["gateway_url"]
     key = {"X-API-Key": workspace["api_key"]}
 
-    async def conversation(i: int) -> tuple[str, str]:
+    async def conversation(i: int) -> tuple[str, str, str]:
         ids = []
         for side in ("a", "b"):
             async with http.post(
@@ -556,7 +557,7 @@ async def _sends_run(
             cid = (await r.json())["id"]
         async with http.post(f"{base}/api/v1/sessions", headers=key, json={"user_id": ids[0]}) as r:
             token = (await r.json())["token"]
-        return cid, token
+        return cid, token, ids[1]
 
     rooms = list(await bounded([conversation(i) for i in range(args.conversations)], 8))
     run = Recorder(watched=frozenset({"message.created"}), from_content=True)
@@ -564,13 +565,16 @@ async def _sends_run(
         [connect(target, run, i) for i in range(args.conversations * args.send_sockets)]
     )
     for i, sock in enumerate(sockets):
-        channel = f"private-conversation.{rooms[i % len(rooms)][0]}"
-        await sock.subscribe(channel, target.sign_channel(sock.socket_id, channel))
+        cid, _, reader = rooms[i % len(rooms)]
+        channel = f"private-conversation.{cid}"
+        # A conversation channel is a participant's: its authorization names the user.
+        named = json.dumps({"user_id": reader})
+        await sock.subscribe(channel, target.sign_channel(sock.socket_id, channel, named), named)
     total = int(args.send_rate * args.seconds)
     errors: dict[str, int] = {}
 
     async def post(i: int, due: float) -> None:
-        cid, token = rooms[i % len(rooms)]
+        cid, token, _ = rooms[i % len(rooms)]
         try:
             async with http.post(
                 f"{base}/api/widget/conversations/{cid}/messages",

@@ -370,6 +370,12 @@ class Feed:
         if last_on_subject != view.stream_seq or not self._ready(tracked, event):
             if last_on_subject != view.stream_seq:
                 DOMAIN_EVENTS.labels("gap").inc()
+                log.info(
+                    "conversation_events_missed",
+                    conversation_id=conv,
+                    have=view.stream_seq,
+                    previous=last_on_subject,
+                )
             tracked.queue.append((stream_seq, last_on_subject, event))
             self._work(tracked)
             return
@@ -622,6 +628,12 @@ class Feed:
                 if tracked is not None and last > tracked.view.stream_seq:
                     behind += 1
                     DOMAIN_EVENTS.labels("late").inc()
+                    log.info(
+                        "conversation_behind",
+                        conversation_id=key[1],
+                        have=tracked.view.stream_seq,
+                        last=last,
+                    )
                     tracked.want = max(tracked.want, last)
                     self._work(tracked)
         return behind
