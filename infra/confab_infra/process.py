@@ -75,7 +75,20 @@ __all__ = [
 ]
 
 PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _find_prctl() -> Any:
+    """libc's prctl, looked up now: between fork and exec the child must not touch the
+    dynamic loader (another thread may have held its lock at the fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_prctl = _find_prctl()
 
 
 class _Spawner:
@@ -118,13 +131,14 @@ _spawner = _Spawner()
 def spawn(argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
     """`subprocess.Popen(argv, **popen)` for a child that dies with this process (SIGKILL
     when we die, on Linux), forked on the long-lived spawner thread."""
-    if _libc is None:
+    prctl = _prctl
+    if prctl is None:
         return subprocess.Popen(list(argv), **popen)
     parent = os.getpid()
     then = popen.pop("preexec_fn", None)
 
     def die_with_parent() -> None:  # runs in the child, between fork and exec
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the flag was set
             os._exit(1)
         if then is not None:

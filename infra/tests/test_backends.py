@@ -112,7 +112,7 @@ def test_a_copy_left_by_a_killed_parent_is_stopped_by_the_next_start(data_dir: P
         from pathlib import Path
         from confab_infra import process
         from confab_infra.backends import EmbeddedNats
-        process._libc = None  # no PR_SET_PDEATHSIG: the copy outlives its parent
+        process._prctl = None  # no PR_SET_PDEATHSIG: the copy outlives its parent
         server = EmbeddedNats(Path({str(data_dir)!r}))
         server.start()
         print(server.pid, flush=True)
