@@ -489,7 +489,15 @@ def banner(info: dict[str, Any], data_dir: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from confab_infra.process import DataDirLease, StackInUse
+    try:
+        from confab_infra.process import DataDirLease, StackInUse
+    except ImportError:  # a service image: it has the command line, not the backends
+        print(
+            "confab: confab up needs the confab-infra package (the embedded backends and "
+            "process supervision); `make install` installs it",
+            file=sys.stderr,
+        )
+        return 1
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
