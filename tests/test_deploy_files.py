@@ -529,9 +529,7 @@ def image_installs(image: Dockerfile) -> dict[str, str]:
     Each ``pip install`` must either install a copied lock with hashes checked, or our own
     packages with ``--no-deps``: nothing is installed by name, so the locks are the whole list.
     """
-    copied = {
-        source for args in image.all("COPY") for source in shlex.split(args)[:-1]
-    }  # fmt: skip
+    copied = {source for args in image.all("COPY") for source in shlex.split(args)[:-1]}
     installed: dict[str, str] = {}
     for run in image.all("RUN"):
         if "pip install" not in run:
