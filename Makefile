@@ -14,17 +14,25 @@ OWN := $(foreach m,confab confab-infra confab-gateway confab-identity confab-mes
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock $(PYPROJECTS)
+$(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@test -x $(UV) || $(BIN)/pip install --quiet "uv>=0.5"
-	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/pip install --quiet "uv>=0.5"
+
+# Everything a developer needs: the runtime lock plus the embedded backends and the tools.
+$(STAMP): requirements-dev.lock requirements.lock $(PYPROJECTS) | $(UV)
+	$(UV) pip sync --quiet --python $(BIN)/python requirements-dev.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps $(addprefix -e ,$(MEMBERS))
 	@touch $(STAMP)
 
-## lock: re-resolve every dependency into requirements.lock (pinned, hashed, no download addresses)
-lock:
-	uv pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes \
-		$(OWN) --quiet -o requirements.lock
+## lock: re-resolve the dependencies (pinned, hashed, no download addresses) into two locks:
+##   requirements.lock      what the services run on; the images in deploy/ install only this
+##   requirements-dev.lock  the same pins, plus the embedded backends (group local) and the
+##                          test, benchmark and lint tools (group dev); `make install` uses it
+LOCK_FLAGS := --python-version 3.11 --generate-hashes $(OWN) --quiet
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.lock
+	$(UV) pip compile pyproject.toml --group local --group dev -c requirements.lock \
+		$(LOCK_FLAGS) -o requirements-dev.lock
 
 run: install
 	$(BIN)/confab up

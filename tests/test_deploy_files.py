@@ -10,6 +10,7 @@ then fails here rather than in someone's deployment.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import shlex
@@ -480,3 +481,157 @@ def test_readme_names_every_secret_key_and_scales_every_service() -> None:
     scaling = readme.split("## Scaling", 1)[1]
     for service in SERVICES:
         assert f"**{service}**" in scaling, f"deploy/README.md: no scaling note for {service}"
+
+
+# -- what an image installs: the runtime lock, and nothing for tests or benchmarks ---------------
+
+RUNTIME_LOCK = "requirements.lock"
+DEV_LOCK = "requirements-dev.lock"
+# Test, browser, fuzzing and plotting tools: a service image that carries one of these
+# ships what it never runs.
+DEV_ONLY = {"pytest", "playwright", "schemathesis", "matplotlib", "numpy"}
+OWN_PACKAGES = {"confab", "confab-infra", *(f"confab-{s}" for s in SERVICES)}
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_pins(path: Path) -> dict[str, str]:
+    """{distribution: version} of a lock made by ``uv pip compile`` (one ``name==v`` a line)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        if found := _PIN.match(line):
+            pins[canonical(found.group(1))] = found.group(2)
+    assert pins, f"{path.name}: no pinned packages"
+    return pins
+
+
+def requirement_name(requirement: str) -> str:
+    found = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    assert found, requirement
+    return canonical(found.group(0))
+
+
+def runtime_requirements(service: str) -> set[str]:
+    """The third-party packages the service and the shared library declare they need."""
+    needs = set()
+    for path in (ROOT / "libs" / "pyproject.toml", ROOT / "services" / service / "pyproject.toml"):
+        for requirement in tomllib.loads(path.read_text())["project"]["dependencies"]:
+            needs.add(requirement_name(requirement))
+    return needs - OWN_PACKAGES
+
+
+def image_installs(image: Dockerfile) -> dict[str, str]:
+    """Every third-party package the image installs, resolved from the locks it installs.
+
+    Each ``pip install`` must either install a copied lock with hashes checked, or our own
+    packages with ``--no-deps``: nothing is installed by name, so the locks are the whole list.
+    """
+    copied = {source for args in image.all("COPY") for source in shlex.split(args)[:-1]}
+    installed: dict[str, str] = {}
+    for run in image.all("RUN"):
+        if "pip install" not in run:
+            continue
+        words = shlex.split(run)
+        if "--no-deps" in words:
+            paths = words[words.index("install") + 1 :]
+            assert all(p.startswith("./") or p == "--no-deps" for p in paths), (
+                f"{image.path.name}: {run!r} installs something by name"
+            )
+            continue
+        assert "--require-hashes" in words, f"{image.path.name}: {run!r} checks no hashes"
+        locks = [words[i + 1] for i, w in enumerate(words) if w == "-r"]
+        assert locks and len(words) == words.index("install") + 2 + 2 * len(locks), (
+            f"{image.path.name}: {run!r} installs more than locks"
+        )
+        for lock in locks:
+            assert lock in copied, f"{image.path.name}: installs {lock} without copying it"
+            installed.update(lock_pins(ROOT / lock))
+    return installed
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_installs_the_runtime_lock_only(service: str) -> None:
+    installed = image_installs(dockerfile(service))
+    carried = sorted(DEV_ONLY & set(installed))
+    assert not carried, (
+        f"{service}.Dockerfile installs development tools {carried}: images install "
+        f"{RUNTIME_LOCK} only, and `make lock` keeps test and benchmark packages out of it"
+    )
+    missing = sorted(runtime_requirements(service) - set(installed))
+    assert not missing, f"{service}.Dockerfile: {missing} are needed but not in the lock"
+
+
+def test_the_dev_lock_pins_the_runtime_lock_as_it_is_and_adds_the_tools() -> None:
+    runtime, dev = lock_pins(ROOT / RUNTIME_LOCK), lock_pins(ROOT / DEV_LOCK)
+    changed = {name: (v, dev.get(name)) for name, v in runtime.items() if dev.get(name) != v}
+    assert not changed, f"{DEV_LOCK} pins these differently from {RUNTIME_LOCK}: {changed}"
+    assert set(dev) >= DEV_ONLY, f"{DEV_LOCK} lacks {sorted(DEV_ONLY - set(dev))}"
+    assert not DEV_ONLY & set(runtime), f"{RUNTIME_LOCK}: {sorted(DEV_ONLY & set(runtime))}"
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"pip sync --quiet --python $(BIN)/python {DEV_LOCK}" in makefile
+
+
+PACKAGES = ["confab", *(f"confab_{s}" for s in SERVICES)]
+
+IMPORT_ALL = """
+import importlib, importlib.machinery, json, pkgutil, sys
+allowed = set(json.loads(sys.argv[1]))
+class RuntimeOnly(importlib.machinery.PathFinder):
+    # Finds on sys.path only what the image has: anything else is absent, as there.
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top not in allowed and not top.startswith("_sysconfigdata"):
+            return None
+        return super().find_spec(name, path, target)
+finders = sys.meta_path
+sys.meta_path = [RuntimeOnly if f is importlib.machinery.PathFinder else f for f in finders]
+failed = []
+for package in json.loads(sys.argv[2]):
+    root = importlib.import_module(package)
+    for module in pkgutil.walk_packages(root.__path__, package + "."):
+        parts = module.name.split(".")
+        if "tests" in parts or parts[-1] == "testing":
+            continue
+        try:
+            importlib.import_module(module.name)
+        except ImportError as exc:
+            failed.append(f"{module.name}: {exc}")
+print("\\n".join(failed))
+"""
+
+
+def top_level_modules(distribution: str) -> set[str]:
+    """The importable top-level names an installed distribution provides."""
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return set()
+    names = set()
+    for file in files:
+        first = file.parts[0]
+        if first.endswith((".dist-info", ".data")) or first in ("..", "__pycache__"):
+            continue
+        names.add(first.split(".")[0] if "." in first else first)
+    return names
+
+
+def test_every_runtime_module_imports_with_the_runtime_lock_alone() -> None:
+    """Each module of the shared library and the services (test helpers aside) imports with
+    nothing but the standard library and the runtime lock: test, benchmark and backend
+    packages (pytest, matplotlib, confab_infra, ...) are imported only where they are used."""
+    allowed = set(sys.stdlib_module_names) | set(PACKAGES)
+    for name in lock_pins(ROOT / RUNTIME_LOCK):
+        allowed |= top_level_modules(name)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL, json.dumps(sorted(allowed)), json.dumps(PACKAGES)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT / "deploy",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "", "imports outside the runtime lock:\n" + done.stdout

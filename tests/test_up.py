@@ -1,4 +1,5 @@
-"""``confab up``: ready line, stack.json, health, restarts, restarts of the whole stack, errors."""
+"""``confab up``: ready line, stack.json, health, restarts, restarts of the whole stack (after a
+stop and after kill -9), one data dir per stack, errors; never on the default ports."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
+from confab_infra.backends import free_port
 from tests.stack import RunningStack, running_stack, up_command
 
 SERVICES = {"gateway", "identity", "messaging", "media", "fanout"}
@@ -26,6 +29,14 @@ def health(stack: RunningStack) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
     except OSError:
         return 0, {}
+
+
+def running(process: psutil.Process) -> bool:
+    """Still running (an init that reaps lazily may show a dead process as a zombie)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
@@ -70,8 +81,12 @@ def test_a_killed_service_is_restarted_and_health_turns_green(
     assert wait_until(lambda: health(stack)[0] == 200, timeout=30), json.dumps(health(stack))
 
 
-def test_state_survives_a_restart_on_the_same_data_dir(tmp_path: Path) -> None:
-    """Everything embedded, as `make run` does: stop, start again, the data is still there."""
+def test_state_survives_a_stop_and_a_kill_9_which_leaves_no_process_behind(
+    tmp_path: Path,
+) -> None:
+    """Everything embedded, as `make run` does: stop, start again, the data is still there;
+    kill -9 `confab up`, and every service and backend dies with it, and the next start on
+    the same data dir takes over."""
     import asyncio
 
     from confab import bus
@@ -102,10 +117,42 @@ def test_state_survives_a_restart_on_the_same_data_dir(tmp_path: Path) -> None:
             urllib.request.urlopen(request, timeout=10)
         except urllib.error.HTTPError as exc:
             assert exc.code == 404
+        # Every process of the stack: services, NATS, PostgreSQL (and its workers), S3.
+        family = psutil.Process(second.process.pid).children(recursive=True)
+        backends = second.info["backend_pids"]
+        assert {"nats", "postgresql", "s3"} <= set(backends), backends
+        assert set(second.pids().values()) | set(backends.values()) <= {p.pid for p in family}
+        second.process.kill()
+        second.process.wait()
+        assert wait_until(lambda: not any(map(running, family)), timeout=10), [
+            (p.pid, p.name()) for p in family if running(p)
+        ]
+    with running_stack(tmp_path) as third:
+        assert third.info["demo"] == demo
 
 
 def run_up(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(up_command(tmp_path, *flags), capture_output=True, text=True, timeout=60)
+
+
+def free_ports() -> list[str]:
+    """Never the default ports: `make run` may be serving on them beside the tests."""
+    return ["--gateway-port", str(free_port()), "--fanout-port", str(free_port())]
+
+
+def test_a_second_up_on_a_running_stacks_data_dir_says_what_runs_there(
+    stack: RunningStack,
+) -> None:
+    result = run_up(stack.data_dir, *free_ports())
+    assert result.returncode == 1
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert f"is in use by confab up pid {stack.process.pid} " in line
+    assert stack.gateway in line and stack.info["fanout_ws_url"] in line
+    assert all(str(pid) in line for pid in stack.pids().values())
+    assert f"`kill {stack.process.pid}`" in line
+    assert stack.process.poll() is None and health(stack)[0] == 200  # left alone
 
 
 def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
@@ -113,7 +160,7 @@ def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_up(tmp_path, "--gateway-port", str(port))
+        result = run_up(tmp_path, "--gateway-port", str(port), "--fanout-port", str(free_port()))
     assert result.returncode != 0
     lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
     errors = [ln for ln in lines if str(port) in ln]
@@ -122,7 +169,7 @@ def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_a_bad_url_is_one_clear_line(tmp_path: Path) -> None:
-    result = run_up(tmp_path, "--nats-url", "nats//nowhere")
+    result = run_up(tmp_path, *free_ports(), "--nats-url", "nats//nowhere")
     assert result.returncode != 0
     assert "--nats-url" in result.stderr and "not a valid URL" in result.stderr
     assert "Traceback" not in result.stderr

@@ -10,6 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/confab
 # Third-party packages exactly as locked (versions and hashes), then our own without deps.
+# requirements.lock is the runtime set only: the embedded backends and the test and
+# benchmark tools are in requirements-dev.lock, which no image installs.
 COPY requirements.lock ./
 RUN pip install --require-hashes -r requirements.lock
 COPY libs/pyproject.toml libs/

@@ -8,7 +8,15 @@ and the test suite need nothing but the Python environment (HAProxy, used only b
 
 from confab_infra.balancer import Frontend, HAProxy
 from confab_infra.nats import EmbeddedNats, EmbeddedNatsCluster
-from confab_infra.ports import BackendError, check_port_free, check_url, free_port, wait_tcp
+from confab_infra.ports import (
+    BackendError,
+    check_port_free,
+    check_url,
+    free_port,
+    release,
+    reserve,
+    wait_tcp,
+)
 from confab_infra.postgres import EmbeddedPostgres
 from confab_infra.s3 import EmbeddedS3, S3Config, ensure_bucket, s3_client
 
@@ -25,6 +33,8 @@ __all__ = [
     "check_url",
     "ensure_bucket",
     "free_port",
+    "release",
+    "reserve",
     "s3_client",
     "wait_tcp",
 ]

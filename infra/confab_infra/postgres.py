@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from confab_infra.ports import BackendError, free_port
+from confab_infra.ports import BackendError, free_port, release
 from confab_infra.process import ChildProcess, ExitedDuringStart, log_tail
 
 __all__ = ["EmbeddedPostgres"]
@@ -53,6 +53,7 @@ class EmbeddedPostgres(ChildProcess):
         self.port = port
         self.host = host
         self.url = ""
+        self._picked: list[int] = []  # ports picked (and held) for this server, given back on stop
 
     def start(self, timeout: float = 30) -> str:
         """initdb if needed, start, create role and database; return the database URL."""
@@ -64,6 +65,8 @@ class EmbeddedPostgres(ChildProcess):
             user = self._prepare_files()
             for attempt in range(1 if self.port else 3):
                 port = self.port or free_port(self.host)
+                if not self.port:
+                    self._picked.append(port)
                 try:
                     self._start_server(port, user, deadline)
                     break
@@ -77,6 +80,8 @@ class EmbeddedPostgres(ChildProcess):
     def stop(self, timeout: float = 15) -> None:
         """SIGINT (fast shutdown: roll back open transactions), SIGKILL after `timeout`."""
         super().stop(timeout)
+        release(*self._picked)
+        self._picked = []
 
     # -- steps -----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import urllib3
 from minio import Minio
 
-from confab_infra.ports import free_port, wait_tcp
+from confab_infra.ports import free_port, release, wait_tcp
 from confab_infra.process import ChildProcess, ExitedDuringStart, find_executable
 
 __all__ = ["EmbeddedS3", "S3Config", "ensure_bucket", "s3_client"]
@@ -105,6 +105,7 @@ class EmbeddedS3(ChildProcess):
             identities = self.home / "identities.json"
             _write_private(identities, _identities(access_key, secret_key))
             for attempt in range(3):
+                release(*self._ports)  # an earlier attempt's (held since picked: ports.py)
                 ports = {name: free_port(self.host) for name in PORT_NAMES}
                 grpc = {name: free_port(self.host) for name in PORT_NAMES}
                 ports["s3"] = self.port or ports["s3"]
@@ -129,6 +130,7 @@ class EmbeddedS3(ChildProcess):
         for port in self._ports:
             for path in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
                 path.unlink(missing_ok=True)
+        release(*self._ports)
         self._ports = []
 
     def _argv(self, ports: dict[str, int], grpc: dict[str, int], identities: Path) -> list[str]:

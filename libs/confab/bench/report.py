@@ -77,8 +77,15 @@ def per_connection(results: dict[str, dict[str, Any]]) -> list[tuple[str, float]
 
 
 def run(out: Path) -> int:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # a development dependency (confab[bench]): no service image has it
+        print(
+            "confab bench report: matplotlib is not installed; `make install` installs it "
+            "(or pip install 'confab[bench]')",
+            file=sys.stderr,
+        )
+        return 1
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

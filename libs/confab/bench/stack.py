@@ -1,4 +1,8 @@
-"""The stack a benchmark runs against: started here with ``confab up``, or already running."""
+"""The stack a benchmark runs against: started here with ``confab up``, or already running.
+
+``confab_infra`` (the embedded backends) is imported only when a stack is started here:
+the ``confab`` command line is also in the service images, which do not carry it.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from confab_infra.process import OutputLines
+if TYPE_CHECKING:
+    from confab_infra.process import OutputLines
 
 BACKEND_NAMES = {"nats-server": "nats", "postgres": "postgres", "weed": "s3"}
 READY_TIMEOUT = 180.0
@@ -29,6 +34,7 @@ def launch(
 ) -> tuple[subprocess.Popen[str], OutputLines]:
     """``confab up`` on ``data_dir`` with free ports, its output readable line by line."""
     from confab_infra.backends import free_port
+    from confab_infra.process import OutputLines
 
     confab = str(Path(sys.executable).with_name("confab"))
     ports = ["--gateway-port", str(gateway_port), "--fanout-port", str(free_port())]

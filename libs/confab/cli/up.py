@@ -8,6 +8,13 @@ reported and restarted; SIGINT/SIGTERM stops services gracefully, then backends.
 ``--cluster`` runs the distributed topology on this machine, so it is tested rather
 than assumed: a 3-node NATS cluster (streams at R3), two copies of every service, and
 the gateways and fanouts behind HAProxy on the usual ports.
+
+Supervision (see ``confab_infra.process``): every child, service or backend, dies with
+this process however it dies (SIGKILL from the kernel when we die, on Linux); the data
+directory is leased for as long as we run, so a second ``confab up`` on it says in one
+line what runs there and how to stop it, and a start after one that died takes over
+what it left. The gateway and fanout ports are held from the start (``ports.reserve``),
+so no backend picking a free port is ever given one of them.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,11 +108,14 @@ class Child:
     crashes: list[float] = field(default_factory=list)
     restart_at: float | None = None
     log_file: Any = None
+    on_start: Callable[[str, int], None] | None = None  # records the pid in the lease
 
     def start(self) -> None:
+        from confab_infra.process import spawn
+
         if self.log_file is None:
             self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child
-        self.process = subprocess.Popen(
+        self.process = spawn(
             self.command,
             env=self.env,
             stdout=self.log_file,
@@ -112,6 +123,8 @@ class Child:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        if self.on_start is not None:
+            self.on_start(self.name, self.process.pid)
 
     @property
     def pid(self) -> int:
@@ -144,6 +157,7 @@ class Stack:
     children: dict[str, Child] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
+    lease: Any = None  # confab_infra.process.DataDirLease, held while we run
 
     # -- start ----------------------------------------------------------------
 
@@ -154,13 +168,13 @@ class Stack:
             EmbeddedNatsCluster,
             EmbeddedPostgres,
             EmbeddedS3,
-            check_port_free,
+            reserve,
         )
 
         a = self.args
-        try:
-            check_port_free("gateway", a.host, a.gateway_port)
-            check_port_free("fanout", a.host, a.fanout_port)
+        try:  # held from now on: no backend picking a free port can be given them
+            reserve("gateway", a.host, a.gateway_port)
+            reserve("fanout", a.host, a.fanout_port)
         except BackendError as exc:
             raise UpError(str(exc)) from None
         urls: dict[str, str] = {}
@@ -275,7 +289,8 @@ class Stack:
         command = [sys.executable, "-m", f"confab_{service}.app"]
         if service == "gateway" and (key := _demo_api_key(self.data_dir)):
             env = {**env, "CONFAB_DEMO_API_KEY": key}  # the demo page's rooms
-        child = Child(name, command, env, logs / f"{name}.log")
+        on_start = self.lease.child_started if self.lease is not None else None
+        child = Child(name, command, env, logs / f"{name}.log", on_start=on_start)
         child.start()
         self.children[name] = child
 
@@ -474,9 +489,29 @@ def banner(info: dict[str, Any], data_dir: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        from confab_infra.process import DataDirLease, StackInUse
+    except ImportError:  # a service image: it has the command line, not the backends
+        print(
+            "confab: confab up needs the confab-infra package (the embedded backends and "
+            "process supervision); `make install` installs it",
+            file=sys.stderr,
+        )
+        return 1
+
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(args, data_dir)
+    lease = DataDirLease(data_dir)
+    try:
+        lease.acquire(
+            gateway=f"http://{args.host}:{args.gateway_port}",
+            fanout=f"ws://{args.host}:{args.fanout_port}",
+        )
+    except StackInUse as exc:
+        print(f"confab: {exc}", file=sys.stderr, flush=True)
+        return 1
+    (data_dir / "stack.json").unlink(missing_ok=True)  # an earlier run's, no longer true
+    stack = Stack(args, data_dir, lease=lease)
 
     def on_signal(_signum: int, _frame: Any) -> None:
         stack.stopping.set()
@@ -509,4 +544,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         stack.stop()
+        lease.release()
         print("confab: stopped", flush=True)
