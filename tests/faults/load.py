@@ -244,7 +244,7 @@ class Load:
         self._listening: list[asyncio.Task[None]] = []
         self.started = 0.0
 
-    async def prepare(self, conversations: int = 2, per_conversation: int = 2) -> None:
+    async def prepare(self, conversations: int = 4, per_conversation: int = 3) -> None:
         admin = Api(self.http, self.info["gateway_url"], {
             "Authorization": f"Bearer {self.info['admin_token']}"
         })  # fmt: skip

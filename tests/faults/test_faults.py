@@ -34,8 +34,8 @@ PAUSE = 10.0  # a paused fanout
 async def started(
     cluster: Cluster,
     http: aiohttp.ClientSession,
-    conversations: int = 2,
-    per_conversation: int = 2,
+    conversations: int = 4,
+    per_conversation: int = 3,
 ) -> Load:
     load = Load(http, cluster.info)
     await load.prepare(conversations=conversations, per_conversation=per_conversation)
@@ -77,7 +77,7 @@ async def test_kill_9_each_service_in_turn(
     # their partitions, so its work is handed over under load, and a fanout node that
     # misses a conversation's last event while its NATS connection or a copy of a
     # service goes finds it by its recheck (docs/reliability.md).
-    load = await started(cluster, http, conversations=4, per_conversation=3)
+    load = await started(cluster, http)
     restarted: dict[str, float] = {}
     try:
         # The two messaging copies share the conversations, half of the partitions each.

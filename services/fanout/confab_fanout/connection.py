@@ -279,6 +279,19 @@ class Connection:
                 name, "LimitReached", f"Too many channels: at most {most} per connection.", 403
             )
             return False
+        if self.within_subscribe_rate():
+            return True
+        REFUSALS.labels("subscribe_rate").inc()
+        rate = settings.fanout_subscribes_per_second
+        self._refuse(
+            name, "LimitReached", f"Too many subscriptions: at most {rate:g} per second.", 429
+        )
+        return False
+
+    def within_subscribe_rate(self) -> bool:
+        """Take a token of the socket's subscribe rate, which subscriptions and resumes
+        share (each makes the node ask the log); False if there is none."""
+        settings = self.fanout.settings
         rate = settings.fanout_subscribes_per_second
         if not rate:
             return True
@@ -288,13 +301,7 @@ class Connection:
             limiter = self.subscribe_limiter = TokenBucket(
                 rate, now, settings.fanout_subscribe_burst
             )
-        if limiter.take(now):
-            return True
-        REFUSALS.labels("subscribe_rate").inc()
-        self._refuse(
-            name, "LimitReached", f"Too many subscriptions: at most {rate:g} per second.", 429
-        )
-        return False
+        return limiter.take(now)
 
     def _presence_member(
         self, name: str, channel_data: str | None

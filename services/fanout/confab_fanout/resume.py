@@ -115,6 +115,10 @@ class Resumer:
         if conversation_id is None or not is_valid_id(conversation_id):
             self._failed(conn, name[:200], data.after_seq, "Only conversation channels resume.")
             return
+        if not conn.within_subscribe_rate():
+            RESUMES.labels("rate_limited").inc()
+            self._failed(conn, name, data.after_seq, "Too many resumes; slow down.")
+            return
         channel = conn.channels.get(name)
         if channel is None:
             # Before the subscription: it starts when the subscription does.

@@ -98,6 +98,9 @@ class Sock:
         if not self.closing:
             self.frames.append(frame)
 
+    def within_subscribe_rate(self) -> bool:
+        return True
+
     def send_frame(self, payload: bytes) -> None:
         self.send(protocol.ws_text(payload))
 
@@ -574,3 +577,13 @@ async def test_a_removed_users_resume_returns_nothing_after_the_removal(world: W
         "pusher:subscription_error",
     )
     assert CHANNEL not in sock.channels
+
+
+async def test_resumes_share_the_sockets_subscribe_rate(world: World) -> None:
+    sock = Sock()
+    await world.subscribe(sock)
+    sock.within_subscribe_rate = lambda: False  # type: ignore[method-assign]
+    await world.resume(sock, 0)
+    name, failed = sock.events()[-1]
+    assert (name, failed["reason"]) == ("confab:resume_failed", "Too many resumes; slow down.")
+    assert world.log.reads == 1  # the log was not asked again
