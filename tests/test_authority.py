@@ -152,6 +152,13 @@ async def sockets(http: aiohttp.ClientSession, stack: RunningStack, world: World
         await sock.close()
 
 
+async def three(world: World) -> Any:
+    """Ann, Bob and Cat (each a user and a widget client) in a group conversation."""
+    people = [await world.user(name) for name in ("Ann", "Bob", "Cat")]
+    cid = await world.conversation(*(user for user, _ in people), kind="group")
+    return (*people, cid)
+
+
 def texts(frames: list[dict[str, Any]]) -> str:
     return json.dumps(frames)
 
@@ -216,10 +223,7 @@ async def test_replay_and_history_show_the_log_as_it_is_now(world: World, socket
 async def test_a_removed_participant_gets_nothing_after_the_removal_on_any_path(
     world: World, sockets: Any
 ) -> None:
-    ann, ann_w = await world.user("Ann")
-    bob, bob_w = await world.user("Bob")
-    cat, cat_w = await world.user("Cat")
-    cid = await world.conversation(ann, bob, cat, kind="group")
+    (_, ann_w), (bob, bob_w), (_, cat_w), cid = await three(world)
     channel = f"private-conversation.{cid}"
     base = f"/api/widget/conversations/{cid}"
     await send(ann_w, cid, "before")
@@ -260,10 +264,7 @@ async def test_a_removed_participant_gets_nothing_after_the_removal_on_any_path(
 async def test_each_banned_action_is_refused_right_after_the_ban_returns(
     world: World, sockets: Any
 ) -> None:
-    ann, ann_w = await world.user("Ann")
-    bob, bob_w = await world.user("Bob")
-    cat, cat_w = await world.user("Cat")
-    cid = await world.conversation(ann, bob, cat, kind="group")
+    (_, ann_w), (bob, bob_w), (_, cat_w), cid = await three(world)
     channel = f"private-conversation.{cid}"
     base = f"/api/widget/conversations/{cid}"
     mine = await send(bob_w, cid, "mine")
