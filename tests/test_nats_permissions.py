@@ -26,6 +26,7 @@ from pathlib import Path
 
 import nats
 import pytest
+import yaml
 from nats.aio.client import Client as NATS
 
 from confab import bus, personal
@@ -35,7 +36,9 @@ from confab_infra.nats_auth import (
     Credentials,
     allowed,
     deploy_config,
+    helm_values,
     password_variable,
+    secret_key,
 )
 from confab_infra.testing import TestBackends
 from tests.stack import RunningStack
@@ -246,6 +249,17 @@ def test_the_deploy_files_are_the_table_and_nats_server_accepts_them() -> None:
         "deploy/nats/auth.conf is out of date: "
         "python -m confab_infra.nats_auth deploy > deploy/nats/auth.conf"
     )
+    helm = ROOT / "deploy" / "k8s" / "nats-auth-values.yaml"
+    assert helm.read_text() == helm_values(), (
+        "deploy/k8s/nats-auth-values.yaml is out of date: "
+        "python -m confab_infra.nats_auth helm > deploy/k8s/nats-auth-values.yaml"
+    )
+    values = yaml.safe_load(helm.read_text())
+    assert values["configMap"]["merge"]["data"]["auth.conf"] == deploy_config()
+    env = values["container"]["env"]
+    for user in PERMISSIONS:
+        ref = env[password_variable(user)]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "confab-secrets", "key": secret_key(user)}
     server = shutil.which("nats-server", path=str(Path(sys.executable).parent))
     if server is None:
         pytest.skip("nats-server is not installed (make install installs it)")

@@ -367,16 +367,50 @@ def deploy_config() -> str:
     return "\n".join([*head, *_users(passwords)]) + "\n"
 
 
+def secret_key(user: str) -> str:
+    """The key of `user`'s password in the Kubernetes Secret `confab-secrets`."""
+    return f"nats-{user}-password"
+
+
+def helm_values() -> str:
+    """`deploy/k8s/nats-auth-values.yaml`: values for the NATS Helm chart that include
+    `deploy/nats/auth.conf` and give the servers every password from `confab-secrets`."""
+    lines = [
+        "# Generated from infra/confab_infra/nats_auth.py by",
+        "#   python -m confab_infra.nats_auth helm > deploy/k8s/nats-auth-values.yaml",
+        "# Do not edit. The second values file of the NATS release (deploy/README.md): every",
+        "# client logs in as a user of deploy/nats/auth.conf, passwords from confab-secrets.",
+        "config:",
+        "  merge:",
+        "    00$include: auth.conf",
+        "configMap:",
+        "  merge:",
+        "    data:",
+        "      auth.conf: |",
+        *(f"        {line}" if line else "" for line in deploy_config().splitlines()),
+        "container:",
+        "  env:",
+    ]
+    for user in PERMISSIONS:
+        ref = f"{{name: confab-secrets, key: {secret_key(user)}}}"
+        lines += [f"    {password_variable(user)}:", f"      valueFrom: {{secretKeyRef: {ref}}}"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     if argv == ["deploy"]:
         sys.stdout.write(deploy_config())
         return 0
+    if argv == ["helm"]:
+        sys.stdout.write(helm_values())
+        return 0
     if argv == ["passwords"]:
-        for user in PERMISSIONS:
+        for user in (*PERMISSIONS, ROUTE_USER):
             print(f"{password_variable(user)}={_secret()}")
         return 0
     print(
         "usage: python -m confab_infra.nats_auth deploy      # deploy/nats/auth.conf\n"
+        "       python -m confab_infra.nats_auth helm        # deploy/k8s/nats-auth-values.yaml\n"
         "       python -m confab_infra.nats_auth passwords   # fresh passwords, as an env file",
         file=sys.stderr,
     )
