@@ -82,7 +82,7 @@ async def setup(service: Service) -> None:
         failures=failed_authentications(settings),
         proxies=proxies,
     )
-    await auth.start(service.nc)
+    await auth.start(service.js)
     service.on_stop(auth.stop)
     runner = web.AppRunner(build_app(service, auth), access_log=None, shutdown_timeout=10)
     await runner.setup()
