@@ -40,8 +40,9 @@ from confab_infra.nats_auth import (
     password_variable,
     secret_key,
 )
+from confab_infra.ports import free_port
 from confab_infra.testing import TestBackends
-from tests.stack import RunningStack
+from tests.stack import RunningStack, up_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -268,3 +269,15 @@ def test_the_deploy_files_are_the_table_and_nats_server_accepts_them() -> None:
         [server, "-c", str(auth), "-t"], env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_confab_up_refuses_a_missing_credentials_file_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    result = subprocess.run(
+        [*up_command(tmp_path / "data"), "--gateway-port", str(free_port()), "--fanout-port",
+         str(free_port()), "--nats-url=nats://127.0.0.1:4222", f"--nats-credentials={missing}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"confab: cannot read NATS credentials {missing}" in result.stderr
+    assert "Traceback" not in result.stderr

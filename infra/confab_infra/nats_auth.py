@@ -138,6 +138,19 @@ def consumes_stream(stream: str, note: str) -> Rule:
     )
 
 
+def follows_authority() -> tuple[Rule, ...]:
+    """`confab.authority.Follower`: a push consumer of its own on IDENTITY, from its end."""
+    note = "applies bans, erasures and revocations before identity replies"
+    return (
+        publish(
+            f"{note}: where IDENTITY ends, found by subject",
+            f"{API}.STREAM.INFO.IDENTITY",
+            f"{API}.STREAM.NAMES",
+        ),
+        consumes_stream("IDENTITY", f"{note}: its consumer"),
+    )
+
+
 def key_value(bucket: str, note: str, *, write: bool) -> tuple[Rule, ...]:
     """A KV bucket: created if missing, read (gets, watchers, change notices); written
     (put, delete, purge) only with `write`."""
@@ -180,6 +193,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         owns_stream("IDENTITY", "identity.evt.>", "writes workspaces, keys, users, sessions"),
         reads_stream("IDENTITY", "loads aggregates before deciding"),
         consumes_stream("IDENTITY", "feeds the identity read model"),
+        publish("waits for every authority follower (fence)", f"{API}.CONSUMER.LIST.IDENTITY"),
         *key_value(KEYS, "seals users' personal fields; purges a key to erase a user", write=True),
     ),
     "messaging": (
@@ -189,6 +203,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         consumes_stream("CONVERSATIONS", "feeds the conversations read model"),
         reads_stream("IDENTITY", "waits for a user's last identity event"),
         consumes_stream("IDENTITY", "feeds the users read model"),
+        *follows_authority(),
         *key_value(KEYS, "seals message content with the author's key", write=True),
         queries("attachments of messages", "media"),
         publish("typing signals for the fanout (not stored)", "ephemeral.*.*.typing"),
@@ -199,7 +214,8 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         reads_stream("MEDIA", "loads attachments before deciding"),
         consumes_stream("MEDIA", "feeds the attachments read model"),
         declares_stream("CONVERSATIONS", "follows it, so creates it if it starts first"),
-        consumes_stream("CONVERSATIONS", "deletes the attachments of deleted messages"),
+        consumes_stream("CONVERSATIONS", "links attachments to messages, deletes them with theirs"),
+        reads_stream("CONVERSATIONS", "waits for the links up to a conversation's last event"),
         *object_store(UPLOADS, "takes uploads the gateway stored, deletes them when done"),
         publish("finds the uploads stream by subject (object reads)", f"{API}.STREAM.NAMES"),
         *key_value("media_ingests", "remembers ingests in flight", write=True),
@@ -209,8 +225,9 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         subscribe("stored conversation events, re-published by the stream", "live.conv.evt.>"),
         subscribe("workspaces (app keys) and users (profiles)", "live.identity.evt.>"),
         subscribe("typing signals", "ephemeral.*.*.typing"),
-        reads_stream("CONVERSATIONS", "fills gaps and resumes from the log (direct gets)"),
-        queries("apps, users, messages and attachments", "identity", "messaging", "media"),
+        reads_stream("CONVERSATIONS", "views, gaps and resumes from the log (direct gets)"),
+        *follows_authority(),
+        queries("app credentials and users", "identity"),
         Rule("client events and terminations between nodes", NODES, NODES),
         *key_value("presence", "channel occupancy and members across nodes", write=True),
         publish("presence: does the server expire single keys? (account info)", f"{API}.INFO"),
@@ -222,7 +239,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         requests(
             "each API request goes to its service", "identity", "messaging", "media", "fanout"
         ),
-        subscribe("drops cached credentials when identity events arrive", "live.identity.evt.>"),
+        *follows_authority(),
         *object_store(UPLOADS, "streams uploads into the temporary store"),
     ),
     ADMIN: (Rule("operators: the confab command line, tests, benchmarks", (">",), (">",)),),
