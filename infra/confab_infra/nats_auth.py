@@ -11,8 +11,8 @@ What the table must keep true (tests/test_nats_permissions.py checks it against 
 server):
 - only the owner of a stream appends to it: the fanout and the gateway cannot publish
   `conv.evt.…`, `identity.evt.…` or `media.evt.…`, nor change a stream's configuration;
-- only identity and messaging read or write users' data keys (`CONFAB_KEYS`, see
-  `confab.personal`): the gateway and media cannot read them, the fanout only reads them;
+- only identity and messaging write users' data keys (`CONFAB_KEYS`, see
+  `confab.personal`); the fanout reads them; the gateway and media cannot read them;
 - replies are private: each user subscribes only to its own inbox prefix `_INBOX.<user>`
   (`confab.bus` connects with that prefix), and answers a request only on its reply
   subject (`allow_responses`: once, within two minutes);
@@ -36,16 +36,20 @@ from confab_infra.s3 import write_private
 __all__ = [
     "ADMIN",
     "PERMISSIONS",
-    "SERVICES",
+    "ROUTE_USER",
     "Credentials",
     "Rule",
+    "allowed",
     "deploy_config",
+    "grouped",
+    "helm_values",
     "inbox_prefix",
+    "password_variable",
+    "secret_key",
     "server_config",
 ]
 
 ADMIN = "admin"
-SERVICES = ("identity", "messaging", "media", "fanout", "gateway")
 ROUTE_USER = "route"  # what clustered servers authenticate to each other as
 API = "$JS.API"
 
@@ -282,7 +286,6 @@ class Credentials:
     path: Path | None = field(default=None, compare=False)
 
     @classmethod
-    @classmethod
     def load(cls, path: Path) -> Credentials:
         """The credentials in `path` (`{"users": {user: password}, "route": password}`);
         ValueError with one plain line if it is missing or malformed."""
@@ -321,11 +324,15 @@ class Credentials:
         return {"CONFAB_NATS_USER": user, "CONFAB_NATS_PASSWORD": self.password(user)}
 
     def url(self, url: str, user: str = ADMIN) -> str:
-        """`url` (one or several, comma-separated) with `user`'s credentials in each."""
+        """`url` (one or several, comma-separated) with `user`'s credentials in each,
+        instead of any it had."""
         auth = f"{user}:{self.password(user)}@"
-        return ",".join(
-            u.strip().replace("://", f"://{auth}", 1) for u in url.split(",") if u.strip()
-        )
+        out = []
+        for part in (u.strip() for u in url.split(",") if u.strip()):
+            scheme, _, rest = part.partition("://")
+            host, slash, path = rest.partition("/")
+            out.append(f"{scheme}://{auth}{host.rpartition('@')[2]}{slash}{path}")
+        return ",".join(out)
 
 
 def _secret() -> str:

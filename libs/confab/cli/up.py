@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confab.bus import display_url
+from confab.bus import display_url, split_credentials
 from confab.cli import demo
 from confab.errors import ConfabError
 from confab.settings import check_url, mask_url
@@ -486,11 +486,14 @@ def _last_line(path: Path) -> str:
 
 def banner(info: dict[str, Any], data_dir: Path) -> str:
     cluster = info.get("cluster")
+    nats_login = (
+        " (admin login in the stack file)" if split_credentials(info["nats_url"])[1] else ""
+    )
     rows = [
         ("gateway", info["gateway_url"] + (" (HAProxy)" if cluster else "")),
         ("fanout (Pusher WebSocket)", info["fanout_ws_url"] + (" (HAProxy)" if cluster else "")),
         ("health", info["gateway_url"] + "/healthz"),
-        ("NATS", display_url(info["nats_url"]) + " (credentials in the stack file)"),
+        ("NATS", display_url(info["nats_url"]) + nats_login),
         ("PostgreSQL", mask_url(info["database_url"])),
         ("S3", info["s3_endpoint"]),
         ("state and logs", str(data_dir)),
