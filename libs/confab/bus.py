@@ -2,14 +2,22 @@
 
 Declaring streams is idempotent: every service declares what it owns at every
 start, and a changed configuration is applied with ``update_stream``.
+
+A client connects as a NATS user (``user``/``password``, or ``user:password@`` in the
+URL) and takes its replies on that user's own inbox prefix, ``_INBOX.<user>``: the
+server lets each user subscribe to its own prefix only (``confab_infra.nats_auth``),
+so no service reads another's replies. Credentials never appear in a logged URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -52,10 +60,53 @@ MEDIA = StreamSpec("MEDIA", ("media.evt.>",))
 STREAMS = {s.name: s for s in (IDENTITY, CONVERSATIONS, MEDIA)}
 
 
-async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
-    """Connect with endless reconnects; fail fast with ``Unavailable`` if the first try fails."""
+def inbox_prefix(user: str) -> str:
+    """Where ``user``'s replies arrive (``confab_infra.nats_auth`` grants exactly this)."""
+    return f"_INBOX.{user}" if user else "_INBOX"
+
+
+def split_credentials(url: str) -> tuple[list[str], str, str]:
+    """The servers of ``url`` (comma-separated) without credentials, and the user and
+    password the first of them carried (empty if none)."""
+    servers: list[str] = []
+    user = password = ""
+    for part in (u.strip() for u in url.split(",")):
+        if not part:
+            continue
+        parts = urlsplit(part)
+        if parts.username is not None:
+            if not user:
+                user, password = parts.username, parts.password or ""
+            part = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        servers.append(part)
+    return servers, user, password
+
+
+def display_url(url: str) -> str:
+    """``url`` without any credentials, to print or log."""
+    return ",".join(split_credentials(url)[0])
+
+
+async def connect(
+    url: str,
+    name: str,
+    *,
+    user: str = "",
+    password: str = "",
+    tls_ca_file: str = "",
+    connect_timeout: float = 5.0,
+) -> NATS:
+    """Connect with endless reconnects; fail fast with ``Unavailable`` if the first try fails
+    or the server refuses the credentials (``user``/``password``, else those in ``url``)."""
+    servers, url_user, url_password = split_credentials(url)
+    if not user:
+        user, password = url_user, url_password
+    shown = ",".join(servers)
+    refused = asyncio.Event()
 
     async def on_error(exc: Exception) -> None:
+        if "authorization violation" in str(exc).lower():
+            refused.set()
         log.warning("nats_error", error=str(exc) or type(exc).__name__)
 
     client: list[NATS] = []
@@ -68,25 +119,50 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
         log.info("nats_reconnected")
 
     try:
-        # With endless reconnects nats-py also retries the *first* connection
-        # forever; bound it so an unreachable server is reported.
-        nc = await asyncio.wait_for(
-            nats.connect(
-                servers=[u.strip() for u in url.split(",")],
-                name=name,
-                connect_timeout=connect_timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                error_cb=on_error,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
-                pending_size=8 * 1024 * 1024,
-            ),
-            connect_timeout + 1,
+        tls = ssl.create_default_context(cafile=tls_ca_file) if tls_ca_file else None
+    except (OSError, ssl.SSLError) as exc:
+        raise Unavailable(f"cannot use the NATS CA file {tls_ca_file}: {exc}") from None
+    # With endless reconnects nats-py also retries the *first* connection forever (even
+    # with wrong credentials); bound it so an unreachable or refusing server is reported.
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            servers=servers,
+            name=name,
+            user=user or None,
+            password=password if user else None,
+            inbox_prefix=inbox_prefix(user),
+            tls=tls,
+            connect_timeout=connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+            pending_size=8 * 1024 * 1024,
         )
-    except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
-        raise Unavailable(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from None
+    )
+    waiting = asyncio.ensure_future(refused.wait())
+    try:
+        await asyncio.wait(
+            {connecting, waiting}, timeout=connect_timeout + 1, return_when="FIRST_COMPLETED"
+        )
+    finally:
+        waiting.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        if refused.is_set():
+            who = f"user {user!r}" if user else "a client without credentials"
+            raise Unavailable(f"NATS at {shown} refused {who} (authorization violation)")
+        raise Unavailable(f"cannot connect to NATS at {shown}: timed out")
+    try:
+        nc = connecting.result()
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise Unavailable(
+            f"cannot connect to NATS at {shown}: {exc or type(exc).__name__}"
+        ) from None
     client.append(nc)
     return nc
 

@@ -89,12 +89,17 @@ class Service:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
+        s = self.settings
         self.nc = await _retry_until(
             lambda: bus.connect(
-                self.settings.nats_url, f"{self.name}:{self.settings.instance_name}"
+                s.nats_url,
+                f"{self.name}:{s.instance_name}",
+                user=s.nats_user,
+                password=s.nats_password,
+                tls_ca_file=s.nats_tls_ca_file,
             ),
-            f"cannot reach NATS at {self.settings.nats_url}",
-            self.settings.start_timeout,
+            f"cannot reach NATS at {bus.display_url(s.nats_url)}",
+            s.start_timeout,
         )
         self.js = self.nc.jetstream()
         self.client = RpcClient(self.nc, self.settings.rpc_timeout)

@@ -36,6 +36,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     __urls__: ClassVar[dict[str, tuple[str, ...]]] = {"nats_url": ("nats", "tls", "ws", "wss")}
 
     nats_url: str = "nats://127.0.0.1:4222"
+    # Who this process is on NATS: each service has a user of its own with only the
+    # permissions it needs (infra/confab_infra/nats_auth.py). Empty: the credentials in
+    # nats_url (nats://user:password@host:port), or none.
+    nats_user: str = ""
+    nats_password: str = ""
+    # PEM file of the CA that signed the NATS servers' certificates, for tls:// URLs
+    # (empty: the system's CAs).
+    nats_tls_ca_file: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     instance: str = ""

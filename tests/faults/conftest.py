@@ -33,6 +33,7 @@ from confab_infra.backends import (
     free_port,
 )
 from confab_infra.balancer import find_haproxy
+from confab_infra.nats_auth import Credentials
 from confab_infra.testing import temp_data_dir
 from confab_messaging.projections import ConversationsProjection
 from tests.faults.load import Figures
@@ -88,7 +89,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     except BackendError as exc:
         pytest.skip(str(exc))
     with temp_data_dir("confab-faults-") as data_dir:
-        nats = EmbeddedNatsCluster(data_dir)
+        # As under `confab up --cluster`: NATS requires a user, routes a password, and
+        # each service gets its own user from the credentials file.
+        credentials = data_dir / "nats-credentials.json"
+        nats = EmbeddedNatsCluster(data_dir, credentials=Credentials.load_or_create(credentials))
         postgres = EmbeddedPostgres(data_dir, port=free_port())
         s3 = EmbeddedS3(data_dir, port=free_port())
         backends = (nats, postgres, s3)
@@ -103,6 +107,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 "--cluster",
                 "--no-demo",
                 f"--nats-url={nats.url}",
+                f"--nats-credentials={credentials}",
                 f"--database-url={postgres.url}",
                 f"--s3-endpoint={s3.config.endpoint}",
                 f"--s3-access-key={s3.config.access_key}",

@@ -1,4 +1,10 @@
-"""How operator commands reach a platform: NATS (and the database) from stack.json or flags."""
+"""How operator commands reach a platform: NATS (and the database) from stack.json or flags.
+
+On NATS the command line is the operator: ``confab up`` keeps the ``admin`` user's
+credentials in the ``nats_url`` of ``<data-dir>/stack.json`` (readable only by its owner).
+For another platform, give them in ``--nats-url`` (``nats://admin:PASSWORD@host:4222``) or
+in ``CONFAB_NATS_USER`` and ``CONFAB_NATS_PASSWORD``; credentials in the URL win.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ def add_target_options(parser: argparse.ArgumentParser, *, database: bool = Fals
     parser.add_argument(
         "--nats-url",
         default=env("CONFAB_NATS_URL"),
-        help="the platform's NATS (default: from stack.json)",
+        help="the platform's NATS, nats://user:password@host:port (default: from stack.json)",
     )
     if database:
         parser.add_argument(
@@ -65,6 +71,22 @@ def nats_url(args: argparse.Namespace) -> str:
     if args.nats_url:
         return str(args.nats_url)
     return _from_stack(args, "nats_url", "--nats-url")
+
+
+async def connect(args: argparse.Namespace) -> NATS:
+    """NATS as the operator: credentials from the URL, else from the environment."""
+    url = nats_url(args)
+    env = os.environ.get
+    user, password = "", ""
+    if not bus.split_credentials(url)[1]:
+        user, password = env("CONFAB_NATS_USER", ""), env("CONFAB_NATS_PASSWORD", "")
+    return await bus.connect(
+        url,
+        "confab-cli",
+        user=user,
+        password=password,
+        tls_ca_file=env("CONFAB_NATS_TLS_CA_FILE", ""),
+    )
 
 
 def database_url(args: argparse.Namespace) -> str:
@@ -118,12 +140,12 @@ def run_on_platform(
     import asyncio
 
     url = database_url(args) if database else None
-    target = nats_url(args)
+    nats_url(args)  # a missing stack.json is reported before anything starts
     # Warnings and errors on stderr, readable; stdout is the command's output.
     configure("confab-cli", os.environ.get("CONFAB_LOG_LEVEL", "warning"), "console")
 
     async def main() -> T:
-        nc: NATS = await bus.connect(target, "confab-cli")
+        nc = await connect(args)
         speed_up(nc)
         platform = Platform(nc, nc.jetstream(), url)
         try:
@@ -155,7 +177,7 @@ def run_with_rpc(args: argparse.Namespace, work: Callable[[RpcClient], Awaitable
     import asyncio
 
     async def main() -> T:
-        nc: NATS = await bus.connect(nats_url(args), "confab-cli")
+        nc = await connect(args)
         try:
             return await work(RpcClient(nc, timeout=10))
         finally:

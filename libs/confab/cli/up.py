@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confab.bus import display_url, split_credentials
 from confab.cli import demo
 from confab.errors import ConfabError
 from confab.settings import check_url, mask_url
@@ -45,6 +46,7 @@ CLUSTER_NODES = 3  # NATS servers: a majority survives one loss
 CLUSTER_COPIES = 2  # processes of each service
 CLUSTER_START_RETRIES = 3
 READY_TIMEOUT = 90.0
+NATS_CREDENTIALS = "nats-credentials.json"  # in the data dir: every NATS user's password
 STOP_TIMEOUT = 20.0
 
 
@@ -69,6 +71,13 @@ def add_parser(commands: Any) -> None:
         help="address the gateway and fanout listen on",
     )
     p.add_argument("--nats-url", default=env("CONFAB_NATS_URL"), help="use this NATS server")
+    p.add_argument(
+        "--nats-credentials",
+        default=env("CONFAB_NATS_CREDENTIALS"),
+        type=Path,
+        help="with --nats-url: a credentials file like the one confab up keeps for its own "
+        f"NATS ({NATS_CREDENTIALS}), so each service connects as its own user",
+    )
     p.add_argument(
         "--database-url", default=env("CONFAB_DATABASE_URL"), help="use this PostgreSQL database"
     )
@@ -152,6 +161,7 @@ class Stack:
     args: argparse.Namespace
     data_dir: Path
     backends: list[Any] = field(default_factory=list)
+    nats_credentials: Any = None  # confab_infra.nats_auth.Credentials, if we know them
     balancer: Any = None  # HAProxy, with --cluster
     ready_urls: list[str] = field(default_factory=list)
     children: dict[str, Child] = field(default_factory=dict)
@@ -182,10 +192,17 @@ class Stack:
         if a.nats_url:
             _check("--nats-url", a.nats_url, ("nats", "tls"))
             urls["nats_url"] = a.nats_url
-        elif a.cluster:
-            jobs["nats_url"] = EmbeddedNatsCluster(self.data_dir, CLUSTER_NODES)
+            if a.nats_credentials:
+                self.nats_credentials = _nats_credentials(Path(a.nats_credentials), create=False)
         else:
-            jobs["nats_url"] = EmbeddedNats(self.data_dir)
+            # Our own NATS requires a user: generated passwords, kept in the data dir.
+            login = self.nats_credentials = _nats_credentials(self.data_dir / NATS_CREDENTIALS)
+            if a.cluster:
+                jobs["nats_url"] = EmbeddedNatsCluster(
+                    self.data_dir, CLUSTER_NODES, credentials=login
+                )
+            else:
+                jobs["nats_url"] = EmbeddedNats(self.data_dir, credentials=login)
         if a.database_url:
             _check("--database-url", a.database_url, ("postgresql", "postgres"))
             urls["database_url"] = a.database_url
@@ -266,7 +283,8 @@ class Stack:
             "gateway_url": f"http://{a.host}:{a.gateway_port}",
             "fanout_ws_url": f"ws://{a.host}:{a.fanout_port}",
             "fanout_http_url": f"http://{a.host}:{a.fanout_port}",
-            "nats_url": urls["nats_url"],
+            # The operator's (admin) credentials, for the confab command line.
+            "nats_url": self.nats_url_as(urls["nats_url"], "admin"),
             "database_url": urls["database_url"],
             "s3_endpoint": urls["s3_endpoint"],
             "s3_bucket": a.s3_bucket,
@@ -285,8 +303,22 @@ class Stack:
                 ],
             }
 
+    def nats_url_as(self, url: str, user: str) -> str:
+        """``url`` with ``user``'s credentials, if we hold them."""
+        return self.nats_credentials.url(url, user) if self.nats_credentials else url
+
+    def _nats_env(self, service: str) -> dict[str, str]:
+        """The service connects as its own NATS user (``confab_infra.nats_auth``)."""
+        if self.nats_credentials is None:
+            return {}  # a given --nats-url: CONFAB_NATS_USER/PASSWORD, or those in the URL
+        try:
+            return dict(self.nats_credentials.environment(service))
+        except ValueError as exc:
+            raise UpError(str(exc)) from None
+
     def _start_child(self, name: str, service: str, env: dict[str, str], logs: Path) -> None:
         command = [sys.executable, "-m", f"confab_{service}.app"]
+        env = {**env, **self._nats_env(service)}
         if service == "gateway" and (key := _demo_api_key(self.data_dir)):
             env = {**env, "CONFAB_DEMO_API_KEY": key}  # the demo page's rooms
         on_start = self.lease.child_started if self.lease is not None else None
@@ -434,6 +466,15 @@ def _check(flag: str, url: str, schemes: tuple[str, ...]) -> None:
         raise UpError(f"{flag}: {exc}") from None
 
 
+def _nats_credentials(path: Path, *, create: bool = True) -> Any:
+    from confab_infra.nats_auth import Credentials
+
+    try:
+        return Credentials.load_or_create(path) if create else Credentials.load(path)
+    except ValueError as exc:
+        raise UpError(str(exc)) from None
+
+
 def _demo_api_key(data_dir: Path) -> str:
     """The demo workspace's API key, when an earlier start created it (``demo.json``)."""
     try:
@@ -460,11 +501,14 @@ def _last_line(path: Path) -> str:
 
 def banner(info: dict[str, Any], data_dir: Path) -> str:
     cluster = info.get("cluster")
+    nats_login = (
+        " (admin login in the stack file)" if split_credentials(info["nats_url"])[1] else ""
+    )
     rows = [
         ("gateway", info["gateway_url"] + (" (HAProxy)" if cluster else "")),
         ("fanout (Pusher WebSocket)", info["fanout_ws_url"] + (" (HAProxy)" if cluster else "")),
         ("health", info["gateway_url"] + "/healthz"),
-        ("NATS", info["nats_url"]),
+        ("NATS", display_url(info["nats_url"]) + nats_login),
         ("PostgreSQL", mask_url(info["database_url"])),
         ("S3", info["s3_endpoint"]),
         ("state and logs", str(data_dir)),
