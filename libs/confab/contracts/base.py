@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
+
+# -- bounds every request shares: the gateway, OpenAPI and the services check the same ---
+
+INT64_MAX = 2**63 - 1  # PostgreSQL bigint: a sequence or cursor beyond it cannot exist
+PAGE_MAX = 100  # the most items one page of any list holds
+Seq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=PAGE_MAX)]
 
 
 class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

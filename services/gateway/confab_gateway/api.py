@@ -16,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from confab import inbound
 from confab.contracts.base import Ok, Request
 from confab.contracts.identity import ApiKeyPrincipal
 from confab.contracts.messaging import Actor
@@ -192,49 +193,47 @@ def _view(
     return view
 
 
+def check_json_type(request: web.Request) -> None:
+    """JSON, in UTF-8: any other media type or charset is 415."""
+    ctype = request.content_type
+    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(f"Send the body as application/json, not {ctype}.")
+    charset = request.charset
+    if charset is not None and not inbound.charset_ok(charset):
+        named = charset if inbound.token_ok(charset, 40) else "another charset"
+        raise UnsupportedMediaType(f"Send JSON in UTF-8 (charset=utf-8), not {named}.")
+
+
 async def parse_body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
-    if request.content_type not in ("application/json", "") and not request.content_type.endswith(
-        "+json"
-    ):
-        raise UnsupportedMediaType(
-            f"Send the body as application/json, not {request.content_type}."
-        )
+    check_json_type(request)
     raw = await request.read()
     if not raw.strip():
         raise BadRequest("The request body is empty; send a JSON object.")
+    return decode_json(raw, decoder)
+
+
+def decode_json(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """Decode a JSON body under ``confab.inbound``'s rules; every failure is a 4xx."""
     try:
-        body = decoder.decode(raw)
+        return inbound.decode(raw, decoder)
+    except inbound.Refused as exc:
+        if exc.malformed:
+            raise BadRequest(exc.message) from None
+        raise InvalidRequest(exc.message, {exc.field: exc.message}) from None
     except msgspec.ValidationError as exc:
         raise validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
-    if b"\\u0000" in raw and _has_nul(msgspec.json.decode(raw)):
-        raise nul_refused()
-    return body
-
-
-def nul_refused() -> InvalidRequest:
-    # PostgreSQL text cannot hold NUL: stored in an event, it would stop the read models.
-    return InvalidRequest(
-        "Text must not contain the NUL character (\\u0000).", {"body": "contains NUL"}
-    )
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def parse_query(request: web.Request, query_type: type) -> Any:
     known = {f.name for f in msgspec.structs.fields(query_type)}
     values = {k: v for k, v in request.query.items() if k in known}
-    if any("\x00" in v for v in values.values()):
-        raise nul_refused()
+    for name, value in values.items():
+        if "\x00" in value:
+            raise InvalidRequest(
+                "Text must not contain the NUL character (\\u0000).", {name: "contains NUL"}
+            )
     try:
         return msgspec.convert(values, query_type, strict=False)
     except msgspec.ValidationError as exc:

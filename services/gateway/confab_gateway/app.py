@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from confab.addresses import TrustedProxies
+from confab.httpserver import ClientLimits, Guard, GuardedRunner
 from confab.service import Service, StartupError, health_routes, run_service
 from confab_gateway import (
     admin,
@@ -22,7 +23,7 @@ from confab_gateway import web as pages
 from confab_gateway.api import Endpoint, Router
 from confab_gateway.auth import Authenticator
 from confab_gateway.consistency import LastWrites
-from confab_gateway.errors import error_middleware
+from confab_gateway.errors import error_body, error_middleware
 from confab_gateway.health import platform_health
 from confab_gateway.ratelimit import RequestLimits, failed_authentications
 from confab_gateway.settings import GatewaySettings
@@ -84,7 +85,13 @@ async def setup(service: Service) -> None:
     )
     await auth.start(service.nc)
     service.on_stop(auth.stop)
-    runner = web.AppRunner(build_app(service, auth), access_log=None, shutdown_timeout=10)
+    limits = ClientLimits.from_settings(settings, settings.gateway_max_connections_per_address)
+    runner = GuardedRunner(
+        build_app(service, auth),
+        Guard(limits, proxies, error_body),
+        access_log=None,
+        shutdown_timeout=10,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
     try:
