@@ -4,6 +4,12 @@ An endpoint says its method, path, credential kind, body, query and response
 types. ``Router.install`` turns that into aiohttp routes that authenticate,
 rate-limit, parse and validate before the handler runs, and ``openapi.document``
 turns the same list into ``/openapi.json``.
+
+This is the one place request bodies and query strings are decoded: bodies under
+``confab.inbound``'s rules (UTF-8 only, 32 levels of nesting, 64-bit integers, no
+NUL), queries by the same bounded types the services' requests use. A POST of the
+tenant or widget API with an ``Idempotency-Key`` runs through
+``confab_gateway.idempotency`` once it is valid.
 """
 
 from __future__ import annotations
@@ -20,11 +26,19 @@ from confab import inbound
 from confab.contracts.base import Ok, Request
 from confab.contracts.identity import ApiKeyPrincipal
 from confab.contracts.messaging import Actor
-from confab.errors import BadRequest, InvalidRequest, NotFound, UnsupportedMediaType
+from confab.errors import (
+    BadRequest,
+    ConfabError,
+    InvalidRequest,
+    NotFound,
+    UnsupportedMediaType,
+)
 from confab.ids import is_valid_id
 from confab.rpc import RpcClient
+from confab_gateway import idempotency
 from confab_gateway.auth import Authenticator, Principal
 from confab_gateway.consistency import LastWrites
+from confab_gateway.errors import error_response
 from confab_gateway.ratelimit import RequestLimits
 
 AuthKind = Literal["admin", "api_key", "session", "public"]
@@ -55,6 +69,11 @@ class Endpoint:
     @property
     def path_params(self) -> list[str]:
         return _PATH_PARAM.findall(self.path)
+
+    @property
+    def idempotent(self) -> bool:
+        """Takes ``Idempotency-Key``: every POST of the tenant and widget APIs."""
+        return self.method == "POST" and self.auth in ("api_key", "session")
 
 
 @dataclass
@@ -167,10 +186,12 @@ def _view(
     body_decoder = msgspec.json.Decoder(endpoint.body) if endpoint.body else None
     params = endpoint.path_params
     ids = [p for p in params if p not in endpoint.raw_path_params]
+    idempotent = endpoint.idempotent
 
     async def view(request: web.Request) -> web.StreamResponse:
         principal = await auth.authenticate(endpoint.auth, request)
         limits.check(principal)
+        key = idempotency.key_of(request) if idempotent else None
         path = {p: request.match_info[p] for p in params}
         for name in ids:
             if not is_valid_id(path[name]):
@@ -180,6 +201,25 @@ def _view(
             call.query = parse_query(request, endpoint.query)
         if body_decoder is not None:
             call.body = await parse_body(request, body_decoder)
+        if key is None or principal is None:
+            return await run(call)
+        claims: idempotency.Claims = request.app["idempotency"]
+        claim = await claims.claim(
+            idempotency.scope_of(principal), key, await idempotency.fingerprint(request)
+        )
+        if isinstance(claim, web.Response):
+            return claim  # the first answer, replayed
+        try:
+            response = await run(call)
+        except ConfabError as exc:
+            response = error_response(exc)
+        except BaseException:
+            await claims.give_back(claim)
+            raise
+        await claims.answer(claim, response)
+        return response
+
+    async def run(call: Call) -> web.Response:
         result = await endpoint.handler(call)
         if result is None:
             return web.Response(status=204)

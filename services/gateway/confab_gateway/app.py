@@ -25,6 +25,7 @@ from confab_gateway.auth import Authenticator
 from confab_gateway.consistency import LastWrites
 from confab_gateway.errors import error_body, error_middleware
 from confab_gateway.health import platform_health
+from confab_gateway.idempotency import Claims
 from confab_gateway.ratelimit import RequestLimits, failed_authentications
 from confab_gateway.settings import GatewaySettings
 
@@ -43,7 +44,7 @@ def endpoints() -> list[Endpoint]:
     return [e for router in ROUTERS for e in router.endpoints]
 
 
-def build_app(service: Service, auth: Authenticator) -> web.Application:
+def build_app(service: Service, auth: Authenticator, claims: Claims) -> web.Application:
     assert isinstance(service.settings, GatewaySettings)
     app = web.Application(
         middlewares=[pages.cors_middleware, error_middleware],
@@ -52,6 +53,7 @@ def build_app(service: Service, auth: Authenticator) -> web.Application:
     app["fanout_ws_url"] = service.settings.fanout_ws_url
     app["stream_replicas"] = service.settings.stream_replicas
     app["auth"] = auth
+    app["idempotency"] = claims
     app["last_writes"] = LastWrites()
     limits = RequestLimits(service.settings)
     for router in ROUTERS:
@@ -85,9 +87,12 @@ async def setup(service: Service) -> None:
     )
     await auth.start(service.nc)
     service.on_stop(auth.stop)
+    claims = await Claims.open(
+        service.js, settings.gateway_idempotency_bucket, settings.stream_replicas
+    )
     limits = ClientLimits.from_settings(settings, settings.gateway_max_connections_per_address)
     runner = GuardedRunner(
-        build_app(service, auth),
+        build_app(service, auth, claims),
         Guard(limits, proxies, error_body),
         access_log=None,
         shutdown_timeout=10,
