@@ -13,8 +13,8 @@
   bytes received): reads of a body still short of it raise ``BodyTimeout`` (a
   ``TimeoutError``) in the handler, which answers 408; the connection then closes.
   A WebSocket upgrade has no body and is not timed.
-- **Idle keep-alive** (``http_idle_timeout``): aiohttp's own ``keepalive_timeout``,
-  which also closes a connection that never sends a request.
+- **Idle keep-alive** (``http_idle_timeout``): a connection with no request in
+  progress (none yet, or the last one answered) for this long is closed.
 - **Errors the parser finds** (a header line over 8,190 bytes, more than 128
   headers, a malformed request line) and anything that escapes a handler are
   answered in the service's JSON error body, not aiohttp's plain text.
@@ -23,8 +23,8 @@ aiohttp has no hook for the first two, so the runner makes its own ``Server``
 (same handler, request factory and options) whose connections are a
 ``RequestHandler`` subclass: ``data_received`` starts the header deadline, the
 request factory (a request has its headers) swaps it for the body deadline, and
-``finish_response`` ends it. One timer handle per connection; nothing per byte
-beyond two attribute checks.
+``finish_response`` starts the idle one. One timer handle per connection; nothing
+per byte beyond three attribute checks.
 """
 
 from __future__ import annotations
@@ -131,9 +131,23 @@ class Guard:
 
 
 class _Connection(RequestHandler):
-    """aiohttp's connection with the guard's deadlines and per-address count."""
+    """aiohttp's connection with the guard's deadlines and per-address count.
 
-    __slots__ = ("_busy", "_counted", "_guard", "_payload", "_refused", "_started", "_timer")
+    One timer at a time, by phase: ``idle`` (no request yet, or the last one is
+    answered), ``headers`` (a request's first bytes are in), ``body`` (its headers
+    are in, its body is not), or none while a handler works with the whole request.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_counted",
+        "_guard",
+        "_payload",
+        "_phase",
+        "_refused",
+        "_started",
+        "_timer",
+    )
 
     def __init__(self, manager: web.Server, guard: Guard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -143,6 +157,7 @@ class _Connection(RequestHandler):
         self._busy = False  # between a request's headers and the end of its response
         self._payload: StreamReader | None = None  # the body of the latest request
         self._started = 0.0
+        self._phase = ""
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -156,6 +171,7 @@ class _Connection(RequestHandler):
             transport.close()
             return
         super().connection_made(transport)
+        self._arm("idle", self._guard.limits.idle_timeout, self._idle)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._refused:
@@ -167,8 +183,8 @@ class _Connection(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._busy and self._timer is None and data and self._between_requests():
-            self._arm(self._guard.limits.header_timeout, self._headers_late)
+        if not self._busy and self._phase != "headers" and data and self._between_requests():
+            self._arm("headers", self._guard.limits.header_timeout, self._headers_late)
         super().data_received(data)
 
     def _between_requests(self) -> bool:
@@ -183,7 +199,7 @@ class _Connection(RequestHandler):
         self._payload = payload
         if not message.upgrade and not payload.is_eof():
             self._started = self._loop.time()
-            self._arm(self._guard.limits.body_timeout, self._body_check)
+            self._arm("body", self._guard.limits.body_timeout, self._body_check)
 
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
@@ -191,8 +207,8 @@ class _Connection(RequestHandler):
         try:
             return await super().finish_response(request, resp, start_time)
         finally:
-            self._cancel()
             self._busy = False
+            self._arm("idle", self._guard.limits.idle_timeout, self._idle)
 
     def handle_error(
         self,
@@ -226,17 +242,24 @@ class _Connection(RequestHandler):
 
     # -- deadlines ---------------------------------------------------------------------
 
-    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+    def _arm(self, phase: str, delay: float, callback: Callable[[], None]) -> None:
         self._cancel()
+        self._phase = phase
         self._timer = self._loop.call_later(delay, callback)
 
     def _cancel(self) -> None:
+        self._phase = ""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    def _idle(self) -> None:
+        self._cancel()
+        if not self._busy:
+            self.force_close()
+
     def _headers_late(self) -> None:
-        self._timer = None
+        self._cancel()
         transport = self.transport
         if self._busy or transport is None or transport.is_closing():
             return
@@ -244,14 +267,14 @@ class _Connection(RequestHandler):
         self.force_close()
 
     def _body_check(self) -> None:
-        self._timer = None
+        self._cancel()
         payload = self._payload
         if not self._busy or payload is None or payload.is_eof():
             return
         limits = self._guard.limits
         allowed = self._started + limits.body_timeout + payload.total_bytes / limits.body_min_rate
         if self._loop.time() < allowed:
-            self._timer = self._loop.call_at(allowed, self._body_check)
+            self._arm("body", allowed - self._loop.time(), self._body_check)
             return
         payload.set_exception(
             BodyTimeout(
@@ -298,7 +321,10 @@ class GuardedRunner(web.AppRunner):
     """``web.AppRunner`` whose connections are held to ``guard``'s limits."""
 
     def __init__(self, app: web.Application, guard: Guard, **kwargs: Any) -> None:
-        kwargs.setdefault("keepalive_timeout", guard.limits.idle_timeout)
+        # aiohttp's own idle timer closes a connection that has not finished its headers
+        # without a word; ours answer 408 first, so aiohttp's is set to fire after them.
+        limits = guard.limits
+        kwargs["keepalive_timeout"] = limits.idle_timeout + limits.header_timeout + 1
         super().__init__(app, **kwargs)
         self.guard = guard
 
