@@ -14,7 +14,6 @@ measures how fast anything happens.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -29,10 +28,10 @@ from confab_gateway import app as gateway_app
 from confab_gateway.settings import GatewaySettings
 from confab_infra.ports import free_port
 from confab_infra.testing import TestBackends
+from tests.rawhttp import DEADLINE, connect, one_answer, request, until_closed
 
 SLOW = "127.0.0.2"  # the slow clients' address; everyone else is 127.0.0.1
 CAP = 8
-DEADLINE = 30.0
 LIMITS = {
     "http_header_timeout": 2.0,
     "http_body_timeout": 2.0,
@@ -101,41 +100,11 @@ async def server(
             node.terminate()
 
 
-async def connect(
-    server: Server, address: str = "127.0.0.1"
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", server.port, local_addr=(address, 0))
-
-
-def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
-
-
-async def until_closed(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], Any]:
-    """Everything the server sends before it closes: one answer."""
-    raw = await asyncio.wait_for(reader.read(), DEADLINE)
-    status, headers, body = parse(raw)
-    return status, headers, json.loads(body) if body else None
-
-
-async def one_answer(reader: asyncio.StreamReader) -> int:
-    """The status of one answer on a kept-alive connection (read to its Content-Length)."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
-    status, headers, _ = parse(head)
-    await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), DEADLINE)
-    return status
-
-
 async def fast_get(server: Server, address: str = "127.0.0.1") -> int:
-    reader, writer = await connect(server, address)
-    writer.write(
-        f"GET {server.fast_path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
-    )
+    reader, writer = await connect(server.port, address)
+    writer.write(request("GET", server.fast_path, []))
     try:
-        return (await until_closed(reader))[0]
+        return (await until_closed(reader)).status
     finally:
         writer.close()
 
@@ -156,7 +125,7 @@ async def test_slow_connections_are_cut_off_and_capped_while_others_are_served(
 ) -> None:
     slow: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     for i in range(CAP):
-        reader, writer = await connect(server, SLOW)
+        reader, writer = await connect(server.port, SLOW)
         if i % 2 == 0:  # part of the headers
             writer.write(f"GET {server.fast_path} HTTP/1.1\r\nHost: t\r\nX-Slow: ".encode())
         else:  # the headers and part of the body
@@ -169,20 +138,20 @@ async def test_slow_connections_are_cut_off_and_capped_while_others_are_served(
     tricklers = [asyncio.create_task(trickle(writer)) for _, writer in slow[:2]]
     assert await fast_get(server) == 200  # the server has taken all 8 in by now
 
-    reader, writer = await connect(server, SLOW)
-    status, headers, body = await until_closed(reader)
+    reader, writer = await connect(server.port, SLOW)
+    over = await until_closed(reader)
     writer.close()
-    assert (status, server.error_code(body)) == (429, server.codes[429]), body
-    assert int(headers["retry-after"]) >= 1
+    assert (over.status, server.error_code(over.body)) == (429, server.codes[429]), over
+    assert int(over.headers["retry-after"]) >= 1
 
     answers = [await fast_get(server) for _ in range(20)]
     assert answers == [200] * 20
 
     for reader, writer in slow:
-        status, headers, body = await until_closed(reader)
+        cut = await until_closed(reader)
         writer.close()
-        assert (status, server.error_code(body)) == (408, server.codes[408]), body
-        assert "retry-after" not in headers
+        assert (cut.status, server.error_code(cut.body)) == (408, server.codes[408]), cut
+        assert "retry-after" not in cut.headers
 
     await asyncio.gather(*tricklers)
 
@@ -194,8 +163,8 @@ async def test_slow_connections_are_cut_off_and_capped_while_others_are_served(
 
 
 async def test_a_kept_alive_connection_that_sends_nothing_more_is_closed(server: Server) -> None:
-    reader, writer = await connect(server)
+    reader, writer = await connect(server.port)
     writer.write(f"GET {server.fast_path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-    assert await one_answer(reader) == 200
+    assert (await one_answer(reader)).status == 200
     assert await asyncio.wait_for(reader.read(), DEADLINE) == b""  # closed by the server
     writer.close()

@@ -8,9 +8,14 @@ import msgspec
 
 # -- bounds every request shares: the gateway, OpenAPI and the services check the same ---
 
-INT64_MAX = 2**63 - 1  # PostgreSQL bigint: a sequence or cursor beyond it cannot exist
+INT32_MAX = 2**31 - 1  # PostgreSQL integer
+INT64_MAX = 2**63 - 1  # PostgreSQL bigint
 PAGE_MAX = 100  # the most items one page of any list holds
-Seq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+# A conversation's own counter (messages, reads, history cursors); the read models keep it
+# as an integer, so a larger one cannot exist.
+Seq = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
+# A JetStream stream sequence (min_seq, the report queue's cursor); kept as a bigint.
+StreamSeq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=PAGE_MAX)]
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, Seq
+from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, StreamSeq
 
 # -- field types: the public API validates with these ---------------------------------
 
@@ -298,7 +298,7 @@ class GetUser(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = User
     workspace_id: str
     user_id: str
-    min_seq: Seq = 0
+    min_seq: StreamSeq = 0
 
 
 class EraseUser(Request, kw_only=True, frozen=True):

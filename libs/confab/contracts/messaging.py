@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, Seq
+from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, Seq, StreamSeq
 
 ConversationType = Literal["direct", "group"]
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
@@ -455,7 +455,7 @@ class ListConversations(Request, kw_only=True, frozen=True):
     user_id: str | None = None  # the tenant may list any user's; a widget only its own
     cursor: ConversationCursor | None = None
     limit: Limit = 50
-    min_seq: Seq = 0
+    min_seq: StreamSeq = 0
 
 
 class GetConversation(Request, kw_only=True, frozen=True):
@@ -464,7 +464,7 @@ class GetConversation(Request, kw_only=True, frozen=True):
     actor: Actor
     conversation_id: str
     limit: Limit = 50
-    min_seq: Seq = 0
+    min_seq: StreamSeq = 0
 
 
 class CheckParticipant(Request, kw_only=True, frozen=True):
@@ -474,7 +474,7 @@ class CheckParticipant(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = Ok
     actor: Actor
     conversation_id: str
-    min_seq: Seq = 0
+    min_seq: StreamSeq = 0
 
 
 class ListMessages(Request, kw_only=True, frozen=True):
@@ -485,7 +485,7 @@ class ListMessages(Request, kw_only=True, frozen=True):
     before: Seq | None = None
     after: Seq | None = None
     limit: Limit = 50
-    min_seq: Seq = 0
+    min_seq: StreamSeq = 0
 
 
 class GetMessage(Request, kw_only=True, frozen=True):
@@ -500,7 +500,7 @@ class GetMessage(Request, kw_only=True, frozen=True):
     actor: Actor
     conversation_id: str
     message_id: str
-    min_seq: Seq = 0
+    min_seq: StreamSeq = 0
 
 
 class ListEvents(Request, kw_only=True, frozen=True):

@@ -108,7 +108,8 @@ Every request is held to these limits; breaking one is a 4xx with the error body
   within CONFAB_HTTP_BODY_TIMEOUT seconds (30) plus one per CONFAB_HTTP_BODY_MIN_RATE bytes
   (50,000) received (408, connection closed). One address may hold
   CONFAB_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS connections (1024; more: 429).
-- Sequence numbers and cursors are within 64 bits; a page holds at most 100 items.
+- A conversation's seq (history cursors, read receipts) is within 32 bits and a report
+  cursor within 64, as the read models keep them (422); a page holds at most 100 items.
 """
 
 
