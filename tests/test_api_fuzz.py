@@ -39,7 +39,8 @@ CASES = int(os.environ.get("CONFAB_FUZZ_CASES", "25"))
 REPORT = os.environ.get("CONFAB_FUZZ_REPORT", "")
 EXTERNAL = os.environ.get("CONFAB_FUZZ_STACK", "")
 
-# operation -> status -> count, over the whole module
+# operation -> status -> count, over the whole module (its cases include other methods on
+# the operation's path, which must be 405)
 statuses: defaultdict[str, Counter[int]] = defaultdict(Counter)
 
 
@@ -79,21 +80,31 @@ def credentials(target: tuple[str, dict[str, str]]) -> dict[str, dict[str, str]]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report() -> Iterator[None]:
+def report(pytestconfig: pytest.Config) -> Iterator[None]:
+    """At the end: one line of figures on the terminal, and the whole report if asked."""
     yield
-    if REPORT and statuses:
-        operations = {name: dict(sorted(seen.items())) for name, seen in sorted(statuses.items())}
-        total = sum(sum(seen.values()) for seen in statuses.values())
-        server_errors = sum(n for seen in statuses.values() for s, n in seen.items() if s >= 500)
-        summary = {
-            "cases_per_operation": CASES,
-            "operations": len(operations),
-            "cases": total,
-            "server_errors": server_errors,
-            "statuses": dict(sorted(sum(statuses.values(), Counter()).items())),
-            "by_operation": operations,
-        }
-        Path(REPORT).write_text(json.dumps(summary, indent=2) + "\n")
+    if not REPORT or not statuses:
+        return
+    operations = {name: dict(sorted(seen.items())) for name, seen in sorted(statuses.items())}
+    every: Counter[int] = sum(statuses.values(), Counter())
+    summary = {
+        "cases_per_operation": CASES,
+        "operations": len(operations),
+        "cases": every.total(),
+        "server_errors": sum(n for status, n in every.items() if status >= 500),
+        "statuses": dict(sorted(every.items())),
+        "by_operation": operations,
+    }
+    Path(REPORT).write_text(json.dumps(summary, indent=2) + "\n")
+    terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    if terminal is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(
+                f"\nfuzz: {summary['cases']} cases over {summary['operations']} operations "
+                f"({CASES} generated per operation), {summary['server_errors']} server errors; "
+                f"statuses {summary['statuses']}; report: {REPORT}"
+            )
 
 
 # The document the gateway serves is generated from code, so it is known at collection time;
@@ -123,7 +134,7 @@ def test_no_server_errors_and_documented_answers(
 ) -> None:
     headers = next(h for prefix, h in credentials.items() if case.path.startswith(prefix))
     response = case.call(base_url=target[0], headers=headers)
-    statuses[f"{case.method} {case.path}"][response.status_code] += 1
+    statuses[case.operation.label][response.status_code] += 1
     case.validate_response(
         response,
         headers=headers,
