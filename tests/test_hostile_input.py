@@ -178,6 +178,14 @@ GATEWAY_CASES: dict[str, tuple[str, str, str, list[bytes], bytes, int, str]] = {
         "admin", "GET", "/api/admin/workspaces?limit=" + str(2**64), [], b"", 422,
         "invalid_request",
     ),
+    "gzip that is not gzip": (
+        "tenant", "POST", USERS, [JSON, b"Content-Encoding: gzip"], b"not gzip at all", 400,
+        "invalid_request",
+    ),
+    "deflate that is not deflate": (
+        "widget", "POST", MESSAGES, [JSON, b"Content-Encoding: deflate"], b"not deflate", 400,
+        "invalid_request",
+    ),
     "a header line over 8,190 bytes": (
         "tenant", "GET", USERS + "/usr_x", [b"X-Padding: " + b"a" * 9000], b"", 400,
         "invalid_request",
@@ -272,6 +280,7 @@ FANOUT_CASES: dict[str, tuple[list[bytes], bytes, int]] = {
     "2**63 in data": (
         [JSON], b'{"name":"a","channel":"c","data":{"n":' + BEYOND_64_BITS + b"}}", 400
     ),
+    "gzip that is not gzip": ([JSON, b"Content-Encoding: gzip"], b"not gzip at all", 400),
     "latin-1": (
         [b"Content-Type: application/json; charset=latin-1"],
         b'{"name":"a","channel":"c","data":"x"}', 415,

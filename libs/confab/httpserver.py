@@ -16,8 +16,10 @@
 - **Idle keep-alive** (``http_idle_timeout``): a connection with no request in
   progress (none yet, or the last one answered) for this long is closed.
 - **Errors the parser finds** (a header line over 8,190 bytes, more than 128
-  headers, a malformed request line) and anything that escapes a handler are
-  answered in the service's JSON error body, not aiohttp's plain text.
+  headers, a malformed request line or chunk) and anything that escapes a handler
+  are answered in the service's JSON error body, not aiohttp's plain text. A body
+  whose compression is malformed raises one of ``UNREADABLE_BODY`` where the
+  handler reads it; the services answer 400.
 
 aiohttp has no hook for the first two, so the runner makes its own ``Server``
 (same handler, request factory and options) whose connections are a
@@ -36,7 +38,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http import RawRequestMessage
+from aiohttp.http import HttpProcessingError, RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
@@ -51,6 +53,13 @@ MAX_LINE_BYTES = 8190
 MAX_HEADERS = 128
 
 ErrorBody = Callable[[int, str], bytes]  # (status, message) -> the service's JSON error body
+
+
+# What reading a body raises when its chunked encoding or its compression is malformed.
+UNREADABLE_BODY: tuple[type[Exception], ...] = (web.RequestPayloadError, HttpProcessingError)
+UNREADABLE_MESSAGE = (
+    "The request body could not be read: its chunked encoding or compression is malformed."
+)
 
 
 class BodyTimeout(TimeoutError):
@@ -227,8 +236,8 @@ class _Connection(RequestHandler):
             text = "Something went wrong on our side."
         else:
             text = (
-                "The request line or headers are malformed or too long (at most "
-                f"{MAX_LINE_BYTES} bytes a line and {MAX_HEADERS} headers)."
+                "The request is malformed (its request line, a header or its chunked body) "
+                f"or too long (a line over {MAX_LINE_BYTES} bytes, or over {MAX_HEADERS} headers)."
             )
         if request.writer.output_size > 0:
             raise ConnectionError("the response had started; it cannot become an error")

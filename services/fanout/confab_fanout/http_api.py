@@ -26,7 +26,14 @@ from aiohttp import web
 from confab import inbound
 from confab.addresses import TrustedProxies
 from confab.errors import Unavailable
-from confab.httpserver import BodyTimeout, ClientLimits, Guard, GuardedRunner
+from confab.httpserver import (
+    UNREADABLE_BODY,
+    UNREADABLE_MESSAGE,
+    BodyTimeout,
+    ClientLimits,
+    Guard,
+    GuardedRunner,
+)
 from confab_fanout import auth, protocol
 from confab_fanout.apps import App
 from confab_fanout.fanout import Fanout
@@ -103,6 +110,10 @@ class HttpApi:
                 result = await handler(request, app, body)
             except BodyTimeout as exc:
                 response = _error_response(ApiError(408, exc.message))
+                response.force_close()
+                return response
+            except UNREADABLE_BODY:
+                response = _error_response(ApiError(400, UNREADABLE_MESSAGE))
                 response.force_close()
                 return response
             except ApiError as exc:

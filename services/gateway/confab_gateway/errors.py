@@ -24,7 +24,7 @@ from confab.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from confab.httpserver import BodyTimeout
+from confab.httpserver import UNREADABLE_BODY, UNREADABLE_MESSAGE, BodyTimeout
 from confab.logging import bound_contextvars, get_logger
 
 log = get_logger("confab.gateway")
@@ -90,6 +90,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 response = error_response(exc)
             except BodyTimeout as exc:
                 response = error_response(RequestTimeout(exc.message))
+                response.force_close()
+            except UNREADABLE_BODY:
+                response = error_response(BadRequest(UNREADABLE_MESSAGE))
                 response.force_close()
             except web.HTTPMethodNotAllowed as exc:
                 allowed = ", ".join(sorted(exc.allowed_methods))
