@@ -1,5 +1,8 @@
 """Attachments end to end: upload through the gateway, ingest by media into the embedded S3,
-download through presigned URLs, clean-up on deletion, bad input, and a media crash."""
+download through presigned URLs, inert objects (images re-encoded, everything else a
+download), uploads private until attached, clean-up on deletion, bad input, and a media
+crash. The purge of uploads nobody attaches is tested with a short TTL in
+``services/media/tests/test_media_service.py``."""
 
 from __future__ import annotations
 
@@ -162,8 +165,23 @@ async def upload(
 
 async def fetch(http: aiohttp.ClientSession, url: str) -> tuple[int, bytes, str]:
     """A presigned URL, fetched as a browser would: no credentials of ours."""
+    status, data, headers = await fetch_with_headers(http, url)
+    return status, data, headers.get("Content-Type", "")
+
+
+async def fetch_with_headers(
+    http: aiohttp.ClientSession, url: str
+) -> tuple[int, bytes, dict[str, str]]:
     async with http.get(url) as response:
-        return response.status, await response.read(), response.headers.get("Content-Type", "")
+        return response.status, await response.read(), dict(response.headers)
+
+
+def same_picture(a: bytes, b: bytes) -> bool:
+    with Image.open(io.BytesIO(a)) as first, Image.open(io.BytesIO(b)) as second:
+        return (
+            first.size == second.size
+            and first.convert("RGBA").tobytes() == second.convert("RGBA").tobytes()
+        )
 
 
 async def live_uploads(nc: Any) -> list[str]:
@@ -210,7 +228,7 @@ async def test_attachments_round_trip_through_presigned_urls(
     }
     assert (uploads["png"]["width"], uploads["png"]["height"]) == (640, 480)
     assert (uploads["jpeg"]["width"], uploads["jpeg"]["height"]) == (600, 800)  # upright
-    assert uploads["png"]["size"] == len(png) and uploads["text"]["size"] == len(TEXT)
+    assert uploads["text"]["size"] == len(TEXT)  # the PNG is media's own encoding
     assert uploads["jpeg"]["filename"] == "holiday photo.jpg"
     assert uploads["pdf"]["thumbnail_url"] is None and uploads["png"]["thumbnail_url"]
 
@@ -228,10 +246,13 @@ async def test_attachments_round_trip_through_presigned_urls(
     (seen,) = [m for m in page["data"] if m["id"] == message["id"]]
     got = {a["id"]: a for a in seen["attachments"]}
     assert list(got) == ids
-    for name, original in (("png", png), ("pdf", PDF), ("text", TEXT)):
+    for name, original in (("pdf", PDF), ("text", TEXT)):
         status, data, content_type = await fetch(http, got[uploads[name]["id"]]["url"])
         assert status == 200 and data == original, name
         assert content_type.startswith(uploads[name]["content_type"])
+    status, data, content_type = await fetch(http, got[uploads["png"]["id"]]["url"])
+    assert status == 200 and content_type == "image/png" and same_picture(data, png)
+    assert len(data) == uploads["png"]["size"]
     status, served, _ = await fetch(http, got[uploads["jpeg"]["id"]]["url"])
     assert status == 200
     image = Image.open(io.BytesIO(served))
@@ -285,6 +306,66 @@ async def test_attachments_round_trip_through_presigned_urls(
     assert s3.keys(world.id) == [k for k in stored if extra["id"] in k]
     assert (await bob_w.get(f"/api/widget/attachments/{ids[0]}"))[0] == 404
     assert await live_uploads(nc) == []
+
+
+HTML_PAGE = b"<!doctype html><html><body><script>alert(document.domain)</script></body></html>\n"
+
+
+async def test_attachments_are_inert_and_private_until_attached(
+    world: World, http: aiohttp.ClientSession, s3: Bucket
+) -> None:
+    ann, ann_w = await world.user("Ann")
+    bob, bob_w = await world.user("Bob")
+    cid = await world.conversation(ann, bob)
+    png = png_bytes((64, 48))
+    status, picture = await upload(ann_w, cid, png + HTML_PAGE, "cat.png")
+    assert status == 201, picture
+    status, page = await upload(ann_w, cid, HTML_PAGE, "page.html")
+    assert status == 201, page
+    assert (page["content_type"], page["filename"]) == ("text/plain", "page.html.txt")
+    status, pdf = await upload(ann_w, cid, PDF, "lease.pdf")
+    assert status == 201, pdf
+
+    # The picture is shown inline as media's encoding of its pixels: the page is gone.
+    status, data, headers = await fetch_with_headers(http, picture["url"])
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert headers["Content-Disposition"].startswith('inline; filename="cat.png"')
+    assert HTML_PAGE not in data and b"<script>" not in data
+    assert data.endswith(b"IEND\xaeB`\x82") and same_picture(data, png)
+    assert picture["size"] == len(data) < len(png + HTML_PAGE)
+    status, _, headers = await fetch_with_headers(http, picture["thumbnail_url"])
+    assert (status, headers["Content-Type"]) == (200, "image/jpeg")
+    # Everything else is a download, under a name that says what it is.
+    for item, served_type, name in (
+        (page, "text/plain; charset=utf-8", "page.html.txt"),
+        (pdf, "application/pdf", "lease.pdf"),
+    ):
+        status, data, headers = await fetch_with_headers(http, item["url"])
+        assert status == 200 and headers["Content-Type"] == served_type
+        assert headers["Content-Disposition"].startswith(f'attachment; filename="{name}"')
+    # The stored objects say the same to a read that names no headers.
+    for item, disposition in ((picture, "inline"), (page, "attachment"), (pdf, "attachment")):
+        (key,) = [k for k in s3.keys(world.id) if f"/{item['id']}." in k and ".thumb." not in k]
+        stat = s3.client.stat_object(s3.name, key)
+        assert (stat.metadata or {})["Content-Disposition"].startswith(disposition + ";")
+
+    # Until a message attaches them, uploads are their uploader's alone.
+    url = "/api/widget/attachments/{}"
+    for item in (picture, page, pdf):
+        status, body = await bob_w.get(url.format(item["id"]))
+        assert (status, body["error"]["code"]) == (404, "not_found")
+        status, body = await ann_w.get(url.format(item["id"]))
+        assert status == 200 and body["id"] == item["id"]
+    status, message = await ann_w.post(
+        f"/api/widget/conversations/{cid}/messages",
+        {"content": "look", "attachment_ids": [picture["id"], page["id"]]},
+    )
+    assert status == 201, message
+    for reader in (bob_w, ann_w):  # at once, without waiting: media follows the message
+        for item in (picture, page):
+            status, body = await reader.get(url.format(item["id"]))
+            assert status == 200 and body["id"] == item["id"], body
+    assert (await bob_w.get(url.format(pdf["id"])))[0] == 404  # still not attached
 
 
 async def test_bad_uploads_get_the_documented_errors_and_leave_nothing_behind(

@@ -236,7 +236,7 @@ async def test_who_may_do_what(
 
     assert (await world.tenant.post(f"/api/v1/users/{bob['id']}/ban"))[0] == 200
     status, body = await bob_w.post(f"{base}/messages", {"content": "banned?"})
-    assert (status, body["error"]["code"]) == (403, "forbidden")
+    assert (status, body["error"]["code"]) == (403, "banned")
     assert (await bob_w.get(f"{base}/messages"))[0] == 200  # still reads
     assert (await world.tenant.delete(f"/api/v1/users/{bob['id']}/ban"))[0] == 200
     await send(bob_w, cid, "back")

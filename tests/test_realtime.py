@@ -154,11 +154,22 @@ async def test_what_one_widget_does_reaches_the_other(
     deleted = await driver.wait(id="bob", type="event", channel=conv, event="message.deleted")
     assert deleted["data"] == {"id": bye["id"], "seq": bye["seq"], "event_seq": bye["seq"] + 1}
 
-    # Everything numbered Bob saw live is what the recovery endpoint says, in order.
+    # Everything numbered Bob saw live, the recovery endpoint gives again, in order; each
+    # message as it is now (what history shows): the edited one with its edit and
+    # reactions, the deleted one as its tombstone.
     status, history = await bob_w.get(f"{base}/events", params={"after": 1})
     assert status == 200
     live = [(r["event"], r["data"]) for r in numbered(driver, "bob", conv)]
-    assert live == [(e["event"], e["data"]) for e in history["data"]]
+    replay = [(e["event"], e["data"]) for e in history["data"]]
+    assert [(n, d["event_seq"]) for n, d in live] == [(n, d["event_seq"]) for n, d in replay]
+    now = {d["id"]: d for n, d in live if n in ("message.created", "message.updated")}
+    for (name, data), (_, seen) in zip(replay, live, strict=True):
+        if name not in ("message.created", "message.updated"):
+            assert data == seen
+        elif data["id"] == bye["id"]:
+            assert (data["content"], data["deleted"]) == ("", True)
+        else:
+            assert {**data, "event_seq": 0} == {**now[data["id"]], "event_seq": 0}
 
     # A new conversation reaches each participant's user channel.
     group = await world.conversation(bob, ann, kind="group")

@@ -49,6 +49,13 @@ class Forbidden(ConfabError):
     default_message = "You are not allowed to do this."
 
 
+class Banned(Forbidden):
+    """The user is banned from the workspace: nothing they try to do is done."""
+
+    code = "banned"
+    default_message = "You are banned from this workspace."
+
+
 class NotFound(ConfabError):
     code = "not_found"
     status = 404
@@ -103,6 +110,7 @@ ERRORS_BY_CODE: dict[str, type[ConfabError]] = {
         InvalidRequest,
         Unauthorized,
         Forbidden,
+        Banned,
         NotFound,
         Conflict,
         PayloadTooLarge,

@@ -1,38 +1,27 @@
-"""Real-time channels and payloads: what a conversation event looks like to a widget. Pure.
+"""Real-time channels, event names, people and small payloads; Pusher signatures. Pure.
 
-The one place that says how a message, a conversation and each real-time event
-are rendered (``api.md``, "Message object" and "Real-time events"), for every
-service that renders them: the fanout renders live events straight from the
-stored events (the read model lags them), and messaging renders the same
-objects for its replies and the payloads it keeps for recovery (``ListEvents``).
+What every service agrees on about the real-time path (``api.md``, "Real-time
+events"): the channel of each kind of event, its name, how a person is shown
+(by their current profile; an erased user is "Deleted user", one nobody knows
+"Unknown user"), and the payloads of the small events. Messages and the
+timeline are folded and rendered by ``confab.conversation``.
 
-- Hidden or deleted messages are tombstones: content ``""``, no attachments,
-  ``deleted: true``.
-- People are shown by their current profile; an erased user is "Deleted user",
-  one nobody knows "Unknown user".
-- Every conversation event's data carries ``event_seq``, the conversation's
-  gap-free counter, so a client can notice a gap and ask for what it missed.
-  ``user.typing`` is not stored and has none.
+Every conversation event's data carries ``event_seq``, the conversation's
+gap-free counter, so a client can notice a gap and ask for what it missed.
+``user.typing`` is not stored and has none.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
 
 from confab.contracts.messaging import (
-    Attachment,
-    Conversation,
-    ConversationCreated,
-    Message,
-    MessagePosted,
     Participant,
-    ReactionSummary,
     Sender,
 )
 
@@ -126,119 +115,11 @@ def participant(user_id: str, last_read_seq: int, profile: ProfileLike | None) -
     return Participant(id=user_id, name=name, avatar_url=avatar, last_read_seq=last_read_seq)
 
 
-# -- messages ------------------------------------------------------------------------------
-
-Row = Mapping[str, Any]  # a ``messages`` row, or a dict shaped like one (``posted_row``)
-
-
-def reactions(pairs: Iterable[tuple[str, str]], viewer: str | None) -> dict[str, ReactionSummary]:
-    """``{emoji: {count, me}}`` from (emoji, user) pairs in the order they were added;
-    emojis in order of first use."""
-    counts: dict[str, int] = {}
-    mine: set[str] = set()
-    for emoji, user_id in pairs:
-        counts[emoji] = counts.get(emoji, 0) + 1
-        if user_id == viewer:
-            mine.add(emoji)
-    return {emoji: ReactionSummary(count=n, me=emoji in mine) for emoji, n in counts.items()}
-
-
-def attachment_ids(row: Row) -> list[str]:
-    """The attachments a message shows: none once it is deleted or hidden."""
-    if row["deleted"] or row["hidden"]:
-        return []
-    return list(row["attachment_ids"] or ())
-
-
-def message(
-    row: Row,
-    pairs: Iterable[tuple[str, str]],
-    viewer: str | None,
-    author: Sender | None,
-    attachments: Mapping[str, Attachment] | None = None,
-) -> Message:
-    """The public message object. ``attachments`` has the objects (with fresh URLs) of
-    the row's attachment ids; one that is missing (deleted by media) is left out."""
-    gone = bool(row["deleted"] or row["hidden"])
-    found = attachments or {}
-    return Message(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        seq=row["seq"],
-        sender=author,
-        content="" if gone else row["content"],
-        attachments=[found[i] for i in attachment_ids(row) if i in found],
-        reply_to=row["reply_to"],
-        metadata=dict(row["metadata"] or {}),
-        reactions=reactions(pairs, viewer),
-        created_at=row["created_at"],
-        edited_at=row["edited_at"],
-        deleted=gone,
-        client_msg_id=row["client_msg_id"],
-    )
-
-
-def posted_row(event: MessagePosted, stream_seq: int = 0) -> dict[str, Any]:
-    """The row a ``message.posted`` event makes (messaging's ``messages`` table shape)."""
-    return {
-        "id": event.message_id,
-        "conversation_id": event.conversation_id,
-        "seq": event.seq,
-        "sender_id": event.sender_id,
-        "content": event.content,
-        "metadata": dict(event.metadata),
-        "attachment_ids": list(event.attachment_ids),
-        "reply_to": event.reply_to,
-        "client_msg_id": event.client_msg_id,
-        "created_at": event.at,
-        "edited_at": None,
-        "deleted": False,
-        "hidden": False,
-        "version": event.seq,
-        "stream_seq": stream_seq,
-    }
-
-
-# -- conversations -------------------------------------------------------------------------
-
-
-def created_conversation(
-    event: ConversationCreated, profiles: Mapping[str, ProfileLike]
-) -> Conversation:
-    """The conversation object right after ``conversation.created``."""
-    return Conversation(
-        id=event.conversation_id,
-        type=event.kind,
-        title=event.title,
-        metadata=dict(event.metadata),
-        participants=[participant(uid, 0, profiles.get(uid)) for uid in event.participant_ids],
-        last_message=None,
-        unread_count=0,
-        last_seq=event.seq,
-        created_at=event.at,
-        last_activity_at=event.at,
-    )
-
-
 # -- payloads (JSON-ready: times as RFC 3339 strings) ----------------------------------------
 
 
 def plain(value: Any) -> Any:
     return msgspec.to_builtins(value)
-
-
-def message_payload(message_: Message, event_seq: int) -> dict[str, Any]:
-    """``message.created`` / ``message.updated``: the message object (reactions' ``me`` false)."""
-    data: dict[str, Any] = plain(message_)
-    data["event_seq"] = event_seq
-    return data
-
-
-def conversation_payload(conversation: Conversation, event_seq: int) -> dict[str, Any]:
-    """``conversation.created`` on each participant's ``private-user.{id}``."""
-    data: dict[str, Any] = plain(conversation)
-    data["event_seq"] = event_seq
-    return data
 
 
 def deleted_payload(message_id: str, seq: int, event_seq: int) -> dict[str, Any]:

@@ -2,13 +2,24 @@
 
 One subject per attachment in ``MEDIA``: ``media.evt.<workspace>.<attachment>``.
 An attachment exists once ``attachment.stored`` is in the log (its objects are
-in the bucket by then) and stops existing at ``attachment.deleted`` (its
-objects are removed before that is appended).
+in the bucket by then) and stops existing at ``attachment.deleted``. It is
+*attached* at ``attachment.attached``, which media appends when it sees the
+``message.posted`` that names it (one message, once).
+
+Until it is attached an upload is its uploader's alone: ``GetAttachments``
+with a ``reader_id`` leaves it out for anyone else. An upload not attached
+within media's TTL (``CONFAB_MEDIA_UPLOAD_TTL_SECONDS``) can no longer be
+attached, and is purged a grace period later: ``attachment.deleted`` with
+reason ``upload_expired`` is appended first (a decision that loses to an
+``attachment.attached`` appended meanwhile), then its objects are removed. A
+deletion for any other reason removes the objects before appending.
 
 The gateway streams an upload into the JetStream object store ``uploads``
 (temporary: ``UPLOAD_TTL_SECONDS``) under the attachment's id, then asks
 media to ingest it (``IngestUpload``). Media alone talks to object storage;
-others get short-lived presigned URLs from it (``GetAttachments``).
+others get short-lived presigned URLs from it (``GetAttachments``). An image
+is served inline only if media re-encoded it from its pixels
+(``AttachmentStored.reencoded``); every other object is served as a download.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from confab.contracts.base import Event, Reply, Request
 from confab.contracts.messaging import Attachment
 
 UPLOADS_BUCKET = "uploads"
-UPLOAD_TTL_SECONDS = 3600  # an upload the gateway never handed over disappears after this
+UPLOAD_TTL_SECONDS = 3600  # a temporary upload the gateway never handed over goes after this
 UPLOAD_CHUNK_BYTES = 128 * 1024
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 FILENAME_MAX = 255
@@ -40,7 +51,7 @@ Filename = Annotated[
 ]
 FILENAME_RULE = "must be a plain file name: no path separators or control characters"
 
-DeleteReason = Literal["message_deleted", "ingest_abandoned"]
+DeleteReason = Literal["message_deleted", "ingest_abandoned", "upload_expired"]
 
 
 def subject(workspace_id: str, attachment_id: str) -> str:
@@ -65,6 +76,20 @@ class AttachmentStored(Event, kw_only=True, frozen=True):
     thumbnail_key: str | None = None
     thumbnail_content_type: str | None = None
     sha256: str  # hex, of the object served
+    at: datetime
+    # An image media encoded afresh from its pixels (nothing else of the upload's bytes
+    # survives): the only objects served inline. Absent (False) in events of older builds.
+    reencoded: bool = False
+
+
+class AttachmentAttached(Event, kw_only=True, frozen=True):
+    """A message of the attachment's conversation, sent by its uploader, names it."""
+
+    type = "attachment.attached"
+    workspace_id: str
+    attachment_id: str
+    conversation_id: str
+    message_id: str
     at: datetime
 
 
@@ -129,7 +154,10 @@ class GetAttachments(Request, kw_only=True, frozen=True):
     """Stored attachments of a workspace with fresh URLs; unknown or deleted ids are left out.
 
     ``conversation_id`` and ``uploader_id``, when given, leave out the
-    attachments of another conversation or uploader.
+    attachments of another conversation or uploader. ``reader_id``, when given,
+    leaves out uploads not attached to a message yet unless ``reader_id``
+    uploaded them. With ``uploader_id`` or ``reader_id``, uploads past their
+    TTL and still not attached are left out too (they can no longer be attached).
     """
 
     subject: ClassVar[str] = "media.q.get_attachments"
@@ -138,3 +166,4 @@ class GetAttachments(Request, kw_only=True, frozen=True):
     attachment_ids: Annotated[list[str], msgspec.Meta(max_length=1000)]
     conversation_id: str | None = None
     uploader_id: str | None = None
+    reader_id: str | None = None

@@ -250,18 +250,6 @@ class EventList(Reply, kw_only=True, frozen=True):
     next_cursor: str | None = None
 
 
-class MessageRecord(Reply, kw_only=True, frozen=True):
-    """A message as the read model has it, for services that keep it current from events."""
-
-    message: Message
-    # Its reactions as (emoji, user_id), in the order they were added.
-    reactions: list[tuple[str, str]] = []
-    # A hidden message shows nothing (content "", no attachments); a restore shows these.
-    hidden: bool = False
-    hidden_content: str | None = None
-    attachment_ids: list[str] = []
-
-
 class MessageSaved(Reply, kw_only=True, frozen=True):
     message: Message
     created: bool  # False when a resend with the same client_msg_id returned the original
@@ -468,13 +456,17 @@ class GetConversation(Request, kw_only=True, frozen=True):
 
 
 class CheckParticipant(Request, kw_only=True, frozen=True):
-    """``Ok`` if the actor may see the conversation (a widget user: is a participant); else 404."""
+    """``Ok`` if the actor may see the conversation (a widget user: is a participant); else 404.
+
+    ``act``: the user is about to act in it (upload, subscribe to its channels):
+    a banned user is refused (403 ``banned``)."""
 
     subject: ClassVar[str] = "messaging.q.check_participant"
     reply: ClassVar[type[msgspec.Struct]] = Ok
     actor: Actor
     conversation_id: str
     min_seq: StreamSeq = 0
+    act: bool = False
 
 
 class ListMessages(Request, kw_only=True, frozen=True):
@@ -485,21 +477,6 @@ class ListMessages(Request, kw_only=True, frozen=True):
     before: Seq | None = None
     after: Seq | None = None
     limit: Limit = 50
-    min_seq: StreamSeq = 0
-
-
-class GetMessage(Request, kw_only=True, frozen=True):
-    """One message with its reactions, once the read model has applied ``min_seq``.
-
-    For the fanout, which renders ``message.updated`` from its own copy and asks
-    for a message it has not seen (an internal actor: ``key_id="fanout"``).
-    """
-
-    subject: ClassVar[str] = "messaging.q.get_message"
-    reply: ClassVar[type[msgspec.Struct]] = MessageRecord
-    actor: Actor
-    conversation_id: str
-    message_id: str
     min_seq: StreamSeq = 0
 
 

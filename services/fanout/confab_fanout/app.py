@@ -1,5 +1,10 @@
 """Wiring and start-up of the fanout service.
 
+The node (``Fanout``: sockets, channels, presence, cluster) is wired here to
+the parts that speak for the event log: the conversations it follows
+(``Feed``, from ``CONVERSATIONS`` through ``JetStreamLog``), the authority
+checks (``Gatekeeper``, fed by an ``IDENTITY`` follower) and ``confab:resume``.
+
 One port serves the Pusher WebSocket (``/app/{key}``), the Pusher HTTP API
 (``/apps/{app_id}/…``), ``/healthz`` and ``/metrics``. On SIGTERM the listener
 closes, every socket gets 4200 (clients reconnect to another node at once),
@@ -13,14 +18,19 @@ from typing import Any
 from aiohttp import web
 
 from confab.addresses import TrustedProxies
+from confab.authority import Follower
 from confab.contracts.fanout import GetWebhooks, SetWebhooks, WebhookConfig
 from confab.errors import NotFound
 from confab.ids import is_valid_id
 from confab.rpc import CallContext
 from confab.service import Service, StartupError, health_routes, run_service
 from confab_fanout import connection
+from confab_fanout.authority import Gatekeeper
 from confab_fanout.fanout import Fanout
+from confab_fanout.feed import Feed, JetStreamLog
 from confab_fanout.http_api import MAX_BODY_BYTES, HttpApi, guarded_runner
+from confab_fanout.profiles import ProfileCache
+from confab_fanout.resume import Resumer
 from confab_fanout.settings import FanoutSettings
 
 
@@ -51,8 +61,30 @@ async def setup(service: Service) -> None:
     except ValueError as exc:
         raise StartupError(str(exc)) from None
     keys = await service.key_ring()
-    fanout = Fanout(settings, service.nc, service.js, service.client, keys, proxies)
+    fanout = Fanout(settings, service.nc, service.js, service.client, proxies)
     await fanout.start()
+    feed = Feed(
+        service.nc,
+        fanout,
+        JetStreamLog(service.nc, service.js, keys),
+        ProfileCache(service.nc, service.client, settings.fanout_profile_cache, keys=keys),
+        keys=keys,
+        keep=settings.fanout_resume_max_events,
+        max_idle=settings.fanout_idle_conversations,
+        recheck=settings.fanout_recheck_interval,
+        recheck_window=settings.fanout_recheck_window,
+    )
+    gate = Gatekeeper(fanout, feed)
+    fanout.gate = gate
+    follower = Follower(service.js, "fanout", gate.handle)
+    await follower.start()  # before the first socket: it sees every change they live through
+    Resumer(
+        fanout,
+        feed,
+        settings.fanout_resume_max_events,
+        settings.fanout_send_buffer_bytes,
+    ).install()
+    await feed.start()
 
     async def check_cluster() -> str:
         view = fanout.presence.view
@@ -74,6 +106,8 @@ async def setup(service: Service) -> None:
     try:
         await site.start()
     except OSError as exc:
+        await feed.stop()
+        await follower.stop()
         await fanout.stop()
         raise StartupError(
             f"cannot listen on {settings.fanout_host}:{settings.fanout_port}: {exc.strerror}"
@@ -81,6 +115,8 @@ async def setup(service: Service) -> None:
 
     async def stop() -> None:
         await runner.cleanup()  # stops listening, then on_shutdown closes every socket
+        await feed.stop()
+        await follower.stop()
         await fanout.stop()
 
     service.on_stop(stop)

@@ -55,6 +55,7 @@ class Connection:
         "limit",
         "limiter",
         "ping_sent",
+        "principals",
         "resumes",
         "sock",
         "socket_id",
@@ -95,6 +96,8 @@ class Connection:
         self.joined_seqs: dict[str, int] | None = None
         # confab:resume asked for before subscribing: channel -> after_seq.
         self.resumes: dict[str, int] | None = None
+        # The users and sessions its authorizations named (``Fanout.bind``).
+        self.principals: set[str] = set()
 
     # -- writing (never blocks) ----------------------------------------------------------
 
@@ -186,6 +189,8 @@ class Connection:
                 return
 
     async def on_text(self, text: str) -> None:
+        if self.closing:
+            return  # being closed (its authority revoked, say): nothing more is taken from it
         frame = protocol.decode_frame(text)
         event = frame.event
         if event == "pusher:ping":
@@ -226,12 +231,13 @@ class Connection:
             self._refuse(name, "AuthError", "The connection is unauthorized.", 401)
             return
         user_id: str | None = None
+        session_id: str | None = None
         info = b"null"
         if kind is Kind.PRESENCE:
             member = self._presence_member(name, data.channel_data)
             if member is None:
                 return
-            user_id, info = member
+            user_id, session_id, info = member
         elif kind is Kind.USER and name != protocol.USER_CHANNEL_PREFIX + (self.user_id or ""):
             self._refuse(name, "AuthError", "Sign in as this user first.", 401)
             return
@@ -241,9 +247,19 @@ class Connection:
             try:
                 named = msgspec.json.decode(data.channel_data, type=protocol.ChannelData)
                 user_id = protocol.presence_user_id(named.user_id) or None
+                session_id = named.session_id
             except msgspec.DecodeError:
                 user_id = None
+        gate = self.fanout.gate
+        if gate is not None and kind in (Kind.PRIVATE, Kind.PRESENCE, Kind.ENCRYPTED):
+            refused = await gate.may_join(app.id, name, user_id, session_id)
+            if refused is not None:
+                self._refuse(name, "AuthError", refused, 403)
+                return
+            if self.closed or name in self.channels:
+                return  # gone, or subscribed meanwhile, while the log was asked
         joined = self.fanout.join(self, name, kind, user_id, info)
+        self.fanout.bind(self, user_id, session_id)
         reply = "{}"
         if kind is Kind.PRESENCE:
             assert user_id is not None
@@ -280,7 +296,9 @@ class Connection:
         )
         return False
 
-    def _presence_member(self, name: str, channel_data: str | None) -> tuple[str, bytes] | None:
+    def _presence_member(
+        self, name: str, channel_data: str | None
+    ) -> tuple[str, str | None, bytes] | None:
         settings = self.fanout.settings
         try:
             parsed = msgspec.json.decode(channel_data or "", type=protocol.ChannelData)
@@ -301,18 +319,24 @@ class Connection:
         ) >= settings.fanout_presence_max_members and not view.has_user(self.app.id, name, user_id):
             self._refuse(name, "LimitReached", "The presence channel is full.", 403)
             return None
-        return user_id, info
+        return user_id, parsed.session_id, info
 
     async def signin(self, data: protocol.SigninData) -> None:
         app = self.app
-        user_id = None
+        user_id = session_id = None
         if auth.check_user_auth(app.key, app.secret, self.socket_id, data.user_data, data.auth):
             try:
-                user_id = msgspec.json.decode(data.user_data, type=protocol.UserData).id
+                signed = msgspec.json.decode(data.user_data, type=protocol.UserData)
+                user_id, session_id = signed.id, signed.session_id
             except msgspec.DecodeError:
                 user_id = None
         if not user_id:
             await self.close(protocol.UNAUTHORIZED, "Invalid signin: bad signature or user_data")
+            return
+        gate = self.fanout.gate
+        refused = gate.refusal(app.id, user_id, session_id) if gate is not None else None
+        if refused is not None:
+            await self.close(protocol.UNAUTHORIZED, refused)
             return
         if self.user_id != user_id:
             limits = self.fanout.connection_limits
@@ -324,6 +348,7 @@ class Connection:
                 limits.sign_out(app.id, self.user_id)
                 await self.fanout.unsubscribe(self, protocol.USER_CHANNEL_PREFIX + self.user_id)
         self.user_id = user_id
+        self.fanout.bind(self, user_id, session_id)
         # Delivered to every socket signed in as the user, whether or not the
         # client subscribes to its #server-to-user channel (pusher-js does).
         name = protocol.USER_CHANNEL_PREFIX + user_id

@@ -1,5 +1,9 @@
 """The fanout node: sockets, channels, presence, cluster delivery and webhooks together.
 
+The domain feed (``feed.Feed``), ``confab:resume`` (``resume.Resumer``) and the
+authority checks (``authority.Gatekeeper``) are wired to it in ``app.py``; they
+see it only through the small protocols they declare (``Hub``, ``Sockets``).
+
 Injecting events into channels (for the HTTP API now, the event log later):
 
 - ``await fanout.publish(app_id, channels, event, data)`` from ONE node: this
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -26,25 +30,32 @@ from nats.js import JetStreamContext
 
 from confab.addresses import TrustedProxies
 from confab.logging import get_logger
-from confab.personal import KeyRing
 from confab.rpc import RpcClient
 from confab_fanout import protocol
 from confab_fanout.apps import AppRegistry
 from confab_fanout.channels import Channel, ChannelRegistry, Joined
 from confab_fanout.cluster import Broadcast, Cluster, Terminate
 from confab_fanout.connection import Connection
-from confab_fanout.feed import Feed
 from confab_fanout.limits import ConnectionLimits
 from confab_fanout.metrics import CHANNEL_EVENTS, CONNECTIONS, FRAMES
 from confab_fanout.presence import MEMBER_ADDED, MEMBER_REMOVED, Change, PresenceStore
 from confab_fanout.protocol import ClientFrame, Kind
-from confab_fanout.resume import Resumer
 from confab_fanout.settings import FanoutSettings
 from confab_fanout.webhooks import Webhooks
 
 log = get_logger("confab.fanout")
 
 Extension = Callable[[Connection, ClientFrame], Awaitable[None]]
+
+
+class Gate(Protocol):
+    """The authority checks (``authority.Gatekeeper``)."""
+
+    def refusal(self, app_id: str, user_id: str | None, session_id: str | None) -> str | None: ...
+
+    async def may_join(
+        self, app_id: str, channel: str, user_id: str | None, session_id: str | None
+    ) -> str | None: ...
 
 
 class Fanout:
@@ -54,7 +65,6 @@ class Fanout:
         nc: NATS,
         js: JetStreamContext,
         client: RpcClient,
-        keys: KeyRing | None = None,
         proxies: TrustedProxies | None = None,
     ) -> None:
         self.settings = settings
@@ -84,19 +94,14 @@ class Fanout:
             retry_for=settings.fanout_webhook_retry_for,
         )
         self.cluster: Cluster
-        self.feed = Feed(
-            self,
-            client,
-            message_cache=settings.fanout_message_cache,
-            profile_cache=settings.fanout_profile_cache,
-            keys=keys,
-        )
-        self.resumer = Resumer(self, client, settings.fanout_resume_max_events)
         # Client events outside Pusher's (e.g. "confab:resume"), by event name.
         self.extensions: dict[str, Extension] = {}
         # Called (synchronously) when a socket joins a channel, before the reply.
         self.join_hooks: list[Callable[[Connection, Channel], None]] = []
-        self.resumer.install()
+        # Who may join and act, from the log (``authority.Gatekeeper``; app.py sets it).
+        self.gate: Gate | None = None
+        # Sockets by the principals their authorizations named: (app, user or session).
+        self._by_principal: dict[tuple[str, str], set[Connection]] = {}
         self.closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -113,7 +118,6 @@ class Fanout:
         self.cluster = Cluster(self.nc, node_id, self._on_broadcast, self._on_terminate)
         await self.cluster.start()
         await self.webhooks.start()
-        await self.feed.start()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fanout-sweep")
         log.info("fanout_node_started", node=node_id)
 
@@ -135,8 +139,6 @@ class Fanout:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        with contextlib.suppress(Exception):
-            await self.feed.stop()
         with contextlib.suppress(Exception):
             await self.cluster.stop()
         await self.presence.stop()
@@ -244,6 +246,56 @@ class Fanout:
                     if announce is not None:
                         self.spawn(announce)
 
+    def send_away(self, app_id: str, names: Iterable[str], message: str) -> None:
+        """Close the channels' sockets with 4200: they reconnect and resume by seq."""
+        for name in names:
+            channel = self.channels.get(app_id, name)
+            for sock in list(channel.sockets) if channel is not None else ():
+                self.spawn(sock.close(protocol.RECONNECT, message))
+
+    # -- principals: who a socket acts for -------------------------------------------------
+
+    def bind(self, conn: Connection, user_id: str | None, session_id: str | None) -> None:
+        """Tie ``conn`` to the user and session an authorization named."""
+        app_id = conn.app.id
+        for owner in (user_id, session_id):
+            if owner is not None:
+                self._by_principal.setdefault((app_id, owner), set()).add(conn)
+                conn.principals.add(owner)
+
+    def sockets_of(
+        self, app_id: str, user_id: str | None, session_id: str | None
+    ) -> set[Connection]:
+        """This node's sockets tied to the user or to the session."""
+        found: set[Connection] = set()
+        for owner in (user_id, session_id):
+            if owner is not None:
+                found |= self._by_principal.get((app_id, owner), set())
+        return found
+
+    def revoke(self, conns: Iterable[Connection], code: int, message: str) -> None:
+        """Authority is gone: nothing more is written to or accepted from ``conns`` (at
+        once), they leave every channel, and they are closed with ``code``."""
+        for conn in list(conns):
+            if conn.closed:
+                continue
+            conn.closing = True  # no more frames from any channel
+            for name in list(conn.channels):
+                announce = self.leave(conn, name)
+                if announce is not None:
+                    self.spawn(announce)
+            self.spawn(conn.close(code, message))
+
+    def _unbind(self, conn: Connection) -> None:
+        app_id = conn.app.id
+        for owner in conn.principals:
+            found = self._by_principal.get((app_id, owner))
+            if found is not None:
+                found.discard(conn)
+                if not found:
+                    del self._by_principal[(app_id, owner)]
+        conn.principals.clear()
+
     def _on_broadcast(self, message: Broadcast) -> None:
         self.deliver_local(
             message.app_id,
@@ -278,6 +330,7 @@ class Fanout:
         if self.connections.pop(conn.socket_id, None) is None:
             return
         CONNECTIONS.dec()
+        self._unbind(conn)
         for name in list(conn.channels):
             await self.unsubscribe(conn, name)
 

@@ -1,83 +1,74 @@
-"""Domain events into channels: what each fanout node makes of the event log.
+"""The node's conversations, folded from the event log, and what they deliver.
 
-Every node core-subscribes to the stored conversation events as the
-``CONVERSATIONS`` stream re-publishes them (``live.conv.evt.<ws>.<conv>``, with
-``Nats-Sequence`` / ``Nats-Last-Sequence``) and to typing on core NATS
-(``ephemeral.<ws>.<conv>.typing``), and delivers to its own sockets only
-(``deliver_local``): every node receives every event, so ``publish`` would
-deliver twice.
+A fanout node keeps a ``ConversationView`` (``confab.conversation``, the fold
+every reader shares) of each conversation it has local subscribers for, with
+the last ``keep`` entries of its timeline. The view is loaded from the log
+itself (batched direct gets on the conversation's subject) when a socket first
+subscribes, and kept current by the stored events as ``CONVERSATIONS``
+re-publishes them (``live.conv.evt.<ws>.<conv>``, with ``Nats-Sequence`` and
+``Nats-Last-Sequence``). Nothing is asked of messaging or media: the view is
+what the log means now, so
 
-Payloads are rendered from the events themselves (``confab.realtime``), never
-from messaging's read model, which lags the live event:
+- a live frame renders its entry against the message as it is at that point
+  of the log (``conversation.payload``), and a replay (``confab:resume``) renders
+  each entry against the message as it is now: a since-deleted or hidden
+  message as its tombstone, an edited one with its current text, an erased
+  user's blank;
+- membership is a live fact: subscribing and resuming are checked against the
+  view, after a check with the stream's leader that the view has every event
+  stored on the conversation so far (``fresh``), so a removal that returned is
+  always seen;
+- a conversation's events are applied and delivered in stream order, one
+  conversation at a time: while one waits (for the log, or for a sender's
+  profile from identity), the ones after it wait behind it, and only those.
 
-- ``message.created`` from ``message.posted`` and the sender's profile
-  (``ProfileCache``), attachments with fresh URLs from media;
-- ``message.updated`` from this node's copy of the message (a bounded LRU of the
-  messages it rendered, kept current by edits, reactions, deletes and
-  moderation); a message it has not seen is asked of messaging (``GetMessage``
-  once the read model has this very event, so the answer already shows it);
-- the small ones (``message.deleted``, ``reaction.*``, ``message.read``,
-  ``participant.*``) straight from the event; ``conversation.created`` on each
-  participant's ``private-user.{id}``; ``user.typing`` from the typing subject.
+A stored event this node missed (``Nats-Last-Sequence`` is not the last sequence
+its view has; a NATS reconnect, a dropped message) is read from the log and
+delivered before the next one. A missed *last* event has no next one to reveal
+it: every ``recheck`` seconds the node asks the stream for the last sequence of
+each conversation with local subscribers and recent activity (one batched
+request), and of every conversation it follows after a reconnect or a dropped
+message; one found behind catches up. So a missed event reaches the sockets
+within ``recheck`` seconds plus one round trip of the stream having it.
 
-Only conversations with a subscriber on this node are rendered. A
-conversation's events are delivered in order: while one waits for a lookup,
-the ones after it wait behind it (and only those). A stored event this node
-missed (``Nats-Last-Sequence`` is not the last sequence it saw on the subject,
-e.g. after a NATS reconnect) is fetched from messaging (``ListEvents``) and
-delivered before the next one.
+If the log cannot be read for a while, the conversation's sockets are closed
+with 4200 (they reconnect, to this or another node, and resume by seq) and the
+view is dropped, to be loaded again by the next subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from typing import Any, Protocol
 
 import msgspec
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
-from confab import realtime
-from confab.contracts.media import AttachmentList, GetAttachments
+from confab import conversation, realtime
+from confab.bus import CONVERSATIONS
 from confab.contracts.messaging import (
-    Actor,
-    Attachment,
     ConversationCreated,
     ConversationEvent,
-    EventList,
-    GetMessage,
-    HistoryEvent,
-    ListEvents,
-    MessageDeleted,
-    MessageEdited,
-    MessageModerated,
     MessagePosted,
-    MessageRecord,
-    ParticipantAdded,
-    ParticipantRemoved,
-    ReactionAdded,
-    ReactionRemoved,
-    ReadMarked,
+    subject,
 )
-from confab.errors import ConfabError
+from confab.conversation import ConversationView, Entry
+from confab.errors import ConfabError, Unavailable
+from confab.eventlog import read_subject
 from confab.events import H_EVENT, H_SCHEMA, UnknownEvent, decode_event
 from confab.logging import get_logger
 from confab.personal import KeyRing
-from confab.realtime import Profile
-from confab.rpc import RpcClient
-from confab_fanout import protocol
+from confab_fanout.channels import ChannelRegistry
 from confab_fanout.metrics import DOMAIN_EVENTS
 from confab_fanout.profiles import ProfileCache
-
-if TYPE_CHECKING:
-    from confab_fanout.fanout import Fanout
-
-# Waits between attempts to fetch events this node missed, before giving up (~7.5 s).
-GAP_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 log = get_logger("confab.fanout.feed")
 
@@ -85,35 +76,19 @@ LIVE_CONVERSATIONS = "live.conv.evt.>"
 TYPING = "ephemeral.*.*.typing"
 H_SEQUENCE = "Nats-Sequence"
 H_LAST_SEQUENCE = "Nats-Last-Sequence"
-FANOUT_KEY_ID = "fanout"
-LAST_SEEN_MAX = 100_000  # conversations whose last stream sequence is remembered
-URL_MARGIN = 60.0  # attachment URLs this close to expiry are fetched again
-RECORD_URL_TTL = 300.0  # how long URLs that came with a GetMessage reply are trusted
+# Waits between attempts to read the log, before the conversation's sockets are sent away.
+READ_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
+RECHECK_BATCH = 256  # conversations per request for their last sequence
 
 _json = msgspec.json.Encoder().encode
 
 
-RENDERED = DOMAIN_EVENTS.labels("rendered")
-SKIPPED = DOMAIN_EVENTS.labels("skipped")
-
-
-def _deletes(event: ConversationEvent) -> bool:
-    return isinstance(event, MessageDeleted) or (
-        isinstance(event, MessageModerated) and event.action == "delete"
-    )
-
-
-def _restores(event: ConversationEvent) -> bool:
-    return isinstance(event, MessageModerated) and event.action == "restore"
-
-
-def internal_actor(workspace_id: str) -> Actor:
-    """The fanout acting for the tenant: may read any conversation of the workspace."""
-    return Actor(workspace_id=workspace_id, key_id=FANOUT_KEY_ID)
-
-
 def json_text(value: Any) -> str:
     return _json(value).decode()
+
+
+RENDERED = DOMAIN_EVENTS.labels("rendered")
+SKIPPED = DOMAIN_EVENTS.labels("skipped")
 
 
 class Typing(msgspec.Struct, frozen=True):
@@ -124,113 +99,228 @@ class Typing(msgspec.Struct, frozen=True):
 
 _typing = msgspec.json.Decoder(Typing)
 
-
-class Cached:
-    """A message as this node last rendered it: its row (``realtime.posted_row`` shape;
-    ``content`` None: unknown, a restore asks again), its reactions in the order
-    added, and its attachments with URLs until ``expires``."""
-
-    __slots__ = ("attachments", "expires", "reactions", "row")
-
-    def __init__(
-        self,
-        row: dict[str, Any],
-        reactions: dict[tuple[str, str], None],
-        attachments: dict[str, Attachment],
-        expires: float,
-    ) -> None:
-        self.row = row
-        self.reactions = reactions
-        self.attachments = attachments
-        self.expires = expires
-
-    def urls_fresh(self, now: float) -> bool:
-        return not self.row["attachment_ids"] or self.expires - URL_MARGIN > now
-
-    @classmethod
-    def from_record(cls, record: MessageRecord) -> Cached:
-        m = record.message
-        content = record.hidden_content if record.hidden else m.content
-        row = {
-            "id": m.id,
-            "conversation_id": m.conversation_id,
-            "seq": m.seq,
-            "sender_id": m.sender.id if m.sender is not None else None,
-            "content": content,
-            "metadata": dict(m.metadata),
-            "attachment_ids": list(record.attachment_ids) or [a.id for a in m.attachments],
-            "reply_to": m.reply_to,
-            "client_msg_id": m.client_msg_id,
-            "created_at": m.created_at,
-            "edited_at": m.edited_at,
-            "deleted": m.deleted and not record.hidden,
-            "hidden": record.hidden,
-        }
-        attachments = {a.id: a for a in m.attachments}
-        reactions = dict.fromkeys(tuple(p) for p in record.reactions)
-        # A hidden message came without its attachments: a restore asks media for them.
-        expires = 0.0 if record.hidden else time.time() + RECORD_URL_TTL
-        return cls(row, reactions, attachments, expires)
+Key = tuple[str, str]  # (workspace id, conversation id)
 
 
-@dataclass(slots=True)
-class Item:
-    workspace_id: str
-    conversation_id: str
-    event: ConversationEvent
-    stream_seq: int
-    # This node missed stored events of the conversation before this one: deliver
-    # those after this event seq first.
-    gap_after: int | None = None
+# -- what the feed needs of the rest of the node and of the log ------------------------------
 
 
-@dataclass(slots=True)
-class Fetched:
-    profiles: dict[str, Profile] = field(default_factory=dict)
-    message: Cached | None = None  # from GetMessage: already shows the item's event
-    attachments: tuple[dict[str, Attachment], float] | None = None
-    missed: list[HistoryEvent] = field(default_factory=list)
-    # The missed events could not be fetched: the channel's sockets must resume themselves.
-    gap_lost: bool = False
+class Hub(Protocol):
+    """Where entries go: this node's channels (``Fanout`` is one)."""
+
+    channels: ChannelRegistry
+
+    def deliver_seq(self, app_id: str, name: str, event: str, data: str, seq: int) -> int: ...
+
+    def deliver_local(self, app_id: str, channels: Iterable[str], event: str, data: str) -> int: ...
+
+    def let_go(self, app_id: str, names: Iterable[str], user_id: str, message: str) -> None: ...
+
+    def send_away(self, app_id: str, names: Iterable[str], message: str) -> None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+
+
+class ConversationLog(Protocol):
+    """The stored events of conversations (``JetStreamLog``; an in-memory one in tests)."""
+
+    def read(self, ws: str, conv: str, after: int) -> AsyncIterator[tuple[int, ConversationEvent]]:
+        """The events stored on the conversation after stream sequence ``after``, in order."""
+        ...
+
+    async def last(self, ws: str, conv: str) -> int:
+        """The stream sequence of the conversation's last stored event (0: none), as the
+        stream's leader has it."""
+        ...
+
+    async def lasts(self, keys: Sequence[Key]) -> dict[Key, int]:
+        """The last stream sequence of each conversation (possibly from a replica)."""
+        ...
+
+
+class JetStreamLog:
+    """``CONVERSATIONS`` through batched direct gets, sealed fields revealed."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, keys: KeyRing | None) -> None:
+        self.nc = nc
+        self.js = js
+        self.keys = keys
+
+    async def read(
+        self, ws: str, conv: str, after: int
+    ) -> AsyncIterator[tuple[int, ConversationEvent]]:
+        async for envelope in read_subject(self.nc, CONVERSATIONS.name, subject(ws, conv), after):
+            event = envelope.event
+            if not isinstance(event, ConversationEvent):
+                continue
+            if self.keys is not None and getattr(event, "sealed", None):
+                event = await self.keys.reveal(ws, event)
+            yield envelope.seq, event
+
+    async def last(self, ws: str, conv: str) -> int:
+        try:
+            # Not direct: a direct get may be served by a replica that lags the leader.
+            msg = await self.js.get_last_msg(CONVERSATIONS.name, subject(ws, conv), direct=False)
+        except NotFoundError:
+            return 0
+        return msg.seq or 0
+
+    async def lasts(self, keys: Sequence[Key]) -> dict[Key, int]:
+        subjects = {subject(ws, conv): (ws, conv) for ws, conv in keys}
+        out: dict[Key, int] = {}
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        try:
+            request = {"multi_last": list(subjects), "batch": len(subjects)}
+            await self.nc.publish(
+                f"$JS.API.DIRECT.GET.{CONVERSATIONS.name}", json.dumps(request).encode(), inbox
+            )
+            while True:
+                msg = await sub.next_msg(timeout=5.0)
+                headers = msg.headers or {}
+                if headers.get("Status"):
+                    return out  # 204: end of the batch; 404: none of them stored
+                key = subjects.get(headers.get("Nats-Subject", ""))
+                if key is not None:
+                    out[key] = int(headers.get(H_SEQUENCE) or 0)
+        finally:
+            await sub.unsubscribe()
+
+
+# -- the node's views ---------------------------------------------------------------------------
+
+
+class Tracked:
+    """One conversation this node follows: its view, the last entries of its timeline,
+    and the events waiting behind one that needs I/O."""
+
+    __slots__ = ("busy", "entries", "key", "loaded", "queue", "touched", "view", "want")
+
+    def __init__(self, key: Key, keep: int) -> None:
+        self.key = key
+        self.view = ConversationView(key[1], key[0])
+        self.entries: deque[Entry] = deque(maxlen=keep)
+        # Live events waiting behind I/O, as (stream seq, last seq on the subject, event).
+        self.queue: deque[tuple[int, int, ConversationEvent]] = deque()
+        self.busy: asyncio.Event | None = None  # set (and dropped) when the I/O is done
+        self.loaded = False
+        self.want = 0  # catch up with the log to at least this stream sequence
+        self.touched = 0.0  # monotonic time of the last live event or subscription
+
+    @property
+    def oldest_entry(self) -> int:
+        """The seq of the first entry kept (later resumes than this can be served)."""
+        return self.entries[0].seq if self.entries else self.view.last_seq + 1
 
 
 class Feed:
     def __init__(
         self,
-        fanout: Fanout,
-        client: RpcClient,
+        nc: NATS,
+        hub: Hub,
+        log_: ConversationLog,
+        profiles: ProfileCache,
         *,
-        message_cache: int = 20_000,
-        profile_cache: int = 50_000,
         keys: KeyRing | None = None,
+        keep: int = 1000,
+        max_idle: int = 2000,
+        recheck: float = 1.0,
+        recheck_window: float = 60.0,
     ) -> None:
-        self.fanout = fanout
-        self.channels = fanout.channels
-        self.client = client
-        # Reveals sealed message text (confab.personal); without it, it shows as erased.
-        self.keys = keys
-        self.profiles = ProfileCache(fanout.nc, client, profile_cache, keys=keys)
-        self.message_cache = message_cache
-        self.messages: OrderedDict[str, Cached] = OrderedDict()
-        # conversation id -> items waiting behind one that needs a lookup
-        self._pending: dict[tuple[str, str], deque[Item]] = {}
-        # (workspace, conversation) -> (last stream sequence, last event seq) on its subject
-        self._last: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+        self.nc = nc
+        self.hub = hub
+        self.channels = hub.channels
+        self.log = log_
+        self.profiles = profiles
+        self.keys = keys  # reveals sealed message text from the live feed
+        self.keep = keep  # timeline entries kept per conversation (resumes reach back this far)
+        self.max_idle = max_idle  # conversations kept without local subscribers
+        self.recheck = recheck
+        self.recheck_window = recheck_window
+        self.tracked: OrderedDict[Key, Tracked] = OrderedDict()
+        # Users erased while this node ran: their text in events still queued is blanked
+        # as it is applied (what came before is blanked in the views at once).
+        self.erased: set[tuple[str, str]] = set()
+        self._suspect_all = False  # a reconnect or a dropped message: check every view
+        self._reconnects = 0
         self._subs: list[Subscription] = []
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.profiles.start()
-        nc = self.fanout.nc
         self._subs = [
-            await nc.subscribe(LIVE_CONVERSATIONS, cb=self._on_event),
-            await nc.subscribe(TYPING, cb=self._on_typing),
+            await self.nc.subscribe(LIVE_CONVERSATIONS, cb=self._on_event),
+            await self.nc.subscribe(TYPING, cb=self._on_typing),
         ]
+        self._task = asyncio.create_task(self._recheck_loop(), name="fanout-recheck")
 
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
         for sub in self._subs:
             await sub.unsubscribe()
         self._subs = []
         await self.profiles.stop()
+
+    def suspect_all(self) -> None:
+        """Events may have been lost (a NATS reconnect, a slow-consumer drop): the next
+        recheck asks about every conversation this node follows."""
+        self._suspect_all = True
+
+    # -- what subscriptions and resumes ask -----------------------------------------------
+
+    async def fresh(self, ws: str, conv: str) -> Tracked | None:
+        """The conversation with every event the stream's leader has stored on it so far
+        applied (and delivered); None if it does not exist."""
+        last = await self.log.last(ws, conv)
+        if not last:
+            return None
+        key = (ws, conv)
+        tracked = self.tracked.get(key)
+        if tracked is None:
+            tracked = self.tracked[key] = Tracked(key, self.keep)
+        self.tracked.move_to_end(key)
+        tracked.touched = time.monotonic()
+        while tracked.view.stream_seq < last:
+            if tracked.busy is None:
+                tracked.want = max(tracked.want, last)
+                self._work(tracked)
+            assert tracked.busy is not None
+            await tracked.busy.wait()
+            if self.tracked.get(key) is not tracked:
+                raise Unavailable("The conversation's events cannot be read now.")
+        self._evict()
+        return tracked if tracked.view.exists else None
+
+    async def backlog(self, tracked: Tracked, after: int) -> list[tuple[int, str, str]] | None:
+        """The entries after seq ``after``, each rendered against the view as it is now:
+        (seq, event name, data JSON). None if some are older than the entries kept."""
+        if after + 1 < tracked.oldest_entry:
+            return None
+        missing = self.profiles.missing(
+            tracked.key[0], self.authors(tracked, (e for e in tracked.entries if e.seq > after))
+        )
+        if missing:
+            await self.profiles.fetch(tracked.key[0], missing)
+        # Rendered after the wait, from the view as it is then (entries may have come).
+        return [
+            (e.seq, e.name, data)
+            for e in tracked.entries
+            if e.seq > after and (data := self.payload(tracked, e)) is not None
+        ]
+
+    def following(self, ws: str, conv: str) -> Tracked | None:
+        return self.tracked.get((ws, conv))
+
+    def erase(self, ws: str, user_id: str) -> None:
+        """An erased user's messages are blank in every view of the workspace from now on."""
+        self.erased.add((ws, user_id))
+        if self.keys is not None:
+            self.keys.forget(ws, user_id)
+        for (view_ws, _), tracked in self.tracked.items():
+            if view_ws == ws:
+                conversation.erase(tracked.view, user_id)
 
     # -- intake ------------------------------------------------------------------------
 
@@ -241,11 +331,16 @@ class Feed:
         parts = msg.subject.split(".")
         if len(parts) != 5:  # live.conv.evt.<workspace>.<conversation>
             return
-        workspace_id, conversation_id = parts[3], parts[4]
+        ws, conv = parts[3], parts[4]
+        key = (ws, conv)
+        event_type = headers.get(H_EVENT, "")
+        if key not in self.tracked and event_type != ConversationCreated.type:
+            SKIPPED.inc()
+            return  # nobody here follows it: not even decoded
         try:
             stream_seq = int(headers.get(H_SEQUENCE) or 0)
             last_on_subject = int(headers.get(H_LAST_SEQUENCE) or 0)
-            event = decode_event(headers[H_EVENT], int(headers.get(H_SCHEMA) or 1), msg.data)
+            event = decode_event(event_type, int(headers.get(H_SCHEMA) or 1), msg.data)
         except (UnknownEvent, msgspec.DecodeError, KeyError, ValueError) as exc:
             log.warning("conversation_event_unreadable", subject=msg.subject, error=str(exc))
             return
@@ -253,68 +348,285 @@ class Feed:
             return
         if self.keys is not None and getattr(event, "sealed", None):
             # Callbacks of one subscription run one after another: order is kept.
-            event = await self.keys.reveal(workspace_id, event)
-        self.take(workspace_id, conversation_id, event, stream_seq, last_on_subject)
+            event = await self.keys.reveal(ws, event)
+        self.take(ws, conv, event, stream_seq, last_on_subject)
 
     def take(
-        self,
-        workspace_id: str,
-        conversation_id: str,
-        event: ConversationEvent,
-        stream_seq: int,
-        last_on_subject: int,
+        self, ws: str, conv: str, event: ConversationEvent, stream_seq: int, last_on_subject: int
     ) -> None:
         """One stored event, as the stream re-published it."""
-        last = self._last
-        key = (workspace_id, conversation_id)
-        prev = last.get(key)
-        gap_after = None
-        if prev is not None:
-            if stream_seq <= prev[0]:
-                return  # seen already
-            if last_on_subject != prev[0]:
-                gap_after = prev[1]
+        tracked = self.tracked.get((ws, conv))
+        if tracked is None:
+            if isinstance(event, ConversationCreated):
+                self._created(ws, event, stream_seq)
+            return
+        tracked.touched = time.monotonic()
+        if tracked.busy is not None:
+            tracked.queue.append((stream_seq, last_on_subject, event))
+            return
+        view = tracked.view
+        if stream_seq <= view.stream_seq:
+            return  # it has it already
+        if last_on_subject != view.stream_seq or not self._ready(tracked, event):
+            if last_on_subject != view.stream_seq:
                 DOMAIN_EVENTS.labels("gap").inc()
-                log.warning(
-                    "conversation_events_missed",
-                    conversation_id=conversation_id,
-                    after_stream_seq=prev[0],
-                    previous=last_on_subject,
-                )
-                self._forget_messages(conversation_id)
-            last.move_to_end(key)
-        last[key] = (stream_seq, event.seq or (prev[1] if prev else 0))
-        if len(last) > LAST_SEEN_MAX:
-            last.popitem(last=False)
-        if not event.seq:
-            return  # message.reported: the tenant's moderation record, nobody's real-time event
-        self._submit(Item(workspace_id, conversation_id, event, stream_seq, gap_after))
-
-    def _submit(self, item: Item) -> None:
-        key = (item.workspace_id, item.conversation_id)
-        queue = self._pending.get(key)
-        if queue is not None:
-            queue.append(item)
+            tracked.queue.append((stream_seq, last_on_subject, event))
+            self._work(tracked)
             return
-        if not self._needs_lookup(item):
-            self._render(item, None)
-            return
-        self._pending[key] = deque([item])
-        self.fanout.spawn(self._drain(key))
+        self._apply(tracked, event, stream_seq)
 
-    async def _drain(self, key: tuple[str, str]) -> None:
-        queue = self._pending[key]
+    # -- applying and delivering ----------------------------------------------------------
+
+    def _author(self, tracked: Tracked, event: ConversationEvent) -> str | None:
+        """Whose profile rendering ``event`` needs."""
+        if isinstance(event, MessagePosted):
+            return event.sender_id
+        message_id = getattr(event, "message_id", None)
+        found = tracked.view.messages.get(message_id) if message_id else None
+        return found.sender_id if found is not None else None
+
+    def _ready(self, tracked: Tracked, event: ConversationEvent) -> bool:
+        """Whether ``event`` can be applied and delivered now (no profile to fetch)."""
+        if not self._subscribed(tracked.key):
+            return True
+        author = self._author(tracked, event)
+        return author is None or self.profiles.get(tracked.key[0], author) is not None
+
+    def _subscribed(self, key: Key) -> bool:
+        return self.channels.get(key[0], realtime.conversation_channel(key[1])) is not None
+
+    def _apply(self, tracked: Tracked, event: ConversationEvent, stream_seq: int) -> None:
+        entry = conversation.evolve(tracked.view, event, stream_seq)
+        if entry is None:
+            return
+        if self.erased and entry.message_id is not None:
+            message = tracked.view.messages.get(entry.message_id)
+            if message is not None and (tracked.key[0], message.sender_id) in self.erased:
+                conversation.blank(message)
+        tracked.entries.append(entry)
+        if tracked.loaded:
+            self._deliver(tracked, entry)
+
+    def _deliver(self, tracked: Tracked, entry: Entry) -> None:
+        ws, conv = tracked.key
+        name = realtime.conversation_channel(conv)
+        if self.channels.get(ws, name) is None:
+            SKIPPED.inc()
+        elif entry.name != realtime.CONVERSATION_CREATED:
+            RENDERED.inc()
+            data = self.payload(tracked, entry)
+            if data is not None:
+                self.hub.deliver_seq(ws, name, entry.name, data, entry.seq)
+        if entry.name == realtime.PARTICIPANT_REMOVED:
+            # They see that they left, and nothing after it.
+            self.hub.let_go(
+                ws,
+                (name, realtime.presence_channel(conv)),
+                entry.data["user_id"],
+                "No longer a participant of this conversation.",
+            )
+
+    def payload(self, tracked: Tracked, entry: Entry) -> str | None:
+        """``entry`` rendered against the view as it is now (JSON text); None if it names a
+        message the view does not have."""
+        ws = tracked.key[0]
+        message_id = entry.message_id
+        message = tracked.view.messages.get(message_id) if message_id is not None else None
+        author = None
+        if message is not None and message.sender_id is not None:
+            author = realtime.sender(message.sender_id, self.profiles.get(ws, message.sender_id))
+        data = conversation.payload(entry, message, author)
+        return None if data is None else json_text(data)
+
+    def authors(self, tracked: Tracked, entries: Iterable[Entry]) -> list[str]:
+        """The senders of the messages ``entries`` show (whose profiles rendering needs)."""
+        messages = tracked.view.messages
+        return [
+            m.sender_id
+            for e in entries
+            if (i := e.message_id) is not None
+            and (m := messages.get(i)) is not None
+            and m.sender_id is not None
+        ]
+
+    def _created(self, ws: str, event: ConversationCreated, stream_seq: int) -> None:
+        """``conversation.created`` on the creators' ``private-user.{id}`` channels here."""
+        local = self.channels.of_app(ws)
+        names = [n for u in event.participant_ids if (n := realtime.user_channel(u)) in local]
+        if not names:
+            return
+        view = ConversationView(event.conversation_id, ws)
+        entry = conversation.evolve(view, event, stream_seq)
+        assert entry is not None
+        missing = self.profiles.missing(ws, event.participant_ids)
+
+        async def send() -> None:
+            found = await self.profiles.fetch(ws, missing) if missing else {}
+            profiles = {
+                u: p
+                for u in event.participant_ids
+                if (p := found.get(u) or self.profiles.get(ws, u)) is not None
+            }
+            data = json_text(conversation.created_payload(view, entry, profiles))
+            self.hub.deliver_local(ws, names, realtime.CONVERSATION_CREATED, data)
+
+        self.hub.spawn(send())
+
+    # -- I/O, one conversation at a time -------------------------------------------------
+
+    def _work(self, tracked: Tracked) -> None:
+        if tracked.busy is None:
+            tracked.busy = asyncio.Event()
+            self.hub.spawn(self._drain(tracked))
+
+    async def _drain(self, tracked: Tracked) -> None:
+        """Load or catch up from the log, then apply what waited, each in order."""
+        busy = tracked.busy
+        assert busy is not None
         try:
+            if not tracked.loaded or tracked.want > tracked.view.stream_seq:
+                await self._read(tracked, tracked.want)
+                tracked.loaded = True
+            queue = tracked.queue
             while queue:
-                item = queue[0]
-                try:
-                    fetched = await self._fetch(item) if self._needs_lookup(item) else None
-                    self._render(item, fetched)
-                except Exception:
-                    log.exception("domain_event_failed", conversation_id=key[1])
+                stream_seq, last_on_subject, event = queue[0]
+                view = tracked.view
+                if stream_seq > view.stream_seq and last_on_subject != view.stream_seq:
+                    await self._read(tracked, stream_seq)  # what this node missed, and this
+                elif stream_seq > view.stream_seq:
+                    author = self._author(tracked, event)
+                    if author is not None and self._subscribed(tracked.key):
+                        await self.profiles.fetch(tracked.key[0], [author])
+                    self._apply(tracked, event, stream_seq)
                 queue.popleft()
+                if tracked.want > tracked.view.stream_seq:
+                    await self._read(tracked, tracked.want)
+        except ConfabError as exc:
+            self._lost(tracked, exc)
+        except Exception:
+            log.exception("conversation_events_failed", conversation_id=tracked.key[1])
+            self._lost(tracked, None)
         finally:
-            del self._pending[key]
+            tracked.busy = None
+            busy.set()
+
+    async def _read(self, tracked: Tracked, target: int) -> None:
+        """Apply (and deliver) what the log has after the view, until the view reaches
+        stream sequence ``target``; tried again for a while (the log may be away, or a
+        replica answering direct gets may lag the leader)."""
+        conv = tracked.key[1]
+        for delay in (*READ_RETRY_DELAYS, None):
+            try:
+                await self._read_once(tracked)
+                if tracked.view.stream_seq >= target:
+                    return
+                problem = f"stopped at {tracked.view.stream_seq}, not {target}"
+            except ConfabError as exc:
+                problem = exc.code
+            except TimeoutError:
+                problem = "timeout"
+            if delay is None:
+                raise Unavailable(f"The conversation's events cannot be read ({problem}).")
+            log.warning("conversation_read_failed", conversation_id=conv, error=problem)
+            await asyncio.sleep(delay)
+
+    async def _read_once(self, tracked: Tracked) -> None:
+        ws, conv = tracked.key
+        pending: list[tuple[int, ConversationEvent]] = []
+        async for stream_seq, event in self.log.read(ws, conv, tracked.view.stream_seq):
+            pending.append((stream_seq, event))
+            if len(pending) >= 500:
+                await self._apply_read(tracked, pending)
+                pending = []
+        await self._apply_read(tracked, pending)
+
+    async def _apply_read(
+        self, tracked: Tracked, events: list[tuple[int, ConversationEvent]]
+    ) -> None:
+        if tracked.loaded and self._subscribed(tracked.key):
+            wanted = {a for _, e in events if (a := self._author(tracked, e)) is not None}
+            missing = self.profiles.missing(tracked.key[0], wanted)
+            if missing:
+                await self.profiles.fetch(tracked.key[0], missing)
+        for stream_seq, event in events:
+            self._apply(tracked, event, stream_seq)
+
+    def _lost(self, tracked: Tracked, exc: ConfabError | None) -> None:
+        """The log cannot be read: its sockets go (4200) to resume elsewhere; the view
+        is dropped and loaded again by the next subscriber."""
+        ws, conv = tracked.key
+        DOMAIN_EVENTS.labels("gap_lost").inc()
+        log.warning(
+            "conversation_events_unavailable",
+            conversation_id=conv,
+            error=exc.code if exc is not None else "internal",
+        )
+        if self.tracked.get(tracked.key) is tracked:
+            del self.tracked[tracked.key]
+        self.hub.send_away(
+            ws,
+            (realtime.conversation_channel(conv), realtime.presence_channel(conv)),
+            "Events were missed here; reconnect and resume",
+        )
+
+    def _evict(self) -> None:
+        """Forget views beyond ``max_idle`` that nobody here subscribes to, oldest first."""
+        extra = len(self.tracked) - self.max_idle
+        if extra <= 0:
+            return
+        for key in list(self.tracked):
+            if extra <= 0:
+                return
+            tracked = self.tracked[key]
+            ws, conv = key
+            if tracked.busy is None and not any(
+                self.channels.get(ws, n) is not None
+                for n in (realtime.conversation_channel(conv), realtime.presence_channel(conv))
+            ):
+                del self.tracked[key]
+                extra -= 1
+
+    # -- a missed last event ------------------------------------------------------------
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck)
+            try:
+                await self.recheck_now()
+            except (ConfabError, TimeoutError) as exc:
+                log.warning("recheck_failed", error=str(exc))
+            except Exception:
+                log.exception("recheck_failed")
+
+    async def recheck_now(self) -> int:
+        """Ask the stream where the conversations worth checking stand; catch up those
+        behind. How many were behind."""
+        reconnects = int(self.nc.stats.get("reconnects", 0)) if self.nc is not None else 0
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects  # live events may have been lost meanwhile
+            self._suspect_all = True
+        everything, self._suspect_all = self._suspect_all, False
+        since = time.monotonic() - self.recheck_window
+        keys = [
+            key
+            for key, t in self.tracked.items()
+            if t.loaded
+            and t.busy is None
+            and (everything or (t.touched >= since and self._subscribed(key)))
+        ]
+        behind = 0
+        for start in range(0, len(keys), RECHECK_BATCH):
+            lasts = await self.log.lasts(keys[start : start + RECHECK_BATCH])
+            for key, last in lasts.items():
+                tracked = self.tracked.get(key)
+                if tracked is not None and last > tracked.view.stream_seq:
+                    behind += 1
+                    DOMAIN_EVENTS.labels("late").inc()
+                    tracked.want = max(tracked.want, last)
+                    self._work(tracked)
+        return behind
+
+    # -- typing ---------------------------------------------------------------------------
 
     async def _on_typing(self, msg: Msg) -> None:
         parts = msg.subject.split(".")  # ephemeral.<workspace>.<conversation>.typing
@@ -329,316 +641,5 @@ class Feed:
             log.warning("typing_unreadable", subject=msg.subject)
             return
         data = json_text(realtime.typing_payload(body.user_id, body.name, body.is_typing))
-        self.fanout.deliver_local(parts[1], (name,), realtime.USER_TYPING, data)
+        self.hub.deliver_local(parts[1], (name,), realtime.USER_TYPING, data)
         DOMAIN_EVENTS.labels("typing").inc()
-
-    # -- what an event needs ----------------------------------------------------------------
-
-    def _subscribed(self, item: Item) -> bool:
-        name = realtime.conversation_channel(item.conversation_id)
-        return self.channels.get(item.workspace_id, name) is not None
-
-    def _user_channels(self, item: Item, user_ids: Iterable[str]) -> list[str]:
-        local = self.channels.of_app(item.workspace_id)
-        names = (realtime.user_channel(u) for u in user_ids)
-        return [n for n in names if n in local]
-
-    def _cached(self, message_id: str) -> Cached | None:
-        found = self.messages.get(message_id)
-        if found is not None:
-            self.messages.move_to_end(message_id)
-        return found
-
-    def _needs_lookup(self, item: Item) -> bool:
-        event = item.event
-        if isinstance(event, ConversationCreated):
-            return bool(self._user_channels(item, event.participant_ids)) and bool(
-                self.profiles.missing(item.workspace_id, event.participant_ids)
-            )
-        if not self._subscribed(item):
-            return False
-        if item.gap_after is not None:
-            return True
-        ws = item.workspace_id
-        if isinstance(event, MessagePosted):
-            return bool(event.attachment_ids) or bool(self.profiles.missing(ws, [event.sender_id]))
-        if isinstance(event, MessageEdited | MessageDeleted | MessageModerated):
-            cached = self._cached(event.message_id)
-            if cached is None:
-                return True
-            if _deletes(event):
-                return False
-            if _restores(event) and cached.row["content"] is None:
-                return True
-            return bool(self.profiles.missing(ws, [cached.row["sender_id"]])) or (
-                not cached.urls_fresh(time.time())
-            )
-        return False
-
-    async def _fetch(self, item: Item) -> Fetched:
-        """Whatever rendering ``item`` lacks; a lookup that fails leaves its part out."""
-        event, ws = item.event, item.workspace_id
-        fetched = Fetched()
-        try:
-            if item.gap_after is not None:
-                missed = await self._missed_patiently(item)
-                fetched.gap_lost = missed is None
-                fetched.missed = missed or []
-            if isinstance(event, ConversationCreated):
-                fetched.profiles = await self.profiles.fetch(ws, event.participant_ids)
-            elif isinstance(event, MessagePosted):
-                if event.sender_id is not None:
-                    fetched.profiles = await self.profiles.fetch(ws, [event.sender_id])
-                if event.attachment_ids:
-                    fetched.attachments = await self._attachments(item, event.attachment_ids, event)
-            elif isinstance(event, MessageEdited | MessageDeleted | MessageModerated):
-                cached = self._cached(event.message_id)
-                if cached is None or (_restores(event) and cached.row["content"] is None):
-                    record: MessageRecord = await self.client.call(
-                        GetMessage(
-                            actor=internal_actor(ws),
-                            conversation_id=item.conversation_id,
-                            message_id=event.message_id,
-                            min_seq=item.stream_seq,
-                        )
-                    )
-                    cached = fetched.message = Cached.from_record(record)
-                sender_id = cached.row["sender_id"]
-                if sender_id is not None:
-                    fetched.profiles = await self.profiles.fetch(ws, [sender_id])
-                if fetched.message is None and not cached.urls_fresh(time.time()):
-                    fetched.attachments = await self._attachments(
-                        item, cached.row["attachment_ids"], None
-                    )
-        except ConfabError as exc:
-            DOMAIN_EVENTS.labels("lookup_failed").inc()
-            log.warning(
-                "domain_event_lookup_failed",
-                conversation_id=item.conversation_id,
-                event=type(event).__name__,
-                error=exc.code,
-            )
-        return fetched
-
-    async def _attachments(
-        self, item: Item, ids: list[str], posted: MessagePosted | None
-    ) -> tuple[dict[str, Attachment], float]:
-        try:
-            found: AttachmentList = await self.client.call(
-                GetAttachments(
-                    workspace_id=item.workspace_id,
-                    attachment_ids=list(ids),
-                    conversation_id=item.conversation_id,
-                )
-            )
-        except ConfabError as exc:
-            log.warning("attachment_lookup_failed", error=exc.code)
-            # Shown without URLs rather than not at all; asked again next time.
-            return {a.id: a for a in (posted.attachments if posted else [])}, 0.0
-        expires = min(
-            (a.expires_at.timestamp() for a in found.data),
-            default=time.time() + RECORD_URL_TTL,
-        )
-        return {a.attachment.id: a.attachment for a in found.data}, expires
-
-    async def _missed_patiently(self, item: Item) -> list[HistoryEvent] | None:
-        """``_missed``, tried again for a while (messaging may be catching up); None if it
-        never answered. The conversation's later events wait meanwhile, so order holds."""
-        for delay in (*GAP_RETRY_DELAYS, None):
-            try:
-                return await self._missed(item)
-            except ConfabError as exc:
-                if delay is None:
-                    DOMAIN_EVENTS.labels("gap_lost").inc()
-                    log.warning(
-                        "missed_events_unavailable",
-                        conversation_id=item.conversation_id,
-                        error=exc.code,
-                    )
-                    return None
-                await asyncio.sleep(delay)
-        return None
-
-    async def _missed(self, item: Item) -> list[HistoryEvent]:
-        """The stored events between the last this node saw and ``item`` (a gap)."""
-        assert item.gap_after is not None
-        after, out = item.gap_after, []
-        while after + 1 < item.event.seq:
-            page: EventList = await self.client.call(
-                ListEvents(
-                    actor=internal_actor(item.workspace_id),
-                    conversation_id=item.conversation_id,
-                    after=after,
-                    limit=100,
-                )
-            )
-            out += [e for e in page.data if e.seq < item.event.seq]
-            if not page.data or not page.has_more:
-                break
-            after = page.data[-1].seq
-        return out
-
-    # -- rendering and delivery ---------------------------------------------------------------
-
-    def _profile(self, ws: str, user_id: str | None, fetched: Fetched | None) -> Profile | None:
-        if user_id is None:
-            return None
-        if fetched is not None and user_id in fetched.profiles:
-            return fetched.profiles[user_id]
-        return self.profiles.get(ws, user_id)
-
-    def _put(self, message_id: str, cached: Cached) -> None:
-        self.messages[message_id] = cached
-        self.messages.move_to_end(message_id)
-        if len(self.messages) > self.message_cache:
-            self.messages.popitem(last=False)
-
-    def _forget_messages(self, conversation_id: str) -> None:
-        """After missed events: this node's copies of the conversation may be stale."""
-        stale = [k for k, c in self.messages.items() if c.row["conversation_id"] == conversation_id]
-        for key in stale:
-            del self.messages[key]
-
-    def _message_data(
-        self, ws: str, cached: Cached, event_seq: int, fetched: Fetched | None
-    ) -> str:
-        if fetched is not None and fetched.attachments is not None:
-            cached.attachments, cached.expires = fetched.attachments
-        row = cached.row
-        author = realtime.sender(row["sender_id"], self._profile(ws, row["sender_id"], fetched))
-        if row["content"] is None:  # hidden, content unknown: shown as the tombstone it is
-            row = {**row, "content": ""}
-        message = realtime.message(row, cached.reactions, None, author, cached.attachments)
-        return json_text(realtime.message_payload(message, event_seq))
-
-    def _render(self, item: Item, fetched: Fetched | None) -> None:
-        event, ws = item.event, item.workspace_id
-        name = realtime.conversation_channel(item.conversation_id)
-        subscribed = self.channels.get(ws, name) is not None
-        if fetched is not None and fetched.gap_lost and subscribed:
-            self._send_away(ws, name)
-            subscribed = self.channels.get(ws, name) is not None
-        if fetched is not None and fetched.missed and subscribed:
-            self._deliver_missed(ws, name, fetched.missed)
-        deliver = self.fanout.deliver_seq
-        seq = event.seq
-        (RENDERED if subscribed else SKIPPED).inc()
-        match event:
-            case MessagePosted():
-                if not subscribed:
-                    return
-                cached = Cached(realtime.posted_row(event, item.stream_seq), {}, {}, 0.0)
-                if not event.attachment_ids:
-                    cached.expires = float("inf")
-                self._put(event.message_id, cached)
-                data = self._message_data(ws, cached, seq, fetched)
-                deliver(ws, name, realtime.MESSAGE_CREATED, data, seq)
-            case MessageEdited() | MessageModerated() | MessageDeleted():
-                self._changed(item, name, subscribed, fetched)
-            case ReactionAdded() | ReactionRemoved():
-                cached = self._cached(event.message_id)
-                added = isinstance(event, ReactionAdded)
-                if cached is not None:
-                    key = (event.emoji, event.user_id)
-                    if added:
-                        cached.reactions[key] = None
-                    else:
-                        cached.reactions.pop(key, None)
-                if subscribed:
-                    data = json_text(
-                        realtime.reaction_payload(event.message_id, event.emoji, event.user_id, seq)
-                    )
-                    deliver(
-                        ws,
-                        name,
-                        realtime.REACTION_ADDED if added else realtime.REACTION_REMOVED,
-                        data,
-                        seq,
-                    )
-            case ReadMarked():
-                if subscribed:
-                    data = json_text(
-                        realtime.read_payload(event.user_id, event.up_to, event.at, seq)
-                    )
-                    deliver(ws, name, realtime.MESSAGE_READ, data, seq)
-            case ParticipantAdded() | ParticipantRemoved():
-                added = isinstance(event, ParticipantAdded)
-                if subscribed:
-                    data = json_text(realtime.participant_payload(event.user_id, seq))
-                    deliver(
-                        ws,
-                        name,
-                        realtime.PARTICIPANT_ADDED if added else realtime.PARTICIPANT_REMOVED,
-                        data,
-                        seq,
-                    )
-                if not added:  # they see that they left, and no more
-                    self.fanout.let_go(
-                        ws,
-                        (name, realtime.presence_channel(item.conversation_id)),
-                        event.user_id,
-                        "No longer a participant of this conversation.",
-                    )
-            case ConversationCreated():
-                channels = self._user_channels(item, event.participant_ids)
-                if channels:
-                    profiles = {
-                        u: p
-                        for u in event.participant_ids
-                        if (p := self._profile(ws, u, fetched)) is not None
-                    }
-                    conversation = realtime.created_conversation(event, profiles)
-                    data = json_text(realtime.conversation_payload(conversation, seq))
-                    self.fanout.deliver_local(ws, channels, realtime.CONVERSATION_CREATED, data)
-
-    def _changed(self, item: Item, name: str, subscribed: bool, fetched: Fetched | None) -> None:
-        """An edit, a delete or a moderation of a message: this node's copy follows it."""
-        event = item.event
-        assert isinstance(event, MessageEdited | MessageDeleted | MessageModerated)
-        ws, seq = item.workspace_id, event.seq
-        if fetched is not None and fetched.message is not None:
-            cached: Cached | None = fetched.message  # shows this event already
-            self._put(event.message_id, fetched.message)
-        else:
-            cached = self._cached(event.message_id)
-            if cached is not None:
-                row = cached.row
-                if isinstance(event, MessageEdited):
-                    row["content"] = event.content
-                    row["edited_at"] = event.at
-                elif _deletes(event):
-                    row["deleted"] = True
-                else:
-                    row["hidden"] = event.action == "hide"
-        if not subscribed:
-            return
-        if cached is None:
-            DOMAIN_EVENTS.labels("dropped").inc()
-            log.warning("message_unknown", message_id=event.message_id, event_seq=seq)
-            return
-        if _deletes(event):
-            data = json_text(realtime.deleted_payload(event.message_id, cached.row["seq"], seq))
-            self.fanout.deliver_seq(ws, name, realtime.MESSAGE_DELETED, data, seq)
-        else:
-            data = self._message_data(ws, cached, seq, fetched)
-            self.fanout.deliver_seq(ws, name, realtime.MESSAGE_UPDATED, data, seq)
-
-    def _send_away(self, ws: str, name: str) -> None:
-        """Events of the channel are missing here: close its sockets with 4200, so their
-        clients reconnect and resume from their own last seq, rather than skip them."""
-        channel = self.channels.get(ws, name)
-        for sock in list(channel.sockets) if channel is not None else ():
-            self.fanout.spawn(
-                sock.close(protocol.RECONNECT, "Events were missed here; reconnect and resume")
-            )
-
-    def _deliver_missed(self, ws: str, name: str, missed: list[HistoryEvent]) -> None:
-        channel = self.channels.get(ws, name)
-        for e in missed:
-            if (
-                channel is None
-                or e.seq <= channel.last_seq
-                or e.event == realtime.CONVERSATION_CREATED
-            ):
-                continue
-            self.fanout.deliver_seq(ws, name, e.event, json_text(e.data), e.seq)

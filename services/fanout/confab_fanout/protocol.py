@@ -198,14 +198,19 @@ class SigninData(msgspec.Struct, frozen=True):
 
 
 class ChannelData(msgspec.Struct, frozen=True):
-    """The presence ``channel_data`` a backend signed."""
+    """The ``channel_data`` a backend signed: the presence member, or who a private
+    channel is authorized for; Confab's gateway adds the session that asked."""
 
     user_id: str | int
     user_info: msgspec.Raw = msgspec.Raw(b"null")
+    session_id: str | None = None
 
 
 class UserData(msgspec.Struct, frozen=True):
+    """``pusher:signin``'s ``user_data``; Confab's gateway adds the session that asked."""
+
     id: str
+    session_id: str | None = None
 
 
 _frame = msgspec.json.Decoder(ClientFrame)

@@ -12,51 +12,72 @@ socket has by then. Every event after ``N`` arrives exactly once, in order,
 then live ones. ``confab:resumed`` (``{after_seq, last_seq, count}``) on the
 channel says it is done.
 
+The backlog comes from this node's view of the conversation (``feed.Feed``),
+brought up to what the stream's leader has stored first, and each event is
+rendered against the conversation as it is now: a replay shows what history
+shows (a since-deleted or hidden message as its tombstone, an edited one with
+its current text, an erased user's blank). The socket's user must still be a
+participant, checked against that view: a removed user's resume returns
+nothing, and the socket is let go of the channel.
+
 - Sent *before* subscribing, the resume starts the moment the subscription
   does: nothing can slip in between.
 - Sent after, the live events delivered to the socket between its subscription
   and the resume are not sent again (they are known by the channel's
   sequence); if some arrived before older backlog entries, those entries
   follow them (still no gap and no duplicate).
-- More than ``fanout_resume_max_events`` missed, messaging unavailable, or a
+- More than ``fanout_resume_max_events`` missed, the log unreadable, or a
   channel that is not a conversation: ``confab:resume_failed``
   (``{after_seq, reason, resync}``) and live traffic goes on; the client
   resyncs over REST (``resync`` is the widget API path).
-
-Sockets resuming the same conversation from the same ``N`` at once (a node
-died; its clients all came back) share one fetch.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import msgspec
 
 from confab import realtime
-from confab.contracts.messaging import EventList, ListEvents
 from confab.errors import ConfabError
 from confab.ids import is_valid_id
 from confab.logging import get_logger
-from confab.rpc import RpcClient
 from confab_fanout import protocol
-from confab_fanout.feed import internal_actor, json_text
+from confab_fanout.feed import Tracked, json_text
 from confab_fanout.metrics import RESUMES
 from confab_fanout.protocol import ClientFrame, ProtocolError
 
 if TYPE_CHECKING:
     from confab_fanout.channels import Channel
     from confab_fanout.connection import Connection
-    from confab_fanout.fanout import Fanout
 
 log = get_logger("confab.fanout.resume")
 
 RESUME = "confab:resume"
 RESUMED = "confab:resumed"
 RESUME_FAILED = "confab:resume_failed"
-PAGE = 100
 MAX_PENDING = 32  # resumes a socket may ask for before subscribing
+NOT_A_PARTICIPANT = "No longer a participant of this conversation."
+
+
+class Timeline(Protocol):
+    """What resuming needs of the node's conversations (``feed.Feed``)."""
+
+    async def fresh(self, ws: str, conv: str) -> Tracked | None: ...
+
+    async def backlog(self, tracked: Tracked, after: int) -> list[tuple[int, str, str]] | None: ...
+
+
+class Node(Protocol):
+    """What resuming needs of the node (``Fanout``)."""
+
+    extensions: dict[str, Any]
+    join_hooks: list[Any]
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+
+    def let_go(self, app_id: str, names: Iterable[str], user_id: str, message: str) -> None: ...
 
 
 class ResumeData(msgspec.Struct, frozen=True):
@@ -68,20 +89,18 @@ class TooMany(Exception):
     pass
 
 
-# (seq, event name, frame JSON) of one backlog entry; the frame is encoded once for all.
-Backlog = list[tuple[int, str, bytes]]
-
-
 class Resumer:
-    def __init__(self, fanout: Fanout, client: RpcClient, max_events: int = 1000) -> None:
-        self.fanout = fanout
-        self.client = client
+    def __init__(
+        self, node: Node, timeline: Timeline, max_events: int = 1000, buffer: int = 1 << 20
+    ) -> None:
+        self.node = node
+        self.timeline = timeline
         self.max_events = max_events
-        self._inflight: dict[tuple[str, str, int], asyncio.Future[Backlog]] = {}
+        self.buffer = buffer  # live bytes held per socket while it catches up
 
     def install(self) -> None:
-        self.fanout.extensions[RESUME] = self.on_resume
-        self.fanout.join_hooks.append(self.on_join)
+        self.node.extensions[RESUME] = self.on_resume
+        self.node.join_hooks.append(self.on_join)
 
     # -- the client's request ------------------------------------------------------------
 
@@ -147,12 +166,12 @@ class Resumer:
                 low = joined
             elif channel.first_seq:
                 low = channel.first_seq - 1
-        hold = channel.hold(conn, self.fanout.settings.fanout_send_buffer_bytes)
+        hold = channel.hold(conn, self.buffer)
         if hold is None:
             self._failed(conn, channel.name, after_seq, "A resume of this channel is under way.")
             return
         RESUMES.labels("started").inc()
-        self.fanout.spawn(self._run(conn, channel, conversation_id, after_seq, low, high))
+        self.node.spawn(self._run(conn, channel, conversation_id, after_seq, low, high))
 
     async def _run(
         self,
@@ -165,22 +184,26 @@ class Resumer:
     ) -> None:
         floor = max(after_seq, high if high > low else 0)
         sent = 0
+        app_id = conn.app.id
         try:
             if high - after_seq > self.max_events:
                 raise TooMany
-            app_id = conn.app.id
-            backlog = await self._backlog(app_id, conversation_id, after_seq)
-            # A shared fetch may have begun before this socket's hold: it must reach what
-            # the channel had delivered when the hold began (later ones are held).
-            covered = backlog[-1][0] if backlog else after_seq
-            if covered < high:
-                backlog = backlog + await self._fetch(app_id, conversation_id, covered)
+            tracked = await self.timeline.fresh(app_id, conversation_id)
+            user_id = channel.sockets.get(conn)
+            if tracked is None or user_id is None or not tracked.view.is_member(user_id):
+                self._failed(conn, channel.name, after_seq, NOT_A_PARTICIPANT)
+                if user_id is not None:
+                    self.node.let_go(app_id, (channel.name,), user_id, NOT_A_PARTICIPANT)
+                return
+            backlog = await self.timeline.backlog(tracked, after_seq)
+            if backlog is None or len(backlog) > self.max_events:
+                raise TooMany
             if conn.closing or conn.channels.get(channel.name) is not channel:
                 return
-            for seq, event, payload in backlog:
+            for seq, event, data in backlog:
                 if low < seq <= high or event == realtime.CONVERSATION_CREATED:
                     continue  # it had this one live; or one never sent on this channel
-                conn.send_frame(payload)
+                conn.send_frame(protocol.event_frame(event, channel.name, data))
                 sent += 1
                 floor = max(floor, seq)
             conn.send_frame(
@@ -206,47 +229,6 @@ class Resumer:
             self._failed(conn, channel.name, after_seq, "Internal error.")
         finally:
             channel.release(conn, floor)
-
-    async def _backlog(self, app_id: str, conversation_id: str, after_seq: int) -> Backlog:
-        key = (app_id, conversation_id, after_seq)
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Backlog] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            backlog = await self._fetch(app_id, conversation_id, after_seq)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it
-            raise
-        else:
-            future.set_result(backlog)
-            return backlog
-        finally:
-            del self._inflight[key]
-
-    async def _fetch(self, app_id: str, conversation_id: str, after_seq: int) -> Backlog:
-        name = realtime.conversation_channel(conversation_id)
-        out: Backlog = []
-        after = after_seq
-        while True:
-            page: EventList = await self.client.call(
-                ListEvents(
-                    actor=internal_actor(app_id),
-                    conversation_id=conversation_id,
-                    after=after,
-                    limit=PAGE,
-                )
-            )
-            for e in page.data:
-                frame = protocol.event_frame(e.event, name, json_text(e.data))
-                out.append((e.seq, e.event, frame))
-            if len(out) > self.max_events:
-                raise TooMany
-            if not page.has_more or not page.data:
-                return out
-            after = page.data[-1].seq
 
     def _failed(self, conn: Connection, channel: str, after_seq: int, reason: str) -> None:
         RESUMES.labels("failed").inc()

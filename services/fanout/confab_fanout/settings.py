@@ -84,10 +84,18 @@ class FanoutSettings(Settings, kw_only=True, frozen=True):
     fanout_webhook_retry_for: PositiveFloat = 300.0
 
     # -- domain events and recovery --------------------------------------------------------
-    # Messages this node rendered, kept to render their updates (LRU).
-    fanout_message_cache: PositiveInt = 20_000
+    # Conversations a node keeps folded without local subscribers (LRU; those with
+    # subscribers are always kept), so a reconnect or resume need not read them again.
+    fanout_idle_conversations: PositiveInt = 2000
     # Users' public profiles, for senders and participants (LRU).
     fanout_profile_cache: PositiveInt = 50_000
     # confab:resume sends at most this many missed events; beyond, the client resyncs
-    # over the REST API (confab:resume_failed).
+    # over the REST API (confab:resume_failed). Each conversation followed keeps this
+    # many of its last events' references (no content).
     fanout_resume_max_events: PositiveInt = 1000
+    # Every this many seconds, the node asks the stream for the last event of the
+    # conversations with local subscribers and activity in the last ..._window seconds
+    # (of all it follows after a NATS reconnect), and delivers any it missed: the bound
+    # on a lost last event.
+    fanout_recheck_interval: PositiveFloat = 1.0
+    fanout_recheck_window: PositiveFloat = 60.0

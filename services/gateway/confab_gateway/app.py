@@ -85,7 +85,7 @@ async def setup(service: Service) -> None:
         failures=failed_authentications(settings),
         proxies=proxies,
     )
-    await auth.start(service.nc)
+    await auth.start(service.js)
     service.on_stop(auth.stop)
     claims = await Claims.open(
         service.js, settings.gateway_idempotency_bucket, settings.stream_replicas

@@ -13,7 +13,9 @@ module when the ingest fails; the bucket's TTL catches a gateway that dies
 mid-upload).
 
 ``GET /api/widget/attachments/{id}`` answers the attachment with fresh
-presigned URLs, to participants of its conversation only (404 otherwise).
+presigned URLs, to participants of its conversation only, and while no
+message has attached it yet, to its uploader only (404 otherwise: media
+leaves out an unattached upload for any other ``reader_id``).
 """
 
 from __future__ import annotations
@@ -102,7 +104,10 @@ async def upload(call: Call) -> Attachment:
         call.rpc.call(GetUploadPolicy(workspace_id=call.workspace_id)),
         call.rpc.call(
             CheckParticipant(
-                actor=call.actor, conversation_id=conversation_id, min_seq=call.min_seq
+                actor=call.actor,
+                conversation_id=conversation_id,
+                min_seq=call.min_seq,
+                act=True,  # a banned user uploads nothing
             )
         ),
     )
@@ -149,13 +154,20 @@ async def upload(call: Call) -> Attachment:
     "/api/widget/attachments/{attachment_id}",
     auth="session",
     tag="widget",
-    summary="An attachment with fresh presigned URLs (participants of its conversation only)",
+    summary=(
+        "An attachment with fresh presigned URLs (participants of its conversation only; "
+        "until a message attaches it, its uploader only)"
+    ),
     response=Attachment,
     errors=(401, 404),
 )
 async def attachment(call: Call) -> Attachment:
     found: AttachmentList = await call.rpc.call(
-        GetAttachments(workspace_id=call.workspace_id, attachment_ids=[call.path["attachment_id"]])
+        GetAttachments(
+            workspace_id=call.workspace_id,
+            attachment_ids=[call.path["attachment_id"]],
+            reader_id=call.actor.user_id or "",
+        )
     )
     if not found.data:
         raise NotFound(ATTACHMENT_NOT_FOUND)

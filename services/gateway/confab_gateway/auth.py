@@ -1,8 +1,12 @@
 """Who is calling: admin token, tenant API key, or widget session token.
 
 Verified credentials are cached briefly (keyed by their hash, never the secret
-itself) so the hot path costs no round trip to identity. Revocations arrive as
-events on ``live.identity.evt.>`` and drop the matching entries at once. While
+itself) so the hot path costs no round trip to identity. Revocations (and
+erasures) reach the gateway through an ``IDENTITY`` follower
+(``confab.authority``): the matching entries are dropped before the follower
+acknowledges the event, so before the revoking call returns. An answer from
+identity that was in flight across a revocation is not believed: an owner
+revoked in the last minute is refused whatever the answer said. While
 identity cannot answer (its database is down, say), a credential it verified in
 the last few minutes is still accepted: sends go to the log, which does not need
 that database, and a revocation still drops it, since revocations come over NATS.
@@ -19,11 +23,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 
 from confab.addresses import TrustedProxies
+from confab.authority import API_KEY_REVOKED, SESSION_REVOKED, USER_ERASED, Change, Follower
 from confab.contracts.identity import (
     ApiKeyPrincipal,
     AuthenticateApiKey,
@@ -31,7 +34,6 @@ from confab.contracts.identity import (
     SessionPrincipal,
 )
 from confab.errors import RateLimited, Unauthorized, Unavailable
-from confab.events import H_EVENT
 from confab.ids import SECRET_PREFIX_LENGTH, same_secret, secret_hash, secret_prefix
 from confab.logging import get_logger
 from confab.rpc import RpcClient
@@ -42,8 +44,10 @@ P = TypeVar("P", ApiKeyPrincipal, SessionPrincipal)
 
 log = get_logger("confab.gateway")
 
-# Events that end a credential, and which subject token names what they end.
-_REVOKING = {"api_key.revoked", "session.revoked", "user.erased"}
+# Events that end a credential; the subject's last token names what they end.
+_REVOKING = {API_KEY_REVOKED, SESSION_REVOKED, USER_ERASED}
+# How long a revocation is remembered against answers in flight when it came.
+RECENT_REVOCATION_SECONDS = 60.0
 
 
 class Authenticator:
@@ -72,14 +76,16 @@ class Authenticator:
         # hash -> (principal, fresh until, the ids whose revocation ends it)
         self._cache: OrderedDict[str, tuple[Principal, float, tuple[str, ...]]] = OrderedDict()
         self._by_owner: dict[str, set[str]] = {}  # key id, session id or user id -> cache keys
-        self._sub: Subscription | None = None
+        self._revoked: OrderedDict[str, float] = OrderedDict()  # owner -> when, last minute
+        self._follower: Follower | None = None
 
-    async def start(self, nc: NATS) -> None:
-        self._sub = await nc.subscribe("live.identity.evt.>", cb=self._on_identity_event)
+    async def start(self, js: JetStreamContext) -> None:
+        self._follower = Follower(js, "gateway", self.on_change)
+        await self._follower.start()
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
+        if self._follower is not None:
+            await self._follower.stop()
 
     async def authenticate(self, kind: str, request: web.Request) -> Principal | None:
         if kind == "public":
@@ -166,7 +172,12 @@ class Authenticator:
             if known is not None:
                 return self._stale(known)
             raise
-        self._remember(digest, principal, *_owners(principal))
+        owners = _owners(principal)
+        if self._recently_revoked(owners):
+            raise Unauthorized(
+                "Invalid API key." if kind is ApiKeyPrincipal else "Invalid or expired session."
+            )
+        self._remember(digest, principal, *owners)
         return principal
 
     def forget_secret(self, secret: str) -> None:
@@ -214,10 +225,21 @@ class Authenticator:
                 if not keys:
                     del self._by_owner[owner]
 
-    async def _on_identity_event(self, msg: Msg) -> None:
-        if (msg.headers or {}).get(H_EVENT) in _REVOKING:
-            # live.identity.evt.<workspace>.<kind>.<id>: the id is what was revoked or erased.
-            self.forget(msg.subject.rsplit(".", 1)[-1])
+    def on_change(self, change: Change) -> None:
+        """An ``IDENTITY`` change, from the follower: a revocation ends cached credentials."""
+        if change.type in _REVOKING:
+            now = self.clock()
+            self._revoked[change.entity_id] = now
+            self._revoked.move_to_end(change.entity_id)
+            while (
+                self._revoked
+                and next(iter(self._revoked.values())) < now - RECENT_REVOCATION_SECONDS
+            ):
+                self._revoked.popitem(last=False)
+            self.forget(change.entity_id)
+
+    def _recently_revoked(self, owners: tuple[str, ...]) -> bool:
+        return any(owner in self._revoked for owner in owners)
 
 
 def _current(principal: Principal) -> bool:

@@ -5,17 +5,22 @@ and Laravel Echo (``authEndpoint``) call before subscribing to a private or
 presence channel, with form fields (or JSON) ``socket_id`` and ``channel_name``:
 
 - ``private-conversation.{id}`` and ``presence-conversation.{id}``: participants
-  only (messaging decides); the presence ``channel_data`` is
-  ``{"user_id": id, "user_info": {"name", "avatar_url"}}``; the private one
-  carries ``{"user_id": id}`` (signed with the channel, as Pusher signs
-  presence), so the fanout can let a participant who leaves go;
-- ``private-user.{id}``: that user only;
+  who are not banned only (messaging decides); the presence ``channel_data`` is
+  ``{"user_id": id, "user_info": {"name", "avatar_url"}, "session_id": id}``;
+  the private one ``{"user_id": id, "session_id": id}`` (signed with the
+  channel, as Pusher signs presence);
+- ``private-user.{id}``: that user only, with the same private ``channel_data``;
 - anything else, or someone else's: 403, which pusher-js turns into
   ``pusher:subscription_error``.
 
 ``POST /api/widget/broadcasting/user-auth`` signs ``pusher:signin`` for the
-session's user. Signatures use the workspace's app secret, asked of identity and
-kept for a minute.
+session's user, its ``user_data`` naming the session too. Signatures use the
+workspace's app secret, asked of identity and kept for a minute.
+
+Naming the user and the session in what is signed ties the socket to them: the
+fanout checks every subscription against the conversation's membership as the
+log has it now, and closes the socket when the session is revoked or the user
+banned or erased (``confab_fanout.authority``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,13 @@ import msgspec
 from aiohttp import web
 
 from confab import inbound, realtime
-from confab.contracts.identity import AppCredentials, GetAppCredentials, GetUser, User
+from confab.contracts.identity import (
+    AppCredentials,
+    GetAppCredentials,
+    GetUser,
+    SessionPrincipal,
+    User,
+)
 from confab.contracts.messaging import CheckParticipant
 from confab.errors import BadRequest, Forbidden, InvalidRequest, NotFound, UnsupportedMediaType
 from confab.ids import is_valid_id
@@ -125,7 +136,10 @@ async def _may_join(call: Call, channel: str, user_id: str) -> None:
             try:
                 await call.rpc.call(
                     CheckParticipant(
-                        actor=call.actor, conversation_id=conversation_id, min_seq=call.min_seq
+                        actor=call.actor,
+                        conversation_id=conversation_id,
+                        min_seq=call.min_seq,
+                        act=True,
                     )
                 )
             except NotFound:
@@ -147,7 +161,7 @@ async def _may_join(call: Call, channel: str, user_id: str) -> None:
     errors=ERRORS,
 )
 async def channel_auth(call: Call) -> ChannelAuthorization:
-    assert call.principal is not None
+    assert isinstance(call.principal, SessionPrincipal)
     fields = await _fields(call.request)
     socket_id = _socket_id(fields)
     channel = fields.get("channel_name", "")
@@ -158,15 +172,12 @@ async def channel_auth(call: Call) -> ChannelAuthorization:
     user_id = call.principal.user_id
     await _may_join(call, channel, user_id)
     creds = await credentials.get(call.rpc, call.workspace_id)
-    member: dict[str, Any] | None = None
+    # Signed along: who and which session the socket acts for (see the module's note).
+    member: dict[str, Any] = {"user_id": user_id}
     if channel.startswith(realtime.PRESENCE_PREFIX):
-        member = {"user_id": user_id, "user_info": await _profile(call, user_id)}
-    elif channel.startswith(realtime.CONVERSATION_PREFIX):
-        # Signed along: the fanout lets the socket go when the user leaves the conversation.
-        member = {"user_id": user_id}
-    channel_data = None
-    if member is not None:
-        channel_data = json.dumps(member, separators=(",", ":"), ensure_ascii=False)
+        member["user_info"] = await _profile(call, user_id)
+    member["session_id"] = call.principal.session_id
+    channel_data = json.dumps(member, separators=(",", ":"), ensure_ascii=False)
     signature = realtime.channel_auth(
         creds.app_key, creds.app_secret, socket_id, channel, channel_data
     )
@@ -183,11 +194,15 @@ async def channel_auth(call: Call) -> ChannelAuthorization:
     errors=ERRORS,
 )
 async def user_auth(call: Call) -> UserAuthentication:
-    assert call.principal is not None
+    assert isinstance(call.principal, SessionPrincipal)
     socket_id = _socket_id(await _fields(call.request))
     user_id = call.principal.user_id
     creds = await credentials.get(call.rpc, call.workspace_id)
-    user = {"id": user_id, "user_info": await _profile(call, user_id)}
+    user = {
+        "id": user_id,
+        "user_info": await _profile(call, user_id),
+        "session_id": call.principal.session_id,
+    }
     user_data = json.dumps(user, separators=(",", ":"), ensure_ascii=False)
     signature = realtime.user_auth(creds.app_key, creds.app_secret, socket_id, user_data)
     return UserAuthentication(auth=signature, user_data=user_data)

@@ -12,15 +12,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from nats.aio.client import Client as NATS
 
-from confab import bus
+from confab import bus, eventlog
+from confab.authority import fence
 from confab.contracts.identity import (
     ApiKeyPrincipal,
     AuthenticateApiKey,
     AuthenticateSession,
     SessionPrincipal,
+    SessionRevoked,
+    subject,
 )
 from confab.errors import Unauthorized, Unavailable
-from confab.events import H_EVENT
 from confab.ids import secret_hash
 from confab.rpc import CallContext, RpcClient, RpcServer
 from confab_gateway.auth import Authenticator
@@ -89,7 +91,8 @@ async def identity(nats: NATS) -> AsyncIterator[Identity]:
 async def auth(nats: NATS, identity: Identity) -> AsyncIterator[tuple[Authenticator, Clock]]:
     clock = Clock()
     authenticator = Authenticator(RpcClient(nats, 2.0), "", ttl=30.0, stale_for=300.0, clock=clock)
-    await authenticator.start(nats)
+    await bus.ensure_streams(nats.jetstream(), [bus.IDENTITY])
+    await authenticator.start(nats.jetstream())
     yield authenticator, clock
     await authenticator.stop()
 
@@ -125,13 +128,19 @@ async def test_a_revocation_ends_a_cached_credential_even_while_identity_is_down
     authenticator, clock = auth
     await authenticator.session(TOKEN)
     identity.down = True
-    await nats.publish(
-        "live.identity.evt.w1.session.s1", b"{}", headers={H_EVENT: "session.revoked"}
+    js = nats.jetstream()
+    revoked = SessionRevoked(workspace_id="w1", session_id="s1", at=datetime.now(UTC))
+    stored = await eventlog.append(
+        js,
+        bus.IDENTITY.name,
+        subject("w1", "session", "s1"),
+        revoked,
+        msg_id=uuid.uuid4().hex,
+        workspace="w1",
     )
-    deadline = time.monotonic() + 10
-    while authenticator._cached(secret_hash(TOKEN))[0] is not None:
-        assert time.monotonic() < deadline, "the revocation never reached the cache"
-        await nats.flush()
+    # What identity does before a revocation's reply: every follower has applied it.
+    assert await fence(js, stored.seq)
+    assert authenticator._cached(secret_hash(TOKEN))[0] is None
     clock.now += 31
     with pytest.raises(Unavailable):
         await authenticator.session(TOKEN)

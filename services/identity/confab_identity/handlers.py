@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confab.aggregate import Aggregates, Decision
+from confab.authority import fence
 from confab.contracts.base import Ok, Request
 from confab.contracts.identity import (
     ApiKey,
@@ -170,6 +171,14 @@ class Handlers:
             # The write is durable; the caller can still pass min_seq to later queries.
             log.warning("read_model_behind", seq=seq, checkpoint=self.runner.checkpoint)
 
+    async def _enforced(self, decision: Decision[State]) -> None:
+        """An authority change (ban, unban, erasure, revocation) is in force everywhere
+        before its reply leaves: every gateway, messaging copy and fanout node has applied
+        it (``confab.authority.fence``), and so has this read model."""
+        await self._settle(decision.version)
+        if decision.event is not None:
+            await fence(self.aggregates.js, decision.version, timeout=self.read_wait)
+
     async def _issue_key(
         self, workspace_id: str, workspace: State, now: datetime, actor: str, ctx: CallContext
     ) -> tuple[str, str, Decision[State]]:
@@ -283,7 +292,7 @@ class Handlers:
             actor=cmd.actor,
             ctx=ctx,
         )
-        await self._settle(decision.version)
+        await self._enforced(decision)
         if decision.event is not None:
             log.info("api_key_revoked", workspace_id=workspace_id, key_id=key_id)
         return Ok(seq=decision.version)
@@ -368,6 +377,7 @@ class Handlers:
             cmd.actor,
             ctx,
         )
+        await self._enforced(decision)
         return UserSaved(
             user=domain.user_view(_user(decision)), created=False, seq=decision.version
         )
@@ -392,6 +402,7 @@ class Handlers:
             cmd.actor,
             ctx,
         )
+        await self._enforced(decision)
         log.info("user_erased", workspace_id=cmd.workspace_id, user_id=cmd.user_id)
         return Ok(seq=decision.version)
 
@@ -448,7 +459,7 @@ class Handlers:
             actor=cmd.actor,
             ctx=ctx,
         )
-        await self._settle(decision.version)
+        await self._enforced(decision)
         return Ok(seq=decision.version)
 
     async def authenticate_session(

@@ -2,8 +2,9 @@
 
 Owns the ``MEDIA`` stream, the bucket (created if missing), the temporary
 ``uploads`` object store and the ``media`` read model; answers
-``confab.contracts.media`` (see ``handlers``) and deletes the attachments of
-deleted messages (``projections.MessageDeletions``).
+``confab.contracts.media`` (see ``handlers``), attaches the attachments of
+posted messages and deletes those of deleted ones (``projections.MessageLinks``),
+and purges uploads nobody attached (the handlers' sweeper).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from confab.service import Service, StartupError, run_service
 from confab_media import domain
 from confab_media.domain import AttachmentState, evolve, initial
 from confab_media.handlers import Handlers, ingests_bucket, uploads_store
-from confab_media.projections import AttachmentsProjection, MessageDeletions
+from confab_media.projections import AttachmentsProjection, MessageLinks
 from confab_media.settings import MediaSettings
 from confab_media.storage import Storage
-from confab_media.store import Store
+from confab_media.store import Store, upgrade
 
 
 async def setup(service: Service) -> None:
@@ -38,8 +39,9 @@ async def setup(service: Service) -> None:
     service.checks["s3"] = storage.check
     uploads = await uploads_store(service.js, settings.stream_replicas)
     ingests = await ingests_bucket(service.js, settings.stream_replicas)
-    attachments = await service.add_projection(AttachmentsProjection())
     assert service.engine is not None
+    await upgrade(service.engine)  # an older build's table gains what this one writes
+    attachments = await service.add_projection(AttachmentsProjection())
     aggregates: Aggregates[AttachmentState] = Aggregates(
         service.nc, service.js, MEDIA.name, initial=initial, evolve=evolve, cache_size=10_000
     )
@@ -54,10 +56,13 @@ async def setup(service: Service) -> None:
         ingests,
         settings,
     )
-    # It reads every conversation event for the few deletions: in batches, a while apart
-    # (nobody waits on it), rather than a transaction per handful of messages.
-    await service.add_projection(
-        MessageDeletions(handlers.on_message_deleted), batch_size=2000, linger=0.5
+    # It reads every conversation event for the few posts with attachments and the few
+    # deletions: in batches, a while apart, rather than a transaction per handful of
+    # messages. Only a reader of someone else's upload just attached waits on it.
+    handlers.links = await service.add_projection(
+        MessageLinks(handlers.on_message_posted, handlers.on_message_deleted),
+        batch_size=2000,
+        linger=0.5,
     )
     for request_type, handler in handlers.routes():
         await service.rpc.serve(request_type, handler)

@@ -2,8 +2,10 @@
 
 Pure functions, no I/O: what ``content`` found in a file and what the handler
 looked up come in as arguments. Each attachment (one subject of ``MEDIA``) is
-an aggregate whose life is short: ``attachment.stored`` once, and perhaps
-``attachment.deleted`` once after it.
+an aggregate whose life is short: ``attachment.stored`` once, perhaps
+``attachment.attached`` once, and perhaps ``attachment.deleted`` once after
+them. An attachment is attached only while it exists; an expired upload is
+deleted only while it is not attached.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import fnmatch
 import os
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +26,7 @@ from confab.contracts.media import (
     DEFAULT_MAX_BYTES,
     FILENAME_MAX,
     FILENAME_RULE,
+    AttachmentAttached,
     AttachmentDeleted,
     AttachmentStored,
     DeleteReason,
@@ -203,6 +206,17 @@ def attachment_prefix(workspace_id: str, attachment_id: str) -> str:
     return f"workspaces/{workspace_id}/attachments/{attachment_id}."
 
 
+def served_inline(content_type: str, reencoded: bool) -> bool:
+    """Only images media encoded afresh are shown in the page; everything else is a
+    download (``Content-Disposition: attachment``), whatever its type."""
+    return reencoded and content_type in IMAGE_FORMATS
+
+
+def served_type(content_type: str) -> str:
+    """The ``Content-Type`` an object is served with (text is always UTF-8, checked)."""
+    return content_type + ("; charset=utf-8" if content_type == "text/plain" else "")
+
+
 def content_disposition(filename: str, inline: bool) -> str:
     """RFC 6266: an ASCII fallback and the exact name as RFC 5987 UTF-8."""
     fallback = (
@@ -217,9 +231,10 @@ def content_disposition(filename: str, inline: bool) -> str:
 # -- the decider ------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class AttachmentState:
     stored: AttachmentStored | None = None
+    attached: AttachmentAttached | None = None
     deleted: AttachmentDeleted | None = None
 
     @property
@@ -233,9 +248,11 @@ def initial() -> AttachmentState:
 
 def evolve(state: AttachmentState, event: Event) -> AttachmentState:
     if isinstance(event, AttachmentStored) and state.stored is None:
-        return AttachmentState(stored=event, deleted=state.deleted)
+        return replace(state, stored=event)
+    if isinstance(event, AttachmentAttached) and state.attached is None:
+        return replace(state, attached=event)
     if isinstance(event, AttachmentDeleted) and state.deleted is None:
-        return AttachmentState(stored=state.stored, deleted=event)
+        return replace(state, deleted=event)
     return state
 
 
@@ -246,6 +263,57 @@ def decide_store(state: AttachmentState, stored: AttachmentStored) -> Attachment
     if state.stored is not None:
         return None
     return stored
+
+
+def decide_attach(
+    state: AttachmentState,
+    *,
+    conversation_id: str,
+    sender_id: str | None,
+    message_id: str,
+    now: datetime,
+) -> AttachmentAttached | None:
+    """Attach once, to a message of its conversation by its uploader; ``None`` otherwise
+    (unknown, deleted, attached already, or not this message's to claim)."""
+    stored = state.stored
+    if stored is None or state.deleted is not None or state.attached is not None:
+        return None
+    if stored.conversation_id != conversation_id or stored.uploader_id != sender_id:
+        return None
+    return AttachmentAttached(
+        workspace_id=stored.workspace_id,
+        attachment_id=stored.attachment_id,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        at=now,
+    )
+
+
+def expired(state: AttachmentState, *, now: datetime, ttl: timedelta) -> bool:
+    """An upload that exists, was never attached, and was stored longer than ``ttl`` ago."""
+    stored = state.stored
+    return (
+        stored is not None
+        and state.deleted is None
+        and state.attached is None
+        and stored.at + ttl < now
+    )
+
+
+def decide_expire(
+    state: AttachmentState, *, now: datetime, ttl: timedelta
+) -> AttachmentDeleted | None:
+    """Delete an upload nobody attached within ``ttl``; ``None`` if it is attached (even a
+    moment ago), deleted, unknown, or not that old."""
+    if not expired(state, now=now, ttl=ttl):
+        return None
+    assert state.stored is not None
+    return AttachmentDeleted(
+        workspace_id=state.stored.workspace_id,
+        attachment_id=state.stored.attachment_id,
+        reason="upload_expired",
+        at=now,
+    )
 
 
 def decide_delete(

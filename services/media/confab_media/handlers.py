@@ -20,6 +20,22 @@ of the upload is left. (One window is left open on purpose: a crash between
 deleting the intent and sending the reply leaves a stored attachment that the
 caller never heard of; the other order would lose attachments a caller was
 told about.)
+
+Reading: an upload is readable by its uploader alone until a message attaches
+it (``reader_id``); one that looks unattached to another reader is looked at
+again once ``MessageLinks`` has followed its conversation up to now, so the
+message that attaches it a moment ago counts. Only re-encoded images are
+served inline; the presigned URL says so (``response-content-disposition``,
+``response-content-type``) and so does the stored object itself.
+
+Purging: an upload still unattached ``media_upload_ttl_seconds`` after it was
+stored is left out of every filtered read (it can no longer be attached), and
+``media_upload_grace_seconds`` later the sweeper purges it, once
+``MessageLinks`` has followed its conversation up to now: an intent naming its
+objects is written, ``attachment.deleted`` (``upload_expired``) is decided
+against the log (losing to an ``attachment.attached`` appended meanwhile),
+the objects are removed, and the intent deleted. A process that dies in
+between leaves the intent, and the sweeper finishes the removal.
 """
 
 from __future__ import annotations
@@ -28,7 +44,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +58,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from confab.aggregate import Aggregates
-from confab.bus import MEDIA
+from confab.bus import CONVERSATIONS, MEDIA
 from confab.contracts.base import Request
 from confab.contracts.media import (
     UPLOAD_TTL_SECONDS,
@@ -57,7 +73,8 @@ from confab.contracts.media import (
     UploadPolicy,
     subject,
 )
-from confab.contracts.messaging import Attachment
+from confab.contracts.messaging import Attachment, MessagePosted
+from confab.contracts.messaging import subject as conversation_subject
 from confab.errors import ConfabError, InternalError, InvalidRequest, PayloadTooLarge, Unavailable
 from confab.ids import is_valid_id
 from confab.logging import get_logger
@@ -76,6 +93,8 @@ DEFAULT_INGEST_SECONDS = 60.0
 DEADLINE_MARGIN = 1.0  # stop this long before the caller's deadline: the reply must reach it
 SWEEP_GRACE = 2.0  # an intent is abandoned this long after its deadline
 MISSING_LOOKUPS = 32  # ids looked up in the log when the read model does not have them yet
+PURGE_BATCH = 100  # expired uploads looked at per sweep
+PURGE_SECONDS = 30.0  # a purge's intent is finished by the sweeper this long after it began
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
 
@@ -87,6 +106,9 @@ class Intent(msgspec.Struct, kw_only=True):
     attachment_id: str
     deadline: float  # time.time() after which nothing may be stored
     keys: list[str] = []
+    # A purge of an expired upload, not an ingest: past the deadline, its objects are
+    # removed if the log says it was deleted, and nothing else is done.
+    purge: bool = False
 
 
 _intent_decoder = msgspec.json.Decoder(Intent)
@@ -149,6 +171,10 @@ class Handlers:
         self.policies = domain.parse_policies(
             settings.media_workspace_policies, self.default_policy
         )
+        self.ttl = timedelta(seconds=settings.media_upload_ttl_seconds)
+        self.grace = timedelta(seconds=settings.media_upload_grace_seconds)
+        # The follower of CONVERSATIONS that attaches attachments (set once it is added).
+        self.links: ProjectionRunner | None = None
         self._slots = asyncio.Semaphore(settings.media_ingest_concurrency)
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -178,14 +204,68 @@ class Handlers:
         missing = [i for i in ids if i not in rows][:MISSING_LOOKUPS]
         if missing and await self._catch_up(workspace_id, missing):
             rows.update(await self.store.attachments(workspace_id, missing))
-        data = [
-            self.signed(rows[i])
-            for i in ids
-            if i in rows
-            and query.conversation_id in (None, rows[i]["conversation_id"])
-            and query.uploader_id in (None, rows[i]["uploader_id"])
-        ]
-        return AttachmentList(data=data)
+        rows = {
+            i: row
+            for i, row in rows.items()
+            if query.conversation_id in (None, row["conversation_id"])
+            and query.uploader_id in (None, row["uploader_id"])
+        }
+        if query.reader_id is not None:
+            rows = await self._readable(workspace_id, rows, query.reader_id)
+        if query.reader_id is not None or query.uploader_id is not None:
+            # Past its TTL an unattached upload can no longer be attached: it is gone.
+            since = self.clock() - self.ttl
+            rows = {
+                i: row
+                for i, row in rows.items()
+                if row["attached_to"] is not None or row["created_at"] >= since
+            }
+        return AttachmentList(data=[self.signed(rows[i]) for i in ids if i in rows])
+
+    async def _readable(
+        self, workspace_id: str, rows: dict[str, dict[str, Any]], reader_id: str
+    ) -> dict[str, dict[str, Any]]:
+        """The rows ``reader_id`` may read: its own uploads, and attached ones."""
+        waiting = [
+            i
+            for i, row in rows.items()
+            if row["attached_to"] is None and not (reader_id and row["uploader_id"] == reader_id)
+        ][:MISSING_LOOKUPS]
+        conversations = {rows[i]["conversation_id"] for i in waiting}
+        # The message that attached one may have been posted a moment ago.
+        if waiting and await self._followed(workspace_id, conversations, wait=True):
+            await self._catch_up(workspace_id, waiting)
+            fresh = await self.store.attachments(workspace_id, waiting)
+            rows = {i: row for i, row in rows.items() if i not in waiting} | fresh
+        return {
+            i: row
+            for i, row in rows.items()
+            if (reader_id and row["uploader_id"] == reader_id) or row["attached_to"] is not None
+        }
+
+    async def _followed(
+        self, workspace_id: str, conversation_ids: Iterable[str], *, wait: bool = False
+    ) -> bool:
+        """True once ``MessageLinks`` has applied every event of these conversations so far
+        (waiting for it, bounded, if ``wait``)."""
+        if self.links is None:
+            return False
+
+        async def last(conversation_id: str) -> int:
+            try:
+                msg = await self.js.get_last_msg(
+                    CONVERSATIONS.name,
+                    conversation_subject(workspace_id, conversation_id),
+                    direct=False,
+                )
+            except NotFoundError:
+                return 0
+            return msg.seq or 0
+
+        target = max(await asyncio.gather(*(last(c) for c in conversation_ids)), default=0)
+        if target <= self.links.checkpoint:
+            return True
+        return wait and await self.links.wait_for(target, self.settings.read_wait_seconds)
 
     async def _catch_up(self, workspace_id: str, ids: list[str]) -> bool:
         """Wait (bounded) for the read model to show what the log has of ``ids``; True if any."""
@@ -209,13 +289,11 @@ class Handlers:
         """The public object of a read-model row, with URLs good for ``media_url_seconds``."""
         lifetime = timedelta(seconds=self.settings.media_url_seconds)
         content_type = row["content_type"]
-        served_type = content_type + ("; charset=utf-8" if content_type == "text/plain" else "")
-        inline = content_type.startswith("image/")
         url = self.storage.presign(
             row["object_key"],
             expires=lifetime,
-            content_type=served_type,
-            disposition=domain.content_disposition(row["filename"], inline),
+            content_type=domain.served_type(content_type),
+            disposition=_disposition(row["filename"], content_type, row["reencoded"]),
         )
         thumbnail_url = None
         if row["thumbnail_key"]:
@@ -223,7 +301,7 @@ class Handlers:
                 row["thumbnail_key"],
                 expires=lifetime,
                 content_type=row["thumbnail_content_type"] or "image/jpeg",
-                disposition="inline",
+                disposition=THUMBNAIL_DISPOSITION,
             )
         attachment = Attachment(
             id=row["id"],
@@ -290,10 +368,13 @@ class Handlers:
                     )
                 intent.keys = [key, *([thumb_key] if thumb_key else [])]
                 await self._remember(intent)  # before writing: a crash leaves nothing unnamed
-                await self._write(key, prepared)
+                await self._write(key, prepared, filename)
                 if thumb_key and prepared.thumbnail is not None:
                     await self.storage.put_bytes(
-                        thumb_key, prepared.thumbnail, prepared.thumbnail_type or "image/jpeg"
+                        thumb_key,
+                        prepared.thumbnail,
+                        prepared.thumbnail_type or "image/jpeg",
+                        THUMBNAIL_DISPOSITION,
                     )
             if time.time() > deadline - DEADLINE_MARGIN:
                 raise Unavailable("Processing the upload took too long; try again.")
@@ -312,6 +393,7 @@ class Handlers:
                 thumbnail_content_type=prepared.thumbnail_type if thumb_key else None,
                 sha256=prepared.sha256,
                 at=self.clock(),
+                reencoded=prepared.reencoded,
             )
             event = stored
             decision = await self.aggregates.execute(
@@ -362,6 +444,7 @@ class Handlers:
                 "object_key": stored.key,
                 "thumbnail_key": stored.thumbnail_key,
                 "thumbnail_content_type": stored.thumbnail_content_type,
+                "reencoded": stored.reencoded,
             }
         )
 
@@ -380,12 +463,15 @@ class Handlers:
         with path.open("wb") as file:
             await self.uploads.get(attachment_id, writeinto=file)
 
-    async def _write(self, key: str, prepared: content.Prepared) -> None:
+    async def _write(self, key: str, prepared: content.Prepared, filename: str) -> None:
+        """The object, with the headers it is served with when nothing overrides them."""
         mime = prepared.file_type.mime
+        served = domain.served_type(mime)
+        disposition = _disposition(filename, mime, prepared.reencoded)
         if prepared.body is not None:
-            await self.storage.put_bytes(key, prepared.body, mime)
+            await self.storage.put_bytes(key, prepared.body, served, disposition)
         elif prepared.path is not None:
-            await self.storage.put_file(key, prepared.path, mime)
+            await self.storage.put_file(key, prepared.path, served, disposition)
 
     async def _drop_upload(self, attachment_id: str) -> None:
         """Delete the temporary upload; it may be gone already (the gateway deletes it too)."""
@@ -435,7 +521,10 @@ class Handlers:
                 continue
             if intent.deadline + SWEEP_GRACE > time.time():
                 continue
-            await self.abandon(intent, reason="past its deadline")
+            if intent.purge:
+                await self._finish_purge(intent)
+            else:
+                await self.abandon(intent, reason="past its deadline")
             done += 1
         return done
 
@@ -455,8 +544,123 @@ class Handlers:
                 await self.sweep()
             except Exception as exc:
                 log.warning("sweep_failed", error=repr(exc))
+            try:
+                await self.purge()
+            except Exception as exc:
+                log.warning("purge_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.media_sweep_seconds)
+
+    # -- expired uploads -----------------------------------------------------------------------
+
+    async def purge(self) -> int:
+        """Purge the uploads no message attached within their TTL (and grace); how many."""
+        rows = await self.store.unattached(
+            before=self.clock() - self.ttl - self.grace, limit=PURGE_BATCH
+        )
+        done = 0
+        for row in rows:
+            # Not before every message of its conversation so far has been seen: one
+            # may attach it (after an upgrade, MessageLinks replays them all first).
+            if not await self._followed(row["workspace_id"], [row["conversation_id"]]):
+                continue
+            if await self.expire(row["workspace_id"], row["id"]):
+                done += 1
+        return done
+
+    async def expire(self, workspace_id: str, attachment_id: str) -> bool:
+        """Delete one unattached upload past its TTL, then remove its objects; True if done.
+
+        The deletion is decided against the log first, so a message that attached it a
+        moment ago wins, and nothing of an attached upload is ever removed.
+        """
+        subject_ = subject(workspace_id, attachment_id)
+        now = self.clock()
+        state, _ = await self.aggregates.load(subject_, fresh=True)
+        if state.stored is None or not domain.expired(state, now=now, ttl=self.ttl):
+            return False
+        stored = state.stored
+        intent = Intent(
+            workspace_id=workspace_id,
+            attachment_id=attachment_id,
+            deadline=time.time() + PURGE_SECONDS,
+            keys=[k for k in (stored.key, stored.thumbnail_key) if k],
+            purge=True,
+        )
+        await self._remember(intent)
+        decision = await self.aggregates.execute(
+            subject_,
+            lambda s: domain.decide_expire(s, now=now, ttl=self.ttl),
+            msg_id=f"deleted:{attachment_id}",
+            workspace=workspace_id,
+        )
+        deleted = decision.state.deleted
+        if deleted is None or deleted.reason != "upload_expired":
+            await self._forget(attachment_id)  # attached meanwhile: nothing to take back
+            return False
+        await self._finish_purge(intent)
+        log.info("upload_expired", attachment_id=attachment_id)
+        return True
+
+    async def _finish_purge(self, intent: Intent) -> None:
+        """Remove a purged upload's objects (only if the log says it is deleted), then
+        forget the intent. Kept if the store fails: the sweeper tries again."""
+        state, _ = await self.aggregates.load(
+            subject(intent.workspace_id, intent.attachment_id), fresh=True
+        )
+        if state.deleted is not None:
+            await self.storage.remove(intent.keys)
+        await self._forget(intent.attachment_id)
+
+    # -- attaching -----------------------------------------------------------------------------
+
+    async def on_message_posted(
+        self, subject_: str, posted: MessagePosted, correlation: str
+    ) -> None:
+        """Attach what a message claims (messaging checked it; the log decides once)."""
+        parts = subject_.split(".")  # conv.evt.<workspace>.<conversation>
+        if len(parts) != 4:
+            return
+        workspace_id, conversation_id = parts[2], parts[3]
+        for attachment_id in domain.deletable(posted.attachment_ids):
+            if is_valid_id(attachment_id):
+                await self._attach(
+                    workspace_id, conversation_id, attachment_id, posted, correlation
+                )
+
+    async def _attach(
+        self,
+        workspace_id: str,
+        conversation_id: str,
+        attachment_id: str,
+        posted: MessagePosted,
+        correlation: str,
+    ) -> None:
+        now = self.clock()
+        decision = await self.aggregates.execute(
+            subject(workspace_id, attachment_id),
+            lambda state: domain.decide_attach(
+                state,
+                conversation_id=conversation_id,
+                sender_id=posted.sender_id,
+                message_id=posted.message_id,
+                now=now,
+            ),
+            msg_id=f"attached:{attachment_id}",
+            workspace=workspace_id,
+            actor=posted.sender_id or "",
+            correlation=correlation,
+        )
+        state = decision.state
+        if state.attached is not None and state.attached.message_id == posted.message_id:
+            return
+        if state.deleted is not None and state.deleted.reason != "upload_expired":
+            return  # replaying history: its message was deleted since
+        # Unknown, expired first, or claimed by another message: the message shows it as
+        # missing. Messaging checks before posting, so this is rare.
+        log.warning(
+            "attachment_not_attached", attachment_id=attachment_id, message_id=posted.message_id
+        )
 
     # -- deletion ------------------------------------------------------------------------------
 
@@ -514,3 +718,10 @@ class Handlers:
             conversation_id=parts[3],
             correlation=correlation,
         )
+
+
+THUMBNAIL_DISPOSITION = "inline"  # thumbnails are always media's own encoding
+
+
+def _disposition(filename: str, content_type: str, reencoded: bool) -> str:
+    return domain.content_disposition(filename, domain.served_inline(content_type, reencoded))

@@ -1,14 +1,18 @@
-"""What media follows: its own events into the read model, and message deletions.
+"""What media follows: its own events into the read model, and messages.
 
 ``AttachmentsProjection`` keeps ``media.attachments`` from ``MEDIA``.
 
-``MessageDeletions`` follows ``CONVERSATIONS`` through the same runner (so one
+``MessageLinks`` follows ``CONVERSATIONS`` through the same runner (so one
 process at a time, a checkpoint, and redelivery after a crash): a
-``message.deleted``, or a ``message.moderated`` that deletes, names the
-message's attachments, and each is deleted (objects removed, then
-``attachment.deleted`` appended). Every step is idempotent, so a batch
-repeated after a crash changes nothing the first run did. Its tables hold only
-the checkpoint.
+``message.posted`` names the attachments it claims, and each is attached
+(``attachment.attached`` appended); a ``message.deleted``, or a
+``message.moderated`` that deletes, names the message's attachments, and each
+is deleted (objects removed, then ``attachment.deleted`` appended). Every step
+is idempotent, so a batch repeated after a crash changes nothing the first run
+did. Its tables hold only the checkpoint. Its name is new with the attached
+events: an older deployment's media replays ``CONVERSATIONS`` once from the
+start under it, attaching what older builds never recorded, and no upload
+expires before its conversation has been replayed (see ``Handlers.purge``).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab.bus import CONVERSATIONS, MEDIA
-from confab.contracts.media import AttachmentDeleted, AttachmentStored
-from confab.contracts.messaging import MessageDeleted, MessageModerated
+from confab.contracts.media import AttachmentAttached, AttachmentDeleted, AttachmentStored
+from confab.contracts.messaging import MessageDeleted, MessageModerated, MessagePosted
 from confab.events import Envelope
 from confab.projection import Projection
 from confab_media.domain import deletable
@@ -30,6 +34,8 @@ from confab_media.store import SCHEMA, define_tables
 
 # (event subject, attachment id, message id, correlation) -> done
 DeleteAttachment = Callable[[str, str, str, str], Awaitable[None]]
+# (event subject, the message posted, correlation) -> done
+AttachToMessage = Callable[[str, MessagePosted, str], Awaitable[None]]
 
 
 class AttachmentsProjection(Projection):
@@ -45,6 +51,7 @@ class AttachmentsProjection(Projection):
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
         t = self.table
         rows: dict[str, dict[str, Any]] = {}
+        attachings: list[dict[str, Any]] = []
         deletions: list[dict[str, Any]] = []
         for envelope in events:
             event = envelope.event
@@ -68,58 +75,81 @@ class AttachmentsProjection(Projection):
                     "delete_reason": None,
                     "message_id": None,
                     "seq": envelope.seq,
+                    "reencoded": event.reencoded,
+                    "attached_to": None,
+                    "attached_at": None,
                 }
+            elif isinstance(event, AttachmentAttached):
+                changes = {"attached_to": event.message_id, "attached_at": event.at}
+                _change(rows, attachings, event.attachment_id, envelope.seq, changes)
             elif isinstance(event, AttachmentDeleted):
-                pending = rows.get(event.attachment_id)
-                if pending is not None:
-                    pending.update(
-                        deleted_at=event.at,
-                        delete_reason=event.reason,
-                        message_id=event.message_id,
-                        seq=envelope.seq,
-                    )
-                else:
-                    deletions.append(
-                        {
-                            "b_id": event.attachment_id,
-                            "b_at": event.at,
-                            "b_reason": event.reason,
-                            "b_message": event.message_id,
-                            "b_seq": envelope.seq,
-                        }
-                    )
+                changes = {
+                    "deleted_at": event.at,
+                    "delete_reason": event.reason,
+                    "message_id": event.message_id,
+                }
+                _change(rows, deletions, event.attachment_id, envelope.seq, changes)
         if rows:
             stmt = insert(t).on_conflict_do_nothing(index_elements=[t.c.id])
             await conn.execute(stmt, list(rows.values()))
-        if deletions:
-            await conn.execute(
-                t.update()
-                .where(t.c.id == sa.bindparam("b_id"), t.c.seq < sa.bindparam("b_seq"))
-                .values(
-                    deleted_at=sa.bindparam("b_at"),
-                    delete_reason=sa.bindparam("b_reason"),
-                    message_id=sa.bindparam("b_message"),
-                    seq=sa.bindparam("b_seq"),
-                ),
-                deletions,
-            )
+        # In stream order: an attachment is attached (if ever) before it is deleted.
+        for batch in (attachings, deletions):
+            if batch:
+                columns = [k.removeprefix("b_") for k in batch[0] if k not in ("b_id", "b_seq")]
+                await conn.execute(
+                    t.update()
+                    .where(t.c.id == sa.bindparam("b_id"), t.c.seq < sa.bindparam("b_seq"))
+                    .values(
+                        seq=sa.bindparam("b_seq"), **{c: sa.bindparam(f"b_{c}") for c in columns}
+                    ),
+                    batch,
+                )
 
 
-class MessageDeletions(Projection):
-    """Deletes the attachments of deleted messages (side effects, no tables of its own)."""
+def _change(
+    rows: dict[str, dict[str, Any]],
+    later: list[dict[str, Any]],
+    attachment_id: str,
+    seq: int,
+    changes: dict[str, Any],
+) -> None:
+    """Apply ``changes`` to a row inserted in this batch, or queue them for a row written
+    earlier (applied only if an earlier event wrote it: a replayed batch changes nothing)."""
+    pending = rows.get(attachment_id)
+    if pending is not None:
+        pending.update(changes, seq=seq)
+    else:
+        later.append(
+            {"b_id": attachment_id, "b_seq": seq, **{f"b_{k}": v for k, v in changes.items()}}
+        )
+
+
+class MessageLinks(Projection):
+    """Attaches the attachments of posted messages and deletes those of deleted ones (side
+    effects in ``MEDIA`` and the bucket, no tables of its own)."""
 
     stream = CONVERSATIONS.name
     subjects = CONVERSATIONS.subjects
 
-    def __init__(self, delete: DeleteAttachment, name: str = "media.message_deletions") -> None:
+    def __init__(
+        self,
+        attach: AttachToMessage,
+        delete: DeleteAttachment,
+        name: str = "media.message_links",
+    ) -> None:
         self.name = name
         self.metadata = sa.MetaData(schema=SCHEMA)
+        self.attach = attach
         self.delete = delete
         super().__init__()
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
         for envelope in events:
             event = envelope.event
+            if isinstance(event, MessagePosted):
+                if event.attachment_ids:
+                    await self.attach(envelope.subject, event, envelope.correlation)
+                continue
             if isinstance(event, MessageModerated) and event.action != "delete":
                 continue
             if not isinstance(event, MessageDeleted | MessageModerated):

@@ -47,7 +47,14 @@ class MediaSettings(DatabaseSettings, kw_only=True, frozen=True):
     media_url_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] = 900
     # Files checked and processed at once by one process (each may hold a decoded image).
     media_ingest_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
-    # How often abandoned ingests (their process died) are looked for and cleaned up.
+    # How often abandoned ingests (their process died) and expired uploads are looked for
+    # and cleaned up.
     media_sweep_seconds: PositiveFloat = 5.0
+    # An upload no message attached within this long can no longer be attached; it is
+    # purged (objects removed, attachment.deleted appended) a grace period later. The
+    # grace must be longer than a send takes between checking an attachment and storing
+    # the message that claims it.
+    media_upload_ttl_seconds: PositiveInt = 24 * 3600
+    media_upload_grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     # How long a reply waits for the read model to show what was just stored.
     read_wait_seconds: PositiveFloat = 2.0

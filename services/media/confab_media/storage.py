@@ -4,6 +4,14 @@ The minio client is blocking: every call that touches the network runs in a
 worker thread. Presigning is local computation (the region is configured, so
 the client never asks the server for it); URLs are signed for the public
 endpoint when one is configured, since the signature covers the host.
+
+Headers: a presigned GET names the ``Content-Type`` and ``Content-Disposition``
+it is served with (the S3 ``response-*`` overrides, covered by the
+signature), and every object is stored with the same two, so a read without
+overrides is served alike. S3 has no way to add ``X-Content-Type-Options``:
+no override exists, and object metadata comes back as ``x-amz-meta-*``.
+MinIO sends ``nosniff`` on every response by itself; SeaweedFS (the embedded
+store) and AWS S3 do not, so in front of those a proxy or CDN must add it.
 """
 
 from __future__ import annotations
@@ -87,12 +95,17 @@ class Storage:
         exists = await self._run(self.client.bucket_exists, self.bucket)
         return "ok" if exists else f"failing: bucket {self.bucket} is missing"
 
-    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+    async def put_file(self, key: str, path: Path, content_type: str, disposition: str) -> None:
         await self._run(
-            self.client.fput_object, self.bucket, key, str(path), content_type=content_type
+            self.client.fput_object,
+            self.bucket,
+            key,
+            str(path),
+            content_type=content_type,
+            metadata={"Content-Disposition": disposition},
         )
 
-    async def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
+    async def put_bytes(self, key: str, body: bytes, content_type: str, disposition: str) -> None:
         await self._run(
             self.client.put_object,
             self.bucket,
@@ -100,6 +113,7 @@ class Storage:
             io.BytesIO(body),
             len(body),
             content_type=content_type,
+            metadata={"Content-Disposition": disposition},
         )
 
     async def remove(self, keys: list[str]) -> None:

@@ -3,15 +3,23 @@
 Written only by ``projections.AttachmentsProjection``; a replay into empty
 tables gives the same rows (every value comes from the events, every row keeps
 the stream sequence of the event that last wrote it).
+
+Columns are only ever added, nullable or with a default, so ``upgrade`` can
+bring the table of an older build up to date in place (PostgreSQL fills the
+default without rewriting rows); rows written before then read as an older
+build wrote them (``reencoded`` false: served as downloads).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from confab.db import create_tables
 
 SCHEMA = "media"
 
@@ -39,12 +47,43 @@ def define_tables(metadata: sa.MetaData) -> sa.Table:
         sa.Column("delete_reason", sa.Text, nullable=True),
         sa.Column("message_id", sa.Text, nullable=True),  # the message whose deletion deleted it
         sa.Column("seq", sa.BigInteger, nullable=False),  # MEDIA stream sequence
+        sa.Column("reencoded", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("attached_to", sa.Text, nullable=True),  # the message it is attached to
+        sa.Column("attached_at", ts, nullable=True),
         sa.Index("attachments_conversation", "workspace_id", "conversation_id"),
+        # The few uploads waiting to be attached (or to expire), oldest first.
+        sa.Index(
+            "attachments_unattached",
+            "created_at",
+            postgresql_where=sa.text("deleted_at IS NULL AND attached_to IS NULL"),
+        ),
     )
 
 
 METADATA = sa.MetaData(schema=SCHEMA)
 ATTACHMENTS = define_tables(METADATA)
+
+
+async def upgrade(engine: AsyncEngine, table: sa.Table = ATTACHMENTS) -> None:
+    """Create the table, or add the columns and indexes an older build's table lacks."""
+    assert table.metadata.schema is not None
+    await create_tables(engine, table.metadata)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7267265)"))
+        present = await conn.run_sync(
+            lambda sync: {c["name"] for c in sa.inspect(sync).get_columns(table.name, table.schema)}
+        )
+        for column in table.columns:
+            if column.name not in present:
+                await _add_column(conn, table, column)
+        for index in table.indexes:
+            await conn.run_sync(lambda sync, i=index: i.create(sync, checkfirst=True))
+
+
+async def _add_column(conn: AsyncConnection, table: sa.Table, column: sa.Column[Any]) -> None:
+    spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+    name = conn.dialect.identifier_preparer.format_table(table)
+    await conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {spec}"))
 
 
 class Store:
@@ -67,3 +106,15 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {r.id: dict(r._mapping) for r in rows}
+
+    async def unattached(self, *, before: datetime, limit: int) -> list[dict[str, Any]]:
+        """Uploads stored before ``before`` and neither attached nor deleted, oldest first."""
+        t = self.t
+        query = (
+            sa.select(t.c.id, t.c.workspace_id, t.c.conversation_id, t.c.created_at)
+            .where(t.c.deleted_at.is_(None), t.c.attached_to.is_(None), t.c.created_at < before)
+            .order_by(t.c.created_at)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]

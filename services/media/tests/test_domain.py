@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from confab.contracts.media import AttachmentDeleted, AttachmentStored
+from confab.contracts.media import AttachmentAttached, AttachmentDeleted, AttachmentStored
 from confab.errors import Conflict, InvalidRequest
 from confab_media import domain
 from confab_media.domain import TYPES, Policy
@@ -57,6 +57,63 @@ def test_an_attachment_is_stored_once_and_deleted_once() -> None:
         domain.decide_store(state, stored())
     # Folding an event twice changes nothing.
     assert domain.evolve(state, event) == state and domain.evolve(state, gone) == state
+
+
+def attach(
+    state: domain.AttachmentState,
+    conversation_id: str = "conv_1",
+    sender_id: str | None = "usr_1",
+    message_id: str = "msg_1",
+) -> AttachmentAttached | None:
+    return domain.decide_attach(
+        state,
+        conversation_id=conversation_id,
+        sender_id=sender_id,
+        message_id=message_id,
+        now=T0,
+    )
+
+
+def test_an_upload_is_attached_once_by_its_uploaders_message_in_its_conversation() -> None:
+    assert attach(domain.initial()) is None  # never stored
+    state = domain.evolve(domain.initial(), stored())
+    assert attach(state, conversation_id="conv_2") is None
+    assert attach(state, sender_id="usr_2") is None
+    assert attach(state, sender_id=None) is None  # a system message claims nobody's upload
+    event = attach(state)
+    assert event is not None and (event.message_id, event.conversation_id) == ("msg_1", "conv_1")
+    state = domain.evolve(state, event)
+    assert state.attached == event and state.exists
+    assert attach(state, message_id="msg_2") is None  # once
+    assert domain.evolve(state, event) == state
+    gone = delete(state)
+    assert gone is not None
+    assert attach(domain.evolve(domain.evolve(domain.initial(), stored()), gone)) is None
+
+
+def test_only_an_unattached_upload_past_its_ttl_expires() -> None:
+    ttl = timedelta(hours=1)
+    state = domain.evolve(domain.initial(), stored())  # stored at T0
+    assert domain.decide_expire(state, now=T0 + ttl, ttl=ttl) is None  # not older than ttl
+    expired = domain.decide_expire(state, now=T0 + ttl + timedelta(seconds=1), ttl=ttl)
+    assert expired is not None and expired.reason == "upload_expired"
+    assert expired.attachment_id == "att_1" and expired.message_id is None
+    later = T0 + 2 * ttl
+    attached = attach(state)
+    assert attached is not None
+    assert domain.decide_expire(domain.evolve(state, attached), now=later, ttl=ttl) is None
+    deleted = domain.evolve(state, expired)
+    assert domain.decide_expire(deleted, now=later, ttl=ttl) is None  # once
+    assert domain.decide_expire(domain.initial(), now=later, ttl=ttl) is None
+
+
+def test_only_reencoded_images_are_served_inline() -> None:
+    assert domain.served_inline("image/png", reencoded=True)
+    assert not domain.served_inline("image/png", reencoded=False)  # stored by an older build
+    for mime in ("application/pdf", "text/plain", "video/mp4", "image/svg+xml"):
+        assert not domain.served_inline(mime, reencoded=True)
+    assert domain.served_type("text/plain") == "text/plain; charset=utf-8"
+    assert domain.served_type("application/pdf") == "application/pdf"
 
 
 def test_policies_default_and_per_workspace() -> None:

@@ -8,11 +8,13 @@ commands and queries of ``confab.contracts.messaging`` (see ``handlers``).
 from __future__ import annotations
 
 from confab.aggregate import Aggregates
-from confab.bus import CONVERSATIONS
+from confab.authority import Follower
+from confab.bus import CONVERSATIONS, IDENTITY
+from confab.eventlog import last_version
 from confab.service import Service, run_service
 from confab_messaging.domain import ConversationState, evolve, initial
 from confab_messaging.handlers import Handlers
-from confab_messaging.projections import ConversationsProjection, UsersProjection
+from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
 from confab_messaging.settings import MessagingSettings
 from confab_messaging.store import Store
 
@@ -46,6 +48,14 @@ async def setup(service: Service) -> None:
         conversations,
         users,
         read_wait=settings.read_wait_seconds,
+    )
+    follower = Follower(service.js, "messaging", handlers.standing.handle)
+    await follower.start()
+    service.on_stop(follower.stop)
+    # Bans and erasures from before the follower's start are the read model's to know:
+    # let it apply every user event stored by then.
+    await users.wait_for(
+        await last_version(service.js, IDENTITY.name, USER_SUBJECTS[0]), settings.read_wait_seconds
     )
     for request_type, handler in handlers.routes():
         await service.rpc.serve(request_type, handler)

@@ -56,7 +56,7 @@ from confab.contracts.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
-from confab.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
 
 CONTENT_MAX = 10_000
 REASON_MAX = 1_000
@@ -64,7 +64,7 @@ EMOJI_MAX = 32
 
 CONVERSATION_NOT_FOUND = "Conversation not found."
 MESSAGE_NOT_FOUND = "Message not found."
-BANNED = "You are banned from posting."
+BANNED = "You are banned from this workspace."
 
 
 # -- state ---------------------------------------------------------------------------------
@@ -394,7 +394,7 @@ def decide_post_message(
     if client_msg_id is not None and state.message_for(sender_id, client_msg_id) is not None:
         return None
     if banned:
-        raise Forbidden(BANNED)
+        raise Banned(BANNED)
     check_content(content)
     check_metadata(metadata)
     if attachment_ids:

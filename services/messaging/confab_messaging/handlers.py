@@ -40,7 +40,6 @@ from confab.contracts.messaging import (
     EditMessage,
     EventList,
     GetConversation,
-    GetMessage,
     HistoryEvent,
     ListConversations,
     ListEvents,
@@ -51,7 +50,6 @@ from confab.contracts.messaging import (
     MessageEdited,
     MessageList,
     MessagePosted,
-    MessageRecord,
     MessageSaved,
     ModerateMessage,
     PostMessage,
@@ -63,6 +61,7 @@ from confab.contracts.messaging import (
     SetTyping,
     subject,
 )
+from confab.conversation import Entry, MessageView, created_payload, payload, shown_attachment_ids
 from confab.errors import (
     ConfabError,
     Forbidden,
@@ -77,7 +76,8 @@ from confab.projection import ProjectionRunner
 from confab.rpc import CallContext, RpcClient
 from confab_messaging import domain, render
 from confab_messaging.domain import ConversationState
-from confab_messaging.store import MessagePage, Row, Store, UserRow
+from confab_messaging.standing import Standing
+from confab_messaging.store import MessagePage, Row, Store, UserRow, conversation_view
 
 log = get_logger("confab_messaging")
 
@@ -148,6 +148,7 @@ class Handlers:
         read_wait: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
         rpc: RpcClient | None = None,
+        standing: Standing | None = None,
     ) -> None:
         self.nc = nc
         self.rpc = rpc or RpcClient(nc)  # asks media about attachments
@@ -160,6 +161,12 @@ class Handlers:
         self.clock = clock
         self._user_cache: dict[tuple[str, str], UserRow] = {}
         self._users_at = -1
+        # Bans and erasures as the log says now (an IDENTITY follower feeds it).
+        self.standing = standing or Standing(self._users_settled)
+
+    async def _users_settled(self, seq: int) -> None:
+        if not await self.users.wait_for(seq, self.read_wait):
+            log.warning("users_read_model_behind", seq=seq, checkpoint=self.users.checkpoint)
 
     def routes(self) -> list[tuple[type[Request], Handler]]:
         return [(request_type, handler) for request_type, handler in self._routes()]
@@ -183,7 +190,6 @@ class Handlers:
             (ListEvents, self.list_events),
             (ListReports, self.list_reports),
             (CheckParticipant, self.check_participant),
-            (GetMessage, self.get_message),
         ]
 
     # -- plumbing --------------------------------------------------------------------------
@@ -291,6 +297,15 @@ class Handlers:
         await self.users.wait_for(target, self.read_wait)
         return await self._users(workspace_id, ids)
 
+    async def _may_act(self, actor: Actor, user_id: str | None = None) -> None:
+        """Refuse a banned user (403 ``banned``): ``user_id``, or the widget's own user."""
+        user_id = user_id or actor.user_id
+        if user_id is None:
+            return  # the tenant's backend, acting as itself
+        workspace_id = _valid(actor.workspace_id, "User")
+        found = (await self._users(workspace_id, [user_id])).get(user_id)
+        self.standing.check(workspace_id, user_id, found is not None and found.banned)
+
     async def _locate(self, actor: Actor, message_id: str) -> str:
         """The conversation of a message named without one (reports, moderation)."""
         workspace_id = _valid(actor.workspace_id, "Message")
@@ -341,8 +356,9 @@ class Handlers:
     async def _row_attachments(
         self, workspace_id: str, rows: Iterable[Row]
     ) -> dict[str, Attachment]:
+        views = [MessageView.from_row(row) for row in rows]
         return await self._attachments(
-            workspace_id, [i for row in rows for i in realtime.attachment_ids(row)]
+            workspace_id, [i for v in views for i in shown_attachment_ids(v)]
         )
 
     async def _render_messages(
@@ -480,6 +496,7 @@ class Handlers:
             actor=cmd.actor,
             ctx=ctx,
         )
+        await self._settle(decision.version)  # they see nothing more when this returns
         return Ok(seq=decision.version)
 
     # -- messages --------------------------------------------------------------------------
@@ -499,13 +516,12 @@ class Handlers:
         if sender_id is not None:
             _valid(sender_id, "User")
             users = await self._known_users(actor.workspace_id, [sender_id])
-            if sender_id in users and users[sender_id].erased:
+            erased = sender_id in users and users[sender_id].erased
+            if self.standing.erased(actor.workspace_id, sender_id, erased):
                 raise NotFound("User not found.", {"sender_id": "this user was erased"})
-        banned = sender_id in users and users[sender_id].banned
-        if banned and sender_id is not None:
-            # A rejection is checked against the log first: an unban may be on its way.
-            users.update(await self._caught_up_users(actor.workspace_id, [sender_id]))
-            banned = users[sender_id].banned
+        banned = sender_id is not None and self.standing.banned(
+            actor.workspace_id, sender_id, sender_id in users and users[sender_id].banned
+        )
         attachments: dict[str, Attachment] = {}
         if data.attachment_ids and sender_id is not None:
             # Media knows which exist here and who uploaded them; the decider knows
@@ -572,6 +588,7 @@ class Handlers:
 
     async def edit_message(self, cmd: EditMessage, ctx: CallContext) -> MessageSaved:
         now = self.clock()
+        await self._may_act(cmd.actor)
         subject_ = self._subject(cmd.actor, cmd.conversation_id)
         message_id = _valid(cmd.message_id, "Message")
         decision = await self._execute(
@@ -611,10 +628,12 @@ class Handlers:
             actor=cmd.actor,
             ctx=ctx,
         )
+        await self._settle(decision.version)  # history shows the tombstone when this returns
         return Ok(seq=decision.version)
 
     async def react(self, cmd: React, ctx: CallContext) -> Ok:
         now = self.clock()
+        await self._may_act(cmd.actor)
         subject_ = self._subject(cmd.actor, cmd.conversation_id)
         message_id = _valid(cmd.message_id, "Message")
         decision = await self._execute(
@@ -634,6 +653,7 @@ class Handlers:
 
     async def mark_read(self, cmd: MarkRead, ctx: CallContext) -> Ok:
         now = self.clock()
+        await self._may_act(cmd.actor)
         subject_ = self._subject(cmd.actor, cmd.conversation_id)
         decision = await self._execute(
             subject_,
@@ -645,6 +665,7 @@ class Handlers:
 
     async def set_typing(self, cmd: SetTyping, _ctx: CallContext) -> Ok:
         """Not stored: a small JSON on core NATS for the fanout."""
+        await self._may_act(cmd.actor)
         subject_ = self._subject(cmd.actor, cmd.conversation_id)
         user_id: str = await self._state(
             subject_, lambda state: domain.check_typing(state, cmd.actor)
@@ -696,6 +717,7 @@ class Handlers:
             actor=cmd.actor,
             ctx=ctx,
         )
+        await self._settle(decision.version)  # every reader shows it when this returns
         if decision.event is not None:
             log.info(
                 "message_moderated",
@@ -779,52 +801,52 @@ class Handlers:
             raise Unavailable("The read model is catching up; try again shortly.")
         row, _ = await self._visible(query.actor, query.conversation_id)
         rows, has_more = await self.store.events(row["id"], after=query.after, limit=limit)
-        user_ids = {u for r in rows for u in render.payload_user_ids(r["name"], r["data"])}
-        users = await self._profiles(query.actor.workspace_id, user_ids)
-        attachments = await self._attachments(
-            query.actor.workspace_id,
-            [i for r in rows for i in render.payload_attachment_ids(r["name"], r["data"])],
-        )
-        data = [
-            HistoryEvent(
-                seq=r["seq"],
-                event=r["name"],
-                data=render.enrich(r["name"], r["data"], users, attachments),
-                at=r["at"],
-            )
-            for r in rows
-        ]
+        entries = [Entry(r["seq"], r["stream_seq"], r["name"], r["at"], r["data"]) for r in rows]
+        data = await self._render_entries(query.actor.workspace_id, row, entries)
         return EventList(
             data=data, has_more=has_more, next_cursor=str(data[-1].seq) if has_more else None
         )
 
+    async def _render_entries(
+        self, workspace_id: str, row: Row, entries: list[Entry]
+    ) -> list[HistoryEvent]:
+        """Timeline entries rendered against the messages as they are now (the one fold's
+        ``payload``): what history shows, never what was sent before a change."""
+        page = await self.store.messages_by_id(
+            sorted({i for e in entries if (i := e.message_id) is not None})
+        )
+        messages = {
+            r["id"]: MessageView.from_row(r, page.reactions.get(r["id"], [])) for r in page.rows
+        }
+        created = [e for e in entries if e.name == realtime.CONVERSATION_CREATED]
+        user_ids = {m.sender_id for m in messages.values() if m.sender_id is not None}
+        user_ids |= {p["id"] for e in created for p in e.data.get("participants", ())}
+        users = await self._profiles(workspace_id, user_ids)
+        attachments = await self._attachments(
+            workspace_id, [i for m in messages.values() for i in shown_attachment_ids(m)]
+        )
+        out = []
+        for entry in entries:
+            if entry.name == realtime.CONVERSATION_CREATED:
+                data = created_payload(conversation_view(row), entry, users)
+            else:
+                message = messages.get(entry.message_id or "")
+                author = render.sender(message.sender_id, users) if message else None
+                found = payload(entry, message, author, attachments)
+                if found is None:
+                    continue  # a message entry whose message is gone from the read model
+                data = found
+            out.append(HistoryEvent(seq=entry.seq, event=entry.name, data=data, at=entry.at))
+        return out
+
     async def check_participant(self, query: CheckParticipant, _ctx: CallContext) -> Ok:
-        """For the gateway's own endpoints (uploads): may this actor see the conversation?"""
+        """For the gateway's own endpoints (uploads, channel authorization): may this actor
+        see the conversation, and (``act``) act in it?"""
         await self._min_seq(query.min_seq)
         await self._visible(query.actor, query.conversation_id)
+        if query.act:
+            await self._may_act(query.actor)
         return Ok()
-
-    async def get_message(self, query: GetMessage, _ctx: CallContext) -> MessageRecord:
-        """For the fanout: one message as the read model has it after ``min_seq``."""
-        await self._min_seq(query.min_seq)
-        row, _ = await self._visible(query.actor, query.conversation_id)
-        found = await self.store.message(
-            _valid(query.message_id, "Message"), conversation_id=row["id"]
-        )
-        if found is None:
-            raise NotFound(domain.MESSAGE_NOT_FOUND)
-        message, pairs = found
-        sender_id = message["sender_id"]
-        users = await self._profiles(query.actor.workspace_id, [sender_id] if sender_id else [])
-        attachments = await self._row_attachments(query.actor.workspace_id, [message])
-        hidden = bool(message["hidden"]) and not message["deleted"]
-        return MessageRecord(
-            message=render.message_for(message, pairs, query.actor.user_id, users, attachments),
-            reactions=list(pairs),
-            hidden=hidden,
-            hidden_content=message["content"] if hidden else None,
-            attachment_ids=list(message["attachment_ids"] or ()),
-        )
 
     async def list_reports(self, query: ListReports, _ctx: CallContext) -> ReportList:
         limit = _limit(query.limit)

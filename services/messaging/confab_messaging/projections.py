@@ -3,14 +3,19 @@
 ``UsersProjection`` keeps the profiles and flags messaging needs from
 ``IDENTITY`` (``identity.evt.*.user.*``). ``ConversationsProjection`` keeps
 conversations, participants (with exact unread counts), messages, reactions,
-reports and the real-time payload of every participant-visible event (the
-``events`` table, for recovery) from ``CONVERSATIONS``.
+reports and the timeline of every participant-visible event (the ``events``
+table, for recovery) from ``CONVERSATIONS``.
 
 A batch is applied in memory first: the rows it touches are loaded with one
-query per table, every event is folded into them in stream order (rendering
-the payloads as it goes), and the results are written back with one
-multi-row statement per table. Unread counts are then recomputed, with one
-statement, for the conversations and participants the batch touched.
+query per table into partial ``ConversationView``s, every event is folded into
+them in stream order by ``confab.conversation.evolve`` (the fold every reader
+shares), and the results are written back with one multi-row statement per
+table. Unread counts are then recomputed, with one statement, for the
+conversations and participants the batch touched.
+
+The ``events`` table holds timeline entries by reference (``Entry.data``: which
+message, never its content), so ``/events`` renders each against the message
+as it is now and a replay shows what history shows.
 
 Personal fields arrive sealed (``confab.personal``) and are revealed with the
 owner's key; once a user is erased their key is gone, so a replay shows their
@@ -29,10 +34,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from confab import realtime
+from confab import conversation, realtime
 from confab.bus import CONVERSATIONS, IDENTITY
 from confab.contracts.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
 from confab.contracts.messaging import (
@@ -49,14 +54,15 @@ from confab.contracts.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.conversation import ConversationView, MessageView, ParticipantView
 from confab.events import Envelope
 from confab.personal import KeyRing
 from confab.projection import Projection
-from confab_messaging import render
 from confab_messaging.store import (
     SCHEMA,
     ConversationTables,
     UserTables,
+    conversation_view,
     define_conversation_tables,
     define_user_tables,
 )
@@ -126,9 +132,6 @@ class UsersProjection(Projection):
             sa.column("metadata", sa.JSON),
             schema=schema,
         )
-        self.events = sa.table(
-            "events", sa.column("name", sa.Text), sa.column("data", JSONB), schema=schema
-        )
         super().__init__()
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
@@ -184,20 +187,14 @@ class UsersProjection(Projection):
         )
 
     async def _blank_messages(self, conn: AsyncConnection, user_ids: list[str]) -> None:
-        """What a replay shows for erased users' messages: no content, no metadata."""
+        """What a replay shows for erased users' messages (``conversation.ERASED_MESSAGE``).
+
+        Timeline entries hold no content (``/events`` renders these rows), so the
+        messages are all there is to blank."""
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ERASURE_LOCK)))
-        m, e = self.messages, self.events
+        m = self.messages
         await conn.execute(
-            m.update().where(m.c.sender_id.in_(user_ids)).values(content="", metadata={})
-        )
-        blank = sa.cast(sa.literal('{"content": "", "metadata": {}}'), JSONB)
-        await conn.execute(
-            e.update()
-            .where(
-                e.c.name.in_([realtime.MESSAGE_CREATED, realtime.MESSAGE_UPDATED]),
-                e.c.data["sender"]["id"].astext.in_(user_ids),
-            )
-            .values(data=e.c.data.op("||")(blank))
+            m.update().where(m.c.sender_id.in_(user_ids)).values(**conversation.ERASED_MESSAGE)
         )
 
 
@@ -242,16 +239,44 @@ def _workspace_of(subject: str) -> str:
     return parts[2] if len(parts) == 4 else ""
 
 
+def _conversation_row(view: ConversationView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "workspace_id": view.workspace_id,
+        "type": view.kind,
+        "title": view.title,
+        "metadata": view.metadata,
+        "created_by": view.created_by,
+        "created_at": view.created_at,
+        "last_seq": view.last_seq,
+        "last_message_id": view.last_message_id,
+        "last_activity_at": view.last_activity_at,
+        "stream_seq": view.stream_seq,
+    }
+
+
+def _participant_row(cid: str, part: ParticipantView) -> dict[str, Any]:
+    return {
+        "conversation_id": cid,
+        "user_id": part.user_id,
+        "active": part.active,
+        "last_read_seq": part.last_read_seq,
+        "unread_count": 0,  # a new row's; recounted below, never written over
+        "joined_seq": part.joined_seq,
+        "seq": part.seq,
+    }
+
+
 class _Batch:
-    """The rows one batch touches, loaded once, changed in memory, written once."""
+    """The views one batch touches, loaded once, folded in memory, written once.
+
+    The fold is ``confab.conversation.evolve``, the one every reader uses; the
+    views here hold only the rows the batch's events touch.
+    """
 
     def __init__(self, tables: ConversationTables) -> None:
         self.t = tables
-        self.conversations: dict[str, dict[str, Any]] = {}
-        self.participants: dict[tuple[str, str], dict[str, Any]] = {}
-        self.messages: dict[str, dict[str, Any]] = {}
-        # Complete reaction sets of the messages whose object this batch renders.
-        self.full_reactions: dict[str, dict[tuple[str, str], int]] = {}
+        self.views: dict[str, ConversationView] = {}
         # Final state per (message, emoji, user): the seq it was added at, or None if removed.
         self.reaction_ops: dict[tuple[str, str, str], int | None] = {}
         self.reports: list[dict[str, Any]] = []
@@ -259,7 +284,7 @@ class _Batch:
         self.events: list[dict[str, Any]] = []
         self.dirty_conversations: set[str] = set()
         self.dirty_participants: set[tuple[str, str]] = set()
-        self.dirty_messages: set[str] = set()
+        self.dirty_messages: set[tuple[str, str]] = set()  # (conversation, message)
         self.unread_conversations: set[str] = set()
         self.unread_pairs: set[tuple[str, str]] = set()
 
@@ -269,7 +294,6 @@ class _Batch:
         t = self.t
         conversation_ids: set[str] = set()
         message_ids: set[str] = set()
-        rendered: set[str] = set()  # messages whose object is rendered (edit, hide, restore)
         pairs: set[tuple[str, str]] = set()
         for envelope in events:
             event = envelope.event
@@ -277,233 +301,99 @@ class _Batch:
                 continue
             conversation_ids.add(event.conversation_id)
             match event:
-                case MessageEdited() | MessageModerated():
-                    message_ids.add(event.message_id)
-                    if not isinstance(event, MessageModerated) or event.action != "delete":
-                        rendered.add(event.message_id)
-                case MessageDeleted() | ReactionAdded() | ReactionRemoved():
+                case MessageEdited() | MessageModerated() | MessageDeleted():
                     message_ids.add(event.message_id)
                 case ParticipantAdded() | ParticipantRemoved() | ReadMarked():
                     pairs.add((event.conversation_id, event.user_id))
-        c, p, m, r = t.conversations, t.participants, t.messages, t.reactions
+        c, p, m = t.conversations, t.participants, t.messages
         if conversation_ids:
             rows = await conn.execute(sa.select(c).where(c.c.id.in_(sorted(conversation_ids))))
-            self.conversations = {row.id: dict(row._mapping) for row in rows}
+            self.views = {row.id: conversation_view(row._mapping) for row in rows}
         if message_ids:
             rows = await conn.execute(sa.select(m).where(m.c.id.in_(sorted(message_ids))))
-            self.messages = {row.id: dict(row._mapping) for row in rows}
-        wanted = sorted(i for i in rendered if i in self.messages)
-        if wanted:
-            self.full_reactions = {i: {} for i in wanted}
-            rows = await conn.execute(
-                sa.select(r.c.message_id, r.c.emoji, r.c.user_id, r.c.seq).where(
-                    r.c.message_id.in_(wanted)
-                )
-            )
             for row in rows:
-                self.full_reactions[row.message_id][(row.emoji, row.user_id)] = row.seq
+                view = self.views.get(row.conversation_id)
+                if view is not None:
+                    view.messages[row.id] = MessageView.from_row(row._mapping)
         if pairs:
             rows = await conn.execute(
                 sa.select(p).where(sa.tuple_(p.c.conversation_id, p.c.user_id).in_(sorted(pairs)))
             )
-            self.participants = {
-                (row.conversation_id, row.user_id): dict(row._mapping) for row in rows
-            }
+            for row in rows:
+                view = self.views.get(row.conversation_id)
+                if view is not None:
+                    view.participants[row.user_id] = ParticipantView(
+                        row.user_id,
+                        active=row.active,
+                        last_read_seq=row.last_read_seq,
+                        joined_seq=row.joined_seq,
+                        seq=row.seq,
+                    )
 
     # -- fold --------------------------------------------------------------------------
-
-    def _event(
-        self, cid: str, seq: int, stream_seq: int, name: str, data: dict[str, Any], at: Any
-    ) -> None:
-        self.events.append(
-            {
-                "conversation_id": cid,
-                "seq": seq,
-                "stream_seq": stream_seq,
-                "name": name,
-                "data": data,
-                "at": at,
-            }
-        )
-
-    def _message_payload(self, row: dict[str, Any], event_seq: int) -> dict[str, Any]:
-        reactions = self.full_reactions.get(row["id"], {})
-        pairs = [pair for pair, _ in sorted(reactions.items(), key=lambda item: item[1])]
-        return render.message_payload(row, pairs, event_seq)
-
-    def _participant(self, cid: str, user_id: str, seq: int) -> dict[str, Any]:
-        key = (cid, user_id)
-        row = self.participants.get(key)
-        if row is None:
-            row = self.participants[key] = {
-                "conversation_id": cid,
-                "user_id": user_id,
-                "active": True,
-                "last_read_seq": 0,
-                "unread_count": 0,
-                "joined_seq": seq,
-                "seq": seq,
-            }
-        self.dirty_participants.add(key)
-        self.unread_pairs.add(key)
-        return row
 
     def fold(self, envelope: Envelope) -> None:
         event = envelope.event
         if not isinstance(event, ConversationEvent):
             return
         cid = event.conversation_id
-        conv = self.conversations.get(cid)
-        if isinstance(event, ConversationCreated):
-            if conv is None:
-                self._created(envelope, event)
-            return
-        if conv is None:
-            return  # an event of a conversation never created: nothing to attach it to
+        view = self.views.get(cid)
+        if view is None:
+            workspace = _workspace_of(envelope.subject) or envelope.workspace
+            view = self.views[cid] = ConversationView(cid, workspace)
         if isinstance(event, MessageReported):
-            self._reported(envelope, event, conv)
+            if view.exists:
+                self._reported(envelope, event, view)
             return
-        if event.seq <= conv["last_seq"]:
-            return  # already applied
-        seq = event.seq
-        emit = self._event
-        match event:
-            case MessagePosted():
-                row = realtime.posted_row(event, envelope.seq)
-                self.messages[event.message_id] = row
-                self.dirty_messages.add(event.message_id)
-                self.full_reactions[event.message_id] = {}
-                conv["last_message_id"] = event.message_id
-                conv["last_activity_at"] = event.at
-                self.unread_conversations.add(cid)
-                emit(
-                    cid,
-                    seq,
-                    envelope.seq,
-                    realtime.MESSAGE_CREATED,
-                    self._message_payload(row, seq),
-                    event.at,
-                )
-            case MessageEdited():
-                row = self.messages.get(event.message_id)
-                if row is not None:
-                    row.update(content=event.content, edited_at=event.at, version=seq)
-                    self.dirty_messages.add(event.message_id)
-                    emit(
-                        cid,
-                        seq,
-                        envelope.seq,
-                        realtime.MESSAGE_UPDATED,
-                        self._message_payload(row, seq),
-                        event.at,
-                    )
-            case MessageDeleted():
-                row = self.messages.get(event.message_id)
-                if row is not None:
-                    row.update(deleted=True, version=seq)
-                    self.dirty_messages.add(event.message_id)
-                    self.unread_conversations.add(cid)
-                    emit(
-                        cid,
-                        seq,
-                        envelope.seq,
-                        realtime.MESSAGE_DELETED,
-                        realtime.deleted_payload(row["id"], row["seq"], seq),
-                        event.at,
-                    )
-            case ReactionAdded() | ReactionRemoved():
-                added = isinstance(event, ReactionAdded)
-                key = (event.message_id, event.emoji, event.user_id)
-                self.reaction_ops[key] = seq if added else None
-                reactions = self.full_reactions.get(event.message_id)
-                if reactions is not None:
-                    if added:
-                        reactions[(event.emoji, event.user_id)] = seq
-                    else:
-                        reactions.pop((event.emoji, event.user_id), None)
-                name = realtime.REACTION_ADDED if added else realtime.REACTION_REMOVED
-                emit(
-                    cid,
-                    seq,
-                    envelope.seq,
-                    name,
-                    realtime.reaction_payload(event.message_id, event.emoji, event.user_id, seq),
-                    event.at,
-                )
-            case ReadMarked():
-                part = self._participant(cid, event.user_id, seq)
-                part["last_read_seq"] = max(part["last_read_seq"], event.up_to)
-                part["seq"] = seq
-                emit(
-                    cid,
-                    seq,
-                    envelope.seq,
-                    realtime.MESSAGE_READ,
-                    realtime.read_payload(event.user_id, event.up_to, event.at, seq),
-                    event.at,
-                )
-            case ParticipantAdded():
-                part = self._participant(cid, event.user_id, seq)
-                if not part["active"]:
-                    part["joined_seq"] = seq  # a returning participant is listed last
-                part.update(active=True, seq=seq)
-                emit(
-                    cid,
-                    seq,
-                    envelope.seq,
-                    realtime.PARTICIPANT_ADDED,
-                    realtime.participant_payload(event.user_id, seq),
-                    event.at,
-                )
-            case ParticipantRemoved():
-                part = self._participant(cid, event.user_id, seq)
-                part.update(active=False, seq=seq)
-                emit(
-                    cid,
-                    seq,
-                    envelope.seq,
-                    realtime.PARTICIPANT_REMOVED,
-                    realtime.participant_payload(event.user_id, seq),
-                    event.at,
-                )
-            case MessageModerated():
-                self._moderated(envelope, event)
-        conv["last_seq"] = seq
-        conv["stream_seq"] = envelope.seq
-        self.dirty_conversations.add(cid)
-
-    def _created(self, envelope: Envelope, event: ConversationCreated) -> None:
-        cid = event.conversation_id
-        self.conversations[cid] = {
-            "id": cid,
-            "workspace_id": _workspace_of(envelope.subject) or envelope.workspace,
-            "type": event.kind,
-            "title": event.title,
-            "metadata": dict(event.metadata),
-            "created_by": event.created_by,
-            "created_at": event.at,
-            "last_seq": event.seq,
-            "last_message_id": None,
-            "last_activity_at": event.at,
-            "stream_seq": envelope.seq,
-        }
-        self.dirty_conversations.add(cid)
-        for user_id in event.participant_ids:
-            self._participant(cid, user_id, event.seq)
-        self._event(
-            cid,
-            event.seq,
-            envelope.seq,
-            realtime.CONVERSATION_CREATED,
-            render.conversation_payload(event),
-            event.at,
+        if isinstance(event, MessageModerated) and view.exists and event.seq > view.last_seq:
+            self.report_status.append(
+                {
+                    "b_message_id": event.message_id,
+                    "b_status": REPORT_STATUS[event.action],
+                    "b_seq": envelope.seq,
+                }
+            )
+        entry = conversation.evolve(view, event, envelope.seq)
+        if entry is None:
+            return
+        self.events.append(
+            {
+                "conversation_id": cid,
+                "seq": entry.seq,
+                "stream_seq": entry.stream_seq,
+                "name": entry.name,
+                "data": entry.data,
+                "at": entry.at,
+            }
         )
+        self.dirty_conversations.add(cid)
+        match event:
+            case ConversationCreated():
+                for user_id in event.participant_ids:
+                    self._participant_changed(cid, user_id)
+            case MessagePosted():
+                self.dirty_messages.add((cid, event.message_id))
+                self.unread_conversations.add(cid)
+            case MessageEdited():
+                self.dirty_messages.add((cid, event.message_id))
+            case MessageDeleted() | MessageModerated():
+                self.dirty_messages.add((cid, event.message_id))
+                self.unread_conversations.add(cid)
+            case ReactionAdded() | ReactionRemoved():
+                key = (event.message_id, event.emoji, event.user_id)
+                self.reaction_ops[key] = event.seq if isinstance(event, ReactionAdded) else None
+            case ParticipantAdded() | ParticipantRemoved() | ReadMarked():
+                self._participant_changed(cid, event.user_id)
 
-    def _reported(self, envelope: Envelope, event: MessageReported, conv: dict[str, Any]) -> None:
+    def _participant_changed(self, cid: str, user_id: str) -> None:
+        self.dirty_participants.add((cid, user_id))
+        self.unread_pairs.add((cid, user_id))
+
+    def _reported(self, envelope: Envelope, event: MessageReported, view: ConversationView) -> None:
         self.reports.append(
             {
                 "id": event.report_id,
-                "workspace_id": conv["workspace_id"],
+                "workspace_id": view.workspace_id,
                 "conversation_id": event.conversation_id,
                 "message_id": event.message_id,
                 "reporter_id": event.reporter_id,
@@ -515,41 +405,15 @@ class _Batch:
             }
         )
 
-    def _moderated(self, envelope: Envelope, event: MessageModerated) -> None:
-        cid, seq = event.conversation_id, event.seq
-        self.report_status.append(
-            {
-                "b_message_id": event.message_id,
-                "b_status": REPORT_STATUS[event.action],
-                "b_seq": envelope.seq,
-            }
-        )
-        row = self.messages.get(event.message_id)
-        if row is None:
-            return
-        if event.action == "delete":
-            row.update(deleted=True, version=seq)
-        else:
-            row.update(hidden=event.action == "hide", version=seq)
-        self.dirty_messages.add(event.message_id)
-        self.unread_conversations.add(cid)
-        if event.action == "delete":
-            name, data = (
-                realtime.MESSAGE_DELETED,
-                realtime.deleted_payload(row["id"], row["seq"], seq),
-            )
-        else:
-            name, data = realtime.MESSAGE_UPDATED, self._message_payload(row, seq)
-        self._event(cid, seq, envelope.seq, name, data, event.at)
-
     # -- write -------------------------------------------------------------------------
 
     async def write(self, conn: AsyncConnection) -> None:
         t = self.t
+        views = self.views
         await _upsert(
             conn,
             t.conversations,
-            [self.conversations[i] for i in sorted(self.dirty_conversations)],
+            [_conversation_row(views[i]) for i in sorted(self.dirty_conversations)],
             keys=["id"],
             update=["last_seq", "last_message_id", "last_activity_at", "stream_seq"],
             guard="last_seq",
@@ -557,15 +421,23 @@ class _Batch:
         await _upsert(
             conn,
             t.participants,
-            [self.participants[k] for k in sorted(self.dirty_participants)],
+            [
+                _participant_row(cid, views[cid].participants[uid])
+                for cid, uid in sorted(self.dirty_participants)
+            ],
             keys=["conversation_id", "user_id"],
             update=["active", "last_read_seq", "joined_seq", "seq"],
             guard="seq",
         )
+        messages = [
+            found.row()
+            for cid, mid in sorted(self.dirty_messages)
+            if (found := views[cid].messages.get(mid)) is not None
+        ]
         await _upsert(
             conn,
             t.messages,
-            [self.messages[i] for i in sorted(self.dirty_messages)],
+            messages,
             keys=["id"],
             update=["content", "edited_at", "deleted", "hidden", "version"],
             guard="version",

@@ -1,21 +1,17 @@
-"""Read-model rows and events turned into the public objects and the real-time payloads.
+"""Read-model rows turned into the public objects, through the one fold's renderers.
 
 One place decides what a message looks like, whoever asks: the reply of a
-write, a page of history, a conversation's last message, and the payload of a
-real-time event. Hidden or deleted messages are tombstones everywhere: content
-``""``, no attachments, ``deleted: true``.
-
-Payloads stored in the ``events`` table name users by id only (``sender:
-{"id": …}``, participants without profile): profiles change and users are
-erased, and a replay must give the same rows whenever it runs. ``enrich``
-fills the current profile in when the payload is read.
+write, a page of history, a conversation's last message, and every real-time
+payload (``confab.conversation``, shared with the fanout). Hidden or deleted
+messages are tombstones everywhere: content ``""``, no attachments,
+``deleted: true``. People are shown by their current profile.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
+from confab import realtime
 from confab.contracts.messaging import (
     Attachment,
     Conversation,
@@ -25,20 +21,8 @@ from confab.contracts.messaging import (
     Participant,
     Sender,
 )
-from confab.realtime import (
-    CONVERSATION_CREATED,
-    ERASED_NAME,
-    MESSAGE_CREATED,
-    MESSAGE_UPDATED,
-    UNKNOWN_NAME,
-    attachment_ids,
-    message,
-    plain,
-    posted_row,
-)
+from confab.conversation import MessageView, message_object
 from confab_messaging.store import Row, UserRow
-
-# Real-time event names (api.md, "Real-time events").
 
 Users = Mapping[str, UserRow]
 Attachments = Mapping[str, Attachment]  # by id, with fresh URLs (from media)
@@ -49,24 +33,15 @@ Attachments = Mapping[str, Attachment]  # by id, with fresh URLs (from media)
 
 def profile(user_id: str, users: Users) -> tuple[str, str | None]:
     """(name, avatar_url) as shown to others: erased users are "Deleted user"."""
-    row = users.get(user_id)
-    if row is None:
-        return UNKNOWN_NAME, None
-    if row.erased:
-        return ERASED_NAME, None
-    return row.name, row.avatar_url
+    return realtime.shown(users.get(user_id))
 
 
 def sender(sender_id: str | None, users: Users) -> Sender | None:
-    if sender_id is None:
-        return None
-    name, avatar = profile(sender_id, users)
-    return Sender(id=sender_id, name=name, avatar_url=avatar)
+    return realtime.sender(sender_id, users.get(sender_id) if sender_id is not None else None)
 
 
 def participant(user_id: str, last_read_seq: int, users: Users) -> Participant:
-    name, avatar = profile(user_id, users)
-    return Participant(id=user_id, name=name, avatar_url=avatar, last_read_seq=last_read_seq)
+    return realtime.participant(user_id, last_read_seq, users.get(user_id))
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -79,14 +54,16 @@ def message_for(
     users: Users,
     attachments: Attachments | None = None,
 ) -> Message:
-    return message(row, pairs, viewer, sender(row["sender_id"], users), attachments)
+    """A ``messages`` row as the public object; ``attachments`` with fresh URLs by id."""
+    view = MessageView.from_row(row, pairs)
+    return message_object(view, viewer, sender(row["sender_id"], users), attachments or {})
 
 
 def posted_message(
     event: MessagePosted, author: Sender | None, attachments: Attachments | None = None
 ) -> Message:
     """The reply to a post, straight from the decided event (no read-model round trip)."""
-    return message(posted_row(event, 0), (), None, author, attachments)
+    return message_object(MessageView.posted(event), None, author, attachments or {})
 
 
 # -- conversations -------------------------------------------------------------------------
@@ -127,64 +104,3 @@ def created_conversation(event: ConversationCreated, users: Users) -> Conversati
         created_at=event.at,
         last_activity_at=event.at,
     )
-
-
-# -- real-time payloads --------------------------------------------------------------------
-
-
-def message_payload(row: Row, pairs: Iterable[tuple[str, str]], event_seq: int) -> dict[str, Any]:
-    """``message.created`` / ``message.updated``: the message object, reactions' ``me`` false."""
-    data: dict[str, Any] = plain(message(row, pairs, None, None))
-    data["sender"] = {"id": row["sender_id"]} if row["sender_id"] is not None else None
-    # By id, like the sender: URLs expire, so ``enrich`` fills them in when read.
-    data["attachments"] = [{"id": i} for i in attachment_ids(row)]
-    data["event_seq"] = event_seq
-    return data
-
-
-def conversation_payload(event: ConversationCreated) -> dict[str, Any]:
-    data: dict[str, Any] = plain(created_conversation(event, {}))
-    data.pop("stream_seq", None)
-    data.pop("created", None)
-    data["participants"] = [{"id": uid, "last_read_seq": 0} for uid in event.participant_ids]
-    data["event_seq"] = event.seq
-    return data
-
-
-def payload_user_ids(name: str, data: Mapping[str, Any]) -> set[str]:
-    """The users whose profile ``enrich`` will fill into a stored payload."""
-    if name in (MESSAGE_CREATED, MESSAGE_UPDATED):
-        found = data.get("sender")
-        return {found["id"]} if isinstance(found, dict) and "id" in found else set()
-    if name == CONVERSATION_CREATED:
-        return {p["id"] for p in data.get("participants", []) if isinstance(p, dict)}
-    return set()
-
-
-def payload_attachment_ids(name: str, data: Mapping[str, Any]) -> list[str]:
-    """The attachments whose objects ``enrich`` will fill into a stored payload."""
-    if name not in (MESSAGE_CREATED, MESSAGE_UPDATED):
-        return []
-    return [a["id"] for a in data.get("attachments") or () if isinstance(a, dict) and "id" in a]
-
-
-def enrich(
-    name: str, data: Mapping[str, Any], users: Users, attachments: Attachments | None = None
-) -> dict[str, Any]:
-    """A stored payload with the current profiles of the users it names, and the
-    attachment objects (with fresh URLs) of the attachments it names."""
-    out = dict(data)
-    if name in (MESSAGE_CREATED, MESSAGE_UPDATED):
-        found = out.get("sender")
-        if isinstance(found, dict) and "id" in found:
-            out["sender"] = plain(sender(found["id"], users))
-        ids = payload_attachment_ids(name, out)
-        if ids or "attachments" in out:
-            have = attachments or {}
-            out["attachments"] = [plain(have[i]) for i in ids if i in have]
-    elif name == CONVERSATION_CREATED:
-        out["participants"] = [
-            plain(participant(p["id"], int(p.get("last_read_seq", 0)), users))
-            for p in out.get("participants", [])
-        ]
-    return out

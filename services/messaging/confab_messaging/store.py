@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from confab.conversation import ConversationView
+
 SCHEMA = "messaging"
 
 
@@ -183,6 +185,21 @@ class ParticipantRow:
 
 
 Row = Mapping[str, Any]  # a row of ``messages`` / ``conversations`` as a mapping
+
+
+def conversation_view(row: Row) -> ConversationView:
+    """A ``conversations`` row as the fold's view (no participants or messages loaded)."""
+    view = ConversationView(row["id"], row["workspace_id"])
+    view.kind = row["type"]
+    view.title = row["title"]
+    view.metadata = dict(row["metadata"] or {})
+    view.created_by = row["created_by"]
+    view.created_at = row["created_at"]
+    view.last_seq = row["last_seq"]
+    view.stream_seq = row["stream_seq"]
+    view.last_message_id = row["last_message_id"]
+    view.last_activity_at = row["last_activity_at"]
+    return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +408,7 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    sa.select(e.c.seq, e.c.name, e.c.data, e.c.at)
+                    sa.select(e.c.seq, e.c.stream_seq, e.c.name, e.c.data, e.c.at)
                     .where(e.c.conversation_id == conversation_id, e.c.seq > after)
                     .order_by(e.c.seq)
                     .limit(limit + 1)

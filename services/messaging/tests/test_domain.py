@@ -26,7 +26,7 @@ from confab.contracts.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
-from confab.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
 from confab.ids import is_valid_id
 from confab_messaging import domain
 from confab_messaging.domain import ConversationState
@@ -320,9 +320,9 @@ def test_posting_as_yourself_as_a_user_or_a_system_message_as_the_tenant() -> No
 
 def test_banned_senders_and_invalid_content() -> None:
     state = created()
-    with pytest.raises(Forbidden) as err:
+    with pytest.raises(Banned) as err:
         post(state, user(ANN), banned=True)
-    assert err.value.message == "You are banned from posting."
+    assert (err.value.code, err.value.status) == ("banned", 403)
     for content in ("", "x" * 10_001):
         with pytest.raises(InvalidRequest) as invalid:
             post(state, user(ANN), content)

@@ -1627,50 +1627,66 @@ class Widget {
     return h(
       'div',
       { class: 'cw-attachments' },
-      attachments.map((attachment) => {
-        const url = safeUrl(attachment.url);
-        const thumb = safeUrl(attachment.thumbnail_url) || url;
-        const size = formatSize(attachment.size);
-        if (String(attachment.content_type).startsWith('image/') && thumb) {
-          // Its box is known before it loads (no jump), scaled into 220 × 180.
-          const { width, height } = attachment;
-          const scale = width && height ? Math.min(1, 220 / width, 180 / height) : 0;
-          const image = h('img', {
-            class: 'cw-thumb-image',
-            src: thumb,
-            alt: attachment.filename,
-            width: scale ? Math.round(width * scale) : null,
-            height: scale ? Math.round(height * scale) : null,
-          });
-          image.addEventListener('error', () => this.refreshAttachment(attachment, image), {
-            once: true,
-          });
-          image.addEventListener('load', () => this.pinned && this.scrollToBottom(), {
-            once: true,
-          });
-          const button = h(
-            'button',
-            {
-              class: 'cw-thumb',
-              type: 'button',
-              'aria-label': `Open image ${attachment.filename}`,
-              onclick: () => this.openLightbox(attachment, button),
-            },
-            image,
-          );
-          return button;
-        }
-        const label = [attachment.filename, size].filter(Boolean).join(' · ');
-        return url
-          ? h(
-              'a',
-              { class: 'cw-file-link', href: url, target: '_blank', rel: 'noopener noreferrer' },
-              icon('file', 16),
-              h('span', { text: label }),
-            )
-          : h('span', { class: 'cw-file-link' }, icon('file', 16), h('span', { text: label }));
-      }),
+      attachments.map((attachment) => this.attachmentElement(attachment)),
     );
+  }
+
+  attachmentElement(attachment) {
+    const url = safeUrl(attachment.url);
+    const thumb = safeUrl(attachment.thumbnail_url) || url;
+    const size = formatSize(attachment.size);
+    const label = [attachment.filename, size].filter(Boolean).join(' · ');
+    if (!url && !thumb && !attachment.urlsAsked) {
+      // Real-time events carry attachments without URLs (they are per reader and
+      // expire): ask for this reader's, and show the file once they come.
+      attachment.urlsAsked = true;
+      const slot = h('span', { class: 'cw-file-link' }, icon('file', 16), h('span', { text: label }));
+      this.api
+        .attachment(attachment.id)
+        .then((fresh) => {
+          Object.assign(attachment, fresh);
+          if (slot.isConnected) slot.replaceWith(this.attachmentElement(attachment));
+        })
+        .catch(() => {});
+      return slot;
+    }
+    if (String(attachment.content_type).startsWith('image/') && thumb) {
+      // Its box is known before it loads (no jump), scaled into 220 × 180.
+      const { width, height } = attachment;
+      const scale = width && height ? Math.min(1, 220 / width, 180 / height) : 0;
+      const image = h('img', {
+        class: 'cw-thumb-image',
+        src: thumb,
+        alt: attachment.filename,
+        width: scale ? Math.round(width * scale) : null,
+        height: scale ? Math.round(height * scale) : null,
+      });
+      image.addEventListener('error', () => this.refreshAttachment(attachment, image), {
+        once: true,
+      });
+      image.addEventListener('load', () => this.pinned && this.scrollToBottom(), {
+        once: true,
+      });
+      const button = h(
+        'button',
+        {
+          class: 'cw-thumb',
+          type: 'button',
+          'aria-label': `Open image ${attachment.filename}`,
+          onclick: () => this.openLightbox(attachment, button),
+        },
+        image,
+      );
+      return button;
+    }
+    return url
+      ? h(
+          'a',
+          { class: 'cw-file-link', href: url, target: '_blank', rel: 'noopener noreferrer' },
+          icon('file', 16),
+          h('span', { text: label }),
+        )
+      : h('span', { class: 'cw-file-link' }, icon('file', 16), h('span', { text: label }));
   }
 
   // Attachment URLs are presigned and expire: ask for fresh ones once.
