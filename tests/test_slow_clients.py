@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from confab import bus
 from confab.service import Service
 from confab_fanout.testing import FanoutNode, bucket_env
 from confab_gateway import app as gateway_app
@@ -55,6 +56,9 @@ class Server:
 async def server(
     request: pytest.FixtureRequest, backends: TestBackends, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Server]:
+    nc = await bus.connect(backends.nats_url, "test-slow-clients")
+    await bus.ensure_streams(nc.jetstream(), [bus.IDENTITY])  # both follow it from the start
+    await bus.close(nc)
     if request.param == "gateway":
         port = free_port()
         gateway = Service(
