@@ -10,7 +10,7 @@ PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
 STAMP := $(VENV)/.confab-installed
 OWN := $(foreach m,confab confab-infra confab-gateway confab-identity confab-messaging confab-media confab-fanout,--no-emit-package $(m))
 
-.PHONY: install run test test-fast lint format lock bench clean
+.PHONY: install run test test-fast lint format lock bench fuzz clean
 
 install: $(STAMP)
 
@@ -55,6 +55,15 @@ format: install
 bench: install
 	$(BIN)/confab bench all --rates 250,500,1000,2000
 	$(BIN)/confab bench report
+
+## fuzz: schemathesis against a stack of its own (or CONFAB_FUZZ_STACK=.confab: the one `make run`
+## serves), FUZZ_CASES generated cases per operation, 0 server errors allowed; not part of
+## `make test` (which runs 25 per operation); figures in docs/hostile-input.md
+FUZZ_CASES ?= 100
+fuzz: install
+	@mkdir -p test-artifacts
+	CONFAB_FUZZ_CASES=$(FUZZ_CASES) CONFAB_FUZZ_REPORT=$(CURDIR)/test-artifacts/fuzz-report.json \
+		$(BIN)/python -m pytest tests/test_api_fuzz.py -q
 
 clean:
 	rm -rf $(VENV) .confab .pytest_cache

@@ -35,6 +35,10 @@ class TrustedProxies:
                 return hop
         return peer
 
+    def trusts(self, address: str) -> bool:
+        """``address`` is one of the trusted proxies (its clients are behind it)."""
+        return bool(self.networks) and self._trusted(address)
+
     def _trusted(self, address: str) -> bool:
         return _is_in(address, self.networks)
 

@@ -55,6 +55,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # fanout serve them on their own ports anyway).
     http_port: Port = 0
     http_host: str = "127.0.0.1"
+    # Slow clients, on the gateway's and the fanout's listeners (confab.httpserver): a
+    # request's line and headers must arrive within http_header_timeout seconds of its
+    # first byte, and its body within http_body_timeout seconds plus one second per
+    # http_body_min_rate bytes received (an upload that keeps flowing goes on, a trickle
+    # does not); both answer 408 and close. A kept-alive connection that sends no request
+    # for http_idle_timeout seconds is closed.
+    http_header_timeout: PositiveFloat = 10.0
+    http_body_timeout: PositiveFloat = 30.0
+    http_body_min_rate: Annotated[int, msgspec.Meta(ge=1)] = 50_000
+    http_idle_timeout: PositiveFloat = 60.0
 
     @property
     def instance_name(self) -> str:

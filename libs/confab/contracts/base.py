@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
+
+# -- bounds every request shares: the gateway, OpenAPI and the services check the same ---
+
+INT32_MAX = 2**31 - 1  # PostgreSQL integer
+INT64_MAX = 2**63 - 1  # PostgreSQL bigint
+PAGE_MAX = 100  # the most items one page of any list holds
+# A conversation's own counter (messages, reads, history cursors); the read models keep it
+# as an integer, so a larger one cannot exist.
+Seq = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
+# A JetStream stream sequence (min_seq, the report queue's cursor); kept as a bigint.
+StreamSeq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=PAGE_MAX)]
 
 
 class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

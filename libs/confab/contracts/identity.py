@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from confab.contracts.base import Event, Ok, Reply, Request
+from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, StreamSeq
 
 # -- field types: the public API validates with these ---------------------------------
 
@@ -241,8 +241,8 @@ class CreateWorkspace(Request, kw_only=True, frozen=True):
 class ListWorkspaces(Request, kw_only=True, frozen=True):
     subject: ClassVar[str] = "identity.q.list_workspaces"
     reply: ClassVar[type[msgspec.Struct]] = WorkspaceList
-    limit: int = 50
-    after: str | None = None
+    limit: PageLimit = 50
+    after: Id | None = None
 
 
 class IssueApiKey(Request, kw_only=True, frozen=True):
@@ -298,7 +298,7 @@ class GetUser(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = User
     workspace_id: str
     user_id: str
-    min_seq: int = 0
+    min_seq: StreamSeq = 0
 
 
 class EraseUser(Request, kw_only=True, frozen=True):

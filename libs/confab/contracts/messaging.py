@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from confab.contracts.base import Event, Ok, Reply, Request
+from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, Seq, StreamSeq
 
 ConversationType = Literal["direct", "group"]
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
@@ -32,8 +32,13 @@ Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-Seq = Annotated[int, msgspec.Meta(ge=0)]
-Limit = Annotated[int, msgspec.Meta(ge=1, le=100)]
+Limit = PageLimit
+# next_cursor of conversation lists: "<microseconds>:<conversation id>" (a time before
+# the year 5000, so that it converts), and of the report queue: a stream sequence.
+ConversationCursor = Annotated[
+    str, msgspec.Meta(max_length=82, pattern=r"^[0-9]{1,17}:[A-Za-z0-9_-]{1,64}$")
+]
+SeqCursor = Annotated[str, msgspec.Meta(max_length=18, pattern=r"^[0-9]{1,18}$")]
 Metadata = dict[str, Any]
 ModerationAction = Literal["hide", "restore", "delete"]
 
@@ -402,7 +407,7 @@ class MarkRead(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = Ok
     actor: Actor
     conversation_id: str
-    seq: int | None = None
+    seq: Seq | None = None
 
 
 class SetTyping(Request, kw_only=True, frozen=True):
@@ -436,9 +441,9 @@ class ListConversations(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = ConversationList
     actor: Actor
     user_id: str | None = None  # the tenant may list any user's; a widget only its own
-    cursor: str | None = None
-    limit: int = 50
-    min_seq: int = 0
+    cursor: ConversationCursor | None = None
+    limit: Limit = 50
+    min_seq: StreamSeq = 0
 
 
 class GetConversation(Request, kw_only=True, frozen=True):
@@ -446,8 +451,8 @@ class GetConversation(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = ConversationWithMessages
     actor: Actor
     conversation_id: str
-    limit: int = 50
-    min_seq: int = 0
+    limit: Limit = 50
+    min_seq: StreamSeq = 0
 
 
 class CheckParticipant(Request, kw_only=True, frozen=True):
@@ -460,7 +465,7 @@ class CheckParticipant(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = Ok
     actor: Actor
     conversation_id: str
-    min_seq: int = 0
+    min_seq: StreamSeq = 0
     act: bool = False
 
 
@@ -469,10 +474,10 @@ class ListMessages(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = MessageList
     actor: Actor
     conversation_id: str
-    before: int | None = None
-    after: int | None = None
-    limit: int = 50
-    min_seq: int = 0
+    before: Seq | None = None
+    after: Seq | None = None
+    limit: Limit = 50
+    min_seq: StreamSeq = 0
 
 
 class ListEvents(Request, kw_only=True, frozen=True):
@@ -480,8 +485,8 @@ class ListEvents(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = EventList
     actor: Actor
     conversation_id: str
-    after: int = 0
-    limit: int = 100
+    after: Seq = 0
+    limit: Limit = 100
 
 
 class ListReports(Request, kw_only=True, frozen=True):
@@ -489,5 +494,5 @@ class ListReports(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = ReportList
     actor: Actor
     status: Literal["open", "all"] = "open"
-    cursor: str | None = None
-    limit: int = 50
+    cursor: SeqCursor | None = None
+    limit: Limit = 50

@@ -28,7 +28,7 @@ from confab_fanout import connection
 from confab_fanout.authority import Gatekeeper
 from confab_fanout.fanout import Fanout
 from confab_fanout.feed import Feed, JetStreamLog
-from confab_fanout.http_api import MAX_BODY_BYTES, HttpApi
+from confab_fanout.http_api import MAX_BODY_BYTES, HttpApi, guarded_runner
 from confab_fanout.profiles import ProfileCache
 from confab_fanout.resume import Resumer
 from confab_fanout.settings import FanoutSettings
@@ -94,8 +94,10 @@ async def setup(service: Service) -> None:
 
     service.checks["cluster"] = check_cluster
     await serve_requests(fanout, service)
-    runner = web.AppRunner(
+    runner = guarded_runner(
         make_app(fanout, service),
+        settings,
+        proxies,
         access_log=None,
         shutdown_timeout=settings.fanout_shutdown_grace + 1,
     )

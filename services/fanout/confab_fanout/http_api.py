@@ -7,6 +7,11 @@ its all-digit alias (pusher-http-python only takes digits). Limits and status
 codes are Pusher's: 10 KB of data (413), 100 channels per trigger and 10 events
 per batch (400), bad signature (401); past the per-app request rate (a
 Confab limit, ``CONFAB_FANOUT_API_REQUESTS_PER_SECOND``), 429 with ``Retry-After``.
+Bodies are decoded under ``confab.inbound``'s rules: not UTF-8 (or another charset
+declared), nested deeper than 32 levels or holding an integer beyond 64 bits is
+400; a body that does not arrive in time is 408. Every error, including those the
+HTTP parser and the slow-client guard answer (``guarded_runner``), has the same
+JSON shape: ``{"error": message, "code": status}``.
 """
 
 from __future__ import annotations
@@ -18,13 +23,24 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from confab import inbound
+from confab.addresses import TrustedProxies
 from confab.errors import Unavailable
+from confab.httpserver import (
+    UNREADABLE_BODY,
+    UNREADABLE_MESSAGE,
+    BodyTimeout,
+    ClientLimits,
+    Guard,
+    GuardedRunner,
+)
 from confab_fanout import auth, protocol
 from confab_fanout.apps import App
 from confab_fanout.fanout import Fanout
 from confab_fanout.limits import api_rate_limit
 from confab_fanout.metrics import API_EVENTS
 from confab_fanout.protocol import Kind
+from confab_fanout.settings import FanoutSettings
 
 MAX_DATA_BYTES = 10 * 1024
 MAX_CHANNELS = 100
@@ -92,17 +108,23 @@ class HttpApi:
                 app, body = await self._authenticate(request)
                 self._check_rate(app)
                 result = await handler(request, app, body)
+            except BodyTimeout as exc:
+                response = _error_response(ApiError(408, exc.message))
+                response.force_close()
+                return response
+            except UNREADABLE_BODY:
+                response = _error_response(ApiError(400, UNREADABLE_MESSAGE))
+                response.force_close()
+                return response
             except ApiError as exc:
-                return web.json_response(
-                    {"error": exc.message, "code": exc.status},
-                    status=exc.status,
-                    headers=exc.headers,
-                )
+                return _error_response(exc)
             return web.Response(body=msgspec.json.encode(result), content_type="application/json")
 
         return handle
 
     async def _authenticate(self, request: web.Request) -> tuple[App, bytes]:
+        if not inbound.charset_ok(request.charset):
+            raise ApiError(415, "Send the body as JSON in UTF-8 (charset=utf-8)")
         body = await request.read()
         params = dict(request.query)
         key = params.get("auth_key")
@@ -224,11 +246,40 @@ class HttpApi:
         return {}
 
 
+_decoders = {t: msgspec.json.Decoder(t) for t in (TriggerBody, BatchBody)}
+
+
 def _decode(body: bytes, type_: type[Any]) -> Any:
     try:
-        return msgspec.json.decode(body, type=type_)
-    except msgspec.DecodeError as exc:
+        return inbound.decode(body, _decoders[type_])
+    except (inbound.Refused, msgspec.DecodeError) as exc:
         raise ApiError(400, f"Invalid request body: {exc}") from None
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The HTTP API's error body (Pusher's: a message and the status)."""
+    return msgspec.json.encode({"error": message, "code": status})
+
+
+def _error_response(exc: ApiError) -> web.Response:
+    return web.Response(
+        body=error_body(exc.status, exc.message),
+        status=exc.status,
+        content_type="application/json",
+        headers=exc.headers,
+    )
+
+
+def guarded_runner(
+    app: web.Application, settings: FanoutSettings, proxies: TrustedProxies, **kwargs: Any
+) -> GuardedRunner:
+    """The fanout's listener, held to the slow-client limits (``confab.httpserver``).
+
+    Connections per address share the WebSocket limit's setting: with no proxy in
+    front, every socket is a connection first, so the two counts agree.
+    """
+    limits = ClientLimits.from_settings(settings, settings.fanout_max_connections_per_address)
+    return GuardedRunner(app, Guard(limits, proxies, error_body), **kwargs)
 
 
 def _event(body: TriggerBody, single: bool = False) -> Event:

@@ -3,7 +3,10 @@
 Server frames are built as bytes once and written, already framed as WebSocket
 text frames, to every socket that should get them (``ws_text``). Server→client
 ``data`` is always a JSON-encoded string; client→server ``data`` may be an
-object or a string holding JSON, and both are accepted.
+object or a string holding JSON, and both are accepted. Client frames and their
+``data`` are decoded under ``confab.inbound``'s rules (UTF-8, at most 32 levels of
+nesting, integers within 64 bits): one that breaks them is a ``ProtocolError``,
+answered like any malformed frame, never an internal error.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import msgspec
+
+from confab import inbound
 
 T = TypeVar("T")
 
@@ -210,12 +215,14 @@ class UserData(msgspec.Struct, frozen=True):
 
 _frame = msgspec.json.Decoder(ClientFrame)
 _string = msgspec.json.Decoder(str)
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 
 
 def decode_frame(text: str | bytes) -> ClientFrame:
+    """A client frame, under ``confab.inbound``'s rules (UTF-8, nesting, 64-bit numbers)."""
     try:
-        return _frame.decode(text)
-    except msgspec.DecodeError as exc:
+        return inbound.decode(text, _frame)
+    except (inbound.Refused, msgspec.DecodeError) as exc:
         raise ProtocolError(str(exc)) from None
 
 
@@ -231,9 +238,12 @@ def unwrap(raw: msgspec.Raw) -> bytes:
 
 
 def decode_data(raw: msgspec.Raw, type_: type[T]) -> T:
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
     try:
-        return msgspec.json.decode(unwrap(raw), type=type_)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return inbound.decode(unwrap(raw), decoder)
+    except (inbound.Refused, msgspec.DecodeError, UnicodeError) as exc:
         raise ProtocolError(str(exc)) from None
 
 

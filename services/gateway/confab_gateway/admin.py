@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 
-from confab.contracts.base import Ok
+from confab.contracts.base import Ok, PageLimit
 from confab.contracts.identity import (
     ApiKey,
     CreateWorkspace,
@@ -24,7 +22,7 @@ router = Router()
 
 
 class Page(msgspec.Struct, kw_only=True, frozen=True):
-    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
+    limit: PageLimit = 50
     after: Id | None = None  # the id of the last workspace of the previous page
 
 

@@ -4,6 +4,12 @@ An endpoint says its method, path, credential kind, body, query and response
 types. ``Router.install`` turns that into aiohttp routes that authenticate,
 rate-limit, parse and validate before the handler runs, and ``openapi.document``
 turns the same list into ``/openapi.json``.
+
+This is the one place request bodies and query strings are decoded: bodies under
+``confab.inbound``'s rules (UTF-8 only, 32 levels of nesting, 64-bit integers, no
+NUL), queries by the same bounded types the services' requests use. A POST of the
+tenant or widget API with an ``Idempotency-Key`` runs through
+``confab_gateway.idempotency`` once it is valid.
 """
 
 from __future__ import annotations
@@ -16,14 +22,23 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from confab import inbound
 from confab.contracts.base import Ok, Request
 from confab.contracts.identity import ApiKeyPrincipal
 from confab.contracts.messaging import Actor
-from confab.errors import BadRequest, InvalidRequest, NotFound, UnsupportedMediaType
+from confab.errors import (
+    BadRequest,
+    ConfabError,
+    InvalidRequest,
+    NotFound,
+    UnsupportedMediaType,
+)
 from confab.ids import is_valid_id
 from confab.rpc import RpcClient
+from confab_gateway import idempotency
 from confab_gateway.auth import Authenticator, Principal
 from confab_gateway.consistency import LastWrites
+from confab_gateway.errors import error_response
 from confab_gateway.ratelimit import RequestLimits
 
 AuthKind = Literal["admin", "api_key", "session", "public"]
@@ -54,6 +69,11 @@ class Endpoint:
     @property
     def path_params(self) -> list[str]:
         return _PATH_PARAM.findall(self.path)
+
+    @property
+    def idempotent(self) -> bool:
+        """Takes ``Idempotency-Key``: every POST of the tenant and widget APIs."""
+        return self.method == "POST" and self.auth in ("api_key", "session")
 
 
 @dataclass
@@ -166,10 +186,12 @@ def _view(
     body_decoder = msgspec.json.Decoder(endpoint.body) if endpoint.body else None
     params = endpoint.path_params
     ids = [p for p in params if p not in endpoint.raw_path_params]
+    idempotent = endpoint.idempotent
 
     async def view(request: web.Request) -> web.StreamResponse:
         principal = await auth.authenticate(endpoint.auth, request)
         limits.check(principal)
+        key = idempotency.key_of(request) if idempotent else None
         path = {p: request.match_info[p] for p in params}
         for name in ids:
             if not is_valid_id(path[name]):
@@ -179,6 +201,25 @@ def _view(
             call.query = parse_query(request, endpoint.query)
         if body_decoder is not None:
             call.body = await parse_body(request, body_decoder)
+        if key is None or principal is None:
+            return await run(call)
+        claims: idempotency.Claims = request.app["idempotency"]
+        claim = await claims.claim(
+            idempotency.scope_of(principal), key, await idempotency.fingerprint(request)
+        )
+        if isinstance(claim, web.Response):
+            return claim  # the first answer, replayed
+        try:
+            response = await run(call)
+        except ConfabError as exc:
+            response = error_response(exc)
+        except BaseException:
+            await claims.give_back(claim)
+            raise
+        await claims.answer(claim, response)
+        return response
+
+    async def run(call: Call) -> web.Response:
         result = await endpoint.handler(call)
         if result is None:
             return web.Response(status=204)
@@ -192,49 +233,47 @@ def _view(
     return view
 
 
+def check_json_type(request: web.Request) -> None:
+    """JSON, in UTF-8: any other media type or charset is 415."""
+    ctype = request.content_type
+    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(f"Send the body as application/json, not {ctype}.")
+    charset = request.charset
+    if charset is not None and not inbound.charset_ok(charset):
+        named = charset if inbound.token_ok(charset, 40) else "another charset"
+        raise UnsupportedMediaType(f"Send JSON in UTF-8 (charset=utf-8), not {named}.")
+
+
 async def parse_body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
-    if request.content_type not in ("application/json", "") and not request.content_type.endswith(
-        "+json"
-    ):
-        raise UnsupportedMediaType(
-            f"Send the body as application/json, not {request.content_type}."
-        )
+    check_json_type(request)
     raw = await request.read()
     if not raw.strip():
         raise BadRequest("The request body is empty; send a JSON object.")
+    return decode_json(raw, decoder)
+
+
+def decode_json(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """Decode a JSON body under ``confab.inbound``'s rules; every failure is a 4xx."""
     try:
-        body = decoder.decode(raw)
+        return inbound.decode(raw, decoder)
+    except inbound.Refused as exc:
+        if exc.malformed:
+            raise BadRequest(exc.message) from None
+        raise InvalidRequest(exc.message, {exc.field: exc.message}) from None
     except msgspec.ValidationError as exc:
         raise validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
-    if b"\\u0000" in raw and _has_nul(msgspec.json.decode(raw)):
-        raise nul_refused()
-    return body
-
-
-def nul_refused() -> InvalidRequest:
-    # PostgreSQL text cannot hold NUL: stored in an event, it would stop the read models.
-    return InvalidRequest(
-        "Text must not contain the NUL character (\\u0000).", {"body": "contains NUL"}
-    )
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def parse_query(request: web.Request, query_type: type) -> Any:
     known = {f.name for f in msgspec.structs.fields(query_type)}
     values = {k: v for k, v in request.query.items() if k in known}
-    if any("\x00" in v for v in values.values()):
-        raise nul_refused()
+    for name, value in values.items():
+        if "\x00" in value:
+            raise InvalidRequest(
+                "Text must not contain the NUL character (\\u0000).", {name: "contains NUL"}
+            )
     try:
         return msgspec.convert(values, query_type, strict=False)
     except msgspec.ValidationError as exc:

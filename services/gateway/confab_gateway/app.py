@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from confab.addresses import TrustedProxies
+from confab.httpserver import ClientLimits, Guard, GuardedRunner
 from confab.service import Service, StartupError, health_routes, run_service
 from confab_gateway import (
     admin,
@@ -22,8 +23,9 @@ from confab_gateway import web as pages
 from confab_gateway.api import Endpoint, Router
 from confab_gateway.auth import Authenticator
 from confab_gateway.consistency import LastWrites
-from confab_gateway.errors import error_middleware
+from confab_gateway.errors import error_body, error_middleware
 from confab_gateway.health import platform_health
+from confab_gateway.idempotency import Claims
 from confab_gateway.ratelimit import RequestLimits, failed_authentications
 from confab_gateway.settings import GatewaySettings
 
@@ -42,7 +44,7 @@ def endpoints() -> list[Endpoint]:
     return [e for router in ROUTERS for e in router.endpoints]
 
 
-def build_app(service: Service, auth: Authenticator) -> web.Application:
+def build_app(service: Service, auth: Authenticator, claims: Claims) -> web.Application:
     assert isinstance(service.settings, GatewaySettings)
     app = web.Application(
         middlewares=[pages.cors_middleware, error_middleware],
@@ -51,6 +53,7 @@ def build_app(service: Service, auth: Authenticator) -> web.Application:
     app["fanout_ws_url"] = service.settings.fanout_ws_url
     app["stream_replicas"] = service.settings.stream_replicas
     app["auth"] = auth
+    app["idempotency"] = claims
     app["last_writes"] = LastWrites()
     limits = RequestLimits(service.settings)
     for router in ROUTERS:
@@ -84,7 +87,16 @@ async def setup(service: Service) -> None:
     )
     await auth.start(service.js)
     service.on_stop(auth.stop)
-    runner = web.AppRunner(build_app(service, auth), access_log=None, shutdown_timeout=10)
+    claims = await Claims.open(
+        service.js, settings.gateway_idempotency_bucket, settings.stream_replicas
+    )
+    limits = ClientLimits.from_settings(settings, settings.gateway_max_connections_per_address)
+    runner = GuardedRunner(
+        build_app(service, auth, claims),
+        Guard(limits, proxies, error_body),
+        access_log=None,
+        shutdown_timeout=10,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
     try:

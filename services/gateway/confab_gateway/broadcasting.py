@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from confab import realtime
+from confab import inbound, realtime
 from confab.contracts.identity import (
     AppCredentials,
     GetAppCredentials,
@@ -45,7 +45,7 @@ from confab.contracts.messaging import CheckParticipant
 from confab.errors import BadRequest, Forbidden, InvalidRequest, NotFound, UnsupportedMediaType
 from confab.ids import is_valid_id
 from confab.rpc import RpcClient
-from confab_gateway.api import Call, Router
+from confab_gateway.api import Call, Router, decode_json
 
 router = Router()
 
@@ -86,11 +86,15 @@ class Credentials:
 
 
 credentials = Credentials()
+_any_json: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
 async def _fields(request: web.Request) -> dict[str, str]:
     """The request's fields, from a form (what pusher-js sends) or a JSON object."""
     ctype = request.content_type
+    charset = request.charset
+    if charset is not None and not inbound.charset_ok(charset):
+        raise UnsupportedMediaType("Send the fields in UTF-8 (charset=utf-8).")
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         try:
             form = await request.post()
@@ -99,10 +103,7 @@ async def _fields(request: web.Request) -> dict[str, str]:
         return {k: v for k, v in form.items() if isinstance(v, str)}
     if ctype == "application/json" or ctype.endswith("+json"):
         raw = await request.read()
-        try:
-            body = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            raise BadRequest("The request body is not valid JSON.") from None
+        body = decode_json(raw, _any_json) if raw.strip() else None
         if not isinstance(body, dict):
             raise BadRequest("Send a JSON object with socket_id and channel_name.")
         return {k: str(v) for k, v in body.items() if isinstance(v, str | int)}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import datetime
-from typing import Annotated
 
 import msgspec
 
@@ -17,11 +16,13 @@ from confab.contracts.identity import IssueSession, Session, SessionInput, Upser
 from confab.contracts.messaging import (
     AddParticipant,
     Conversation,
+    ConversationCursor,
     ConversationInput,
     ConversationList,
     ConversationSaved,
     CreateConversation,
     Id,
+    Limit,
     ListConversations,
     ListReports,
     Message,
@@ -33,6 +34,7 @@ from confab.contracts.messaging import (
     PostMessage,
     RemoveParticipant,
     ReportList,
+    SeqCursor,
     TenantMessageInput,
 )
 from confab_gateway.api import Call, Result, Router
@@ -44,14 +46,14 @@ WRITE_ERRORS = (400, 401, 404, 413, 415, 422)
 
 class ConversationQuery(msgspec.Struct, kw_only=True, frozen=True):
     user_id: Id | None = None
-    cursor: str | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
+    cursor: ConversationCursor | None = None
+    limit: Limit = 50
 
 
 class ReportQuery(msgspec.Struct, kw_only=True, frozen=True):
     status: str = "open"
-    cursor: str | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
+    cursor: SeqCursor | None = None
+    limit: Limit = 50
 
 
 @router.route(

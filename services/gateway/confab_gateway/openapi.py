@@ -1,4 +1,9 @@
-"""``/openapi.json``, generated from the endpoints and the msgspec types they validate with."""
+"""``/openapi.json``, generated from the endpoints and the msgspec types they validate with.
+
+Besides each operation's own types it states what every request is held to: the
+``inbound`` rules for bodies, the parser's header limits, ``X-Request-Id``'s form,
+and ``Idempotency-Key`` on every POST of the tenant and widget APIs.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,11 @@ from typing import Any
 
 import msgspec
 
-from confab import __version__
+from confab import __version__, inbound
+from confab.httpserver import MAX_HEADERS, MAX_LINE_BYTES
+from confab_gateway import idempotency
 from confab_gateway.api import Endpoint
+from confab_gateway.errors import MAX_REQUEST_ID
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True):
@@ -21,14 +29,15 @@ class Error(msgspec.Struct, kw_only=True):
 
 
 _STATUS_TEXT = {
-    400: "Malformed request (not JSON, empty body)",
+    400: "Malformed request (not JSON or not UTF-8, empty body, malformed header)",
     401: "Missing or invalid credentials",
     403: "Not allowed",
     404: "Not found (also anything of another workspace)",
-    409: "Conflicts with the current state",
+    408: "The body did not arrive in time; the connection is closed",
+    409: "Conflicts with the current state, or a request with this Idempotency-Key is running",
     413: "Body too large",
-    415: "Unsupported media type",
-    422: "Invalid fields; `details` names each",
+    415: "Unsupported media type or charset",
+    422: "Invalid fields (`details` names each), or an Idempotency-Key reused with another request",
     429: "Rate limited; see Retry-After",
     503: "A backing service is unavailable; see Retry-After",
 }
@@ -49,6 +58,59 @@ _SECURITY = {
 }
 
 _REF = "#/components/schemas/{name}"
+
+_TOKEN = "^[!-~]+$"  # printable ASCII, no spaces
+
+_REQUEST_ID = {
+    "name": "X-Request-Id",
+    "in": "header",
+    "required": False,
+    "description": "Correlation id of the request, echoed in the answer and kept on what it "
+    f"stores; anything but 1 to {MAX_REQUEST_ID} printable ASCII characters is replaced by a "
+    "fresh one",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID, "pattern": _TOKEN},
+}
+
+_IDEMPOTENCY_KEY = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Sent again with the same key (per credential) and the same request within "
+    "24 h, the request is not run again: the first answer (2xx or 4xx) is replayed, with "
+    f"{idempotency.REPLAYED}: true. Another request with the same key is 422; the same one "
+    "while the first is still running, 409",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": _TOKEN,
+    },
+}
+
+_REPLAYED = {
+    idempotency.REPLAYED: {
+        "description": "Present (true) when this is the stored answer to an earlier request "
+        "with the same Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
+DESCRIPTION = f"""Multi-tenant real-time chat: tenant backend, widget and admin APIs.
+
+Every request is held to these limits; breaking one is a 4xx with the error body, never a 5xx:
+
+- JSON bodies are UTF-8 (another declared charset: 415; invalid UTF-8, including encoded
+  surrogates: 400), nest at most {inbound.MAX_DEPTH} levels of arrays and objects, hold
+  integers within 64 bits ({inbound.INT64_MIN} to {inbound.INT64_MAX}) and no NUL
+  character (422). Bodies are at most 1 MiB by default (CONFAB_MAX_BODY_BYTES; 413).
+- Request line and each header at most {MAX_LINE_BYTES} bytes, at most {MAX_HEADERS} headers
+  (400). Headers must arrive within CONFAB_HTTP_HEADER_TIMEOUT seconds (10) and a body
+  within CONFAB_HTTP_BODY_TIMEOUT seconds (30) plus one per CONFAB_HTTP_BODY_MIN_RATE bytes
+  (50,000) received (408, connection closed). One address may hold
+  CONFAB_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS connections (1024; more: 429).
+- A conversation's seq (history cursors, read receipts) is within 32 bits and a report
+  cursor within 64, as the read models keep them (422); a page holds at most 100 items.
+"""
 
 
 def document(endpoints: list[Endpoint], server_url: str | None = None) -> dict[str, Any]:
@@ -89,7 +151,7 @@ def document(endpoints: list[Endpoint], server_url: str | None = None) -> dict[s
         "info": {
             "title": "Confab API",
             "version": __version__,
-            "description": "Multi-tenant real-time chat: tenant backend, widget and admin APIs.",
+            "description": DESCRIPTION,
         },
         "paths": paths,
         "components": {
@@ -111,6 +173,9 @@ def _parameters(e: Endpoint) -> list[dict[str, Any]]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in e.path_params
     ]
+    params.append(_REQUEST_ID)
+    if e.idempotent:
+        params.append(_IDEMPOTENCY_KEY)
     if e.query is not None:
         _, components = msgspec.json.schema_components([e.query], ref_template=_REF)
         props = components[e.query.__name__]["properties"]
@@ -132,7 +197,9 @@ def _common_errors(e: Endpoint) -> set[int]:
     if e.query is not None:
         codes.add(422)
     if e.body is not None or e.files:
-        codes |= {400, 413, 415, 422}
+        codes |= {400, 408, 413, 415, 422}
+    if e.idempotent:
+        codes |= {400, 409, 422}
     return codes
 
 
@@ -146,6 +213,8 @@ def _responses(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
                 "description": "OK",
                 "content": {"application/json": {"schema": refs[e.response]}},
             }
+        if e.idempotent:
+            responses[str(status)]["headers"] = _REPLAYED
     error = {"content": {"application/json": {"schema": refs[Error]}}}
     for status in sorted({*e.errors, *_common_errors(e)}):
         responses[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"), **error}

@@ -19,6 +19,13 @@ class GatewaySettings(Settings, kw_only=True, frozen=True):
     gateway_port: Port = 8000
     admin_token: str = ""
     max_body_bytes: int = 1024 * 1024
+    # Open connections per client address (more: 429 and closed at once; 0: no limit).
+    # Timeouts for slow clients are the shared http_* settings (confab.settings).
+    gateway_max_connections_per_address: Annotated[int, msgspec.Meta(ge=0)] = 1024
+    # The NATS KV bucket of Idempotency-Key answers (24 h), shared by every gateway copy.
+    gateway_idempotency_bucket: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = (
+        "idempotency"
+    )
     # Request rate limits per credential, in this process (N gateways: up to N times as
     # much). A tenant backend's API key serves all its users; a widget session is one
     # browser, and the benchmarks drive one session far harder than a person can.

@@ -140,7 +140,7 @@ def asset_response(request: web.Request, asset: Asset, **headers: str) -> web.Re
 CORS_PREFIXES = ("/api/widget/", WIDGET_PREFIX)
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Retry-After, X-Request-Id",
+    "Access-Control-Expose-Headers": "Idempotent-Replayed, Retry-After, X-Request-Id",
 }
 PREFLIGHT_HEADERS = {
     **CORS_HEADERS,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
 import msgspec
 
 from confab.contracts.identity import GetUser, GetWorkspace, User, Workspace
 from confab.contracts.messaging import (
+    ConversationCursor,
     ConversationList,
     ConversationWithMessages,
     DeleteMessage,
@@ -16,6 +16,7 @@ from confab.contracts.messaging import (
     EditMessage,
     EventList,
     GetConversation,
+    Limit,
     ListConversations,
     ListEvents,
     ListMessages,
@@ -30,6 +31,7 @@ from confab.contracts.messaging import (
     ReadInput,
     ReportInput,
     ReportMessage,
+    Seq,
     SetTyping,
     TypingInput,
 )
@@ -81,20 +83,22 @@ MSG = CONV + "/messages/{message_id}"
 WRITE_ERRORS = (400, 401, 404, 413, 415, 422)
 
 
+# The same bounds as the requests they become (confab.contracts): what passes here,
+# messaging takes, and /openapi.json states them.
 class Page(msgspec.Struct, kw_only=True, frozen=True):
-    cursor: str | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
+    cursor: ConversationCursor | None = None
+    limit: Limit = 50
 
 
 class History(msgspec.Struct, kw_only=True, frozen=True):
-    before: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    after: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
+    before: Seq | None = None
+    after: Seq | None = None
+    limit: Limit = 50
 
 
 class EventsQuery(msgspec.Struct, kw_only=True, frozen=True):
-    after: Annotated[int, msgspec.Meta(ge=0)] = 0
-    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    after: Seq = 0
+    limit: Limit = 100
 
 
 @router.route(
