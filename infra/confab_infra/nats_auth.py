@@ -245,6 +245,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         ),
         *follows_authority(),
         *object_store(UPLOADS, "streams uploads into the temporary store"),
+        *key_value("idempotency", "Idempotency-Key answers, shared by every copy", write=True),
     ),
     ADMIN: (Rule("operators: the confab command line, tests, benchmarks", (">",), (">",)),),
 }
