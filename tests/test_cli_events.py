@@ -241,6 +241,11 @@ async def test_export_then_import_into_a_new_stack_gives_the_same_read_models_an
 
         def same(r: dict[str, Any]) -> tuple[Any, ...]:
             kept = {k: v for k, v in r["headers"].items() if not k.startswith("Nats-Expected")}
-            return r["stream"], r["seq"], r["subject"], r["body"], kept
+            # The event streams keep their sequences. The key bucket's cannot: erasing a
+            # user purges their key with a roll-up, which leaves a gap in the original
+            # that an import, appending in order, does not reproduce (keys are found by
+            # subject, so nothing reads them by sequence).
+            seq = None if r["stream"].startswith("KV_") else r["seq"]
+            return r["stream"], seq, r["subject"], r["body"], kept
 
         assert [same(r) for r in lines(copy.stdout)] == [same(r) for r in records]
