@@ -227,12 +227,13 @@ async def test_a_removed_participant_gets_nothing_after_the_removal_on_any_path(
     channel = f"private-conversation.{cid}"
     base = f"/api/widget/conversations/{cid}"
     await send(ann_w, cid, "before")
-    bob_sock, bob_spare, witness = await sockets(), await sockets(), await sockets()
+    bob_sock, bob_spare, witness, ann_sock = [await sockets() for _ in range(4)]
     bob_signature = await bob_sock.join(bob_w, channel)
     # A signature obtained while a member, used only after the removal.
     status, old_signature = await bob_spare.authorize(bob_w, channel)
     assert status == 200
     await witness.join(cat_w, channel)
+    await ann_sock.join(ann_w, channel)
 
     status, _ = await world.tenant.delete(f"/api/v1/conversations/{cid}/participants/{bob['id']}")
     assert status == 204
@@ -252,9 +253,14 @@ async def test_a_removed_participant_gets_nothing_after_the_removal_on_any_path(
     )
     assert again["data"]["status"] == 403
     await bob_sock.send("confab:resume", {"channel": channel, "after_seq": 0})
+    # A client event on the channel it was let go of reaches nobody (and is refused).
+    await bob_sock.send("client-typing", {"from": "bob"}, channel)
     await bob_sock.send("pusher:ping", {})
     await bob_sock.wait(lambda f: f["event"] == "pusher:pong")
     assert "after the removal" not in texts(bob_sock.frames + bob_spare.frames)
+    await ann_sock.send("client-typing", {"from": "ann"}, channel)
+    await witness.wait(lambda f: f["event"] == "client-typing" and f["data"] == {"from": "ann"})
+    assert not [f for f in witness.frames if f.get("data") == {"from": "bob"}]
     assert (await bob_sock.authorize(bob_w, channel))[0] == 403
     for path in ("/messages", "/events"):
         status, body = await bob_w.get(base + path)
@@ -322,11 +328,12 @@ async def test_a_revoked_session_loses_its_sockets_and_another_session_keeps_its
     bob_phone = world.tenant.as_(Authorization=f"Bearer {second['token']}")
     cid = await world.conversation(ann, bob)
     channel = f"private-conversation.{cid}"
-    revoked, spare, kept = await sockets(), await sockets(), await sockets()
+    revoked, spare, kept, ann_sock = [await sockets() for _ in range(4)]
     await revoked.join(bob_w, channel)
     status, old_signature = await spare.authorize(bob_w, channel)
     assert status == 200
     await kept.join(bob_phone, channel)
+    await ann_sock.join(ann_w, channel)
     token = bob_w.headers["Authorization"].split()[-1]
 
     status, _ = await world.tenant.delete(f"/api/v1/sessions/{token}")
@@ -335,6 +342,11 @@ async def test_a_revoked_session_loses_its_sockets_and_another_session_keeps_its
     await kept.wait(lambda f: f["event"] == "message.created" and f["data"]["id"] == later["id"])
     assert await revoked.closed() == 4009
     assert "after the revocation" not in texts(revoked.frames)
+    # What the revoked socket sends reaches nobody (Bob's other session would see it).
+    await revoked.send("client-typing", {"from": "revoked"}, channel)
+    await ann_sock.send("client-typing", {"from": "ann"}, channel)
+    await kept.wait(lambda f: f["event"] == "client-typing" and f["data"] == {"from": "ann"})
+    assert not [f for f in kept.frames if f.get("data") == {"from": "revoked"}]
     refused = await spare.subscribe(channel, old_signature)
     assert refused["event"] == "pusher:subscription_error" and refused["data"]["status"] == 403
     status, body = await bob_w.get(f"/api/widget/conversations/{cid}/events")
