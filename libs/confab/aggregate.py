@@ -1,14 +1,39 @@
 """Running a decider against the event log: load, decide, append, retry on conflict.
 
-States are cached in process by subject with the version they were built at.
-A command is decided on the cached state and appended with that version as
-the expected one; only when another writer got there first do we catch up
-from the log and decide again. So a busy aggregate costs no read per command,
-and a cold one is loaded once.
+``Aggregates`` holds one kind of aggregate (a ``confab.decider.Decider``) in
+one stream (a ``confab.eventlog.EventLog``). Each subject of the stream is one
+aggregate; its state is cached in process with the version (the stream
+sequence of its last event) it was built at.
 
-Writers of one aggregate in one process take turns: racing each other to the
-log would only make all but one lose. Only other processes can make an append
-lose, and a loser backs off a little (with jitter) before trying again.
+``execute(subject, command)``:
+
+1. load the state: the cached one, or the log's (caught up from the cached
+   version, or folded from the start);
+2. ``decide(command, state)``; a rejection or a decision without events made
+   on a cached state is checked once more against the log, since another
+   process may have changed the aggregate;
+3. append the decided events in order, each expecting the version before it,
+   the first under the command's message id and the next ones under
+   ``<msg id>/2``, ``/3``, …;
+4. when another writer got there first (``WrongExpectedVersion``), back off a
+   little (with jitter), catch up from the log and decide again, at most
+   ``MAX_ATTEMPTS`` times; when the log says an append was stored before under
+   its message id (a retry), the log is the truth: the state is caught up from
+   it and the command counts as done (``Executed.duplicate``);
+5. return the state after it, its version, the decision's result and the
+   events stored.
+
+So a busy aggregate costs no read per command and a cold one is loaded once.
+Writers of one aggregate in one process take turns (``Turns``): racing each
+other to the log would only make all but one lose; only other processes can
+make an append lose.
+
+JetStream has no transaction over several messages, so the events of one
+decision are appended one by one: if the process dies between two, the first
+ones are stored and the next attempt decides on a state that has them.
+
+With a ``KeyRing``, personal fields are sealed on the way to the log and
+revealed on the way back; the cached state always holds them revealed.
 """
 
 from __future__ import annotations
@@ -17,19 +42,22 @@ import asyncio
 import contextlib
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
+import msgspec
 
 from confab.contracts.base import Event
+from confab.decider import Decider, Decision
 from confab.errors import ConfabError, Conflict
-from confab.eventlog import Appended, WrongExpectedVersion, append, read_subject
+from confab.eventlog import EventLog, WrongExpectedVersion
+from confab.events import Envelope
 from confab.personal import KeyRing
 
+C = TypeVar("C")
 S = TypeVar("S")
+T = TypeVar("T")
 
 MAX_ATTEMPTS = 12
 BACKOFF_SECONDS = 0.002  # doubled per lost attempt, with jitter
@@ -58,34 +86,36 @@ class Turns:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision(Generic[S]):
-    """What a command did: the state after it, and where its event was stored (if any)."""
+class Executed(Generic[S]):
+    """What a command did: the state after it and its version, the decision's result,
+    and the events it stored (none when it changed nothing)."""
 
     state: S
     version: int
-    appended: Appended | None
-    event: Event | None
+    result: Any = None
+    events: Sequence[Event] = ()
+    positions: tuple[int, ...] = ()  # the stream sequence of each event stored
+    duplicate: bool = False  # stored by an earlier attempt: positions holds where, then
+
+    @property
+    def event(self) -> Event | None:
+        """The first event stored, if any."""
+        return self.events[0] if self.events else None
 
 
-class Aggregates(Generic[S]):
-    """One kind of aggregate in one stream, with its evolve function and a bounded cache."""
+class Aggregates(Generic[C, S]):
+    """One kind of aggregate in one stream, with a bounded cache of states."""
 
     def __init__(
         self,
-        nc: NATS,
-        js: JetStreamContext,
-        stream: str,
-        initial: Callable[[], S],
-        evolve: Callable[[S, Event], S],
+        log: EventLog,
+        decider: Decider[C, S],
         *,
         cache_size: int = 50_000,
         keys: KeyRing | None = None,
     ) -> None:
-        self.nc = nc
-        self.js = js
-        self.stream = stream
-        self.initial = initial
-        self.evolve = evolve
+        self.log = log
+        self.decider = decider
         self.cache_size = cache_size
         self.keys = keys  # seals personal fields on the way to the log, reveals them back
         self._cache: OrderedDict[str, tuple[S, int]] = OrderedDict()
@@ -101,93 +131,127 @@ class Aggregates(Generic[S]):
         if cached is not None and not fresh:
             self._cache.move_to_end(subject)
             return cached
-        state, version = cached if cached is not None else (self.initial(), 0)
-        async for envelope in read_subject(self.nc, self.stream, subject, after=version):
-            event = envelope.event
-            if self.keys is not None:
-                event = await self.keys.reveal(envelope.workspace, event)
-            state = self.evolve(state, event)
+        state, version = cached if cached is not None else (self.decider.initial(), 0)
+        evolve, stored = self.decider.evolve, self.decider.stored
+        async for envelope in self.read(subject, after=version):
+            state = evolve(state, envelope.event)
+            if stored is not None:
+                stored(state, envelope.event, envelope.seq)
             version = envelope.seq
         self._remember(subject, state, version)
         return state, version
 
+    async def read(self, subject: str, after: int = 0, limit: int = 0) -> AsyncIterator[Envelope]:
+        """The stored events of ``subject`` after ``after`` (at most ``limit``), revealed."""
+        events = self.log.read(subject, after, limit)
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            async for envelope in events:
+                if self.keys is not None:
+                    revealed = await self.keys.reveal(envelope.workspace, envelope.event)
+                    if revealed is not envelope.event:
+                        envelope = msgspec.structs.replace(envelope, event=revealed)
+                yield envelope
+
+    async def query(self, subject: str, ask: Callable[[S], T]) -> T:
+        """``ask`` the state (Equinox's ``Query``); a rejection on a cached state is asked
+        once more of the log's."""
+        async with self._turns.hold(subject):
+            cached = subject in self._cache
+            state, _ = await self.load(subject)
+            try:
+                return ask(state)
+            except ConfabError:
+                if not cached:
+                    raise
+            state, _ = await self.load(subject, fresh=True)
+            return ask(state)
+
     async def execute(
         self,
         subject: str,
-        decide: Callable[[S], Event | None],
+        command: C,
         *,
         msg_id: str,
         workspace: str,
         actor: str = "",
         correlation: str = "",
-    ) -> Decision[S]:
-        """Decide on the current state and append the event; ``decide`` may raise ConfabError.
-
-        A rejection or a no-op decided on a cached state is checked once more
-        against the log: another process may have changed the aggregate.
-        """
+    ) -> Executed[S]:
+        """Decide ``command`` on the current state of ``subject`` and append what it decides;
+        ``decide`` may raise a ``ConfabError``, which reaches the caller."""
         async with self._turns.hold(subject):
-            return await self._execute(
-                subject,
-                decide,
-                msg_id=msg_id,
-                workspace=workspace,
-                actor=actor,
-                correlation=correlation,
-            )
+            cached = subject in self._cache
+            state, version = await self.load(subject)
+            for attempt in range(MAX_ATTEMPTS):
+                decision: Decision[Any] | None
+                try:
+                    decision = self.decider.decide(command, state)
+                except ConfabError:
+                    if not cached:
+                        raise
+                    decision = None
+                if decision is None or not decision.events:
+                    if cached:
+                        cached = False
+                        state, version = await self.load(subject, fresh=True)
+                        continue
+                    assert decision is not None  # not cached: a rejection was raised
+                    return Executed(state, version, decision.result)
+                try:
+                    return await self._append(
+                        subject,
+                        state,
+                        version,
+                        decision,
+                        msg_id=msg_id,
+                        workspace=workspace,
+                        actor=actor,
+                        correlation=correlation,
+                    )
+                except WrongExpectedVersion:
+                    # Another process got there first: back off, catch up, decide again.
+                    await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * 2 ** min(attempt, 6)))
+                    cached = False
+                    state, version = await self.load(subject, fresh=True)
+            raise Conflict("Too many concurrent changes to the same thing; try again.")
 
-    async def _execute(
+    async def _append(
         self,
         subject: str,
-        decide: Callable[[S], Event | None],
+        state: S,
+        version: int,
+        decision: Decision[Any],
         *,
         msg_id: str,
         workspace: str,
         actor: str,
         correlation: str,
-    ) -> Decision[S]:
-        cached = subject in self._cache
-        state, version = await self.load(subject)
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                event = decide(state)
-            except ConfabError:
-                if not cached:
-                    raise
-                event = None
-            if event is None:
-                if cached:
-                    cached = False
-                    state, version = await self.load(subject, fresh=True)
-                    continue
-                return Decision(state, version, None, None)
-            stored = event if self.keys is None else await self.keys.seal(workspace, event)
-            try:
-                appended = await append(
-                    self.js,
-                    self.stream,
-                    subject,
-                    stored,
-                    msg_id=msg_id,
-                    workspace=workspace,
-                    actor=actor,
-                    correlation=correlation,
-                    expected_version=version,
-                )
-            except WrongExpectedVersion:
-                # Another process got there first: back off, catch up, decide again.
-                await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * 2 ** min(attempt, 6)))
-                cached = False
-                state, version = await self.load(subject, fresh=True)
-                continue
+    ) -> Executed[S]:
+        evolve, stored = self.decider.evolve, self.decider.stored
+        positions: list[int] = []
+        for index, event in enumerate(decision.events):
+            sealed = event if self.keys is None else await self.keys.seal(workspace, event)
+            appended = await self.log.append(
+                subject,
+                sealed,
+                msg_id=msg_id if index == 0 else f"{msg_id}/{index + 1}",
+                workspace=workspace,
+                actor=actor,
+                correlation=correlation,
+                expected_version=version,
+            )
+            positions.append(appended.seq)
             if appended.duplicate:
                 # Stored by an earlier attempt: the log, not this decision, is the truth.
                 state, version = await self.load(subject, fresh=True)
-                return Decision(state, version, appended, event)
-            state = self.evolve(state, event)
-            self._remember(subject, state, appended.seq)
-            return Decision(state, appended.seq, appended, event)
-        raise Conflict("Too many concurrent changes to the same thing; try again.")
+                return Executed(
+                    state, version, decision.result, decision.events, tuple(positions), True
+                )
+            state = evolve(state, event)
+            if stored is not None:
+                stored(state, event, appended.seq)
+            version = appended.seq
+            self._remember(subject, state, version)
+        return Executed(state, version, decision.result, decision.events, tuple(positions))
 
     def forget(self, subject: str) -> None:
         self._cache.pop(subject, None)

@@ -3,14 +3,25 @@
 The version of an aggregate is the stream sequence of the last event on its
 subject. ``append`` stores an event only if that version is still the one the
 decision was made on, and recognises a retried append that was in fact stored.
+
+``EventLog`` is what the write side needs of a log, and nothing more: append
+(with an expected version and a message id), read one subject in order, and
+the last version of a subject. ``JetStreamLog`` is the real one (one stream);
+``confab.memlog.MemoryLog`` keeps the same promises in memory for fast tests
+of command handling. Both answer the same way: a stale expected version raises
+``WrongExpectedVersion``; an append whose message id the log stored before
+(within its duplicate window) stores nothing and answers ``duplicate`` with
+the sequence stored then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -21,6 +32,7 @@ from confab.errors import Unavailable
 from confab.events import H_MSG_ID, Envelope, encode, headers_for, open_envelope, parse_time
 
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+READ_BATCH = 500  # events per round trip when reading a subject
 EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
 
@@ -113,7 +125,7 @@ async def read_subject(
     subject: str,
     after: int = 0,
     *,
-    batch: int = 500,
+    batch: int = READ_BATCH,
     timeout: float = 5.0,
 ) -> AsyncIterator[Envelope]:
     """Yield the events on ``subject`` with stream sequence > ``after``, in order.
@@ -156,3 +168,78 @@ async def read_subject(
         if pending <= 0:
             return
         start = last + 1
+
+
+class EventLog(Protocol):
+    """One stream of the event log, as the write side uses it."""
+
+    stream: str
+
+    async def append(
+        self,
+        subject: str,
+        event: Event,
+        *,
+        msg_id: str,
+        workspace: str,
+        actor: str = "",
+        correlation: str = "",
+        expected_version: int | None = None,
+    ) -> Appended:
+        """Store ``event`` on ``subject``; ``expected_version`` as in ``append``."""
+        ...
+
+    def read(self, subject: str, after: int = 0, limit: int = 0) -> AsyncIterator[Envelope]:
+        """The events of ``subject`` with stream sequence > ``after``, in order; at most
+        ``limit`` of them (0: all)."""
+        ...
+
+    async def last_version(self, subject: str) -> int:
+        """The stream sequence of the last event on ``subject`` (0: none)."""
+        ...
+
+
+class JetStreamLog:
+    """``EventLog`` over one JetStream stream (the functions above, bound to it)."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, stream: str) -> None:
+        self.nc = nc
+        self.js = js
+        self.stream = stream
+
+    async def append(
+        self,
+        subject: str,
+        event: Event,
+        *,
+        msg_id: str,
+        workspace: str,
+        actor: str = "",
+        correlation: str = "",
+        expected_version: int | None = None,
+    ) -> Appended:
+        return await append(
+            self.js,
+            self.stream,
+            subject,
+            event,
+            msg_id=msg_id,
+            workspace=workspace,
+            actor=actor,
+            correlation=correlation,
+            expected_version=expected_version,
+        )
+
+    async def read(self, subject: str, after: int = 0, limit: int = 0) -> AsyncIterator[Envelope]:
+        batch = min(limit, READ_BATCH) if limit > 0 else READ_BATCH
+        count = 0
+        events = read_subject(self.nc, self.stream, subject, after, batch=batch)
+        async with contextlib.aclosing(events):
+            async for envelope in events:
+                yield envelope
+                count += 1
+                if count == limit:
+                    return
+
+    async def last_version(self, subject: str) -> int:
+        return await last_version(self.js, self.stream, subject)

@@ -2,7 +2,9 @@
 
 Owns the ``CONVERSATIONS`` stream and the ``messaging`` read model (fed by
 ``CONVERSATIONS`` and by the user events of ``IDENTITY``); answers the
-commands and queries of ``confab.contracts.messaging`` (see ``handlers``).
+commands (``commands``: the conversation decider of ``domain`` run by the
+command shell) and queries (``queries``: the read model) of
+``confab.contracts.messaging``. Both sides share the look-ups of ``handlers``.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 from confab.aggregate import Aggregates
 from confab.authority import Follower
 from confab.bus import CONVERSATIONS, IDENTITY
-from confab.eventlog import last_version
+from confab.eventlog import JetStreamLog, last_version
+from confab.rpc import RpcClient
 from confab.service import Service, run_service
-from confab_messaging.domain import ConversationState, evolve, initial
-from confab_messaging.handlers import Handlers
+from confab.shell import CommandShell
+from confab_messaging.commands import Commands
+from confab_messaging.domain import DECIDER
+from confab_messaging.handlers import Lookups, routes
 from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
+from confab_messaging.queries import Queries
 from confab_messaging.settings import MessagingSettings
 from confab_messaging.store import Store
 
@@ -31,25 +37,20 @@ async def setup(service: Service) -> None:
         ConversationsProjection(keys=keys), batch_size=batch
     )
     assert service.engine is not None  # add_projection needs the database
-    aggregates: Aggregates[ConversationState] = Aggregates(
-        service.nc,
+    log = JetStreamLog(service.nc, service.js, CONVERSATIONS.name)
+    aggregates = Aggregates(log, DECIDER, cache_size=settings.aggregate_cache_size, keys=keys)
+    store = Store(service.engine)
+    lookups = Lookups(
         service.js,
-        CONVERSATIONS.name,
-        initial=initial,
-        evolve=evolve,
-        cache_size=settings.aggregate_cache_size,
-        keys=keys,
-    )
-    handlers = Handlers(
-        service.nc,
-        service.js,
-        aggregates,
-        Store(service.engine),
+        store,
         conversations,
         users,
+        RpcClient(service.nc),
         read_wait=settings.read_wait_seconds,
     )
-    follower = Follower(service.js, "messaging", handlers.standing.handle)
+    queries = Queries(store, lookups, log)
+    commands = Commands(service.nc, CommandShell(aggregates), lookups, queries.existing)
+    follower = Follower(service.js, "messaging", lookups.standing.handle)
     await follower.start()
     service.on_stop(follower.stop)
     # Bans and erasures from before the follower's start are the read model's to know:
@@ -57,7 +58,7 @@ async def setup(service: Service) -> None:
     await users.wait_for(
         await last_version(service.js, IDENTITY.name, USER_SUBJECTS[0]), settings.read_wait_seconds
     )
-    for request_type, handler in handlers.routes():
+    for request_type, handler in routes(commands, queries):
         await service.rpc.serve(request_type, handler)
 
 

@@ -1,25 +1,32 @@
-"""The messaging decider: pure functions from a command and a conversation's state to an event.
+"""The messaging decider: a conversation's commands, its state and its fold.
 
-No I/O, no clock, no randomness: the handler passes ``now``, new ids and what
-it looked up in read models (does a user exist, is the sender banned) in.
-Each conversation (one subject of ``CONVERSATIONS``) is one aggregate;
-``evolve`` folds its events into a ``ConversationState``.
+A decider as in ``confab.decider``: ``decide(command, state) -> Decision``,
+``evolve(state, event) -> state``, ``initial()``; pure (no I/O, no clock, no
+randomness). Each conversation (one subject of ``CONVERSATIONS``) is one
+aggregate. A command is one of the typed values below and carries everything
+the decision needs: who acts, ``now``, ids made up front, and what the handler
+looked up before deciding (``CreateConversation.unknown``,
+``AddParticipant.user_exists``, ``PostMessage.banned`` and ``.attachments``).
 
-A ``decide_*`` function returns the one event to append, ``None`` when the
-command changes nothing (adding a reaction twice, a resent ``client_msg_id``),
-or raises a typed ``ConfabError``.
+A decision holds the one event to append, none when the command changes
+nothing (adding a reaction twice), or it raises a typed ``ConfabError``. A
+resent ``client_msg_id`` appends nothing and its result names the original
+message (``Resent``).
 
 Every participant-visible event takes the next ``seq`` of its conversation
-(``state.last_seq + 1``); the handler appends it with the conversation's
-version as the expected one, so two writers can never use the same number.
+(``state.last_seq + 1``); the shell appends it with the conversation's version
+as the expected one, so two writers can never use the same number.
 ``message.reported`` is a tenant-side record and takes none (``seq`` 0).
 
 The state is kept compact, because ``Aggregates`` caches it for every busy
-conversation: per message only its sender, its deleted/hidden flags and its
-reactions; content lives in the read model. ``evolve`` updates the state in
-place (copying a long conversation's dicts per event would cost more than the
-event) and skips events it has already folded (``seq <= last_seq``), so folding
-the same event twice, which a concurrent catch-up can do, changes nothing.
+conversation: per message only its sender, its deleted/hidden flags, its
+reactions (in the order added) and where its post and its last edit are in the
+log (``stored``, told by the shell), so the write side can answer a resend or
+an edit with the message as it is now, read from the log; content lives in
+the log and the read model. ``evolve`` updates the state in place (copying a
+long conversation's dicts per event would cost more than the event) and skips
+events it has already folded (``seq <= last_seq``), so folding the same event
+twice, which a concurrent catch-up can do, changes nothing.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from confab.contracts.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
 
 CONTENT_MAX = 10_000
@@ -67,6 +75,93 @@ MESSAGE_NOT_FOUND = "Message not found."
 BANNED = "You are banned from this workspace."
 
 
+# -- commands --------------------------------------------------------------------------------
+
+
+class Command(msgspec.Struct, kw_only=True, frozen=True):
+    """What every command of a conversation carries: who acts, and when."""
+
+    actor: Actor
+    now: datetime
+
+
+class CreateConversation(Command, kw_only=True, frozen=True):
+    """``participant_ids`` come from ``members_for``; ``unknown`` lists those that are not
+    live users of the workspace (looked up by the handler)."""
+
+    conversation_id: str
+    kind: ConversationType
+    participant_ids: list[str]
+    unknown: list[str] = []
+    title: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class AddParticipant(Command, kw_only=True, frozen=True):
+    user_id: str
+    user_exists: bool  # a live user of the workspace (looked up by the handler)
+
+
+class RemoveParticipant(Command, kw_only=True, frozen=True):
+    user_id: str
+
+
+class PostMessage(Command, kw_only=True, frozen=True):
+    """A message from ``sender_id`` (None: a system message from the tenant's backend).
+
+    ``attachments`` are those of ``attachment_ids`` that media has stored for
+    this conversation, uploaded by the sender (looked up by the handler); any
+    other id is unknown. ``banned``: the sender may not act now (the handler's
+    look-up of the ban)."""
+
+    sender_id: str | None
+    content: str
+    message_id: str
+    metadata: dict[str, Any] | None = None
+    attachment_ids: list[str] = []
+    attachments: list[Attachment] = []
+    reply_to: str | None = None
+    client_msg_id: str | None = None
+    banned: bool = False
+
+
+class EditMessage(Command, kw_only=True, frozen=True):
+    message_id: str
+    content: str
+
+
+class DeleteMessage(Command, kw_only=True, frozen=True):
+    message_id: str
+
+
+class React(Command, kw_only=True, frozen=True):
+    message_id: str
+    emoji: str
+    add: bool
+
+
+class MarkRead(Command, kw_only=True, frozen=True):
+    seq: int | None = None  # None: up to the latest message
+
+
+class ReportMessage(Command, kw_only=True, frozen=True):
+    message_id: str
+    reason: str
+    report_id: str
+
+
+class ModerateMessage(Command, kw_only=True, frozen=True):
+    message_id: str
+    action: ModerationAction
+
+
+@dataclass(frozen=True, slots=True)
+class Resent:
+    """The result of a post whose ``client_msg_id`` this sender used here before."""
+
+    message_id: str  # the original message
+
+
 # -- state ---------------------------------------------------------------------------------
 
 
@@ -75,8 +170,10 @@ class MessageState:
     sender_id: str | None
     deleted: bool = False
     hidden: bool = False  # by a moderator; restorable
-    reactions: set[tuple[str, str]] | None = None  # (emoji, user_id); None while empty
+    reactions: dict[tuple[str, str], None] | None = None  # (emoji, user_id) in order added
     attachments: tuple[str, ...] | None = None  # attachment ids; None without any
+    post_position: int = 0  # the stream sequence of its message.posted (0: not told)
+    edit_position: int = 0  # the stream sequence of its last message.edited (0: none)
 
     @property
     def visible(self) -> bool:
@@ -154,12 +251,12 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
             found = state.messages.get(event.message_id)
             if found is not None:
                 if found.reactions is None:
-                    found.reactions = set()
-                found.reactions.add((event.emoji, event.user_id))
+                    found.reactions = {}
+                found.reactions[(event.emoji, event.user_id)] = None
         case ReactionRemoved():
             found = state.messages.get(event.message_id)
             if found is not None and found.reactions is not None:
-                found.reactions.discard((event.emoji, event.user_id))
+                found.reactions.pop((event.emoji, event.user_id), None)
                 if not found.reactions:
                     found.reactions = None
         case ReadMarked():
@@ -173,9 +270,51 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
                     found.hidden = False
                 else:
                     found.deleted = True
-        # message.edited changes nothing kept here: content lives in the read model.
+        # message.edited changes nothing kept here but where it is (``stored``).
     state.last_seq = event.seq
     return state
+
+
+def stored(state: ConversationState, event: Event, seq: int) -> None:
+    """Note where a message's post and its last edit are in the log (``seq``)."""
+    if isinstance(event, MessagePosted | MessageEdited):
+        found = state.messages.get(event.message_id)
+        if found is not None:
+            if isinstance(event, MessagePosted):
+                found.post_position = seq
+            else:
+                found.edit_position = max(found.edit_position, seq)
+
+
+def decide(command: Command, state: ConversationState) -> Decision[Any]:
+    """What ``command`` does to the conversation in ``state``."""
+    match command:
+        case PostMessage():
+            return _post(command, state)
+        case React():
+            return _react(command, state)
+        case MarkRead():
+            return _mark_read(command, state)
+        case EditMessage():
+            return _edit(command, state)
+        case DeleteMessage():
+            return _delete(command, state)
+        case CreateConversation():
+            return _create(command, state)
+        case AddParticipant():
+            return _add(command, state)
+        case RemoveParticipant():
+            return _remove(command, state)
+        case ReportMessage():
+            return _report(command, state)
+        case ModerateMessage():
+            return _moderate(command, state)
+    raise TypeError(f"not a conversation command: {type(command).__name__}")
+
+
+DECIDER: Decider[Command, ConversationState] = Decider(
+    initial=initial, evolve=evolve, decide=decide, stored=stored
+)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -250,30 +389,23 @@ def _participant(actor: Actor, what: str) -> str:
     return actor.user_id
 
 
+def check_typing(state: ConversationState, actor: Actor) -> str:
+    """The participant who may signal typing here (nothing is stored)."""
+    _visible(state, actor)
+    return _participant(actor, "type")
+
+
 # -- conversations and participants --------------------------------------------------------
 
 
-def decide_create_conversation(
-    state: ConversationState,
-    *,
-    actor: Actor,
-    conversation_id: str,
-    kind: ConversationType,
-    participant_ids: Sequence[str],
-    unknown: Sequence[str],
-    title: str | None,
-    metadata: dict[str, Any] | None,
-    now: datetime,
-) -> ConversationCreated | None:
-    """A new conversation; ``None`` when the direct conversation of this pair exists already.
-
-    ``participant_ids`` come from ``members_for``; ``unknown`` lists those that
-    are not live users of the workspace (looked up by the handler).
-    """
-    check_metadata(metadata)
-    if unknown:
+def _create(command: CreateConversation, state: ConversationState) -> Decision[None]:
+    """A new conversation; nothing when the direct conversation of this pair exists already."""
+    actor, participant_ids, kind = command.actor, command.participant_ids, command.kind
+    check_metadata(command.metadata)
+    if command.unknown:
         raise NotFound(
-            "User not found.", {"participant_ids": "unknown user: " + ", ".join(unknown)}
+            "User not found.",
+            {"participant_ids": "unknown user: " + ", ".join(command.unknown)},
         )
     if actor.user_id is not None and actor.user_id not in participant_ids:
         raise InvalidRequest(
@@ -291,29 +423,25 @@ def decide_create_conversation(
         )
     if state.exists:
         if kind == "direct" and state.kind == "direct":
-            return None
+            return NOTHING
         raise Conflict("A conversation with this id exists already.")
-    return ConversationCreated(
-        conversation_id=conversation_id,
-        seq=1,
-        at=now,
-        kind=kind,
-        title=title,
-        metadata=dict(metadata or {}),
-        participant_ids=list(participant_ids),
-        created_by=actor.user_id,
+    return emit(
+        ConversationCreated(
+            conversation_id=command.conversation_id,
+            seq=1,
+            at=command.now,
+            kind=kind,
+            title=command.title,
+            metadata=dict(command.metadata or {}),
+            participant_ids=list(participant_ids),
+            created_by=actor.user_id,
+        )
     )
 
 
-def decide_add_participant(
-    state: ConversationState,
-    *,
-    actor: Actor,
-    user_id: str,
-    user_exists: bool,
-    now: datetime,
-) -> ParticipantAdded | None:
+def _add(command: AddParticipant, state: ConversationState) -> Decision[None]:
     """The tenant adds a live user of the workspace to a group conversation."""
+    actor, user_id = command.actor, command.user_id
     _visible(state, actor)
     if actor.user_id is not None:
         raise Forbidden("Only the workspace's backend can add participants.")
@@ -322,24 +450,29 @@ def decide_add_participant(
             "The participants of a direct conversation cannot change.",
             {"user_id": "a direct conversation has exactly 2 participants"},
         )
-    if not user_exists:
+    if not command.user_exists:
         raise NotFound("User not found.", {"user_id": f"unknown user: {user_id}"})
     if user_id in state.members:
-        return None
+        return NOTHING
     if len(state.members) >= MAX_PARTICIPANTS:
         raise InvalidRequest(
             "The conversation is full.",
             {"user_id": f"a conversation has at most {MAX_PARTICIPANTS} participants"},
         )
-    return ParticipantAdded(
-        conversation_id=state.id, seq=state.next_seq, at=now, user_id=user_id, by=actor.user_id
+    return emit(
+        ParticipantAdded(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            user_id=user_id,
+            by=actor.user_id,
+        )
     )
 
 
-def decide_remove_participant(
-    state: ConversationState, *, actor: Actor, user_id: str, now: datetime
-) -> ParticipantRemoved | None:
+def _remove(command: RemoveParticipant, state: ConversationState) -> Decision[None]:
     """The tenant removes anyone from a group conversation; a participant may leave it."""
+    actor, user_id = command.actor, command.user_id
     _visible(state, actor)
     if actor.user_id is not None and actor.user_id != user_id:
         raise Forbidden("Only the workspace's backend can remove other participants.")
@@ -349,40 +482,28 @@ def decide_remove_participant(
             {"user_id": "a direct conversation has exactly 2 participants"},
         )
     if user_id not in state.members:
-        return None
-    return ParticipantRemoved(
-        conversation_id=state.id, seq=state.next_seq, at=now, user_id=user_id, by=actor.user_id
+        return NOTHING
+    return emit(
+        ParticipantRemoved(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            user_id=user_id,
+            by=actor.user_id,
+        )
     )
 
 
 # -- messages ------------------------------------------------------------------------------
 
 
-def decide_post_message(
-    state: ConversationState,
-    *,
-    actor: Actor,
-    sender_id: str | None,
-    content: str,
-    metadata: dict[str, Any] | None,
-    attachment_ids: Sequence[str],
-    reply_to: str | None,
-    client_msg_id: str | None,
-    message_id: str,
-    banned: bool,
-    now: datetime,
-    attachments: Sequence[Attachment] = (),
-) -> MessagePosted | None:
-    """A message from ``sender_id`` (None: a system message from the tenant's backend).
+def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | None]:
+    """A message; a resent ``client_msg_id`` of this sender here names the original instead.
 
-    ``None`` when ``client_msg_id`` was already used by this sender here: the
-    original stands (``state.message_for`` names it).
-
-    ``attachments`` are those of ``attachment_ids`` that media has stored for
-    this conversation, uploaded by the sender (looked up by the handler); any
-    other id is unknown. An attachment belongs to one message: one attached
-    already (the conversation's log knows) is refused.
+    An attachment belongs to one message: one attached already (the
+    conversation's log knows) is refused.
     """
+    actor, sender_id, client_msg_id = command.actor, command.sender_id, command.client_msg_id
     _visible(state, actor)
     if actor.user_id is not None and sender_id != actor.user_id:
         raise Forbidden("You can only post as yourself.")
@@ -391,39 +512,44 @@ def decide_post_message(
             "The sender is not a participant.",
             {"sender_id": "must be a participant of the conversation"},
         )
-    if client_msg_id is not None and state.message_for(sender_id, client_msg_id) is not None:
-        return None
-    if banned:
+    if client_msg_id is not None:
+        original = state.message_for(sender_id, client_msg_id)
+        if original is not None:
+            return Decision(Resent(original))
+    if command.banned:
         raise Banned(BANNED)
-    check_content(content)
-    check_metadata(metadata)
+    check_content(command.content)
+    check_metadata(command.metadata)
+    attachment_ids = command.attachment_ids
     if attachment_ids:
         if len(attachment_ids) > MAX_ATTACHMENTS:
             raise InvalidRequest(
                 "Too many attachments.",
                 {"attachment_ids": f"at most {MAX_ATTACHMENTS} attachments per message"},
             )
-        check_attachments(state, attachment_ids, attachments)
-    if reply_to is not None and reply_to not in state.messages:
+        check_attachments(state, attachment_ids, command.attachments)
+    if command.reply_to is not None and command.reply_to not in state.messages:
         raise InvalidRequest(
             "The message replied to does not exist.",
             {"reply_to": "must be a message of this conversation"},
         )
-    return MessagePosted(
-        conversation_id=state.id,
-        seq=state.next_seq,
-        at=now,
-        message_id=message_id,
-        sender_id=sender_id,
-        content=content,
-        metadata=dict(metadata or {}),
-        attachment_ids=list(attachment_ids),
-        attachments=[
-            msgspec.structs.replace(a, url=None, thumbnail_url=None)
-            for a in _in_order(attachment_ids, attachments)
-        ],
-        reply_to=reply_to,
-        client_msg_id=client_msg_id,
+    return emit(
+        MessagePosted(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            message_id=command.message_id,
+            sender_id=sender_id,
+            content=command.content,
+            metadata=dict(command.metadata or {}),
+            attachment_ids=list(attachment_ids),
+            attachments=[
+                msgspec.structs.replace(a, url=None, thumbnail_url=None)
+                for a in _in_order(attachment_ids, command.attachments)
+            ],
+            reply_to=command.reply_to,
+            client_msg_id=client_msg_id,
+        )
     )
 
 
@@ -453,153 +579,139 @@ def _in_order(ids: Sequence[str], attachments: Sequence[Attachment]) -> list[Att
     return [by_id[i] for i in ids]
 
 
-def decide_edit_message(
-    state: ConversationState, *, actor: Actor, message_id: str, content: str, now: datetime
-) -> MessageEdited:
+def _edit(command: EditMessage, state: ConversationState) -> Decision[None]:
+    actor = command.actor
     _visible(state, actor)
-    found = _message(state, message_id, visible=True)
+    found = _message(state, command.message_id, visible=True)
     if actor.user_id is None or found.sender_id != actor.user_id:
         raise Forbidden("You can only edit your own messages.")
-    check_content(content)
-    return MessageEdited(
-        conversation_id=state.id,
-        seq=state.next_seq,
-        at=now,
-        message_id=message_id,
-        content=content,
-        by=actor.user_id,
+    check_content(command.content)
+    return emit(
+        MessageEdited(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            message_id=command.message_id,
+            content=command.content,
+            by=actor.user_id,
+        )
     )
 
 
-def decide_delete_message(
-    state: ConversationState, *, actor: Actor, message_id: str, now: datetime
-) -> MessageDeleted | None:
+def _delete(command: DeleteMessage, state: ConversationState) -> Decision[None]:
     """A tombstone. The author deletes their own; the tenant's backend any; twice is a no-op."""
+    actor = command.actor
     _visible(state, actor)
-    found = _message(state, message_id, visible=False)
+    found = _message(state, command.message_id, visible=False)
     if actor.user_id is not None and found.sender_id != actor.user_id:
         raise Forbidden("You can only delete your own messages.")
     if found.deleted:
-        return None
-    return MessageDeleted(
-        conversation_id=state.id,
-        seq=state.next_seq,
-        at=now,
-        message_id=message_id,
-        by=actor.user_id,
-        attachment_ids=list(found.attachments or ()),
+        return NOTHING
+    return emit(
+        MessageDeleted(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            message_id=command.message_id,
+            by=actor.user_id,
+            attachment_ids=list(found.attachments or ()),
+        )
     )
 
 
-def decide_react(
-    state: ConversationState,
-    *,
-    actor: Actor,
-    message_id: str,
-    emoji: str,
-    add: bool,
-    now: datetime,
-) -> ReactionAdded | ReactionRemoved | None:
+def _react(command: React, state: ConversationState) -> Decision[None]:
     """One reaction per user and emoji: adding it twice or removing an absent one is a no-op."""
-    _visible(state, actor)
-    user_id = _participant(actor, "react")
+    _visible(state, command.actor)
+    user_id = _participant(command.actor, "react")
+    emoji = command.emoji
     if not 1 <= len(emoji) <= EMOJI_MAX:
         raise InvalidRequest(
             "The emoji is not valid.", {"emoji": f"must be 1 to {EMOJI_MAX} characters"}
         )
-    found = _message(state, message_id, visible=True)
-    if found.has_reaction(emoji, user_id) == add:
-        return None
-    cls = ReactionAdded if add else ReactionRemoved
-    return cls(
-        conversation_id=state.id,
-        seq=state.next_seq,
-        at=now,
-        message_id=message_id,
-        emoji=emoji,
-        user_id=user_id,
+    found = _message(state, command.message_id, visible=True)
+    if found.has_reaction(emoji, user_id) == command.add:
+        return NOTHING
+    cls = ReactionAdded if command.add else ReactionRemoved
+    return emit(
+        cls(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            message_id=command.message_id,
+            emoji=emoji,
+            user_id=user_id,
+        )
     )
 
 
-def decide_mark_read(
-    state: ConversationState, *, actor: Actor, seq: int | None, now: datetime
-) -> ReadMarked | None:
+def _mark_read(command: MarkRead, state: ConversationState) -> Decision[None]:
     """Everything up to ``seq`` (default: the latest message) is read; never moves backwards."""
-    _visible(state, actor)
-    user_id = _participant(actor, "mark a conversation read")
+    _visible(state, command.actor)
+    user_id = _participant(command.actor, "mark a conversation read")
+    seq = command.seq
     if seq is not None and seq < 0:
         raise InvalidRequest("The seq is not valid.", {"seq": "must be 0 or more"})
     up_to = state.last_message_seq if seq is None else min(seq, state.last_message_seq)
     if up_to <= state.reads.get(user_id, 0):
-        return None
-    return ReadMarked(
-        conversation_id=state.id, seq=state.next_seq, at=now, user_id=user_id, up_to=up_to
+        return NOTHING
+    return emit(
+        ReadMarked(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            user_id=user_id,
+            up_to=up_to,
+        )
     )
-
-
-def check_typing(state: ConversationState, actor: Actor) -> str:
-    """The participant who may signal typing here (nothing is stored)."""
-    _visible(state, actor)
-    return _participant(actor, "type")
 
 
 # -- reports and moderation ----------------------------------------------------------------
 
 
-def decide_report_message(
-    state: ConversationState,
-    *,
-    actor: Actor,
-    message_id: str,
-    reason: str,
-    report_id: str,
-    now: datetime,
-) -> MessageReported:
+def _report(command: ReportMessage, state: ConversationState) -> Decision[None]:
     """A participant flags a message for the tenant's moderators (takes no conversation seq)."""
-    _visible(state, actor)
-    reporter = _participant(actor, "report a message")
-    _message(state, message_id, visible=True)
-    if not 1 <= len(reason) <= REASON_MAX:
+    _visible(state, command.actor)
+    reporter = _participant(command.actor, "report a message")
+    _message(state, command.message_id, visible=True)
+    if not 1 <= len(command.reason) <= REASON_MAX:
         raise InvalidRequest(
             "The reason is empty or too long.", {"reason": f"must be 1 to {REASON_MAX} characters"}
         )
-    return MessageReported(
-        conversation_id=state.id,
-        seq=0,
-        at=now,
-        report_id=report_id,
-        message_id=message_id,
-        reporter_id=reporter,
-        reason=reason,
+    return emit(
+        MessageReported(
+            conversation_id=state.id,
+            seq=0,
+            at=command.now,
+            report_id=command.report_id,
+            message_id=command.message_id,
+            reporter_id=reporter,
+            reason=command.reason,
+        )
     )
 
 
-def decide_moderate_message(
-    state: ConversationState,
-    *,
-    actor: Actor,
-    message_id: str,
-    action: ModerationAction,
-    now: datetime,
-) -> MessageModerated | None:
+def _moderate(command: ModerateMessage, state: ConversationState) -> Decision[None]:
     """The tenant hides, restores or deletes a message; what is already so is a no-op."""
+    actor, action = command.actor, command.action
     _visible(state, actor)
     if actor.user_id is not None:
         raise Forbidden("Only the workspace's backend can moderate messages.")
-    found = _message(state, message_id, visible=False)
+    found = _message(state, command.message_id, visible=False)
     unchanged = (
         (action == "hide" and (found.hidden or found.deleted))
         or (action == "restore" and (not found.hidden or found.deleted))
         or (action == "delete" and found.deleted)
     )
     if unchanged:
-        return None
-    return MessageModerated(
-        conversation_id=state.id,
-        seq=state.next_seq,
-        at=now,
-        message_id=message_id,
-        action=action,
-        by=actor.key_id or "",
-        attachment_ids=list(found.attachments or ()) if action == "delete" else [],
+        return NOTHING
+    return emit(
+        MessageModerated(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            message_id=command.message_id,
+            action=action,
+            by=actor.key_id or "",
+            attachment_ids=list(found.attachments or ()) if action == "delete" else [],
+        )
     )

@@ -5,7 +5,7 @@ notes each ban, unban and erasure here before acknowledging it, so identity's
 call that made the change returns only once every copy refuses (or, after an
 unban, allows) the user's next command. For users the follower has heard
 nothing of since this copy started, the read model's flags hold: it is waited
-for up to the follower's start at start-up (``Handlers.start``), so nothing
+for up to the follower's start at start-up (``app.setup``), so nothing
 before it is missed.
 
 An erasure is acknowledged only once the users projection has blanked the

@@ -1,4 +1,4 @@
-"""The messaging decider and evolve, without any backend."""
+"""The conversation decider: commands decided and events folded, without any backend."""
 
 from __future__ import annotations
 
@@ -26,10 +26,11 @@ from confab.contracts.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.decider import Decision
 from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
 from confab.ids import is_valid_id
 from confab_messaging import domain
-from confab_messaging.domain import ConversationState
+from confab_messaging.domain import ConversationState, Resent
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 WS = "ws_1"
@@ -39,6 +40,16 @@ TENANT = Actor(workspace_id=WS, key_id="key_1")
 
 def user(user_id: str) -> Actor:
     return Actor(workspace_id=WS, user_id=user_id)
+
+
+def one(decision: Decision[Any]) -> Any:
+    """The one event a decision appends, or None when it appends nothing."""
+    assert len(decision.events) <= 1
+    return decision.events[0] if decision.events else None
+
+
+def decide(state: ConversationState, command: domain.Command) -> Any:
+    return one(domain.decide(command, state))
 
 
 def fold(
@@ -51,42 +62,42 @@ def fold(
     return state
 
 
+def create(state: ConversationState | None = None, **kw: Any) -> ConversationCreated | None:
+    fields: dict[str, Any] = {
+        "actor": TENANT,
+        "now": T0,
+        "conversation_id": "dm_x",
+        "kind": "direct",
+        "participant_ids": [ANN, BOB],
+    }
+    fields.update(kw)
+    return decide(state or domain.initial(), domain.CreateConversation(**fields))
+
+
 def created(
     kind: str = "group", members: tuple[str, ...] = (ANN, BOB), conversation_id: str = "conv_1"
 ) -> ConversationState:
-    event = domain.decide_create_conversation(
-        domain.initial(),
-        actor=TENANT,
-        conversation_id=conversation_id,
-        kind=kind,  # type: ignore[arg-type]
-        participant_ids=list(members),
-        unknown=[],
-        title=None,
-        metadata=None,
-        now=T0,
-    )
-    return fold([event])
+    return fold([create(kind=kind, participant_ids=list(members), conversation_id=conversation_id)])
 
 
 _counter = iter(range(10**6))
 
 
-def post(
-    state: ConversationState, actor: Actor, content: str = "hi", **kw: Any
-) -> MessagePosted | None:
-    args: dict[str, Any] = {
+def posting(state: ConversationState, actor: Actor, content: str = "hi", **kw: Any) -> Any:
+    """The decision on a post (``message_id`` and ``now`` made up)."""
+    fields: dict[str, Any] = {
+        "actor": actor,
+        "now": T0 + timedelta(seconds=state.last_seq),
         "sender_id": actor.user_id,
         "content": content,
-        "metadata": None,
-        "attachment_ids": [],
-        "reply_to": None,
-        "client_msg_id": None,
         "message_id": f"msg_{next(_counter)}",
-        "banned": False,
-        "now": T0 + timedelta(seconds=state.last_seq),
     }
-    args.update(kw)
-    return domain.decide_post_message(state, actor=actor, **args)
+    fields.update(kw)
+    return domain.decide(domain.PostMessage(**fields), state)
+
+
+def post(state: ConversationState, actor: Actor, content: str = "hi", **kw: Any) -> Any:
+    return one(posting(state, actor, content, **kw))
 
 
 def posted(state: ConversationState, actor: Actor, content: str = "hi", **kw: Any) -> str:
@@ -97,10 +108,56 @@ def posted(state: ConversationState, actor: Actor, content: str = "hi", **kw: An
     return event.message_id
 
 
+def edit(state: ConversationState, actor: Actor, message_id: str, content: str = "x") -> Any:
+    command = domain.EditMessage(actor=actor, now=T0, message_id=message_id, content=content)
+    return decide(state, command)
+
+
+def delete(state: ConversationState, actor: Actor, message_id: str) -> Any:
+    return decide(state, domain.DeleteMessage(actor=actor, now=T0, message_id=message_id))
+
+
+def react(
+    state: ConversationState, actor: Actor, message_id: str, emoji: str = "👍", add: bool = True
+) -> Any:
+    command = domain.React(actor=actor, now=T0, message_id=message_id, emoji=emoji, add=add)
+    return decide(state, command)
+
+
+def mark_read(state: ConversationState, actor: Actor, seq: int | None = None) -> Any:
+    return decide(state, domain.MarkRead(actor=actor, now=T0, seq=seq))
+
+
+def add(state: ConversationState, actor: Actor, user_id: str, exists: bool = True) -> Any:
+    command = domain.AddParticipant(actor=actor, now=T0, user_id=user_id, user_exists=exists)
+    return decide(state, command)
+
+
+def remove(state: ConversationState, actor: Actor, user_id: str) -> Any:
+    return decide(state, domain.RemoveParticipant(actor=actor, now=T0, user_id=user_id))
+
+
+def report(state: ConversationState, actor: Actor, message_id: str, reason: str = "x") -> Any:
+    command = domain.ReportMessage(
+        actor=actor, now=T0, message_id=message_id, reason=reason, report_id="rep_1"
+    )
+    return decide(state, command)
+
+
+def moderate(state: ConversationState, actor: Actor, message_id: str, action: str) -> Any:
+    command = domain.ModerateMessage(
+        actor=actor,
+        now=T0,
+        message_id=message_id,
+        action=action,  # type: ignore[arg-type]
+    )
+    return decide(state, command)
+
+
 # -- ids -------------------------------------------------------------------------------------
 
 
-def test_direct_ids_are_derived_from_the_workspace_and_the_pair() -> None:
+def test_a_direct_conversation_id_is_derived_from_the_workspace_and_the_pair() -> None:
     a = domain.direct_conversation_id(WS, ANN, BOB)
     assert a == domain.direct_conversation_id(WS, BOB, ANN)
     assert a != domain.direct_conversation_id("ws_2", ANN, BOB)
@@ -125,21 +182,6 @@ def test_members_are_distinct_in_order_with_the_acting_user_first() -> None:
 # -- creating --------------------------------------------------------------------------------
 
 
-def create(state: ConversationState | None = None, **kw: Any) -> ConversationCreated | None:
-    args: dict[str, Any] = {
-        "actor": TENANT,
-        "conversation_id": "dm_x",
-        "kind": "direct",
-        "participant_ids": [ANN, BOB],
-        "unknown": [],
-        "title": None,
-        "metadata": None,
-        "now": T0,
-    }
-    args.update(kw)
-    return domain.decide_create_conversation(state or domain.initial(), **args)
-
-
 def test_a_conversation_starts_at_seq_1_with_its_participants() -> None:
     event = create(metadata={"type": "inquiry"}, title="Hi")
     assert isinstance(event, ConversationCreated)
@@ -151,7 +193,7 @@ def test_a_conversation_starts_at_seq_1_with_its_participants() -> None:
     assert state.exists and state.last_seq == 1 and list(state.members) == [ANN, BOB]
 
 
-def test_direct_needs_exactly_two_and_an_existing_one_is_returned() -> None:
+def test_a_direct_conversation_needs_exactly_two_and_an_existing_one_appends_nothing() -> None:
     for members in ([ANN], [ANN, BOB, CAT]):
         with pytest.raises(InvalidRequest) as err:
             create(participant_ids=members)
@@ -163,7 +205,7 @@ def test_direct_needs_exactly_two_and_an_existing_one_is_returned() -> None:
         create(created("group"), kind="group", conversation_id="conv_1")
 
 
-def test_unknown_participants_metadata_and_the_acting_user() -> None:
+def test_unknown_participants_large_metadata_and_an_absent_acting_user_are_refused() -> None:
     with pytest.raises(NotFound) as err:
         create(unknown=[BOB])
     assert err.value.details == {"participant_ids": f"unknown user: {BOB}"}
@@ -183,20 +225,12 @@ def test_every_visible_event_takes_the_next_seq_and_reports_take_none() -> None:
     m1 = posted(state, user(ANN))
     seqs.append(state.last_seq)
     steps = (
-        lambda: domain.decide_edit_message(
-            state, actor=user(ANN), message_id=m1, content="x", now=T0
-        ),
-        lambda: domain.decide_react(
-            state, actor=user(BOB), message_id=m1, emoji="👍", add=True, now=T0
-        ),
-        lambda: domain.decide_mark_read(state, actor=user(BOB), seq=None, now=T0),
-        lambda: domain.decide_add_participant(
-            state, actor=TENANT, user_id=CAT, user_exists=True, now=T0
-        ),
-        lambda: domain.decide_moderate_message(
-            state, actor=TENANT, message_id=m1, action="hide", now=T0
-        ),
-        lambda: domain.decide_remove_participant(state, actor=TENANT, user_id=CAT, now=T0),
+        lambda: edit(state, user(ANN), m1),
+        lambda: react(state, user(BOB), m1),
+        lambda: mark_read(state, user(BOB)),
+        lambda: add(state, TENANT, CAT),
+        lambda: moderate(state, TENANT, m1, "hide"),
+        lambda: remove(state, TENANT, CAT),
     )
     for step in steps:
         event = step()
@@ -204,17 +238,10 @@ def test_every_visible_event_takes_the_next_seq_and_reports_take_none() -> None:
         domain.evolve(state, event)
         seqs.append(state.last_seq)
     assert seqs == list(range(1, 9))
-    report = domain.decide_report_message(
-        state,
-        actor=user(BOB),
-        message_id=posted(state, user(ANN)),
-        reason="spam",
-        report_id="rep_1",
-        now=T0,
-    )
-    assert isinstance(report, MessageReported) and report.seq == 0
+    flagged = report(state, user(BOB), posted(state, user(ANN)), "spam")
+    assert isinstance(flagged, MessageReported) and flagged.seq == 0
     before = state.last_seq
-    domain.evolve(state, report)
+    domain.evolve(state, flagged)
     assert state.last_seq == before
 
 
@@ -223,15 +250,31 @@ def test_folding_an_event_twice_changes_nothing() -> None:
     event = post(state, user(ANN), client_msg_id="c1")
     assert event is not None
     domain.evolve(state, event)
-    react = domain.decide_react(
-        state, actor=user(BOB), message_id=event.message_id, emoji="👍", add=True, now=T0
-    )
-    assert react is not None
-    domain.evolve(state, react)
+    reaction = react(state, user(BOB), event.message_id)
+    assert reaction is not None
+    domain.evolve(state, reaction)
     snapshot = (state.last_seq, dict(state.messages), dict(state.client_keys))
     domain.evolve(state, event)
-    domain.evolve(state, react)
+    domain.evolve(state, reaction)
     assert (state.last_seq, dict(state.messages), dict(state.client_keys)) == snapshot
+
+
+def test_the_state_notes_where_a_messages_post_and_last_edit_are_stored() -> None:
+    state = created()
+    event = post(state, user(ANN))
+    domain.evolve(state, event)
+    domain.stored(state, event, 41)
+    first = edit(state, user(ANN), event.message_id, "one")
+    domain.evolve(state, first)
+    domain.stored(state, first, 57)
+    found = state.messages[event.message_id]
+    assert (found.post_position, found.edit_position) == (41, 57)
+    domain.stored(state, first, 57)  # told twice (a concurrent catch-up): the same
+    assert (found.post_position, found.edit_position) == (41, 57)
+    domain.stored(
+        state, ReadMarked(conversation_id="conv_1", seq=9, at=T0, user_id=BOB, up_to=1), 60
+    )
+    assert (found.post_position, found.edit_position) == (41, 57)
 
 
 # -- membership ------------------------------------------------------------------------------
@@ -245,65 +288,50 @@ def test_non_participants_and_missing_conversations_are_not_found() -> None:
     stranger = user(CAT)
     for call in (
         lambda: post(state, stranger),
-        lambda: domain.decide_edit_message(
-            state, actor=stranger, message_id=message, content="x", now=T0
-        ),
-        lambda: domain.decide_delete_message(state, actor=stranger, message_id=message, now=T0),
-        lambda: domain.decide_react(
-            state, actor=stranger, message_id=message, emoji="👍", add=True, now=T0
-        ),
-        lambda: domain.decide_mark_read(state, actor=stranger, seq=None, now=T0),
+        lambda: edit(state, stranger, message),
+        lambda: delete(state, stranger, message),
+        lambda: react(state, stranger, message),
+        lambda: mark_read(state, stranger),
         lambda: domain.check_typing(state, stranger),
-        lambda: domain.decide_report_message(
-            state, actor=stranger, message_id=message, reason="x", report_id="r", now=T0
-        ),
-        lambda: domain.decide_moderate_message(
-            state, actor=stranger, message_id=message, action="hide", now=T0
-        ),
-        lambda: domain.decide_remove_participant(
-            state, actor=stranger, user_id=stranger.user_id or "", now=T0
-        ),
+        lambda: report(state, stranger, message),
+        lambda: moderate(state, stranger, message, "hide"),
+        lambda: remove(state, stranger, stranger.user_id or ""),
     ):
         with pytest.raises(NotFound):
             call()
 
 
-def test_participants_change_in_groups_only_and_by_the_tenant() -> None:
+def test_participants_change_in_groups_only_and_by_the_tenant_though_anyone_may_leave() -> None:
     state = created()
     with pytest.raises(Forbidden):
-        domain.decide_add_participant(state, actor=user(ANN), user_id=CAT, user_exists=True, now=T0)
+        add(state, user(ANN), CAT)
     with pytest.raises(NotFound) as err:
-        domain.decide_add_participant(state, actor=TENANT, user_id=CAT, user_exists=False, now=T0)
+        add(state, TENANT, CAT, exists=False)
     assert "user_id" in err.value.details
-    added = domain.decide_add_participant(
-        state, actor=TENANT, user_id=CAT, user_exists=True, now=T0
-    )
+    added = add(state, TENANT, CAT)
     assert isinstance(added, ParticipantAdded)
     domain.evolve(state, added)
-    assert (
-        domain.decide_add_participant(state, actor=TENANT, user_id=CAT, user_exists=True, now=T0)
-        is None
-    )
+    assert add(state, TENANT, CAT) is None
     # A participant may leave, not remove others.
     with pytest.raises(Forbidden):
-        domain.decide_remove_participant(state, actor=user(ANN), user_id=CAT, now=T0)
-    left = domain.decide_remove_participant(state, actor=user(CAT), user_id=CAT, now=T0)
+        remove(state, user(ANN), CAT)
+    left = remove(state, user(CAT), CAT)
     assert isinstance(left, ParticipantRemoved)
     domain.evolve(state, left)
     with pytest.raises(NotFound):
         post(state, user(CAT))
-    assert domain.decide_remove_participant(state, actor=TENANT, user_id=CAT, now=T0) is None
+    assert remove(state, TENANT, CAT) is None
     direct = created("direct", conversation_id="dm_1")
     with pytest.raises(InvalidRequest):
-        domain.decide_add_participant(direct, actor=TENANT, user_id=CAT, user_exists=True, now=T0)
+        add(direct, TENANT, CAT)
     with pytest.raises(InvalidRequest):
-        domain.decide_remove_participant(direct, actor=TENANT, user_id=ANN, now=T0)
+        remove(direct, TENANT, ANN)
 
 
 # -- posting ---------------------------------------------------------------------------------
 
 
-def test_posting_as_yourself_as_a_user_or_a_system_message_as_the_tenant() -> None:
+def test_a_user_posts_as_themselves_and_the_tenant_as_a_participant_or_the_system() -> None:
     state = created()
     mine = post(state, user(ANN))
     assert mine is not None and mine.sender_id == ANN and mine.seq == 2
@@ -318,7 +346,7 @@ def test_posting_as_yourself_as_a_user_or_a_system_message_as_the_tenant() -> No
     assert "sender_id" in err.value.details
 
 
-def test_banned_senders_and_invalid_content() -> None:
+def test_a_banned_sender_is_refused_and_content_and_metadata_are_bounded() -> None:
     state = created()
     with pytest.raises(Banned) as err:
         post(state, user(ANN), banned=True)
@@ -374,22 +402,14 @@ def test_attachments_must_be_known_and_belong_to_one_message() -> None:
     assert err.value.details == {"attachment_ids": "already attached to another message: att_2"}
 
     # Deleting the message names its attachments, for media to delete them.
-    deleted = domain.decide_delete_message(
-        state, actor=user(ANN), message_id=event.message_id, now=T0
-    )
+    deleted = delete(state, user(ANN), event.message_id)
     assert deleted is not None and deleted.attachment_ids == ["att_1", "att_2"]
     plain = posted(state, user(ANN))
-    moderated = domain.decide_moderate_message(
-        state,
-        actor=Actor(workspace_id=WS, key_id="key_1"),
-        message_id=plain,
-        action="delete",
-        now=T0,
-    )
+    moderated = moderate(state, TENANT, plain, "delete")
     assert moderated is not None and moderated.attachment_ids == []
 
 
-def test_replies_must_be_local() -> None:
+def test_a_reply_must_name_a_message_of_the_same_conversation() -> None:
     state = created()
     with pytest.raises(InvalidRequest) as err:
         post(state, user(ANN), reply_to="msg_elsewhere")
@@ -399,119 +419,107 @@ def test_replies_must_be_local() -> None:
     assert reply is not None and reply.reply_to == first
 
 
-def test_a_resent_client_msg_id_returns_the_original_and_appends_nothing() -> None:
+def test_a_resent_client_msg_id_appends_nothing_and_names_the_original() -> None:
     state = created()
     original = posted(state, user(ANN), client_msg_id="c-1")
-    assert post(state, user(ANN), client_msg_id="c-1", content="again") is None
+    again = posting(state, user(ANN), content="again", client_msg_id="c-1")
+    assert again == Decision(Resent(original))
     assert state.message_for(ANN, "c-1") == original
     # Per sender: the same key from someone else is their own message.
     other = post(state, user(BOB), client_msg_id="c-1")
     assert other is not None
-    # Even a banned sender's resend returns the original it already posted.
-    assert post(state, user(ANN), client_msg_id="c-1", banned=True) is None
+    # Even a banned sender's resend names the original it already posted.
+    banned = posting(state, user(ANN), client_msg_id="c-1", banned=True)
+    assert banned == Decision(Resent(original))
 
 
 # -- editing and deleting --------------------------------------------------------------------
 
 
-def test_edit_own_messages_only() -> None:
+def test_only_the_author_edits_a_message_and_only_while_it_is_visible() -> None:
     state = created()
     mine = posted(state, user(ANN))
-    edited = domain.decide_edit_message(
-        state, actor=user(ANN), message_id=mine, content="new", now=T0
-    )
+    edited = edit(state, user(ANN), mine, "new")
     assert isinstance(edited, MessageEdited) and edited.by == ANN and edited.content == "new"
     with pytest.raises(Forbidden):
-        domain.decide_edit_message(state, actor=user(BOB), message_id=mine, content="x", now=T0)
+        edit(state, user(BOB), mine)
     with pytest.raises(Forbidden):
-        domain.decide_edit_message(state, actor=TENANT, message_id=mine, content="x", now=T0)
+        edit(state, TENANT, mine)
     with pytest.raises(NotFound):
-        domain.decide_edit_message(
-            state, actor=user(ANN), message_id="msg_nope", content="x", now=T0
-        )
+        edit(state, user(ANN), "msg_nope")
     with pytest.raises(InvalidRequest):
-        domain.decide_edit_message(state, actor=user(ANN), message_id=mine, content="", now=T0)
-    fold([domain.decide_delete_message(state, actor=user(ANN), message_id=mine, now=T0)], state)
+        edit(state, user(ANN), mine, "")
+    fold([delete(state, user(ANN), mine)], state)
     with pytest.raises(NotFound):
-        domain.decide_edit_message(state, actor=user(ANN), message_id=mine, content="x", now=T0)
+        edit(state, user(ANN), mine)
 
 
-def test_delete_own_once_and_the_tenant_any() -> None:
+def test_the_author_deletes_their_own_once_and_the_tenant_any() -> None:
     state = created()
     mine = posted(state, user(ANN))
     with pytest.raises(Forbidden):
-        domain.decide_delete_message(state, actor=user(BOB), message_id=mine, now=T0)
+        delete(state, user(BOB), mine)
     with pytest.raises(NotFound):
-        domain.decide_delete_message(state, actor=user(ANN), message_id="msg_nope", now=T0)
-    deleted = domain.decide_delete_message(state, actor=user(ANN), message_id=mine, now=T0)
+        delete(state, user(ANN), "msg_nope")
+    deleted = delete(state, user(ANN), mine)
     assert isinstance(deleted, MessageDeleted) and deleted.by == ANN
     domain.evolve(state, deleted)
-    assert domain.decide_delete_message(state, actor=user(ANN), message_id=mine, now=T0) is None
-    by_tenant = domain.decide_delete_message(
-        state, actor=TENANT, message_id=posted(state, user(BOB)), now=T0
-    )
+    assert delete(state, user(ANN), mine) is None
+    by_tenant = delete(state, TENANT, posted(state, user(BOB)))
     assert isinstance(by_tenant, MessageDeleted) and by_tenant.by is None
 
 
 # -- reactions and reads ---------------------------------------------------------------------
 
 
-def test_one_reaction_per_user_and_emoji() -> None:
+def test_there_is_one_reaction_per_user_and_emoji_kept_in_the_order_added() -> None:
     state = created()
     mid = posted(state, user(ANN))
-
-    def react(actor: Actor, emoji: str = "👍", add: bool = True) -> Any:
-        return domain.decide_react(state, actor=actor, message_id=mid, emoji=emoji, add=add, now=T0)
-
-    assert react(user(BOB), add=False) is None
-    added = react(user(BOB))
+    assert react(state, user(BOB), mid, add=False) is None
+    added = react(state, user(BOB), mid)
     assert isinstance(added, ReactionAdded)
     domain.evolve(state, added)
-    assert react(user(BOB)) is None
-    assert isinstance(react(user(ANN)), ReactionAdded)
-    assert isinstance(react(user(BOB), "🎉"), ReactionAdded)
-    removed = react(user(BOB), add=False)
+    assert react(state, user(BOB), mid) is None
+    for actor, emoji in ((user(ANN), "👍"), (user(BOB), "🎉")):
+        event = react(state, actor, mid, emoji)
+        assert isinstance(event, ReactionAdded)
+        domain.evolve(state, event)
+    assert list(state.messages[mid].reactions or ()) == [("👍", BOB), ("👍", ANN), ("🎉", BOB)]
+    removed = react(state, user(BOB), mid, add=False)
     assert isinstance(removed, ReactionRemoved)
     domain.evolve(state, removed)
-    assert react(user(BOB), add=False) is None
+    assert react(state, user(BOB), mid, add=False) is None
     with pytest.raises(Forbidden):
-        react(TENANT)
+        react(state, TENANT, mid)
     with pytest.raises(InvalidRequest):
-        react(user(BOB), "x" * 33)
-    fold([domain.decide_delete_message(state, actor=user(ANN), message_id=mid, now=T0)], state)
+        react(state, user(BOB), mid, "x" * 33)
+    fold([delete(state, user(ANN), mid)], state)
     with pytest.raises(NotFound):
-        react(user(BOB))
+        react(state, user(BOB), mid)
 
 
 def test_reads_default_to_the_latest_message_and_never_move_back() -> None:
     state = created()
-    assert domain.decide_mark_read(state, actor=user(BOB), seq=None, now=T0) is None  # nothing yet
+    assert mark_read(state, user(BOB)) is None  # nothing yet
     posted(state, user(ANN))
     second = posted(state, user(ANN))
     latest = state.last_message_seq
-    fold(
-        [
-            domain.decide_react(
-                state, actor=user(BOB), message_id=second, emoji="x", add=True, now=T0
-            )
-        ],
-        state,
-    )
-    read = domain.decide_mark_read(state, actor=user(BOB), seq=None, now=T0)
+    fold([react(state, user(BOB), second, "x")], state)
+    read = mark_read(state, user(BOB))
     assert isinstance(read, ReadMarked) and read.up_to == latest == 3
     domain.evolve(state, read)
-    assert domain.decide_mark_read(state, actor=user(BOB), seq=2, now=T0) is None
-    assert domain.decide_mark_read(state, actor=user(BOB), seq=None, now=T0) is None
+    assert mark_read(state, user(BOB), 2) is None
+    assert mark_read(state, user(BOB)) is None
     posted(state, user(ANN))
-    ahead = domain.decide_mark_read(state, actor=user(BOB), seq=10**6, now=T0)
+    ahead = mark_read(state, user(BOB), 10**6)
     assert isinstance(ahead, ReadMarked) and ahead.up_to == state.last_message_seq
     with pytest.raises(Forbidden):
-        domain.decide_mark_read(state, actor=TENANT, seq=None, now=T0)
+        mark_read(state, TENANT)
     with pytest.raises(InvalidRequest):
-        domain.decide_mark_read(state, actor=user(ANN), seq=-1, now=T0)
+        mark_read(state, user(ANN), -1)
 
 
-def test_typing_is_for_participants() -> None:
+def test_only_participants_may_signal_typing() -> None:
     state = created()
     assert domain.check_typing(state, user(ANN)) == ANN
     with pytest.raises(Forbidden):
@@ -521,57 +529,42 @@ def test_typing_is_for_participants() -> None:
 # -- reports and moderation ------------------------------------------------------------------
 
 
-def test_reports_by_participants_with_a_reason() -> None:
+def test_a_participant_reports_a_visible_message_with_a_reason() -> None:
     state = created()
     mid = posted(state, user(ANN))
-    report = domain.decide_report_message(
-        state, actor=user(BOB), message_id=mid, reason="rude", report_id="rep_1", now=T0
-    )
-    assert isinstance(report, MessageReported) and report.reporter_id == BOB
-    assert report.report_id == "rep_1"
+    flagged = report(state, user(BOB), mid, "rude")
+    assert isinstance(flagged, MessageReported) and flagged.reporter_id == BOB
+    assert flagged.report_id == "rep_1"
     for reason in ("", "x" * 1001):
         with pytest.raises(InvalidRequest):
-            domain.decide_report_message(
-                state, actor=user(BOB), message_id=mid, reason=reason, report_id="r", now=T0
-            )
+            report(state, user(BOB), mid, reason)
     with pytest.raises(Forbidden):
-        domain.decide_report_message(
-            state, actor=TENANT, message_id=mid, reason="x", report_id="r", now=T0
-        )
+        report(state, TENANT, mid)
     with pytest.raises(NotFound):
-        domain.decide_report_message(
-            state, actor=user(BOB), message_id="msg_nope", reason="x", report_id="r", now=T0
-        )
+        report(state, user(BOB), "msg_nope")
 
 
-def test_moderation_hides_restores_and_deletes_for_the_tenant_only() -> None:
+def test_the_tenant_alone_hides_restores_and_deletes_a_message_each_once() -> None:
     state = created()
     mid = posted(state, user(ANN))
-
-    def moderate(action: str, actor: Actor = TENANT) -> Any:
-        return domain.decide_moderate_message(
-            state,
-            actor=actor,
-            message_id=mid,
-            action=action,
-            now=T0,  # type: ignore[arg-type]
-        )
-
     with pytest.raises(Forbidden):
-        moderate("hide", user(BOB))
-    assert moderate("restore") is None
-    hidden = moderate("hide")
+        moderate(state, user(BOB), mid, "hide")
+    assert moderate(state, TENANT, mid, "restore") is None
+    hidden = moderate(state, TENANT, mid, "hide")
     assert isinstance(hidden, MessageModerated) and hidden.by == "key_1"
     domain.evolve(state, hidden)
-    assert moderate("hide") is None
+    assert moderate(state, TENANT, mid, "hide") is None
     assert not state.messages[mid].visible
     with pytest.raises(NotFound):  # hidden: gone for participants
-        domain.decide_react(state, actor=user(BOB), message_id=mid, emoji="x", add=True, now=T0)
-    domain.evolve(state, moderate("restore"))
+        react(state, user(BOB), mid, "x")
+    domain.evolve(state, moderate(state, TENANT, mid, "restore"))
     assert state.messages[mid].visible
-    domain.evolve(state, moderate("delete"))
-    assert moderate("delete") is None and moderate("restore") is None and moderate("hide") is None
+    domain.evolve(state, moderate(state, TENANT, mid, "delete"))
+    assert all(moderate(state, TENANT, mid, a) is None for a in ("delete", "restore", "hide"))
     with pytest.raises(NotFound):
-        domain.decide_moderate_message(
-            state, actor=TENANT, message_id="msg_nope", action="hide", now=T0
-        )
+        moderate(state, TENANT, "msg_nope", "hide")
+
+
+def test_a_value_that_is_not_a_conversation_command_is_a_programming_error() -> None:
+    with pytest.raises(TypeError):
+        domain.decide("post", created())  # type: ignore[arg-type]

@@ -1,0 +1,419 @@
+"""The write side of messaging: one handler per command of ``contracts.messaging``.
+
+Each handler is the shell's three steps (``confab.shell``): *prepare* checks
+the ids that go into the conversation's subject, looks up what the decision
+needs (``handlers.Lookups``: users, bans, attachments, where a message is)
+and makes the decider's command (``domain``); the shell runs it against the
+conversation's log with optimistic concurrency; the reply is made from what
+was stored. Most replies are ``Ok`` with the stream sequence; removals and
+deletions first wait (bounded) until the read model shows them, so nobody
+sees what is gone once the call returns.
+
+The write side never reads a read model to answer. A post answers from its
+event; a resent post and an edit answer with the message as it is now, read
+from the conversation's log where the state says its post (and last edit)
+are, and folded by the one fold (``confab.conversation``) with the state's
+flags and reactions; an existing direct conversation is shown by the read
+side (``Queries.existing``) once it has applied what the log had.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from confab.aggregate import Executed
+from confab.contracts.base import Event, Ok, Request
+from confab.contracts.messaging import (
+    Actor,
+    AddParticipant,
+    Attachment,
+    Conversation,
+    ConversationCreated,
+    ConversationSaved,
+    CreateConversation,
+    DeleteMessage,
+    EditMessage,
+    MarkRead,
+    Message,
+    MessageEdited,
+    MessagePosted,
+    MessageReported,
+    MessageSaved,
+    ModerateMessage,
+    PostMessage,
+    React,
+    RemoveParticipant,
+    ReportMessage,
+    SetTyping,
+    subject,
+)
+from confab.conversation import ConversationView, message_object
+from confab.conversation import evolve as fold
+from confab.errors import Forbidden, InternalError, NotFound, Unavailable
+from confab.ids import new_id
+from confab.logging import get_logger
+from confab.rpc import CallContext
+from confab.shell import CommandShell, Intent
+from confab_messaging import domain, render
+from confab_messaging.domain import ConversationState, Resent
+from confab_messaging.handlers import Handler, Lookups, conversation_subject, valid
+from confab_messaging.store import UserRow
+
+log = get_logger("confab_messaging")
+
+Shell = CommandShell[domain.Command, ConversationState]
+# The read side's view of an existing conversation, once it has applied a stream sequence.
+Existing = Callable[[Actor, str, int], Awaitable[Conversation]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def intent(actor: Actor, subject_: str, command: domain.Command, msg_id: str = "") -> Intent:
+    """``command`` by ``actor`` on the conversation at ``subject_``."""
+    return Intent(
+        subject_, command, actor.workspace_id, actor.user_id or actor.key_id or "", msg_id
+    )
+
+
+class Commands:
+    def __init__(
+        self,
+        nc: NATS,
+        shell: Shell,
+        lookups: Lookups,
+        existing: Existing,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.nc = nc
+        self.shell = shell
+        self.lookups = lookups
+        self.existing = existing
+        self.clock = clock
+
+    def routes(self) -> list[tuple[type[Request], Handler]]:
+        handler = self.shell.handler
+        return [
+            (CreateConversation, self.create_conversation),
+            (AddParticipant, handler(self.add_participant)),
+            (RemoveParticipant, handler(self.remove_participant, self.settled)),
+            (PostMessage, self.post_message),
+            (EditMessage, self.edit_message),
+            (DeleteMessage, handler(self.delete_message, self.settled)),
+            (React, handler(self.react)),
+            (MarkRead, handler(self.mark_read)),
+            (SetTyping, self.set_typing),
+            (ReportMessage, handler(self.report_message, self.reported)),
+            (ModerateMessage, handler(self.moderate_message, self.moderated)),
+        ]
+
+    async def settled(self, _request: Any, executed: Executed[ConversationState]) -> Ok:
+        """``Ok`` once the read model shows the change (bounded): whoever was removed, or
+        whatever was deleted, is gone from every read when this returns."""
+        await self.lookups.settle(executed.version)
+        return Ok(seq=executed.version)
+
+    # -- conversations and participants ----------------------------------------------------
+
+    async def create_conversation(
+        self, cmd: CreateConversation, ctx: CallContext
+    ) -> ConversationSaved:
+        actor, data = cmd.actor, cmd.input
+        workspace_id = valid(actor.workspace_id, "Workspace")
+        members = domain.members_for(actor, data.participant_ids)
+        for user_id in members:
+            valid(user_id, "User")
+        users = await self.lookups.known_users(workspace_id, members)
+        if data.type == "direct" and len(members) == 2:
+            conversation_id = domain.direct_conversation_id(workspace_id, *members)
+        elif data.type == "direct":
+            conversation_id = ""
+        else:
+            conversation_id = new_id("conv")
+        command = domain.CreateConversation(
+            actor=actor,
+            now=self.clock(),
+            conversation_id=conversation_id,
+            kind=data.type,
+            participant_ids=members,
+            unknown=[u for u in members if u not in users or users[u].erased],
+            title=data.title,
+            metadata=data.metadata,
+        )
+        if not conversation_id:
+            domain.decide(command, domain.initial())  # raises: a direct one needs two people
+            raise InternalError()
+        executed = await self.shell.run(
+            intent(actor, subject(workspace_id, conversation_id), command), ctx
+        )
+        event = executed.event
+        if isinstance(event, ConversationCreated):
+            log.info("conversation_created", conversation_id=conversation_id, kind=data.type)
+            view = render.created_conversation(event, users)
+            return ConversationSaved(
+                conversation=view, created=True, stream_seq=executed.positions[0]
+            )
+        # The direct conversation of this pair existed: answer it as the read side shows it.
+        view = await self.existing(actor, conversation_id, executed.version)
+        return ConversationSaved(conversation=view, created=False, stream_seq=executed.version)
+
+    async def add_participant(self, cmd: AddParticipant, _ctx: CallContext) -> Intent:
+        now = self.clock()
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        user_id = valid(cmd.user_id, "User")
+        users = await self.lookups.known_users(cmd.actor.workspace_id, [user_id])
+        command = domain.AddParticipant(
+            actor=cmd.actor,
+            now=now,
+            user_id=user_id,
+            user_exists=user_id in users and not users[user_id].erased,
+        )
+        return intent(cmd.actor, subject_, command)
+
+    async def remove_participant(self, cmd: RemoveParticipant, _ctx: CallContext) -> Intent:
+        now = self.clock()
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        command = domain.RemoveParticipant(
+            actor=cmd.actor, now=now, user_id=valid(cmd.user_id, "User")
+        )
+        return intent(cmd.actor, subject_, command)
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def post_message(self, cmd: PostMessage, ctx: CallContext) -> MessageSaved:
+        now = self.clock()
+        actor, data = cmd.actor, cmd.input
+        subject_ = conversation_subject(actor, cmd.conversation_id)
+        conversation_id = cmd.conversation_id
+        if actor.user_id is not None:
+            if cmd.sender_id not in (None, actor.user_id):
+                raise Forbidden("You can only post as yourself.")
+            sender_id: str | None = actor.user_id
+        else:
+            sender_id = cmd.sender_id
+        users: dict[str, UserRow] = {}
+        if sender_id is not None:
+            valid(sender_id, "User")
+            users = await self.lookups.known_users(actor.workspace_id, [sender_id])
+            erased = sender_id in users and users[sender_id].erased
+            if self.lookups.standing.erased(actor.workspace_id, sender_id, erased):
+                raise NotFound("User not found.", {"sender_id": "this user was erased"})
+        banned = sender_id is not None and self.lookups.standing.banned(
+            actor.workspace_id, sender_id, sender_id in users and users[sender_id].banned
+        )
+        attachments: dict[str, Attachment] = {}
+        if data.attachment_ids and sender_id is not None:
+            # Media knows which exist here and who uploaded them; the decider knows
+            # (from the log) which are attached already.
+            attachments = await self.lookups.attachments(
+                actor.workspace_id,
+                data.attachment_ids,
+                conversation_id=conversation_id,
+                uploader_id=sender_id,
+            )
+        client_msg_id = data.client_msg_id
+        command = domain.PostMessage(
+            actor=actor,
+            now=now,
+            sender_id=sender_id,
+            content=data.content,
+            message_id=new_id("msg"),
+            metadata=data.metadata,
+            attachment_ids=data.attachment_ids,
+            attachments=list(attachments.values()),
+            reply_to=data.reply_to,
+            client_msg_id=client_msg_id,
+            banned=banned,
+        )
+        msg_id = (
+            domain.client_msg_key(conversation_id, sender_id, client_msg_id)
+            if client_msg_id is not None
+            else ""
+        )
+        executed = await self.shell.run(intent(actor, subject_, command, msg_id), ctx)
+        event = executed.event
+        original = executed.state.message_for(sender_id, client_msg_id) if client_msg_id else None
+        if isinstance(event, MessagePosted) and (
+            not executed.duplicate or original in (None, event.message_id)
+        ):
+            return MessageSaved(
+                message=render.posted_message(event, render.sender(sender_id, users), attachments),
+                created=True,
+                stream_seq=executed.positions[0],
+            )
+        if isinstance(executed.result, Resent):
+            original = executed.result.message_id
+        if original is None:  # the decider appends nothing only for a known client_msg_id
+            raise InternalError()
+        # A resend: answer the original, as the conversation's log has it now.
+        message, position = await self.message_now(
+            actor.workspace_id, subject_, executed.state, original, actor.user_id, users
+        )
+        return MessageSaved(message=message, created=False, stream_seq=position)
+
+    async def edit_message(self, cmd: EditMessage, ctx: CallContext) -> MessageSaved:
+        now = self.clock()
+        await self.lookups.may_act(cmd.actor)
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        message_id = valid(cmd.message_id, "Message")
+        command = domain.EditMessage(
+            actor=cmd.actor, now=now, message_id=message_id, content=cmd.content
+        )
+        executed = await self.shell.run(intent(cmd.actor, subject_, command), ctx)
+        event = executed.event
+        if not isinstance(event, MessageEdited):
+            raise InternalError()  # the decider decides an edit or raises
+        await self.lookups.settle(executed.version)  # history shows it when this returns
+        users = await self.lookups.users(cmd.actor.workspace_id, [cmd.actor.user_id or ""])
+        message, _ = await self.message_now(
+            cmd.actor.workspace_id,
+            subject_,
+            executed.state,
+            message_id,
+            cmd.actor.user_id,
+            users,
+            edit=event,
+        )
+        return MessageSaved(message=message, created=False, stream_seq=executed.positions[0])
+
+    async def message_now(
+        self,
+        workspace_id: str,
+        subject_: str,
+        state: ConversationState,
+        message_id: str,
+        viewer: str | None,
+        users: Mapping[str, UserRow],
+        *,
+        edit: MessageEdited | None = None,
+    ) -> tuple[Message, int]:
+        """The message as it is now, and where its post is in the log.
+
+        Its post (and last edit, unless given) is read from the log where the
+        state says they are, folded by the one fold, and given the flags and
+        reactions the state has: two reads at most, however long the
+        conversation.
+        """
+        found = state.messages.get(message_id)
+        if found is None or not found.post_position or state.created_at is None:
+            raise InternalError()  # every message the state holds was folded with its position
+        view = ConversationView(state.id)
+        view.created_at = state.created_at
+        fold(
+            view,
+            await self._stored(subject_, found.post_position, MessagePosted),
+            found.post_position,
+        )
+        if edit is None and found.edit_position:
+            edit = await self._stored(subject_, found.edit_position, MessageEdited)
+        if edit is not None:
+            fold(view, edit, edit.seq)
+        message = view.messages[message_id]
+        message.deleted, message.hidden = found.deleted, found.hidden
+        message.reactions = {pair: n for n, pair in enumerate(found.reactions or ())}
+        attachments = await self.lookups.shown_attachments(workspace_id, [message])
+        author = render.sender(message.sender_id, users)
+        return message_object(message, viewer, author, attachments), found.post_position
+
+    async def _stored(self, subject_: str, position: int, kind: type[Event]) -> Any:
+        """The event stored at ``position`` on ``subject_`` (revealed), which must be a ``kind``."""
+        async for envelope in self.shell.aggregates.read(subject_, after=position - 1, limit=1):
+            if envelope.seq == position and isinstance(envelope.event, kind):
+                return envelope.event
+        raise Unavailable("The event log did not return a stored message; try again.")
+
+    async def delete_message(self, cmd: DeleteMessage, _ctx: CallContext) -> Intent:
+        now = self.clock()
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        command = domain.DeleteMessage(
+            actor=cmd.actor, now=now, message_id=valid(cmd.message_id, "Message")
+        )
+        return intent(cmd.actor, subject_, command)
+
+    async def react(self, cmd: React, _ctx: CallContext) -> Intent:
+        now = self.clock()
+        await self.lookups.may_act(cmd.actor)
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        command = domain.React(
+            actor=cmd.actor,
+            now=now,
+            message_id=valid(cmd.message_id, "Message"),
+            emoji=cmd.emoji,
+            add=cmd.add,
+        )
+        return intent(cmd.actor, subject_, command)
+
+    async def mark_read(self, cmd: MarkRead, _ctx: CallContext) -> Intent:
+        now = self.clock()
+        await self.lookups.may_act(cmd.actor)
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        return intent(cmd.actor, subject_, domain.MarkRead(actor=cmd.actor, now=now, seq=cmd.seq))
+
+    async def set_typing(self, cmd: SetTyping, _ctx: CallContext) -> Ok:
+        """Not stored: a small JSON on core NATS for the fanout."""
+        await self.lookups.may_act(cmd.actor)
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        user_id: str = await self.shell.aggregates.query(
+            subject_, lambda state: domain.check_typing(state, cmd.actor)
+        )
+        users = await self.lookups.users(cmd.actor.workspace_id, [user_id])
+        name, _ = render.profile(user_id, users)
+        body = {
+            "user_id": user_id,
+            "name": name,
+            "is_typing": cmd.is_typing,
+            "at": self.clock().isoformat().replace("+00:00", "Z"),
+        }
+        await self.nc.publish(
+            f"ephemeral.{cmd.actor.workspace_id}.{cmd.conversation_id}.typing",
+            json.dumps(body).encode(),
+        )
+        return Ok(seq=0)
+
+    # -- reports and moderation ------------------------------------------------------------
+
+    async def report_message(self, cmd: ReportMessage, _ctx: CallContext) -> Intent:
+        now = self.clock()
+        conversation_id = await self.lookups.locate(cmd.actor, cmd.message_id)
+        command = domain.ReportMessage(
+            actor=cmd.actor,
+            now=now,
+            message_id=cmd.message_id,
+            reason=cmd.reason,
+            report_id=new_id("rep"),
+        )
+        return intent(cmd.actor, subject(cmd.actor.workspace_id, conversation_id), command)
+
+    async def reported(self, _cmd: ReportMessage, executed: Executed[ConversationState]) -> Ok:
+        event = executed.event
+        if isinstance(event, MessageReported):
+            log.info(
+                "message_reported", conversation_id=event.conversation_id, report_id=event.report_id
+            )
+        return Ok(seq=executed.version)
+
+    async def moderate_message(self, cmd: ModerateMessage, _ctx: CallContext) -> Intent:
+        now = self.clock()
+        conversation_id = await self.lookups.locate(cmd.actor, cmd.message_id)
+        command = domain.ModerateMessage(
+            actor=cmd.actor, now=now, message_id=cmd.message_id, action=cmd.action
+        )
+        return intent(cmd.actor, subject(cmd.actor.workspace_id, conversation_id), command)
+
+    async def moderated(self, cmd: ModerateMessage, executed: Executed[ConversationState]) -> Ok:
+        await self.lookups.settle(executed.version)  # every reader shows it when this returns
+        if executed.event is not None:
+            log.info(
+                "message_moderated",
+                conversation_id=executed.state.id,
+                message_id=cmd.message_id,
+                action=cmd.action,
+            )
+        return Ok(seq=executed.version)
