@@ -1,19 +1,41 @@
 """Wiring and start-up of the identity service.
 
 Owns the ``IDENTITY`` stream and the ``identity`` read model; answers the
-commands and queries of ``confab.contracts.identity`` (see ``handlers``).
+commands (``commands``: one decider of ``domain`` per aggregate kind, each
+run by its command shell) and queries (``queries``) of
+``confab.contracts.identity``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from confab.aggregate import Aggregates
 from confab.bus import IDENTITY
+from confab.decider import Decider
+from confab.eventlog import JetStreamLog
+from confab.personal import KeyRing
 from confab.service import Service, run_service
-from confab_identity.domain import State, evolve, initial
-from confab_identity.handlers import Handlers
+from confab.shell import CommandShell
+from confab_identity import domain
+from confab_identity.commands import Commands, Shells
+from confab_identity.handlers import routes
 from confab_identity.projections import IdentityProjection
+from confab_identity.queries import Queries
 from confab_identity.settings import IdentitySettings
 from confab_identity.store import Store
+
+
+def shells(log: JetStreamLog, keys: KeyRing | None) -> Shells:
+    def shell(decider: Decider[Any, Any]) -> CommandShell[Any, Any]:
+        return CommandShell(Aggregates(log, decider, keys=keys))
+
+    return Shells(
+        workspaces=shell(domain.WORKSPACE),
+        api_keys=shell(domain.API_KEY),
+        users=shell(domain.USER),
+        sessions=shell(domain.SESSION),
+    )
 
 
 async def setup(service: Service) -> None:
@@ -21,13 +43,13 @@ async def setup(service: Service) -> None:
     keys = await service.key_ring()
     runner = await service.add_projection(IdentityProjection(keys=keys))
     assert service.engine is not None  # add_projection needs the database
-    aggregates: Aggregates[State] = Aggregates(
-        service.nc, service.js, IDENTITY.name, initial=initial, evolve=evolve, keys=keys
-    )
     settings = service.settings
     read_wait = settings.read_wait_seconds if isinstance(settings, IdentitySettings) else 2.0
-    handlers = Handlers(aggregates, Store(service.engine), runner, read_wait=read_wait)
-    for request_type, handler in handlers.routes():
+    log = JetStreamLog(service.nc, service.js, IDENTITY.name)
+    store = Store(service.engine)
+    commands = Commands(shells(log, keys), service.js, store, runner, read_wait=read_wait)
+    queries = Queries(store, runner, log, read_wait=read_wait)
+    for request_type, handler in routes(commands, queries):
         await service.rpc.serve(request_type, handler)
 
 

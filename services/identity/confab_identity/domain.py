@@ -1,12 +1,17 @@
-"""The identity deciders: pure functions from a command and the current state to an event.
+"""The identity deciders: one per aggregate kind (workspace, API key, user, session).
 
-No I/O, no clock, no randomness: the handler passes ``now`` and any new ids or
-secrets in. Every subject of ``IDENTITY`` (a workspace, an API key, a user, a
-session) is one aggregate; ``evolve`` folds its events into one of the state
-types below (``None`` for a subject with no events yet).
+Each is a decider as in ``confab.decider``: ``decide(command, state) ->
+Decision``, ``evolve(state, event) -> state`` and ``initial()`` (``None``: a
+subject with no events yet); pure (no I/O, no clock, no randomness). Every
+subject of ``IDENTITY`` (``identity.evt.<workspace>.<kind>.<id>``) is one
+aggregate of its kind, folded by that kind's ``evolve``; events of another
+kind leave a state as it is.
 
-A ``decide_*`` function returns the one event to append, ``None`` when the
-command changes nothing, or raises a typed ``ConfabError``.
+A command is one of the typed values below and carries everything the
+decision needs: ``now``, ids and secrets made up front, and the state of
+another aggregate the handler loaded first (the workspace an API key belongs
+to, the user a session is for). A decision holds the one event to append,
+none when the command changes nothing, or it raises a typed ``ConfabError``.
 """
 
 from __future__ import annotations
@@ -18,19 +23,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from confab.contracts.base import Event
 from confab.contracts.identity import (
     METADATA_MAX_BYTES,
     ApiKeyIssued,
     ApiKeyRevoked,
-    CreateWorkspace,
-    IssueSession,
     SessionIssued,
     SessionRevoked,
-    SetUserBan,
-    UpdateUser,
-    UpsertUser,
     User,
     UserBanned,
     UserErased,
@@ -38,6 +39,7 @@ from confab.contracts.identity import (
     UserUpserted,
     WorkspaceCreated,
 )
+from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from confab.ids import same_secret
 
@@ -46,7 +48,20 @@ ERASED_NAME = "Deleted user"
 INVALID_API_KEY = "Invalid API key."
 INVALID_SESSION = "Invalid or expired session token."
 
-# -- states --------------------------------------------------------------------------------
+
+def none() -> None:
+    """The state of a subject with no events: every identity aggregate starts as nothing."""
+    return None
+
+
+class Command(msgspec.Struct, kw_only=True, frozen=True):
+    """What every identity command carries: the workspace it acts in, and when."""
+
+    workspace_id: str
+    now: datetime
+
+
+# -- workspaces ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +72,111 @@ class WorkspaceState:
     created_at: datetime
 
 
+class CreateWorkspace(Command, kw_only=True, frozen=True):
+    name: str
+    app_key: str
+    app_secret: str
+
+
+def evolve_workspace(state: WorkspaceState | None, event: Event) -> WorkspaceState | None:
+    if isinstance(event, WorkspaceCreated):
+        return WorkspaceState(
+            id=event.workspace_id, name=event.name, app_key=event.app_key, created_at=event.at
+        )
+    return state
+
+
+def decide_workspace(command: Command, state: WorkspaceState | None) -> Decision[None]:
+    match command:
+        case CreateWorkspace():
+            if state is not None:
+                raise Conflict("A workspace with this id exists already.")
+            return emit(
+                WorkspaceCreated(
+                    workspace_id=command.workspace_id,
+                    name=command.name,
+                    app_key=command.app_key,
+                    app_secret=command.app_secret,
+                    at=command.now,
+                )
+            )
+    raise TypeError(f"not a workspace command: {type(command).__name__}")
+
+
+WORKSPACE: Decider[Command, WorkspaceState | None] = Decider(
+    initial=none, evolve=evolve_workspace, decide=decide_workspace
+)
+
+
+# -- API keys ------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKeyState:
     id: str
     workspace_id: str
     created_at: datetime
     revoked: bool = False
+
+
+class IssueApiKey(Command, kw_only=True, frozen=True):
+    workspace: WorkspaceState | None  # the workspace's state (loaded by the handler)
+    key_id: str
+    prefix: str
+    key_hash: str
+
+
+class RevokeApiKey(Command, kw_only=True, frozen=True):
+    key_id: str
+
+
+def evolve_api_key(state: ApiKeyState | None, event: Event) -> ApiKeyState | None:
+    match event:
+        case ApiKeyIssued():
+            return ApiKeyState(
+                id=event.key_id, workspace_id=event.workspace_id, created_at=event.at
+            )
+        case ApiKeyRevoked() if state is not None:
+            return replace(state, revoked=True)
+    return state
+
+
+def decide_api_key(command: Command, state: ApiKeyState | None) -> Decision[None]:
+    match command:
+        case IssueApiKey():
+            workspace = command.workspace
+            if workspace is None or workspace.id != command.workspace_id:
+                raise NotFound("Workspace not found.")
+            if state is not None:
+                raise Conflict("An API key with this id exists already.")
+            return emit(
+                ApiKeyIssued(
+                    workspace_id=command.workspace_id,
+                    key_id=command.key_id,
+                    prefix=command.prefix,
+                    key_hash=command.key_hash,
+                    at=command.now,
+                )
+            )
+        case RevokeApiKey():
+            if state is None or state.workspace_id != command.workspace_id:
+                raise NotFound("API key not found.")
+            if state.revoked:
+                return NOTHING
+            return emit(
+                ApiKeyRevoked(
+                    workspace_id=command.workspace_id, key_id=command.key_id, at=command.now
+                )
+            )
+    raise TypeError(f"not an API key command: {type(command).__name__}")
+
+
+API_KEY: Decider[Command, ApiKeyState | None] = Decider(
+    initial=none, evolve=evolve_api_key, decide=decide_api_key
+)
+
+
+# -- users ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,37 +194,37 @@ class UserState:
     erased: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class SessionState:
-    id: str
-    workspace_id: str
-    user_id: str
-    expires_at: datetime
-    revoked: bool = False
+class UpsertUser(Command, kw_only=True, frozen=True):
+    """Create the user, or update the fields given; fields left out (None) stay as they are."""
+
+    user_id: str  # derived from the workspace and external_id (``user_id_for``)
+    external_id: str
+    name: str
+    email: str | None = None
+    avatar_url: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
-State = WorkspaceState | ApiKeyState | UserState | SessionState | None
+class UpdateUser(Command, kw_only=True, frozen=True):
+    """PATCH: UNSET keeps a field, None clears it (metadata becomes empty)."""
+
+    name: str | UnsetType = UNSET
+    email: str | UnsetType | None = UNSET
+    avatar_url: str | UnsetType | None = UNSET
+    metadata: dict[str, Any] | UnsetType | None = UNSET
 
 
-def initial() -> State:
-    return None
+class SetUserBan(Command, kw_only=True, frozen=True):
+    banned: bool
 
 
-def evolve(state: State, event: Event) -> State:
-    """The state of a subject after ``event``; events of other kinds leave it as it is."""
+class EraseUser(Command, kw_only=True, frozen=True):
+    pass
+
+
+def evolve_user(state: UserState | None, event: Event) -> UserState | None:
     match event:
-        case WorkspaceCreated():
-            return WorkspaceState(
-                id=event.workspace_id, name=event.name, app_key=event.app_key, created_at=event.at
-            )
-        case ApiKeyIssued():
-            return ApiKeyState(
-                id=event.key_id, workspace_id=event.workspace_id, created_at=event.at
-            )
-        case ApiKeyRevoked() if isinstance(state, ApiKeyState):
-            return replace(state, revoked=True)
         case UserUpserted():
-            previous = state if isinstance(state, UserState) else None
             return UserState(
                 id=event.user_id,
                 workspace_id=event.workspace_id,
@@ -119,15 +233,15 @@ def evolve(state: State, event: Event) -> State:
                 email=event.email,
                 avatar_url=event.avatar_url,
                 metadata=dict(event.metadata),
-                created_at=previous.created_at if previous else event.at,
+                created_at=state.created_at if state else event.at,
                 updated_at=event.at,
-                banned=previous.banned if previous else False,
+                banned=state.banned if state else False,
             )
-        case UserBanned() if isinstance(state, UserState):
+        case UserBanned() if state is not None:
             return replace(state, banned=True, updated_at=event.at)
-        case UserUnbanned() if isinstance(state, UserState):
+        case UserUnbanned() if state is not None:
             return replace(state, banned=False, updated_at=event.at)
-        case UserErased() if isinstance(state, UserState):
+        case UserErased() if state is not None:
             return replace(
                 state,
                 name=ERASED_NAME,
@@ -137,19 +251,117 @@ def evolve(state: State, event: Event) -> State:
                 erased=True,
                 updated_at=event.at,
             )
-        case SessionIssued():
-            return SessionState(
-                id=event.session_id,
-                workspace_id=event.workspace_id,
-                user_id=event.user_id,
-                expires_at=event.expires_at,
-            )
-        case SessionRevoked() if isinstance(state, SessionState):
-            return replace(state, revoked=True)
     return state
 
 
-# -- helpers -------------------------------------------------------------------------------
+def decide_user(command: Command, state: UserState | None) -> Decision[None]:
+    match command:
+        case UpsertUser():
+            return _upsert(command, state)
+        case UpdateUser():
+            return _update(command, state)
+        case SetUserBan():
+            user = live_user(state, command.workspace_id)
+            if user.banned == command.banned:
+                return NOTHING
+            cls = UserBanned if command.banned else UserUnbanned
+            return emit(cls(workspace_id=user.workspace_id, user_id=user.id, at=command.now))
+        case EraseUser():
+            user = live_user(state, command.workspace_id)
+            return emit(UserErased(workspace_id=user.workspace_id, user_id=user.id, at=command.now))
+    raise TypeError(f"not a user command: {type(command).__name__}")
+
+
+USER: Decider[Command, UserState | None] = Decider(
+    initial=none, evolve=evolve_user, decide=decide_user
+)
+
+
+def _upsert(command: UpsertUser, user: UserState | None) -> Decision[None]:
+    check_metadata(command.metadata)
+    if user is not None and user.erased:
+        raise Conflict("This user was erased; an erased user cannot be created again.")
+    if user is None:
+        return _upserted(
+            None,
+            workspace_id=command.workspace_id,
+            user_id=command.user_id,
+            external_id=command.external_id,
+            name=command.name,
+            email=command.email,
+            avatar_url=command.avatar_url,
+            metadata=dict(command.metadata or {}),
+            now=command.now,
+        )
+    return _upserted(
+        user,
+        workspace_id=user.workspace_id,
+        user_id=user.id,
+        external_id=user.external_id,
+        name=command.name,
+        email=command.email if command.email is not None else user.email,
+        avatar_url=command.avatar_url if command.avatar_url is not None else user.avatar_url,
+        metadata=dict(command.metadata) if command.metadata is not None else dict(user.metadata),
+        now=command.now,
+    )
+
+
+def _update(command: UpdateUser, state: UserState | None) -> Decision[None]:
+    user = live_user(state, command.workspace_id)
+    if not isinstance(command.metadata, UnsetType):
+        check_metadata(command.metadata)
+
+    def pick(value: Any, current: Any) -> Any:
+        return current if isinstance(value, UnsetType) else value
+
+    metadata = pick(command.metadata, user.metadata)
+    return _upserted(
+        user,
+        workspace_id=user.workspace_id,
+        user_id=user.id,
+        external_id=user.external_id,
+        name=pick(command.name, user.name),
+        email=pick(command.email, user.email),
+        avatar_url=pick(command.avatar_url, user.avatar_url),
+        metadata=dict(metadata or {}),
+        now=command.now,
+    )
+
+
+def _upserted(
+    user: UserState | None,
+    *,
+    workspace_id: str,
+    user_id: str,
+    external_id: str,
+    name: str,
+    email: str | None,
+    avatar_url: str | None,
+    metadata: dict[str, Any],
+    now: datetime,
+) -> Decision[None]:
+    """A ``user.upserted`` carrying the complete new profile, or nothing if nothing changes."""
+    if (
+        user is not None
+        and user.name == name
+        and user.email == email
+        and user.avatar_url == avatar_url
+        and user.metadata == metadata
+    ):
+        return NOTHING
+    return emit(
+        UserUpserted(
+            workspace_id=workspace_id,
+            user_id=user_id,
+            external_id=external_id,
+            name=name,
+            email=email,
+            avatar_url=avatar_url,
+            metadata=metadata,
+            created=user is None,
+            at=now,
+        )
+    )
 
 
 def user_id_for(workspace_id: str, external_id: str) -> str:
@@ -166,6 +378,13 @@ def check_metadata(metadata: dict[str, Any] | None) -> None:
         )
 
 
+def live_user(state: UserState | None, workspace_id: str) -> UserState:
+    """The workspace's user in ``state``, or NotFound (unknown, another workspace's, erased)."""
+    if state is None or state.workspace_id != workspace_id or state.erased:
+        raise NotFound("User not found.")
+    return state
+
+
 def user_view(state: UserState) -> User:
     return User(
         id=state.id,
@@ -180,216 +399,81 @@ def user_view(state: UserState) -> User:
     )
 
 
-def live_user(state: State, workspace_id: str) -> UserState:
-    """The workspace's user in ``state``, or NotFound (unknown, another workspace's, erased)."""
-    if not isinstance(state, UserState) or state.workspace_id != workspace_id or state.erased:
-        raise NotFound("User not found.")
-    return state
-
-
-def _workspace(state: State, workspace_id: str) -> WorkspaceState:
-    if not isinstance(state, WorkspaceState) or state.id != workspace_id:
-        raise NotFound("Workspace not found.")
-    return state
-
-
-def _upserted(
-    user: UserState | None,
-    *,
-    workspace_id: str,
-    user_id: str,
-    external_id: str,
-    name: str,
-    email: str | None,
-    avatar_url: str | None,
-    metadata: dict[str, Any],
-    now: datetime,
-) -> UserUpserted | None:
-    """A ``user.upserted`` carrying the complete new profile, or None if nothing changes."""
-    if (
-        user is not None
-        and user.name == name
-        and user.email == email
-        and user.avatar_url == avatar_url
-        and user.metadata == metadata
-    ):
-        return None
-    return UserUpserted(
-        workspace_id=workspace_id,
-        user_id=user_id,
-        external_id=external_id,
-        name=name,
-        email=email,
-        avatar_url=avatar_url,
-        metadata=metadata,
-        created=user is None,
-        at=now,
-    )
-
-
-# -- workspaces and API keys ---------------------------------------------------------------
-
-
-def decide_create_workspace(
-    command: CreateWorkspace,
-    state: State,
-    now: datetime,
-    *,
-    workspace_id: str,
-    app_key: str,
-    app_secret: str,
-) -> WorkspaceCreated:
-    if state is not None:
-        raise Conflict("A workspace with this id exists already.")
-    return WorkspaceCreated(
-        workspace_id=workspace_id,
-        name=command.input.name,
-        app_key=app_key,
-        app_secret=app_secret,
-        at=now,
-    )
-
-
-def decide_issue_api_key(
-    workspace: State,
-    state: State,
-    now: datetime,
-    *,
-    workspace_id: str,
-    key_id: str,
-    prefix: str,
-    key_hash: str,
-) -> ApiKeyIssued:
-    _workspace(workspace, workspace_id)
-    if state is not None:
-        raise Conflict("An API key with this id exists already.")
-    return ApiKeyIssued(
-        workspace_id=workspace_id, key_id=key_id, prefix=prefix, key_hash=key_hash, at=now
-    )
-
-
-def decide_revoke_api_key(
-    workspace_id: str, key_id: str, state: State, now: datetime
-) -> ApiKeyRevoked | None:
-    if not isinstance(state, ApiKeyState) or state.workspace_id != workspace_id:
-        raise NotFound("API key not found.")
-    if state.revoked:
-        return None
-    return ApiKeyRevoked(workspace_id=workspace_id, key_id=key_id, at=now)
-
-
-# -- users ---------------------------------------------------------------------------------
-
-
-def decide_upsert_user(
-    command: UpsertUser, state: State, now: datetime, *, user_id: str
-) -> UserUpserted | None:
-    """Create the user, or update the fields given; fields left out (None) stay as they are."""
-    data = command.input
-    check_metadata(data.metadata)
-    user = state if isinstance(state, UserState) else None
-    if user is not None and user.erased:
-        raise Conflict("This user was erased; an erased user cannot be created again.")
-    if user is None:
-        return _upserted(
-            None,
-            workspace_id=command.workspace_id,
-            user_id=user_id,
-            external_id=data.external_id,
-            name=data.name,
-            email=data.email,
-            avatar_url=data.avatar_url,
-            metadata=dict(data.metadata or {}),
-            now=now,
-        )
-    return _upserted(
-        user,
-        workspace_id=user.workspace_id,
-        user_id=user.id,
-        external_id=user.external_id,
-        name=data.name,
-        email=data.email if data.email is not None else user.email,
-        avatar_url=data.avatar_url if data.avatar_url is not None else user.avatar_url,
-        metadata=dict(data.metadata) if data.metadata is not None else dict(user.metadata),
-        now=now,
-    )
-
-
-def decide_update_user(command: UpdateUser, state: State, now: datetime) -> UserUpserted | None:
-    """PATCH: UNSET keeps a field, None clears it (metadata becomes empty)."""
-    user = live_user(state, command.workspace_id)
-    patch = command.patch
-    if not isinstance(patch.metadata, msgspec.UnsetType):
-        check_metadata(patch.metadata)
-
-    def pick(value: Any, current: Any) -> Any:
-        return current if isinstance(value, msgspec.UnsetType) else value
-
-    metadata = pick(patch.metadata, user.metadata)
-    return _upserted(
-        user,
-        workspace_id=user.workspace_id,
-        user_id=user.id,
-        external_id=user.external_id,
-        name=pick(patch.name, user.name),
-        email=pick(patch.email, user.email),
-        avatar_url=pick(patch.avatar_url, user.avatar_url),
-        metadata=dict(metadata or {}),
-        now=now,
-    )
-
-
-def decide_set_user_ban(
-    command: SetUserBan, state: State, now: datetime
-) -> UserBanned | UserUnbanned | None:
-    user = live_user(state, command.workspace_id)
-    if user.banned == command.banned:
-        return None
-    if command.banned:
-        return UserBanned(workspace_id=user.workspace_id, user_id=user.id, at=now)
-    return UserUnbanned(workspace_id=user.workspace_id, user_id=user.id, at=now)
-
-
-def decide_erase_user(workspace_id: str, state: State, now: datetime) -> UserErased:
-    user = live_user(state, workspace_id)
-    return UserErased(workspace_id=user.workspace_id, user_id=user.id, at=now)
-
-
 # -- sessions ------------------------------------------------------------------------------
 
 
-def decide_issue_session(
-    command: IssueSession,
-    user: State,
-    state: State,
-    now: datetime,
-    *,
-    session_id: str,
-    prefix: str,
-    token_hash: str,
-) -> SessionIssued:
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    id: str
+    workspace_id: str
+    user_id: str
+    expires_at: datetime
+    revoked: bool = False
+
+
+class IssueSession(Command, kw_only=True, frozen=True):
     """A session for a live user of the workspace; banned users get one too (read-only)."""
-    owner = live_user(user, command.workspace_id)
-    if owner.id != command.input.user_id:
-        raise NotFound("User not found.")
-    if state is not None:
-        raise Conflict("A session with this id exists already.")
-    return SessionIssued(
-        workspace_id=command.workspace_id,
-        session_id=session_id,
-        user_id=owner.id,
-        prefix=prefix,
-        token_hash=token_hash,
-        expires_at=now + timedelta(seconds=command.input.ttl_seconds),
-        at=now,
-    )
+
+    user_id: str
+    owner: UserState | None  # the user's state, fresh from the log (loaded by the handler)
+    session_id: str
+    prefix: str
+    token_hash: str
+    ttl_seconds: int
 
 
-def decide_revoke_session(workspace_id: str, state: State, now: datetime) -> SessionRevoked:
-    """A revoked session is gone: revoking it again is NotFound, as for an unknown one."""
-    if not isinstance(state, SessionState) or state.workspace_id != workspace_id or state.revoked:
-        raise NotFound("Session not found.")
-    return SessionRevoked(workspace_id=workspace_id, session_id=state.id, at=now)
+class RevokeSession(Command, kw_only=True, frozen=True):
+    pass
+
+
+def evolve_session(state: SessionState | None, event: Event) -> SessionState | None:
+    match event:
+        case SessionIssued():
+            return SessionState(
+                id=event.session_id,
+                workspace_id=event.workspace_id,
+                user_id=event.user_id,
+                expires_at=event.expires_at,
+            )
+        case SessionRevoked() if state is not None:
+            return replace(state, revoked=True)
+    return state
+
+
+def decide_session(command: Command, state: SessionState | None) -> Decision[None]:
+    match command:
+        case IssueSession():
+            owner = live_user(command.owner, command.workspace_id)
+            if owner.id != command.user_id:
+                raise NotFound("User not found.")
+            if state is not None:
+                raise Conflict("A session with this id exists already.")
+            return emit(
+                SessionIssued(
+                    workspace_id=command.workspace_id,
+                    session_id=command.session_id,
+                    user_id=owner.id,
+                    prefix=command.prefix,
+                    token_hash=command.token_hash,
+                    expires_at=command.now + timedelta(seconds=command.ttl_seconds),
+                    at=command.now,
+                )
+            )
+        case RevokeSession():
+            # A revoked session is gone: revoking it again is NotFound, as for an unknown one.
+            if state is None or state.workspace_id != command.workspace_id or state.revoked:
+                raise NotFound("Session not found.")
+            return emit(
+                SessionRevoked(
+                    workspace_id=command.workspace_id, session_id=state.id, at=command.now
+                )
+            )
+    raise TypeError(f"not a session command: {type(command).__name__}")
+
+
+SESSION: Decider[Command, SessionState | None] = Decider(
+    initial=none, evolve=evolve_session, decide=decide_session
+)
 
 
 # -- authentication (pure checks of what the read model holds) -----------------------------

@@ -1,4 +1,4 @@
-"""The identity deciders and evolve, without any backend."""
+"""The identity deciders (workspace, API key, user, session), without any backend."""
 
 from __future__ import annotations
 
@@ -9,39 +9,32 @@ from typing import Any
 import msgspec
 import pytest
 
-from confab.contracts.base import Event
 from confab.contracts.identity import (
     METADATA_MAX_BYTES,
     ApiKeyIssued,
     ApiKeyRevoked,
-    CreateWorkspace,
-    IssueSession,
-    SessionInput,
     SessionIssued,
     SessionRevoked,
-    SetUserBan,
-    UpdateUser,
-    UpsertUser,
     UserBanned,
     UserErased,
-    UserInput,
-    UserPatch,
     UserUnbanned,
     UserUpserted,
     WorkspaceCreated,
-    WorkspaceInput,
 )
+from confab.decider import Decider
 from confab.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from confab.ids import is_valid_id, secret_hash
 from confab_identity import domain
 from confab_identity.domain import (
+    API_KEY,
     ERASED_NAME,
+    SESSION,
+    USER,
+    WORKSPACE,
     ApiKeyState,
     SessionState,
-    State,
     UserState,
     WorkspaceState,
-    evolve,
 )
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -50,97 +43,114 @@ WS = "ws_one"
 OTHER = "ws_two"
 
 
-def fold(*events: Event) -> State:
-    return functools.reduce(evolve, events, domain.initial())
+def decide(decider: Decider[Any, Any], command: domain.Command, state: Any) -> Any:
+    """The one event ``command`` appends, or None when it changes nothing."""
+    decision = decider.decide(command, state)
+    assert len(decision.events) <= 1 and decision.result is None
+    return decision.events[0] if decision.events else None
 
 
-def upsert(external_id: str = "ext-1", workspace: str = WS, **fields: Any) -> UpsertUser:
+def upsert(external_id: str = "ext-1", workspace: str = WS, **fields: Any) -> domain.UpsertUser:
     fields.setdefault("name", "Ada")
-    return UpsertUser(workspace_id=workspace, input=UserInput(external_id=external_id, **fields))
+    return domain.UpsertUser(
+        workspace_id=workspace,
+        now=fields.pop("now", T0),
+        user_id=domain.user_id_for(workspace, external_id),
+        external_id=external_id,
+        **fields,
+    )
 
 
 def created_user(**fields: Any) -> tuple[UserState, str]:
     command = upsert(**fields)
-    user_id = domain.user_id_for(WS, command.input.external_id)
-    event = domain.decide_upsert_user(command, None, T0, user_id=user_id)
+    event = decide(USER, command, None)
     assert event is not None
-    state = evolve(None, event)
+    state = USER.evolve(None, event)
     assert isinstance(state, UserState)
-    return state, user_id
+    return state, command.user_id
 
 
 # -- workspaces and API keys ----------------------------------------------------------------
 
 
-def test_create_workspace_makes_one_event_with_the_given_ids() -> None:
-    command = CreateWorkspace(input=WorkspaceInput(name="Acme"))
-    event = domain.decide_create_workspace(
-        command, None, T0, workspace_id="ws_1", app_key="app_1", app_secret="s3cret"
+def create_workspace(name: str = "Acme", app_key: str = "app_1") -> domain.CreateWorkspace:
+    return domain.CreateWorkspace(
+        workspace_id="ws_1", now=T0, name=name, app_key=app_key, app_secret="s3cret"
     )
+
+
+def test_creating_a_workspace_makes_one_event_with_the_given_ids() -> None:
+    event = decide(WORKSPACE, create_workspace(), None)
     assert event == WorkspaceCreated(
         workspace_id="ws_1", name="Acme", app_key="app_1", app_secret="s3cret", at=T0
     )
-    assert evolve(None, event) == WorkspaceState(
+    assert WORKSPACE.evolve(None, event) == WorkspaceState(
         id="ws_1", name="Acme", app_key="app_1", created_at=T0
     )
 
 
-def test_create_workspace_on_an_existing_id_conflicts() -> None:
+def test_creating_a_workspace_on_an_existing_id_conflicts() -> None:
     existing = WorkspaceState(id="ws_1", name="Acme", app_key="app_1", created_at=T0)
     with pytest.raises(Conflict):
-        domain.decide_create_workspace(
-            CreateWorkspace(input=WorkspaceInput(name="Other")),
-            existing,
-            T1,
-            workspace_id="ws_1",
-            app_key="app_2",
-            app_secret="x",
-        )
+        decide(WORKSPACE, create_workspace("Other", "app_2"), existing)
 
 
-def test_issue_api_key_needs_the_workspace() -> None:
-    workspace = WorkspaceState(id=WS, name="Acme", app_key="app_1", created_at=T0)
-    issue = functools.partial(
-        domain.decide_issue_api_key, key_id="key_1", prefix="sk_abc", key_hash="h" * 64
+def issue_key(workspace: WorkspaceState | None, workspace_id: str = WS) -> domain.IssueApiKey:
+    return domain.IssueApiKey(
+        workspace_id=workspace_id,
+        now=T1,
+        workspace=workspace,
+        key_id="key_1",
+        prefix="sk_abc",
+        key_hash="h" * 64,
     )
-    event = issue(workspace, None, T1, workspace_id=WS)
+
+
+def test_an_api_key_is_issued_only_in_an_existing_workspace() -> None:
+    workspace = WorkspaceState(id=WS, name="Acme", app_key="app_1", created_at=T0)
+    event = decide(API_KEY, issue_key(workspace), None)
     assert event == ApiKeyIssued(
         workspace_id=WS, key_id="key_1", prefix="sk_abc", key_hash="h" * 64, at=T1
     )
-    assert evolve(None, event) == ApiKeyState(id="key_1", workspace_id=WS, created_at=T1)
+    assert API_KEY.evolve(None, event) == ApiKeyState(id="key_1", workspace_id=WS, created_at=T1)
     with pytest.raises(NotFound):
-        issue(None, None, T1, workspace_id=WS)
+        decide(API_KEY, issue_key(None), None)
     with pytest.raises(NotFound):  # a workspace state of another id
-        issue(workspace, None, T1, workspace_id=OTHER)
+        decide(API_KEY, issue_key(workspace, OTHER), None)
+    with pytest.raises(Conflict):  # the key's subject has one already
+        decide(API_KEY, issue_key(workspace), API_KEY.evolve(None, event))
 
 
-def test_revoke_api_key_once_then_no_more_events() -> None:
+def revoke_key(workspace_id: str = WS) -> domain.RevokeApiKey:
+    return domain.RevokeApiKey(workspace_id=workspace_id, now=T1, key_id="key_1")
+
+
+def test_an_api_key_is_revoked_once_then_revoking_appends_nothing() -> None:
     key = ApiKeyState(id="key_1", workspace_id=WS, created_at=T0)
-    event = domain.decide_revoke_api_key(WS, "key_1", key, T1)
+    event = decide(API_KEY, revoke_key(), key)
     assert event == ApiKeyRevoked(workspace_id=WS, key_id="key_1", at=T1)
-    revoked = evolve(key, event)
+    revoked = API_KEY.evolve(key, event)
     assert revoked == ApiKeyState(id="key_1", workspace_id=WS, created_at=T0, revoked=True)
-    assert domain.decide_revoke_api_key(WS, "key_1", revoked, T1) is None
+    assert decide(API_KEY, revoke_key(), revoked) is None
 
 
-def test_revoke_an_unknown_or_foreign_api_key_is_not_found() -> None:
+def test_revoking_an_unknown_or_foreign_api_key_is_not_found() -> None:
     key = ApiKeyState(id="key_1", workspace_id=OTHER, created_at=T0)
     with pytest.raises(NotFound):
-        domain.decide_revoke_api_key(WS, "key_1", key, T1)
+        decide(API_KEY, revoke_key(), key)
     with pytest.raises(NotFound):
-        domain.decide_revoke_api_key(WS, "key_1", None, T1)
-    with pytest.raises(NotFound):  # some other kind of state on that subject
-        domain.decide_revoke_api_key(WS, "key_1", fold_user(), T1)
-
-
-def fold_user() -> UserState:
-    return created_user()[0]
+        decide(API_KEY, revoke_key(), None)
+    # Another kind's events on the subject make no API key.
+    _, user_id = created_user()
+    others = API_KEY.fold([UserBanned(workspace_id=WS, user_id=user_id, at=T1)])
+    with pytest.raises(NotFound):
+        decide(API_KEY, revoke_key(), others)
 
 
 # -- user ids --------------------------------------------------------------------------------
 
 
-def test_user_id_is_derived_from_workspace_and_external_id() -> None:
+def test_a_user_id_is_derived_from_the_workspace_and_the_external_id() -> None:
     a = domain.user_id_for(WS, "ext-1")
     assert a == domain.user_id_for(WS, "ext-1")
     assert a != domain.user_id_for(OTHER, "ext-1")
@@ -155,13 +165,12 @@ def test_user_id_is_derived_from_workspace_and_external_id() -> None:
 # -- upsert ------------------------------------------------------------------------------------
 
 
-def test_upsert_of_a_new_external_id_creates_the_user() -> None:
+def test_an_upsert_of_a_new_external_id_creates_the_user() -> None:
     command = upsert(email="ada@example.com", metadata={"plan": "pro", "a": 1})
-    user_id = domain.user_id_for(WS, "ext-1")
-    event = domain.decide_upsert_user(command, None, T0, user_id=user_id)
+    event = decide(USER, command, None)
     assert event == UserUpserted(
         workspace_id=WS,
-        user_id=user_id,
+        user_id=command.user_id,
         external_id="ext-1",
         name="Ada",
         email="ada@example.com",
@@ -170,45 +179,45 @@ def test_upsert_of_a_new_external_id_creates_the_user() -> None:
         created=True,
         at=T0,
     )
-    state = evolve(None, event)
+    state = USER.evolve(None, event)
     assert isinstance(state, UserState)
     assert state.created_at == state.updated_at == T0
     assert not state.banned and not state.erased
     view = domain.user_view(state)
     assert (view.id, view.name, view.email, view.metadata) == (
-        user_id,
+        command.user_id,
         "Ada",
         "ada@example.com",
         {"plan": "pro", "a": 1},
     )
 
 
-def test_upsert_of_an_existing_user_updates_it_keeping_its_id_and_created_at() -> None:
+def test_an_upsert_of_an_existing_user_updates_it_keeping_its_id_and_created_at() -> None:
     state, user_id = created_user(email="ada@example.com", metadata={"k": "v"})
-    event = domain.decide_upsert_user(upsert(name="Ada L."), state, T1, user_id=user_id)
+    event = decide(USER, upsert(name="Ada L.", now=T1), state)
     assert isinstance(event, UserUpserted)
     assert not event.created
     assert event.user_id == user_id and event.name == "Ada L."
     # Fields left out (None) keep their values; the event carries the whole profile.
     assert event.email == "ada@example.com" and event.metadata == {"k": "v"}
-    after = evolve(state, event)
+    after = USER.evolve(state, event)
     assert isinstance(after, UserState)
     assert after.created_at == T0 and after.updated_at == T1 and after.name == "Ada L."
 
 
-def test_upsert_that_changes_nothing_appends_nothing() -> None:
-    state, user_id = created_user(email="ada@example.com", metadata={"a": 1, "b": 2})
-    same = upsert(email="ada@example.com", metadata={"b": 2, "a": 1})
-    assert domain.decide_upsert_user(same, state, T1, user_id=user_id) is None
+def test_an_upsert_that_changes_nothing_appends_nothing() -> None:
+    state, _ = created_user(email="ada@example.com", metadata={"a": 1, "b": 2})
+    same = upsert(email="ada@example.com", metadata={"b": 2, "a": 1}, now=T1)
+    assert decide(USER, same, state) is None
     # Leaving optional fields out is not a change either.
-    assert domain.decide_upsert_user(upsert(), state, T1, user_id=user_id) is None
+    assert decide(USER, upsert(now=T1), state) is None
 
 
-def test_upsert_of_an_erased_user_conflicts_with_a_plain_message() -> None:
+def test_an_upsert_of_an_erased_user_conflicts_with_a_plain_message() -> None:
     state, user_id = created_user()
-    erased = evolve(state, UserErased(workspace_id=WS, user_id=user_id, at=T1))
+    erased = USER.evolve(state, UserErased(workspace_id=WS, user_id=user_id, at=T1))
     with pytest.raises(Conflict) as caught:
-        domain.decide_upsert_user(upsert(), erased, T1, user_id=user_id)
+        decide(USER, upsert(now=T1), erased)
     assert "erased" in caught.value.message
     assert not caught.value.details
 
@@ -216,90 +225,88 @@ def test_upsert_of_an_erased_user_conflicts_with_a_plain_message() -> None:
 def test_metadata_over_the_limit_is_invalid_with_details() -> None:
     big = {"blob": "x" * METADATA_MAX_BYTES}
     with pytest.raises(InvalidRequest) as caught:
-        domain.decide_upsert_user(upsert(metadata=big), None, T0, user_id="usr_x")
+        decide(USER, upsert(metadata=big), None)
     assert "metadata" in caught.value.details
     # Just under the limit is fine (the encoded size counts, not the number of keys).
     fits = {"blob": "x" * (METADATA_MAX_BYTES - len(b'{"blob":""}'))}
     assert len(msgspec.json.encode(fits)) == METADATA_MAX_BYTES
-    assert domain.decide_upsert_user(upsert(metadata=fits), None, T0, user_id="usr_x")
-    state, user_id = created_user()
-    patch = UpdateUser(workspace_id=WS, user_id=user_id, patch=UserPatch(metadata=big))
+    assert decide(USER, upsert(metadata=fits), None)
+    state, _ = created_user()
     with pytest.raises(InvalidRequest) as caught:
-        domain.decide_update_user(patch, state, T1)
+        decide(USER, update(metadata=big), state)
     assert "metadata" in caught.value.details
 
 
 # -- update (PATCH) ----------------------------------------------------------------------------
 
 
-def update(user_id: str, workspace: str = WS, **fields: Any) -> UpdateUser:
-    return UpdateUser(workspace_id=workspace, user_id=user_id, patch=UserPatch(**fields))
+def update(workspace: str = WS, **fields: Any) -> domain.UpdateUser:
+    return domain.UpdateUser(workspace_id=workspace, now=T1, **fields)
 
 
-def test_update_keeps_unset_fields_and_clears_null_ones() -> None:
-    state, user_id = created_user(
+def test_an_update_keeps_unset_fields_and_clears_null_ones() -> None:
+    state, _ = created_user(
         email="ada@example.com", avatar_url="https://x.test/a.png", metadata={"k": 1}
     )
-    event = domain.decide_update_user(update(user_id, email=None, metadata=None), state, T1)
+    event = decide(USER, update(email=None, metadata=None), state)
     assert isinstance(event, UserUpserted) and not event.created
     assert event.name == "Ada" and event.avatar_url == "https://x.test/a.png"
     assert event.email is None and event.metadata == {}
-    event = domain.decide_update_user(update(user_id, name="Grace"), state, T1)
+    event = decide(USER, update(name="Grace"), state)
     assert isinstance(event, UserUpserted)
     assert event.name == "Grace" and event.email == "ada@example.com"
     assert event.metadata == {"k": 1}
 
 
-def test_update_that_changes_nothing_appends_nothing() -> None:
-    state, user_id = created_user(email="ada@example.com")
-    assert domain.decide_update_user(update(user_id), state, T1) is None
-    assert domain.decide_update_user(update(user_id, name="Ada"), state, T1) is None
+def test_an_update_that_changes_nothing_appends_nothing() -> None:
+    state, _ = created_user(email="ada@example.com")
+    assert decide(USER, update(), state) is None
+    assert decide(USER, update(name="Ada"), state) is None
 
 
 def test_update_ban_and_erase_of_unknown_foreign_or_erased_users_are_not_found() -> None:
     state, user_id = created_user()
-    erased = evolve(state, UserErased(workspace_id=WS, user_id=user_id, at=T1))
-    cases: list[tuple[State, str]] = [(None, WS), (state, OTHER), (erased, WS)]
+    erased = USER.evolve(state, UserErased(workspace_id=WS, user_id=user_id, at=T1))
+    cases: list[tuple[UserState | None, str]] = [(None, WS), (state, OTHER), (erased, WS)]
     for current, workspace in cases:
         with pytest.raises(NotFound):
-            domain.decide_update_user(update(user_id, workspace, name="X"), current, T1)
+            decide(USER, update(workspace, name="X"), current)
         with pytest.raises(NotFound):
-            ban = SetUserBan(workspace_id=workspace, user_id=user_id, banned=True)
-            domain.decide_set_user_ban(ban, current, T1)
+            decide(USER, ban(True, workspace), current)
         with pytest.raises(NotFound):
-            domain.decide_erase_user(workspace, current, T1)
+            decide(USER, domain.EraseUser(workspace_id=workspace, now=T1), current)
 
 
 # -- ban and erase -------------------------------------------------------------------------------
 
 
-def test_ban_and_unban_append_only_on_change() -> None:
+def ban(banned: bool, workspace: str = WS) -> domain.SetUserBan:
+    return domain.SetUserBan(workspace_id=workspace, now=T1, banned=banned)
+
+
+def test_a_ban_and_an_unban_append_only_on_change_and_an_upsert_keeps_the_ban() -> None:
     state, user_id = created_user()
-    ban = SetUserBan(workspace_id=WS, user_id=user_id, banned=True)
-    unban = SetUserBan(workspace_id=WS, user_id=user_id, banned=False)
-    assert domain.decide_set_user_ban(unban, state, T1) is None
-    event = domain.decide_set_user_ban(ban, state, T1)
+    assert decide(USER, ban(False), state) is None
+    event = decide(USER, ban(True), state)
     assert event == UserBanned(workspace_id=WS, user_id=user_id, at=T1)
-    banned = evolve(state, event)
+    banned = USER.evolve(state, event)
     assert isinstance(banned, UserState) and banned.banned and banned.updated_at == T1
-    assert domain.decide_set_user_ban(ban, banned, T1) is None
-    assert domain.decide_set_user_ban(unban, banned, T1) == UserUnbanned(
-        workspace_id=WS, user_id=user_id, at=T1
-    )
+    assert decide(USER, ban(True), banned) is None
+    assert decide(USER, ban(False), banned) == UserUnbanned(workspace_id=WS, user_id=user_id, at=T1)
     # A later upsert keeps the ban.
-    renamed = domain.decide_upsert_user(upsert(name="New"), banned, T1, user_id=user_id)
+    renamed = decide(USER, upsert(name="New", now=T1), banned)
     assert renamed is not None
-    after = evolve(banned, renamed)
+    after = USER.evolve(banned, renamed)
     assert isinstance(after, UserState) and after.banned
 
 
-def test_erase_clears_the_profile() -> None:
+def test_an_erasure_clears_the_profile() -> None:
     state, user_id = created_user(
         email="ada@example.com", avatar_url="https://x.test/a.png", metadata={"k": 1}
     )
-    event = domain.decide_erase_user(WS, state, T1)
+    event = decide(USER, domain.EraseUser(workspace_id=WS, now=T1), state)
     assert event == UserErased(workspace_id=WS, user_id=user_id, at=T1)
-    erased = evolve(state, event)
+    erased = USER.evolve(state, event)
     assert isinstance(erased, UserState)
     assert erased.erased and erased.name == ERASED_NAME
     assert (erased.email, erased.avatar_url, erased.metadata) == (None, None, {})
@@ -309,18 +316,24 @@ def test_erase_clears_the_profile() -> None:
 # -- sessions ---------------------------------------------------------------------------------
 
 
-def issue(user_id: str, workspace: str = WS, ttl: int = 3600) -> IssueSession:
-    return IssueSession(
-        workspace_id=workspace, input=SessionInput(user_id=user_id, ttl_seconds=ttl)
+def issue(
+    owner: UserState | None, user_id: str, workspace: str = WS, ttl: int = 3600
+) -> domain.IssueSession:
+    return domain.IssueSession(
+        workspace_id=workspace,
+        now=T1,
+        user_id=user_id,
+        owner=owner,
+        session_id="ses_1",
+        prefix="st_abc",
+        token_hash="h",
+        ttl_seconds=ttl,
     )
 
 
-ISSUE = functools.partial(domain.decide_issue_session, session_id="ses_1", prefix="st_abc")
-
-
-def test_issue_session_expires_after_the_ttl() -> None:
+def test_a_session_expires_after_its_ttl() -> None:
     user, user_id = created_user()
-    event = ISSUE(issue(user_id, ttl=60), user, None, T1, token_hash="h")
+    event = decide(SESSION, issue(user, user_id, ttl=60), None)
     assert event == SessionIssued(
         workspace_id=WS,
         session_id="ses_1",
@@ -330,48 +343,52 @@ def test_issue_session_expires_after_the_ttl() -> None:
         expires_at=T1 + timedelta(seconds=60),
         at=T1,
     )
-    assert evolve(None, event) == SessionState(
+    assert SESSION.evolve(None, event) == SessionState(
         id="ses_1", workspace_id=WS, user_id=user_id, expires_at=T1 + timedelta(seconds=60)
     )
 
 
 def test_banned_users_get_sessions() -> None:
     user, user_id = created_user()
-    banned = evolve(user, UserBanned(workspace_id=WS, user_id=user_id, at=T1))
-    assert isinstance(ISSUE(issue(user_id), banned, None, T1, token_hash="h"), SessionIssued)
+    banned = USER.evolve(user, UserBanned(workspace_id=WS, user_id=user_id, at=T1))
+    assert isinstance(decide(SESSION, issue(banned, user_id), None), SessionIssued)
 
 
-def test_no_session_for_unknown_foreign_or_erased_users() -> None:
+def test_there_is_no_session_for_unknown_foreign_or_erased_users() -> None:
     user, user_id = created_user()
-    erased = evolve(user, UserErased(workspace_id=WS, user_id=user_id, at=T1))
+    erased = USER.evolve(user, UserErased(workspace_id=WS, user_id=user_id, at=T1))
     with pytest.raises(NotFound):
-        ISSUE(issue(user_id), None, None, T1, token_hash="h")
+        decide(SESSION, issue(None, user_id), None)
     with pytest.raises(NotFound):
-        ISSUE(issue(user_id, OTHER), user, None, T1, token_hash="h")
+        decide(SESSION, issue(user, user_id, OTHER), None)
     with pytest.raises(NotFound):
-        ISSUE(issue(user_id), erased, None, T1, token_hash="h")
+        decide(SESSION, issue(erased, user_id), None)
     with pytest.raises(NotFound):  # the state handed in is some other user's
-        ISSUE(issue("usr_other"), user, None, T1, token_hash="h")
+        decide(SESSION, issue(user, "usr_other"), None)
 
 
-def test_revoke_session_once_and_only_in_its_workspace() -> None:
+def revoke_session(workspace: str = WS) -> domain.RevokeSession:
+    return domain.RevokeSession(workspace_id=workspace, now=T0)
+
+
+def test_a_session_is_revoked_once_and_only_in_its_workspace() -> None:
     session = SessionState(id="ses_1", workspace_id=WS, user_id="usr_1", expires_at=T1)
-    event = domain.decide_revoke_session(WS, session, T0)
+    event = decide(SESSION, revoke_session(), session)
     assert event == SessionRevoked(workspace_id=WS, session_id="ses_1", at=T0)
-    revoked = evolve(session, event)
+    revoked = SESSION.evolve(session, event)
     assert isinstance(revoked, SessionState) and revoked.revoked
     with pytest.raises(NotFound):  # a revoked session is gone (DELETE twice: 404)
-        domain.decide_revoke_session(WS, revoked, T0)
+        decide(SESSION, revoke_session(), revoked)
     with pytest.raises(NotFound):
-        domain.decide_revoke_session(OTHER, session, T0)
+        decide(SESSION, revoke_session(OTHER), session)
     with pytest.raises(NotFound):
-        domain.decide_revoke_session(WS, None, T0)
+        decide(SESSION, revoke_session(), None)
 
 
 # -- authentication checks -----------------------------------------------------------------------
 
 
-def test_api_key_check() -> None:
+def test_an_api_key_must_match_and_be_unrevoked_with_one_message_for_both() -> None:
     good = secret_hash("sk_right")
     domain.check_api_key(good, good, revoked=False)
     for presented, revoked in [(secret_hash("sk_wrong"), False), (good, True)]:
@@ -380,7 +397,7 @@ def test_api_key_check() -> None:
         assert caught.value.message == "Invalid API key."
 
 
-def test_session_check_expiry_revocation_and_erasure() -> None:
+def test_a_session_token_fails_once_expired_revoked_erased_or_wrong() -> None:
     good = secret_hash("st_right")
     expires = T0 + timedelta(seconds=60)
     check = functools.partial(domain.check_session, good, expires_at=expires)
@@ -403,22 +420,36 @@ def test_session_check_expiry_revocation_and_erasure() -> None:
 # -- evolve ------------------------------------------------------------------------------------
 
 
-def test_evolve_ignores_events_that_do_not_apply() -> None:
-    user = fold_user()
-    assert evolve(user, ApiKeyRevoked(workspace_id=WS, key_id="k", at=T1)) is user
-    assert evolve(None, UserBanned(workspace_id=WS, user_id="u", at=T1)) is None
-    assert evolve(None, SessionRevoked(workspace_id=WS, session_id="s", at=T1)) is None
+def test_each_kind_ignores_events_that_are_not_its_own() -> None:
+    user, _ = created_user()
+    assert USER.evolve(user, ApiKeyRevoked(workspace_id=WS, key_id="k", at=T1)) is user
+    assert USER.evolve(None, UserBanned(workspace_id=WS, user_id="u", at=T1)) is None
+    assert SESSION.evolve(None, SessionRevoked(workspace_id=WS, session_id="s", at=T1)) is None
+    workspace = WorkspaceCreated(workspace_id=WS, name="A", app_key="a", app_secret="s", at=T0)
+    assert API_KEY.evolve(None, workspace) is None
+    assert SESSION.evolve(None, workspace) is None
+    assert USER.evolve(None, workspace) is None
 
 
 def test_a_folded_history_gives_the_latest_state() -> None:
     user_id = domain.user_id_for(WS, "ext-1")
-    state = fold(
-        UserUpserted(
-            workspace_id=WS, user_id=user_id, external_id="ext-1", name="A", created=True, at=T0
-        ),
-        UserBanned(workspace_id=WS, user_id=user_id, at=T0),
-        UserUpserted(workspace_id=WS, user_id=user_id, external_id="ext-1", name="B", at=T1),
-        UserUnbanned(workspace_id=WS, user_id=user_id, at=T1),
+    state = USER.fold(
+        [
+            UserUpserted(
+                workspace_id=WS, user_id=user_id, external_id="ext-1", name="A", created=True, at=T0
+            ),
+            UserBanned(workspace_id=WS, user_id=user_id, at=T0),
+            UserUpserted(workspace_id=WS, user_id=user_id, external_id="ext-1", name="B", at=T1),
+            UserUnbanned(workspace_id=WS, user_id=user_id, at=T1),
+        ]
     )
     assert isinstance(state, UserState)
     assert (state.name, state.banned, state.created_at, state.updated_at) == ("B", False, T0, T1)
+
+
+def test_a_command_of_another_kind_is_a_programming_error() -> None:
+    for decider in (WORKSPACE, API_KEY, SESSION):
+        with pytest.raises(TypeError):
+            decider.decide(upsert(), None)
+    with pytest.raises(TypeError):
+        USER.decide(create_workspace(), None)

@@ -1,21 +1,26 @@
 """Wiring and start-up of the media service.
 
 Owns the ``MEDIA`` stream, the bucket (created if missing), the temporary
-``uploads`` object store and the ``media`` read model; answers
-``confab.contracts.media`` (see ``handlers``), attaches the attachments of
-posted messages and deletes those of deleted ones (``projections.MessageLinks``),
-and purges uploads nobody attached (the handlers' sweeper).
+``uploads`` object store and the ``media`` read model; answers the commands
+(``commands``: ingests, run through the attachment decider of ``domain``) and
+queries (``queries``) of ``confab.contracts.media``, attaches the attachments
+of posted messages and deletes those of deleted ones
+(``projections.MessageLinks`` calling ``commands``), and purges uploads nobody
+attached (the commands' sweeper).
 """
 
 from __future__ import annotations
 
 from confab.aggregate import Aggregates
 from confab.bus import CONVERSATIONS, MEDIA
+from confab.eventlog import JetStreamLog
 from confab.service import Service, StartupError, run_service
+from confab.shell import CommandShell
 from confab_media import domain
-from confab_media.domain import AttachmentState, evolve, initial
-from confab_media.handlers import Handlers, ingests_bucket, uploads_store
+from confab_media.commands import Commands, ingests_bucket, uploads_store
+from confab_media.handlers import Lookups, routes
 from confab_media.projections import AttachmentsProjection, MessageLinks
+from confab_media.queries import Queries
 from confab_media.settings import MediaSettings
 from confab_media.storage import Storage
 from confab_media.store import Store, upgrade
@@ -42,32 +47,24 @@ async def setup(service: Service) -> None:
     assert service.engine is not None
     await upgrade(service.engine)  # an older build's table gains what this one writes
     attachments = await service.add_projection(AttachmentsProjection())
-    aggregates: Aggregates[AttachmentState] = Aggregates(
-        service.nc, service.js, MEDIA.name, initial=initial, evolve=evolve, cache_size=10_000
-    )
-    handlers = Handlers(
-        service.nc,
-        service.js,
-        aggregates,
-        Store(service.engine),
-        attachments,
-        storage,
-        uploads,
-        ingests,
-        settings,
-    )
+    log = JetStreamLog(service.nc, service.js, MEDIA.name)
+    shell = CommandShell(Aggregates(log, domain.DECIDER, cache_size=10_000))
+    store = Store(service.engine)
+    lookups = Lookups(service.js, storage, settings)
+    commands = Commands(shell, lookups, store, attachments, storage, uploads, ingests, settings)
+    queries = Queries(service.js, store, attachments, lookups)
     # It reads every conversation event for the few posts with attachments and the few
     # deletions: in batches, a while apart, rather than a transaction per handful of
     # messages. Only a reader of someone else's upload just attached waits on it.
-    handlers.links = await service.add_projection(
-        MessageLinks(handlers.on_message_posted, handlers.on_message_deleted),
+    lookups.links = await service.add_projection(
+        MessageLinks(commands.on_message_posted, commands.on_message_deleted),
         batch_size=2000,
         linger=0.5,
     )
-    for request_type, handler in handlers.routes():
+    for request_type, handler in routes(commands, queries):
         await service.rpc.serve(request_type, handler)
-    handlers.start_sweeper()
-    service.on_stop(handlers.stop_sweeper)
+    commands.start_sweeper()
+    service.on_stop(commands.stop_sweeper)
 
 
 def main() -> None:

@@ -6,6 +6,12 @@ an aggregate whose life is short: ``attachment.stored`` once, perhaps
 ``attachment.attached`` once, and perhaps ``attachment.deleted`` once after
 them. An attachment is attached only while it exists; an expired upload is
 deleted only while it is not attached.
+
+The decider (``confab.decider``): ``decide(command, state) -> Decision`` over
+the commands ``StoreAttachment``, ``Attach``, ``Expire`` and ``Delete``, each
+a typed value carrying what it needs (``now``, the event an ingest made);
+every one of them appends at most one event, and nothing when it would not
+change the attachment.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from confab.contracts.media import (
     DeleteReason,
     Filename,
 )
+from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Conflict, InvalidRequest
 
 # -- file types ------------------------------------------------------------------------------
@@ -242,6 +249,39 @@ class AttachmentState:
         return self.stored is not None and self.deleted is None
 
 
+class StoreAttachment(msgspec.Struct, kw_only=True, frozen=True):
+    """Record what an ingest stored (the event, made by the handler from the file)."""
+
+    stored: AttachmentStored
+
+
+class Attach(msgspec.Struct, kw_only=True, frozen=True):
+    """A posted message claims the attachment (messaging checked it; the log decides once)."""
+
+    conversation_id: str
+    sender_id: str | None
+    message_id: str
+    now: datetime
+
+
+class Expire(msgspec.Struct, kw_only=True, frozen=True):
+    """Delete an upload nobody attached within ``ttl``."""
+
+    now: datetime
+    ttl: timedelta
+
+
+class Delete(msgspec.Struct, kw_only=True, frozen=True):
+    workspace_id: str
+    attachment_id: str
+    reason: DeleteReason
+    message_id: str | None
+    now: datetime
+
+
+Command = StoreAttachment | Attach | Expire | Delete
+
+
 def initial() -> AttachmentState:
     return AttachmentState()
 
@@ -256,36 +296,64 @@ def evolve(state: AttachmentState, event: Event) -> AttachmentState:
     return state
 
 
-def decide_store(state: AttachmentState, stored: AttachmentStored) -> AttachmentStored | None:
-    """Store once: ``None`` if this attachment was stored already (a retried ingest)."""
-    if state.deleted is not None:
-        raise Conflict("This attachment was deleted.")
-    if state.stored is not None:
-        return None
-    return stored
+def decide(command: Command, state: AttachmentState) -> Decision[None]:
+    """What ``command`` does to the attachment in ``state``."""
+    match command:
+        case StoreAttachment():
+            # Store once: nothing if this attachment was stored already (a retried ingest).
+            if state.deleted is not None:
+                raise Conflict("This attachment was deleted.")
+            return NOTHING if state.stored is not None else emit(command.stored)
+        case Attach():
+            return _attach(command, state)
+        case Expire():
+            # Nothing if it is attached (even a moment ago), deleted, unknown, or not that old.
+            if not expired(state, now=command.now, ttl=command.ttl):
+                return NOTHING
+            assert state.stored is not None
+            return emit(
+                AttachmentDeleted(
+                    workspace_id=state.stored.workspace_id,
+                    attachment_id=state.stored.attachment_id,
+                    reason="upload_expired",
+                    at=command.now,
+                )
+            )
+        case Delete():
+            # Delete once: nothing if it was never stored or is deleted already.
+            if state.stored is None or state.deleted is not None:
+                return NOTHING
+            return emit(
+                AttachmentDeleted(
+                    workspace_id=command.workspace_id,
+                    attachment_id=command.attachment_id,
+                    reason=command.reason,
+                    message_id=command.message_id,
+                    at=command.now,
+                )
+            )
+    raise TypeError(f"not an attachment command: {type(command).__name__}")
 
 
-def decide_attach(
-    state: AttachmentState,
-    *,
-    conversation_id: str,
-    sender_id: str | None,
-    message_id: str,
-    now: datetime,
-) -> AttachmentAttached | None:
-    """Attach once, to a message of its conversation by its uploader; ``None`` otherwise
+DECIDER: Decider[Command, AttachmentState] = Decider(initial=initial, evolve=evolve, decide=decide)
+
+
+def _attach(command: Attach, state: AttachmentState) -> Decision[None]:
+    """Attach once, to a message of its conversation by its uploader; nothing otherwise
     (unknown, deleted, attached already, or not this message's to claim)."""
     stored = state.stored
     if stored is None or state.deleted is not None or state.attached is not None:
-        return None
-    if stored.conversation_id != conversation_id or stored.uploader_id != sender_id:
-        return None
-    return AttachmentAttached(
-        workspace_id=stored.workspace_id,
-        attachment_id=stored.attachment_id,
-        conversation_id=conversation_id,
-        message_id=message_id,
-        at=now,
+        return NOTHING
+    if stored.conversation_id != command.conversation_id or stored.uploader_id != command.sender_id:
+        return NOTHING
+    return emit(
+        AttachmentAttached(
+            workspace_id=stored.workspace_id,
+            attachment_id=stored.attachment_id,
+            conversation_id=command.conversation_id,
+            message_id=command.message_id,
+            at=command.now,
+        )
     )
 
 
@@ -297,43 +365,6 @@ def expired(state: AttachmentState, *, now: datetime, ttl: timedelta) -> bool:
         and state.deleted is None
         and state.attached is None
         and stored.at + ttl < now
-    )
-
-
-def decide_expire(
-    state: AttachmentState, *, now: datetime, ttl: timedelta
-) -> AttachmentDeleted | None:
-    """Delete an upload nobody attached within ``ttl``; ``None`` if it is attached (even a
-    moment ago), deleted, unknown, or not that old."""
-    if not expired(state, now=now, ttl=ttl):
-        return None
-    assert state.stored is not None
-    return AttachmentDeleted(
-        workspace_id=state.stored.workspace_id,
-        attachment_id=state.stored.attachment_id,
-        reason="upload_expired",
-        at=now,
-    )
-
-
-def decide_delete(
-    state: AttachmentState,
-    *,
-    workspace_id: str,
-    attachment_id: str,
-    reason: DeleteReason,
-    message_id: str | None,
-    now: datetime,
-) -> AttachmentDeleted | None:
-    """Delete once: ``None`` if it was never stored or is deleted already."""
-    if state.stored is None or state.deleted is not None:
-        return None
-    return AttachmentDeleted(
-        workspace_id=workspace_id,
-        attachment_id=attachment_id,
-        reason=reason,
-        message_id=message_id,
-        at=now,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -30,31 +31,42 @@ def stored(attachment_id: str = "att_1") -> AttachmentStored:
     )
 
 
+def decide(state: domain.AttachmentState, command: domain.Command) -> Any:
+    """The one event ``command`` appends, or None when it changes nothing."""
+    decision = domain.decide(command, state)
+    assert len(decision.events) <= 1 and decision.result is None
+    return decision.events[0] if decision.events else None
+
+
+def store(state: domain.AttachmentState) -> AttachmentStored | None:
+    return decide(state, domain.StoreAttachment(stored=stored()))
+
+
 def delete(state: domain.AttachmentState) -> AttachmentDeleted | None:
-    return domain.decide_delete(
-        state,
+    command = domain.Delete(
         workspace_id="ws_1",
         attachment_id="att_1",
         reason="message_deleted",
         message_id="msg_1",
         now=T0,
     )
+    return decide(state, command)
 
 
 def test_an_attachment_is_stored_once_and_deleted_once() -> None:
     state = domain.initial()
     assert delete(state) is None  # never stored: nothing to delete
-    event = domain.decide_store(state, stored())
-    assert event is not None
+    event = store(state)
+    assert event == stored()
     state = domain.evolve(state, event)
     assert state.exists
-    assert domain.decide_store(state, stored()) is None  # a retried ingest
+    assert store(state) is None  # a retried ingest
     gone = delete(state)
     assert gone is not None and gone.message_id == "msg_1"
     state = domain.evolve(state, gone)
     assert not state.exists and delete(state) is None
     with pytest.raises(Conflict):
-        domain.decide_store(state, stored())
+        store(state)
     # Folding an event twice changes nothing.
     assert domain.evolve(state, event) == state and domain.evolve(state, gone) == state
 
@@ -65,13 +77,10 @@ def attach(
     sender_id: str | None = "usr_1",
     message_id: str = "msg_1",
 ) -> AttachmentAttached | None:
-    return domain.decide_attach(
-        state,
-        conversation_id=conversation_id,
-        sender_id=sender_id,
-        message_id=message_id,
-        now=T0,
+    command = domain.Attach(
+        conversation_id=conversation_id, sender_id=sender_id, message_id=message_id, now=T0
     )
+    return decide(state, command)
 
 
 def test_an_upload_is_attached_once_by_its_uploaders_message_in_its_conversation() -> None:
@@ -91,20 +100,29 @@ def test_an_upload_is_attached_once_by_its_uploaders_message_in_its_conversation
     assert attach(domain.evolve(domain.evolve(domain.initial(), stored()), gone)) is None
 
 
+def expire(state: domain.AttachmentState, now: datetime, ttl: timedelta) -> Any:
+    return decide(state, domain.Expire(now=now, ttl=ttl))
+
+
 def test_only_an_unattached_upload_past_its_ttl_expires() -> None:
     ttl = timedelta(hours=1)
     state = domain.evolve(domain.initial(), stored())  # stored at T0
-    assert domain.decide_expire(state, now=T0 + ttl, ttl=ttl) is None  # not older than ttl
-    expired = domain.decide_expire(state, now=T0 + ttl + timedelta(seconds=1), ttl=ttl)
-    assert expired is not None and expired.reason == "upload_expired"
+    assert expire(state, T0 + ttl, ttl) is None  # not older than ttl
+    expired = expire(state, T0 + ttl + timedelta(seconds=1), ttl)
+    assert isinstance(expired, AttachmentDeleted) and expired.reason == "upload_expired"
     assert expired.attachment_id == "att_1" and expired.message_id is None
     later = T0 + 2 * ttl
     attached = attach(state)
     assert attached is not None
-    assert domain.decide_expire(domain.evolve(state, attached), now=later, ttl=ttl) is None
+    assert expire(domain.evolve(state, attached), later, ttl) is None
     deleted = domain.evolve(state, expired)
-    assert domain.decide_expire(deleted, now=later, ttl=ttl) is None  # once
-    assert domain.decide_expire(domain.initial(), now=later, ttl=ttl) is None
+    assert expire(deleted, later, ttl) is None  # once
+    assert expire(domain.initial(), later, ttl) is None
+
+
+def test_a_command_of_another_decider_is_a_programming_error() -> None:
+    with pytest.raises(TypeError):
+        domain.decide("store", domain.initial())  # type: ignore[arg-type]
 
 
 def test_only_reencoded_images_are_served_inline() -> None:
