@@ -62,7 +62,9 @@ class MemoryLog:
         self._messages: list[_Stored] = []
         self._by_subject: dict[str, list[int]] = {}  # subject -> its sequences, in order
         self._msg_ids: dict[str, tuple[int, float]] = {}  # msg id -> (seq, stored at)
-        self.appends = 0  # attempts, stored or not: what a test can count round trips by
+        # What a test counts round trips by: appends tried (stored or not), reads begun.
+        self.appends = 0
+        self.reads = 0
 
     async def append(
         self,
@@ -96,6 +98,7 @@ class MemoryLog:
         return Appended(seq=seq, duplicate=False)
 
     async def read(self, subject: str, after: int = 0, limit: int = 0) -> AsyncIterator[Envelope]:
+        self.reads += 1
         count = 0
         for seq in list(self._by_subject.get(subject, ())):
             if seq <= after:

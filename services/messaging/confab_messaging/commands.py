@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 
-from confab.aggregate import Executed
+from confab.aggregate import Aggregates, Executed
 from confab.contracts.base import Event, Ok, Request
 from confab.contracts.messaging import (
     Actor,
@@ -52,7 +52,7 @@ from confab.contracts.messaging import (
     SetTyping,
     subject,
 )
-from confab.conversation import ConversationView, message_object
+from confab.conversation import ConversationView, MessageView, message_object
 from confab.conversation import evolve as fold
 from confab.errors import Forbidden, InternalError, NotFound, Unavailable
 from confab.ids import new_id
@@ -65,6 +65,8 @@ from confab_messaging.handlers import Handler, Lookups, conversation_subject, va
 from confab_messaging.store import UserRow
 
 log = get_logger("confab_messaging")
+
+E = TypeVar("E", bound=Event)
 
 Shell = CommandShell[domain.Command, ConversationState]
 # The read side's view of an existing conversation, once it has applied a stream sequence.
@@ -80,6 +82,52 @@ def intent(actor: Actor, subject_: str, command: domain.Command, msg_id: str = "
     return Intent(
         subject_, command, actor.workspace_id, actor.user_id or actor.key_id or "", msg_id
     )
+
+
+async def message_as_now(
+    aggregates: Aggregates[domain.Command, ConversationState],
+    subject_: str,
+    state: ConversationState,
+    message_id: str,
+    *,
+    edit: tuple[int, MessageEdited] | None = None,
+) -> MessageView:
+    """A message of the conversation at ``subject_`` as it is now, from the log.
+
+    Its post (and last edit, unless ``edit`` gives it with where it was stored)
+    are read where ``state`` says they are, folded by the one fold, and given
+    the flags and reactions the state has: two reads at most, however long the
+    conversation. Its ``stream_seq`` is where the post is.
+    """
+    found = state.messages.get(message_id)
+    if found is None or not found.post_position or state.created_at is None:
+        raise InternalError()  # every message the state holds was folded with its position
+    view = ConversationView(state.id)
+    view.created_at = state.created_at
+    posted = await _stored(aggregates, subject_, found.post_position, MessagePosted)
+    fold(view, posted, found.post_position)
+    if edit is None and found.edit_position:
+        edited = await _stored(aggregates, subject_, found.edit_position, MessageEdited)
+        edit = (found.edit_position, edited)
+    if edit is not None:
+        fold(view, edit[1], edit[0])
+    message = view.messages[message_id]
+    message.deleted, message.hidden = found.deleted, found.hidden
+    message.reactions = {pair: n for n, pair in enumerate(found.reactions or ())}
+    return message
+
+
+async def _stored(
+    aggregates: Aggregates[domain.Command, ConversationState],
+    subject_: str,
+    position: int,
+    kind: type[E],
+) -> E:
+    """The event stored at ``position`` on ``subject_`` (revealed), which must be a ``kind``."""
+    async for envelope in aggregates.read(subject_, after=position - 1, limit=1):
+        if envelope.seq == position and isinstance(envelope.event, kind):
+            return envelope.event
+    raise Unavailable("The event log did not return a stored message; try again.")
 
 
 class Commands:
@@ -253,9 +301,10 @@ class Commands:
         if original is None:  # the decider appends nothing only for a known client_msg_id
             raise InternalError()
         # A resend: answer the original, as the conversation's log has it now.
-        message, position = await self.message_now(
+        message = await self.message_now(
             actor.workspace_id, subject_, executed.state, original, actor.user_id, users
         )
+        position = executed.state.messages[original].post_position
         return MessageSaved(message=message, created=False, stream_seq=position)
 
     async def edit_message(self, cmd: EditMessage, ctx: CallContext) -> MessageSaved:
@@ -272,14 +321,14 @@ class Commands:
             raise InternalError()  # the decider decides an edit or raises
         await self.lookups.settle(executed.version)  # history shows it when this returns
         users = await self.lookups.users(cmd.actor.workspace_id, [cmd.actor.user_id or ""])
-        message, _ = await self.message_now(
+        message = await self.message_now(
             cmd.actor.workspace_id,
             subject_,
             executed.state,
             message_id,
             cmd.actor.user_id,
             users,
-            edit=event,
+            edit=(executed.positions[0], event),
         )
         return MessageSaved(message=message, created=False, stream_seq=executed.positions[0])
 
@@ -292,42 +341,12 @@ class Commands:
         viewer: str | None,
         users: Mapping[str, UserRow],
         *,
-        edit: MessageEdited | None = None,
-    ) -> tuple[Message, int]:
-        """The message as it is now, and where its post is in the log.
-
-        Its post (and last edit, unless given) is read from the log where the
-        state says they are, folded by the one fold, and given the flags and
-        reactions the state has: two reads at most, however long the
-        conversation.
-        """
-        found = state.messages.get(message_id)
-        if found is None or not found.post_position or state.created_at is None:
-            raise InternalError()  # every message the state holds was folded with its position
-        view = ConversationView(state.id)
-        view.created_at = state.created_at
-        fold(
-            view,
-            await self._stored(subject_, found.post_position, MessagePosted),
-            found.post_position,
-        )
-        if edit is None and found.edit_position:
-            edit = await self._stored(subject_, found.edit_position, MessageEdited)
-        if edit is not None:
-            fold(view, edit, edit.seq)
-        message = view.messages[message_id]
-        message.deleted, message.hidden = found.deleted, found.hidden
-        message.reactions = {pair: n for n, pair in enumerate(found.reactions or ())}
-        attachments = await self.lookups.shown_attachments(workspace_id, [message])
-        author = render.sender(message.sender_id, users)
-        return message_object(message, viewer, author, attachments), found.post_position
-
-    async def _stored(self, subject_: str, position: int, kind: type[Event]) -> Any:
-        """The event stored at ``position`` on ``subject_`` (revealed), which must be a ``kind``."""
-        async for envelope in self.shell.aggregates.read(subject_, after=position - 1, limit=1):
-            if envelope.seq == position and isinstance(envelope.event, kind):
-                return envelope.event
-        raise Unavailable("The event log did not return a stored message; try again.")
+        edit: tuple[int, MessageEdited] | None = None,
+    ) -> Message:
+        """The message as it is now (``message_as_now``), for ``viewer``."""
+        found = await message_as_now(self.shell.aggregates, subject_, state, message_id, edit=edit)
+        attachments = await self.lookups.shown_attachments(workspace_id, [found])
+        return message_object(found, viewer, render.sender(found.sender_id, users), attachments)
 
     async def delete_message(self, cmd: DeleteMessage, _ctx: CallContext) -> Intent:
         now = self.clock()
