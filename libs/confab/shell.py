@@ -17,22 +17,38 @@ Every write request of every service goes the same way:
 a handler whose reply needs more than ``Executed`` calls ``run`` itself. The
 shell never reads a read model: the look-ups are the handler's, before
 deciding, and passed in the command.
+
+A service lists its handlers on two sides, commands and queries (each with a
+``routes()``); ``routes`` puts them together for ``RpcServer.serve``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from confab.aggregate import Aggregates, Executed
-from confab.contracts.base import Ok
+from confab.contracts.base import Ok, Request
 from confab.ids import new_id
-from confab.rpc import CallContext
+from confab.rpc import CallContext, Handler
 
 C = TypeVar("C")
 S = TypeVar("S")
 Req = TypeVar("Req")
+
+Route = tuple[type[Request], Handler]
+
+
+class Side(Protocol):
+    """The commands or the queries of a service."""
+
+    def routes(self) -> list[Route]: ...
+
+
+def routes(*sides: Side) -> list[Route]:
+    """Every request of the given sides with its handler."""
+    return [route for side in sides for route in side.routes()]
 
 
 @dataclass(frozen=True, slots=True)

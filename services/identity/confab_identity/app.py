@@ -16,10 +16,9 @@ from confab.decider import Decider
 from confab.eventlog import JetStreamLog
 from confab.personal import KeyRing
 from confab.service import Service, run_service
-from confab.shell import CommandShell
+from confab.shell import CommandShell, routes
 from confab_identity import domain
 from confab_identity.commands import Commands, Shells
-from confab_identity.handlers import routes
 from confab_identity.projections import IdentityProjection
 from confab_identity.queries import Queries
 from confab_identity.settings import IdentitySettings

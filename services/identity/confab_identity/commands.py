@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 
 from confab.aggregate import Executed
 from confab.authority import fence
-from confab.contracts.base import Ok, Request
+from confab.contracts.base import Ok
 from confab.contracts.identity import (
     ApiKey,
     CreateWorkspace,
@@ -56,10 +56,10 @@ from confab.ids import (
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
 from confab.rpc import CallContext
-from confab.shell import CommandShell, Intent
+from confab.shell import CommandShell, Intent, Route
 from confab_identity import domain
 from confab_identity.domain import ApiKeyState, SessionState, UserState, WorkspaceState
-from confab_identity.handlers import Handler, utcnow, valid
+from confab_identity.handlers import utcnow, valid
 from confab_identity.store import Store
 
 log = get_logger("confab_identity")
@@ -93,7 +93,7 @@ class Commands:
         self.read_wait = read_wait
         self.clock = clock
 
-    def routes(self) -> list[tuple[type[Request], Handler]]:
+    def routes(self) -> list[Route]:
         users, sessions = self.shells.users, self.shells.sessions
         return [
             (CreateWorkspace, self.create_workspace),

@@ -1,8 +1,8 @@
-"""What identity's two sides share, and its routes.
+"""What identity's two sides share: the clock, and the check of ids from requests.
 
 ``commands`` (the write side: one decider per aggregate kind, run by the
 command shell) and ``queries`` (the read side: the read model) each list
-their handlers; ``routes`` puts them together for the RPC server.
+their handlers; ``app`` serves both (``confab.shell.routes``).
 
 Nothing secret reaches a log line: handlers log ids only, and an unexpected
 failure is logged (by ``confab.rpc``) as its type and code locations, never
@@ -12,16 +12,10 @@ hashes).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
-from confab.contracts.base import Request
 from confab.errors import NotFound
 from confab.ids import is_valid_id
-from confab.rpc import CallContext
-
-Handler = Callable[[Any, CallContext], Awaitable[Any]]
 
 
 def utcnow() -> datetime:
@@ -33,8 +27,3 @@ def valid(value: str, what: str) -> str:
     if not is_valid_id(value):
         raise NotFound(f"{what} not found.")
     return value
-
-
-def routes(*sides: Any) -> list[tuple[type[Request], Handler]]:
-    """Every request of the given sides (``Commands``, ``Queries``) with its handler."""
-    return [route for side in sides for route in side.routes()]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from confab.contracts.base import Request
 from confab.contracts.identity import (
     ApiKeyPrincipal,
     AppCredentials,
@@ -33,8 +32,9 @@ from confab.eventlog import EventLog
 from confab.ids import is_valid_id
 from confab.projection import ProjectionRunner
 from confab.rpc import CallContext
+from confab.shell import Route
 from confab_identity import domain
-from confab_identity.handlers import Handler, utcnow, valid
+from confab_identity.handlers import utcnow, valid
 from confab_identity.store import Store
 
 LIST_LIMIT_MAX = 100
@@ -56,7 +56,7 @@ class Queries:
         self.read_wait = read_wait
         self.clock = clock
 
-    def routes(self) -> list[tuple[type[Request], Handler]]:
+    def routes(self) -> list[Route]:
         return [
             (ListWorkspaces, self.list_workspaces),
             (GetWorkspace, self.get_workspace),

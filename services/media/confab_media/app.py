@@ -15,10 +15,10 @@ from confab.aggregate import Aggregates
 from confab.bus import CONVERSATIONS, MEDIA
 from confab.eventlog import JetStreamLog
 from confab.service import Service, StartupError, run_service
-from confab.shell import CommandShell
+from confab.shell import CommandShell, routes
 from confab_media import domain
 from confab_media.commands import Commands, ingests_bucket, uploads_store
-from confab_media.handlers import Lookups, routes
+from confab_media.handlers import Lookups
 from confab_media.projections import AttachmentsProjection, MessageLinks
 from confab_media.queries import Queries
 from confab_media.settings import MediaSettings

@@ -55,7 +55,6 @@ from nats.js.object_store import ObjectStore
 
 from confab import shell
 from confab.aggregate import Executed
-from confab.contracts.base import Request
 from confab.contracts.media import (
     UPLOAD_TTL_SECONDS,
     UPLOADS_BUCKET,
@@ -71,10 +70,10 @@ from confab.ids import is_valid_id
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
 from confab.rpc import CallContext
-from confab.shell import CommandShell
+from confab.shell import CommandShell, Route
 from confab_media import content, domain
 from confab_media.domain import AttachmentState, Policy
-from confab_media.handlers import THUMBNAIL_DISPOSITION, Handler, Lookups, disposition, utcnow
+from confab_media.handlers import THUMBNAIL_DISPOSITION, Lookups, disposition, utcnow
 from confab_media.settings import MediaSettings
 from confab_media.storage import Storage
 from confab_media.store import Store
@@ -155,7 +154,7 @@ class Commands:
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    def routes(self) -> list[tuple[type[Request], Handler]]:
+    def routes(self) -> list[Route]:
         return [(IngestUpload, self.ingest)]
 
     async def _run(

@@ -1,4 +1,4 @@
-"""What both sides of media share, and its routes.
+"""What both sides of media share: policies, signed URLs, how far links have got.
 
 ``commands`` (ingests, attaching, deleting, purging) and ``queries`` (reads
 of the attachment read model) share:
@@ -10,14 +10,12 @@ of the attachment read model) share:
   ``response-content-type``) and so does the stored object itself;
 - how far ``MessageLinks`` (the follower of ``CONVERSATIONS`` that attaches
   attachments) has followed a conversation.
-
-``routes`` lists every request of ``contracts.media`` with its handler.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,18 +23,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from confab.bus import CONVERSATIONS
-from confab.contracts.base import Request
 from confab.contracts.media import StoredAttachment
 from confab.contracts.messaging import Attachment
 from confab.contracts.messaging import subject as conversation_subject
 from confab.projection import ProjectionRunner
-from confab.rpc import CallContext
 from confab_media import domain
 from confab_media.domain import Policy
 from confab_media.settings import MediaSettings
 from confab_media.storage import Storage
-
-Handler = Callable[[Any, CallContext], Awaitable[Any]]
 
 THUMBNAIL_DISPOSITION = "inline"  # thumbnails are always media's own encoding
 
@@ -136,8 +130,3 @@ class Lookups:
             uploader_id=row["uploader_id"],
             expires_at=self.clock() + lifetime,
         )
-
-
-def routes(*sides: Any) -> list[tuple[type[Request], Handler]]:
-    """Every request of the given sides (``Commands``, ``Queries``) with its handler."""
-    return [route for side in sides for route in side.routes()]

@@ -18,7 +18,6 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from confab.bus import MEDIA
-from confab.contracts.base import Request
 from confab.contracts.media import (
     AttachmentList,
     GetAttachments,
@@ -29,7 +28,8 @@ from confab.contracts.media import (
 from confab.ids import is_valid_id
 from confab.projection import ProjectionRunner
 from confab.rpc import CallContext
-from confab_media.handlers import Handler, Lookups
+from confab.shell import Route
+from confab_media.handlers import Lookups
 from confab_media.store import Store
 
 MISSING_LOOKUPS = 32  # ids looked up in the log when the read model does not have them yet
@@ -48,7 +48,7 @@ class Queries:
         self.attachments = attachments
         self.lookups = lookups
 
-    def routes(self) -> list[tuple[type[Request], Handler]]:
+    def routes(self) -> list[Route]:
         return [
             (GetUploadPolicy, self.upload_policy),
             (GetAttachments, self.get_attachments),

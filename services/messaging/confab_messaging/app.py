@@ -15,10 +15,10 @@ from confab.bus import CONVERSATIONS, IDENTITY
 from confab.eventlog import JetStreamLog, last_version
 from confab.rpc import RpcClient
 from confab.service import Service, run_service
-from confab.shell import CommandShell
+from confab.shell import CommandShell, routes
 from confab_messaging.commands import Commands
 from confab_messaging.domain import DECIDER
-from confab_messaging.handlers import Lookups, routes
+from confab_messaging.handlers import Lookups
 from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
 from confab_messaging.queries import Queries
 from confab_messaging.settings import MessagingSettings

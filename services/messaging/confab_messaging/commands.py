@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NATS
 
 from confab.aggregate import Aggregates, Executed
-from confab.contracts.base import Event, Ok, Request
+from confab.contracts.base import Event, Ok
 from confab.contracts.messaging import (
     Actor,
     AddParticipant,
@@ -58,10 +58,10 @@ from confab.errors import Forbidden, InternalError, NotFound, Unavailable
 from confab.ids import new_id
 from confab.logging import get_logger
 from confab.rpc import CallContext
-from confab.shell import CommandShell, Intent
+from confab.shell import CommandShell, Intent, Route
 from confab_messaging import domain, render
 from confab_messaging.domain import ConversationState, Resent
-from confab_messaging.handlers import Handler, Lookups, conversation_subject, valid
+from confab_messaging.handlers import Lookups, conversation_subject, valid
 from confab_messaging.store import UserRow
 
 log = get_logger("confab_messaging")
@@ -146,7 +146,7 @@ class Commands:
         self.existing = existing
         self.clock = clock
 
-    def routes(self) -> list[tuple[type[Request], Handler]]:
+    def routes(self) -> list[Route]:
         handler = self.shell.handler
         return [
             (CreateConversation, self.create_conversation),

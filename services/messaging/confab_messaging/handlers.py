@@ -1,4 +1,4 @@
-"""What both sides of messaging look up outside a conversation's log, and the routes.
+"""What both sides of messaging look up outside a conversation's log.
 
 ``commands`` (the write side) and ``queries`` (the read side) share these
 look-ups, each small and bounded:
@@ -12,23 +12,18 @@ look-ups, each small and bounded:
 - attachments with fresh URLs, from media (the only one that can sign them);
 - where a message is (reports and moderation name a message, not its
   conversation), and how far the conversations read model has got.
-
-``routes`` lists every request of ``contracts.messaging`` with its handler:
-commands from ``Commands``, queries from ``Queries``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from confab.bus import CONVERSATIONS, IDENTITY
 from confab.contracts import identity
-from confab.contracts.base import Request
 from confab.contracts.media import AttachmentList, GetAttachments
 from confab.contracts.messaging import Actor, Attachment, subject
 from confab.conversation import MessageView, shown_attachment_ids
@@ -36,7 +31,7 @@ from confab.errors import NotFound, Unavailable
 from confab.ids import is_valid_id
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
-from confab.rpc import CallContext, RpcClient
+from confab.rpc import RpcClient
 from confab_messaging import domain
 from confab_messaging.standing import Standing
 from confab_messaging.store import Row, Store, UserRow
@@ -44,8 +39,6 @@ from confab_messaging.store import Row, Store, UserRow
 log = get_logger("confab_messaging")
 
 USER_CACHE_MAX = 100_000
-
-Handler = Callable[[Any, CallContext], Awaitable[Any]]
 
 
 def valid(value: str | None, what: str) -> str:
@@ -231,8 +224,3 @@ class Lookups:
         self, workspace_id: str, rows: Iterable[Row]
     ) -> dict[str, Attachment]:
         return await self.shown_attachments(workspace_id, [MessageView.from_row(r) for r in rows])
-
-
-def routes(*sides: Any) -> list[tuple[type[Request], Handler]]:
-    """Every request of the given sides (``Commands``, ``Queries``) with its handler."""
-    return [route for side in sides for route in side.routes()]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from confab import realtime
-from confab.contracts.base import Ok, Request
+from confab.contracts.base import Ok
 from confab.contracts.messaging import (
     Actor,
     CheckParticipant,
@@ -37,8 +37,9 @@ from confab.errors import Forbidden, InvalidRequest, NotFound, Unavailable
 from confab.eventlog import EventLog
 from confab.ids import is_valid_id
 from confab.rpc import CallContext
+from confab.shell import Route
 from confab_messaging import domain, render
-from confab_messaging.handlers import Handler, Lookups, conversation_subject, valid
+from confab_messaging.handlers import Lookups, conversation_subject, valid
 from confab_messaging.store import MessagePage, Row, Store, conversation_view
 
 LIMIT_MAX = 100
@@ -83,7 +84,7 @@ class Queries:
         self.lookups = lookups
         self.log = log  # CONVERSATIONS: how far a conversation's history goes
 
-    def routes(self) -> list[tuple[type[Request], Handler]]:
+    def routes(self) -> list[Route]:
         return [
             (ListConversations, self.list_conversations),
             (GetConversation, self.get_conversation),
