@@ -132,11 +132,14 @@ class Aggregates(Generic[C, S]):
             self._cache.move_to_end(subject)
             return cached
         state, version = cached if cached is not None else (self.decider.initial(), 0)
-        evolve, stored = self.decider.evolve, self.decider.stored
-        async for envelope in self.read(subject, after=version):
-            state = evolve(state, envelope.event)
+        evolve, stored, keys = self.decider.evolve, self.decider.stored, self.keys
+        async for envelope in self.log.read(subject, version):
+            event = envelope.event
+            if keys is not None:
+                event = await keys.reveal(envelope.workspace, event)
+            state = evolve(state, event)
             if stored is not None:
-                stored(state, envelope.event, envelope.seq)
+                stored(state, event, envelope.seq)
             version = envelope.seq
         self._remember(subject, state, version)
         return state, version
@@ -227,7 +230,7 @@ class Aggregates(Generic[C, S]):
         correlation: str,
     ) -> Executed[S]:
         evolve, stored = self.decider.evolve, self.decider.stored
-        positions: list[int] = []
+        positions: tuple[int, ...] = ()
         for index, event in enumerate(decision.events):
             sealed = event if self.keys is None else await self.keys.seal(workspace, event)
             appended = await self.log.append(
@@ -239,19 +242,17 @@ class Aggregates(Generic[C, S]):
                 correlation=correlation,
                 expected_version=version,
             )
-            positions.append(appended.seq)
+            positions = (*positions, appended.seq)
             if appended.duplicate:
                 # Stored by an earlier attempt: the log, not this decision, is the truth.
                 state, version = await self.load(subject, fresh=True)
-                return Executed(
-                    state, version, decision.result, decision.events, tuple(positions), True
-                )
+                return Executed(state, version, decision.result, decision.events, positions, True)
             state = evolve(state, event)
             if stored is not None:
                 stored(state, event, appended.seq)
             version = appended.seq
             self._remember(subject, state, version)
-        return Executed(state, version, decision.result, decision.events, tuple(positions))
+        return Executed(state, version, decision.result, decision.events, positions)
 
     def forget(self, subject: str) -> None:
         self._cache.pop(subject, None)

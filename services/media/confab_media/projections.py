@@ -12,7 +12,7 @@ is idempotent, so a batch repeated after a crash changes nothing the first run
 did. Its tables hold only the checkpoint. Its name is new with the attached
 events: an older deployment's media replays ``CONVERSATIONS`` once from the
 start under it, attaching what older builds never recorded, and no upload
-expires before its conversation has been replayed (see ``Handlers.purge``).
+expires before its conversation has been replayed (see ``Commands.purge``).
 """
 
 from __future__ import annotations
