@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import msgspec
+
+from confab.contracts.base import PageLimit, TimeCursor
 from confab.contracts.identity import (
+    Email,
     EraseUser,
+    ExternalId,
     GetUser,
     IssueSession,
+    ListUsers,
     RevokeSession,
     Session,
     SessionInput,
@@ -14,9 +22,11 @@ from confab.contracts.identity import (
     UpsertUser,
     User,
     UserInput,
+    UserList,
     UserPatch,
     UserSaved,
 )
+from confab.contracts.messaging import ConversationCursor, ConversationList, ListConversations
 from confab.errors import NotFound
 from confab.ids import secret_hash, secret_prefix
 from confab_gateway.api import Call, Result, Router
@@ -49,6 +59,66 @@ async def upsert_user(call: Call) -> Result:
         correlation=call.correlation,
     )
     return Result(saved.user, 201 if saved.created else 200)
+
+
+class UserQuery(msgspec.Struct, kw_only=True, frozen=True):
+    external_id: ExternalId | None = None
+    email: Email | None = None
+    updated_since: datetime | None = None
+    cursor: TimeCursor | None = None
+    limit: PageLimit = 50
+
+
+@router.route(
+    "GET",
+    "/api/v1/users",
+    auth="api_key",
+    tag="users",
+    summary="The workspace's users (never erased ones), oldest change first, filtered by "
+    "external_id, email or updated_since; page on with next_cursor",
+    query=UserQuery,
+    response=UserList,
+    errors=(401, 422),
+)
+async def list_users(call: Call) -> UserList:
+    q: UserQuery = call.query
+    return await call.rpc.call(
+        ListUsers(
+            workspace_id=call.workspace_id,
+            external_id=q.external_id,
+            email=q.email,
+            updated_since=q.updated_since,
+            cursor=q.cursor,
+            limit=q.limit,
+        )
+    )
+
+
+class UserConversationsQuery(msgspec.Struct, kw_only=True, frozen=True):
+    cursor: ConversationCursor | None = None
+    limit: PageLimit = 50
+
+
+@router.route(
+    "GET",
+    "/api/v1/users/{user_id}/conversations",
+    auth="api_key",
+    tag="users",
+    summary="The conversations a user takes part in, newest activity first, with their "
+    "unread counts",
+    query=UserConversationsQuery,
+    response=ConversationList,
+    errors=(401, 404, 422),
+)
+async def user_conversations(call: Call) -> ConversationList:
+    user_id = call.path["user_id"]
+    await call.rpc.call(GetUser(workspace_id=call.workspace_id, user_id=user_id))  # 404
+    q: UserConversationsQuery = call.query
+    return await call.rpc.call(
+        ListConversations(
+            actor=call.actor, user_id=user_id, cursor=q.cursor, limit=q.limit, min_seq=call.min_seq
+        )
+    )
 
 
 @router.route(

@@ -9,6 +9,7 @@ in it) and never write.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,6 +82,12 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("last_activity_at", ts, nullable=False),
         sa.Column("stream_seq", sa.BigInteger, nullable=False),  # of the last event
         sa.Index("conversations_activity", "workspace_id", "last_activity_at", "id"),
+        # The tenant's metadata filter (metadata.<key>=<value>): containment on any key.
+        sa.Index(
+            "conversations_metadata",
+            sa.text("(metadata::jsonb) jsonb_path_ops"),
+            postgresql_using="gin",
+        ),
     )
     participants = sa.Table(
         "participants",
@@ -187,6 +194,21 @@ class ParticipantRow:
 Row = Mapping[str, Any]  # a row of ``messages`` / ``conversations`` as a mapping
 
 
+def _metadata_has(column: sa.ColumnElement[Any], key: str, value: str) -> sa.ColumnElement[bool]:
+    """``metadata`` has ``key`` with ``value``: as a string, or as the JSON literal it spells
+    ("3", "true", "null"). Containment on ``metadata::jsonb``, which the GIN index
+    ``conversations_metadata`` serves."""
+    wanted: list[Any] = [value]
+    try:
+        literal = json.loads(value)
+    except ValueError:
+        literal = value
+    if not isinstance(literal, (str, list, dict)) and literal is not value:
+        wanted.append(literal)
+    as_jsonb = sa.cast(column, JSONB)
+    return sa.or_(*(as_jsonb.op("@>")(sa.cast({key: w}, JSONB)) for w in wanted))
+
+
 def conversation_view(row: Row) -> ConversationView:
     """A ``conversations`` row as the fold's view (no participants or messages loaded)."""
     view = ConversationView(row["id"], row["workspace_id"])
@@ -276,6 +298,9 @@ class Store:
         *,
         before: tuple[datetime, str] | None,
         limit: int,
+        kind: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        updated_since: datetime | None = None,
     ) -> tuple[list[Row], dict[str, ParticipantRow], bool]:
         """A page, newest activity first: rows, the user's participation in each, more?"""
         c, p = self.t.conversations, self.t.participants
@@ -289,6 +314,12 @@ class Store:
             ).add_columns(
                 p.c.last_read_seq.label("my_read_seq"), p.c.unread_count.label("my_unread")
             )
+        if kind is not None:
+            query = query.where(c.c.type == kind)
+        for key, value in (metadata or {}).items():
+            query = query.where(_metadata_has(c.c.metadata, key, value))
+        if updated_since is not None:
+            query = query.where(c.c.last_activity_at >= updated_since)
         if before is not None:
             query = query.where(sa.tuple_(c.c.last_activity_at, c.c.id) < sa.tuple_(*before))
         query = query.order_by(c.c.last_activity_at.desc(), c.c.id.desc()).limit(limit + 1)
