@@ -140,21 +140,20 @@ class ProjectionRunner:
                 await self.ownership.release()
 
     async def _work(self) -> None:
+        """Balance, subscribe when what is owned changed, consume; until stopped or the
+        lock connection is lost."""
         psub: Any = None
         try:
             while not self._stopping.is_set():
                 self.ownership.check()
                 changed = await self.ownership.balance()
+                if psub is not None and (changed or not self.owned):
+                    await unsubscribe(psub)
+                    psub = None  # unsubscribed, even if subscribing again fails
                 if not self.owned:
-                    if psub is not None:
-                        await unsubscribe(psub)
-                        psub = None
                     await pause(self._stopping, BALANCE_INTERVAL)
                     continue
-                if changed or psub is None:
-                    if psub is not None:
-                        await unsubscribe(psub)
-                    psub = None  # unsubscribed, even if subscribing again fails
+                if psub is None:
                     psub = await self._subscribe()
                     self.last_error = None
                 if not await self._consume(psub, time.monotonic() + BALANCE_INTERVAL):
