@@ -21,11 +21,15 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab.db import checkpoint_table
 from confab.events import Envelope
+
+# What may fail while the database is away.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, sa.exc.DBAPIError)
 
 
 class Projection(ABC):

@@ -18,18 +18,14 @@ import contextlib
 from typing import Any, Protocol
 
 import asyncpg
-import sqlalchemy as sa
 
 from confab.db import plain_url
 from confab.logging import get_logger
-from confab.projection.base import pause
+from confab.projection.base import DATABASE_ERRORS, pause
 
 log = get_logger("confab.projection")
 
 NOTIFY_CHANNEL = "confab_checkpoints"
-
-# What may fail while the database is away.
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, sa.exc.DBAPIError)
 
 
 def notification(name: str, seq: int) -> str:

@@ -28,8 +28,8 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from confab.logging import get_logger
-from confab.projection.base import Projection, pause
-from confab.projection.checkpoints import DATABASE_ERRORS, CheckpointWatch
+from confab.projection.base import DATABASE_ERRORS, Projection, pause
+from confab.projection.checkpoints import CheckpointWatch
 from confab.projection.commit import BatchCommit, CheckpointMoved
 from confab.projection.consumer import durable_name, open_or_skip, subscribe_from, unsubscribe
 from confab.projection.ownership import BALANCE_INTERVAL, Ownership
