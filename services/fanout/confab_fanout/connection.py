@@ -298,9 +298,7 @@ class Connection:
         now = time.monotonic()
         limiter = self.subscribe_limiter
         if limiter is None:
-            limiter = self.subscribe_limiter = TokenBucket(
-                rate, now, settings.subscribe_burst
-            )
+            limiter = self.subscribe_limiter = TokenBucket(rate, now, settings.subscribe_burst)
         return limiter.take(now)
 
     def _presence_member(
@@ -386,9 +384,7 @@ class Connection:
         limiter = self.limiter
         now = time.monotonic()
         if limiter is None:
-            limiter = self.limiter = TokenBucket(
-                self.fanout.settings.client_events_per_second, now
-            )
+            limiter = self.limiter = TokenBucket(self.fanout.settings.client_events_per_second, now)
         if not limiter.take(now):
             self._reject_client_event(
                 "rate_limited", protocol.CLIENT_EVENT_REJECTED, "Client event rate limit exceeded"
@@ -434,9 +430,7 @@ async def serve(fanout: Fanout, request: web.Request) -> web.StreamResponse:
     )
     fanout.register(conn)
     try:
-        conn.send_frame(
-            protocol.connection_established(conn.socket_id, settings.activity_timeout)
-        )
+        conn.send_frame(protocol.connection_established(conn.socket_id, settings.activity_timeout))
         await conn.run()
     finally:
         conn.closing = True

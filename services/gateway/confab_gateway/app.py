@@ -87,9 +87,7 @@ async def setup(service: Service) -> None:
     )
     await auth.start(service.js)
     service.on_stop(auth.stop)
-    claims = await Claims.open(
-        service.js, settings.idempotency_bucket, settings.stream_replicas
-    )
+    claims = await Claims.open(service.js, settings.idempotency_bucket, settings.stream_replicas)
     limits = ClientLimits.from_settings(settings, settings.max_connections_per_address)
     runner = GuardedRunner(
         build_app(service, auth, claims),

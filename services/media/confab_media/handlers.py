@@ -168,9 +168,7 @@ class Handlers:
             max_bytes=settings.max_bytes,
             allowed=domain.parse_types(settings.allowed_types),
         )
-        self.policies = domain.parse_policies(
-            settings.workspace_policies, self.default_policy
-        )
+        self.policies = domain.parse_policies(settings.workspace_policies, self.default_policy)
         self.ttl = timedelta(seconds=settings.upload_ttl_seconds)
         self.grace = timedelta(seconds=settings.upload_grace_seconds)
         # The follower of CONVERSATIONS that attaches attachments (set once it is added).
