@@ -6,14 +6,9 @@ system, and moderate what widgets report.
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-from datetime import datetime
-
 import msgspec
 from aiohttp import web
 
-from confab.contracts.identity import IssueSession, Session, SessionInput, UpsertUser, UserInput
 from confab.contracts.messaging import (
     METADATA_FILTERS_MAX,
     AddParticipant,
@@ -317,72 +312,3 @@ async def moderate(call: Call) -> None:
             actor=call.actor, message_id=call.path["message_id"], action=call.body.action
         ),
     )
-
-
-class Guest(msgspec.Struct, kw_only=True, frozen=True):
-    user_id: str
-    name: str
-    token: str
-    expires_at: datetime
-
-
-class DemoRoom(msgspec.Struct, kw_only=True, frozen=True):
-    conversation_id: str
-    guests: list[Guest]
-
-
-@router.route(
-    "POST",
-    "/api/v1/demo/rooms",
-    auth="api_key",
-    tag="demo",
-    status=201,
-    summary="Create a demo room: a conversation of two guest users, with their session tokens",
-    response=DemoRoom,
-    errors=(401,),
-)
-async def create_demo_room(call: Call) -> Result:
-    room = secrets.token_hex(4)
-    names = ("Guest A", "Guest B")
-    saved = await asyncio.gather(
-        *(
-            call.rpc.call(
-                UpsertUser(
-                    workspace_id=call.workspace_id,
-                    input=UserInput(external_id=f"demo-{room}-{i}", name=name),
-                ),
-                correlation=call.correlation,
-            )
-            for i, name in enumerate(names)
-        )
-    )
-    user_ids = [s.user.id for s in saved]
-    saved: ConversationSaved = await call.rpc.call(
-        CreateConversation(
-            actor=call.actor,
-            input=ConversationInput(
-                participant_ids=user_ids,
-                type="group",
-                title=f"Demo room {room}",
-                metadata={"demo": True},
-            ),
-        ),
-        correlation=call.correlation,
-    )
-    sessions: list[Session] = await asyncio.gather(
-        *(
-            call.rpc.call(
-                IssueSession(
-                    workspace_id=call.workspace_id,
-                    input=SessionInput(user_id=uid, ttl_seconds=24 * 3600),
-                )
-            )
-            for uid in user_ids
-        )
-    )
-    call.wrote(saved.stream_seq)
-    guests = [
-        Guest(user_id=s.user.id, name=s.user.name, token=s.token, expires_at=s.expires_at)
-        for s in sessions
-    ]
-    return Result(DemoRoom(conversation_id=saved.conversation.id, guests=guests), 201)
