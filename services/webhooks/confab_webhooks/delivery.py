@@ -425,6 +425,7 @@ class Sender:
     async def _judge(self, target: Target, lane: Lane, item: Item, answer: Answer) -> None:
         now = utcnow()
         kind = domain.outcome(answer.status)
+        item.attempts += 1
         if kind == domain.DELIVERED:
             self.delivered += 1
             self._done(lane, item, "delivered", answer.status, None, now)
@@ -432,7 +433,6 @@ class Sender:
                 target.failing_since = None
                 await self._health(target.id, None, now, None)
             return
-        item.attempts += 1
         error = answer.error or f"HTTP {answer.status}"
         if kind == domain.GONE:
             item.due = time.monotonic() + self.schedule[0]
