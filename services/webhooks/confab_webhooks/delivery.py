@@ -164,6 +164,8 @@ class Outbound:
         except TimeoutError:
             return Answer(None, "timed out")
         except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddress):
+                return Answer(None, f"refused: {exc.os_error}")
             return Answer(None, f"cannot connect: {exc.os_error or exc}")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return Answer(None, f"{type(exc).__name__}: {exc}"[:300])
