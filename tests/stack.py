@@ -68,7 +68,13 @@ def running_stack(data_dir: Path, *flags: str, timeout: float = 120.0) -> Iterat
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "CONFAB_LOG_LEVEL": "info"},
+        env={
+            # Webhook retries a second apart, so a test of a receiver that is down waits
+            # for the receiver, not for the production back-off.
+            "CONFAB_WEBHOOKS_RETRY_SCHEDULE": "0.2,0.5,1*120",
+            **os.environ,
+            "CONFAB_LOG_LEVEL": "info",
+        },
     )
     lines = OutputLines(process)
     try:

@@ -247,11 +247,12 @@ class RotateInput(Body, kw_only=True, frozen=True):
 
 class RetryRangeInput(Body, kw_only=True, frozen=True):
     """Deliveries of one endpoint whose event was stored in [since, until) and that failed
-    (or ``status``) are sent again."""
+    (or have ``status``: ``delivered`` sends again what a receiver says it lost) are sent
+    again."""
 
     since: datetime
     until: datetime | None = None
-    status: Literal["failed", "pending"] = "failed"
+    status: Literal["failed", "delivered", "pending"] = "failed"
 
 
 class DeliveryQuery(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
