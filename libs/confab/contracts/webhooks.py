@@ -150,17 +150,9 @@ class Webhook(Reply, kw_only=True, frozen=True):
     updated_at: datetime
 
 
-class WebhookWithSecret(Reply, kw_only=True, frozen=True):
+class WebhookWithSecret(Webhook, kw_only=True, frozen=True):
     """An endpoint with its signing secret: shown only at creation and rotation."""
 
-    id: str
-    url: str
-    event_types: list[str]
-    enabled: bool
-    description: str = ""
-    disabled_reason: str | None = None
-    created_at: datetime
-    updated_at: datetime
     secret: str
     # After a rotation: until when the previous secret also signs.
     previous_secret_expires_at: datetime | None = None

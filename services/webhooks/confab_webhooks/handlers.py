@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from confab.aggregate import Aggregates, Decision
 from confab.contracts.base import Ok, Request
 from confab.contracts.webhooks import (
@@ -305,16 +307,8 @@ class Handlers:
 def _with_secret(
     state: EndpointState, secret: str, previous_expires_at: datetime | None
 ) -> WebhookWithSecret:
-    shown = domain.public(state)
     return WebhookWithSecret(
-        id=shown.id,
-        url=shown.url,
-        event_types=shown.event_types,
-        enabled=shown.enabled,
-        description=shown.description,
-        disabled_reason=shown.disabled_reason,
-        created_at=shown.created_at,
-        updated_at=shown.updated_at,
+        **msgspec.structs.asdict(domain.public(state)),
         secret=secret,
         previous_secret_expires_at=previous_expires_at,
     )

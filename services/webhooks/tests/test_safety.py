@@ -122,7 +122,7 @@ async def test_the_resolver_drops_refused_addresses_and_refuses_names_with_nothi
     guarded = GuardedResolver(allow_private=False, inner=inner)
     with pytest.raises(RefusedAddress, match="metadata"):
         await guarded.resolve("metadata.internal", 80)
-    with pytest.raises(RefusedAddress, match="private address, a loopback|loopback"):
+    with pytest.raises(RefusedAddress, match="loopback"):
         await guarded.resolve("rebind.example", 443)
     kept = await guarded.resolve("mixed.example", 443)
     assert [r["host"] for r in kept] == ["93.184.215.14"]
