@@ -241,8 +241,7 @@ class Feed:
         # Users erased while this node ran: their text in events still queued is blanked
         # as it is applied (what came before is blanked in the views at once).
         self.erased: set[tuple[str, str]] = set()
-        self._suspect_all = False  # a reconnect or a dropped message: check every view
-        self._reconnects = 0
+        self._reconnects = 0  # NATS reconnects seen: after one, every view is checked
         self._subs: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -262,11 +261,6 @@ class Feed:
             await sub.unsubscribe()
         self._subs = []
         await self.profiles.stop()
-
-    def suspect_all(self) -> None:
-        """Events may have been lost (a NATS reconnect, a slow-consumer drop): the next
-        recheck asks about every conversation this node follows."""
-        self._suspect_all = True
 
     # -- what subscriptions and resumes ask -----------------------------------------------
 
@@ -608,10 +602,8 @@ class Feed:
         """Ask the stream where the conversations worth checking stand; catch up those
         behind. How many were behind."""
         reconnects = int(self.nc.stats.get("reconnects", 0)) if self.nc is not None else 0
-        if reconnects != self._reconnects:
-            self._reconnects = reconnects  # live events may have been lost meanwhile
-            self._suspect_all = True
-        everything, self._suspect_all = self._suspect_all, False
+        everything = reconnects != self._reconnects  # live events may have been lost
+        self._reconnects = reconnects
         since = time.monotonic() - self.recheck_window
         keys = [
             key
