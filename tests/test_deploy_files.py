@@ -34,6 +34,7 @@ from confab_identity.settings import IdentitySettings
 from confab_infra.nats_auth import PERMISSIONS, ROUTE_USER, password_variable
 from confab_media.settings import MediaSettings
 from confab_messaging.settings import MessagingSettings
+from confab_webhooks.settings import WebhooksSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -46,6 +47,7 @@ SETTINGS: dict[str, type[Settings]] = {
     "messaging": MessagingSettings,
     "media": MediaSettings,
     "fanout": FanoutSettings,
+    "webhooks": WebhooksSettings,
 }
 SERVICES = tuple(SETTINGS)
 HEALTH_PATHS = {"/healthz", "/metrics"}  # confab.service.health_routes

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,9 +37,14 @@ def up_command(data_dir: Path, *extra: str) -> list[str]:
 
 
 def launch(
-    data_dir: Path, gateway_port: int, *extra: str, log_level: str = "warning"
+    data_dir: Path,
+    gateway_port: int,
+    *extra: str,
+    log_level: str = "warning",
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], OutputLines]:
-    """``confab up`` on ``data_dir`` with free ports, its output readable line by line."""
+    """``confab up`` on ``data_dir`` with free ports, its output readable line by line;
+    ``env`` adds to (and yields to) the caller's environment."""
     from confab_infra.backends import free_port
     from confab_infra.process import OutputLines
 
@@ -49,7 +54,7 @@ def launch(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "CONFAB_LOG_LEVEL": log_level},
+        env={**(env or {}), **os.environ, "CONFAB_LOG_LEVEL": log_level},
     )
     return process, OutputLines(process)
 

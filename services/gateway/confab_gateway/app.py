@@ -17,6 +17,7 @@ from confab_gateway import (
     conversations,
     openapi,
     users,
+    webhooks,
     widget,
 )
 from confab_gateway import web as pages
@@ -37,6 +38,7 @@ ROUTERS: list[Router] = [
     attachments.router,
     broadcasting.router,
     admin_webhooks.router,
+    webhooks.router,
 ]
 
 
