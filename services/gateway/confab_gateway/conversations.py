@@ -6,6 +6,8 @@ system, and moderate what widgets report.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 from aiohttp import web
 

@@ -10,7 +10,7 @@ endpoint's history is the tenant's configuration, written and read only here) an
 authority follower blanks an erased user's messages in the views before identity's
 erasure returns.
 
-The process lowers its own scheduling priority (``webhooks_nice``): deliveries are
+The process lowers its own scheduling priority (``nice``): deliveries are
 asynchronous, so under load they wait for the CPU the real-time path does not use.
 """
 
@@ -36,17 +36,17 @@ async def setup(service: Service) -> None:
     settings = service.settings
     assert isinstance(settings, WebhooksSettings)
     try:
-        domain.parse_schedule(settings.webhooks_retry_schedule)
+        domain.parse_schedule(settings.retry_schedule)
     except ValueError as exc:
         raise StartupError(f"CONFAB_WEBHOOKS_RETRY_SCHEDULE: {exc}") from None
-    if settings.webhooks_nice:
-        os.nice(max(0, settings.webhooks_nice - os.nice(0)))
+    if settings.nice:
+        os.nice(max(0, settings.nice - os.nice(0)))
     # The streams it follows are declared too (idempotent): start-up order does not matter.
     await service.declare(WEBHOOKS, CONVERSATIONS, IDENTITY, MEDIA)
     assert service.engine is not None
     store = Store(service.engine)
     keys = await service.key_ring()
-    renderer = Renderer(service.nc, keys, views=settings.webhooks_views)
+    renderer = Renderer(service.nc, keys, views=settings.views)
     await renderer.start()
     service.on_stop(renderer.stop)
     outbound = Outbound(settings)
@@ -62,7 +62,7 @@ async def setup(service: Service) -> None:
         endpoints,
         renderer,
         outbound,
-        allow_private=settings.webhooks_allow_private,
+        allow_private=settings.allow_private,
         read_wait=settings.read_wait_seconds,
     )
     sender = Sender(store, renderer, outbound, settings, handlers.disable)
@@ -77,7 +77,7 @@ async def setup(service: Service) -> None:
     intakes = {}
     for source in SOURCES:
         take = renderer.take if source == "conversations" else None
-        intake = Intake(source, settings.webhooks_partitions, sender.offer, take)
+        intake = Intake(source, settings.partitions, sender.offer, take)
         intakes[source] = await service.add_projection(intake, batch_size=500)
     sender.follow(intakes, endpoints)
     await sender.start()

@@ -6,14 +6,14 @@ copy stops, and rows the API asked to send again). Each endpoint has *lanes*, on
 conversation (or user, or attachment); a lane sends its oldest delivery and the next
 only once that one is delivered or has failed for good, so one endpoint sees one
 conversation's events in log order. Lanes of one endpoint go out side by side, up to
-``webhooks_endpoint_concurrency`` at a time.
+``endpoint_concurrency`` at a time.
 
 An attempt is a POST of the body rendered now (``render``), signed the Standard
 Webhooks way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature`` with one
 ``v1,`` signature per live secret), through a client that never follows a redirect,
 never connects to a refused address (``safety``), reads at most
-``webhooks_response_limit_bytes`` of the answer and gives up after
-``webhooks_timeout_seconds``. What an answer means (``domain.outcome``):
+``response_limit_bytes`` of the answer and gives up after
+``timeout_seconds``. What an answer means (``domain.outcome``):
 
 - 2xx: delivered;
 - 410: the endpoint is disabled (``webhook.disabled``), its deliveries wait;
@@ -22,10 +22,10 @@ never connects to a refused address (``safety``), reads at most
   hammered by every lane at once;
 - any other status: this delivery alone waits for its next attempt.
 
-The wait after the n-th failed attempt is the n-th step of ``webhooks_retry_schedule``
+The wait after the n-th failed attempt is the n-th step of ``retry_schedule``
 (±20 % jitter); after the last step the delivery has failed (listed, and can be sent
 again through the API) and its lane moves on. An endpoint with no success for
-``webhooks_disable_after_seconds`` is disabled with the reason.
+``disable_after_seconds`` is disabled with the reason.
 
 Outcomes are written back in batches (``store.RECORD``). A crash loses none: a row not
 yet marked delivered is sent again by whoever owns its partition next (at least once;
@@ -118,10 +118,10 @@ class Outbound:
     """The one HTTP client deliveries and pings go through."""
 
     def __init__(self, settings: WebhooksSettings) -> None:
-        self.allow_private = settings.webhooks_allow_private
-        self.limit = settings.webhooks_response_limit_bytes
-        self.timeout = aiohttp.ClientTimeout(total=settings.webhooks_timeout_seconds)
-        self.concurrency = settings.webhooks_concurrency
+        self.allow_private = settings.allow_private
+        self.limit = settings.response_limit_bytes
+        self.timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        self.concurrency = settings.concurrency
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -240,12 +240,12 @@ class Sender:
         self.outbound = outbound
         self.signer = Signer()
         self.disable = disable
-        self.schedule = domain.parse_schedule(settings.webhooks_retry_schedule)
-        self.max_retry_after = settings.webhooks_max_retry_after_seconds
-        self.per_endpoint = settings.webhooks_endpoint_concurrency
-        self.concurrency = settings.webhooks_concurrency
-        self.disable_after = timedelta(seconds=settings.webhooks_disable_after_seconds)
-        self.keep = timedelta(seconds=settings.webhooks_keep_seconds)
+        self.schedule = domain.parse_schedule(settings.retry_schedule)
+        self.max_retry_after = settings.max_retry_after_seconds
+        self.per_endpoint = settings.endpoint_concurrency
+        self.concurrency = settings.concurrency
+        self.disable_after = timedelta(seconds=settings.disable_after_seconds)
+        self.keep = timedelta(seconds=settings.keep_seconds)
         self.targets: dict[str, Target] = {}
         self.queued: dict[int, Item] = {}  # by row id: waiting or in flight here
         self.in_flight = 0

@@ -176,7 +176,7 @@ async def test_a_loopback_endpoint_is_never_connected_to_unless_allowed(
     receiver: tuple[str, list[web.Request]],
 ) -> None:
     base, seen = receiver
-    strict = await outbound(webhooks_allow_private=False)
+    strict = await outbound(allow_private=False)
     named = base.replace("127.0.0.1", "localhost")
     try:
         for url in (f"{base}/hook", f"{named}/hook"):
@@ -186,7 +186,7 @@ async def test_a_loopback_endpoint_is_never_connected_to_unless_allowed(
     finally:
         await strict.stop()
     assert seen == []
-    allowing = await outbound(webhooks_allow_private=True)
+    allowing = await outbound(allow_private=True)
     try:
         answer = await allowing.post(f"{base}/hook", b"{}", {})
     finally:
@@ -199,9 +199,9 @@ async def test_redirects_are_not_followed_bodies_are_cut_and_attempts_time_out(
 ) -> None:
     base, seen = receiver
     client = await outbound(
-        webhooks_allow_private=True,
-        webhooks_response_limit_bytes=64,
-        webhooks_timeout_seconds=0.5,
+        allow_private=True,
+        response_limit_bytes=64,
+        timeout_seconds=0.5,
     )
     try:
         moved = await client.post(f"{base}/redirect", b"{}", {})
