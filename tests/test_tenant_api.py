@@ -17,6 +17,7 @@ from confab.db import create_engine
 from confab_messaging.store import TABLES, _metadata_has
 from tests.client import Api, new_workspace
 from tests.stack import RunningStack
+from tests.test_media_api import png_bytes, upload
 from tests.test_messaging_api import World, send
 
 
@@ -196,3 +197,55 @@ async def test_one_conversation_and_history_as_moderators_see_it(
     for path in ("", "/messages", "/events"):
         status, body = await stranger.get(f"/api/v1/conversations/{cid}{path}")
         assert (status, body["error"]["code"]) == (404, "not_found")
+
+
+async def test_a_users_data_export_holds_everything_of_theirs_and_nothing_else(
+    world: World, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    tenant = world.tenant
+    ann, ann_w = await world.user("Ann")
+    bob, bob_w = await world.user("Bob")
+    cat, _ = await world.user("Cat")
+    first = await world.conversation(ann, bob)
+    group = await world.conversation(ann, bob, cat, kind="group")
+    status, photo = await upload(ann_w, first, png_bytes((4, 3)), "photo.png")
+    assert status == 201
+    hello = await send(ann_w, first, "hello Bob", attachment_ids=[photo["id"]])
+    oops = await send(ann_w, group, "oops")
+    await send(bob_w, first, "Bob's own words")
+    assert (await ann_w.delete(f"/api/widget/conversations/{group}/messages/{oops['id']}"))[
+        0
+    ] == 204
+    react = f"/api/widget/conversations/{first}/messages/{hello['id']}/reactions"
+    assert (await ann_w.post(react, {"emoji": "👍"}))[0] == 204
+    assert (await ann_w.post(f"/api/widget/conversations/{first}/read", {}))[0] == 204
+    removed = f"/api/v1/conversations/{group}/participants/{ann['id']}"
+    assert (await tenant.delete(removed))[0] == 204
+
+    async with http.get(
+        f"{stack.gateway}/api/v1/users/{ann['id']}/export", headers=tenant.headers
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Content-Disposition"].startswith("attachment")
+        export = json.loads(await response.read())
+    assert export["user"]["id"] == ann["id"] and export["user"]["name"] == "Ann"
+    joined = {c["conversation_id"]: c for c in export["conversations"]}
+    assert set(joined) == {first, group}
+    assert joined[first]["active"] and not joined[group]["active"]
+    assert joined[first]["last_read_seq"] >= hello["seq"]
+    assert export["reactions"] == [
+        {"conversation_id": first, "message_id": hello["id"], "emoji": "👍"}
+    ]
+    messages = {m["id"]: m for m in export["messages"]}
+    assert set(messages) == {hello["id"], oops["id"]}  # hers only
+    assert (messages[oops["id"]]["content"], messages[oops["id"]]["deleted"]) == ("", True)
+    (attached,) = messages[hello["id"]]["attachments"]
+    assert attached["id"] == photo["id"] and attached["url"].startswith("http")
+    assert "Bob's own words" not in json.dumps(export)
+
+    admin = Api(http, stack.gateway, stack.admin_headers)
+    stranger = World(admin, await new_workspace(admin, "Other")).tenant
+    assert (await stranger.get(f"/api/v1/users/{ann['id']}/export"))[0] == 404
+    assert (await tenant.delete(f"/api/v1/users/{ann['id']}"))[0] == 204
+    status, body = await tenant.get(f"/api/v1/users/{ann['id']}/export")
+    assert (status, body["error"]["code"]) == (404, "not_found")  # erased: nothing to export

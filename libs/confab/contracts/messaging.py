@@ -527,6 +527,59 @@ class ListModeratedMessages(Request, kw_only=True, frozen=True):
     min_seq: StreamSeq = 0
 
 
+class Membership(msgspec.Struct, kw_only=True, frozen=True):
+    conversation_id: str
+    type: ConversationType
+    title: str | None = None
+    metadata: Metadata = {}
+    created_at: datetime
+    active: bool  # False: they were removed (or left)
+    last_read_seq: int
+
+
+class UserReaction(msgspec.Struct, kw_only=True, frozen=True):
+    conversation_id: str
+    message_id: str
+    emoji: str
+
+
+class UserActivity(Reply, kw_only=True, frozen=True):
+    memberships: list[Membership]
+    reactions: list[UserReaction]
+
+
+class UserExport(msgspec.Struct, kw_only=True, frozen=True):
+    """What ``GET /api/v1/users/{id}/export`` streams (for the API's description: the
+    profile is identity's ``User``, the messages are streamed page by page)."""
+
+    user: dict[str, Any]
+    exported_at: datetime
+    conversations: list[Membership]
+    reactions: list[UserReaction]
+    messages: list[Message]
+
+
+class GetUserActivity(Request, kw_only=True, frozen=True):
+    """One user's part in the workspace's conversations, for their data export (tenant)."""
+
+    subject: ClassVar[str] = "messaging.q.get_user_activity"
+    reply: ClassVar[type[msgspec.Struct]] = UserActivity
+    actor: Actor
+    user_id: str
+
+
+class ListUserMessages(Request, kw_only=True, frozen=True):
+    """The messages a user sent, in the order they were stored (``next_cursor``: a stream
+    sequence), as history shows them, for their data export (tenant)."""
+
+    subject: ClassVar[str] = "messaging.q.list_user_messages"
+    reply: ClassVar[type[msgspec.Struct]] = MessageList
+    actor: Actor
+    user_id: str
+    cursor: SeqCursor | None = None
+    limit: Limit = 100
+
+
 class ListEvents(Request, kw_only=True, frozen=True):
     subject: ClassVar[str] = "messaging.q.list_events"
     reply: ClassVar[type[msgspec.Struct]] = EventList

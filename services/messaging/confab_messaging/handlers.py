@@ -352,7 +352,7 @@ class Handlers:
         shown = [i for v in views for i in shown_attachment_ids(v, moderator)]
         return await self._attachments(workspace_id, shown)
 
-    async def _render_messages(
+    async def render_messages(
         self, workspace_id: str, page: MessagePage, viewer: str | None, moderator: bool = False
     ) -> list[Message]:
         users = await self._profiles(
@@ -770,7 +770,7 @@ class Handlers:
             query.actor.workspace_id, [row], {row["id"]: unread}, query.actor.user_id
         )
         page = await self.store.messages(row["id"], before=None, after=None, limit=limit)
-        messages = await self._render_messages(query.actor.workspace_id, page, query.actor.user_id)
+        messages = await self.render_messages(query.actor.workspace_id, page, query.actor.user_id)
         return ConversationWithMessages(
             conversation=conversation, messages=messages, has_more=page.has_more
         )
@@ -798,7 +798,7 @@ class Handlers:
         page = await self.store.messages(
             row["id"], before=query.before, after=query.after, limit=limit
         )
-        data = await self._render_messages(
+        data = await self.render_messages(
             query.actor.workspace_id, page, query.actor.user_id, moderator
         )
         cursor = None
@@ -884,7 +884,7 @@ class Handlers:
             limit=limit,
         )
         page = await self.store.messages_by_id(sorted({r["message_id"] for r in rows}))
-        messages = {m.id: m for m in await self._render_messages(workspace_id, page, None)}
+        messages = {m.id: m for m in await self.render_messages(workspace_id, page, None)}
         data = [
             Report(
                 id=r["id"],

@@ -120,6 +120,7 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("version", sa.Integer, nullable=False),  # conversation seq of the last change
         sa.Column("stream_seq", sa.BigInteger, nullable=False),  # where it was posted
         sa.UniqueConstraint("conversation_id", "seq", name="messages_conversation_seq"),
+        sa.Index("messages_sender", "sender_id", "stream_seq"),  # a user's data export
         # Unread counts: the visible messages after a read mark, with their sender.
         sa.Index(
             "messages_visible",
@@ -136,6 +137,7 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("emoji", sa.Text, primary_key=True),
         sa.Column("user_id", sa.Text, primary_key=True),
         sa.Column("seq", sa.Integer, nullable=False),  # conversation seq when added
+        sa.Index("reactions_user", "user_id"),  # a user's data export
     )
     reports = sa.Table(
         "reports",
@@ -429,6 +431,59 @@ class Store:
                 rows.reverse()
             reactions = await self._reactions(conn, [r.id for r in rows])
         return MessagePage([r._mapping for r in rows], reactions, has_more)
+
+    # -- one user's data (their export) --------------------------------------------------
+
+    async def memberships(self, workspace_id: str, user_id: str) -> list[Row]:
+        """Every conversation the user takes or took part in, with their read mark."""
+        c, p = self.t.conversations, self.t.participants
+        query = (
+            sa.select(
+                c.c.id,
+                c.c.type,
+                c.c.title,
+                c.c.metadata,
+                c.c.created_at,
+                p.c.active,
+                p.c.last_read_seq,
+            )
+            .join(p, p.c.conversation_id == c.c.id)
+            .where(c.c.workspace_id == workspace_id, p.c.user_id == user_id)
+            .order_by(c.c.created_at, c.c.id)
+        )
+        async with self.engine.connect() as conn:
+            return [r._mapping for r in (await conn.execute(query)).all()]
+
+    async def user_reactions(self, workspace_id: str, user_id: str) -> list[Row]:
+        r, m, c = self.t.reactions, self.t.messages, self.t.conversations
+        query = (
+            sa.select(r.c.message_id, m.c.conversation_id, r.c.emoji)
+            .join(m, m.c.id == r.c.message_id)
+            .join(c, c.c.id == m.c.conversation_id)
+            .where(r.c.user_id == user_id, c.c.workspace_id == workspace_id)
+            .order_by(m.c.conversation_id, r.c.seq)
+        )
+        async with self.engine.connect() as conn:
+            return [x._mapping for x in (await conn.execute(query)).all()]
+
+    async def sent_by(
+        self, workspace_id: str, user_id: str, *, after: int, limit: int
+    ) -> MessagePage:
+        """The user's messages in the workspace, in the order they were stored."""
+        m, c = self.t.messages, self.t.conversations
+        query = (
+            sa.select(m)
+            .join(c, c.c.id == m.c.conversation_id)
+            .where(m.c.sender_id == user_id, c.c.workspace_id == workspace_id)
+            .where(m.c.stream_seq > after)
+            .order_by(m.c.stream_seq)
+            .limit(limit + 1)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            page = rows[:limit]
+            reactions = await self._reactions(conn, [x.id for x in page])
+        return MessagePage([x._mapping for x in page], reactions, len(rows) > limit)
 
     # -- events and reports ------------------------------------------------------------
 
