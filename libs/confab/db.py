@@ -55,10 +55,19 @@ def checkpoint_table(metadata: sa.MetaData) -> sa.Table:
 
 
 async def create_tables(engine: AsyncEngine, metadata: sa.MetaData) -> None:
-    """Create the schema and tables if missing; safe to run from several processes at once."""
+    """Create the schema, tables and indexes if missing; safe to run from several processes
+    at once. An index added to a table that exists already is created too (``create_all``
+    alone skips a table's indexes when the table is there)."""
     async with engine.begin() as conn:
         # Serialise concurrent creators: CREATE … IF NOT EXISTS still races in PostgreSQL.
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7267265)"))
         if metadata.schema:
             await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{metadata.schema}"'))
         await conn.run_sync(metadata.create_all)
+        await conn.run_sync(_create_missing_indexes, metadata)
+
+
+def _create_missing_indexes(conn: sa.Connection, metadata: sa.MetaData) -> None:
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)

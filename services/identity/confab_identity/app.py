@@ -2,8 +2,8 @@
 
 Owns the ``IDENTITY`` stream and the ``identity`` read model; answers the
 commands (``commands``: one decider of ``domain`` per aggregate kind, each
-run by its command shell) and queries (``queries``) of
-``confab.contracts.identity``.
+run by its command shell) and queries (``queries``, and the tenant's user
+directory, ``directory``) of ``confab.contracts.identity``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from confab.aggregate import Aggregates
 from confab.bus import IDENTITY
+from confab.contracts.identity import ListUsers
 from confab.decider import Decider
 from confab.eventlog import JetStreamLog
 from confab.personal import KeyRing
@@ -19,6 +20,7 @@ from confab.service import Service, run_service
 from confab.shell import CommandShell, routes
 from confab_identity import domain
 from confab_identity.commands import Commands, Shells
+from confab_identity.directory import Directory
 from confab_identity.projections import IdentityProjection
 from confab_identity.queries import Queries
 from confab_identity.settings import IdentitySettings
@@ -50,6 +52,7 @@ async def setup(service: Service) -> None:
     queries = Queries(store, runner, log, read_wait=read_wait)
     for request_type, handler in routes(commands, queries):
         await service.rpc.serve(request_type, handler)
+    await service.rpc.serve(ListUsers, Directory(store).list_users)
 
 
 def main() -> None:

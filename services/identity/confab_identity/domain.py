@@ -42,8 +42,7 @@ from confab.contracts.identity import (
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from confab.ids import same_secret
-
-ERASED_NAME = "Deleted user"
+from confab_identity.erasure import erased_profile
 
 INVALID_API_KEY = "Invalid API key."
 INVALID_SESSION = "Invalid or expired session token."
@@ -242,15 +241,7 @@ def evolve_user(state: UserState | None, event: Event) -> UserState | None:
         case UserUnbanned() if state is not None:
             return replace(state, banned=False, updated_at=event.at)
         case UserErased() if state is not None:
-            return replace(
-                state,
-                name=ERASED_NAME,
-                email=None,
-                avatar_url=None,
-                metadata={},
-                erased=True,
-                updated_at=event.at,
-            )
+            return replace(state, **erased_profile(event.at))
     return state
 
 

@@ -27,7 +27,6 @@ from confab.ids import is_valid_id, secret_hash
 from confab_identity import domain
 from confab_identity.domain import (
     API_KEY,
-    ERASED_NAME,
     SESSION,
     USER,
     WORKSPACE,
@@ -36,6 +35,7 @@ from confab_identity.domain import (
     UserState,
     WorkspaceState,
 )
+from confab_identity.erasure import ERASED_NAME
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)

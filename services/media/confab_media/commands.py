@@ -21,9 +21,9 @@ deleting the intent and sending the reply leaves a stored attachment that the
 caller never heard of; the other order would lose attachments a caller was
 told about.)
 
-Purging: an upload still unattached ``media_upload_ttl_seconds`` after it was
+Purging: an upload still unattached ``upload_ttl_seconds`` after it was
 stored is left out of every filtered read (it can no longer be attached), and
-``media_upload_grace_seconds`` later the sweeper purges it, once
+``upload_grace_seconds`` later the sweeper purges it, once
 ``MessageLinks`` has followed its conversation up to now: an intent naming its
 objects is written, ``attachment.deleted`` (``upload_expired``) is decided
 against the log (losing to an ``attachment.attached`` appended meanwhile),
@@ -148,9 +148,9 @@ class Commands:
         self.ingests = ingests
         self.settings = settings
         self.clock = clock
-        self.ttl = timedelta(seconds=settings.media_upload_ttl_seconds)
-        self.grace = timedelta(seconds=settings.media_upload_grace_seconds)
-        self._slots = asyncio.Semaphore(settings.media_ingest_concurrency)
+        self.ttl = timedelta(seconds=settings.upload_ttl_seconds)
+        self.grace = timedelta(seconds=settings.upload_grace_seconds)
+        self._slots = asyncio.Semaphore(settings.ingest_concurrency)
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -209,8 +209,8 @@ class Commands:
                         content.prepare,
                         path,
                         policy,
-                        max_pixels=self.settings.media_max_image_pixels,
-                        thumbnail_size=self.settings.media_thumbnail_size,
+                        max_pixels=self.settings.max_image_pixels,
+                        thumbnail_size=self.settings.thumbnail_size,
                     )
                 filename = domain.sanitize_filename(cmd.filename, prepared.file_type)
                 key = domain.object_key(cmd.workspace_id, cmd.attachment_id, prepared.file_type.ext)
@@ -401,7 +401,7 @@ class Commands:
             except Exception as exc:
                 log.warning("purge_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.media_sweep_seconds)
+                await asyncio.wait_for(self._stopping.wait(), self.settings.sweep_seconds)
 
     # -- expired uploads -----------------------------------------------------------------------
 

@@ -3,9 +3,9 @@
 ``commands`` (ingests, attaching, deleting, purging) and ``queries`` (reads
 of the attachment read model) share:
 
-- the workspace's upload policy (``media_*`` settings, per-workspace overrides);
+- the workspace's upload policy (``CONFAB_MEDIA_*`` settings, per-workspace overrides);
 - the public object of a stored attachment, with presigned URLs good for
-  ``media_url_seconds``: only images media encoded afresh are served inline,
+  ``url_seconds``: only images media encoded afresh are served inline,
   the presigned URL says so (``response-content-disposition``,
   ``response-content-type``) and so does the stored object itself;
 - how far ``MessageLinks`` (the follower of ``CONVERSATIONS`` that attaches
@@ -59,13 +59,11 @@ class Lookups:
         self.settings = settings
         self.clock = clock
         self.default_policy = Policy(
-            max_bytes=settings.media_max_bytes,
-            allowed=domain.parse_types(settings.media_allowed_types),
+            max_bytes=settings.max_bytes,
+            allowed=domain.parse_types(settings.allowed_types),
         )
-        self.policies = domain.parse_policies(
-            settings.media_workspace_policies, self.default_policy
-        )
-        self.ttl = timedelta(seconds=settings.media_upload_ttl_seconds)
+        self.policies = domain.parse_policies(settings.workspace_policies, self.default_policy)
+        self.ttl = timedelta(seconds=settings.upload_ttl_seconds)
         # The follower of CONVERSATIONS that attaches attachments (set once it is added).
         self.links: ProjectionRunner | None = None
 
@@ -97,8 +95,8 @@ class Lookups:
         return wait and await self.links.wait_for(target, self.settings.read_wait_seconds)
 
     def signed(self, row: dict[str, Any]) -> StoredAttachment:
-        """The public object of a read-model row, with URLs good for ``media_url_seconds``."""
-        lifetime = timedelta(seconds=self.settings.media_url_seconds)
+        """The public object of a read-model row, with URLs good for ``url_seconds``."""
+        lifetime = timedelta(seconds=self.settings.url_seconds)
         content_type = row["content_type"]
         url = self.storage.presign(
             row["object_key"],

@@ -3,8 +3,9 @@
 Owns the ``CONVERSATIONS`` stream and the ``messaging`` read model (fed by
 ``CONVERSATIONS`` and by the user events of ``IDENTITY``); answers the
 commands (``commands``: the conversation decider of ``domain`` run by the
-command shell) and queries (``queries``: the read model) of
-``confab.contracts.messaging``. Both sides share the look-ups of ``handlers``.
+command shell) and queries (``queries``: the read model; ``exports``: a user's
+data for the tenant) of ``confab.contracts.messaging``. Both sides share the
+look-ups of ``handlers``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from confab.service import Service, run_service
 from confab.shell import CommandShell, routes
 from confab_messaging.commands import Commands
 from confab_messaging.domain import DECIDER
+from confab_messaging.exports import Exports
 from confab_messaging.handlers import Lookups
 from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
 from confab_messaging.queries import Queries
@@ -58,7 +60,7 @@ async def setup(service: Service) -> None:
     await users.wait_for(
         await last_version(service.js, IDENTITY.name, USER_SUBJECTS[0]), settings.read_wait_seconds
     )
-    for request_type, handler in routes(commands, queries):
+    for request_type, handler in routes(commands, queries, Exports(queries)):
         await service.rpc.serve(request_type, handler)
 
 

@@ -213,14 +213,15 @@ class Lookups:
         return {a.attachment.id: a.attachment for a in found.data}
 
     async def shown_attachments(
-        self, workspace_id: str, messages: Iterable[MessageView]
+        self, workspace_id: str, messages: Iterable[MessageView], moderator: bool = False
     ) -> dict[str, Attachment]:
-        """The attachments these messages show, with fresh URLs."""
-        return await self.attachments(
-            workspace_id, [i for m in messages for i in shown_attachment_ids(m)]
-        )
+        """The attachments these messages show (``moderator``: to the workspace's
+        moderators), with fresh URLs."""
+        shown = [i for m in messages for i in shown_attachment_ids(m, moderator)]
+        return await self.attachments(workspace_id, shown)
 
     async def row_attachments(
-        self, workspace_id: str, rows: Iterable[Row]
+        self, workspace_id: str, rows: Iterable[Row], moderator: bool = False
     ) -> dict[str, Attachment]:
-        return await self.shown_attachments(workspace_id, [MessageView.from_row(r) for r in rows])
+        views = [MessageView.from_row(r) for r in rows]
+        return await self.shown_attachments(workspace_id, views, moderator)
