@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from confab import bus
-from confab.contracts import messaging
+from confab.contracts.events import messaging
 from confab.contracts.system import HealthQuery
 from confab.eventlog import read_subject
 from confab.rpc import RpcClient

@@ -48,7 +48,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.decider import Decider, Decision
 from confab.errors import ConfabError, Conflict
 from confab.eventlog import EventLog, WrongExpectedVersion

@@ -39,23 +39,25 @@ from typing import Any, NamedTuple
 import msgspec
 
 from confab import realtime
-from confab.contracts.messaging import (
+from confab.contracts.events.messaging import (
     Attachment,
-    Conversation,
     ConversationCreated,
     ConversationEvent,
-    Message,
     MessageDeleted,
     MessageEdited,
     MessageModerated,
     MessagePosted,
-    ModeratedMessage,
     ParticipantAdded,
     ParticipantRemoved,
     ReactionAdded,
     ReactionRemoved,
-    ReactionSummary,
     ReadMarked,
+)
+from confab.contracts.messaging import (
+    Conversation,
+    Message,
+    ModeratedMessage,
+    ReactionSummary,
     Sender,
 )
 

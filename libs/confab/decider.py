@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 
 C = TypeVar("C")  # the decider's command type (usually a union)
 S = TypeVar("S")  # its state

@@ -27,7 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.errors import Unavailable
 from confab.events import H_MSG_ID, Envelope, encode, headers_for, open_envelope, parse_time
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from confab.contracts.base import EVENT_TYPES, Event
+from confab.contracts.events import EVENT_TYPES, Event
 
 H_MSG_ID = "Nats-Msg-Id"
 H_EVENT = "Confab-Event"

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.eventlog import Appended, WrongExpectedVersion
 from confab.events import Envelope, encode, headers_for, open_envelope
 

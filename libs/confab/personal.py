@@ -38,7 +38,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from confab.bus import StreamSpec
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.errors import NotFound
 from confab.events import Envelope
 

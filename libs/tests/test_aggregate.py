@@ -14,7 +14,7 @@ import pytest
 
 from confab import aggregate
 from confab.aggregate import MAX_ATTEMPTS, Aggregates, Executed
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Conflict, InvalidRequest
 from confab.eventlog import Appended, WrongExpectedVersion

@@ -9,7 +9,7 @@ from nats.aio.client import Client as NATS
 
 from confab import bus
 from confab.authority import USER_BANNED, Change, Follower, fence
-from confab.contracts.identity import UserBanned, UserUpserted, subject
+from confab.contracts.events.identity import UserBanned, UserUpserted, subject
 from confab.eventlog import append
 
 

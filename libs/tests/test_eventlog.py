@@ -4,7 +4,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from confab import bus
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.eventlog import WrongExpectedVersion, append, last_version, read_subject
 
 

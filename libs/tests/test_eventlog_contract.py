@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from confab import bus
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.eventlog import EventLog, JetStreamLog, WrongExpectedVersion
 from confab.memlog import MemoryLog
 

@@ -3,7 +3,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.events import (
     H_ACTOR,
     H_CORRELATION,

@@ -7,7 +7,7 @@ from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from confab import bus
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.eventlog import append
 from confab.events import Envelope
 from confab.projection import Projection, ProjectionRunner

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from confab import bus
-from confab.contracts import messaging
+from confab.contracts.events import messaging
 from confab.eventlog import read_subject
 from tests.client import Api, new_workspace
 from tests.test_messaging_api import World

@@ -29,10 +29,10 @@ import sqlalchemy as sa
 from confab import bus
 from confab.bench.measure import Latencies, ProcessMeter
 from confab.bench.result import counted, run_record, scenario_result, target
-from confab.contracts.base import Event
-from confab.contracts.identity import UserUpserted
-from confab.contracts.identity import subject as identity_subject
-from confab.contracts.messaging import (
+from confab.contracts.events import Event
+from confab.contracts.events.identity import UserUpserted
+from confab.contracts.events.identity import subject as identity_subject
+from confab.contracts.events.messaging import (
     ConversationCreated,
     MessageEdited,
     MessagePosted,
@@ -40,7 +40,7 @@ from confab.contracts.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
-from confab.contracts.messaging import subject as conversation_subject
+from confab.contracts.events.messaging import subject as conversation_subject
 from confab.db import create_engine
 from confab.events import encode, headers_for
 from confab.readmodels import find

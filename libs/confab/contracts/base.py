@@ -1,8 +1,12 @@
-"""Base classes for events and RPC messages, and the event type registry."""
+"""Base classes of RPC requests and replies, and the bounds every request shares.
+
+Stored events have their own base (``confab.contracts.events.base``): requests and
+replies may change with the API, events are the log's permanent contract.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -22,33 +26,6 @@ PageLimit = Annotated[int, msgspec.Meta(ge=1, le=PAGE_MAX)]
 TimeCursor = Annotated[
     str, msgspec.Meta(max_length=82, pattern=r"^[0-9]{1,17}:[A-Za-z0-9_-]{1,64}$")
 ]
-
-
-class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """A past-tense fact stored in a JetStream stream.
-
-    Subclasses set ``type`` (e.g. ``"workspace.created"``) and ``schema`` (its
-    integer version). Registering happens on subclassing, so importing a
-    contracts module is enough for ``decode`` to know its events.
-    """
-
-    type: ClassVar[str]
-    schema: ClassVar[int] = 1
-    # Personal data (see confab.personal): these fields are sealed with the key of the
-    # user named by the field ``owner``; such a class also has ``sealed: str | None``.
-    personal: ClassVar[tuple[str, ...]] = ()
-    owner: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "type" in cls.__dict__:
-            existing = EVENT_TYPES.get(cls.type)
-            if existing is not None and existing.__qualname__ != cls.__qualname__:
-                raise TypeError(f"event type {cls.type!r} defined twice")
-            EVENT_TYPES[cls.type] = cls
-
-
-EVENT_TYPES: dict[str, type[Event]] = {}
 
 
 class Request(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

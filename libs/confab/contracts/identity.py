@@ -1,20 +1,18 @@
-"""Identity: workspaces, API keys, chat users and widget sessions.
+"""Identity's requests and replies: workspaces, API keys, chat users and widget sessions.
 
-Subjects in ``IDENTITY``: ``identity.evt.<workspace>.<kind>.<id>`` with kind
-``workspace``, ``api_key``, ``user`` or ``session``. A user's id is derived
-from its workspace and ``external_id``, so two concurrent upserts of one
-external id meet on one subject and the log's optimistic concurrency keeps
-them to one user.
+What identity stores (and the subjects of ``IDENTITY``) is in
+``confab.contracts.events.identity``; what is here may change with the API.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 import msgspec
 
-from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, StreamSeq, TimeCursor
+from confab.contracts.base import Ok, PageLimit, Reply, Request, StreamSeq, TimeCursor
+from confab.contracts.events.identity import Metadata
 
 # -- field types: the public API validates with these ---------------------------------
 
@@ -25,100 +23,11 @@ Email = Annotated[
     str, msgspec.Meta(max_length=254, pattern=r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 ]
 Url = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s]+$")]
-Metadata = dict[str, Any]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 TtlSeconds = Annotated[int, msgspec.Meta(ge=60, le=30 * 24 * 3600)]
 
 METADATA_MAX_BYTES = 8 * 1024
 DEFAULT_SESSION_TTL = 24 * 3600
-
-
-def subject(workspace_id: str, kind: str, entity_id: str) -> str:
-    return f"identity.evt.{workspace_id}.{kind}.{entity_id}"
-
-
-# -- events ----------------------------------------------------------------------------
-
-
-class WorkspaceCreated(Event, kw_only=True, frozen=True):
-    type = "workspace.created"
-    workspace_id: str
-    name: str
-    app_key: str
-    # The Pusher app secret signs channel authorisations; the fanout needs it in clear.
-    app_secret: str
-    at: datetime
-
-
-class ApiKeyIssued(Event, kw_only=True, frozen=True):
-    type = "api_key.issued"
-    workspace_id: str
-    key_id: str
-    prefix: str
-    key_hash: str
-    at: datetime
-
-
-class ApiKeyRevoked(Event, kw_only=True, frozen=True):
-    type = "api_key.revoked"
-    workspace_id: str
-    key_id: str
-    at: datetime
-
-
-class UserUpserted(Event, kw_only=True, frozen=True):
-    type = "user.upserted"
-    personal = ("name", "email", "avatar_url", "metadata")
-    owner = "user_id"
-    workspace_id: str
-    user_id: str
-    external_id: str
-    name: str
-    email: str | None = None
-    avatar_url: str | None = None
-    metadata: Metadata = {}
-    created: bool = False
-    at: datetime
-    sealed: str | None = None
-
-
-class UserErased(Event, kw_only=True, frozen=True):
-    type = "user.erased"
-    workspace_id: str
-    user_id: str
-    at: datetime
-
-
-class UserBanned(Event, kw_only=True, frozen=True):
-    type = "user.banned"
-    workspace_id: str
-    user_id: str
-    at: datetime
-
-
-class UserUnbanned(Event, kw_only=True, frozen=True):
-    type = "user.unbanned"
-    workspace_id: str
-    user_id: str
-    at: datetime
-
-
-class SessionIssued(Event, kw_only=True, frozen=True):
-    type = "session.issued"
-    workspace_id: str
-    session_id: str
-    user_id: str
-    prefix: str
-    token_hash: str
-    expires_at: datetime
-    at: datetime
-
-
-class SessionRevoked(Event, kw_only=True, frozen=True):
-    type = "session.revoked"
-    workspace_id: str
-    session_id: str
-    at: datetime
 
 
 # -- public objects (API bodies and RPC replies) ---------------------------------------------

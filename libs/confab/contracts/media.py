@@ -1,10 +1,8 @@
-"""Media: files widgets attach to messages, checked by content and kept in S3-compatible storage.
+"""Media's requests and replies: files widgets attach to messages, checked by content and
+kept in S3-compatible storage.
 
-One subject per attachment in ``MEDIA``: ``media.evt.<workspace>.<attachment>``.
-An attachment exists once ``attachment.stored`` is in the log (its objects are
-in the bucket by then) and stops existing at ``attachment.deleted``. It is
-*attached* at ``attachment.attached``, which media appends when it sees the
-``message.posted`` that names it (one message, once).
+What media stores (an attachment's subject in ``MEDIA`` and its events) is in
+``confab.contracts.events.media``; what is here may change with the API.
 
 Until it is attached an upload is its uploader's alone: ``GetAttachments``
 with a ``reader_id`` leaves it out for anyone else. An upload not attached
@@ -25,12 +23,12 @@ is served inline only if media re-encoded it from its pixels
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import msgspec
 
-from confab.contracts.base import Event, Reply, Request
-from confab.contracts.messaging import Attachment
+from confab.contracts.base import Reply, Request
+from confab.contracts.events.messaging import Attachment
 
 UPLOADS_BUCKET = "uploads"
 UPLOAD_TTL_SECONDS = 3600  # a temporary upload the gateway never handed over goes after this
@@ -50,56 +48,6 @@ Filename = Annotated[
     ),
 ]
 FILENAME_RULE = "must be a plain file name: no path separators or control characters"
-
-DeleteReason = Literal["message_deleted", "ingest_abandoned", "upload_expired"]
-
-
-def subject(workspace_id: str, attachment_id: str) -> str:
-    return f"media.evt.{workspace_id}.{attachment_id}"
-
-
-# -- events ----------------------------------------------------------------------------
-
-
-class AttachmentStored(Event, kw_only=True, frozen=True):
-    type = "attachment.stored"
-    workspace_id: str
-    attachment_id: str
-    conversation_id: str
-    uploader_id: str
-    filename: str  # sanitised display name
-    content_type: str  # from the content, never the client's claim
-    size: int  # of the object served
-    width: int | None = None
-    height: int | None = None
-    key: str  # workspaces/<workspace>/attachments/<id>.<ext>
-    thumbnail_key: str | None = None
-    thumbnail_content_type: str | None = None
-    sha256: str  # hex, of the object served
-    at: datetime
-    # An image media encoded afresh from its pixels (nothing else of the upload's bytes
-    # survives): the only objects served inline. Absent (False) in events of older builds.
-    reencoded: bool = False
-
-
-class AttachmentAttached(Event, kw_only=True, frozen=True):
-    """A message of the attachment's conversation, sent by its uploader, names it."""
-
-    type = "attachment.attached"
-    workspace_id: str
-    attachment_id: str
-    conversation_id: str
-    message_id: str
-    at: datetime
-
-
-class AttachmentDeleted(Event, kw_only=True, frozen=True):
-    type = "attachment.deleted"
-    workspace_id: str
-    attachment_id: str
-    reason: DeleteReason
-    message_id: str | None = None
-    at: datetime
 
 
 # -- replies ---------------------------------------------------------------------------

@@ -1,9 +1,8 @@
-"""Messaging: conversations as append-only logs, and what widgets and tenants read.
+"""Messaging's requests and replies: what widgets and tenants send and read.
 
-One subject per conversation in ``CONVERSATIONS``: ``conv.evt.<workspace>.<conversation>``.
-Every stored conversation event carries ``seq``, a per-conversation, gap-free
-counter (1, 2, 3, … over all its events) assigned by the write side under
-optimistic concurrency. A message's ``seq`` is the ``seq`` of its
+What a conversation stores (its subject in ``CONVERSATIONS``, its events and
+their ``seq``) is in ``confab.contracts.events.messaging``; what is here may
+change with the API. A message's ``seq`` is the ``seq`` of its
 ``message.posted`` event, so one number orders messages, pages history, marks
 reads and resumes a client after a dropped connection.
 
@@ -24,7 +23,6 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from confab.contracts.base import (
-    Event,
     Ok,
     PageLimit,
     Reply,
@@ -33,8 +31,13 @@ from confab.contracts.base import (
     StreamSeq,
     TimeCursor,
 )
+from confab.contracts.events.messaging import (
+    Attachment,
+    ConversationType,
+    Metadata,
+    ModerationAction,
+)
 
-ConversationType = Literal["direct", "group"]
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
@@ -46,115 +49,10 @@ Limit = PageLimit
 # stream sequence.
 ConversationCursor = TimeCursor
 SeqCursor = Annotated[str, msgspec.Meta(max_length=18, pattern=r"^[0-9]{1,18}$")]
-Metadata = dict[str, Any]
-ModerationAction = Literal["hide", "restore", "delete"]
 
 METADATA_MAX_BYTES = 8 * 1024
 MAX_ATTACHMENTS = 10
 MAX_PARTICIPANTS = 1000
-
-
-def subject(workspace_id: str, conversation_id: str) -> str:
-    return f"conv.evt.{workspace_id}.{conversation_id}"
-
-
-# -- events ----------------------------------------------------------------------------
-
-
-class ConversationEvent(Event, kw_only=True, frozen=True):
-    conversation_id: str
-    seq: int
-    at: datetime
-
-
-class ConversationCreated(ConversationEvent, kw_only=True, frozen=True):
-    type = "conversation.created"
-    kind: ConversationType
-    title: str | None = None
-    metadata: Metadata = {}
-    participant_ids: list[str]
-    created_by: str | None = None  # a user id, or None when the tenant's backend created it
-
-
-class ParticipantAdded(ConversationEvent, kw_only=True, frozen=True):
-    type = "participant.added"
-    user_id: str
-    by: str | None = None
-
-
-class ParticipantRemoved(ConversationEvent, kw_only=True, frozen=True):
-    type = "participant.removed"
-    user_id: str
-    by: str | None = None
-
-
-class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
-    type = "message.posted"
-    personal = ("content", "metadata")
-    owner = "sender_id"
-    message_id: str
-    sender_id: str | None = None  # None: a system message from the tenant's backend
-    content: str
-    metadata: Metadata = {}
-    attachment_ids: list[str] = []
-    # What media stored for each of attachment_ids, in order (no URLs: those expire).
-    attachments: list[Attachment] = []
-    reply_to: str | None = None
-    client_msg_id: str | None = None
-    sealed: str | None = None
-
-
-class MessageEdited(ConversationEvent, kw_only=True, frozen=True):
-    type = "message.edited"
-    personal = ("content",)
-    owner = "by"
-    message_id: str
-    content: str
-    by: str
-    sealed: str | None = None
-
-
-class MessageDeleted(ConversationEvent, kw_only=True, frozen=True):
-    type = "message.deleted"
-    message_id: str
-    by: str | None = None
-    attachment_ids: list[str] = []  # the message's attachments: media deletes their objects
-
-
-class ReactionAdded(ConversationEvent, kw_only=True, frozen=True):
-    type = "reaction.added"
-    message_id: str
-    emoji: str
-    user_id: str
-
-
-class ReactionRemoved(ConversationEvent, kw_only=True, frozen=True):
-    type = "reaction.removed"
-    message_id: str
-    emoji: str
-    user_id: str
-
-
-class ReadMarked(ConversationEvent, kw_only=True, frozen=True):
-    type = "read.marked"
-    user_id: str
-    up_to: int  # the seq of the last message read
-
-
-class MessageReported(ConversationEvent, kw_only=True, frozen=True):
-    type = "message.reported"
-    report_id: str
-    message_id: str
-    reporter_id: str
-    reason: str
-
-
-class MessageModerated(ConversationEvent, kw_only=True, frozen=True):
-    type = "message.moderated"
-    message_id: str
-    action: ModerationAction
-    by: str  # the API key id of the tenant's moderator
-    attachment_ids: list[str] = []  # on "delete": the message's attachments, for media
 
 
 # -- public objects ---------------------------------------------------------------------------
@@ -169,17 +67,6 @@ class Sender(msgspec.Struct, kw_only=True, frozen=True):
 class ReactionSummary(msgspec.Struct, kw_only=True, frozen=True):
     count: int
     me: bool = False
-
-
-class Attachment(msgspec.Struct, kw_only=True, frozen=True):
-    id: str
-    filename: str
-    content_type: str
-    size: int
-    width: int | None = None
-    height: int | None = None
-    url: str | None = None
-    thumbnail_url: str | None = None
 
 
 class Message(Reply, kw_only=True, frozen=True):

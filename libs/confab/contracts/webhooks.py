@@ -1,11 +1,9 @@
-"""Webhooks: the tenant's endpoints that receive signed domain events (``docs/webhooks.md``).
+"""Webhooks' requests and replies: the tenant's endpoints that receive signed domain events
+(``docs/webhooks.md``).
 
-One subject per endpoint in ``WEBHOOKS``: ``webhooks.evt.<workspace>.<endpoint>``. An
-endpoint exists from ``webhook.created`` until ``webhook.deleted``; every change of its
-configuration is an event (``webhook.updated``, ``webhook.secret_rotated``,
-``webhook.disabled``), so its history is the log. Its signing secrets are in the log in
-clear, like a workspace's ``app_secret``: the webhooks service signs with them, and the
-API shows a secret once, when it is made.
+An endpoint is event-sourced: its subject in ``WEBHOOKS`` and its events are in
+``confab.contracts.events.webhooks``; what is here may change with the API. The API
+shows an endpoint's signing secret once, when it is made.
 
 Deliveries are the webhooks service's own operational records (attempts, statuses,
 receivers' answers), kept in its database, never in the log: see
@@ -21,7 +19,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from confab.contracts.base import Event, Ok, PageLimit, Reply, Request
+from confab.contracts.base import Ok, PageLimit, Reply, Request
 
 # -- what an endpoint may ask for --------------------------------------------------------------
 
@@ -81,58 +79,6 @@ def unknown_patterns(patterns: list[str]) -> list[str]:
         for p in patterns
         if not _PATTERN_CHARS.match(p) or not any(matches(p, t) for t in EVENT_TYPES)
     ]
-
-
-def subject(workspace_id: str, endpoint_id: str) -> str:
-    return f"webhooks.evt.{workspace_id}.{endpoint_id}"
-
-
-# -- events ----------------------------------------------------------------------------------
-
-
-class WebhookEvent(Event, kw_only=True, frozen=True):
-    workspace_id: str
-    endpoint_id: str
-    at: datetime
-
-
-class WebhookCreated(WebhookEvent, kw_only=True, frozen=True):
-    type = "webhook.created"
-    url: str
-    event_types: list[str]
-    enabled: bool = True
-    description: str = ""
-    secret: str  # whsec_…: signs every delivery
-
-
-class WebhookUpdated(WebhookEvent, kw_only=True, frozen=True):
-    """The whole configuration after the change; enabling clears a disabled reason."""
-
-    type = "webhook.updated"
-    url: str
-    event_types: list[str]
-    enabled: bool
-    description: str = ""
-
-
-class WebhookSecretRotated(WebhookEvent, kw_only=True, frozen=True):
-    """A new secret signs from now on; the one before also signs until
-    ``previous_expires_at`` (receivers verifying with either keep working)."""
-
-    type = "webhook.secret_rotated"
-    secret: str
-    previous_expires_at: datetime
-
-
-class WebhookDisabled(WebhookEvent, kw_only=True, frozen=True):
-    """The webhooks service stopped delivering: a 410 answer, or failing for days."""
-
-    type = "webhook.disabled"
-    reason: str
-
-
-class WebhookDeleted(WebhookEvent, kw_only=True, frozen=True):
-    type = "webhook.deleted"
 
 
 # -- public objects ----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from confab.contracts.identity import GetAppCredentials, WorkspaceCreated
+from confab.contracts.events.identity import WorkspaceCreated
+from confab.contracts.identity import GetAppCredentials
 from confab.errors import NotFound, Unavailable
 from confab.events import H_EVENT, UnknownEvent, open_envelope
 from confab.ids import is_valid_id, numeric_app_id

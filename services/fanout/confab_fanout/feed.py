@@ -54,7 +54,7 @@ from nats.js.errors import NotFoundError
 
 from confab import conversation, realtime
 from confab.bus import CONVERSATIONS
-from confab.contracts.messaging import (
+from confab.contracts.events.messaging import (
     ConversationCreated,
     ConversationEvent,
     MessagePosted,

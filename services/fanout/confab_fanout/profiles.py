@@ -18,7 +18,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from confab.contracts.identity import GetUser, User, UserErased, UserUpserted
+from confab.contracts.events.identity import UserErased, UserUpserted
+from confab.contracts.identity import GetUser, User
 from confab.errors import ConfabError, NotFound
 from confab.events import H_EVENT, UnknownEvent, open_envelope
 from confab.logging import get_logger

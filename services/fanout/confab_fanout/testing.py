@@ -38,14 +38,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from confab import bus, eventlog
-from confab.contracts.identity import (
-    AppCredentials,
-    GetAppCredentials,
-    GetWorkspace,
-    Workspace,
-    WorkspaceCreated,
-    subject,
-)
+from confab.contracts.events.identity import WorkspaceCreated, subject
+from confab.contracts.identity import AppCredentials, GetAppCredentials, GetWorkspace, Workspace
 from confab.errors import NotFound
 from confab.ids import numeric_app_id
 from confab.rpc import CallContext, RpcServer

@@ -20,8 +20,7 @@ import pytest
 
 from confab import realtime
 from confab.authority import SESSION_REVOKED, USER_BANNED, USER_ERASED, Change
-from confab.contracts.identity import GetUser, User
-from confab.contracts.messaging import (
+from confab.contracts.events.messaging import (
     Attachment,
     ConversationCreated,
     ConversationEvent,
@@ -33,6 +32,7 @@ from confab.contracts.messaging import (
     ReactionAdded,
     ReadMarked,
 )
+from confab.contracts.identity import GetUser, User
 from confab.errors import NotFound, Unavailable
 from confab_fanout import feed as feed_module
 from confab_fanout import protocol

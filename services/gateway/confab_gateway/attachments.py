@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+from confab.contracts.events.messaging import Attachment
 from confab.contracts.media import (
     FILENAME_RULE,
     UPLOAD_CHUNK_BYTES,
@@ -48,7 +49,7 @@ from confab.contracts.media import (
     StoredAttachment,
     UploadPolicy,
 )
-from confab.contracts.messaging import Attachment, CheckParticipant
+from confab.contracts.messaging import CheckParticipant
 from confab.errors import (
     BadRequest,
     InvalidRequest,

@@ -11,6 +11,7 @@ from datetime import datetime
 import msgspec
 from aiohttp import web
 
+from confab.contracts.events.messaging import ConversationType
 from confab.contracts.messaging import (
     METADATA_FILTERS_MAX,
     AddParticipant,
@@ -19,7 +20,6 @@ from confab.contracts.messaging import (
     ConversationInput,
     ConversationList,
     ConversationSaved,
-    ConversationType,
     ConversationWithMessages,
     CreateConversation,
     EventList,

@@ -14,13 +14,12 @@ from nats.aio.client import Client as NATS
 
 from confab import bus, eventlog
 from confab.authority import fence
+from confab.contracts.events.identity import SessionRevoked, subject
 from confab.contracts.identity import (
     ApiKeyPrincipal,
     AuthenticateApiKey,
     AuthenticateSession,
     SessionPrincipal,
-    SessionRevoked,
-    subject,
 )
 from confab.errors import Unauthorized, Unavailable
 from confab.ids import secret_hash

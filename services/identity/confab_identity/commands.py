@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from confab.aggregate import Executed
 from confab.authority import fence
 from confab.contracts.base import Ok
+from confab.contracts.events.identity import SessionIssued, UserUpserted, subject
 from confab.contracts.identity import (
     ApiKey,
     CreateWorkspace,
@@ -35,14 +36,11 @@ from confab.contracts.identity import (
     RevokeApiKey,
     RevokeSession,
     Session,
-    SessionIssued,
     SetUserBan,
     UpdateUser,
     UpsertUser,
     UserSaved,
-    UserUpserted,
     WorkspaceWithSecrets,
-    subject,
 )
 from confab.errors import InternalError, NotFound
 from confab.ids import (

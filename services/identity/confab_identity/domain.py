@@ -25,20 +25,19 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from confab.contracts.base import Event
-from confab.contracts.identity import (
-    METADATA_MAX_BYTES,
+from confab.contracts.events import Event
+from confab.contracts.events.identity import (
     ApiKeyIssued,
     ApiKeyRevoked,
     SessionIssued,
     SessionRevoked,
-    User,
     UserBanned,
     UserErased,
     UserUnbanned,
     UserUpserted,
     WorkspaceCreated,
 )
+from confab.contracts.identity import METADATA_MAX_BYTES, User
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from confab.ids import same_secret

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab.bus import IDENTITY
-from confab.contracts.identity import (
+from confab.contracts.events.identity import (
     ApiKeyIssued,
     ApiKeyRevoked,
     SessionIssued,

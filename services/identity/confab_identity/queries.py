@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from confab.contracts.events.identity import subject
 from confab.contracts.identity import (
     ApiKeyPrincipal,
     AppCredentials,
@@ -25,7 +26,6 @@ from confab.contracts.identity import (
     User,
     Workspace,
     WorkspaceList,
-    subject,
 )
 from confab.errors import InvalidRequest, NotFound, Unauthorized, Unavailable
 from confab.eventlog import EventLog

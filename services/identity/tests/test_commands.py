@@ -16,7 +16,7 @@ import pytest
 
 from confab import aggregate
 from confab.aggregate import Aggregates, Executed
-from confab.contracts.identity import (
+from confab.contracts.events.identity import (
     ApiKeyIssued,
     SessionIssued,
     UserErased,

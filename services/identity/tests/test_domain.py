@@ -9,8 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from confab.contracts.identity import (
-    METADATA_MAX_BYTES,
+from confab.contracts.events.identity import (
     ApiKeyIssued,
     ApiKeyRevoked,
     SessionIssued,
@@ -21,6 +20,7 @@ from confab.contracts.identity import (
     UserUpserted,
     WorkspaceCreated,
 )
+from confab.contracts.identity import METADATA_MAX_BYTES
 from confab.decider import Decider
 from confab.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from confab.ids import is_valid_id, secret_hash

@@ -19,6 +19,7 @@ from nats.js.errors import NotFoundError
 
 from confab.bus import IDENTITY
 from confab.contracts.base import Request
+from confab.contracts.events.identity import UserUpserted, subject
 from confab.contracts.identity import (
     ApiKeyPrincipal,
     AppCredentials,
@@ -43,11 +44,9 @@ from confab.contracts.identity import (
     UserInput,
     UserPatch,
     UserSaved,
-    UserUpserted,
     Workspace,
     WorkspaceInput,
     WorkspaceWithSecrets,
-    subject,
 )
 from confab.db import create_engine
 from confab.errors import ConfabError, Conflict, InvalidRequest, NotFound, Unauthorized, Unavailable

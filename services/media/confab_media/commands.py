@@ -55,16 +55,14 @@ from nats.js.object_store import ObjectStore
 
 from confab import shell
 from confab.aggregate import Executed
+from confab.contracts.events.media import AttachmentStored, DeleteReason, subject
+from confab.contracts.events.messaging import MessagePosted
 from confab.contracts.media import (
     UPLOAD_TTL_SECONDS,
     UPLOADS_BUCKET,
-    AttachmentStored,
-    DeleteReason,
     IngestUpload,
     StoredAttachment,
-    subject,
 )
-from confab.contracts.messaging import MessagePosted
 from confab.errors import ConfabError, InternalError, InvalidRequest, PayloadTooLarge, Unavailable
 from confab.ids import is_valid_id
 from confab.logging import get_logger

@@ -27,17 +27,14 @@ from urllib.parse import quote
 
 import msgspec
 
-from confab.contracts.base import Event
-from confab.contracts.media import (
-    DEFAULT_MAX_BYTES,
-    FILENAME_MAX,
-    FILENAME_RULE,
+from confab.contracts.events import Event
+from confab.contracts.events.media import (
     AttachmentAttached,
     AttachmentDeleted,
     AttachmentStored,
     DeleteReason,
-    Filename,
 )
+from confab.contracts.media import DEFAULT_MAX_BYTES, FILENAME_MAX, FILENAME_RULE, Filename
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Conflict, InvalidRequest
 

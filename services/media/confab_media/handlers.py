@@ -23,9 +23,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from confab.bus import CONVERSATIONS
+from confab.contracts.events.messaging import Attachment
+from confab.contracts.events.messaging import subject as conversation_subject
 from confab.contracts.media import StoredAttachment
-from confab.contracts.messaging import Attachment
-from confab.contracts.messaging import subject as conversation_subject
 from confab.projection import ProjectionRunner
 from confab_media import domain
 from confab_media.domain import Policy

@@ -25,8 +25,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab.bus import CONVERSATIONS, MEDIA
-from confab.contracts.media import AttachmentAttached, AttachmentDeleted, AttachmentStored
-from confab.contracts.messaging import MessageDeleted, MessageModerated, MessagePosted
+from confab.contracts.events.media import AttachmentAttached, AttachmentDeleted, AttachmentStored
+from confab.contracts.events.messaging import MessageDeleted, MessageModerated, MessagePosted
 from confab.events import Envelope
 from confab.projection import Projection
 from confab_media.domain import deletable

@@ -18,13 +18,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from confab.bus import MEDIA
-from confab.contracts.media import (
-    AttachmentList,
-    GetAttachments,
-    GetUploadPolicy,
-    UploadPolicy,
-    subject,
-)
+from confab.contracts.events.media import subject
+from confab.contracts.media import AttachmentList, GetAttachments, GetUploadPolicy, UploadPolicy
 from confab.ids import is_valid_id
 from confab.projection import ProjectionRunner
 from confab.rpc import CallContext

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from confab.contracts.media import AttachmentAttached, AttachmentDeleted, AttachmentStored
+from confab.contracts.events.media import AttachmentAttached, AttachmentDeleted, AttachmentStored
 from confab.errors import Conflict, InvalidRequest
 from confab_media import domain
 from confab_media.domain import TYPES, Policy

@@ -23,16 +23,16 @@ from minio import Minio
 from PIL import Image
 
 from confab.bus import CONVERSATIONS, ensure_streams
+from confab.contracts.events.media import AttachmentDeleted
+from confab.contracts.events.messaging import MessagePosted
+from confab.contracts.events.messaging import subject as conversation_subject
 from confab.contracts.media import (
     UPLOADS_BUCKET,
-    AttachmentDeleted,
     AttachmentList,
     GetAttachments,
     IngestUpload,
     StoredAttachment,
 )
-from confab.contracts.messaging import MessagePosted
-from confab.contracts.messaging import subject as conversation_subject
 from confab.db import create_engine, create_tables
 from confab.eventlog import append
 from confab.events import open_envelope

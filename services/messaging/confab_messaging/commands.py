@@ -27,22 +27,26 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NATS
 
 from confab.aggregate import Aggregates, Executed
-from confab.contracts.base import Event, Ok
+from confab.contracts.base import Ok
+from confab.contracts.events import Event
+from confab.contracts.events.messaging import (
+    Attachment,
+    ConversationCreated,
+    MessageEdited,
+    MessagePosted,
+    MessageReported,
+    subject,
+)
 from confab.contracts.messaging import (
     Actor,
     AddParticipant,
-    Attachment,
     Conversation,
-    ConversationCreated,
     ConversationSaved,
     CreateConversation,
     DeleteMessage,
     EditMessage,
     MarkRead,
     Message,
-    MessageEdited,
-    MessagePosted,
-    MessageReported,
     MessageSaved,
     ModerateMessage,
     PostMessage,
@@ -50,7 +54,6 @@ from confab.contracts.messaging import (
     RemoveParticipant,
     ReportMessage,
     SetTyping,
-    subject,
 )
 from confab.conversation import ConversationView, MessageView, message_object
 from confab.conversation import evolve as fold

@@ -41,12 +41,8 @@ from typing import Any
 
 import msgspec
 
-from confab.contracts.base import Event
-from confab.contracts.messaging import (
-    MAX_ATTACHMENTS,
-    MAX_PARTICIPANTS,
-    METADATA_MAX_BYTES,
-    Actor,
+from confab.contracts.events import Event
+from confab.contracts.events.messaging import (
     Attachment,
     ConversationCreated,
     ConversationEvent,
@@ -63,6 +59,7 @@ from confab.contracts.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.contracts.messaging import MAX_ATTACHMENTS, MAX_PARTICIPANTS, METADATA_MAX_BYTES, Actor
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
 

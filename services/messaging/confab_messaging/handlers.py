@@ -23,9 +23,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from confab.bus import CONVERSATIONS, IDENTITY
-from confab.contracts import identity
+from confab.contracts.events import identity
+from confab.contracts.events.messaging import Attachment, subject
 from confab.contracts.media import AttachmentList, GetAttachments
-from confab.contracts.messaging import Actor, Attachment, subject
+from confab.contracts.messaging import Actor
 from confab.conversation import MessageView, shown_attachment_ids
 from confab.errors import NotFound, Unavailable
 from confab.ids import is_valid_id

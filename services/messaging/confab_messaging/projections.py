@@ -39,8 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab import conversation, realtime
 from confab.bus import CONVERSATIONS, IDENTITY
-from confab.contracts.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
-from confab.contracts.messaging import (
+from confab.contracts.events.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
+from confab.contracts.events.messaging import (
     ConversationCreated,
     ConversationEvent,
     MessageDeleted,

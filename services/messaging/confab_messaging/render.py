@@ -12,15 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from confab import realtime
-from confab.contracts.messaging import (
-    Attachment,
-    Conversation,
-    ConversationCreated,
-    Message,
-    MessagePosted,
-    Participant,
-    Sender,
-)
+from confab.contracts.events.messaging import Attachment, ConversationCreated, MessagePosted
+from confab.contracts.messaging import Conversation, Message, Participant, Sender
 from confab.conversation import MessageView, message_object
 from confab_messaging.store import Row, UserRow
 

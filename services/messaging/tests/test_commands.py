@@ -16,13 +16,13 @@ import pytest
 
 from confab import aggregate
 from confab.aggregate import Aggregates, Executed
-from confab.contracts.messaging import (
-    Actor,
+from confab.contracts.events.messaging import (
     Attachment,
     ConversationCreated,
     MessagePosted,
     subject,
 )
+from confab.contracts.messaging import Actor
 from confab.conversation import message_object
 from confab.errors import InvalidRequest
 from confab.ids import new_id

@@ -8,11 +8,8 @@ from typing import Any
 
 import pytest
 
-from confab.contracts.base import Event
-from confab.contracts.messaging import (
-    MAX_ATTACHMENTS,
-    METADATA_MAX_BYTES,
-    Actor,
+from confab.contracts.events import Event
+from confab.contracts.events.messaging import (
     Attachment,
     ConversationCreated,
     MessageDeleted,
@@ -26,6 +23,7 @@ from confab.contracts.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.contracts.messaging import MAX_ATTACHMENTS, METADATA_MAX_BYTES, Actor
 from confab.decider import Decision
 from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
 from confab.ids import is_valid_id

@@ -22,8 +22,9 @@ import sqlalchemy as sa
 from nats.js.errors import NotFoundError
 
 from confab.bus import CONVERSATIONS, IDENTITY, ensure_streams
-from confab.contracts import identity
-from confab.contracts.base import Event, Request
+from confab.contracts.base import Request
+from confab.contracts.events import Event, identity
+from confab.contracts.events.messaging import MessagePosted, subject
 from confab.contracts.messaging import (
     Actor,
     AddParticipant,
@@ -45,7 +46,6 @@ from confab.contracts.messaging import (
     Message,
     MessageInput,
     MessageList,
-    MessagePosted,
     MessageSaved,
     ModerateMessage,
     PostMessage,
@@ -54,7 +54,6 @@ from confab.contracts.messaging import (
     ReportList,
     ReportMessage,
     SetTyping,
-    subject,
 )
 from confab.db import create_engine
 from confab.errors import ConfabError, Forbidden, InvalidRequest, NotFound, Unavailable

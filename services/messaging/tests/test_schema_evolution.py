@@ -21,16 +21,15 @@ import sqlalchemy as sa
 
 from confab import events
 from confab.bus import CONVERSATIONS, IDENTITY, ensure_streams
-from confab.contracts import identity
+from confab.contracts.events import identity
+from confab.contracts.events.messaging import MessagePosted, subject
 from confab.contracts.messaging import (
     Actor,
     ConversationInput,
     CreateConversation,
     ListMessages,
     MessageInput,
-    MessagePosted,
     PostMessage,
-    subject,
 )
 from confab.eventlog import append, last_version, read_subject
 from confab.ids import new_id

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from confab.aggregate import Aggregates
 from confab.authority import USER_ERASED, Change, Follower
 from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, WEBHOOKS
-from confab.contracts.base import Event
+from confab.contracts.events import Event
 from confab.decider import Decider, Decision
 from confab.eventlog import JetStreamLog
 from confab.service import Service, StartupError, run_service

@@ -19,17 +19,19 @@ import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from confab.contracts.base import Event
-from confab.contracts.webhooks import (
-    MAX_ENDPOINTS,
-    Webhook,
+from confab.contracts.events import Event
+from confab.contracts.events.webhooks import (
     WebhookCreated,
     WebhookDeleted,
     WebhookDisabled,
-    WebhookInput,
-    WebhookPatch,
     WebhookSecretRotated,
     WebhookUpdated,
+)
+from confab.contracts.webhooks import (
+    MAX_ENDPOINTS,
+    Webhook,
+    WebhookInput,
+    WebhookPatch,
     unknown_patterns,
 )
 from confab.errors import Conflict, InvalidRequest, NotFound

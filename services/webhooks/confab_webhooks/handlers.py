@@ -19,6 +19,7 @@ import msgspec
 
 from confab.aggregate import Aggregates, Executed
 from confab.contracts.base import Ok, Request
+from confab.contracts.events.webhooks import subject
 from confab.contracts.webhooks import (
     CreateWebhook,
     DeleteWebhook,
@@ -38,7 +39,6 @@ from confab.contracts.webhooks import (
     Webhook,
     WebhookList,
     WebhookWithSecret,
-    subject,
 )
 from confab.errors import InvalidRequest, NotFound
 from confab.ids import is_valid_id, new_id

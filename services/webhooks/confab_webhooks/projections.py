@@ -30,14 +30,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab import conversation, realtime
 from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, WEBHOOKS, StreamSpec
-from confab.contracts.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
-from confab.contracts.media import AttachmentStored
-from confab.contracts.messaging import (
+from confab.contracts.events.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
+from confab.contracts.events.media import AttachmentStored
+from confab.contracts.events.messaging import (
     ConversationCreated,
     ConversationEvent,
     MessageReported,
 )
-from confab.contracts.webhooks import EVENT_TYPES, WebhookDeleted, WebhookEvent, wants
+from confab.contracts.events.webhooks import WebhookDeleted, WebhookEvent
+from confab.contracts.webhooks import EVENT_TYPES, wants
 from confab.conversation import ConversationView
 from confab.events import Envelope
 from confab.projection import Projection

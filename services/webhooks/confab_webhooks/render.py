@@ -33,12 +33,12 @@ from nats.aio.msg import Msg
 
 from confab import conversation, realtime
 from confab.bus import CONVERSATIONS, IDENTITY, MEDIA
-from confab.contracts.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
-from confab.contracts.identity import subject as identity_subject
-from confab.contracts.media import AttachmentDeleted, AttachmentStored
-from confab.contracts.media import subject as media_subject
-from confab.contracts.messaging import ConversationEvent, MessagePosted
-from confab.contracts.messaging import subject as conversation_subject
+from confab.contracts.events.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
+from confab.contracts.events.identity import subject as identity_subject
+from confab.contracts.events.media import AttachmentDeleted, AttachmentStored
+from confab.contracts.events.media import subject as media_subject
+from confab.contracts.events.messaging import ConversationEvent, MessagePosted
+from confab.contracts.events.messaging import subject as conversation_subject
 from confab.contracts.webhooks import PAYLOAD_VERSION
 from confab.conversation import ConversationView, Entry
 from confab.eventlog import read_subject
