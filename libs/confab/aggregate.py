@@ -43,7 +43,6 @@ import contextlib
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -85,8 +84,7 @@ class Turns:
                 self._locks.pop(key, None)
 
 
-@dataclass(frozen=True, slots=True)
-class Executed(Generic[S]):
+class Executed(msgspec.Struct, Generic[S], frozen=True):
     """What a command did: the state after it and its version, the decision's result,
     and the events it stored (none when it changed nothing)."""
 

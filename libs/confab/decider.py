@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from confab.contracts.events import Event
 
 C = TypeVar("C")  # the decider's command type (usually a union)
@@ -36,8 +38,7 @@ S = TypeVar("S")  # its state
 R = TypeVar("R")  # a decision's result
 
 
-@dataclass(frozen=True, slots=True)
-class Decision(Generic[R]):
+class Decision(msgspec.Struct, Generic[R], frozen=True):
     """What a command does: ``events`` to append, in order, and a ``result`` beside them."""
 
     result: R

@@ -21,7 +21,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -207,28 +207,9 @@ class JetStreamLog:
         self.js = js
         self.stream = stream
 
-    async def append(
-        self,
-        subject: str,
-        event: Event,
-        *,
-        msg_id: str,
-        workspace: str,
-        actor: str = "",
-        correlation: str = "",
-        expected_version: int | None = None,
-    ) -> Appended:
-        return await append(
-            self.js,
-            self.stream,
-            subject,
-            event,
-            msg_id=msg_id,
-            workspace=workspace,
-            actor=actor,
-            correlation=correlation,
-            expected_version=expected_version,
-        )
+    async def append(self, subject: str, event: Event, **options: Any) -> Appended:
+        """``append`` to this stream; ``options`` as ``EventLog.append``'s."""
+        return await append(self.js, self.stream, subject, event, **options)
 
     async def read(self, subject: str, after: int = 0, limit: int = 0) -> AsyncIterator[Envelope]:
         batch = min(limit, READ_BATCH) if limit > 0 else READ_BATCH

@@ -25,8 +25,9 @@ A service lists its handlers on two sides, commands and queries (each with a
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
+
+import msgspec
 
 from confab.aggregate import Aggregates, Executed
 from confab.contracts.base import Ok, Request
@@ -51,8 +52,7 @@ def routes(*sides: Side) -> list[Route]:
     return [route for side in sides for route in side.routes()]
 
 
-@dataclass(frozen=True, slots=True)
-class Intent(Generic[C]):
+class Intent(msgspec.Struct, Generic[C], frozen=True):
     """A decider's command, ready to run against the aggregate at ``subject``."""
 
     subject: str

@@ -152,8 +152,7 @@ class ModerateMessage(Command, kw_only=True, frozen=True):
     action: ModerationAction
 
 
-@dataclass(frozen=True, slots=True)
-class Resent:
+class Resent(msgspec.Struct, frozen=True):
     """The result of a post whose ``client_msg_id`` this sender used here before."""
 
     message_id: str  # the original message
