@@ -128,11 +128,11 @@ async def test_a_reaction_appears_on_both_sides(shop: Shop) -> None:
     target = message(b, "We restock on Monday")
     await expect(target).to_have_count(1, timeout=5_000)
     await target.hover()
-    await target.get_by_test_id("react").click()
-    picker = b.get_by_role("menu", name="Choose a reaction")
-    await expect(picker).to_be_visible()
-    await picker.get_by_role("menuitem", name="thumbs up").click()
-    await expect(picker).to_be_hidden()
+    await target.get_by_test_id("more").click()
+    menu = b.get_by_role("menu", name="Message actions")
+    await expect(menu).to_be_visible()
+    await menu.get_by_role("menuitemcheckbox", name="thumbs up").click()
+    await expect(menu).to_be_hidden()
 
     mine = target.get_by_test_id("reaction")
     await expect(mine).to_have_text("👍1")
@@ -154,15 +154,20 @@ async def test_the_emoji_picker_works_by_keyboard(shop: Shop) -> None:
     await send(a, "Keyboard only")
     target = message(b, "Keyboard only")
     await expect(target).to_have_count(1, timeout=5_000)
-    await target.get_by_test_id("react").focus()
+    await target.focus()  # the message itself: Enter opens its menu
     await b.keyboard.press("Enter")
-    await expect(b.get_by_role("menuitem", name="thumbs up")).to_be_focused()
+    await expect(b.get_by_role("menuitemcheckbox", name="thumbs up")).to_be_focused()
     await b.keyboard.press("ArrowRight")
-    await expect(b.get_by_role("menuitem", name="red heart")).to_be_focused()
+    await expect(b.get_by_role("menuitemcheckbox", name="red heart")).to_be_focused()
     await b.keyboard.press("Escape")
     await expect(b.get_by_role("menu")).to_be_hidden()
-    await expect(target.get_by_test_id("react")).to_be_focused()
+    await expect(target).to_be_focused()
+    # The whole picker: More reactions…, then arrows through its grid.
     await b.keyboard.press("Enter")
+    await b.get_by_test_id("menu-react").focus()
+    await b.keyboard.press("Enter")
+    picker = b.get_by_role("menu", name="Choose a reaction")
+    await expect(picker.get_by_role("menuitem", name="thumbs up")).to_be_focused()
     await b.keyboard.press("ArrowRight")
     await b.keyboard.press("Enter")
     await expect(message(a, "Keyboard only").get_by_test_id("reaction")).to_have_text(
@@ -243,7 +248,8 @@ async def test_edit_delete_and_report(shop: Shop) -> None:
     message_id = await message(a, "The jacket costs").get_attribute("data-id")
     mine = a.locator(f'[data-testid=message][data-id="{message_id}"]')  # its text will change
     await mine.hover()
-    await mine.get_by_test_id("edit").click()
+    await mine.get_by_test_id("more").click()
+    await a.get_by_test_id("menu-edit").click()
     editor = mine.get_by_role("textbox", name="Edit message")
     await expect(editor).to_be_focused()
     await editor.fill("The jacket costs $120")
@@ -257,15 +263,17 @@ async def test_edit_delete_and_report(shop: Shop) -> None:
     wrong = message(a, "oops, wrong chat")
     await expect(message(b, "oops, wrong chat")).to_have_count(1, timeout=LIVE)
     await wrong.hover()
-    await wrong.get_by_test_id("delete").click()
+    await wrong.get_by_test_id("more").click()
+    await a.get_by_test_id("menu-delete").click()
     await a.get_by_test_id("confirm-delete").click()
     for page in (a, b):
         await expect(message(page, "oops, wrong chat")).to_have_count(0, timeout=LIVE)
         await expect(message(page, "This message was deleted.")).to_have_count(1)
 
     await theirs.hover()
-    await expect(theirs.get_by_test_id("edit")).to_have_count(0)  # not Bob's to edit
-    await theirs.get_by_test_id("report").click()
+    await theirs.get_by_test_id("more").click()
+    await expect(b.get_by_test_id("menu-edit")).to_have_count(0)  # not Bob's to edit
+    await b.get_by_test_id("menu-report").click()
     await theirs.get_by_role("combobox").select_option("Spam")
     await theirs.get_by_test_id("send-report").click()
     await expect(theirs).to_contain_text("Reported. Thank you.")
@@ -290,12 +298,15 @@ async def test_history_loads_on_scroll_by_seq(shop: Shop) -> None:
     b = await shop.widget(bob, conversation_id=cid, open_=True)
     await expect(message(b, "history 085")).to_be_visible(timeout=LIVE)
     await expect(b.get_by_test_id("message")).to_have_count(50)
-    log = b.get_by_role("log", name="Messages")
+    scroller = b.locator(".cw-scroll")
+    loading = b.get_by_role("status").filter(has_text="Loading earlier messages…")
     for _ in range(5):
         if await b.get_by_test_id("message").count() == len(texts):
             break
-        await log.evaluate("el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }")
-        await expect(b.get_by_role("button", name="Loading earlier messages…")).to_have_count(0)
+        await scroller.evaluate(
+            "el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }"
+        )
+        await expect(loading).to_have_count(0)
     await expect(b.get_by_test_id("message")).to_have_count(len(texts))
     shown = await b.get_by_test_id("message").locator(".cw-text").all_inner_texts()
     assert shown == texts

@@ -298,9 +298,9 @@ export class ConfabClient extends EventTarget {
       return;
     }
     const rec = this.records.get(channel.replace(/^private-conversation\./, ''));
-    // What happened while we were not subscribed is fetched by seq. The first time, only
-    // a loaded thread asks (a summary closes any gap with the next event it gets).
-    if (rec && (again || (rec.thread && rec.thread.loaded))) rec.feed.catchUp();
+    // What happened while we were not subscribed (since the list or the snapshot, or
+    // while the socket was down) is fetched by seq: usually an empty page.
+    if (rec) rec.feed.catchUp();
   }
 
   onMembers(channel, list) {
@@ -739,7 +739,6 @@ export class ConfabClient extends EventTarget {
     };
     rec.thread.pending.set(clientId, local);
     this.stopTypingSignal(id);
-    this.emit('message', { conversationId: id, message: local, replaces: null });
     this.deliver(rec, local);
     return local;
   }
@@ -764,25 +763,32 @@ export class ConfabClient extends EventTarget {
     }
   }
 
-  async deliver(rec, local) {
-    local.status = 'sending';
-    local.error = null;
-    this.emit('message', { conversationId: rec.id, message: local, replaces: null });
-    const body = { content: local.content, client_msg_id: local.client_msg_id };
+  async deliver(rec, sent) {
+    const clientId = sent.client_msg_id;
+    const local = this.updateLocal(rec, clientId, { status: 'sending', error: null });
+    if (!local) return;
+    const body = { content: local.content, client_msg_id: clientId };
     if (local.attachments.length) body.attachment_ids = local.attachments.map((a) => a.id);
     if (local.metadata && Object.keys(local.metadata).length) body.metadata = local.metadata;
     try {
       const message = await this.api.sendMessage(rec.id, body);
-      if (rec.thread.pending.has(local.client_msg_id)) {
+      if (rec.thread.pending.has(clientId)) {
         // The stored message has no URLs for what we just uploaded: keep ours.
         this.upsert(rec, withAttachmentUrls(message, local.attachments));
       }
     } catch (error) {
-      if (!rec.thread.pending.has(local.client_msg_id)) return;
-      local.status = error.offline ? 'queued' : 'failed';
-      local.error = error;
-      this.emit('message', { conversationId: rec.id, message: local, replaces: null });
+      this.updateLocal(rec, clientId, { status: error.offline ? 'queued' : 'failed', error });
     }
+  }
+
+  // A local copy changes as a new object (so a view can tell it changed by identity).
+  updateLocal(rec, clientId, changes) {
+    const now = rec.thread && rec.thread.pending.get(clientId);
+    if (!now) return null;
+    const next = { ...now, ...changes };
+    rec.thread.pending.set(clientId, next);
+    this.emit('message', { conversationId: rec.id, message: next, replaces: null, previous: now });
+    return next;
   }
 
   /** Edits your message (optimistically; rejects and puts it back when refused). */

@@ -292,7 +292,7 @@ class Widget {
   buildLightbox() {
     const t = this.t;
     this.lightboxImage = h('img', { class: 'cw-lightbox-image', alt: '' });
-    this.lightboxCaption = h('p', { class: 'cw-lightbox-caption' });
+    this.lightboxCaption = h('figcaption', { class: 'cw-lightbox-caption' });
     this.lightboxNote = h('p', { class: 'cw-lightbox-note', role: 'status' });
     this.lightboxClose = h(
       'button',
@@ -748,7 +748,7 @@ class Widget {
     }
     const me = this.client.user.id;
     const mine = message.sender && message.sender.id === me;
-    if (message.local && !replaces && message.status === 'sending' && !previous) {
+    if (message.local && message.status === 'sending') {
       this.pinned = true; // you sent it: follow it down
     }
     if (!message.local && !previous && !replaces && !mine && !message.deleted) {
