@@ -10,11 +10,13 @@ another port of 127.0.0.1) with one script tag from the gateway.
 
 from __future__ import annotations
 
+import fcntl
 import html
 import io
 import json
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -262,3 +264,50 @@ async def shop(
 def screenshot_path(name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS / name
+
+
+# -- what the tests take from npm (tests/browser/js) ---------------------------------------
+
+JS = Path(__file__).resolve().parent / "js"
+
+
+def npm_package(name: str) -> Path:
+    """A package of tests/browser/js/package.json, installed by `npm ci` once (across
+    concurrent test sessions too); skips the test without node and npm."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed: the accessibility checks take axe-core from npm")
+    marker = JS / "node_modules" / ".package-lock.json"
+    if not marker.exists():
+        with (JS / ".npm-install.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not marker.exists():
+                subprocess.run(
+                    [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                    cwd=JS,
+                    check=True,
+                    capture_output=True,
+                    timeout=300,
+                )
+    return JS / "node_modules" / name
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    return (npm_package("axe-core") / "axe.min.js").read_text()
+
+
+async def axe_violations(page: Any, source: str) -> list[str]:
+    """axe-core's serious and critical violations on the whole page (the widget's shadow
+    root included), one line each."""
+    if not await page.evaluate("typeof window.axe === 'object'"):
+        await page.add_script_tag(content=source)
+    results = await page.evaluate(
+        "() => axe.run(document, { resultTypes: ['violations'] }).then(r => r.violations)"
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + ", ".join(str(n["target"]) for n in v["nodes"][:3])
+        for v in results
+        if v["impact"] in ("serious", "critical")
+    ]
