@@ -513,7 +513,7 @@ export class ConfabClient extends EventTarget {
     const thread = rec.thread;
     rec.conv = { ...rec.conv, ...snapshot.conversation };
     rec.unread = snapshot.conversation.unread_count ?? rec.unread;
-    for (const message of snapshot.messages) thread.messages.set(message.id, message);
+    for (const message of snapshot.messages) thread.messages.set(message.id, stamped(message));
     thread.hasMore = snapshot.has_more;
     thread.loaded = true;
     thread.loading = null;
@@ -544,7 +544,7 @@ export class ConfabClient extends EventTarget {
       const added = [];
       for (const message of page.data) {
         if (!thread.messages.has(message.id)) {
-          thread.messages.set(message.id, message);
+          thread.messages.set(message.id, stamped(message));
           added.push(message);
         }
       }
@@ -679,9 +679,10 @@ export class ConfabClient extends EventTarget {
   upsert(rec, message, fromEvent = false) {
     const thread = rec.thread;
     const existing = thread.messages.get(message.id);
-    let merged = message;
+    const incoming = stamped(message);
+    let merged = incoming;
     if (existing) {
-      merged = { ...existing, ...message };
+      merged = { ...existing, ...incoming };
       if (fromEvent && message.reactions) {
         const reactions = {};
         for (const [emoji, summary] of Object.entries(message.reactions)) {
@@ -945,31 +946,35 @@ export class ConfabClient extends EventTarget {
   }
 }
 
-/** When an attachment's URLs stop working (ms since the epoch), read from the URL. */
+/** When a presigned URL fetched at `fetchedAt` (this browser's clock) stops working: its
+ *  lifetime (X-Amz-Expires, or SigV2's Expires) counted from then, so a visitor's clock
+ *  that is wrong does not matter. Infinity for an unsigned URL, 0 for none. */
 export function urlExpiry(url, fetchedAt = Date.now()) {
   if (typeof url !== 'string' || !url) return 0;
   try {
     const params = new URL(url).searchParams;
-    const date = params.get('X-Amz-Date');
-    const seconds = Number(params.get('X-Amz-Expires'));
-    if (date && seconds) {
-      const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(date);
-      if (m) return Date.UTC(m[1], m[2] - 1, m[3], m[4], m[5], m[6]) + seconds * 1000;
-    }
-    const expires = Number(params.get('Expires'));
-    if (expires) return expires * 1000;
-    return params.has('X-Amz-Signature') || params.has('Signature')
-      ? fetchedAt + URL_FALLBACK_MS
-      : Infinity;
+    const lifetime = Number(params.get('X-Amz-Expires'));
+    if (lifetime > 0) return fetchedAt + lifetime * 1000;
+    const signed = params.has('X-Amz-Signature') || params.has('Signature');
+    return signed ? fetchedAt + URL_FALLBACK_MS : Infinity;
   } catch {
     return 0;
   }
 }
 
-function withExpiry(attachment) {
-  const now = Date.now();
-  const times = [attachment.url, attachment.thumbnail_url].filter(Boolean).map((u) => urlExpiry(u, now));
+/** The attachment with `expiresAt` (ms, this browser's clock): when its URLs stop working. */
+function withExpiry(attachment, now = Date.now()) {
+  const urls = [attachment.url, attachment.thumbnail_url].filter(Boolean);
+  const times = urls.map((u) => urlExpiry(u, now));
   return { ...attachment, expiresAt: times.length ? Math.min(...times) : 0 };
+}
+
+// Messages from REST carry URLs fetched just now: note when they expire.
+function stamped(message) {
+  const files = message.attachments;
+  if (!files || !files.length || files.every((a) => !a.url || a.expiresAt)) return message;
+  const now = Date.now();
+  return { ...message, attachments: files.map((a) => (a.url && !a.expiresAt ? withExpiry(a, now) : a)) };
 }
 
 function withAttachmentUrls(message, known) {

@@ -13,7 +13,7 @@
 //   marked read only once it has been on screen in a visible tab.
 // - Attachment URLs expire: a file, download or image is opened with fresh ones.
 
-import { codePoints, createClient, MAX_CONTENT, randomId, urlExpiry } from './client.js';
+import { codePoints, createClient, MAX_CONTENT, randomId } from './client.js';
 import { avatarColor, clear, h, icon, initials, safeUrl } from './dom.js';
 import { EMOJI, emojiKey, QUICK } from './emoji.js';
 import { createI18n, I18n } from './i18n.js';
@@ -1078,6 +1078,9 @@ class Widget {
       bubble.append(h('p', { class: 'cw-text', text: t('message.deleted') }));
     } else if (this.editing && this.editing.id === message.id) {
       bubble.append(this.editForm(message));
+      if (message.attachments && message.attachments.length) {
+        bubble.append(this.attachmentsElement(message));
+      }
     } else {
       if (!filesOnly(message)) bubble.append(this.textElement(message.content));
       if (message.attachments && message.attachments.length) {
@@ -1497,7 +1500,16 @@ class Widget {
     this.menu = { el, trigger, sheet };
     this.panel.append(el);
     if (sheet) {
-      this.scrim = h('div', { class: 'cw-scrim', onclick: () => this.closeMenu(true) });
+      // A tap on the scrim closes the sheet; the end of the long press that opened it
+      // (which began before the scrim was there) does not.
+      let pressed = false;
+      this.scrim = h('div', {
+        class: 'cw-scrim',
+        onpointerdown: () => {
+          pressed = true;
+        },
+        onclick: () => pressed && this.closeMenu(true),
+      });
       el.before(this.scrim);
     } else {
       const box = this.panel.getBoundingClientRect();
@@ -1967,8 +1979,7 @@ class Widget {
       for (const attachment of message.attachments || []) {
         if (message.local) continue;
         const { url, expiresAt } = this.urlsOf(attachment);
-        const expiry = expiresAt || urlExpiry(url);
-        if (url && expiry < soon) this.freshen(attachment).catch(() => {});
+        if (url && expiresAt < soon) this.freshen(attachment).catch(() => {});
       }
     }
   }
