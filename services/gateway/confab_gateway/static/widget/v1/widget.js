@@ -208,7 +208,7 @@ class Widget {
         'data-testid': 'back',
         onclick: () => this.showList(),
       },
-      icon(this.i18n.dir === 'rtl' ? 'send' : 'back'),
+      icon('back'),
     );
     this.backButton.firstChild.classList.add('cw-flip');
     this.title = h('h2', { class: 'cw-title', id: 'cw-title', tabindex: '-1' });
