@@ -219,10 +219,9 @@ main {{ padding: 32px; max-width: 720px; }}
 </body></html>"""
 
 
-@pytest.fixture(scope="session")
-async def host_site() -> AsyncIterator[str]:
+async def serve_host_site() -> tuple[web.AppRunner, str]:
     """The tenant's own site, which embeds the widget with one script tag (or mounts it
-    from a script of its own: the test's, trusted)."""
+    from a script of its own: the test's, trusted): its runner and address."""
 
     async def page(request: web.Request) -> web.Response:
         q = request.query
@@ -241,7 +240,13 @@ async def host_site() -> AsyncIterator[str]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+async def host_site() -> AsyncIterator[str]:
+    runner, url = await serve_host_site()
+    yield url
     await runner.cleanup()
 
 

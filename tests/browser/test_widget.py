@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from playwright.async_api import expect
 
 from tests.browser.conftest import PHONE, Person, Shop, png_bytes, screenshot_path
@@ -355,55 +354,19 @@ async def test_the_widget_fits_a_phone(shop: Shop) -> None:
     await expect(panel).to_be_hidden()
 
 
-async def test_screenshots_of_the_widget(shop: Shop) -> None:
-    """docs/screenshots/widget-*.png, linked from the README."""
+async def test_the_closed_launcher_shows_a_new_message(shop: Shop) -> None:
+    """docs/screenshots/widget-launcher.png, linked from the README (the other states are
+    photographed by test_widget_states.py)."""
     ann = await shop.person("Ann from Example Outfitters")
     bob = await shop.person("Bob Lee")
     cid = await shop.conversation(ann, bob)
     base = f"/api/widget/conversations/{cid}"
-    script = [
-        (bob, "Hi! Is the waterproof jacket still available in size M?"),
-        (ann, "Hello Bob! Yes, we have two left in blue and one in black."),
-        (bob, "Great. Does it have a hood?"),
-        (ann, "It does, and it folds into the collar. Here is a photo:"),
-    ]
-    last = None
-    for person, text in script:
-        status, last = await person.api.post(base + "/messages", {"content": text})
-        assert status == 201, last
-    form = aiohttp.FormData()
-    form.add_field(
-        "file", png_bytes((640, 420), (14, 116, 144)), filename="blue.png", content_type="image/png"
-    )
-    status, upload = await ann.api.call("POST", base + "/attachments", data=form)
-    if status == 201:
-        await ann.api.post(
-            base + "/messages",
-            {"content": "Blue, size M", "attachment_ids": [upload["id"]]},
-        )
-    assert last is not None
-    await bob.api.post(base + f"/messages/{last['id']}/reactions", {"emoji": "👍"})
-    await ann.api.post(base + "/messages", {"content": "Want me to reserve one for you?"})
-
-    desktop = await shop.widget(bob, conversation_id=cid, open_=True, label="screenshot")
-    await expect(message(desktop, "reserve one")).to_be_visible(timeout=LIVE)
-    await live(desktop)
-    await desktop.get_by_test_id("composer").fill("Yes please, the blue one!")
-    await desktop.screenshot(path=screenshot_path("widget-desktop.png"))
-
-    phone = await shop.widget(bob, conversation_id=cid, open_=True, viewport=PHONE)
-    await expect(message(phone, "reserve one")).to_be_visible(timeout=LIVE)
-    await live(phone)
-    await phone.screenshot(path=screenshot_path("widget-phone.png"))
-    await phone.get_by_role("button", name="Back to conversations").click()
-    await expect(phone.get_by_test_id("conversation")).to_be_visible()
-
-    for page in (desktop, phone):  # or Bob would read it there at once
-        await page.context.close()
+    await ann.api.post(base + "/messages", {"content": "Your jacket is reserved."})
+    await bob.api.post(base + "/read", {})
     closed = await shop.widget(bob, label="launcher")
     await live(closed)
     badge = closed.get_by_test_id("launcher").get_by_test_id("unread")
-    await expect(badge).to_be_hidden(timeout=LIVE)  # Bob has read everything (other tabs)
+    await expect(badge).to_be_hidden(timeout=LIVE)  # Bob has read everything
     await ann.api.post(base + "/messages", {"content": "Reserved until Friday."})
     await expect(badge).to_have_text("1", timeout=LIVE)
     await closed.screenshot(path=screenshot_path("widget-launcher.png"))

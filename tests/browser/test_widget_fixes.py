@@ -597,12 +597,16 @@ async def test_13_the_picker_draws_emoji_in_colour(shop: Shop) -> None:
     assert origin is not None
     grey = []
     for item in await picker.get_by_role("menuitem").all():
+        if await item.get_attribute("aria-label") == "eyes":
+            continue  # white and black in colour fonts too: nothing to tell them apart
         box = await item.bounding_box()
         assert box is not None
         left, top = box["x"] - origin["x"], box["y"] - origin["y"]
         cell = shot.crop((int(left), int(top), int(left + box["width"]), int(top + box["height"])))
         # A colour glyph has saturated pixels; a black-and-white fallback has none.
-        vivid = sum(1 for p in cell.getdata() if max(p) - min(p) > 80)
+        data = cell.tobytes()
+        pixels = zip(data[0::3], data[1::3], data[2::3], strict=True)
+        vivid = sum(1 for p in pixels if max(p) - min(p) > 80)
         if vivid < 20:
             grey.append(await item.get_attribute("aria-label"))
     assert not grey, f"drawn without colour: {grey}"

@@ -26,34 +26,15 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
-from aiohttp import web
 
 from confab_infra.testing import fresh_database, open_backends
-from tests.browser.conftest import CHROMIUM_ARGS, HOST_PAGE, chromium_path
+from tests.browser.conftest import CHROMIUM_ARGS, chromium_path, serve_host_site
 from tests.client import Api, new_workspace
 from tests.stack import backend_flags, running_stack
 
 DOWN = 1_600_000 / 8  # bytes per second
 UP = 750_000 / 8
 RTT_MS = 150
-
-
-async def host_site() -> tuple[web.AppRunner, str]:
-    async def page(request: web.Request) -> web.Response:
-        q = request.query
-        body = HOST_PAGE.format(
-            api=q["api"], attributes=f'data-session-token="{q["token"]}" async', mount=""
-        )
-        return web.Response(text=body, content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/", page)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
 
 
 async def visitor(gateway: str, admin_token: str) -> str:
@@ -170,8 +151,9 @@ async def main(runs: int) -> None:
         running_stack(Path(data), *backend_flags(backends, database)) as stack,
     ):
         token = await visitor(stack.gateway, stack.info["admin_token"])
-        runner, host = await host_site()
-        url = f"{host}/?{urlencode({'api': stack.gateway, 'token': token})}"
+        runner, host = await serve_host_site()
+        data = json.dumps({"session-token": token})
+        url = f"{host}/?{urlencode({'api': stack.gateway, 'data': data})}"
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
             results = [await measure(browser, url, stack.gateway) for _ in range(runs)]

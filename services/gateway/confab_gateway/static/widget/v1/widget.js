@@ -1397,6 +1397,22 @@ class Widget {
         }),
       ),
     );
+    // An item that opens a form under the message (confirm a deletion, report).
+    const opens = (testid, name, label, form, focus) =>
+      item(
+        {
+          class: form === 'confirming' ? 'cw-menu-item cw-menu-danger' : 'cw-menu-item',
+          'data-testid': testid,
+          onclick: () => {
+            this.closeMenu();
+            this[form] = message.id;
+            this.queue();
+            queueMicrotask(() => this.focusIn(message.id, focus));
+          },
+        },
+        icon(name, 18),
+        h('span', { text: t(label) }),
+      );
     const rest = [
       item(
         { 'data-testid': 'menu-react', onclick: () => this.openPicker(message, trigger) },
@@ -1417,51 +1433,13 @@ class Widget {
           icon('edit', 18),
           h('span', { text: t('message.edit') }),
         ),
-        item(
-          {
-            class: 'cw-menu-item cw-menu-danger',
-            'data-testid': 'menu-delete',
-            onclick: () => {
-              this.closeMenu();
-              this.confirming = message.id;
-              this.queue();
-              queueMicrotask(() => this.focusIn(message.id, '[data-focus-key="cancel-delete"]'));
-            },
-          },
-          icon('trash', 18),
-          h('span', { text: t('message.delete') }),
-        ),
+        opens('menu-delete', 'trash', 'message.delete', 'confirming', '[data-focus-key="cancel-delete"]'),
       );
     } else if (!this.reported.has(message.id)) {
-      rest.push(
-        item(
-          {
-            'data-testid': 'menu-report',
-            onclick: () => {
-              this.closeMenu();
-              this.reporting = message.id;
-              this.queue();
-              queueMicrotask(() => this.focusIn(message.id, 'select'));
-            },
-          },
-          icon('flag', 18),
-          h('span', { text: t('message.report') }),
-        ),
-      );
+      rest.push(opens('menu-report', 'flag', 'message.report', 'reporting', 'select'));
     }
-    const menu = h(
-      'div',
-      {
-        class: sheet ? 'cw-menu cw-sheet' : 'cw-menu',
-        role: 'menu',
-        'aria-label': t('message.actions'),
-        'data-testid': 'message-menu',
-        onkeydown: (event) => this.menuKey(event, items),
-      },
-      quick,
-      h('div', { class: 'cw-menu-list' }, rest),
-    );
-    this.showMenu(menu, trigger, items[0], sheet);
+    const menu = { kind: 'cw-menu', label: 'message.actions', testid: 'message-menu', items };
+    this.showMenu(menu, [quick, h('div', { class: 'cw-menu-list' }, rest)], trigger, sheet);
   }
 
   openPicker(message, trigger) {
@@ -1482,21 +1460,24 @@ class Widget {
         },
       }),
     );
-    const picker = h(
-      'div',
-      {
-        class: sheet ? 'cw-picker cw-sheet' : 'cw-picker',
-        role: 'menu',
-        'aria-label': t('picker.label'),
-        'data-testid': 'emoji-picker',
-        onkeydown: (event) => this.menuKey(event, buttons, 6),
-      },
-      buttons,
-    );
-    this.showMenu(picker, trigger, buttons[0], sheet);
+    const picker = { kind: 'cw-picker', label: 'picker.label', testid: 'emoji-picker', items: buttons, columns: 6 };
+    this.showMenu(picker, buttons, trigger, sheet);
   }
 
-  showMenu(el, trigger, first, sheet) {
+  // A menu (role menu) by the trigger, or as a sheet from the bottom of the panel.
+  showMenu({ kind, label, testid, items, columns = 0 }, children, trigger, sheet) {
+    const el = h(
+      'div',
+      {
+        class: sheet ? `${kind} cw-sheet` : kind,
+        role: 'menu',
+        'aria-label': this.t(label),
+        'data-testid': testid,
+        onkeydown: (event) => this.menuKey(event, items, columns),
+      },
+      children,
+    );
+    const first = items[0];
     this.menu = { el, trigger, sheet };
     this.panel.append(el);
     if (sheet) {
@@ -1604,10 +1585,15 @@ class Widget {
     }
   }
 
-  stopEdit(message, focus = true) {
-    this.editing = null;
+  stopEdit(message) {
+    this.closeForm('editing', message);
+  }
+
+  // Closes the form under a message (editing, confirming, reporting): back to its "…".
+  closeForm(form, message) {
+    this[form] = null;
     this.syncThread();
-    if (focus) this.focusIn(message.id, '[data-focus-key="more"]');
+    this.focusIn(message.id, '[data-focus-key="more"]');
   }
 
   editForm(message) {
@@ -1658,10 +1644,8 @@ class Widget {
       if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         save();
-      } else if (event.key === 'Escape') {
-        event.preventDefault();
-        event.stopPropagation();
-        this.stopEdit(message);
+      } else {
+        onEscape(() => this.stopEdit(message))(event);
       }
     });
     return form;
@@ -1685,24 +1669,14 @@ class Widget {
 
   confirmDelete(message) {
     const t = this.t;
-    const cancel = () => {
-      this.confirming = null;
-      this.syncThread();
-      this.focusIn(message.id, '[data-focus-key="more"]');
-    };
+    const cancel = () => this.closeForm('confirming', message);
     return h(
       'div',
       {
         class: 'cw-confirm',
         role: 'group',
         'aria-label': t('delete.confirm'),
-        onkeydown: (event) => {
-          if (event.key === 'Escape') {
-            event.preventDefault();
-            event.stopPropagation();
-            cancel();
-          }
-        },
+        onkeydown: onEscape(cancel),
       },
       h('span', { text: t('delete.confirm') }),
       h('button', {
@@ -1743,11 +1717,7 @@ class Widget {
       REPORT_REASONS.map(([value, key]) => h('option', { value, text: t(key) })),
     );
     const status = h('span', { class: 'cw-report-status', role: 'status' });
-    const cancel = () => {
-      this.reporting = null;
-      this.syncThread();
-      this.focusIn(message.id, '[data-focus-key="more"]');
-    };
+    const cancel = () => this.closeForm('reporting', message);
     return h(
       'form',
       {
@@ -1766,13 +1736,7 @@ class Widget {
             status.textContent = this.errorText(error, 'report.failed');
           }
         },
-        onkeydown: (event) => {
-          if (event.key === 'Escape') {
-            event.preventDefault();
-            event.stopPropagation();
-            cancel();
-          }
-        },
+        onkeydown: onEscape(cancel),
       },
       select,
       h('button', { class: 'cw-danger', type: 'submit', 'data-testid': 'send-report', text: t('report.send') }),
@@ -2263,6 +2227,16 @@ function filesOnly(message) {
   const meta = message.metadata && message.metadata.confab_widget;
   if (!files.length || !meta || !meta.attachments_only || message.edited_at) return false;
   return true;
+}
+
+// A keydown handler: Escape does `then` (and goes no further).
+function onEscape(then) {
+  return (event) => {
+    if (event.key !== 'Escape') return;
+    event.preventDefault();
+    event.stopPropagation();
+    then();
+  };
 }
 
 function hasFiles(transfer) {
