@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confab.bench.stack import CONFAB, READY, launch, stop, up_command
 from confab_infra.backends import free_port
-from confab_infra.process import OutputLines
 from confab_infra.testing import TestBackends
 
-CONFAB = str(Path(sys.executable).with_name("confab"))
+__all__ = ["CONFAB", "RunningStack", "backend_flags", "running_stack", "up_command"]
 
 
 @dataclass
@@ -43,10 +40,6 @@ class RunningStack:
         return "\n".join(p.read_text(errors="replace") for p in (self.data_dir / "logs").glob("*"))
 
 
-def up_command(data_dir: Path, *extra: str) -> list[str]:
-    return [CONFAB, "up", "--data-dir", str(data_dir), *extra]
-
-
 def backend_flags(backends: TestBackends, database_url: str) -> list[str]:
     s3 = backends.s3
     # "--flag=value": a generated secret may start with "-".
@@ -61,26 +54,21 @@ def backend_flags(backends: TestBackends, database_url: str) -> list[str]:
 
 @contextmanager
 def running_stack(data_dir: Path, *flags: str, timeout: float = 120.0) -> Iterator[RunningStack]:
-    """``confab up`` with free ports (and its own embedded NATS unless a URL is given)."""
-    ports = ["--gateway-port", str(free_port()), "--fanout-port", str(free_port())]
-    process = subprocess.Popen(
-        up_command(data_dir, *ports, *flags),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "CONFAB_LOG_LEVEL": "info"},
+    """``confab up`` with free ports (and its own embedded NATS unless a URL is given);
+    stopped as Ctrl-C stops it when the block ends. Webhook retries come a second apart,
+    so a test of a receiver that is down waits for the receiver, not for the production
+    back-off."""
+    process, lines = launch(
+        data_dir,
+        free_port(),
+        *flags,
+        log_level="info",
+        env={"CONFAB_WEBHOOKS_RETRY_SCHEDULE": "0.2,0.5,1*120"},
     )
-    lines = OutputLines(process)
     try:
-        if not lines.wait_for("confab: ready", timeout):
+        if not lines.wait_for(READY, timeout):
             raise AssertionError("confab up did not become ready:\n" + "\n".join(lines.seen))
         info = json.loads((data_dir / "stack.json").read_text())
         yield RunningStack(process, data_dir, info, lines.seen)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)

@@ -24,17 +24,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
 import pytest
 import yaml
 
-from confab.settings import DatabaseSettings, Settings, env_name, load
+from confab.settings import DatabaseSettings, Settings, env_name, load, names
 from confab_fanout.settings import FanoutSettings
 from confab_gateway.settings import GatewaySettings
 from confab_identity.settings import IdentitySettings
 from confab_infra.nats_auth import PERMISSIONS, ROUTE_USER, password_variable
 from confab_media.settings import MediaSettings
 from confab_messaging.settings import MessagingSettings
+from confab_webhooks.settings import WebhooksSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -47,6 +47,7 @@ SETTINGS: dict[str, type[Settings]] = {
     "messaging": MessagingSettings,
     "media": MediaSettings,
     "fanout": FanoutSettings,
+    "webhooks": WebhooksSettings,
 }
 SERVICES = tuple(SETTINGS)
 HEALTH_PATHS = {"/healthz", "/metrics"}  # confab.service.health_routes
@@ -180,24 +181,23 @@ class ServiceEnv:
     def check(self, where: str) -> Settings:
         """Every CONFAB_* variable is a setting of this service, and the values load."""
         cls = SETTINGS[self.service]
-        known = {env_name(f.name) for f in msgspec.structs.fields(cls)}
-        unknown = {n for n in self.names if n.startswith("CONFAB_")} - known
+        variables = {f: env_name(cls, f) for f in cls.__struct_fields__}
+        unknown = {n for n in self.names if n.startswith("CONFAB_")} - set(variables.values())
         assert not unknown, f"{where}: {self.service} has no settings {sorted(unknown)}"
         confab = {k: v for k, v in self.values.items() if k.startswith("CONFAB_")}
         settings = load(cls, argv=[], env=confab)
-        hosts = {f.name: getattr(settings, f.name) for f in msgspec.structs.fields(cls)}
-        for name, value in hosts.items():
-            if name.endswith("_host"):
-                assert value == "0.0.0.0", f"{where}: {env_name(name)}={value} (unreachable)"
+        for name, variable in variables.items():
+            value = getattr(settings, name)
+            if variable.endswith("_HOST"):
+                assert value == "0.0.0.0", f"{where}: {variable}={value} (unreachable)"
         return settings
 
 
 def listen_ports(settings: Settings) -> set[int]:
     """The ports the service listens on: its own (gateway, fanout) and the health port."""
+    cls = type(settings)
     ports = {
-        getattr(settings, f.name)
-        for f in msgspec.structs.fields(type(settings))
-        if f.name.endswith("_port")
+        getattr(settings, f) for f in cls.__struct_fields__ if env_name(cls, f).endswith("_PORT")
     }
     return {p for p in ports if p}
 
@@ -208,6 +208,22 @@ def needs_database(service: str) -> bool:
 
 def url_hosts(value: str) -> list[tuple[str, int | None]]:
     return [(p.hostname or "", p.port) for p in map(urlsplit, value.split(","))]
+
+
+def test_a_variable_two_services_read_is_one_shared_setting() -> None:
+    """Every service gets the same environment (``confab up``, the compose file): a
+    variable read by two services is a shared setting of one name in both, never one
+    service's own setting (``CONFAB_FANOUT_WS_URL`` is the gateway's ``fanout_ws_url``;
+    a fanout field ``ws_url`` would read it too)."""
+    readers: dict[str, set[tuple[str, str, bool]]] = {}
+    for service, cls in SETTINGS.items():
+        for field_name, read_as in names(cls).items():
+            shared = read_as == field_name
+            readers.setdefault(env_name(cls, field_name), set()).add((service, field_name, shared))
+    for variable, by in readers.items():
+        if len(by) > 1:
+            assert all(shared for _, _, shared in by), f"{variable}: {sorted(by)}"
+            assert len({field_name for _, field_name, _ in by}) == 1, f"{variable}: {sorted(by)}"
 
 
 # -- Dockerfiles -------------------------------------------------------------------------------

@@ -313,13 +313,20 @@ async def test_typing_is_published_but_not_stored(world: World, stack: RunningSt
         await nc.close()
 
 
-async def test_demo_room_gives_two_guests_a_shared_conversation(world: World) -> None:
-    status, room = await world.tenant.post("/api/v1/demo/rooms")
-    assert status == 201 and len(room["guests"]) == 2
-    guests = [world.tenant.as_(Authorization=f"Bearer {g['token']}") for g in room["guests"]]
-    await send(guests[0], room["conversation_id"], "hi from A")
-    _, page = await guests[1].get(f"/api/widget/conversations/{room['conversation_id']}/messages")
-    assert [m["content"] for m in page["data"]] == ["hi from A"]
+async def test_a_demo_room_and_a_guest_from_its_link_share_a_conversation(world: World) -> None:
+    """The demo page's two calls (``confab up`` gives the gateway the demo key)."""
+    page = world.tenant.as_()  # the demo's endpoints take no credentials
+    status, room = await page.post("/demo/api/rooms")
+    assert status == 201 and room["link"] == f"/demo#room={room['room_token']}", room
+    status, joined = await page.post(f"/demo/api/rooms/{room['room_token']}/guests")
+    assert status == 201 and joined["conversation_id"] == room["conversation_id"], joined
+    assert joined["guest"]["user_id"] != room["guest"]["user_id"]
+    creator, guest = (
+        page.as_(Authorization=f"Bearer {r['guest']['token']}") for r in (room, joined)
+    )
+    await send(creator, room["conversation_id"], "hi from the creator")
+    _, messages = await guest.get(f"/api/widget/conversations/{room['conversation_id']}/messages")
+    assert [m["content"] for m in messages["data"]] == ["hi from the creator"]
 
 
 async def test_every_acknowledged_send_survives_a_messaging_crash(

@@ -66,9 +66,9 @@ async def server(
             GatewaySettings(
                 nats_url=backends.nats_url,
                 instance=f"slow-{uuid.uuid4().hex[:6]}",
-                gateway_port=port,
+                port=port,
                 admin_token=ADMIN_TOKEN,
-                gateway_max_connections_per_address=CAP,
+                max_connections_per_address=CAP,
                 **LIMITS,  # type: ignore[arg-type]
             ),
         )

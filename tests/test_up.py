@@ -15,10 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from confab.cli import up
 from confab_infra.backends import free_port
 from tests.stack import RunningStack, running_stack, up_command
 
-SERVICES = {"gateway", "identity", "messaging", "media", "fanout"}
+SERVICES = set(up.SERVICES)  # what confab up starts
 
 
 def health(stack: RunningStack) -> tuple[int, dict]:

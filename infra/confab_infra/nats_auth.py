@@ -12,7 +12,8 @@ server):
 - only the owner of a stream appends to it: the fanout and the gateway cannot publish
   `conv.evt.…`, `identity.evt.…` or `media.evt.…`, nor change a stream's configuration;
 - only identity and messaging write users' data keys (`CONFAB_KEYS`, see
-  `confab.personal`); the fanout reads them; the gateway and media cannot read them;
+  `confab.personal`); the fanout and webhooks read them; the gateway and media cannot
+  read them;
 - replies are private: each user subscribes only to its own inbox prefix `_INBOX.<user>`
   (`confab.bus` connects with that prefix), and answers a request only on its reply
   subject (`allow_responses`: once, within two minutes);
@@ -238,10 +239,33 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         *key_value("webhooks", "each workspace's webhook configuration", write=True),
         *key_value(KEYS, "reveals users' names in events (never writes keys)", write=False),
     ),
+    "webhooks": (
+        serves("webhooks"),
+        owns_stream("WEBHOOKS", "webhooks.evt.>", "writes tenants' webhook endpoints"),
+        reads_stream("WEBHOOKS", "loads endpoints before deciding"),
+        consumes_stream("WEBHOOKS", "feeds the endpoints read model"),
+        *(
+            rule
+            for stream in ("CONVERSATIONS", "IDENTITY", "MEDIA")
+            for rule in (
+                declares_stream(stream, "follows it, so creates it if it starts first"),
+                consumes_stream(stream, "queues a delivery for each event an endpoint wants"),
+                reads_stream(stream, "renders payloads from the log as it is when sent"),
+            )
+        ),
+        subscribe("a user's profile changed: read it again", "live.identity.evt.*.user.*"),
+        *follows_authority(),
+        *key_value(KEYS, "reveals message text and profiles (never writes keys)", write=False),
+    ),
     "gateway": (
         serves("gateway"),
         requests(
-            "each API request goes to its service", "identity", "messaging", "media", "fanout"
+            "each API request goes to its service",
+            "identity",
+            "messaging",
+            "media",
+            "fanout",
+            "webhooks",
         ),
         *follows_authority(),
         *object_store(UPLOADS, "streams uploads into the temporary store"),

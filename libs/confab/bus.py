@@ -57,7 +57,8 @@ class StreamSpec:
 IDENTITY = StreamSpec("IDENTITY", ("identity.evt.>",))
 CONVERSATIONS = StreamSpec("CONVERSATIONS", ("conv.evt.>",))
 MEDIA = StreamSpec("MEDIA", ("media.evt.>",))
-STREAMS = {s.name: s for s in (IDENTITY, CONVERSATIONS, MEDIA)}
+WEBHOOKS = StreamSpec("WEBHOOKS", ("webhooks.evt.>",))
+STREAMS = {s.name: s for s in (IDENTITY, CONVERSATIONS, MEDIA, WEBHOOKS)}
 
 
 def inbox_prefix(user: str) -> str:

@@ -49,6 +49,7 @@ from confab.contracts.messaging import (
     MessageEdited,
     MessageModerated,
     MessagePosted,
+    ModeratedMessage,
     ParticipantAdded,
     ParticipantRemoved,
     ReactionAdded,
@@ -433,9 +434,11 @@ def reactions(pairs: Iterable[tuple[str, str]], viewer: str | None) -> dict[str,
     return {emoji: ReactionSummary(count=n, me=emoji in mine) for emoji, n in counts.items()}
 
 
-def shown_attachment_ids(message: MessageView) -> list[str]:
-    """The attachments a message shows: none once it is deleted or hidden."""
-    return [] if message.gone else list(message.attachment_ids)
+def shown_attachment_ids(message: MessageView, moderator: bool = False) -> list[str]:
+    """The attachments a message shows: none once it is deleted or (but to moderators)
+    hidden."""
+    gone = message.deleted if moderator else message.gone
+    return [] if gone else list(message.attachment_ids)
 
 
 def message_object(
@@ -443,18 +446,21 @@ def message_object(
     viewer: str | None,
     author: Sender | None,
     attachments: Mapping[str, Attachment] | None = None,
+    *,
+    moderator: bool = False,
 ) -> Message:
     """The public message object. ``attachments``: objects with fresh URLs by id (an id
     missing there, deleted by media, is left out); None: what media stored for the
-    message, without URLs."""
-    gone = message.gone
+    message, without URLs. ``moderator``: the workspace's moderators' view, a
+    ``ModeratedMessage`` (a hidden message keeps its content, flagged ``hidden``)."""
+    gone = message.deleted if moderator else message.gone
     if gone:
         shown: list[Attachment] = []
     elif attachments is not None:
         shown = [attachments[i] for i in message.attachment_ids if i in attachments]
     else:
         shown = list(message.attachments)
-    return Message(
+    made = (ModeratedMessage if moderator else Message)(
         id=message.id,
         conversation_id=message.conversation_id,
         seq=message.seq,
@@ -469,6 +475,9 @@ def message_object(
         deleted=gone,
         client_msg_id=message.client_msg_id,
     )
+    if moderator and message.hidden and not message.deleted:
+        made = msgspec.structs.replace(made, hidden=True)
+    return made
 
 
 _plain = msgspec.to_builtins

@@ -55,10 +55,27 @@ def checkpoint_table(metadata: sa.MetaData) -> sa.Table:
 
 
 async def create_tables(engine: AsyncEngine, metadata: sa.MetaData) -> None:
-    """Create the schema and tables if missing; safe to run from several processes at once."""
+    """Create the schema, tables and indexes if missing, and bring a table an older build
+    made up to date with additive changes: columns it lacks are added (they must be
+    nullable or have a server default), then indexes it lacks are created (``create_all``
+    alone skips an existing table). Safe to run from several processes at once."""
     async with engine.begin() as conn:
         # Serialise concurrent creators: CREATE … IF NOT EXISTS still races in PostgreSQL.
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7267265)"))
         if metadata.schema:
             await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{metadata.schema}"'))
         await conn.run_sync(metadata.create_all)
+        await conn.run_sync(_bring_up_to_date, metadata)
+
+
+def _bring_up_to_date(conn: sa.Connection, metadata: sa.MetaData) -> None:
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name, table.schema)}
+        for column in table.columns:
+            if column.name not in present:
+                spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+                name = conn.dialect.identifier_preparer.format_table(table)
+                conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {spec}"))
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)

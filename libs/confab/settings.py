@@ -3,10 +3,18 @@
 Every field ``foo_bar`` of a settings struct is read from the flag ``--foo-bar``
 or the variable ``CONFAB_FOO_BAR`` (flag wins). A bad value stops the process
 with one line that names the variable, never a traceback.
+
+``confab up`` gives every service the same environment, so a service's own settings
+live in its namespace: a class with ``__namespace__ = "fanout"`` reads its field
+``port`` from ``--fanout-port`` and ``CONFAB_FANOUT_PORT``. The fields every process
+shares (those of ``Settings`` and ``DatabaseSettings``) and those a class names in
+``__shared__`` (read by several services, or documented without the prefix) are read
+without it. ``names`` is the one place that mapping is made.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -34,6 +42,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     # Fields holding URLs, with the schemes each accepts; checked by ``load``.
     __urls__: ClassVar[dict[str, tuple[str, ...]]] = {"nats_url": ("nats", "tls", "ws", "wss")}
+    # A service's settings: its name, put before the fields it declares (see above) ...
+    __namespace__: ClassVar[str] = ""
+    # ... except these, read under their own names.
+    __shared__: ClassVar[frozenset[str]] = frozenset()
 
     nats_url: str = "nats://127.0.0.1:4222"
     # Who this process is on NATS: each service has a user of its own with only the
@@ -83,12 +95,35 @@ class DatabaseSettings(Settings, kw_only=True, frozen=True):
     database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
 
 
-def env_name(field: str) -> str:
-    return ENV_PREFIX + field.upper()
+@functools.cache
+def names(cls: type[Settings]) -> dict[str, str]:
+    """Each field of ``cls`` and the name its flag and variable are made of: the field's
+    own, or ``<namespace>_<field>`` for a field the namespaced class declares itself."""
+    common: tuple[str, ...] = ()
+    for base in cls.__mro__[1:]:
+        if issubclass(base, Settings) and not base.__namespace__:
+            common = base.__struct_fields__
+            break
+    if unknown := cls.__shared__ - set(cls.__struct_fields__):
+        raise TypeError(f"{cls.__name__}.__shared__ names no field {sorted(unknown)}")
+    prefix = cls.__namespace__ + "_" if cls.__namespace__ else ""
+    out = {
+        f: f if not prefix or f in common or f in cls.__shared__ else prefix + f
+        for f in cls.__struct_fields__
+    }
+    if len(set(out.values())) < len(out):
+        raise TypeError(f"{cls.__name__}: two of its fields would be read from one variable")
+    return out
 
 
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
+def env_name(cls: type[Settings], field: str) -> str:
+    """The variable ``field`` of ``cls`` is read from: ``CONFAB_FANOUT_PORT``."""
+    return ENV_PREFIX + names(cls)[field].upper()
+
+
+def flag_name(cls: type[Settings], field: str) -> str:
+    """The flag ``field`` of ``cls`` is read from: ``--fanout-port``."""
+    return "--" + names(cls)[field].replace("_", "-")
 
 
 def check_url(value: str, schemes: tuple[str, ...]) -> None:
@@ -133,15 +168,15 @@ def load(
             raw: Any = overrides[name]
         elif name in flags:
             raw = flags[name]
-        elif env_name(name) in env:
-            raw = env[env_name(name)]
+        elif env_name(cls, name) in env:
+            raw = env[env_name(cls, name)]
         else:
             continue
         try:
             values[name] = msgspec.convert(raw, field.type, strict=False)
         except msgspec.ValidationError as exc:
             shown = mask_url(raw) if name.endswith("_url") and isinstance(raw, str) else raw
-            raise SettingsError(f"{_source(name, flags)}={shown!r}: {_plain(exc)}") from None
+            raise SettingsError(f"{_source(cls, name, flags)}={shown!r}: {_plain(exc)}") from None
     settings = cls(**values)
     for name, schemes in cls.__urls__.items():
         value = getattr(settings, name)
@@ -149,12 +184,12 @@ def load(
             try:
                 check_url(value, schemes)
             except ValueError as exc:
-                raise SettingsError(f"{_source(name, flags)}: {exc}") from None
+                raise SettingsError(f"{_source(cls, name, flags)}: {exc}") from None
     return settings
 
 
-def _source(name: str, flags: Mapping[str, str]) -> str:
-    return flag_name(name) if name in flags else env_name(name)
+def _source(cls: type[Settings], name: str, flags: Mapping[str, str]) -> str:
+    return flag_name(cls, name) if name in flags else env_name(cls, name)
 
 
 def _plain(exc: msgspec.ValidationError) -> str:
@@ -162,8 +197,8 @@ def _plain(exc: msgspec.ValidationError) -> str:
     return text.replace("`", "")
 
 
-def _parse_flags(cls: type, argv: Sequence[str]) -> dict[str, str]:
-    known = {flag_name(f.name): f.name for f in msgspec.structs.fields(cls)}
+def _parse_flags(cls: type[Settings], argv: Sequence[str]) -> dict[str, str]:
+    known = {flag_name(cls, f): f for f in cls.__struct_fields__}
     out: dict[str, str] = {}
     args = list(argv)
     i = 0

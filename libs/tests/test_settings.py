@@ -2,7 +2,15 @@ from typing import ClassVar
 
 import pytest
 
-from confab.settings import DatabaseSettings, Port, Settings, SettingsError, load, mask_url
+from confab.settings import (
+    DatabaseSettings,
+    Port,
+    Settings,
+    SettingsError,
+    load,
+    mask_url,
+    names,
+)
 
 
 class Example(DatabaseSettings, kw_only=True, frozen=True):
@@ -64,3 +72,58 @@ def test_database_password_never_shown_in_errors() -> None:
 def test_several_nats_servers_are_accepted() -> None:
     urls = "nats://a:4222,nats://b:4222"
     assert load(Settings, argv=[], env={"CONFAB_NATS_URL": urls}).nats_url == urls
+
+
+class Service(DatabaseSettings, kw_only=True, frozen=True):
+    __namespace__: ClassVar[str] = "svc"
+    __shared__: ClassVar[frozenset[str]] = frozenset({"trusted_proxies"})
+    port: Port = 7000
+    trusted_proxies: str = ""
+
+
+def test_a_service_reads_its_own_fields_in_its_namespace() -> None:
+    env = {
+        "CONFAB_SVC_PORT": "7001",
+        "CONFAB_PORT": "1",  # another service's setting, not this one's
+        "CONFAB_TRUSTED_PROXIES": "10.0.0.0/8",
+        "CONFAB_DATABASE_URL": "postgresql://db:5432/x",
+        "CONFAB_STREAM_REPLICAS": "3",
+    }
+    settings = load(Service, argv=[], env=env)
+    assert settings.port == 7001 and settings.trusted_proxies == "10.0.0.0/8"
+    assert settings.database_url == "postgresql://db:5432/x" and settings.stream_replicas == 3
+    assert load(Service, argv=["--svc-port=7002"], env=env).port == 7002
+    assert names(Service)["port"] == "svc_port" and names(Service)["nats_url"] == "nats_url"
+
+
+def test_a_namespaced_setting_is_named_by_its_variable_and_flag() -> None:
+    with pytest.raises(SettingsError, match=r"^CONFAB_SVC_PORT="):
+        load(Service, argv=[], env={"CONFAB_SVC_PORT": "eighty"})
+    with pytest.raises(SettingsError, match=r"^--svc-port="):
+        load(Service, argv=["--svc-port", "eighty"], env={})
+    with pytest.raises(SettingsError, match=r"unknown option --port;.*--svc-port"):
+        load(Service, argv=["--port", "1"], env={})
+
+
+def test_a_subclass_keeps_the_namespace() -> None:
+    class Sub(Service, kw_only=True, frozen=True):
+        extra: int = 0
+
+    assert names(Sub)["port"] == "svc_port" and names(Sub)["extra"] == "svc_extra"
+    assert names(Sub)["trusted_proxies"] == "trusted_proxies"
+
+
+def test_settings_that_would_share_a_variable_are_refused() -> None:
+    class Clash(Settings, kw_only=True, frozen=True):
+        __namespace__: ClassVar[str] = "http"
+        port: Port = 1  # read as http_port, which every process already has
+
+    class Typo(Settings, kw_only=True, frozen=True):
+        __namespace__: ClassVar[str] = "svc"
+        __shared__: ClassVar[frozenset[str]] = frozenset({"trusted_proxy"})
+        trusted_proxies: str = ""
+
+    with pytest.raises(TypeError, match="Clash"):
+        load(Clash, argv=[], env={})
+    with pytest.raises(TypeError, match="trusted_proxy"):
+        load(Typo, argv=[], env={})

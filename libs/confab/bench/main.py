@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confab.bench import catchup, coldstart, e2e, fanout, idle, replay, sends, uploads
+from confab.bench import catchup, coldstart, e2e, fanout, idle, replay, sends, uploads, webhooks
 from confab.bench.result import loud_loss, print_result, print_summary, scenario_result, write
 from confab.bench.stack import local_stack
 from confab.rlimits import raise_open_files
 
-ON_STACK = ("sends-closed", "sends-open", "e2e", "fanout", "idle", "uploads")
+ON_STACK = ("sends-closed", "sends-open", "e2e", "fanout", "idle", "uploads", "webhooks")
 ALONE = ("replay", "catchup", "coldstart")
 SCENARIOS = (*ALONE, *ON_STACK)
 
@@ -81,6 +81,9 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
         return asyncio.run(fanout.run(info, args))
     if name == "idle":
         return asyncio.run(idle.run(info, args))
+    if name == "webhooks":
+        runs = asyncio.run(webhooks.run(info, args))
+        return scenario_result("webhooks", runs, webhooks.targets(runs))
     if name == "uploads":
         return scenario_result("uploads", asyncio.run(uploads.run(info, seconds=args.seconds)), [])
     if name == "e2e":

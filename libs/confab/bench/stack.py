@@ -1,5 +1,7 @@
 """The stack a benchmark runs against: started here with ``confab up``, or already running.
 
+Starting and stopping ``confab up`` as a child process is defined here once; the
+end-to-end tests (``tests/stack.py``) start and stop theirs with the same two functions.
 ``confab_infra`` (the embedded backends) is imported only when a stack is started here:
 the ``confab`` command line is also in the service images, which do not carry it.
 """
@@ -14,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,23 +29,32 @@ if TYPE_CHECKING:
 BACKEND_NAMES = {"nats-server": "nats", "postgres": "postgres", "weed": "s3"}
 READY_TIMEOUT = 180.0
 READY = "confab: ready"
+CONFAB = str(Path(sys.executable).with_name("confab"))
+
+
+def up_command(data_dir: Path, *extra: str) -> list[str]:
+    return [CONFAB, "up", "--data-dir", str(data_dir), *extra]
 
 
 def launch(
-    data_dir: Path, gateway_port: int, *extra: str
+    data_dir: Path,
+    gateway_port: int,
+    *extra: str,
+    log_level: str = "warning",
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], OutputLines]:
-    """``confab up`` on ``data_dir`` with free ports, its output readable line by line."""
+    """``confab up`` on ``data_dir`` with free ports, its output readable line by line;
+    ``env`` adds to (and yields to) the caller's environment."""
     from confab_infra.backends import free_port
     from confab_infra.process import OutputLines
 
-    confab = str(Path(sys.executable).with_name("confab"))
     ports = ["--gateway-port", str(gateway_port), "--fanout-port", str(free_port())]
     process = subprocess.Popen(
-        [confab, "up", "--data-dir", str(data_dir), *ports, *extra],
+        up_command(data_dir, *ports, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "CONFAB_LOG_LEVEL": "warning"},
+        env={**(env or {}), **os.environ, "CONFAB_LOG_LEVEL": log_level},
     )
     return process, OutputLines(process)
 

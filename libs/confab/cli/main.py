@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from confab.bench import main as bench
-from confab.cli import events, projections, streams, up, workspace
+from confab.cli import events, projections, streams, up, webhooks, workspace
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     streams.add_parser(commands)
     events.add_parser(commands)
     projections.add_parser(commands)
+    webhooks.add_parser(commands)
     bench.add_parser(commands)
     return parser
 

@@ -41,7 +41,7 @@ from confab.cli import demo
 from confab.errors import ConfabError
 from confab.settings import check_url, mask_url
 
-SERVICES = ("identity", "messaging", "media", "fanout", "gateway")
+SERVICES = ("identity", "messaging", "media", "webhooks", "fanout", "gateway")
 CLUSTER_NODES = 3  # NATS servers: a majority survives one loss
 CLUSTER_COPIES = 2  # processes of each service
 CLUSTER_START_RETRIES = 3
@@ -270,6 +270,9 @@ class Stack:
             "CONFAB_FANOUT_PORT": str(a.fanout_port),
             "CONFAB_FANOUT_WS_URL": f"ws://{a.host}:{a.fanout_port}",
         }
+        # On one machine every endpoint is local: a tenant's webhooks may reach loopback and
+        # private addresses (a platform serving tenants leaves this off).
+        env.setdefault("CONFAB_WEBHOOKS_ALLOW_PRIVATE", "1")
         if a.cluster:
             env.setdefault("CONFAB_STREAM_REPLICAS", str(CLUSTER_NODES))
             # HAProxy on loopback says who the client is (X-Forwarded-For).
@@ -442,7 +445,7 @@ class Stack:
         if self.balancer is not None:
             self.balancer.stop()
         # The gateway first, so no new requests arrive while services drain.
-        order = ["gateway", "fanout", "media", "messaging", "identity"]
+        order = ["gateway", "fanout", "webhooks", "media", "messaging", "identity"]
         for child in sorted(self.children.values(), key=lambda c: order.index(c.service)):
             if child.process and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)

@@ -5,6 +5,6 @@ contract module imports them all, so every event type is registered for
 decoding wherever events are read.
 """
 
-from confab.contracts import fanout, identity, media, messaging, system
+from confab.contracts import fanout, identity, media, messaging, system, webhooks
 
-__all__ = ["fanout", "identity", "media", "messaging", "system"]
+__all__ = ["fanout", "identity", "media", "messaging", "system", "webhooks"]

@@ -17,6 +17,11 @@ Seq = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
 # A JetStream stream sequence (min_seq, the report queue's cursor); kept as a bigint.
 StreamSeq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=PAGE_MAX)]
+# next_cursor of lists ordered by a time and an id (``confab.cursors``): "<microseconds>:<id>",
+# a time before the year 5000, so that it converts.
+TimeCursor = Annotated[
+    str, msgspec.Meta(max_length=82, pattern=r"^[0-9]{1,17}:[A-Za-z0-9_-]{1,64}$")
+]
 
 
 class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, StreamSeq
+from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, StreamSeq, TimeCursor
 
 # -- field types: the public API validates with these ---------------------------------
 
@@ -169,6 +169,12 @@ class User(Reply, kw_only=True, frozen=True):
     updated_at: datetime
 
 
+class UserList(Reply, kw_only=True, frozen=True):
+    data: list[User]
+    has_more: bool
+    next_cursor: str | None = None
+
+
 class UserSaved(Reply, kw_only=True, frozen=True):
     user: User
     created: bool
@@ -299,6 +305,20 @@ class GetUser(Request, kw_only=True, frozen=True):
     workspace_id: str
     user_id: str
     min_seq: StreamSeq = 0
+
+
+class ListUsers(Request, kw_only=True, frozen=True):
+    """The workspace's users (never erased ones), oldest change first: by ``updated_at``
+    then id, so a sync that asks ``updated_since`` its last run misses nothing."""
+
+    subject: ClassVar[str] = "identity.q.list_users"
+    reply: ClassVar[type[msgspec.Struct]] = UserList
+    workspace_id: str
+    external_id: ExternalId | None = None
+    email: Email | None = None
+    updated_since: datetime | None = None
+    cursor: TimeCursor | None = None
+    limit: PageLimit = 50
 
 
 class EraseUser(Request, kw_only=True, frozen=True):

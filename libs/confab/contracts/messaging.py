@@ -23,7 +23,16 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from confab.contracts.base import Event, Ok, PageLimit, Reply, Request, Seq, StreamSeq
+from confab.contracts.base import (
+    Event,
+    Ok,
+    PageLimit,
+    Reply,
+    Request,
+    Seq,
+    StreamSeq,
+    TimeCursor,
+)
 
 ConversationType = Literal["direct", "group"]
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
@@ -33,11 +42,9 @@ Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Limit = PageLimit
-# next_cursor of conversation lists: "<microseconds>:<conversation id>" (a time before
-# the year 5000, so that it converts), and of the report queue: a stream sequence.
-ConversationCursor = Annotated[
-    str, msgspec.Meta(max_length=82, pattern=r"^[0-9]{1,17}:[A-Za-z0-9_-]{1,64}$")
-]
+# next_cursor of conversation lists (by last activity), and of the report queue: a
+# stream sequence.
+ConversationCursor = TimeCursor
 SeqCursor = Annotated[str, msgspec.Meta(max_length=18, pattern=r"^[0-9]{1,18}$")]
 Metadata = dict[str, Any]
 ModerationAction = Literal["hide", "restore", "delete"]
@@ -231,6 +238,19 @@ class ConversationList(Reply, kw_only=True, frozen=True):
 
 class MessageList(Reply, kw_only=True, frozen=True):
     data: list[Message]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class ModeratedMessage(Message, kw_only=True, frozen=True):
+    """A message as the workspace's moderators see it: one a moderator hid keeps its
+    content and attachments, flagged ``hidden`` (``deleted`` stays for deletions)."""
+
+    hidden: bool = False
+
+
+class ModeratedMessageList(Reply, kw_only=True, frozen=True):
+    data: list[ModeratedMessage]
     has_more: bool
     next_cursor: str | None = None
 
@@ -436,11 +456,25 @@ class ModerateMessage(Request, kw_only=True, frozen=True):
     action: ModerationAction
 
 
+MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+MetadataValue = Annotated[str, msgspec.Meta(max_length=500)]
+METADATA_FILTERS_MAX = 10
+
+
 class ListConversations(Request, kw_only=True, frozen=True):
+    """Newest activity first. The tenant may filter: a participant, a type, metadata
+    (``{key: value}``: the conversation's metadata has each key with that value, as a
+    string or the JSON number, boolean or null it spells), activity since a time."""
+
     subject: ClassVar[str] = "messaging.q.list_conversations"
     reply: ClassVar[type[msgspec.Struct]] = ConversationList
     actor: Actor
     user_id: str | None = None  # the tenant may list any user's; a widget only its own
+    kind: ConversationType | None = None
+    metadata: Annotated[
+        dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=METADATA_FILTERS_MAX)
+    ] = {}
+    updated_since: datetime | None = None
     cursor: ConversationCursor | None = None
     limit: Limit = 50
     min_seq: StreamSeq = 0
@@ -478,6 +512,72 @@ class ListMessages(Request, kw_only=True, frozen=True):
     after: Seq | None = None
     limit: Limit = 50
     min_seq: StreamSeq = 0
+
+
+class ListModeratedMessages(Request, kw_only=True, frozen=True):
+    """``ListMessages`` as the tenant's backend sees history: hidden messages flagged."""
+
+    subject: ClassVar[str] = "messaging.q.list_moderated_messages"
+    reply: ClassVar[type[msgspec.Struct]] = ModeratedMessageList
+    actor: Actor
+    conversation_id: str
+    before: Seq | None = None
+    after: Seq | None = None
+    limit: Limit = 50
+    min_seq: StreamSeq = 0
+
+
+class Membership(msgspec.Struct, kw_only=True, frozen=True):
+    conversation_id: str
+    type: ConversationType
+    title: str | None = None
+    metadata: Metadata = {}
+    created_at: datetime
+    active: bool  # False: they were removed (or left)
+    last_read_seq: int
+
+
+class UserReaction(msgspec.Struct, kw_only=True, frozen=True):
+    conversation_id: str
+    message_id: str
+    emoji: str
+
+
+class UserActivity(Reply, kw_only=True, frozen=True):
+    memberships: list[Membership]
+    reactions: list[UserReaction]
+
+
+class UserExport(msgspec.Struct, kw_only=True, frozen=True):
+    """What ``GET /api/v1/users/{id}/export`` streams (for the API's description: the
+    profile is identity's ``User``, the messages are streamed page by page)."""
+
+    user: dict[str, Any]
+    exported_at: datetime
+    conversations: list[Membership]
+    reactions: list[UserReaction]
+    messages: list[Message]
+
+
+class GetUserActivity(Request, kw_only=True, frozen=True):
+    """One user's part in the workspace's conversations, for their data export (tenant)."""
+
+    subject: ClassVar[str] = "messaging.q.get_user_activity"
+    reply: ClassVar[type[msgspec.Struct]] = UserActivity
+    actor: Actor
+    user_id: str
+
+
+class ListUserMessages(Request, kw_only=True, frozen=True):
+    """The messages a user sent, in the order they were stored (``next_cursor``: a stream
+    sequence), as history shows them, for their data export (tenant)."""
+
+    subject: ClassVar[str] = "messaging.q.list_user_messages"
+    reply: ClassVar[type[msgspec.Struct]] = MessageList
+    actor: Actor
+    user_id: str
+    cursor: SeqCursor | None = None
+    limit: Limit = 100
 
 
 class ListEvents(Request, kw_only=True, frozen=True):

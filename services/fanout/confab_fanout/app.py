@@ -67,12 +67,12 @@ async def setup(service: Service) -> None:
         service.nc,
         fanout,
         JetStreamLog(service.nc, service.js, keys),
-        ProfileCache(service.nc, service.client, settings.fanout_profile_cache, keys=keys),
+        ProfileCache(service.nc, service.client, settings.profile_cache, keys=keys),
         keys=keys,
-        keep=settings.fanout_resume_max_events,
-        max_idle=settings.fanout_idle_conversations,
-        recheck=settings.fanout_recheck_interval,
-        recheck_window=settings.fanout_recheck_window,
+        keep=settings.resume_max_events,
+        max_idle=settings.idle_conversations,
+        recheck=settings.recheck_interval,
+        recheck_window=settings.recheck_window,
     )
     gate = Gatekeeper(fanout, feed)
     fanout.gate = gate
@@ -81,8 +81,8 @@ async def setup(service: Service) -> None:
     Resumer(
         fanout,
         feed,
-        settings.fanout_resume_max_events,
-        settings.fanout_send_buffer_bytes,
+        settings.resume_max_events,
+        settings.send_buffer_bytes,
     ).install()
     await feed.start()
 
@@ -99,10 +99,10 @@ async def setup(service: Service) -> None:
         settings,
         proxies,
         access_log=None,
-        shutdown_timeout=settings.fanout_shutdown_grace + 1,
+        shutdown_timeout=settings.shutdown_grace + 1,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.fanout_host, settings.fanout_port)
+    site = web.TCPSite(runner, settings.host, settings.port)
     try:
         await site.start()
     except OSError as exc:
@@ -110,7 +110,7 @@ async def setup(service: Service) -> None:
         await follower.stop()
         await fanout.stop()
         raise StartupError(
-            f"cannot listen on {settings.fanout_host}:{settings.fanout_port}: {exc.strerror}"
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from None
 
     async def stop() -> None:

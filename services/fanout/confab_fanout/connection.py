@@ -5,7 +5,7 @@ awaiting a slow socket. While the transport has nothing queued, a frame goes
 straight to the socket (one ``send``, none of the transport's per-write
 bookkeeping: the fan-out writes one frame to thousands of sockets per event);
 what the kernel does not take is queued in the transport behind it, so order
-holds. A socket whose unsent bytes pass ``fanout_send_buffer_bytes`` is closed
+holds. A socket whose unsent bytes pass ``send_buffer_bytes`` is closed
 with 4200 (clients reconnect at once and recover what they missed), and never
 holds up anyone else.
 """
@@ -89,7 +89,7 @@ class Connection:
         self.control_pings = False  # the client uses WebSocket pings: answer in kind
         self.limiter: TokenBucket | None = None  # made on the first client event
         self.subscribe_limiter: TokenBucket | None = None  # made on the first subscribe
-        self.limit = fanout.settings.fanout_send_buffer_bytes
+        self.limit = fanout.settings.send_buffer_bytes
         self.closing = False  # no more writes
         self.closed = False  # close started
         # Conversation channels: the channel's last seq when this socket joined it.
@@ -155,7 +155,7 @@ class Connection:
         try:
             await asyncio.wait_for(
                 self.ws.close(code=code, message=message.encode()[:120]),
-                self.fanout.settings.fanout_shutdown_grace,
+                self.fanout.settings.shutdown_grace,
             )
         except Exception:
             transport.abort()
@@ -272,7 +272,7 @@ class Connection:
         """Within the socket's channel limit and subscribe rate (refused with
         ``subscription_error`` 403 or 429 if not)."""
         settings = self.fanout.settings
-        most = settings.fanout_max_subscriptions_per_socket
+        most = settings.max_subscriptions_per_socket
         if most and len(self.channels) >= most:
             REFUSALS.labels("subscriptions_per_socket").inc()
             self._refuse(
@@ -282,7 +282,7 @@ class Connection:
         if self.within_subscribe_rate():
             return True
         REFUSALS.labels("subscribe_rate").inc()
-        rate = settings.fanout_subscribes_per_second
+        rate = settings.subscribes_per_second
         self._refuse(
             name, "LimitReached", f"Too many subscriptions: at most {rate:g} per second.", 429
         )
@@ -292,15 +292,13 @@ class Connection:
         """Take a token of the socket's subscribe rate, which subscriptions and resumes
         share (each makes the node ask the log); False if there is none."""
         settings = self.fanout.settings
-        rate = settings.fanout_subscribes_per_second
+        rate = settings.subscribes_per_second
         if not rate:
             return True
         now = time.monotonic()
         limiter = self.subscribe_limiter
         if limiter is None:
-            limiter = self.subscribe_limiter = TokenBucket(
-                rate, now, settings.fanout_subscribe_burst
-            )
+            limiter = self.subscribe_limiter = TokenBucket(rate, now, settings.subscribe_burst)
         return limiter.take(now)
 
     def _presence_member(
@@ -317,13 +315,13 @@ class Connection:
         if not user_id or len(user_id) > 200:
             self._refuse(name, "InvalidChannelData", "Invalid user_id.", 400)
             return None
-        if len(info) > settings.fanout_presence_max_member_bytes:
+        if len(info) > settings.presence_max_member_bytes:
             self._refuse(name, "LimitReached", "user_info is too large.", 413)
             return None
         view = self.fanout.presence.view
         if view.user_count(
             self.app.id, name
-        ) >= settings.fanout_presence_max_members and not view.has_user(self.app.id, name, user_id):
+        ) >= settings.presence_max_members and not view.has_user(self.app.id, name, user_id):
             self._refuse(name, "LimitReached", "The presence channel is full.", 403)
             return None
         return user_id, parsed.session_id, info
@@ -386,9 +384,7 @@ class Connection:
         limiter = self.limiter
         now = time.monotonic()
         if limiter is None:
-            limiter = self.limiter = TokenBucket(
-                self.fanout.settings.fanout_client_events_per_second, now
-            )
+            limiter = self.limiter = TokenBucket(self.fanout.settings.client_events_per_second, now)
         if not limiter.take(now):
             self._reject_client_event(
                 "rate_limited", protocol.CLIENT_EVENT_REJECTED, "Client event rate limit exceeded"
@@ -416,7 +412,7 @@ async def serve(fanout: Fanout, request: web.Request) -> web.StreamResponse:
         autoping=False,
         autoclose=True,
         compress=False,
-        max_msg_size=settings.fanout_max_message_bytes,
+        max_msg_size=settings.max_message_bytes,
     )
     await ws.prepare(request)
     app, refusal = await _admit(fanout, request)
@@ -434,9 +430,7 @@ async def serve(fanout: Fanout, request: web.Request) -> web.StreamResponse:
     )
     fanout.register(conn)
     try:
-        conn.send_frame(
-            protocol.connection_established(conn.socket_id, settings.fanout_activity_timeout)
-        )
+        conn.send_frame(protocol.connection_established(conn.socket_id, settings.activity_timeout))
         await conn.run()
     finally:
         conn.closing = True

@@ -71,14 +71,14 @@ class Fanout:
         self.proxies = proxies or TrustedProxies(settings.trusted_proxies)
         self.connection_limits = ConnectionLimits(settings)
         self.nc = nc
-        self.apps = AppRegistry(nc, client, settings.fanout_unknown_app_ttl)
+        self.apps = AppRegistry(nc, client, settings.unknown_app_ttl)
         self.channels = ChannelRegistry()
         self.connections: dict[str, Connection] = {}
         self.presence = PresenceStore(
             nc,
             js,
-            bucket=settings.fanout_presence_bucket,
-            ttl=settings.fanout_presence_ttl,
+            bucket=settings.presence_bucket,
+            ttl=settings.presence_ttl,
             replicas=settings.stream_replicas,
             on_changes=self._on_presence_changes,
             local_state=self._local_state,
@@ -86,12 +86,12 @@ class Fanout:
         self.webhooks = Webhooks(
             js,
             self.apps,
-            bucket=settings.fanout_webhooks_bucket,
+            bucket=settings.webhooks_bucket,
             replicas=settings.stream_replicas,
-            queue_size=settings.fanout_webhook_queue,
-            workers=settings.fanout_webhook_workers,
-            timeout=settings.fanout_webhook_timeout,
-            retry_for=settings.fanout_webhook_retry_for,
+            queue_size=settings.webhook_queue,
+            workers=settings.webhook_workers,
+            timeout=settings.webhook_timeout,
+            retry_for=settings.webhook_retry_for,
         )
         self.cluster: Cluster
         # Client events outside Pusher's (e.g. "confab:resume"), by event name.
@@ -448,7 +448,7 @@ class Fanout:
 
     async def _sweep_loop(self) -> None:
         settings = self.settings
-        interval = min(settings.fanout_ping_interval, settings.fanout_pong_timeout) / 4
+        interval = min(settings.ping_interval, settings.pong_timeout) / 4
         interval = max(0.2, min(interval, 5.0))
         loop = asyncio.get_running_loop()
         while True:
@@ -457,8 +457,8 @@ class Fanout:
 
     def sweep(self, now: float) -> None:
         """Ping sockets silent for ``ping_interval``; close with 4201 if still silent."""
-        ping_interval = self.settings.fanout_ping_interval
-        pong_timeout = self.settings.fanout_pong_timeout
+        ping_interval = self.settings.ping_interval
+        pong_timeout = self.settings.pong_timeout
         for conn in list(self.connections.values()):
             if conn.closing:
                 continue

@@ -278,7 +278,7 @@ def guarded_runner(
     Connections per address share the WebSocket limit's setting: with no proxy in
     front, every socket is a connection first, so the two counts agree.
     """
-    limits = ClientLimits.from_settings(settings, settings.fanout_max_connections_per_address)
+    limits = ClientLimits.from_settings(settings, settings.max_connections_per_address)
     return GuardedRunner(app, Guard(limits, proxies, error_body), **kwargs)
 
 

@@ -63,9 +63,9 @@ class ConnectionLimits:
     """Open sockets per client address, per app and per (app, signed-in user)."""
 
     def __init__(self, settings: FanoutSettings) -> None:
-        self.per_address = settings.fanout_max_connections_per_address
-        self.per_app = settings.fanout_max_connections_per_app
-        self.per_user = settings.fanout_max_connections_per_user
+        self.per_address = settings.max_connections_per_address
+        self.per_app = settings.max_connections_per_app
+        self.per_user = settings.max_connections_per_user
         self.addresses: dict[str, int] = {}
         self.apps: dict[str, int] = {}
         self.users: dict[str, int] = {}  # app id + " " + user id
@@ -127,7 +127,7 @@ class ApiRateLimit:
 
 def api_rate_limit(settings: FanoutSettings) -> ApiRateLimit | None:
     """The HTTP API's per-app limit, or None when its rate is 0 (no limit)."""
-    rate = settings.fanout_api_requests_per_second
+    rate = settings.api_requests_per_second
     if rate == 0:
         return None
-    return ApiRateLimit(rate, settings.fanout_api_request_burst)
+    return ApiRateLimit(rate, settings.api_request_burst)

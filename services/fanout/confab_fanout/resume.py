@@ -26,7 +26,7 @@ nothing, and the socket is let go of the channel.
   and the resume are not sent again (they are known by the channel's
   sequence); if some arrived before older backlog entries, those entries
   follow them (still no gap and no duplicate).
-- More than ``fanout_resume_max_events`` missed, the log unreadable, or a
+- More than ``resume_max_events`` missed, the log unreadable, or a
   channel that is not a conversation: ``confab:resume_failed``
   (``{after_seq, reason, resync}``) and live traffic goes on; the client
   resyncs over REST (``resync`` is the widget API path).

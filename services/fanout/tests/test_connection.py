@@ -47,9 +47,9 @@ class FakeWebSocket:
 
 def fanout(**settings: Any) -> Fanout:
     values = {
-        "fanout_send_buffer_bytes": 1000,
-        "fanout_ping_interval": 10.0,
-        "fanout_pong_timeout": 5.0,
+        "send_buffer_bytes": 1000,
+        "ping_interval": 10.0,
+        "pong_timeout": 5.0,
         **settings,
     }
     return Fanout(FanoutSettings(**values), None, None, None)  # type: ignore[arg-type]
@@ -225,7 +225,7 @@ async def test_frames_to_a_socket_arrive_whole_and_in_order() -> None:
 
 
 async def test_what_a_full_socket_does_not_take_is_queued_in_order_until_the_bound() -> None:
-    node = fanout(fanout_send_buffer_bytes=64 * 1024)
+    node = fanout(send_buffer_bytes=64 * 1024)
     async with loopback() as (transport, client, _):
         conn, ws = real_connection(node, transport)
         sent = 0

@@ -291,9 +291,9 @@ async def test_http_api_requests_per_app(
 def test_connection_counts_are_given_back_and_forgotten() -> None:
     limits = ConnectionLimits(
         FanoutSettings(
-            fanout_max_connections_per_address=2,
-            fanout_max_connections_per_app=0,  # no limit
-            fanout_max_connections_per_user=1,
+            max_connections_per_address=2,
+            max_connections_per_app=0,  # no limit
+            max_connections_per_user=1,
         )
     )
     assert limits.connect("a", "app") is None

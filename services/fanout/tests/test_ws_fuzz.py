@@ -38,11 +38,11 @@ from confab_fanout.testing import (
     TestApp,
 )
 
-MAX_MESSAGE = 16 * 1024  # FanoutSettings.fanout_max_message_bytes (the node runs the default)
+MAX_MESSAGE = 16 * 1024  # FanoutSettings.max_message_bytes (the node runs the default)
 # aiohttp refuses a message of exactly max_msg_size bytes (its check is ``>=``), so the
 # largest one a client can send is a byte smaller than the setting says.
 LARGEST = MAX_MESSAGE - 1
-MAX_SUBSCRIPTIONS = 100  # FanoutSettings.fanout_max_subscriptions_per_socket
+MAX_SUBSCRIPTIONS = 100  # FanoutSettings.max_subscriptions_per_socket
 TIMEOUT = 15.0
 PING = b'{"event":"pusher:ping","data":{}}'
 

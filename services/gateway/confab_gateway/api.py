@@ -219,10 +219,12 @@ def _view(
         await claims.answer(claim, response)
         return response
 
-    async def run(call: Call) -> web.Response:
+    async def run(call: Call) -> web.StreamResponse:
         result = await endpoint.handler(call)
         if result is None:
             return web.Response(status=204)
+        if isinstance(result, web.StreamResponse):
+            return result  # streamed by the handler itself
         status = endpoint.status
         if isinstance(result, Result):
             result, status = result.body, result.status

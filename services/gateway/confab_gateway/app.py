@@ -17,6 +17,7 @@ from confab_gateway import (
     conversations,
     openapi,
     users,
+    webhooks,
     widget,
 )
 from confab_gateway import web as pages
@@ -37,6 +38,7 @@ ROUTERS: list[Router] = [
     attachments.router,
     broadcasting.router,
     admin_webhooks.router,
+    webhooks.router,
 ]
 
 
@@ -87,10 +89,8 @@ async def setup(service: Service) -> None:
     )
     await auth.start(service.js)
     service.on_stop(auth.stop)
-    claims = await Claims.open(
-        service.js, settings.gateway_idempotency_bucket, settings.stream_replicas
-    )
-    limits = ClientLimits.from_settings(settings, settings.gateway_max_connections_per_address)
+    claims = await Claims.open(service.js, settings.idempotency_bucket, settings.stream_replicas)
+    limits = ClientLimits.from_settings(settings, settings.max_connections_per_address)
     runner = GuardedRunner(
         build_app(service, auth, claims),
         Guard(limits, proxies, error_body),
@@ -98,12 +98,12 @@ async def setup(service: Service) -> None:
         shutdown_timeout=10,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
+    site = web.TCPSite(runner, settings.host, settings.port)
     try:
         await site.start()
     except OSError as exc:
         raise StartupError(
-            f"cannot listen on {settings.gateway_host}:{settings.gateway_port}: {exc.strerror}"
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from None
     service.on_stop(runner.cleanup)
 

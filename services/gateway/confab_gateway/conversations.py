@@ -6,28 +6,34 @@ system, and moderate what widgets report.
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 from datetime import datetime
 
 import msgspec
+from aiohttp import web
 
-from confab.contracts.identity import IssueSession, Session, SessionInput, UpsertUser, UserInput
 from confab.contracts.messaging import (
+    METADATA_FILTERS_MAX,
     AddParticipant,
     Conversation,
     ConversationCursor,
     ConversationInput,
     ConversationList,
     ConversationSaved,
+    ConversationType,
+    ConversationWithMessages,
     CreateConversation,
+    EventList,
+    GetConversation,
     Id,
     Limit,
     ListConversations,
+    ListEvents,
+    ListModeratedMessages,
     ListReports,
     Message,
     MessageInput,
     MessageSaved,
+    ModeratedMessageList,
     ModerateMessage,
     ModerationInput,
     ParticipantInput,
@@ -37,7 +43,9 @@ from confab.contracts.messaging import (
     SeqCursor,
     TenantMessageInput,
 )
+from confab.errors import InvalidRequest
 from confab_gateway.api import Call, Result, Router
+from confab_gateway.widget import EventsQuery, History
 
 router = Router()
 
@@ -45,9 +53,37 @@ WRITE_ERRORS = (400, 401, 404, 413, 415, 422)
 
 
 class ConversationQuery(msgspec.Struct, kw_only=True, frozen=True):
-    user_id: Id | None = None
+    """Also ``metadata.<key>=<value>`` (any number up to 10): see ``list_conversations``."""
+
+    participant_id: Id | None = None
+    user_id: Id | None = None  # the same as participant_id (the older name)
+    type: ConversationType | None = None
+    updated_since: datetime | None = None
     cursor: ConversationCursor | None = None
     limit: Limit = 50
+
+
+METADATA_PREFIX = "metadata."
+
+
+def metadata_filters(request: web.Request) -> dict[str, str]:
+    """The ``metadata.<key>=<value>`` query parameters, as ``{key: value}``."""
+    found = {
+        k[len(METADATA_PREFIX) :]: v
+        for k, v in request.query.items()
+        if k.startswith(METADATA_PREFIX)
+    }
+    if len(found) > METADATA_FILTERS_MAX:
+        raise InvalidRequest(
+            "Too many metadata filters.", {"metadata": f"at most {METADATA_FILTERS_MAX}"}
+        )
+    for key, value in found.items():
+        if not 0 < len(key) <= 100 or len(value) > 500 or "\x00" in key + value:
+            raise InvalidRequest(
+                "A metadata filter is not valid.",
+                {f"metadata.{key[:100]}": "a key of 1-100 characters, a value of up to 500"},
+            )
+    return found
 
 
 class ReportQuery(msgspec.Struct, kw_only=True, frozen=True):
@@ -82,20 +118,99 @@ async def create_conversation(call: Call) -> Result:
     "/api/v1/conversations",
     auth="api_key",
     tag="conversations",
-    summary="List conversations, newest activity first (all, or one user's)",
+    summary="List conversations, newest activity first: all, or filtered by participant, "
+    "type, activity since a time, and metadata.<key>=<value> (the conversation's metadata "
+    "has that key with that value, as a string or the JSON number, boolean or null it "
+    "spells; several are all required; any key, served by a GIN index)",
     query=ConversationQuery,
     response=ConversationList,
     errors=(401, 404, 422),
 )
 async def list_conversations(call: Call) -> ConversationList:
     q: ConversationQuery = call.query
+    if q.participant_id and q.user_id and q.participant_id != q.user_id:
+        raise InvalidRequest(
+            "participant_id and user_id name the same thing; give one.",
+            {"participant_id": "differs from user_id"},
+        )
     return await call.rpc.call(
         ListConversations(
             actor=call.actor,
-            user_id=q.user_id,
+            user_id=q.participant_id or q.user_id,
+            kind=q.type,
+            metadata=metadata_filters(call.request),
+            updated_since=q.updated_since,
             cursor=q.cursor,
             limit=q.limit,
             min_seq=call.min_seq,
+        )
+    )
+
+
+@router.route(
+    "GET",
+    "/api/v1/conversations/{conversation_id}",
+    auth="api_key",
+    tag="conversations",
+    summary="Read one conversation: participants with their read marks, last message, metadata",
+    response=Conversation,
+    errors=(401, 404),
+)
+async def get_conversation(call: Call) -> Conversation:
+    found: ConversationWithMessages = await call.rpc.call(
+        GetConversation(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            limit=1,
+            min_seq=call.min_seq,
+        )
+    )
+    return found.conversation
+
+
+@router.route(
+    "GET",
+    "/api/v1/conversations/{conversation_id}/messages",
+    auth="api_key",
+    tag="conversations",
+    summary="History by seq, as the workspace's moderators see it: the widget's shape and "
+    "paging, and a message a moderator hid keeps its content, flagged hidden",
+    query=History,
+    response=ModeratedMessageList,
+    errors=(401, 404, 422),
+)
+async def messages(call: Call) -> ModeratedMessageList:
+    q: History = call.query
+    return await call.rpc.call(
+        ListModeratedMessages(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            before=q.before,
+            after=q.after,
+            limit=q.limit,
+            min_seq=call.min_seq,
+        )
+    )
+
+
+@router.route(
+    "GET",
+    "/api/v1/conversations/{conversation_id}/events",
+    auth="api_key",
+    tag="conversations",
+    summary="Everything that happened after a seq, each message as it is now (docs/authority.md)",
+    query=EventsQuery,
+    response=EventList,
+    errors=(401, 404, 422),
+)
+async def events(call: Call) -> EventList:
+    q: EventsQuery = call.query
+    return await call.rpc.call(
+        ListEvents(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            after=q.after,
+            limit=q.limit,
         )
     )
 
@@ -199,72 +314,3 @@ async def moderate(call: Call) -> None:
             actor=call.actor, message_id=call.path["message_id"], action=call.body.action
         ),
     )
-
-
-class Guest(msgspec.Struct, kw_only=True, frozen=True):
-    user_id: str
-    name: str
-    token: str
-    expires_at: datetime
-
-
-class DemoRoom(msgspec.Struct, kw_only=True, frozen=True):
-    conversation_id: str
-    guests: list[Guest]
-
-
-@router.route(
-    "POST",
-    "/api/v1/demo/rooms",
-    auth="api_key",
-    tag="demo",
-    status=201,
-    summary="Create a demo room: a conversation of two guest users, with their session tokens",
-    response=DemoRoom,
-    errors=(401,),
-)
-async def create_demo_room(call: Call) -> Result:
-    room = secrets.token_hex(4)
-    names = ("Guest A", "Guest B")
-    saved = await asyncio.gather(
-        *(
-            call.rpc.call(
-                UpsertUser(
-                    workspace_id=call.workspace_id,
-                    input=UserInput(external_id=f"demo-{room}-{i}", name=name),
-                ),
-                correlation=call.correlation,
-            )
-            for i, name in enumerate(names)
-        )
-    )
-    user_ids = [s.user.id for s in saved]
-    saved: ConversationSaved = await call.rpc.call(
-        CreateConversation(
-            actor=call.actor,
-            input=ConversationInput(
-                participant_ids=user_ids,
-                type="group",
-                title=f"Demo room {room}",
-                metadata={"demo": True},
-            ),
-        ),
-        correlation=call.correlation,
-    )
-    sessions: list[Session] = await asyncio.gather(
-        *(
-            call.rpc.call(
-                IssueSession(
-                    workspace_id=call.workspace_id,
-                    input=SessionInput(user_id=uid, ttl_seconds=24 * 3600),
-                )
-            )
-            for uid in user_ids
-        )
-    )
-    call.wrote(saved.stream_seq)
-    guests = [
-        Guest(user_id=s.user.id, name=s.user.name, token=s.token, expires_at=s.expires_at)
-        for s in sessions
-    ]
-    return Result(DemoRoom(conversation_id=saved.conversation.id, guests=guests), 201)

@@ -1,8 +1,15 @@
-"""Settings of the gateway (the public HTTP API)."""
+"""Settings of the gateway (the public HTTP API).
+
+Where it listens and what it keeps per copy are in the gateway's namespace
+(``confab.settings``): ``port`` is ``CONFAB_GATEWAY_PORT`` or ``--gateway-port``. The
+rest keep the names they were documented under (``CONFAB_ADMIN_TOKEN``,
+``CONFAB_API_KEY_REQUESTS_PER_SECOND``, …), and those read by other services too
+(``trusted_proxies``, the S3 endpoints) are shared.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -15,15 +22,35 @@ Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class GatewaySettings(Settings, kw_only=True, frozen=True):
-    gateway_host: str = "127.0.0.1"
-    gateway_port: Port = 8000
+    __namespace__: ClassVar[str] = "gateway"
+    __shared__: ClassVar[frozenset[str]] = frozenset(
+        {
+            "admin_token",
+            "max_body_bytes",
+            "api_key_requests_per_second",
+            "api_key_request_burst",
+            "session_requests_per_second",
+            "session_request_burst",
+            "auth_failures_per_second",
+            "auth_failure_burst",
+            "auth_stale_seconds",
+            "trusted_proxies",
+            "fanout_ws_url",
+            "demo_api_key",
+            "s3_endpoint",
+            "s3_public_endpoint",
+        }
+    )
+
+    host: str = "127.0.0.1"
+    port: Port = 8000
     admin_token: str = ""
     max_body_bytes: int = 1024 * 1024
     # Open connections per client address (more: 429 and closed at once; 0: no limit).
     # Timeouts for slow clients are the shared http_* settings (confab.settings).
-    gateway_max_connections_per_address: Annotated[int, msgspec.Meta(ge=0)] = 1024
+    max_connections_per_address: Annotated[int, msgspec.Meta(ge=0)] = 1024
     # The NATS KV bucket of Idempotency-Key answers (24 h), shared by every gateway copy.
-    gateway_idempotency_bucket: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = (
+    idempotency_bucket: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = (
         "idempotency"
     )
     # Request rate limits per credential, in this process (N gateways: up to N times as

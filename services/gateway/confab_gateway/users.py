@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import msgspec
+from aiohttp import web
+
+from confab.contracts.base import PageLimit, TimeCursor
 from confab.contracts.identity import (
+    Email,
     EraseUser,
+    ExternalId,
     GetUser,
     IssueSession,
+    ListUsers,
     RevokeSession,
     Session,
     SessionInput,
@@ -14,14 +23,27 @@ from confab.contracts.identity import (
     UpsertUser,
     User,
     UserInput,
+    UserList,
     UserPatch,
     UserSaved,
+)
+from confab.contracts.messaging import (
+    ConversationCursor,
+    ConversationList,
+    GetUserActivity,
+    ListConversations,
+    ListUserMessages,
+    MessageList,
+    UserActivity,
+    UserExport,
 )
 from confab.errors import NotFound
 from confab.ids import secret_hash, secret_prefix
 from confab_gateway.api import Call, Result, Router
 
 router = Router()
+
+_encode = msgspec.json.Encoder().encode
 
 USER_ERRORS = (400, 401, 404, 413, 415, 422)
 
@@ -49,6 +71,116 @@ async def upsert_user(call: Call) -> Result:
         correlation=call.correlation,
     )
     return Result(saved.user, 201 if saved.created else 200)
+
+
+class UserQuery(msgspec.Struct, kw_only=True, frozen=True):
+    external_id: ExternalId | None = None
+    email: Email | None = None
+    updated_since: datetime | None = None
+    cursor: TimeCursor | None = None
+    limit: PageLimit = 50
+
+
+@router.route(
+    "GET",
+    "/api/v1/users",
+    auth="api_key",
+    tag="users",
+    summary="The workspace's users (never erased ones), oldest change first, filtered by "
+    "external_id, email or updated_since; page on with next_cursor",
+    query=UserQuery,
+    response=UserList,
+    errors=(401, 422),
+)
+async def list_users(call: Call) -> UserList:
+    q: UserQuery = call.query
+    return await call.rpc.call(
+        ListUsers(
+            workspace_id=call.workspace_id,
+            external_id=q.external_id,
+            email=q.email,
+            updated_since=q.updated_since,
+            cursor=q.cursor,
+            limit=q.limit,
+        )
+    )
+
+
+class UserConversationsQuery(msgspec.Struct, kw_only=True, frozen=True):
+    cursor: ConversationCursor | None = None
+    limit: PageLimit = 50
+
+
+@router.route(
+    "GET",
+    "/api/v1/users/{user_id}/conversations",
+    auth="api_key",
+    tag="users",
+    summary="The conversations a user takes part in, newest activity first, with their "
+    "unread counts",
+    query=UserConversationsQuery,
+    response=ConversationList,
+    errors=(401, 404, 422),
+)
+async def user_conversations(call: Call) -> ConversationList:
+    user_id = call.path["user_id"]
+    await call.rpc.call(GetUser(workspace_id=call.workspace_id, user_id=user_id))  # 404
+    q: UserConversationsQuery = call.query
+    return await call.rpc.call(
+        ListConversations(
+            actor=call.actor, user_id=user_id, cursor=q.cursor, limit=q.limit, min_seq=call.min_seq
+        )
+    )
+
+
+EXPORT_PAGE = 100
+
+
+@router.route(
+    "GET",
+    "/api/v1/users/{user_id}/export",
+    auth="api_key",
+    tag="users",
+    summary="A user's data (GDPR): profile, conversations with read marks, reactions and "
+    "every message they sent as history shows it, attachments with fresh links; streamed "
+    "as one JSON document (a failure midway cuts it short, so it never parses as whole)",
+    response=UserExport,
+    errors=(401, 404),
+)
+async def export_user(call: Call) -> web.StreamResponse:
+    user_id = call.path["user_id"]
+    user: User = await call.rpc.call(GetUser(workspace_id=call.workspace_id, user_id=user_id))
+    activity: UserActivity = await call.rpc.call(GetUserActivity(actor=call.actor, user_id=user_id))
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/json",
+            "Content-Disposition": f'attachment; filename="user-{user_id}.json"',
+            "Cache-Control": "no-store",
+        }
+    )
+    await response.prepare(call.request)
+    head = {
+        "user": user,
+        "exported_at": datetime.now(UTC),
+        "conversations": activity.memberships,
+        "reactions": activity.reactions,
+    }
+    await response.write(_encode(head)[:-1] + b',"messages":[')
+    cursor: str | None = None
+    first = True
+    while True:
+        page: MessageList = await call.rpc.call(
+            ListUserMessages(actor=call.actor, user_id=user_id, cursor=cursor, limit=EXPORT_PAGE)
+        )
+        for message in page.data:
+            await response.write((b"" if first else b",") + _encode(message))
+            first = False
+        if not page.has_more or page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
 
 
 @router.route(

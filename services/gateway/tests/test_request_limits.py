@@ -70,7 +70,7 @@ async def gateway(backends: TestBackends, fresh_database_url: str) -> AsyncItera
         GatewaySettings(
             nats_url=backends.nats_url,
             instance=instance,
-            gateway_port=port,
+            port=port,
             admin_token=ADMIN_TOKEN,
             rpc_timeout=10.0,
             api_key_requests_per_second=1 / REFILL,

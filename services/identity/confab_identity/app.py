@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from confab.aggregate import Aggregates
 from confab.bus import IDENTITY
+from confab.contracts.identity import ListUsers
 from confab.service import Service, run_service
+from confab_identity.directory import Directory
 from confab_identity.domain import State, evolve, initial
 from confab_identity.handlers import Handlers
 from confab_identity.projections import IdentityProjection
@@ -29,6 +31,7 @@ async def setup(service: Service) -> None:
     handlers = Handlers(aggregates, Store(service.engine), runner, read_wait=read_wait)
     for request_type, handler in handlers.routes():
         await service.rpc.serve(request_type, handler)
+    await service.rpc.serve(ListUsers, Directory(Store(service.engine)).list_users)
 
 
 def main() -> None:

@@ -40,8 +40,7 @@ from confab.contracts.identity import (
 )
 from confab.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from confab.ids import same_secret
-
-ERASED_NAME = "Deleted user"
+from confab_identity.erasure import erased_profile
 
 INVALID_API_KEY = "Invalid API key."
 INVALID_SESSION = "Invalid or expired session token."
@@ -128,15 +127,7 @@ def evolve(state: State, event: Event) -> State:
         case UserUnbanned() if isinstance(state, UserState):
             return replace(state, banned=False, updated_at=event.at)
         case UserErased() if isinstance(state, UserState):
-            return replace(
-                state,
-                name=ERASED_NAME,
-                email=None,
-                avatar_url=None,
-                metadata={},
-                erased=True,
-                updated_at=event.at,
-            )
+            return replace(state, **erased_profile(event.at))
         case SessionIssued():
             return SessionState(
                 id=event.session_id,

@@ -30,7 +30,7 @@ from confab.contracts.identity import (
 from confab.events import Envelope
 from confab.personal import KeyRing
 from confab.projection import Projection
-from confab_identity.domain import ERASED_NAME
+from confab_identity.erasure import erased_profile
 from confab_identity.store import SCHEMA, Tables, define_tables
 
 
@@ -121,18 +121,7 @@ class IdentityProjection(Projection):
                     conn, t.users, event.user_id, seq, banned=banned, updated_at=event.at
                 )
             case UserErased():
-                await self._update(
-                    conn,
-                    t.users,
-                    event.user_id,
-                    seq,
-                    name=ERASED_NAME,
-                    email=None,
-                    avatar_url=None,
-                    metadata={},
-                    erased=True,
-                    updated_at=event.at,
-                )
+                await self._update(conn, t.users, event.user_id, seq, **erased_profile(event.at))
             case SessionIssued():
                 await self._insert(
                     conn,

@@ -71,6 +71,9 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("updated_at", ts, nullable=False),
         sa.Column("seq", sa.BigInteger, nullable=False),
         sa.UniqueConstraint("workspace_id", "external_id", name="users_workspace_external_id"),
+        # The tenant's directory: by last change (ListUsers), and by email.
+        sa.Index("users_workspace_updated", "workspace_id", "updated_at", "id"),
+        sa.Index("users_workspace_email", "workspace_id", "email"),
     )
     sessions = sa.Table(
         "sessions",
@@ -168,19 +171,33 @@ class Store:
                 u.c.id == user_id, u.c.workspace_id == workspace_id, u.c.erased.is_(False)
             )
         )
-        if row is None:
-            return None
-        return User(
-            id=row.id,
-            external_id=row.external_id,
-            name=row.name,
-            email=row.email,
-            avatar_url=row.avatar_url,
-            metadata=row._mapping["metadata"] or {},
-            banned=row.banned,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+        return None if row is None else _user(row)
+
+    async def users(
+        self,
+        workspace_id: str,
+        *,
+        external_id: str | None,
+        email: str | None,
+        updated_since: datetime | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> tuple[list[User], bool]:
+        """Live users of the workspace by (updated_at, id), after ``after``; more?"""
+        u = self.t.users
+        query = sa.select(u).where(u.c.workspace_id == workspace_id, u.c.erased.is_(False))
+        if external_id is not None:
+            query = query.where(u.c.external_id == external_id)
+        if email is not None:
+            query = query.where(u.c.email == email)
+        if updated_since is not None:
+            query = query.where(u.c.updated_at >= updated_since)
+        if after is not None:
+            query = query.where(sa.tuple_(u.c.updated_at, u.c.id) > sa.tuple_(*after))
+        query = query.order_by(u.c.updated_at, u.c.id).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_user(r) for r in rows[:limit]], len(rows) > limit
 
     async def workspace(self, workspace_id: str) -> Workspace | None:
         w = self.t.workspaces
@@ -219,3 +236,17 @@ class Store:
         if row is None:
             return None
         return AppCredentials(workspace_id=row.id, app_key=row.app_key, app_secret=row.app_secret)
+
+
+def _user(row: sa.Row[Any]) -> User:
+    return User(
+        id=row.id,
+        external_id=row.external_id,
+        name=row.name,
+        email=row.email,
+        avatar_url=row.avatar_url,
+        metadata=row._mapping["metadata"] or {},
+        banned=row.banned,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

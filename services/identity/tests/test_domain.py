@@ -35,7 +35,6 @@ from confab.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from confab.ids import is_valid_id, secret_hash
 from confab_identity import domain
 from confab_identity.domain import (
-    ERASED_NAME,
     ApiKeyState,
     SessionState,
     State,
@@ -43,6 +42,7 @@ from confab_identity.domain import (
     WorkspaceState,
     evolve,
 )
+from confab_identity.erasure import ERASED_NAME
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)

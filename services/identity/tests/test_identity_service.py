@@ -57,7 +57,7 @@ from confab.projection import ProjectionRunner, consumer_name
 from confab.rpc import RpcClient
 from confab.service import Service
 from confab_identity import app
-from confab_identity.domain import ERASED_NAME
+from confab_identity.erasure import ERASED_NAME
 from confab_identity.projections import IdentityProjection
 from confab_identity.settings import IdentitySettings
 from confab_identity.store import TABLES

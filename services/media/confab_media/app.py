@@ -25,7 +25,7 @@ async def setup(service: Service) -> None:
     settings = service.settings
     assert isinstance(settings, MediaSettings)
     try:
-        domain.parse_policies(settings.media_workspace_policies, domain.Policy())
+        domain.parse_policies(settings.workspace_policies, domain.Policy())
     except ValueError as exc:
         raise StartupError(f"CONFAB_MEDIA_WORKSPACE_POLICIES: {exc}") from None
     # Media follows CONVERSATIONS: declaring it too (idempotent) means the order in

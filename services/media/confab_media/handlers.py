@@ -28,9 +28,9 @@ message that attaches it a moment ago counts. Only re-encoded images are
 served inline; the presigned URL says so (``response-content-disposition``,
 ``response-content-type``) and so does the stored object itself.
 
-Purging: an upload still unattached ``media_upload_ttl_seconds`` after it was
+Purging: an upload still unattached ``upload_ttl_seconds`` after it was
 stored is left out of every filtered read (it can no longer be attached), and
-``media_upload_grace_seconds`` later the sweeper purges it, once
+``upload_grace_seconds`` later the sweeper purges it, once
 ``MessageLinks`` has followed its conversation up to now: an intent naming its
 objects is written, ``attachment.deleted`` (``upload_expired``) is decided
 against the log (losing to an ``attachment.attached`` appended meanwhile),
@@ -165,17 +165,15 @@ class Handlers:
         self.settings = settings
         self.clock = clock
         self.default_policy = Policy(
-            max_bytes=settings.media_max_bytes,
-            allowed=domain.parse_types(settings.media_allowed_types),
+            max_bytes=settings.max_bytes,
+            allowed=domain.parse_types(settings.allowed_types),
         )
-        self.policies = domain.parse_policies(
-            settings.media_workspace_policies, self.default_policy
-        )
-        self.ttl = timedelta(seconds=settings.media_upload_ttl_seconds)
-        self.grace = timedelta(seconds=settings.media_upload_grace_seconds)
+        self.policies = domain.parse_policies(settings.workspace_policies, self.default_policy)
+        self.ttl = timedelta(seconds=settings.upload_ttl_seconds)
+        self.grace = timedelta(seconds=settings.upload_grace_seconds)
         # The follower of CONVERSATIONS that attaches attachments (set once it is added).
         self.links: ProjectionRunner | None = None
-        self._slots = asyncio.Semaphore(settings.media_ingest_concurrency)
+        self._slots = asyncio.Semaphore(settings.ingest_concurrency)
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -286,8 +284,8 @@ class Handlers:
         return True
 
     def signed(self, row: dict[str, Any]) -> StoredAttachment:
-        """The public object of a read-model row, with URLs good for ``media_url_seconds``."""
-        lifetime = timedelta(seconds=self.settings.media_url_seconds)
+        """The public object of a read-model row, with URLs good for ``url_seconds``."""
+        lifetime = timedelta(seconds=self.settings.url_seconds)
         content_type = row["content_type"]
         url = self.storage.presign(
             row["object_key"],
@@ -356,8 +354,8 @@ class Handlers:
                         content.prepare,
                         path,
                         policy,
-                        max_pixels=self.settings.media_max_image_pixels,
-                        thumbnail_size=self.settings.media_thumbnail_size,
+                        max_pixels=self.settings.max_image_pixels,
+                        thumbnail_size=self.settings.thumbnail_size,
                     )
                 filename = domain.sanitize_filename(cmd.filename, prepared.file_type)
                 key = domain.object_key(cmd.workspace_id, cmd.attachment_id, prepared.file_type.ext)
@@ -549,7 +547,7 @@ class Handlers:
             except Exception as exc:
                 log.warning("purge_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.media_sweep_seconds)
+                await asyncio.wait_for(self._stopping.wait(), self.settings.sweep_seconds)
 
     # -- expired uploads -----------------------------------------------------------------------
 

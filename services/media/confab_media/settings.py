@@ -1,6 +1,9 @@
 """Settings of the media service: the database, the object store, and what uploads may be.
 
-Every field is also a flag and a ``CONFAB_<FIELD>`` variable (``confab.settings``).
+Every field is also a flag and a variable (``confab.settings``). What uploads may be is
+in the media namespace: ``max_bytes`` is ``CONFAB_MEDIA_MAX_BYTES`` or
+``--media-max-bytes``. The object store's settings (the gateway reads its endpoints too)
+and ``read_wait_seconds`` (as identity and messaging) are shared: ``CONFAB_S3_BUCKET``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,20 @@ class MediaSettings(DatabaseSettings, kw_only=True, frozen=True):
         "s3_endpoint": ("http", "https"),
         "s3_public_endpoint": ("http", "https"),
     }
+    __namespace__: ClassVar[str] = "media"
+    __shared__: ClassVar[frozenset[str]] = frozenset(
+        {
+            "s3_endpoint",
+            "s3_access_key",
+            "s3_secret_key",
+            "s3_bucket",
+            "s3_region",
+            "s3_public_endpoint",
+            "s3_ca_file",
+            "s3_verify_tls",
+            "read_wait_seconds",
+        }
+    )
 
     # Where media reaches the store: https:// for TLS.
     s3_endpoint: str = "http://127.0.0.1:8333"
@@ -38,23 +55,23 @@ class MediaSettings(DatabaseSettings, kw_only=True, frozen=True):
     # Uploads: the default limit and allow-list (MIME types or "type/*", comma-separated;
     # empty: every type media recognises), and per-workspace overrides as JSON:
     # {"ws_…": {"max_bytes": 1048576, "allowed_types": ["image/*", "application/pdf"]}}.
-    media_max_bytes: PositiveInt = DEFAULT_MAX_BYTES
-    media_allowed_types: str = ""
-    media_workspace_policies: str = ""
-    media_max_image_pixels: PositiveInt = 50_000_000
-    media_thumbnail_size: Annotated[int, msgspec.Meta(ge=16, le=2048)] = 320
+    max_bytes: PositiveInt = DEFAULT_MAX_BYTES
+    allowed_types: str = ""
+    workspace_policies: str = ""
+    max_image_pixels: PositiveInt = 50_000_000
+    thumbnail_size: Annotated[int, msgspec.Meta(ge=16, le=2048)] = 320
     # How long presigned URLs work.
-    media_url_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] = 900
+    url_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] = 900
     # Files checked and processed at once by one process (each may hold a decoded image).
-    media_ingest_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    ingest_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     # How often abandoned ingests (their process died) and expired uploads are looked for
     # and cleaned up.
-    media_sweep_seconds: PositiveFloat = 5.0
+    sweep_seconds: PositiveFloat = 5.0
     # An upload no message attached within this long can no longer be attached; it is
     # purged (objects removed, attachment.deleted appended) a grace period later. The
     # grace must be longer than a send takes between checking an attachment and storing
     # the message that claims it.
-    media_upload_ttl_seconds: PositiveInt = 24 * 3600
-    media_upload_grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    upload_ttl_seconds: PositiveInt = 24 * 3600
+    upload_grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     # How long a reply waits for the read model to show what was just stored.
     read_wait_seconds: PositiveFloat = 2.0

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from confab.db import create_tables
 
@@ -65,25 +65,10 @@ ATTACHMENTS = define_tables(METADATA)
 
 
 async def upgrade(engine: AsyncEngine, table: sa.Table = ATTACHMENTS) -> None:
-    """Create the table, or add the columns and indexes an older build's table lacks."""
+    """Create the table, or add the columns and indexes an older build's table lacks
+    (``confab.db.create_tables`` does both)."""
     assert table.metadata.schema is not None
     await create_tables(engine, table.metadata)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7267265)"))
-        present = await conn.run_sync(
-            lambda sync: {c["name"] for c in sa.inspect(sync).get_columns(table.name, table.schema)}
-        )
-        for column in table.columns:
-            if column.name not in present:
-                await _add_column(conn, table, column)
-        for index in table.indexes:
-            await conn.run_sync(lambda sync, i=index: i.create(sync, checkfirst=True))
-
-
-async def _add_column(conn: AsyncConnection, table: sa.Table, column: sa.Column[Any]) -> None:
-    spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
-    name = conn.dialect.identifier_preparer.format_table(table)
-    await conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {spec}"))
 
 
 class Store:

@@ -66,9 +66,9 @@ async def media(backends: TestBackends, fresh_database_url: str) -> AsyncIterato
         s3_access_key=backends.s3.access_key,
         s3_secret_key=backends.s3.secret_key,
         s3_bucket=f"media-test-{uuid.uuid4().hex[:8]}",
-        media_upload_ttl_seconds=TTL,
-        media_upload_grace_seconds=GRACE,
-        media_sweep_seconds=0.2,
+        upload_ttl_seconds=TTL,
+        upload_grace_seconds=GRACE,
+        sweep_seconds=0.2,
         read_wait_seconds=WAIT,
     )
     service = Service("media", settings)

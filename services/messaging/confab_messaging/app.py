@@ -13,6 +13,7 @@ from confab.bus import CONVERSATIONS, IDENTITY
 from confab.eventlog import last_version
 from confab.service import Service, run_service
 from confab_messaging.domain import ConversationState, evolve, initial
+from confab_messaging.exports import Exports
 from confab_messaging.handlers import Handlers
 from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
 from confab_messaging.settings import MessagingSettings
@@ -57,7 +58,7 @@ async def setup(service: Service) -> None:
     await users.wait_for(
         await last_version(service.js, IDENTITY.name, USER_SUBJECTS[0]), settings.read_wait_seconds
     )
-    for request_type, handler in handlers.routes():
+    for request_type, handler in [*handlers.routes(), *Exports(handlers).routes()]:
         await service.rpc.serve(request_type, handler)
 
 

@@ -44,6 +44,7 @@ from confab.contracts.messaging import (
     ListConversations,
     ListEvents,
     ListMessages,
+    ListModeratedMessages,
     ListReports,
     MarkRead,
     Message,
@@ -51,6 +52,8 @@ from confab.contracts.messaging import (
     MessageList,
     MessagePosted,
     MessageSaved,
+    ModeratedMessage,
+    ModeratedMessageList,
     ModerateMessage,
     PostMessage,
     React,
@@ -62,6 +65,7 @@ from confab.contracts.messaging import (
     subject,
 )
 from confab.conversation import Entry, MessageView, created_payload, payload, shown_attachment_ids
+from confab.cursors import parse_time_cursor, time_cursor
 from confab.errors import (
     ConfabError,
     Forbidden,
@@ -111,20 +115,7 @@ def _actor_name(actor: Actor) -> str:
 
 
 def _conversation_cursor(row: Row) -> str:
-    at: datetime = row["last_activity_at"]
-    micros = int(at.timestamp()) * 1_000_000 + at.microsecond
-    return f"{micros}:{row['id']}"
-
-
-def _parse_conversation_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    if not cursor:
-        return None
-    micros, sep, conversation_id = cursor.partition(":")
-    if not (sep and micros.isdigit() and is_valid_id(conversation_id)):
-        raise InvalidRequest("The cursor is not valid.", {"cursor": "not a cursor we issued"})
-    seconds, rest = divmod(int(micros), 1_000_000)
-    at = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
-    return at, conversation_id
+    return time_cursor(row["last_activity_at"], row["id"])
 
 
 def _seq_cursor(cursor: str | None) -> int | None:
@@ -187,6 +178,7 @@ class Handlers:
             (ListConversations, self.list_conversations),
             (GetConversation, self.get_conversation),
             (ListMessages, self.list_messages),
+            (ListModeratedMessages, self.list_moderated_messages),
             (ListEvents, self.list_events),
             (ListReports, self.list_reports),
             (CheckParticipant, self.check_participant),
@@ -354,22 +346,28 @@ class Handlers:
         return {a.attachment.id: a.attachment for a in found.data}
 
     async def _row_attachments(
-        self, workspace_id: str, rows: Iterable[Row]
+        self, workspace_id: str, rows: Iterable[Row], moderator: bool = False
     ) -> dict[str, Attachment]:
         views = [MessageView.from_row(row) for row in rows]
-        return await self._attachments(
-            workspace_id, [i for v in views for i in shown_attachment_ids(v)]
-        )
+        shown = [i for v in views for i in shown_attachment_ids(v, moderator)]
+        return await self._attachments(workspace_id, shown)
 
-    async def _render_messages(
-        self, workspace_id: str, page: MessagePage, viewer: str | None
+    async def render_messages(
+        self, workspace_id: str, page: MessagePage, viewer: str | None, moderator: bool = False
     ) -> list[Message]:
         users = await self._profiles(
             workspace_id, {r["sender_id"] for r in page.rows if r["sender_id"] is not None}
         )
-        attachments = await self._row_attachments(workspace_id, page.rows)
+        attachments = await self._row_attachments(workspace_id, page.rows, moderator)
         return [
-            render.message_for(row, page.reactions.get(row["id"], []), viewer, users, attachments)
+            render.message_for(
+                row,
+                page.reactions.get(row["id"], []),
+                viewer,
+                users,
+                attachments,
+                moderator=moderator,
+            )
             for row in page.rows
         ]
 
@@ -741,10 +739,18 @@ class Handlers:
             viewer: str | None = actor.user_id
         else:
             viewer = _valid(query.user_id, "User") if query.user_id is not None else None
-        before = _parse_conversation_cursor(query.cursor)
+        before = parse_time_cursor(query.cursor)
         await self._min_seq(query.min_seq)
+        if actor.user_id is not None and (query.kind or query.metadata or query.updated_since):
+            raise Forbidden("Only the workspace's backend can filter conversations.")
         rows, mine, has_more = await self.store.conversations(
-            workspace_id, viewer, before=before, limit=limit
+            workspace_id,
+            viewer,
+            before=before,
+            limit=limit,
+            kind=query.kind,
+            metadata=query.metadata,
+            updated_since=query.updated_since,
         )
         unread = {cid: p.unread_count for cid, p in mine.items()}
         data = await self._conversations(workspace_id, rows, unread, viewer)
@@ -764,26 +770,41 @@ class Handlers:
             query.actor.workspace_id, [row], {row["id"]: unread}, query.actor.user_id
         )
         page = await self.store.messages(row["id"], before=None, after=None, limit=limit)
-        messages = await self._render_messages(query.actor.workspace_id, page, query.actor.user_id)
+        messages = await self.render_messages(query.actor.workspace_id, page, query.actor.user_id)
         return ConversationWithMessages(
             conversation=conversation, messages=messages, has_more=page.has_more
         )
 
     async def list_messages(self, query: ListMessages, _ctx: CallContext) -> MessageList:
+        data, has_more, cursor = await self._history(query)
+        return MessageList(data=data, has_more=has_more, next_cursor=cursor)
+
+    async def list_moderated_messages(
+        self, query: ListModeratedMessages, _ctx: CallContext
+    ) -> ModeratedMessageList:
+        if query.actor.user_id is not None:
+            raise Forbidden("Only the workspace's backend sees hidden messages.")
+        data, has_more, cursor = await self._history(query, moderator=True)
+        moderated = [m for m in data if isinstance(m, ModeratedMessage)]
+        return ModeratedMessageList(data=moderated, has_more=has_more, next_cursor=cursor)
+
+    async def _history(
+        self, query: ListMessages | ListModeratedMessages, moderator: bool = False
+    ) -> tuple[list[Message], bool, str | None]:
+        """A page of history by seq, and the cursor of the next."""
         limit = _limit(query.limit)
-        for name, value in (("before", query.before), ("after", query.after)):
-            if value is not None and value < 0:
-                raise InvalidRequest("The cursor is not valid.", {name: "must be 0 or more"})
         await self._min_seq(query.min_seq)
         row, _ = await self._visible(query.actor, query.conversation_id)
         page = await self.store.messages(
             row["id"], before=query.before, after=query.after, limit=limit
         )
-        data = await self._render_messages(query.actor.workspace_id, page, query.actor.user_id)
+        data = await self.render_messages(
+            query.actor.workspace_id, page, query.actor.user_id, moderator
+        )
         cursor = None
         if page.has_more and data:
             cursor = str(data[-1].seq if query.after is not None else data[0].seq)
-        return MessageList(data=data, has_more=page.has_more, next_cursor=cursor)
+        return data, page.has_more, cursor
 
     async def list_events(self, query: ListEvents, _ctx: CallContext) -> EventList:
         limit = _limit(query.limit)
@@ -863,7 +884,7 @@ class Handlers:
             limit=limit,
         )
         page = await self.store.messages_by_id(sorted({r["message_id"] for r in rows}))
-        messages = {m.id: m for m in await self._render_messages(workspace_id, page, None)}
+        messages = {m.id: m for m in await self.render_messages(workspace_id, page, None)}
         data = [
             Report(
                 id=r["id"],

@@ -53,10 +53,14 @@ def message_for(
     viewer: str | None,
     users: Users,
     attachments: Attachments | None = None,
+    *,
+    moderator: bool = False,
 ) -> Message:
-    """A ``messages`` row as the public object; ``attachments`` with fresh URLs by id."""
+    """A ``messages`` row as the public object (``moderator``: as the workspace's
+    moderators see it); ``attachments`` with fresh URLs by id."""
     view = MessageView.from_row(row, pairs)
-    return message_object(view, viewer, sender(row["sender_id"], users), attachments or {})
+    author = sender(row["sender_id"], users)
+    return message_object(view, viewer, author, attachments or {}, moderator=moderator)
 
 
 def posted_message(

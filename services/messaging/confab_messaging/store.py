@@ -9,6 +9,7 @@ in it) and never write.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,6 +82,12 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("last_activity_at", ts, nullable=False),
         sa.Column("stream_seq", sa.BigInteger, nullable=False),  # of the last event
         sa.Index("conversations_activity", "workspace_id", "last_activity_at", "id"),
+        # The tenant's metadata filter (metadata.<key>=<value>): containment on any key.
+        sa.Index(
+            "conversations_metadata",
+            sa.text("(metadata::jsonb) jsonb_path_ops"),
+            postgresql_using="gin",
+        ),
     )
     participants = sa.Table(
         "participants",
@@ -113,6 +120,7 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("version", sa.Integer, nullable=False),  # conversation seq of the last change
         sa.Column("stream_seq", sa.BigInteger, nullable=False),  # where it was posted
         sa.UniqueConstraint("conversation_id", "seq", name="messages_conversation_seq"),
+        sa.Index("messages_sender", "sender_id", "stream_seq"),  # a user's data export
         # Unread counts: the visible messages after a read mark, with their sender.
         sa.Index(
             "messages_visible",
@@ -129,6 +137,7 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("emoji", sa.Text, primary_key=True),
         sa.Column("user_id", sa.Text, primary_key=True),
         sa.Column("seq", sa.Integer, nullable=False),  # conversation seq when added
+        sa.Index("reactions_user", "user_id"),  # a user's data export
     )
     reports = sa.Table(
         "reports",
@@ -185,6 +194,21 @@ class ParticipantRow:
 
 
 Row = Mapping[str, Any]  # a row of ``messages`` / ``conversations`` as a mapping
+
+
+def _metadata_has(column: sa.ColumnElement[Any], key: str, value: str) -> sa.ColumnElement[bool]:
+    """``metadata`` has ``key`` with ``value``: as a string, or as the JSON literal it spells
+    ("3", "true", "null"). Containment on ``metadata::jsonb``, which the GIN index
+    ``conversations_metadata`` serves."""
+    wanted: list[Any] = [value]
+    try:
+        literal = json.loads(value)
+    except ValueError:
+        literal = value
+    if not isinstance(literal, (str, list, dict)) and literal is not value:
+        wanted.append(literal)
+    as_jsonb = sa.cast(column, JSONB)
+    return sa.or_(*(as_jsonb.op("@>")(sa.cast({key: w}, JSONB)) for w in wanted))
 
 
 def conversation_view(row: Row) -> ConversationView:
@@ -276,6 +300,9 @@ class Store:
         *,
         before: tuple[datetime, str] | None,
         limit: int,
+        kind: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        updated_since: datetime | None = None,
     ) -> tuple[list[Row], dict[str, ParticipantRow], bool]:
         """A page, newest activity first: rows, the user's participation in each, more?"""
         c, p = self.t.conversations, self.t.participants
@@ -289,6 +316,12 @@ class Store:
             ).add_columns(
                 p.c.last_read_seq.label("my_read_seq"), p.c.unread_count.label("my_unread")
             )
+        if kind is not None:
+            query = query.where(c.c.type == kind)
+        for key, value in (metadata or {}).items():
+            query = query.where(_metadata_has(c.c.metadata, key, value))
+        if updated_since is not None:
+            query = query.where(c.c.last_activity_at >= updated_since)
         if before is not None:
             query = query.where(sa.tuple_(c.c.last_activity_at, c.c.id) < sa.tuple_(*before))
         query = query.order_by(c.c.last_activity_at.desc(), c.c.id.desc()).limit(limit + 1)
@@ -398,6 +431,59 @@ class Store:
                 rows.reverse()
             reactions = await self._reactions(conn, [r.id for r in rows])
         return MessagePage([r._mapping for r in rows], reactions, has_more)
+
+    # -- one user's data (their export) --------------------------------------------------
+
+    async def memberships(self, workspace_id: str, user_id: str) -> list[Row]:
+        """Every conversation the user takes or took part in, with their read mark."""
+        c, p = self.t.conversations, self.t.participants
+        query = (
+            sa.select(
+                c.c.id,
+                c.c.type,
+                c.c.title,
+                c.c.metadata,
+                c.c.created_at,
+                p.c.active,
+                p.c.last_read_seq,
+            )
+            .join(p, p.c.conversation_id == c.c.id)
+            .where(c.c.workspace_id == workspace_id, p.c.user_id == user_id)
+            .order_by(c.c.created_at, c.c.id)
+        )
+        async with self.engine.connect() as conn:
+            return [r._mapping for r in (await conn.execute(query)).all()]
+
+    async def user_reactions(self, workspace_id: str, user_id: str) -> list[Row]:
+        r, m, c = self.t.reactions, self.t.messages, self.t.conversations
+        query = (
+            sa.select(r.c.message_id, m.c.conversation_id, r.c.emoji)
+            .join(m, m.c.id == r.c.message_id)
+            .join(c, c.c.id == m.c.conversation_id)
+            .where(r.c.user_id == user_id, c.c.workspace_id == workspace_id)
+            .order_by(m.c.conversation_id, r.c.seq)
+        )
+        async with self.engine.connect() as conn:
+            return [x._mapping for x in (await conn.execute(query)).all()]
+
+    async def sent_by(
+        self, workspace_id: str, user_id: str, *, after: int, limit: int
+    ) -> MessagePage:
+        """The user's messages in the workspace, in the order they were stored."""
+        m, c = self.t.messages, self.t.conversations
+        query = (
+            sa.select(m)
+            .join(c, c.c.id == m.c.conversation_id)
+            .where(m.c.sender_id == user_id, c.c.workspace_id == workspace_id)
+            .where(m.c.stream_seq > after)
+            .order_by(m.c.stream_seq)
+            .limit(limit + 1)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            page = rows[:limit]
+            reactions = await self._reactions(conn, [x.id for x in page])
+        return MessagePage([x._mapping for x in page], reactions, len(rows) > limit)
 
     # -- events and reports ------------------------------------------------------------
 

@@ -1,0 +1,241 @@
+"""Webhooks: deliveries per second to a local receiver, and what endpoints cost sends.
+
+Three runs of the closed send loop on one stack, each on fresh conversations of a
+workspace of its own: ``no endpoints`` (the baseline), ``3 endpoints`` (three
+endpoints subscribed to ``message.*``, on a receiver on loopback that verifies every
+signature with ``standardwebhooks``), and the ``deliveries`` run: after the sends stop,
+how long until every delivery of every message has arrived, so deliveries per second
+over the whole run, and each delivery's latency from the send's answer to its
+arrival. Every delivery is counted by (endpoint, ``webhook-id``): one missing is lost,
+one twice a duplicate. The goal (issue 18): with three endpoints, sends stay within
+10 % of the figure without.
+
+``Receiver`` is also what the tests deliver to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from confab.bench.measure import Latencies, LoopLag, ProcessMeter, with_generator
+from confab.bench.result import Tally, run_record, target
+from confab.bench.sends import Sender, closed_loop, prepare, workspace
+
+Answer = Callable[[web.Request], tuple[int, dict[str, str]]]
+
+
+@dataclass
+class Received:
+    path: str
+    message_id: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    raw: bytes
+    at: float  # time.monotonic()
+    verified: bool
+
+
+@dataclass
+class Receiver:
+    """An endpoint on loopback: records every request, verifies its signature against
+    ``secrets`` (any may sign), and answers what ``answer`` says (200 by default)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    secrets: dict[str, list[str]] = field(default_factory=dict)  # by path
+    answer: Answer | None = None
+    received: list[Received] = field(default_factory=list)
+    on_receive: Callable[[Received], None] | None = None
+    _runner: web.AppRunner | None = None
+    _site: web.TCPSite | None = None
+
+    async def start(self) -> Receiver:
+        if self._runner is None:
+            app = web.Application(client_max_size=1024 * 1024)
+            app.router.add_post("/{path:.*}", self._hook)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+        if self.port == 0:
+            from confab_infra.backends import free_port
+
+            self.port = free_port(self.host)
+        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await self._site.start()
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening (connections are refused) until ``start`` again."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def close(self) -> None:
+        await self.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def url(self, path: str = "hook") -> str:
+        return f"http://{self.host}:{self.port}/{path}"
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+        raw = await request.read()
+        path = request.match_info["path"]
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        verified = False
+        for secret in self.secrets.get(path, ()):
+            try:
+                Webhook(secret).verify(raw, headers, json_parse=False)
+            except WebhookVerificationError:
+                continue
+            verified = True
+            break
+        item = Received(
+            path,
+            headers.get("webhook-id", ""),
+            headers,
+            json.loads(raw),
+            raw,
+            time.monotonic(),
+            verified,
+        )
+        self.received.append(item)
+        if self.on_receive is not None:
+            self.on_receive(item)
+        status, extra = self.answer(request) if self.answer is not None else (200, {})
+        return web.Response(status=status, headers=extra)
+
+    def of(self, path: str = "hook") -> list[Received]:
+        return [r for r in self.received if r.path == path]
+
+
+async def subscribe(
+    http: aiohttp.ClientSession, base: str, api_key: str, url: str, event_types: list[str]
+) -> dict[str, Any]:
+    async with http.post(
+        f"{base}/api/v1/webhooks",
+        json={"url": url, "event_types": event_types},
+        headers={"X-API-Key": api_key},
+    ) as r:
+        if r.status != 201:
+            raise RuntimeError(f"creating a webhook answered {r.status}: {await r.text()}")
+        return dict(await r.json())
+
+
+async def _sends(
+    http: aiohttp.ClientSession,
+    info: dict[str, Any],
+    args: Any,
+    endpoints: int,
+    receiver: Receiver,
+) -> tuple[dict[str, Any], dict[str, float], Tally]:
+    """One closed-loop send run on a fresh workspace with ``endpoints`` endpoints."""
+    base = info["gateway_url"]
+    space = await workspace(http, info, f"bench-webhooks-{endpoints}")
+    tally = Tally()
+    paths = []
+    for i in range(endpoints):
+        path = f"w{endpoints}-{i}"
+        hook = await subscribe(http, base, space["api_key"], receiver.url(path), ["message.*"])
+        receiver.secrets[path] = [hook["secret"]]
+        paths.append(path)
+    rooms = await prepare(http, info, args.rooms, space=space)
+    warm = Sender(http, base)
+    await closed_loop(warm, rooms, min(args.workers, 16), args.warmup)
+    sender = Sender(http, base)
+    meter = ProcessMeter(with_generator(info["pids"]))
+    with meter, LoopLag() as lag:
+        await closed_loop(sender, rooms, args.workers, args.seconds)
+    ended = time.monotonic()
+    messages = sum(warm.sent.values()) + sum(sender.sent.values())
+    tally.expect(messages * endpoints)
+    record = run_record(
+        f"{endpoints} endpoints" if endpoints else "no endpoints",
+        f"{args.workers} concurrent senders on {args.rooms} conversations for "
+        f"{args.seconds:g} s, {endpoints} endpoints on message.*",
+        unit="message",
+        work=sender.ok,
+        latencies=sender.latencies,
+        meter=meter,
+        lag=lag,
+        loss={"sent": sender.ok, "received": sender.ok, "lost": 0, "duplicates": 0},
+        errors={**warm.errors, **sender.errors},
+    )
+    return record, {"ended": ended, "messages": messages, "endpoints": endpoints}, tally
+
+
+async def run(info: dict[str, Any], args: Any) -> list[dict[str, Any]]:
+    receiver = await Receiver().start()
+    try:
+        connector = aiohttp.TCPConnector(limit=max(args.workers, 256))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            baseline, _, _ = await _sends(http, info, args, 0, receiver)
+            first = len(receiver.received)
+            loaded, facts, tally = await _sends(http, info, args, 3, receiver)
+            deliveries = await _drain(info, receiver, tally, facts, first)
+    finally:
+        await receiver.close()
+    ratio = loaded["throughput_per_s"] / baseline["throughput_per_s"]
+    loaded["relative_to_baseline"] = round(ratio, 3)
+    return [baseline, loaded, deliveries]
+
+
+async def _drain(
+    info: dict[str, Any], receiver: Receiver, tally: Tally, facts: dict[str, float], first: int
+) -> dict[str, Any]:
+    """Wait (bounded) until every delivery of the loaded run has arrived; count them.
+    Deliveries per second: from the first arrival to the last."""
+    deadline = time.monotonic() + 300
+    meter = ProcessMeter(with_generator(info["pids"]))
+    with meter:
+        while len({(r.path, r.message_id) for r in receiver.received[first:]}) < tally.expected:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    arrived = receiver.received[first:]
+    latencies = Latencies()
+    unverified = 0
+    for item in arrived:
+        tally.arrive((item.path, item.message_id))
+        unverified += not item.verified
+    start = min((r.at for r in arrived), default=facts["ended"])
+    done = max((r.at for r in arrived), default=facts["ended"])
+    behind = max(0.0, done - facts["ended"])
+    latencies.add(behind)
+    return run_record(
+        "deliveries",
+        f"every message of the 3-endpoint run to its 3 endpoints ({tally.expected} deliveries)",
+        unit="delivery",
+        work=tally.unique,
+        latencies=latencies,
+        meter=meter,
+        lag=None,
+        loss=tally.counts(),
+        errors={"unverified signature": unverified} if unverified else {},
+        seconds=max(done - start, 1e-3),
+        last_delivery_after_sends_s=round(behind, 2),
+    )
+
+
+def targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if len(runs) < 2:
+        return []
+    ratio = runs[1].get("relative_to_baseline")
+    return [
+        target(
+            "sends-closed with 3 endpoints on message.*",
+            ">= 90 % of the figure without",
+            ratio,
+            ratio is not None and ratio >= 0.9,
+        )
+    ]

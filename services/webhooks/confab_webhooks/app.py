@@ -1,0 +1,95 @@
+"""Wiring and start-up of the webhooks service.
+
+Owns the ``WEBHOOKS`` stream (tenants' endpoints, event-sourced: see
+``confab.contracts.webhooks`` for why a stream of its own rather than identity's: an
+endpoint's history is the tenant's configuration, written and read only here) and the
+``webhooks`` schema (the endpoints read model and the deliveries). Follows
+``CONVERSATIONS``, ``IDENTITY`` and ``MEDIA`` through one partitioned intake each
+(``projections.Intake``), sends what they queue (``delivery.Sender``), and answers
+``confab.contracts.webhooks`` (``handlers``). Bans do not matter here; erasures do: an
+authority follower blanks an erased user's messages in the views before identity's
+erasure returns.
+
+The process lowers its own scheduling priority (``nice``): deliveries are
+asynchronous, so under load they wait for the CPU the real-time path does not use.
+"""
+
+from __future__ import annotations
+
+import os
+
+from confab.aggregate import Aggregates
+from confab.authority import USER_ERASED, Change, Follower
+from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, WEBHOOKS
+from confab.service import Service, StartupError, run_service
+from confab_webhooks import domain
+from confab_webhooks.delivery import Outbound, Sender
+from confab_webhooks.domain import State
+from confab_webhooks.handlers import Handlers
+from confab_webhooks.projections import SOURCES, EndpointsProjection, Intake
+from confab_webhooks.render import Renderer
+from confab_webhooks.settings import WebhooksSettings
+from confab_webhooks.store import Store
+
+
+async def setup(service: Service) -> None:
+    settings = service.settings
+    assert isinstance(settings, WebhooksSettings)
+    try:
+        domain.parse_schedule(settings.retry_schedule)
+    except ValueError as exc:
+        raise StartupError(f"CONFAB_WEBHOOKS_RETRY_SCHEDULE: {exc}") from None
+    if settings.nice:
+        os.nice(max(0, settings.nice - os.nice(0)))
+    # The streams it follows are declared too (idempotent): start-up order does not matter.
+    await service.declare(WEBHOOKS, CONVERSATIONS, IDENTITY, MEDIA)
+    assert service.engine is not None
+    store = Store(service.engine)
+    keys = await service.key_ring()
+    renderer = Renderer(service.nc, keys, views=settings.views)
+    await renderer.start()
+    service.on_stop(renderer.stop)
+    outbound = Outbound(settings)
+    await outbound.start()
+    service.on_stop(outbound.stop)
+    aggregates: Aggregates[State] = Aggregates(
+        service.nc, service.js, WEBHOOKS.name, initial=domain.initial, evolve=domain.evolve
+    )
+    endpoints = await service.add_projection(EndpointsProjection())
+    handlers = Handlers(
+        aggregates,
+        store,
+        endpoints,
+        renderer,
+        outbound,
+        allow_private=settings.allow_private,
+        read_wait=settings.read_wait_seconds,
+    )
+    sender = Sender(store, renderer, outbound, settings, handlers.disable)
+
+    def on_change(change: Change) -> None:
+        if change.type == USER_ERASED and change.kind == "user":
+            renderer.erase(change.workspace_id, change.entity_id)
+
+    follower = Follower(service.js, "webhooks", on_change)
+    await follower.start()
+    service.on_stop(follower.stop)
+    intakes = {}
+    for source in SOURCES:
+        take = renderer.take if source == "conversations" else None
+        intake = Intake(source, settings.partitions, sender.offer, take)
+        intakes[source] = await service.add_projection(intake, batch_size=500)
+    sender.follow(intakes, endpoints)
+    await sender.start()
+    service.on_stop(sender.stop)
+    service.checks["deliveries"] = sender.health
+    for request_type, handler in handlers.routes():
+        await service.rpc.serve(request_type, handler)
+
+
+def main() -> None:
+    run_service("webhooks", WebhooksSettings, setup)
+
+
+if __name__ == "__main__":
+    main()

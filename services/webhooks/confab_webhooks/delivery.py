@@ -1,0 +1,723 @@
+"""Sending: signed POSTs, in order per conversation and endpoint, retried with back-off.
+
+Work comes from the intake (``offer``: rows it just queued) and from the database
+(the pending rows of partitions this process takes over, at start or when another
+copy stops, and rows the API asked to send again). Each endpoint has *lanes*, one per
+conversation (or user, or attachment); a lane sends its oldest delivery and the next
+only once that one is delivered or has failed for good, so one endpoint sees one
+conversation's events in log order. Lanes of one endpoint go out side by side, up to
+``endpoint_concurrency`` at a time.
+
+An attempt is a POST of the body rendered now (``render``), signed the Standard
+Webhooks way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature`` with one
+``v1,`` signature per live secret), through a client that never follows a redirect,
+never connects to a refused address (``safety``), reads at most
+``response_limit_bytes`` of the answer and gives up after
+``timeout_seconds``. What an answer means (``domain.outcome``):
+
+- 2xx: delivered;
+- 410: the endpoint is disabled (``webhook.disabled``), its deliveries wait;
+- no answer, 408, 429, 5xx: the endpoint as a whole is held until the delivery's next
+  attempt (its ``Retry-After`` if it gave one), so a receiver that is down is not
+  hammered by every lane at once;
+- any other status: this delivery alone waits for its next attempt.
+
+The wait after the n-th failed attempt is the n-th step of ``retry_schedule``
+(±20 % jitter); after the last step the delivery has failed (listed, and can be sent
+again through the API) and its lane moves on. An endpoint with no success for
+``disable_after_seconds`` is disabled with the reason.
+
+Outcomes are written back in batches (``store.RECORD``). A crash loses none: a row not
+yet marked delivered is sent again by whoever owns its partition next (at least once;
+``webhook-id`` is the same for every attempt, so receivers drop duplicates). While
+partitions move between copies, a delivery in flight in the copy that gave one up may
+be sent once more by the copy that took it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+
+from confab import __version__
+from confab.errors import ConfabError
+from confab.logging import get_logger
+from confab.projection import ProjectionRunner
+from confab_webhooks import domain
+from confab_webhooks.domain import Secret
+from confab_webhooks.projections import secrets_of
+from confab_webhooks.render import Renderer, message_id_of
+from confab_webhooks.safety import GuardedResolver, RefusedAddress, check_host
+from confab_webhooks.settings import WebhooksSettings
+from confab_webhooks.store import DELIVERIES, HEALTH, RECORD, Store
+
+log = get_logger("confab.webhooks.delivery")
+
+Disable = Callable[[str, str, str], Awaitable[None]]  # (workspace, endpoint, reason)
+FLUSH_SECONDS = 0.1
+OWNERSHIP_SECONDS = 0.5
+UNMATCHED_SECONDS = 30.0  # an outcome whose row never appears (its batch rolled back)
+RENDER_RETRY_SECONDS = 1.0
+PRUNE_SECONDS = 60.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- one attempt --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int | None  # None: no answer
+    error: str | None
+    retry_after: str | None = None
+
+
+class Signer:
+    """``webhook-signature`` for a body: one ``v1,<base64>`` per live secret."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, StandardWebhook] = {}
+
+    def headers(
+        self, message_id: str, body: bytes, secrets_: Iterable[str], now: datetime
+    ) -> dict[str, str]:
+        text = body.decode()
+        signatures = []
+        for secret in secrets_:
+            key = self._keys.get(secret)
+            if key is None:
+                key = self._keys[secret] = StandardWebhook(secret)
+            signatures.append(key.sign(message_id, now, text))
+        return {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": " ".join(signatures),
+        }
+
+
+class Outbound:
+    """The one HTTP client deliveries and pings go through."""
+
+    def __init__(self, settings: WebhooksSettings) -> None:
+        self.allow_private = settings.allow_private
+        self.limit = settings.response_limit_bytes
+        self.timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        self.concurrency = settings.concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(allow_private=self.allow_private),
+            limit=self.concurrency,
+            ttl_dns_cache=10,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self.timeout,
+            headers={"User-Agent": f"Confab-Webhooks/{__version__}"},
+            auto_decompress=False,
+        )
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        assert self._session is not None
+        try:
+            host = urlsplit(url).hostname or ""
+            if not self.allow_private:
+                check_host(host, allow_private=False)
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                start = await response.content.read(self.limit) if self.limit else b""
+                status = response.status
+                error = None
+                if not 200 <= status < 300:
+                    text = start.decode("utf-8", "replace").strip().replace("\n", " ")
+                    error = f"HTTP {status}" + (f": {text[:200]}" if text else "")
+                return Answer(status, error, response.headers.get("Retry-After"))
+        except ConfabError as exc:  # check_host
+            return Answer(None, f"refused: {exc.message}")
+        except RefusedAddress as exc:
+            return Answer(None, f"refused: {exc}")
+        except TimeoutError:
+            return Answer(None, "timed out")
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddress):
+                return Answer(None, f"refused: {exc.os_error}")
+            return Answer(None, f"cannot connect: {exc.os_error or exc}")
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return Answer(None, f"{type(exc).__name__}: {exc}"[:300])
+
+
+# -- the work in memory ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Item:
+    row: dict[str, Any]
+    attempts: int
+    due: float = 0.0  # monotonic time of the next attempt
+
+    @property
+    def id(self) -> int:
+        return int(self.row["id"])
+
+
+@dataclass(slots=True)
+class Lane:
+    key: str
+    target: Target
+    items: list[Item] = field(default_factory=list)  # by id: log order
+    busy: bool = False
+    ready: bool = False  # in its target's ready queue
+    timer: bool = False  # in the sender's timer heap
+
+
+@dataclass(slots=True)
+class Target:
+    """One endpoint as the sender uses it."""
+
+    id: str
+    workspace_id: str = ""
+    url: str = ""
+    secrets: tuple[Secret, ...] = ()
+    enabled: bool = False
+    known: bool = False  # its configuration is loaded
+    lanes: dict[str, Lane] = field(default_factory=dict)
+    ready: deque[Lane] = field(default_factory=deque)
+    in_flight: int = 0
+    hold_until: float = 0.0
+    failing_since: datetime | None = None
+    disabling: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    id: int
+    status: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    at: datetime
+    next_at: datetime | None
+    first: float = field(default_factory=time.monotonic)
+
+
+class Sender:
+    def __init__(
+        self,
+        store: Store,
+        renderer: Renderer,
+        outbound: Outbound,
+        settings: WebhooksSettings,
+        disable: Disable,
+    ) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.renderer = renderer
+        self.outbound = outbound
+        self.signer = Signer()
+        self.disable = disable
+        self.schedule = domain.parse_schedule(settings.retry_schedule)
+        self.max_retry_after = settings.max_retry_after_seconds
+        self.per_endpoint = settings.endpoint_concurrency
+        self.concurrency = settings.concurrency
+        self.disable_after = timedelta(seconds=settings.disable_after_seconds)
+        self.keep = timedelta(seconds=settings.keep_seconds)
+        self.targets: dict[str, Target] = {}
+        self.queued: dict[int, Item] = {}  # by row id: waiting or in flight here
+        self.in_flight = 0
+        self.sent = 0  # attempts made, for health and tests
+        self.delivered = 0
+        self.runners: dict[str, ProjectionRunner] = {}
+        self.endpoints: ProjectionRunner | None = None
+        self._owned: set[tuple[str, int]] = set()
+        self._loading: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self._timers: list[tuple[float, int, Lane]] = []
+        self._tick = itertools.count()
+        self._wake = asyncio.Event()
+        self._outcomes: list[Outcome] = []
+        self._config_seq = -1
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sends: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._config_wanted = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def follow(self, runners: dict[str, ProjectionRunner], endpoints: ProjectionRunner) -> None:
+        """The intakes whose partitions this process owns, and the endpoints read model."""
+        self.runners = runners
+        self.endpoints = endpoints
+
+    async def start(self) -> None:
+        await self.reload_endpoints()
+        self._tasks = [
+            asyncio.create_task(self._dispatch(), name="webhooks-dispatch"),
+            asyncio.create_task(self._flush_loop(), name="webhooks-record"),
+            asyncio.create_task(self._watch(), name="webhooks-ownership"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._sends:
+            await asyncio.wait(set(self._sends), timeout=5.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._flush()
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    def offer(self, rows: list[dict[str, Any]]) -> None:
+        """Rows the intake just queued (in log order), to be sent from this process."""
+        for row in rows:
+            key = (row["source"], row["part"])
+            waiting = self._loading.get(key)
+            if waiting is not None:
+                waiting.append(row)  # after the partition's older rows are loaded
+            else:
+                self._add(row)
+        self._wake.set()
+
+    def _add(self, row: dict[str, Any]) -> None:
+        row_id = int(row["id"])
+        existing = self.queued.get(row_id)
+        if existing is not None:
+            if row.get("requeued") or row["attempts"] < existing.attempts:
+                existing.attempts, existing.due = row["attempts"], 0.0
+            return
+        target = self.targets.get(row["endpoint_id"])
+        if target is None:
+            target = self.targets[row["endpoint_id"]] = Target(row["endpoint_id"])
+            self._config_seq = -1  # not known yet: read the endpoints again
+            self._config_wanted.set()
+        lane = target.lanes.get(row["lane"])
+        if lane is None:
+            lane = target.lanes[row["lane"]] = Lane(row["lane"], target)
+        item = Item(row, row["attempts"], self._due_of(row))
+        ids = [i.id for i in lane.items]
+        lane.items.insert(bisect.bisect(ids, row_id), item)
+        self.queued[row_id] = item
+        self._ready(lane)
+
+    @staticmethod
+    def _due_of(row: dict[str, Any]) -> float:
+        at = row.get("next_attempt_at")
+        if at is None or row.get("requeued"):
+            return 0.0
+        return time.monotonic() + max(0.0, (at - utcnow()).total_seconds())
+
+    def _ready(self, lane: Lane) -> None:
+        if lane.busy or lane.ready or not lane.items:
+            return
+        due = lane.items[0].due
+        if due > time.monotonic():
+            if not lane.timer:
+                lane.timer = True
+                heapq.heappush(self._timers, (due, next(self._tick), lane))
+            return
+        lane.ready = True
+        lane.target.ready.append(lane)
+
+    # -- dispatching ------------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, lane = heapq.heappop(self._timers)
+                lane.timer = False
+                self._ready(lane)
+            wake_at = self._timers[0][0] if self._timers else now + 1.0
+            for target in list(self.targets.values()):
+                if not target.ready:
+                    continue
+                if not (target.known and target.enabled):
+                    continue
+                if target.hold_until > now:
+                    wake_at = min(wake_at, target.hold_until)
+                    continue
+                while (
+                    target.ready
+                    and target.in_flight < self.per_endpoint
+                    and self.in_flight < self.concurrency
+                ):
+                    lane = target.ready.popleft()
+                    lane.ready = False
+                    if lane.busy or not lane.items:
+                        continue
+                    if lane.items[0].due > now:
+                        self._ready(lane)
+                        continue
+                    self._start(target, lane)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.001, wake_at - time.monotonic()))
+
+    def _start(self, target: Target, lane: Lane) -> None:
+        lane.busy = True
+        target.in_flight += 1
+        self.in_flight += 1
+        task = asyncio.create_task(self._send(target, lane, lane.items[0]))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self, target: Target, lane: Lane, item: Item) -> None:
+        try:
+            await self._attempt(target, lane, item)
+        except Exception:
+            log.exception("webhook_attempt_failed", endpoint_id=target.id, delivery=item.id)
+            item.due = time.monotonic() + RENDER_RETRY_SECONDS
+        finally:
+            lane.busy = False
+            target.in_flight -= 1
+            self.in_flight -= 1
+            if lane.key in target.lanes and not lane.items:
+                del target.lanes[lane.key]
+            else:
+                self._ready(lane)
+            self._wake.set()
+
+    async def _attempt(self, target: Target, lane: Lane, item: Item) -> None:
+        row = item.row
+        try:
+            body = await self.renderer.body(row)
+        except (ConfabError, TimeoutError, OSError) as exc:
+            # The log cannot be read now: not the endpoint's failure.
+            log.warning("webhook_render_failed", delivery=item.id, error=str(exc))
+            item.due = time.monotonic() + RENDER_RETRY_SECONDS
+            return
+        now = utcnow()
+        if body is None:
+            self._done(lane, item, "failed", None, "the event cannot be rendered", now)
+            return
+        message_id = message_id_of(row["stream"], row["seq"])
+        headers = self.signer.headers(
+            message_id, body, domain.signing_secrets(target.secrets, now), now
+        )
+        self.sent += 1
+        answer = await self.outbound.post(target.url, body, headers)
+        await self._judge(target, lane, item, answer)
+
+    async def _judge(self, target: Target, lane: Lane, item: Item, answer: Answer) -> None:
+        now = utcnow()
+        kind = domain.outcome(answer.status)
+        item.attempts += 1
+        if kind == domain.DELIVERED:
+            self.delivered += 1
+            self._done(lane, item, "delivered", answer.status, None, now)
+            if target.failing_since is not None:
+                target.failing_since = None
+                await self._health(target.id, None, now, None)
+            return
+        error = answer.error or f"HTTP {answer.status}"
+        if kind == domain.GONE:
+            item.due = time.monotonic() + self.schedule[0]
+            self._record(item, "pending", answer.status, error, now, None)
+            await self._disable(target, "The endpoint answered 410 Gone.")
+            return
+        retry_after = None
+        if answer.status in (429, 503):
+            retry_after = domain.parse_retry_after(answer.retry_after, now)
+        delay = domain.retry_delay(
+            self.schedule,
+            item.attempts,
+            retry_after=retry_after,
+            max_retry_after=self.max_retry_after,
+        )
+        if delay is None:
+            self._done(lane, item, "failed", answer.status, error, now)
+        else:
+            item.due = time.monotonic() + delay
+            if kind == domain.ENDPOINT_DOWN:
+                target.hold_until = max(target.hold_until, item.due)
+            self._record(item, "pending", answer.status, error, now, now + timedelta(seconds=delay))
+        if target.failing_since is None:
+            target.failing_since = now
+            await self._health(target.id, now, None, error)
+        elif now - target.failing_since > self.disable_after:
+            days = (now - target.failing_since).total_seconds() / 86400
+            await self._disable(
+                target,
+                f"No successful delivery since {target.failing_since.isoformat()} "
+                f"({days:.1f} days); last error: {error}",
+            )
+
+    def _done(
+        self,
+        lane: Lane,
+        item: Item,
+        status: str,
+        last_status: int | None,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        if lane.items and lane.items[0] is item:
+            lane.items.pop(0)
+        self.queued.pop(item.id, None)
+        self._record(item, status, last_status, error, now, None)
+
+    async def _disable(self, target: Target, reason: str) -> None:
+        if target.disabling or not target.enabled:
+            return
+        target.disabling = True
+        target.enabled = False  # at once here; the event tells every copy
+        try:
+            await self.disable(target.workspace_id, target.id, reason)
+            log.warning("webhook_disabled", endpoint_id=target.id, reason=reason)
+        except Exception as exc:
+            log.warning("webhook_disable_failed", endpoint_id=target.id, error=str(exc))
+        finally:
+            target.disabling = False
+
+    async def _health(
+        self,
+        endpoint_id: str,
+        failing: datetime | None,
+        success: datetime | None,
+        error: str | None,
+    ) -> None:
+        values = {
+            "failing_since": failing,
+            "last_success_at": success,
+            "last_error": error,
+            "updated_at": utcnow(),
+        }
+        stmt = insert(HEALTH).values(endpoint_id=endpoint_id, **values)
+        update = {"failing_since": failing, "updated_at": values["updated_at"]}
+        if success is not None:
+            update["last_success_at"] = success
+        if error is not None:
+            update["last_error"] = error
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    stmt.on_conflict_do_update(index_elements=[HEALTH.c.endpoint_id], set_=update)
+                )
+        except Exception as exc:
+            log.warning("webhook_health_not_saved", endpoint_id=endpoint_id, error=str(exc))
+
+    # -- recording ---------------------------------------------------------------------------------
+
+    def _record(
+        self,
+        item: Item,
+        status: str,
+        last_status: int | None,
+        error: str | None,
+        at: datetime,
+        next_at: datetime | None,
+    ) -> None:
+        self._outcomes.append(
+            Outcome(item.id, status, item.attempts, last_status, error, at, next_at)
+        )
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self._flush()
+            except Exception as exc:
+                log.warning("webhook_record_failed", error=str(exc) or type(exc).__name__)
+
+    async def _flush(self) -> None:
+        if not self._outcomes:
+            return
+        # The last outcome of each delivery wins.
+        latest = {o.id: o for o in self._outcomes}
+        outcomes = list(latest.values())
+        self._outcomes = []
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    RECORD,
+                    {
+                        "ids": [o.id for o in outcomes],
+                        "statuses": [o.status for o in outcomes],
+                        "attempts": [o.attempts for o in outcomes],
+                        "last_statuses": [o.last_status for o in outcomes],
+                        "errors": [o.last_error for o in outcomes],
+                        "ats": [o.at for o in outcomes],
+                        "next_ats": [o.next_at for o in outcomes],
+                    },
+                )
+                matched = {int(r[0]) for r in result.all()}
+        except BaseException:
+            self._outcomes = outcomes + self._outcomes
+            raise
+        # A row handed over before its batch committed is matched a moment later.
+        horizon = time.monotonic() - UNMATCHED_SECONDS
+        later = [o for o in outcomes if o.id not in matched and o.first > horizon]
+        self._outcomes = later + self._outcomes
+
+    # -- ownership, configuration, requeues --------------------------------------------------------
+
+    async def _watch(self) -> None:
+        pruned = time.monotonic()
+        while True:
+            try:
+                await self._follow_ownership()
+                if time.monotonic() - pruned > PRUNE_SECONDS:
+                    pruned = time.monotonic()
+                    await self.prune()
+                if self.endpoints is not None and self.endpoints.checkpoint != self._config_seq:
+                    await self.reload_endpoints()
+                await self._requeued()
+            except Exception as exc:
+                log.warning("webhook_watch_failed", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._config_wanted.wait(), OWNERSHIP_SECONDS)
+            self._config_wanted.clear()
+
+    async def _follow_ownership(self) -> None:
+        owned = {(source, k) for source, r in self.runners.items() for k in r.owned}
+        lost, gained = self._owned - owned, owned - self._owned
+        self._owned = owned
+        if lost:
+            self._let_go(lost)
+        for key in sorted(gained):
+            self._loading[key] = []
+        for key in sorted(gained):
+            await self._load(key)
+
+    def _let_go(self, lost: set[tuple[str, int]]) -> None:
+        """Another copy sends these partitions' deliveries now; what is in flight finishes."""
+        for target in self.targets.values():
+            for lane in list(target.lanes.values()):
+                keep = [
+                    i
+                    for i in lane.items
+                    if (i.row["source"], i.row["part"]) not in lost
+                    or (lane.busy and i is lane.items[0])
+                ]
+                for gone in lane.items:
+                    if gone not in keep:
+                        self.queued.pop(gone.id, None)
+                lane.items = keep
+        for key in lost:
+            self._loading.pop(key, None)
+
+    async def _load(self, key: tuple[str, int]) -> None:
+        d = DELIVERIES
+        source, part = key
+        query = (
+            sa.select(d)
+            .where(d.c.status == "pending", d.c.source == source, d.c.part == part)
+            .order_by(d.c.id)
+        )
+        try:
+            async with self.engine.connect() as conn:
+                rows = [dict(r._mapping) for r in (await conn.execute(query)).all()]
+        except BaseException:
+            self._owned.discard(key)  # tried again at the next round
+            self._loading.pop(key, None)
+            raise
+        waiting = self._loading.pop(key, [])
+        if key not in self._owned:
+            return
+        for row in rows + waiting:
+            self._add(row)
+        if rows:
+            log.info("webhook_deliveries_loaded", source=source, partition=part, count=len(rows))
+        self._wake.set()
+
+    async def _requeued(self) -> None:
+        if not self._owned:
+            return
+        d = DELIVERIES
+        owned = sorted(self._owned)
+        match = sa.or_(*(sa.and_(d.c.source == s, d.c.part == p) for s, p in owned))
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                d.update().where(d.c.requeued.is_(True), match).values(requeued=False).returning(d)
+            )
+            found = [{**r._mapping, "requeued": True} for r in rows.all()]
+        for row in found:
+            if (row["source"], row["part"]) not in self._loading:
+                self._add(row)
+        if found:
+            self._wake.set()
+
+    async def reload_endpoints(self) -> None:
+        seq = self.endpoints.checkpoint if self.endpoints is not None else 0
+        rows = await self.store.all_endpoints()
+        seen = set()
+        for row in rows:
+            seen.add(row["id"])
+            target = self.targets.get(row["id"])
+            if target is None:
+                target = self.targets[row["id"]] = Target(row["id"])
+            was = target.enabled
+            target.workspace_id = row["workspace_id"]
+            target.url = row["url"]
+            target.secrets = secrets_of(row["secrets"])
+            target.enabled = row["enabled"] and not target.disabling
+            target.known = True
+            if row["failing_since"] is not None and target.failing_since is None:
+                target.failing_since = row["failing_since"]
+            if target.enabled and not was:
+                target.hold_until = 0.0
+                if target.failing_since is not None:
+                    # Enabled again: a fresh start for "failing for days".
+                    target.failing_since = None
+                    await self._health(target.id, None, None, None)
+        for endpoint_id in [t for t in self.targets if t not in seen]:
+            target = self.targets.pop(endpoint_id)  # deleted: its rows were cancelled
+            for lane in target.lanes.values():
+                for item in lane.items:
+                    self.queued.pop(item.id, None)
+        self._config_seq = seq
+        self._wake.set()
+
+    # -- what an operator and the tests look at -------------------------------------------------
+
+    def backlog(self) -> int:
+        return len(self.queued)
+
+    async def health(self) -> str:
+        held = sum(1 for t in self.targets.values() if t.hold_until > time.monotonic())
+        return (
+            f"ok ({len(self.queued)} queued, {self.in_flight} in flight, {held} endpoints "
+            f"held, partitions {len(self._owned)})"
+        )
+
+    async def prune(self) -> int:
+        """Remove delivered and cancelled deliveries older than ``keep``; how many."""
+        d = DELIVERIES
+        old = (
+            sa.select(d.c.id)
+            .where(
+                d.c.status.in_(("delivered", "cancelled")),
+                d.c.delivered_at < utcnow() - self.keep,
+            )
+            .limit(5000)
+            .scalar_subquery()
+        )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(d.delete().where(d.c.id.in_(old)))
+        return int(result.rowcount or 0)

@@ -1,0 +1,285 @@
+"""What the webhooks service follows: its own stream into the endpoints read model, and
+every domain stream into deliveries.
+
+``EndpointsProjection`` keeps ``webhooks.endpoints`` from ``WEBHOOKS`` by the decider's
+own fold (``domain.evolve``), so the read model and the write side cannot disagree. A
+deleted endpoint's pending deliveries are cancelled in the same transaction.
+
+``Intake`` (one per stream: ``CONVERSATIONS``, ``IDENTITY``, ``MEDIA``) turns each stored
+event an endpoint asked for into a delivery row, in the transaction that moves its
+checkpoint: a crash anywhere queues each delivery exactly once. The endpoints are read
+in that same transaction, so an endpoint whose creation has returned gets every event
+stored after it (and none stored before: its ``since``). The work is split into
+partitions by what orders it (a conversation, a user, an attachment): a partition is
+applied by one copy at a time, and the same copy sends its deliveries, so the
+deliveries of one conversation to one endpoint go out in order. New rows are handed to
+this process's sender at once (``offer``); conversation events are also folded into the
+views the renderer holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from confab import conversation, realtime
+from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, WEBHOOKS, StreamSpec
+from confab.contracts.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
+from confab.contracts.media import AttachmentStored
+from confab.contracts.messaging import (
+    ConversationCreated,
+    ConversationEvent,
+    MessageReported,
+)
+from confab.contracts.webhooks import EVENT_TYPES, WebhookDeleted, WebhookEvent, wants
+from confab.conversation import ConversationView
+from confab.events import Envelope
+from confab.projection import Projection
+from confab_webhooks import domain
+from confab_webhooks.domain import EndpointState, Secret
+from confab_webhooks.store import SCHEMA, define_tables
+
+Offer = Callable[[list[dict[str, Any]]], None]
+Take = Callable[[Sequence[Envelope]], Awaitable[None]]
+
+_DELIVERED = frozenset(EVENT_TYPES)
+
+
+# -- endpoints -----------------------------------------------------------------------------------
+
+
+def state_of(row: dict[str, Any]) -> EndpointState:
+    return EndpointState(
+        id=row["id"],
+        workspace_id=row["workspace_id"],
+        url=row["url"],
+        event_types=tuple(row["event_types"]),
+        enabled=row["enabled"],
+        description=row["description"],
+        secrets=secrets_of(row["secrets"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        disabled_reason=row["disabled_reason"],
+        deleted=row["deleted"],
+    )
+
+
+def secrets_of(raw: list[dict[str, Any]]) -> tuple[Secret, ...]:
+    return tuple(
+        Secret(s["value"], msgspec.convert(s["expires_at"], datetime) if s["expires_at"] else None)
+        for s in raw
+    )
+
+
+def _row(state: EndpointState) -> dict[str, Any]:
+    return {
+        "url": state.url,
+        "event_types": list(state.event_types),
+        "enabled": state.enabled,
+        "description": state.description,
+        "disabled_reason": state.disabled_reason,
+        "secrets": [
+            {"value": s.value, "expires_at": s.expires_at.isoformat() if s.expires_at else None}
+            for s in state.secrets
+        ],
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "deleted": state.deleted,
+    }
+
+
+class EndpointsProjection(Projection):
+    stream = WEBHOOKS.name
+    subjects = WEBHOOKS.subjects
+
+    def __init__(self, name: str = "webhooks.endpoints") -> None:
+        self.name = name
+        self.metadata = sa.MetaData(schema=SCHEMA)
+        self.endpoints, self.deliveries, self.health = define_tables(self.metadata)
+        super().__init__()
+
+    async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        t = self.endpoints
+        for envelope in events:
+            event = envelope.event
+            if not isinstance(event, WebhookEvent):
+                continue
+            found = (await conn.execute(sa.select(t).where(t.c.id == event.endpoint_id))).first()
+            before = state_of(dict(found._mapping)) if found else None
+            if found is not None and found.seq >= envelope.seq:
+                continue
+            after = domain.evolve(before, event)
+            if after is None:
+                continue
+            values = {**_row(after), "seq": envelope.seq}
+            if found is None:
+                since = envelope.time or event.at
+                await conn.execute(
+                    insert(t)
+                    .values(id=after.id, workspace_id=after.workspace_id, since=since, **values)
+                    .on_conflict_do_nothing(index_elements=[t.c.id])
+                )
+            else:
+                await conn.execute(t.update().where(t.c.id == after.id).values(**values))
+            if isinstance(event, WebhookDeleted):
+                d = self.deliveries
+                await conn.execute(
+                    d.update()
+                    .where(d.c.endpoint_id == event.endpoint_id, d.c.status == "pending")
+                    .values(status="cancelled", delivered_at=sa.func.now())
+                )
+
+
+# -- intake ----------------------------------------------------------------------------------------
+
+
+class Found(msgspec.Struct, frozen=True):
+    """A stored event as a webhook: its type, what orders it, and what rendering needs."""
+
+    event_type: str
+    lane: str
+    ref: dict[str, Any]
+    conversation_id: str | None = None
+    event_seq: int | None = None
+
+
+def _scratch_entry(event: ConversationEvent, stream_seq: int) -> conversation.Entry | None:
+    """The timeline entry ``event`` makes (its references, never content): folded into an
+    empty view that stands just before it."""
+    view = ConversationView(event.conversation_id)
+    if not isinstance(event, ConversationCreated):
+        view.created_at = event.at
+        view.last_seq = event.seq - 1
+    return conversation.evolve(view, event, stream_seq)
+
+
+def conversation_webhook(envelope: Envelope) -> Found | None:
+    event = envelope.event
+    if isinstance(event, MessageReported):
+        ref = {
+            "report_id": event.report_id,
+            "message_id": event.message_id,
+            "reporter_id": event.reporter_id,
+            "reason": event.reason,
+        }
+        return Found("message.reported", event.conversation_id, ref, event.conversation_id)
+    if not isinstance(event, ConversationEvent):
+        return None
+    entry = _scratch_entry(event, envelope.seq)
+    if entry is None or entry.name not in _DELIVERED:
+        return None  # reactions are not webhook events
+    ref = {**entry.data, "at": entry.at.isoformat()}
+    if entry.name == realtime.MESSAGE_DELETED:
+        ref = {"id": entry.data["id"], "at": ref["at"]}
+    return Found(entry.name, event.conversation_id, ref, event.conversation_id, entry.seq)
+
+
+def identity_webhook(envelope: Envelope) -> Found | None:
+    event = envelope.event
+    if isinstance(event, UserUpserted):
+        kind = "user.created" if event.created else "user.updated"
+    elif isinstance(event, UserBanned):
+        kind = "user.banned"
+    elif isinstance(event, UserUnbanned):
+        kind = "user.updated"
+    elif isinstance(event, UserErased):
+        kind = "user.erased"
+    else:
+        return None
+    return Found(kind, event.user_id, {"user_id": event.user_id})
+
+
+def media_webhook(envelope: Envelope) -> Found | None:
+    event = envelope.event
+    if not isinstance(event, AttachmentStored):
+        return None
+    ref = {"attachment_id": event.attachment_id, "conversation_id": event.conversation_id}
+    return Found("attachment.stored", event.attachment_id, ref)
+
+
+SOURCES: dict[str, tuple[StreamSpec, Callable[[Envelope], Found | None]]] = {
+    "conversations": (CONVERSATIONS, conversation_webhook),
+    "identity": (IDENTITY, identity_webhook),
+    "media": (MEDIA, media_webhook),
+}
+
+
+class Intake(Projection):
+    """Stored events of one stream into delivery rows for the endpoints that want them."""
+
+    def __init__(
+        self,
+        source: str,
+        partitions: int,
+        offer: Offer,
+        take: Take | None = None,
+    ) -> None:
+        spec, self.classify = SOURCES[source]
+        self.source = source
+        self.name = f"webhooks.{source}"
+        self.stream = spec.name
+        self.subjects = spec.subjects
+        self.partitions = partitions
+        self.metadata = sa.MetaData(schema=SCHEMA)
+        self.endpoints, self.deliveries, self.health = define_tables(self.metadata)
+        self.offer = offer
+        self.take = take
+        super().__init__()
+
+    def partition_key(self, subject: str) -> str:
+        # conv.evt.<ws>.<conv>, identity.evt.<ws>.<kind>.<id>, media.evt.<ws>.<id>
+        return subject.rsplit(".", 1)[-1]
+
+    async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        workspaces = sorted({e.workspace for e in events})
+        e = self.endpoints
+        rows = await conn.execute(
+            sa.select(e.c.id, e.c.workspace_id, e.c.event_types, e.c.since).where(
+                e.c.workspace_id.in_(workspaces), e.c.enabled.is_(True), e.c.deleted.is_(False)
+            )
+        )
+        by_workspace: dict[str, list[Any]] = {}
+        for row in rows.all():
+            by_workspace.setdefault(row.workspace_id, []).append(row)
+        if not by_workspace:
+            return
+        interested = [x for x in events if x.workspace in by_workspace]
+        if self.take is not None:
+            await self.take(interested)
+        queued: list[dict[str, Any]] = []
+        for envelope in interested:
+            found = self.classify(envelope)
+            if found is None:
+                continue
+            stored_at = envelope.time or getattr(envelope.event, "at", None) or datetime.now(UTC)
+            for endpoint in by_workspace[envelope.workspace]:
+                if stored_at < endpoint.since or not wants(endpoint.event_types, found.event_type):
+                    continue
+                queued.append(
+                    {
+                        "workspace_id": envelope.workspace,
+                        "endpoint_id": endpoint.id,
+                        "source": self.source,
+                        "part": self.partition_of(envelope.subject),
+                        "lane": found.lane,
+                        "stream": self.stream,
+                        "seq": envelope.seq,
+                        "event_type": found.event_type,
+                        "conversation_id": found.conversation_id,
+                        "event_seq": found.event_seq,
+                        "ref": found.ref,
+                        "stored_at": stored_at,
+                    }
+                )
+        if not queued:
+            return
+        d = self.deliveries
+        stmt = insert(d).on_conflict_do_nothing(constraint="deliveries_once").returning(*d.columns)
+        result = await conn.execute(stmt, queued)
+        self.offer([dict(r._mapping) for r in result.all()])
