@@ -10,12 +10,15 @@ another port of 127.0.0.1) with one script tag from the gateway.
 
 from __future__ import annotations
 
+import fcntl
 import html
 import io
+import json
 import os
 import shutil
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,23 +154,40 @@ class Shop:
 
     async def widget(
         self,
-        person: Person,
+        person: Person | None,
         *,
         conversation_id: str | None = None,
         open_: bool = False,
         viewport: dict[str, int] = DESKTOP,
         label: str = "",
+        attributes: dict[str, str] | None = None,
+        token: str | None = None,
+        mount: str | None = None,
+        touch: bool = False,
+        locale: str | None = None,
+        before: Callable[[Any], Awaitable[None]] | None = None,
     ) -> Any:
-        """A page of another site with the widget embedded by one script tag."""
-        context = await self.browser.new_context(viewport=viewport)
+        """A page of another site with the widget embedded by one script tag (its
+        data-* `attributes` besides the token), or, with `mount`, by that script calling
+        ConfabWidget.mount. `before(page)` runs before the page loads (routes, clocks)."""
+        context = await self.browser.new_context(
+            viewport=viewport, has_touch=touch, is_mobile=touch, locale=locale or "en-US"
+        )
         self.contexts.append(context)
-        query = {"token": person.token, "api": self.stack.gateway}
+        data = dict(attributes or {})
+        if token or person:
+            data.setdefault("session-token", token or (person.token if person else ""))
         if conversation_id:
-            query["conversation"] = conversation_id
+            data["conversation-id"] = conversation_id
         if open_:
-            query["open"] = "true"
+            data["open"] = "true"
+        query = {"api": self.stack.gateway, "data": json.dumps(data)}
+        if mount is not None:
+            query["mount"] = mount
         page = await context.new_page()
-        self.watch(page, label or person.user["name"])
+        self.watch(page, label or (person.user["name"] if person else "page"))
+        if before is not None:
+            await before(page)
         await page.goto(f"{self.host}/?{urlencode(query)}")
         return page
 
@@ -194,22 +214,23 @@ main {{ padding: 32px; max-width: 720px; }}
 <main><h1>Waterproof jacket</h1>
 <p>Light, warm and ready for the rain. Questions? Chat with us: the button in the corner.</p>
 </main>
-<script src="{api}/widget/v1/confab-widget.js" {attributes} async></script>
+<script src="{api}/widget/v1/confab-widget.js" {attributes}></script>
+{mount}
 </body></html>"""
 
 
-@pytest.fixture(scope="session")
-async def host_site() -> AsyncIterator[str]:
-    """The tenant's own site, which embeds the widget with one script tag."""
+async def serve_host_site() -> tuple[web.AppRunner, str]:
+    """The tenant's own site, which embeds the widget with one script tag (or mounts it
+    from a script of its own: the test's, trusted): its runner and address."""
 
     async def page(request: web.Request) -> web.Response:
         q = request.query
-        attributes = f'data-session-token="{html.escape(q["token"])}"'
-        if "conversation" in q:
-            attributes += f' data-conversation-id="{html.escape(q["conversation"])}"'
-        if q.get("open") == "true":
-            attributes += ' data-open="true"'
-        body = HOST_PAGE.format(api=html.escape(q["api"]), attributes=attributes)
+        data = json.loads(q.get("data", "{}"))
+        attributes = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in data.items())
+        mount = f"<script>{q['mount']}</script>" if "mount" in q else ""
+        if not mount:
+            attributes += " async"
+        body = HOST_PAGE.format(api=html.escape(q["api"]), attributes=attributes, mount=mount)
         return web.Response(text=body, content_type="text/html")
 
     app = web.Application()
@@ -219,7 +240,13 @@ async def host_site() -> AsyncIterator[str]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+async def host_site() -> AsyncIterator[str]:
+    runner, url = await serve_host_site()
+    yield url
     await runner.cleanup()
 
 
@@ -242,3 +269,50 @@ async def shop(
 def screenshot_path(name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS / name
+
+
+# -- what the tests take from npm (tests/browser/js) ---------------------------------------
+
+JS = Path(__file__).resolve().parent / "js"
+
+
+def npm_package(name: str) -> Path:
+    """A package of tests/browser/js/package.json, installed by `npm ci` once (across
+    concurrent test sessions too); skips the test without node and npm."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed: the accessibility checks take axe-core from npm")
+    marker = JS / "node_modules" / ".package-lock.json"
+    if not marker.exists():
+        with (JS / ".npm-install.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not marker.exists():
+                subprocess.run(
+                    [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                    cwd=JS,
+                    check=True,
+                    capture_output=True,
+                    timeout=300,
+                )
+    return JS / "node_modules" / name
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    return (npm_package("axe-core") / "axe.min.js").read_text()
+
+
+async def axe_violations(page: Any, source: str) -> list[str]:
+    """axe-core's serious and critical violations on the whole page (the widget's shadow
+    root included), one line each."""
+    if not await page.evaluate("typeof window.axe === 'object'"):
+        await page.add_script_tag(content=source)
+    results = await page.evaluate(
+        "() => axe.run(document, { resultTypes: ['violations'] }).then(r => r.violations)"
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + ", ".join(str(n["target"]) for n in v["nodes"][:3])
+        for v in results
+        if v["impact"] in ("serious", "critical")
+    ]

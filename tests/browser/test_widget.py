@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from playwright.async_api import expect
 
 from tests.browser.conftest import PHONE, Person, Shop, png_bytes, screenshot_path
@@ -128,11 +127,11 @@ async def test_a_reaction_appears_on_both_sides(shop: Shop) -> None:
     target = message(b, "We restock on Monday")
     await expect(target).to_have_count(1, timeout=5_000)
     await target.hover()
-    await target.get_by_test_id("react").click()
-    picker = b.get_by_role("menu", name="Choose a reaction")
-    await expect(picker).to_be_visible()
-    await picker.get_by_role("menuitem", name="thumbs up").click()
-    await expect(picker).to_be_hidden()
+    await target.get_by_test_id("more").click()
+    menu = b.get_by_role("menu", name="Message actions")
+    await expect(menu).to_be_visible()
+    await menu.get_by_role("menuitemcheckbox", name="thumbs up").click()
+    await expect(menu).to_be_hidden()
 
     mine = target.get_by_test_id("reaction")
     await expect(mine).to_have_text("👍1")
@@ -154,15 +153,20 @@ async def test_the_emoji_picker_works_by_keyboard(shop: Shop) -> None:
     await send(a, "Keyboard only")
     target = message(b, "Keyboard only")
     await expect(target).to_have_count(1, timeout=5_000)
-    await target.get_by_test_id("react").focus()
+    await target.focus()  # the message itself: Enter opens its menu
     await b.keyboard.press("Enter")
-    await expect(b.get_by_role("menuitem", name="thumbs up")).to_be_focused()
+    await expect(b.get_by_role("menuitemcheckbox", name="thumbs up")).to_be_focused()
     await b.keyboard.press("ArrowRight")
-    await expect(b.get_by_role("menuitem", name="red heart")).to_be_focused()
+    await expect(b.get_by_role("menuitemcheckbox", name="red heart")).to_be_focused()
     await b.keyboard.press("Escape")
     await expect(b.get_by_role("menu")).to_be_hidden()
-    await expect(target.get_by_test_id("react")).to_be_focused()
+    await expect(target).to_be_focused()
+    # The whole picker: More reactions…, then arrows through its grid.
     await b.keyboard.press("Enter")
+    await b.get_by_test_id("menu-react").focus()
+    await b.keyboard.press("Enter")
+    picker = b.get_by_role("menu", name="Choose a reaction")
+    await expect(picker.get_by_role("menuitem", name="thumbs up")).to_be_focused()
     await b.keyboard.press("ArrowRight")
     await b.keyboard.press("Enter")
     await expect(message(a, "Keyboard only").get_by_test_id("reaction")).to_have_text(
@@ -243,7 +247,8 @@ async def test_edit_delete_and_report(shop: Shop) -> None:
     message_id = await message(a, "The jacket costs").get_attribute("data-id")
     mine = a.locator(f'[data-testid=message][data-id="{message_id}"]')  # its text will change
     await mine.hover()
-    await mine.get_by_test_id("edit").click()
+    await mine.get_by_test_id("more").click()
+    await a.get_by_test_id("menu-edit").click()
     editor = mine.get_by_role("textbox", name="Edit message")
     await expect(editor).to_be_focused()
     await editor.fill("The jacket costs $120")
@@ -257,15 +262,17 @@ async def test_edit_delete_and_report(shop: Shop) -> None:
     wrong = message(a, "oops, wrong chat")
     await expect(message(b, "oops, wrong chat")).to_have_count(1, timeout=LIVE)
     await wrong.hover()
-    await wrong.get_by_test_id("delete").click()
+    await wrong.get_by_test_id("more").click()
+    await a.get_by_test_id("menu-delete").click()
     await a.get_by_test_id("confirm-delete").click()
     for page in (a, b):
         await expect(message(page, "oops, wrong chat")).to_have_count(0, timeout=LIVE)
         await expect(message(page, "This message was deleted.")).to_have_count(1)
 
     await theirs.hover()
-    await expect(theirs.get_by_test_id("edit")).to_have_count(0)  # not Bob's to edit
-    await theirs.get_by_test_id("report").click()
+    await theirs.get_by_test_id("more").click()
+    await expect(b.get_by_test_id("menu-edit")).to_have_count(0)  # not Bob's to edit
+    await b.get_by_test_id("menu-report").click()
     await theirs.get_by_role("combobox").select_option("Spam")
     await theirs.get_by_test_id("send-report").click()
     await expect(theirs).to_contain_text("Reported. Thank you.")
@@ -290,12 +297,15 @@ async def test_history_loads_on_scroll_by_seq(shop: Shop) -> None:
     b = await shop.widget(bob, conversation_id=cid, open_=True)
     await expect(message(b, "history 085")).to_be_visible(timeout=LIVE)
     await expect(b.get_by_test_id("message")).to_have_count(50)
-    log = b.get_by_role("log", name="Messages")
+    scroller = b.locator(".cw-scroll")
+    loading = b.get_by_role("status").filter(has_text="Loading earlier messages…")
     for _ in range(5):
         if await b.get_by_test_id("message").count() == len(texts):
             break
-        await log.evaluate("el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }")
-        await expect(b.get_by_role("button", name="Loading earlier messages…")).to_have_count(0)
+        await scroller.evaluate(
+            "el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }"
+        )
+        await expect(loading).to_have_count(0)
     await expect(b.get_by_test_id("message")).to_have_count(len(texts))
     shown = await b.get_by_test_id("message").locator(".cw-text").all_inner_texts()
     assert shown == texts
@@ -344,55 +354,19 @@ async def test_the_widget_fits_a_phone(shop: Shop) -> None:
     await expect(panel).to_be_hidden()
 
 
-async def test_screenshots_of_the_widget(shop: Shop) -> None:
-    """docs/screenshots/widget-*.png, linked from the README."""
+async def test_the_closed_launcher_shows_a_new_message(shop: Shop) -> None:
+    """docs/screenshots/widget-launcher.png, linked from the README (the other states are
+    photographed by test_widget_states.py)."""
     ann = await shop.person("Ann from Example Outfitters")
     bob = await shop.person("Bob Lee")
     cid = await shop.conversation(ann, bob)
     base = f"/api/widget/conversations/{cid}"
-    script = [
-        (bob, "Hi! Is the waterproof jacket still available in size M?"),
-        (ann, "Hello Bob! Yes, we have two left in blue and one in black."),
-        (bob, "Great. Does it have a hood?"),
-        (ann, "It does, and it folds into the collar. Here is a photo:"),
-    ]
-    last = None
-    for person, text in script:
-        status, last = await person.api.post(base + "/messages", {"content": text})
-        assert status == 201, last
-    form = aiohttp.FormData()
-    form.add_field(
-        "file", png_bytes((640, 420), (14, 116, 144)), filename="blue.png", content_type="image/png"
-    )
-    status, upload = await ann.api.call("POST", base + "/attachments", data=form)
-    if status == 201:
-        await ann.api.post(
-            base + "/messages",
-            {"content": "Blue, size M", "attachment_ids": [upload["id"]]},
-        )
-    assert last is not None
-    await bob.api.post(base + f"/messages/{last['id']}/reactions", {"emoji": "👍"})
-    await ann.api.post(base + "/messages", {"content": "Want me to reserve one for you?"})
-
-    desktop = await shop.widget(bob, conversation_id=cid, open_=True, label="screenshot")
-    await expect(message(desktop, "reserve one")).to_be_visible(timeout=LIVE)
-    await live(desktop)
-    await desktop.get_by_test_id("composer").fill("Yes please, the blue one!")
-    await desktop.screenshot(path=screenshot_path("widget-desktop.png"))
-
-    phone = await shop.widget(bob, conversation_id=cid, open_=True, viewport=PHONE)
-    await expect(message(phone, "reserve one")).to_be_visible(timeout=LIVE)
-    await live(phone)
-    await phone.screenshot(path=screenshot_path("widget-phone.png"))
-    await phone.get_by_role("button", name="Back to conversations").click()
-    await expect(phone.get_by_test_id("conversation")).to_be_visible()
-
-    for page in (desktop, phone):  # or Bob would read it there at once
-        await page.context.close()
+    await ann.api.post(base + "/messages", {"content": "Your jacket is reserved."})
+    await bob.api.post(base + "/read", {})
     closed = await shop.widget(bob, label="launcher")
     await live(closed)
     badge = closed.get_by_test_id("launcher").get_by_test_id("unread")
-    await expect(badge).to_be_hidden(timeout=LIVE)  # Bob has read everything (other tabs)
+    await expect(badge).to_be_hidden(timeout=LIVE)  # Bob has read everything
     await ann.api.post(base + "/messages", {"content": "Reserved until Friday."})
     await expect(badge).to_have_text("1", timeout=LIVE)
     await closed.screenshot(path=screenshot_path("widget-launcher.png"))

@@ -113,6 +113,6 @@ async def test_file_names_render_as_text(shop: Shop) -> None:
     await (
         message(b, "two files").get_by_role("button", name=f"Open image {stored['image']}").click()
     )
-    await expect(b.get_by_test_id("lightbox").locator("p")).to_have_text(stored["image"])
+    await expect(b.get_by_test_id("lightbox").locator("figcaption")).to_have_text(stored["image"])
     for page in (a, b):
         await assert_inert(page, shop.stack.gateway)

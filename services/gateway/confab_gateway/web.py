@@ -1,10 +1,18 @@
 """The browser side of the gateway: the demo page and the embeddable widget.
 
-- ``GET /widget/v1/…``: the widget (plain ES modules and CSS, no build step) and
-  the vendored ``pusher-js``. Cross-origin readable (``Access-Control-Allow-Origin:
-  *``): a tenant embeds it on its own site with one script tag. Revalidated by
-  ETag after five minutes; the vendored library has its version in its name and
-  is cached for a year.
+- ``GET /widget/v1/…``: the widget (plain ES modules, CSS, JSON catalogues, no
+  build step) and its vendored libraries. Cross-origin readable
+  (``Access-Control-Allow-Origin: *``): a tenant embeds it on its own site with one
+  script tag. Every file is read once at start and kept compressed: gzip (made
+  then) and brotli (committed under ``static/widget/brotli/`` by
+  ``node static/widget/compress.mjs``; a copy whose source changed since is not
+  used), chosen by ``Accept-Encoding``, with ``Vary: Accept-Encoding`` and an ETag
+  per encoding. The loader ``confab-widget.js`` is revalidated by ETag after five
+  minutes and names the build (a hash of every other file) it loads:
+  ``/widget/v1/<build>/…`` is the same files cached for a year (``immutable``), so a
+  deploy is picked up at the loader's next revalidation and nothing else is asked
+  again. Unversioned paths are revalidated too, except the vendored libraries,
+  whose version is in their names.
 - ``GET /demo``: the public demo page, with a strict Content-Security-Policy
   (scripts and styles from here only; the fanout's socket; images from here and
   from where attachment URLs point). ``POST /demo/api/rooms`` creates a room in
@@ -22,6 +30,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import hmac
 import mimetypes
@@ -78,60 +87,153 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # -- static files --------------------------------------------------------------------------
 
 
+REVALIDATE = "public, max-age=300, must-revalidate"
+IMMUTABLE = "public, max-age=31536000, immutable"
+LOADER = "confab-widget.js"
+BUILD_MARK = b"__CONFAB_BUILD__"
+COMPRESSIBLE = ("text/", "application/json", "image/svg+xml")
+
+
 @dataclass(frozen=True)
 class Asset:
     body: bytes
     content_type: str
-    etag: str
+    etag: str  # of the content; each encoding's ETag adds its name
     cache_control: str
+    gzip: bytes | None = None
+    br: bytes | None = None
+
+    def encoded(self, accept: str) -> tuple[bytes, str | None]:
+        """The body in the best encoding the client accepts, and that encoding's name."""
+        wanted = _accepted(accept)
+        for name, body in (("br", self.br), ("gzip", self.gzip)):
+            if body is not None and wanted.get(name, wanted.get("*", 0.0)) > 0:
+                return body, name
+        return self.body, None
+
+    @property
+    def compressed(self) -> bool:
+        return self.gzip is not None or self.br is not None
 
 
-def load_assets(folder: Path, prefix: str) -> dict[str, Asset]:
-    """Every file under ``folder``, read once, by URL path: nothing else is ever served."""
+def make_asset(
+    body: bytes, content_type: str, cache_control: str, br: bytes | None = None
+) -> Asset:
+    gz = None
+    if content_type.startswith(COMPRESSIBLE):
+        gz = gzip.compress(body, compresslevel=9, mtime=0)
+        if len(gz) >= len(body):
+            gz = None
+    return Asset(
+        body=body,
+        content_type=content_type,
+        etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+        cache_control=cache_control,
+        gzip=gz,
+        br=br if br is not None and len(br) < len(body) else None,
+    )
+
+
+def load_assets(folder: Path, prefix: str, brotli: Path | None = None) -> dict[str, Asset]:
+    """Every file under ``folder``, read once, by URL path: nothing else is ever served.
+    ``brotli``: a folder of precompressed copies with a ``manifest.json`` naming the
+    SHA-256 of each one's source; a copy whose source changed since is left out."""
+    manifest = _brotli_manifest(brotli)
     assets = {}
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
         body = path.read_bytes()
-        content_type = _content_type(path)
         name = path.relative_to(folder).as_posix()
-        # The vendored library carries its version in its name: it never changes.
-        immutable = name.startswith("vendor/")
-        assets[prefix + name] = Asset(
-            body=body,
-            content_type=content_type,
-            etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
-            cache_control="public, max-age=31536000, immutable"
-            if immutable
-            else "public, max-age=300, must-revalidate",
-        )
+        br = None
+        entry = manifest.get(name)
+        if brotli is not None and entry and entry == hashlib.sha256(body).hexdigest():
+            br = (brotli / (name + ".br")).read_bytes()
+        # The vendored libraries carry their versions in their names: they never change.
+        cache = IMMUTABLE if name.startswith("vendor/") else REVALIDATE
+        assets[prefix + name] = make_asset(body, _content_type(path), cache, br)
     return assets
+
+
+def _brotli_manifest(folder: Path | None) -> dict[str, str]:
+    if folder is None or not (folder / "manifest.json").is_file():
+        return {}
+    loaded = msgspec.json.decode((folder / "manifest.json").read_bytes(), type=dict[str, str])
+    return loaded
+
+
+def versioned(assets: dict[str, Asset], prefix: str) -> dict[str, Asset]:
+    """The widget's files under ``<prefix><build>/`` too, cached for a year: the build is
+    a hash of every file but the loader, whose ``__CONFAB_BUILD__`` names it."""
+    digest = hashlib.sha256()
+    for path, asset in sorted(assets.items()):
+        if path != prefix + LOADER:
+            digest.update(path.encode() + b"\0" + asset.etag.encode() + b"\0")
+    build = digest.hexdigest()[:16]
+    result = dict(assets)
+    for path, asset in assets.items():
+        if path == prefix + LOADER:
+            loader = asset.body.replace(BUILD_MARK, build.encode())
+            result[path] = make_asset(loader, asset.content_type, REVALIDATE)
+        else:
+            copy = Asset(
+                asset.body, asset.content_type, asset.etag, IMMUTABLE, asset.gzip, asset.br
+            )
+            result[prefix + build + "/" + path.removeprefix(prefix)] = copy
+    return result
+
+
+def _accepted(header: str) -> dict[str, float]:
+    """``Accept-Encoding`` as {coding: q}."""
+    found: dict[str, float] = {}
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        if not name:
+            continue
+        q = 1.0
+        key, _, value = params.strip().partition("=")
+        if key.strip() == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                q = 0.0
+        found[name.strip().lower()] = q
+    return found
 
 
 def _content_type(path: Path) -> str:
     known = {
         ".js": "text/javascript; charset=utf-8",
+        ".mjs": "text/javascript; charset=utf-8",
         ".css": "text/css; charset=utf-8",
         ".html": "text/html; charset=utf-8",
         ".svg": "image/svg+xml",
         ".txt": "text/plain; charset=utf-8",
         ".json": "application/json",
+        ".ts": "text/plain; charset=utf-8",
     }
     guessed = mimetypes.guess_type(path.name)[0]
     return known.get(path.suffix) or guessed or "application/octet-stream"
 
 
 def asset_response(request: web.Request, asset: Asset, **headers: str) -> web.Response:
+    body, encoding = asset.encoded(request.headers.get("Accept-Encoding", ""))
+    etag = asset.etag if encoding is None else f'{asset.etag[:-1]}-{encoding}"'
     common = {
-        "ETag": asset.etag,
+        "ETag": etag,
         "Cache-Control": asset.cache_control,
         "X-Content-Type-Options": "nosniff",
         **headers,
     }
-    if asset.etag in request.headers.get("If-None-Match", ""):
+    if asset.compressed:
+        common["Vary"] = "Accept-Encoding"
+    # Any encoding's ETag of the same content matches (they differ only in transfer).
+    if asset.etag[:-1] in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=common)
-    response = web.Response(body=asset.body, headers=common)
+    response = web.Response(body=body, headers=common)
     response.headers["Content-Type"] = asset.content_type
+    if encoding is not None:
+        response.headers["Content-Encoding"] = encoding
     return response
 
 
@@ -351,10 +453,13 @@ def content_security_policy(settings: GatewaySettings) -> str:
 
 def install(app: web.Application, settings: GatewaySettings, rpc: RpcClient) -> None:
     """Add the widget's files, the demo page and its endpoints to the gateway's app."""
-    widget_assets = load_assets(STATIC / "widget" / "v1", WIDGET_PREFIX)
+    widget = STATIC / "widget"
+    widget_assets = versioned(
+        load_assets(widget / "v1", WIDGET_PREFIX, widget / "brotli"), WIDGET_PREFIX
+    )
     demo_assets = load_assets(STATIC / "demo", DEMO_ASSETS)
     demo_page = demo_assets.pop(DEMO_ASSETS + "index.html")
-    demo_page = Asset(demo_page.body, demo_page.content_type, demo_page.etag, "no-cache")
+    demo_page = make_asset(demo_page.body, demo_page.content_type, "no-cache")
     page_headers = {
         "Content-Security-Policy": content_security_policy(settings),
         "Referrer-Policy": "no-referrer",

@@ -1,9 +1,12 @@
 // The widget REST API (/api/widget, bearer session token). Every call resolves to the
 // JSON body (null for 204) or throws an ApiError; status 0 means the network failed.
+// A 401 asks `renew(token)` once (the embedding page's refreshSession) and, if that
+// gave a new token, sends the same request again with it.
 
 export class ApiError extends Error {
   constructor(status, code, message, retryAfter = null) {
     super(message);
+    this.name = 'ApiError';
     this.status = status;
     this.code = code;
     this.retryAfter = retryAfter;
@@ -15,17 +18,28 @@ export class ApiError extends Error {
 }
 
 export class Api {
-  constructor(base, token) {
+  constructor(base, token, renew = null) {
     this.base = base.replace(/\/+$/, '');
     this.token = token;
+    this.renew = renew;
   }
 
-  async request(method, path, { json, form, query } = {}) {
+  async request(method, path, options = {}) {
+    const token = this.token;
+    try {
+      return await this.once(method, path, options, token);
+    } catch (error) {
+      if (error.status !== 401 || !this.renew || !(await this.renew(token))) throw error;
+      return this.once(method, path, options, this.token);
+    }
+  }
+
+  async once(method, path, { json, form, query } = {}, token) {
     const url = new URL(this.base + '/api/widget' + path);
     for (const [key, value] of Object.entries(query || {})) {
       if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
     }
-    const headers = { Authorization: `Bearer ${this.token}` };
+    const headers = { Authorization: `Bearer ${token}` };
     let body;
     if (json !== undefined) {
       headers['Content-Type'] = 'application/json';
@@ -82,7 +96,7 @@ export class Api {
     return this.request('GET', `/conversations/${enc(id)}/events`, { query: { after, limit } });
   }
 
-  send(id, body) {
+  sendMessage(id, body) {
     return this.request('POST', `/conversations/${enc(id)}/messages`, { json: body });
   }
 
@@ -131,6 +145,12 @@ export class Api {
 
   report(messageId, reason) {
     return this.request('POST', `/messages/${enc(messageId)}/report`, { json: { reason } });
+  }
+
+  channelAuth(socketId, channelName) {
+    return this.request('POST', '/broadcasting/auth', {
+      json: { socket_id: socketId, channel_name: channelName },
+    });
   }
 }
 

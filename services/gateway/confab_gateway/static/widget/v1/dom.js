@@ -1,6 +1,6 @@
 // Building DOM safely: text is always a text node (textContent), never parsed as markup.
-// Attribute names come from this code only; URLs from the server pass safeUrl first.
-// Nothing in the widget parses a string as HTML.
+// Attribute names come from this code only; URLs from the server pass safeUrl first
+// (links in messages: links.js). Nothing in the widget parses a string as HTML.
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -50,6 +50,10 @@ const ICONS = {
   trash: 'M4 7h16M10 11v6M14 11v6M6 7l1 13h10l1-13M9 7V4h6v3',
   flag: 'M5 21V4M5 4h11l-2 4 2 4H5',
   file: 'M6 2h8l5 5v15H6zM14 2v5h5',
+  more: 'M5 12h.01M12 12h.01M19 12h.01',
+  down: 'M12 5v14M6 13l6 6 6-6',
+  download: 'M12 4v11M7 10l5 5 5-5M5 20h14',
+  retry: 'M4 12a8 8 0 1 0 2.3-5.6M4 4v4h4',
 };
 
 export function icon(name, size = 20) {
@@ -77,28 +81,18 @@ export function safeUrl(url) {
   }
 }
 
-export function formatSize(bytes) {
-  if (!Number.isFinite(bytes)) return '';
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(bytes < 10240 ? 1 : 0)} KB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+const PALETTE = ['#1d4ed8', '#047857', '#b45309', '#7c3aed', '#be123c', '#0e7490', '#4d7c0f', '#a21caf'];
+
+/** Up to two initials of a name, for an avatar without a picture. */
+export function initials(name, locale) {
+  const words = String(name || '').trim().split(/\s+/).filter(Boolean);
+  const letters = words.slice(0, 2).map((w) => Array.from(w)[0] || '');
+  return letters.join('').toLocaleUpperCase(locale) || '?';
 }
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const dayFormat = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' });
-
-export function formatTime(iso) {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return '';
-  const today = new Date();
-  return date.toDateString() === today.toDateString()
-    ? timeFormat.format(date)
-    : `${dayFormat.format(date)}, ${timeFormat.format(date)}`;
-}
-
-// An id for client_msg_id that works on plain-http pages too (randomUUID needs a secure context).
-export function randomId() {
-  const bytes = new Uint8Array(16);
-  crypto.getRandomValues(bytes);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+/** A colour of its own for each person (white text on it passes WCAG AA). */
+export function avatarColor(id) {
+  let hash = 0;
+  for (const ch of String(id || '')) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+  return PALETTE[hash % PALETTE.length];
 }

@@ -1,15 +1,17 @@
-// Real-time: pusher-js (vendored, loaded from this folder) against Confab's fanout, and
-// Feed, which hands a conversation's events on in seq order, each exactly once.
+// Real-time: pusher-js (vendored, loaded from the gateway's widget folder) against
+// Confab's fanout, and Feed, which hands a conversation's events on in seq order, each
+// exactly once.
 
 const PUSHER_FILE = 'vendor/pusher-8.6.0.min.js';
-let pusherLoading = null;
+const pusherLoading = new Map();
 
-// Loads the vendored pusher-js once. It is a UMD bundle: an AMD loader on the host page
-// would swallow it, so `define` is hidden while it runs, and a host page's own Pusher
-// global is put back afterwards.
+// Loads the vendored pusher-js once per folder. It is a UMD bundle: an AMD loader on the
+// host page would swallow it, so `define` is hidden while it runs, and a host page's own
+// Pusher global is put back afterwards.
 export function loadPusher(base) {
-  if (!pusherLoading) {
-    pusherLoading = new Promise((resolve, reject) => {
+  const src = new URL(PUSHER_FILE, base).href;
+  if (!pusherLoading.has(src)) {
+    const loading = new Promise((resolve, reject) => {
       const previous = Object.getOwnPropertyDescriptor(window, 'Pusher');
       const amd = typeof window.define === 'function' && window.define.amd ? window.define : null;
       if (amd) window.define = undefined;
@@ -21,7 +23,7 @@ export function loadPusher(base) {
         return ours;
       };
       const script = document.createElement('script');
-      script.src = new URL(PUSHER_FILE, base).href;
+      script.src = src;
       script.async = true;
       script.onload = () => {
         const Pusher = restore();
@@ -30,18 +32,21 @@ export function loadPusher(base) {
       };
       script.onerror = () => {
         restore();
+        pusherLoading.delete(src);
         reject(new Error('pusher-js could not be loaded'));
       };
       document.head.append(script);
     });
+    pusherLoading.set(src, loading);
   }
-  return pusherLoading;
+  return pusherLoading.get(src);
 }
 
-// One socket for the widget. `handlers`: state(name), event(channel, name, data),
-// subscribed(channel, again), failed(channel, status).
+// One socket. `authorize(socketId, channelName)` resolves to the channel's signature
+// ({auth, channel_data}); `handlers`: state(name), event(channel, name, data),
+// subscribed(channel, again), failed(channel), members(channel, list), refused(code).
 export class Realtime {
-  constructor(Pusher, { appKey, websocketUrl, authEndpoint, token }, handlers) {
+  constructor(Pusher, { appKey, websocketUrl, authorize }, handlers) {
     const url = new URL(websocketUrl);
     const secure = url.protocol === 'wss:';
     const port = Number(url.port) || (secure ? 443 : 80);
@@ -59,13 +64,23 @@ export class Realtime {
       disableStats: true,
       activityTimeout: 30000,
       pongTimeout: 6000,
+      // Signatures come through the client's API, so a renewed session token is used.
       channelAuthorization: {
-        endpoint: authEndpoint,
-        transport: 'ajax',
-        headers: { Authorization: `Bearer ${token}` },
+        customHandler: ({ socketId, channelName }, callback) => {
+          authorize(socketId, channelName).then(
+            (signed) => callback(null, signed),
+            (error) => callback(error, null),
+          );
+        },
       },
     });
     this.pusher.connection.bind('state_change', ({ current }) => handlers.state(current));
+    // 4000–4099: the fanout refused the socket for good (4009: the session was revoked,
+    // or the user banned or erased). pusher-js does not reconnect after these.
+    this.pusher.connection.bind('error', (error) => {
+      const code = error && error.data && error.data.code;
+      if (Number.isInteger(code) && code >= 4000 && code < 4100) handlers.refused(code);
+    });
   }
 
   get state() {
@@ -75,19 +90,35 @@ export class Realtime {
   subscribe(channelName) {
     if (this.pusher.channel(channelName)) return;
     const channel = this.pusher.subscribe(channelName);
+    const presence = channelName.startsWith('presence-');
+    const members = () => {
+      const list = [];
+      channel.members.each((member) => list.push({ id: member.id, ...(member.info || {}) }));
+      this.handlers.members(channelName, list);
+    };
     channel.bind('pusher:subscription_succeeded', () => {
       const again = this.subscribedOnce.has(channelName);
       this.subscribedOnce.add(channelName);
       this.failedChannels.delete(channelName);
       this.handlers.subscribed(channelName, again);
+      if (presence) members();
     });
-    channel.bind('pusher:subscription_error', (error) => {
+    channel.bind('pusher:subscription_error', () => {
       this.failedChannels.add(channelName);
-      this.handlers.failed(channelName, (error && error.status) || 0);
+      this.handlers.failed(channelName);
     });
+    if (presence) {
+      channel.bind('pusher:member_added', members);
+      channel.bind('pusher:member_removed', members);
+    }
     channel.bind_global((event, data) => {
       if (!event.startsWith('pusher:')) this.handlers.event(channelName, event, data);
     });
+  }
+
+  unsubscribe(channelName) {
+    this.pusher.unsubscribe(channelName);
+    this.failedChannels.delete(channelName);
   }
 
   // The browser says the network is gone: an open socket cannot be trusted (and a
