@@ -5,10 +5,11 @@ Owns the ``WEBHOOKS`` stream (tenants' endpoints, event-sourced: see
 endpoint's history is the tenant's configuration, written and read only here) and the
 ``webhooks`` schema (the endpoints read model and the deliveries). Follows
 ``CONVERSATIONS``, ``IDENTITY`` and ``MEDIA`` through one partitioned intake each
-(``projections.Intake``), sends what they queue (``delivery.Sender``), and answers
-``confab.contracts.webhooks`` (``handlers``). Bans do not matter here; erasures do: an
-authority follower blanks an erased user's messages in the views before identity's
-erasure returns.
+(``projections.Intake``), sends what they queue (``delivery.Sender``), and answers the
+commands (``commands``: the endpoint decider of ``domain`` run by the command shell,
+pings, retries) and queries (``queries``) of ``confab.contracts.webhooks``. Bans do not
+matter here; erasures do: an authority follower blanks an erased user's messages in the
+views before identity's erasure returns.
 
 The process lowers its own scheduling priority (``nice``): deliveries are
 asynchronous, so under load they wait for the CPU the real-time path does not use.
@@ -17,20 +18,18 @@ asynchronous, so under load they wait for the CPU the real-time path does not us
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from confab.aggregate import Aggregates
 from confab.authority import USER_ERASED, Change, Follower
 from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, WEBHOOKS
-from confab.contracts.events import Event
-from confab.decider import Decider, Decision
 from confab.eventlog import JetStreamLog
 from confab.service import Service, StartupError, run_service
+from confab.shell import CommandShell, routes
 from confab_webhooks import domain
+from confab_webhooks.commands import Commands
 from confab_webhooks.delivery import Outbound, Sender
-from confab_webhooks.domain import State
-from confab_webhooks.handlers import Handlers
 from confab_webhooks.projections import SOURCES, EndpointsProjection, Intake
+from confab_webhooks.queries import Queries
 from confab_webhooks.render import Renderer
 from confab_webhooks.settings import WebhooksSettings
 from confab_webhooks.store import Store
@@ -57,11 +56,9 @@ async def setup(service: Service) -> None:
     await outbound.start()
     service.on_stop(outbound.stop)
     log = JetStreamLog(service.nc, service.js, WEBHOOKS.name)
-    decider = Decider(initial=domain.initial, evolve=domain.evolve, decide=_apply)
-    aggregates: Aggregates[Callable[[State], Event | None], State] = Aggregates(log, decider)
     endpoints = await service.add_projection(EndpointsProjection())
-    handlers = Handlers(
-        aggregates,
+    commands = Commands(
+        CommandShell(Aggregates(log, domain.DECIDER)),
         store,
         endpoints,
         renderer,
@@ -69,7 +66,7 @@ async def setup(service: Service) -> None:
         allow_private=settings.allow_private,
         read_wait=settings.read_wait_seconds,
     )
-    sender = Sender(store, renderer, outbound, settings, handlers.disable)
+    sender = Sender(store, renderer, outbound, settings, commands.disable)
 
     def on_change(change: Change) -> None:
         if change.type == USER_ERASED and change.kind == "user":
@@ -87,15 +84,8 @@ async def setup(service: Service) -> None:
     await sender.start()
     service.on_stop(sender.stop)
     service.checks["deliveries"] = sender.health
-    for request_type, handler in handlers.routes():
+    for request_type, handler in routes(commands, Queries(store)):
         await service.rpc.serve(request_type, handler)
-
-
-def _apply(decide: Callable[[State], Event | None], state: State) -> Decision[None]:
-    """The endpoint's commands are still closures over its state (``domain.decide_*``), one
-    event or none; ``confab.decider`` wants a ``Decision``."""
-    event = decide(state)
-    return Decision(None, (event,) if event is not None else ())
 
 
 def main() -> None:

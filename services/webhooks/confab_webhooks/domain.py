@@ -1,9 +1,15 @@
 """The endpoint decider, and the rules of delivery: which events an endpoint gets, when to
-try again, what an answer means. Pure: no I/O, no clock (``now`` comes in).
+try again, what an answer means. Pure: no I/O, no clock (``now`` comes in); the decider
+draws no random numbers either (``new_secret`` is called by the handler, before deciding).
 
 Each endpoint (one subject of ``WEBHOOKS``) is an aggregate: ``webhook.created`` once,
-then changes, perhaps ``webhook.deleted``. A ``decide_*`` function returns the one event
-to append, ``None`` when the command changes nothing, or raises a typed error.
+then changes, perhaps ``webhook.deleted``. The decider (``confab.decider``, ``DECIDER``):
+``decide(command, state) -> Decision`` over the commands ``CreateWebhook``,
+``UpdateWebhook``, ``RotateWebhookSecret``, ``DisableWebhook`` and ``DeleteWebhook``,
+each a typed value carrying what it needs (``now``, the new endpoint's id and secret,
+the workspace's count of endpoints); each appends at most one event, nothing when it
+would not change the endpoint, or raises a typed error. Another workspace's endpoint is
+"not found".
 
 Secrets: an endpoint signs with its current secret and, after a rotation, with the one
 before until the overlap ends; Standard Webhooks receivers accept a delivery if any of
@@ -18,6 +24,8 @@ import random
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+
+import msgspec
 
 from confab.contracts.events import Event
 from confab.contracts.events.webhooks import (
@@ -34,6 +42,7 @@ from confab.contracts.webhooks import (
     WebhookPatch,
     unknown_patterns,
 )
+from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Conflict, InvalidRequest, NotFound
 
 NOT_FOUND = "No webhook with that id."
@@ -124,37 +133,119 @@ def live(state: State, workspace_id: str) -> EndpointState:
     return state
 
 
-def decide_create(
-    state: State,
-    *,
-    workspace_id: str,
-    endpoint_id: str,
-    given: WebhookInput,
-    secret: str,
-    existing: int,
-    now: datetime,
-) -> WebhookCreated:
+# -- the commands ----------------------------------------------------------------------------
+
+
+class Command(msgspec.Struct, kw_only=True, frozen=True):
+    """What every endpoint command carries: the workspace it acts in, and when."""
+
+    workspace_id: str
+    now: datetime
+
+
+class CreateWebhook(Command, kw_only=True, frozen=True):
+    """A new endpoint, with its id and first secret made up front, and how many endpoints
+    the workspace has (the read model's count: the limit is a guard, not a promise)."""
+
+    endpoint_id: str
+    given: WebhookInput
+    secret: str
+    existing: int
+
+
+class UpdateWebhook(Command, kw_only=True, frozen=True):
+    """Change what ``patch`` gives; fields left out stay as they are."""
+
+    patch: WebhookPatch
+
+
+class RotateWebhookSecret(Command, kw_only=True, frozen=True):
+    """Sign with ``secret`` from now on, and with the current one for ``overlap`` more."""
+
+    secret: str
+    overlap: timedelta
+
+
+class DisableWebhook(Command, kw_only=True, frozen=True):
+    """The delivery side stops delivering (a 410 answer, or failing for days)."""
+
+    reason: str
+
+
+class DeleteWebhook(Command, kw_only=True, frozen=True):
+    pass
+
+
+def decide(command: Command, state: State) -> Decision[None]:
+    """What ``command`` does to the endpoint in ``state``."""
+    match command:
+        case CreateWebhook():
+            return emit(_create(command, state))
+        case UpdateWebhook():
+            return _update(command, state)
+        case RotateWebhookSecret():
+            current = live(state, command.workspace_id)
+            return emit(
+                WebhookSecretRotated(
+                    workspace_id=command.workspace_id,
+                    endpoint_id=current.id,
+                    secret=command.secret,
+                    previous_expires_at=command.now + command.overlap,
+                    at=command.now,
+                )
+            )
+        case DisableWebhook():
+            # Nothing if it is gone, another workspace's, or disabled already.
+            if (
+                state is None
+                or state.deleted
+                or not state.enabled
+                or state.workspace_id != command.workspace_id
+            ):
+                return NOTHING
+            return emit(
+                WebhookDisabled(
+                    workspace_id=command.workspace_id,
+                    endpoint_id=state.id,
+                    reason=command.reason[:500],
+                    at=command.now,
+                )
+            )
+        case DeleteWebhook():
+            current = live(state, command.workspace_id)
+            return emit(
+                WebhookDeleted(
+                    workspace_id=command.workspace_id, endpoint_id=current.id, at=command.now
+                )
+            )
+    raise TypeError(f"not a webhook command: {type(command).__name__}")
+
+
+DECIDER: Decider[Command, State] = Decider(initial=initial, evolve=evolve, decide=decide)
+
+
+def _create(command: CreateWebhook, state: State) -> WebhookCreated:
     if state is not None:
         raise Conflict("A webhook with this id exists already.")
-    if existing >= MAX_ENDPOINTS:
+    if command.existing >= MAX_ENDPOINTS:
         raise Conflict(f"A workspace has at most {MAX_ENDPOINTS} webhooks.")
+    given = command.given
     check_patterns(given.event_types)
     return WebhookCreated(
-        workspace_id=workspace_id,
-        endpoint_id=endpoint_id,
+        workspace_id=command.workspace_id,
+        endpoint_id=command.endpoint_id,
         url=given.url,
         event_types=list(dict.fromkeys(given.event_types)),
         enabled=given.enabled,
         description=given.description,
-        secret=secret,
-        at=now,
+        secret=command.secret,
+        at=command.now,
     )
 
 
-def decide_update(
-    state: State, *, workspace_id: str, patch: WebhookPatch, now: datetime
-) -> WebhookUpdated | None:
-    current = live(state, workspace_id)
+def _update(command: UpdateWebhook, state: State) -> Decision[None]:
+    """Nothing when the patch leaves the endpoint as it is."""
+    current, patch = live(state, command.workspace_id), command.patch
     event_types = (
         list(current.event_types)
         if not isinstance(patch.event_types, list)
@@ -171,45 +262,18 @@ def decide_update(
         and description == current.description
     )
     if unchanged:
-        return None
-    return WebhookUpdated(
-        workspace_id=workspace_id,
-        endpoint_id=current.id,
-        url=url,
-        event_types=event_types,
-        enabled=enabled,
-        description=description,
-        at=now,
+        return NOTHING
+    return emit(
+        WebhookUpdated(
+            workspace_id=command.workspace_id,
+            endpoint_id=current.id,
+            url=url,
+            event_types=event_types,
+            enabled=enabled,
+            description=description,
+            at=command.now,
+        )
     )
-
-
-def decide_rotate(
-    state: State, *, workspace_id: str, secret: str, overlap: timedelta, now: datetime
-) -> WebhookSecretRotated:
-    current = live(state, workspace_id)
-    return WebhookSecretRotated(
-        workspace_id=workspace_id,
-        endpoint_id=current.id,
-        secret=secret,
-        previous_expires_at=now + overlap,
-        at=now,
-    )
-
-
-def decide_disable(
-    state: State, *, workspace_id: str, reason: str, now: datetime
-) -> WebhookDisabled | None:
-    """Disabled by the delivery side; nothing if it is gone or disabled already."""
-    if state is None or state.deleted or not state.enabled or state.workspace_id != workspace_id:
-        return None
-    return WebhookDisabled(
-        workspace_id=workspace_id, endpoint_id=state.id, reason=reason[:500], at=now
-    )
-
-
-def decide_delete(state: State, *, workspace_id: str, now: datetime) -> WebhookDeleted:
-    current = live(state, workspace_id)
-    return WebhookDeleted(workspace_id=workspace_id, endpoint_id=current.id, at=now)
 
 
 def public(state: EndpointState) -> Webhook:

@@ -1,45 +1,98 @@
-"""The endpoint decider and the delivery rules, without I/O: patterns, rotation with
-overlap (checked with the receivers' own library, ``standardwebhooks``), the retry
-schedule, Retry-After, and what each answer means."""
+"""The endpoint decider and the delivery rules, without any backend: commands decided and
+events folded, patterns, rotation with overlap (checked with the receivers' own library,
+``standardwebhooks``), the retry schedule, Retry-After, and what each answer means."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from confab.contracts.events import Event
+from confab.contracts.events.webhooks import (
+    WebhookCreated,
+    WebhookDeleted,
+    WebhookDisabled,
+    WebhookSecretRotated,
+    WebhookUpdated,
+)
 from confab.contracts.webhooks import (
+    MAX_ENDPOINTS,
     WebhookInput,
     WebhookPatch,
     matches,
     unknown_patterns,
     wants,
 )
-from confab.errors import InvalidRequest, NotFound
+from confab.errors import Conflict, InvalidRequest, NotFound
 from confab_webhooks import domain
 from confab_webhooks.delivery import Signer
+from confab_webhooks.domain import EndpointState, State
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+LATER = NOW + timedelta(minutes=5)
+WS, OTHER = "ws_1", "ws_2"
+URL = "https://hooks.example.com/in"
 
 
-def created(secret: str = "") -> domain.EndpointState:
-    event = domain.decide_create(
-        None,
-        workspace_id="ws_1",
-        endpoint_id="wh_1",
-        given=WebhookInput(url="https://hooks.example.com/in", event_types=["message.*"]),
-        secret=secret or domain.new_secret(),
-        existing=0,
-        now=NOW,
-    )
-    state = domain.evolve(None, event)
+def decide(command: domain.Command, state: State) -> Any:
+    """The one event ``command`` appends, or None when it changes nothing."""
+    decision = domain.decide(command, state)
+    assert len(decision.events) <= 1 and decision.result is None
+    return decision.events[0] if decision.events else None
+
+
+def fold(events: Iterable[Event | None], state: State = None) -> EndpointState:
+    for event in events:
+        assert event is not None
+        state = domain.evolve(state, event)
     assert state is not None
     return state
 
 
-def test_globs_match_event_types_and_message_read_only_by_name() -> None:
+def create(
+    secret: str = "whsec_one", existing: int = 0, patterns: tuple[str, ...] = ("message.*",)
+) -> domain.CreateWebhook:
+    return domain.CreateWebhook(
+        workspace_id=WS,
+        now=NOW,
+        endpoint_id="wh_1",
+        given=WebhookInput(url=URL, event_types=list(patterns), description="CRM"),
+        secret=secret,
+        existing=existing,
+    )
+
+
+def created(secret: str = "whsec_one") -> EndpointState:
+    return fold([decide(create(secret), domain.initial())])
+
+
+def update(workspace_id: str = WS, **patch: Any) -> domain.UpdateWebhook:
+    return domain.UpdateWebhook(workspace_id=workspace_id, now=LATER, patch=WebhookPatch(**patch))
+
+
+def rotate(secret: str, overlap: timedelta, workspace_id: str = WS) -> domain.RotateWebhookSecret:
+    return domain.RotateWebhookSecret(
+        workspace_id=workspace_id, now=NOW, secret=secret, overlap=overlap
+    )
+
+
+def disable(reason: str = "410 Gone", workspace_id: str = WS) -> domain.DisableWebhook:
+    return domain.DisableWebhook(workspace_id=workspace_id, now=LATER, reason=reason)
+
+
+def delete(workspace_id: str = WS) -> domain.DeleteWebhook:
+    return domain.DeleteWebhook(workspace_id=workspace_id, now=LATER)
+
+
+# -- endpoints -------------------------------------------------------------------------------
+
+
+def test_patterns_match_event_types_and_message_read_only_by_name() -> None:
     assert matches("message.*", "message.created") and matches("*", "user.erased")
     assert not matches("message.*", "message.read") and not matches("*", "message.read")
     assert matches("message.read", "message.read")
@@ -52,42 +105,114 @@ def test_globs_match_event_types_and_message_read_only_by_name() -> None:
         domain.check_patterns(["messages.created"])
 
 
-def test_update_changes_only_what_is_given_and_nothing_is_nothing() -> None:
-    state = created()
-    assert domain.decide_update(state, workspace_id="ws_1", patch=WebhookPatch(), now=NOW) is None
-    event = domain.decide_update(
-        state, workspace_id="ws_1", patch=WebhookPatch(enabled=False), now=NOW
+def test_a_webhook_is_created_once_with_its_secret_and_each_pattern_once() -> None:
+    event = decide(create(patterns=("message.*", "user.*", "message.*")), None)
+    assert event == WebhookCreated(
+        workspace_id=WS,
+        endpoint_id="wh_1",
+        url=URL,
+        event_types=["message.*", "user.*"],
+        enabled=True,
+        description="CRM",
+        secret="whsec_one",
+        at=NOW,
     )
-    assert event is not None and event.url == state.url and event.enabled is False
-    with pytest.raises(NotFound):
-        domain.decide_update(state, workspace_id="ws_2", patch=WebhookPatch(), now=NOW)
+    state = fold([event])
+    assert state.secrets == (domain.Secret("whsec_one"),)
+    assert (state.created_at, state.updated_at, state.disabled_reason) == (NOW, NOW, None)
+    with pytest.raises(Conflict):  # the id is taken
+        decide(create(), state)
 
 
-def test_disabled_with_a_reason_and_enabled_again_clears_it() -> None:
+def test_a_workspace_has_a_bounded_number_of_webhooks_and_no_unknown_patterns() -> None:
+    assert decide(create(existing=MAX_ENDPOINTS - 1), None) is not None
+    with pytest.raises(Conflict):
+        decide(create(existing=MAX_ENDPOINTS), None)
+    with pytest.raises(InvalidRequest):
+        decide(create(patterns=("message.*", "mesage.*")), None)
+
+
+def test_an_update_changes_only_what_is_given_and_one_that_changes_nothing_appends_nothing() -> (
+    None
+):
     state = created()
-    off = domain.decide_disable(state, workspace_id="ws_1", reason="410 Gone", now=NOW)
-    state = domain.evolve(state, off)  # type: ignore[arg-type]
-    assert state is not None and not state.enabled and state.disabled_reason == "410 Gone"
-    assert domain.decide_disable(state, workspace_id="ws_1", reason="again", now=NOW) is None
-    on = domain.decide_update(state, workspace_id="ws_1", patch=WebhookPatch(enabled=True), now=NOW)
-    state = domain.evolve(state, on)  # type: ignore[arg-type]
-    assert state is not None and state.enabled and state.disabled_reason is None
+    assert decide(update(), state) is None
+    assert decide(update(url=URL, description="CRM", enabled=True), state) is None
+    event = decide(update(enabled=False), state)
+    assert event == WebhookUpdated(
+        workspace_id=WS,
+        endpoint_id="wh_1",
+        url=URL,
+        event_types=["message.*"],
+        enabled=False,
+        description="CRM",
+        at=LATER,
+    )
+    after = fold([event], state)
+    assert (after.created_at, after.updated_at, after.secrets) == (NOW, LATER, state.secrets)
+    changed = decide(update(event_types=["user.*", "user.*"], url="https://b.example/x"), state)
+    assert (changed.event_types, changed.url, changed.enabled) == (
+        ["user.*"],
+        "https://b.example/x",
+        True,
+    )
+    with pytest.raises(InvalidRequest):
+        decide(update(event_types=["mesage.*"]), state)
 
 
-def test_deleted_endpoints_are_not_found() -> None:
-    state = domain.evolve(created(), domain.decide_delete(created(), workspace_id="ws_1", now=NOW))
+def test_a_disabled_endpoint_keeps_its_reason_until_it_is_enabled_again() -> None:
+    state = created()
+    off = decide(disable("410 Gone"), state)
+    assert off == WebhookDisabled(workspace_id=WS, endpoint_id="wh_1", reason="410 Gone", at=LATER)
+    state = fold([off], state)
+    assert not state.enabled and state.disabled_reason == "410 Gone"
+    assert decide(disable("again"), state) is None
+    state = fold([decide(update(enabled=True), state)], state)
+    assert state.enabled and state.disabled_reason is None
+
+
+def test_disabling_appends_nothing_for_a_missing_foreign_or_deleted_endpoint() -> None:
+    state = created()
+    assert decide(disable(), None) is None
+    assert decide(disable(workspace_id=OTHER), state) is None
+    assert decide(disable(), fold([decide(delete(), state)], state)) is None
+    long = decide(disable("x" * 2000), state)
+    assert long.reason == "x" * 500  # a receiver's answer is kept short
+
+
+def test_a_deleted_or_foreign_endpoint_is_not_found_for_every_command_but_disable() -> None:
+    state = created()
+    deleted = fold([decide(delete(), state)], state)
+    assert deleted.deleted and deleted.updated_at == LATER
     with pytest.raises(NotFound):
-        domain.live(state, "ws_1")
+        domain.live(deleted, WS)
+    for command in (update(enabled=False), rotate("whsec_two", timedelta(hours=1)), delete()):
+        for where in (None, deleted):
+            with pytest.raises(NotFound):
+                decide(command, where)
+    for command in (
+        update(OTHER, enabled=False),
+        rotate("whsec_two", timedelta(hours=1), OTHER),
+        delete(OTHER),
+    ):
+        with pytest.raises(NotFound):
+            decide(command, state)
+    assert decide(delete(), state) == WebhookDeleted(workspace_id=WS, endpoint_id="wh_1", at=LATER)
 
 
 def test_after_a_rotation_both_secrets_sign_until_the_overlap_ends() -> None:
     old, new = domain.new_secret(), domain.new_secret()
+    assert old != new and old.startswith("whsec_")
     state = created(old)
-    rotated = domain.decide_rotate(
-        state, workspace_id="ws_1", secret=new, overlap=timedelta(hours=1), now=NOW
+    rotated = decide(rotate(new, timedelta(hours=1)), state)
+    assert rotated == WebhookSecretRotated(
+        workspace_id=WS,
+        endpoint_id="wh_1",
+        secret=new,
+        previous_expires_at=NOW + timedelta(hours=1),
+        at=NOW,
     )
-    state = domain.evolve(state, rotated)
-    assert state is not None
+    state = fold([rotated], state)
     body = b'{"type":"message.created"}'
     signer = Signer()
     during = datetime.now(UTC)
@@ -107,7 +232,35 @@ def test_after_a_rotation_both_secrets_sign_until_the_overlap_ends() -> None:
         Webhook(new).verify(body + b" ", headers)
 
 
-def test_schedules_parse_with_repeats_and_refuse_nonsense() -> None:
+def test_a_second_rotation_drops_the_first_secret() -> None:
+    state = created("whsec_one")
+    state = fold([decide(rotate("whsec_two", timedelta(hours=1)), state)], state)
+    state = fold([decide(rotate("whsec_three", timedelta(0)), state)], state)
+    assert [s.value for s in state.secrets] == ["whsec_three", "whsec_two"]
+    assert domain.signing_secrets(state.secrets, NOW) == ["whsec_three"]  # no overlap
+
+
+def test_the_public_webhook_shows_the_state_but_never_a_secret() -> None:
+    state = fold([decide(disable("failing for days"), created())], created())
+    shown = domain.public(state)
+    assert (shown.id, shown.url, shown.event_types, shown.enabled) == (
+        "wh_1",
+        URL,
+        ["message.*"],
+        False,
+    )
+    assert shown.disabled_reason == "failing for days" and "secret" not in str(shown)
+
+
+def test_a_value_that_is_not_a_webhook_command_is_a_programming_error() -> None:
+    with pytest.raises(TypeError):
+        domain.decide(WebhookPatch(), created())  # type: ignore[arg-type]
+
+
+# -- delivery rules ------------------------------------------------------------------------
+
+
+def test_a_retry_schedule_parses_with_repeats_and_refuses_nonsense() -> None:
     assert domain.parse_schedule("5, 300,1800") == (5.0, 300.0, 1800.0)
     assert domain.parse_schedule("0.2,1*3") == (0.2, 1.0, 1.0, 1.0)
     default = domain.parse_schedule("5,300,1800,7200,18000,36000,36000")
@@ -130,7 +283,7 @@ def test_retry_delays_follow_the_schedule_with_jitter_then_give_up() -> None:
     assert domain.retry_delay(schedule, 1, retry_after=10**6, max_retry_after=3600) == 3600
 
 
-def test_retry_after_as_seconds_or_a_date() -> None:
+def test_retry_after_is_seconds_or_an_http_date() -> None:
     assert domain.parse_retry_after("7", NOW) == 7
     assert domain.parse_retry_after("Fri, 02 Jan 2026 03:05:05 GMT", NOW) == 60
     assert domain.parse_retry_after("soon", NOW) is None
@@ -153,5 +306,7 @@ def test_retry_after_as_seconds_or_a_date() -> None:
         (404, domain.REFUSED),
     ],
 )
-def test_what_an_answer_means(status: int | None, kind: str) -> None:
+def test_an_answer_means_delivered_gone_endpoint_down_or_refused(
+    status: int | None, kind: str
+) -> None:
     assert domain.outcome(status) == kind
