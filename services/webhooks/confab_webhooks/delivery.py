@@ -417,6 +417,10 @@ class Sender:
             self._done(lane, item, "failed", None, "the event cannot be rendered", now)
             return
         message_id = message_id_of(row["stream"], row["seq"])
+        if self.endpoints is not None and self.endpoints.checkpoint != self._config_seq:
+            # An endpoint changed (a rotated secret, say) since they were read: sign with
+            # what the read model has now, not what the next watch round would load.
+            await self.reload_endpoints()
         headers = self.signer.headers(
             message_id, body, domain.signing_secrets(target.secrets, now), now
         )
