@@ -249,3 +249,71 @@ async def test_a_users_data_export_holds_everything_of_theirs_and_nothing_else(
     assert (await tenant.delete(f"/api/v1/users/{ann['id']}"))[0] == 204
     status, body = await tenant.get(f"/api/v1/users/{ann['id']}/export")
     assert (status, body["error"]["code"]) == (404, "not_found")  # erased: nothing to export
+
+
+async def test_the_tenant_changes_a_conversation_and_every_reader_sees_it(world: World) -> None:
+    tenant = world.tenant
+    ann, ann_w = await world.user("Ann")
+    bob, _ = await world.user("Bob")
+    status, conv = await tenant.post(
+        "/api/v1/conversations",
+        {
+            "participant_ids": [ann["id"], bob["id"]],
+            "type": "group",
+            "title": "Inquiry",
+            "metadata": {"property_id": "p-1", "stage": "new", "agent": {"id": 7}},
+        },
+    )
+    assert status == 201
+    cid = conv["id"]
+    path = f"/api/v1/conversations/{cid}"
+    status, changed = await tenant.patch(
+        path, {"title": "Booking", "metadata": {"stage": "booked", "agent": None, "nights": 3}}
+    )
+    assert status == 200, changed
+    assert changed["title"] == "Booking"
+    assert changed["metadata"] == {"property_id": "p-1", "stage": "booked", "nights": 3}
+    status, found = await tenant.get("/api/v1/conversations", params={"metadata.stage": "booked"})
+    assert [c["id"] for c in found["data"]] == [cid]  # the filter sees it at once
+    status, mine = await ann_w.get(f"/api/widget/conversations/{cid}")
+    assert mine["conversation"]["title"] == "Booking"
+    status, events = await ann_w.get(f"/api/widget/conversations/{cid}/events")
+    updated = [e for e in events["data"] if e["event"] == "conversation.updated"]
+    assert [u["data"]["title"] for u in updated] == ["Booking"]
+    # Renamed again: a replay shows the title as it is now.
+    assert (await tenant.patch(path, {"title": "Stay in May"}))[0] == 200
+    status, events = await ann_w.get(f"/api/widget/conversations/{cid}/events")
+    titles = [e["data"]["title"] for e in events["data"] if e["event"] == "conversation.updated"]
+    assert titles == ["Stay in May", "Stay in May"]
+    status, body = await ann_w.patch(f"/api/widget/conversations/{cid}", {"title": "x"})
+    assert status in (404, 405)  # a widget has no such route
+    for bad in ({"title": ""}, {"metadata": {"x": "y" * 9000}}, {"owner": "me"}):
+        status, body = await tenant.patch(path, bad)
+        assert (status, body["error"]["code"]) == (422, "invalid_request"), bad
+
+
+async def test_messages_have_a_type_given_or_derived(world: World) -> None:
+    tenant = world.tenant
+    ann, ann_w = await world.user("Ann")
+    bob, _ = await world.user("Bob")
+    cid = await world.conversation(ann, bob)
+    # What a Soketi/Sanctum client sends.
+    status, text = await ann_w.post(
+        f"/api/widget/conversations/{cid}/messages", {"content": "hi", "type": "text"}
+    )
+    assert (status, text["type"]) == (201, "text")
+    status, photo = await upload(ann_w, cid, png_bytes((4, 3)), "p.png")
+    assert status == 201
+    image = await send(ann_w, cid, "look", attachment_ids=[photo["id"]])
+    assert image["type"] == "image"
+    status, system = await tenant.post(
+        f"/api/v1/conversations/{cid}/messages", {"content": "Booking confirmed"}
+    )
+    assert (status, system["type"]) == (201, "system")
+    status, body = await ann_w.post(
+        f"/api/widget/conversations/{cid}/messages", {"content": "x", "type": "image"}
+    )
+    assert (status, body["error"]["code"]) == (422, "invalid_request")
+    assert "type" in body["error"]["details"]
+    status, history = await ann_w.get(f"/api/widget/conversations/{cid}/messages")
+    assert [m["type"] for m in history["data"]] == ["text", "image", "system"]

@@ -32,7 +32,7 @@ ones); REST replies pass in objects with fresh URLs from media.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -43,6 +43,7 @@ from confab.contracts.events.messaging import (
     Attachment,
     ConversationCreated,
     ConversationEvent,
+    ConversationUpdated,
     MessageDeleted,
     MessageEdited,
     MessageModerated,
@@ -79,6 +80,7 @@ class MessageView:
         "edited_at",
         "hidden",
         "id",
+        "message_type",
         "metadata",
         "reactions",
         "reply_to",
@@ -108,6 +110,7 @@ class MessageView:
         stream_seq: int = 0,
         attachments: list[Attachment] | None = None,
         reactions: dict[tuple[str, str], int] | None = None,
+        message_type: str = "text",
     ) -> None:
         self.id = id
         self.conversation_id = conversation_id
@@ -126,6 +129,7 @@ class MessageView:
         self.stream_seq = stream_seq
         self.attachments = attachments or []
         self.reactions = reactions if reactions is not None else {}
+        self.message_type = message_type
 
     @property
     def gone(self) -> bool:
@@ -149,6 +153,8 @@ class MessageView:
             version=event.seq,
             stream_seq=stream_seq,
             attachments=list(event.attachments),
+            message_type=event.message_type
+            or derived_type(event.sender_id, event.attachment_ids, event.attachments),
         )
 
     @classmethod
@@ -173,6 +179,7 @@ class MessageView:
             version=row["version"],
             stream_seq=row["stream_seq"],
             reactions={pair: n for n, pair in enumerate(reactions)},
+            message_type=row.get("message_type") or "text",
         )
 
     def row(self) -> dict[str, Any]:
@@ -196,7 +203,20 @@ MESSAGE_COLUMNS = (
     "hidden",
     "version",
     "stream_seq",
+    "message_type",
 )
+
+
+def derived_type(
+    sender_id: str | None, attachment_ids: Sequence[str], attachments: Sequence[Attachment]
+) -> str:
+    """A message's type when its post does not say: system without a sender, image when
+    every attachment is an image, file with any, else text."""
+    if sender_id is None:
+        return "system"
+    if attachments and all(a.content_type.startswith("image/") for a in attachments):
+        return "image"
+    return "file" if attachment_ids else "text"
 
 
 class ParticipantView:
@@ -368,6 +388,11 @@ def evolve(view: ConversationView, event: ConversationEvent, stream_seq: int) ->
             part.seq = seq
             data = realtime.read_payload(event.user_id, event.up_to, at, seq)
             return Entry(seq, stream_seq, realtime.MESSAGE_READ, at, data)
+        case ConversationUpdated():
+            view.title = event.title
+            view.metadata = dict(event.metadata)
+            data = {"id": view.id}
+            return Entry(seq, stream_seq, realtime.CONVERSATION_UPDATED, at, data)
         case ParticipantAdded():
             part = view.participant(event.user_id, seq)
             if not part.active:
@@ -476,6 +501,7 @@ def message_object(
         edited_at=message.edited_at,
         deleted=gone,
         client_msg_id=message.client_msg_id,
+        type=message.message_type,
     )
     if moderator and message.hidden and not message.deleted:
         made = msgspec.structs.replace(made, hidden=True)
@@ -490,14 +516,21 @@ def payload(
     message: MessageView | None,
     author: Sender | None,
     attachments: Mapping[str, Attachment] | None = None,
+    *,
+    conversation: ConversationView | None = None,
 ) -> dict[str, Any] | None:
     """The data of ``entry``'s real-time event, with ``message`` (the one the entry names,
     as it is now) and its author's current profile. None: a message entry whose message
     is unknown here (it cannot be rendered).
 
-    ``conversation.created`` is rendered by ``created_payload`` (it goes to user
-    channels and needs profiles); here it is its stored data.
+    ``conversation.updated`` shows ``conversation`` (its title and metadata now); None
+    without it. ``conversation.created`` is rendered by ``created_payload`` (it goes to
+    user channels and needs profiles); here it is its stored data.
     """
+    if entry.name == realtime.CONVERSATION_UPDATED:
+        if conversation is None:
+            return None
+        return updated_payload(conversation, entry.seq)
     if entry.name in MESSAGE_OBJECT_EVENTS:
         if message is None:
             return None
@@ -505,6 +538,16 @@ def payload(
         data["event_seq"] = entry.seq
         return data
     return {**entry.data, "event_seq": entry.seq}
+
+
+def updated_payload(view: ConversationView, event_seq: int) -> dict[str, Any]:
+    """``conversation.updated``: the conversation's title and metadata as they are now."""
+    return {
+        "id": view.id,
+        "title": view.title,
+        "metadata": dict(view.metadata),
+        "event_seq": event_seq,
+    }
 
 
 def created_payload(

@@ -68,6 +68,7 @@ MESSAGE_READ = "message.read"
 PARTICIPANT_ADDED = "participant.added"
 PARTICIPANT_REMOVED = "participant.removed"
 CONVERSATION_CREATED = "conversation.created"
+CONVERSATION_UPDATED = "conversation.updated"
 USER_TYPING = "user.typing"
 
 

@@ -34,6 +34,7 @@ from confab.contracts.base import (
 from confab.contracts.events.messaging import (
     Attachment,
     ConversationType,
+    MessageType,
     Metadata,
     ModerationAction,
 )
@@ -83,6 +84,7 @@ class Message(Reply, kw_only=True, frozen=True):
     edited_at: datetime | None = None
     deleted: bool = False
     client_msg_id: str | None = None
+    type: MessageType = "text"
 
 
 class Participant(msgspec.Struct, kw_only=True, frozen=True):
@@ -193,6 +195,16 @@ class ConversationInput(Body, kw_only=True, frozen=True):
     metadata: Metadata | None = None
 
 
+class ConversationPatch(Body, kw_only=True, frozen=True):
+    """What the tenant changes: fields left out stay. ``title: null`` clears the title.
+    ``metadata`` is merged into the conversation's, key by key at the top level (a key
+    set to ``null`` is removed; a nested object replaces the old value whole); ``metadata:
+    null`` clears it all."""
+
+    title: Title | msgspec.UnsetType | None = msgspec.UNSET
+    metadata: Metadata | msgspec.UnsetType | None = msgspec.UNSET
+
+
 class ParticipantInput(Body, kw_only=True, frozen=True):
     user_id: Id
 
@@ -203,6 +215,7 @@ class TenantMessageInput(Body, kw_only=True, frozen=True):
     sender_id: Id | None = None
     content: Content
     metadata: Metadata | None = None
+    type: MessageType | None = None  # "system" (the default without sender_id) or "text"
 
 
 class MessageInput(Body, kw_only=True, frozen=True):
@@ -213,6 +226,9 @@ class MessageInput(Body, kw_only=True, frozen=True):
     client_msg_id: ClientMsgId | None = None
     reply_to: Id | None = None
     metadata: Metadata | None = None
+    # text, image (every attachment an image) or file (some attachment); left out: derived
+    # from the attachments.
+    type: MessageType | None = None
 
 
 class EditInput(Body, kw_only=True, frozen=True):
@@ -255,6 +271,14 @@ class CreateConversation(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = ConversationSaved
     actor: Actor
     input: ConversationInput
+
+
+class UpdateConversation(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.update_conversation"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    patch: ConversationPatch
 
 
 class AddParticipant(Request, kw_only=True, frozen=True):

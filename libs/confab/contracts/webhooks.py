@@ -23,9 +23,7 @@ from confab.contracts.base import Ok, PageLimit, Reply, Request
 
 # -- what an endpoint may ask for --------------------------------------------------------------
 
-# Every webhook event type delivered today. ``conversation.updated`` comes with the
-# conversation-update event (issue 18's PATCH /conversations); ``conversation.*`` will
-# match it then.
+# Every webhook event type delivered.
 EVENT_TYPES: tuple[str, ...] = (
     "message.created",
     "message.updated",
@@ -33,6 +31,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "message.reported",
     "message.read",
     "conversation.created",
+    "conversation.updated",
     "participant.added",
     "participant.removed",
     "user.created",

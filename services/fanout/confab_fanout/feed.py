@@ -435,7 +435,7 @@ class Feed:
         author = None
         if message is not None and message.sender_id is not None:
             author = realtime.sender(message.sender_id, self.profiles.get(ws, message.sender_id))
-        data = conversation.payload(entry, message, author)
+        data = conversation.payload(entry, message, author, conversation=tracked.view)
         return None if data is None else json_text(data)
 
     def authors(self, tracked: Tracked, entries: Iterable[Entry]) -> list[str]:

@@ -19,6 +19,7 @@ from confab.contracts.messaging import (
     ConversationCursor,
     ConversationInput,
     ConversationList,
+    ConversationPatch,
     ConversationSaved,
     ConversationWithMessages,
     CreateConversation,
@@ -42,6 +43,7 @@ from confab.contracts.messaging import (
     ReportList,
     SeqCursor,
     TenantMessageInput,
+    UpdateConversation,
 )
 from confab.errors import InvalidRequest
 from confab_gateway.api import Call, Result, Router
@@ -169,6 +171,31 @@ async def get_conversation(call: Call) -> Conversation:
 
 
 @router.route(
+    "PATCH",
+    "/api/v1/conversations/{conversation_id}",
+    auth="api_key",
+    tag="conversations",
+    summary="Change a conversation's title or metadata: fields left out stay; title null "
+    "clears it; metadata is merged key by key at the top level (a key set to null is "
+    "removed, an object replaces the old value whole), metadata null clears it all",
+    body=ConversationPatch,
+    response=Conversation,
+    errors=WRITE_ERRORS,
+)
+async def update_conversation(call: Call) -> Conversation:
+    conversation_id = call.path["conversation_id"]
+    await call.write(
+        UpdateConversation(actor=call.actor, conversation_id=conversation_id, patch=call.body)
+    )
+    found: ConversationWithMessages = await call.rpc.call(
+        GetConversation(
+            actor=call.actor, conversation_id=conversation_id, limit=1, min_seq=call.min_seq
+        )
+    )
+    return found.conversation
+
+
+@router.route(
     "GET",
     "/api/v1/conversations/{conversation_id}/messages",
     auth="api_key",
@@ -272,7 +299,7 @@ async def post_tenant_message(call: Call) -> Message:
             actor=call.actor,
             conversation_id=call.path["conversation_id"],
             sender_id=body.sender_id,
-            input=MessageInput(content=body.content, metadata=body.metadata),
+            input=MessageInput(content=body.content, metadata=body.metadata, type=body.type),
         ),
         correlation=call.correlation,
     )

@@ -54,6 +54,7 @@ from confab.contracts.messaging import (
     RemoveParticipant,
     ReportMessage,
     SetTyping,
+    UpdateConversation,
 )
 from confab.conversation import ConversationView, MessageView, message_object
 from confab.conversation import evolve as fold
@@ -153,6 +154,7 @@ class Commands:
         handler = self.shell.handler
         return [
             (CreateConversation, self.create_conversation),
+            (UpdateConversation, handler(self.update_conversation, self.settled)),
             (AddParticipant, handler(self.add_participant)),
             (RemoveParticipant, handler(self.remove_participant, self.settled)),
             (PostMessage, self.post_message),
@@ -214,6 +216,13 @@ class Commands:
         # The direct conversation of this pair existed: answer it as the read side shows it.
         view = await self.existing(actor, conversation_id, executed.version)
         return ConversationSaved(conversation=view, created=False, stream_seq=executed.version)
+
+    async def update_conversation(self, cmd: UpdateConversation, _ctx: CallContext) -> Intent:
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        command = domain.UpdateConversation(
+            actor=cmd.actor, now=self.clock(), title=cmd.patch.title, metadata=cmd.patch.metadata
+        )
+        return intent(cmd.actor, subject_, command)
 
     async def add_participant(self, cmd: AddParticipant, _ctx: CallContext) -> Intent:
         now = self.clock()
@@ -281,6 +290,7 @@ class Commands:
             attachments=list(attachments.values()),
             reply_to=data.reply_to,
             client_msg_id=client_msg_id,
+            message_type=data.type,
             banned=banned,
         )
         msg_id = (

@@ -47,11 +47,13 @@ from confab.contracts.events.messaging import (
     ConversationCreated,
     ConversationEvent,
     ConversationType,
+    ConversationUpdated,
     MessageDeleted,
     MessageEdited,
     MessageModerated,
     MessagePosted,
     MessageReported,
+    MessageType,
     ModerationAction,
     ParticipantAdded,
     ParticipantRemoved,
@@ -60,6 +62,7 @@ from confab.contracts.events.messaging import (
     ReadMarked,
 )
 from confab.contracts.messaging import MAX_ATTACHMENTS, MAX_PARTICIPANTS, METADATA_MAX_BYTES, Actor
+from confab.conversation import derived_type
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
 
@@ -94,6 +97,13 @@ class CreateConversation(Command, kw_only=True, frozen=True):
     metadata: dict[str, Any] | None = None
 
 
+class UpdateConversation(Command, kw_only=True, frozen=True):
+    """The tenant's change of title or metadata (``ConversationPatch``'s rules)."""
+
+    title: str | msgspec.UnsetType | None = msgspec.UNSET
+    metadata: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+
+
 class AddParticipant(Command, kw_only=True, frozen=True):
     user_id: str
     user_exists: bool  # a live user of the workspace (looked up by the handler)
@@ -119,6 +129,7 @@ class PostMessage(Command, kw_only=True, frozen=True):
     attachments: list[Attachment] = []
     reply_to: str | None = None
     client_msg_id: str | None = None
+    message_type: MessageType | None = None  # None: derived from sender and attachments
     banned: bool = False
 
 
@@ -225,6 +236,9 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
             state.created_at = event.at
             state.created_by = event.created_by
             state.members = dict.fromkeys(event.participant_ids)
+        case ConversationUpdated():
+            state.title = event.title
+            state.metadata = dict(event.metadata)
         case ParticipantAdded():
             state.members[event.user_id] = None
         case ParticipantRemoved():
@@ -297,6 +311,8 @@ def decide(command: Command, state: ConversationState) -> Decision[Any]:
             return _delete(command, state)
         case CreateConversation():
             return _create(command, state)
+        case UpdateConversation():
+            return _update(command, state)
         case AddParticipant():
             return _add(command, state)
         case RemoveParticipant():
@@ -392,6 +408,41 @@ def check_typing(state: ConversationState, actor: Actor) -> str:
 
 
 # -- conversations and participants --------------------------------------------------------
+
+
+def merged_metadata(current: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, Any]:
+    """``patch`` merged into ``current`` at the top level: a key set to None is removed;
+    None as a whole clears everything."""
+    if patch is None:
+        return {}
+    merged = {**current, **patch}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def _update(command: UpdateConversation, state: ConversationState) -> Decision[None]:
+    """A new title or metadata; nothing when neither changes."""
+    _visible(state, command.actor)
+    if command.actor.user_id is not None:
+        raise Forbidden("Only the workspace's backend can change a conversation.")
+    title = state.title if command.title is msgspec.UNSET else command.title
+    metadata = (
+        state.metadata
+        if command.metadata is msgspec.UNSET
+        else merged_metadata(state.metadata, command.metadata)
+    )
+    check_metadata(metadata)
+    if title == state.title and metadata == state.metadata:
+        return NOTHING
+    return emit(
+        ConversationUpdated(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            title=title,
+            metadata=metadata,
+            by=command.actor.key_id,
+        )
+    )
 
 
 def _create(command: CreateConversation, state: ConversationState) -> Decision[None]:
@@ -529,6 +580,7 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
             "The message replied to does not exist.",
             {"reply_to": "must be a message of this conversation"},
         )
+    message_type = _message_type(command)
     return emit(
         MessagePosted(
             conversation_id=state.id,
@@ -545,8 +597,32 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
             ],
             reply_to=command.reply_to,
             client_msg_id=client_msg_id,
+            message_type=message_type,  # type: ignore[arg-type]
         )
     )
+
+
+def _message_type(command: PostMessage) -> str:
+    """The type the post says, if it fits what it carries; else derived from it."""
+    sender_id, wanted = command.sender_id, command.message_type
+    derived = derived_type(sender_id, command.attachment_ids, command.attachments)
+    if wanted is None or wanted == derived:
+        return derived
+    if (wanted == "system") != (sender_id is None):
+        raise InvalidRequest(
+            "Only a message without sender_id is a system message.",
+            {"type": "system for the workspace's own messages (no sender_id), never else"},
+        )
+    if wanted == "image":
+        raise InvalidRequest(
+            "An image message needs attachments that are all images.",
+            {"type": "image needs every attachment to be an image"},
+        )
+    if wanted == "file" and not command.attachment_ids:
+        raise InvalidRequest(
+            "A file message needs an attachment.", {"type": "file needs attachment_ids"}
+        )
+    return wanted
 
 
 def check_attachments(

@@ -415,7 +415,14 @@ class _Batch:
             t.conversations,
             [_conversation_row(views[i]) for i in sorted(self.dirty_conversations)],
             keys=["id"],
-            update=["last_seq", "last_message_id", "last_activity_at", "stream_seq"],
+            update=[
+                "title",
+                "metadata",
+                "last_seq",
+                "last_message_id",
+                "last_activity_at",
+                "stream_seq",
+            ],
             guard="last_seq",
         )
         await _upsert(

@@ -299,7 +299,9 @@ class Queries:
             else:
                 message = messages.get(entry.message_id or "")
                 author = render.sender(message.sender_id, users) if message else None
-                found = payload(entry, message, author, attachments)
+                found = payload(
+                    entry, message, author, attachments, conversation=conversation_view(row)
+                )
                 if found is None:
                     continue  # a message entry whose message is gone from the read model
                 data = found

@@ -119,6 +119,7 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("hidden", sa.Boolean, nullable=False),
         sa.Column("version", sa.Integer, nullable=False),  # conversation seq of the last change
         sa.Column("stream_seq", sa.BigInteger, nullable=False),  # where it was posted
+        sa.Column("message_type", sa.Text, nullable=True),  # text, image, file, system
         sa.UniqueConstraint("conversation_id", "seq", name="messages_conversation_seq"),
         sa.Index("messages_sender", "sender_id", "stream_seq"),  # a user's data export
         # Unread counts: the visible messages after a read mark, with their sender.

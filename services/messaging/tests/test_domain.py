@@ -566,3 +566,65 @@ def test_the_tenant_alone_hides_restores_and_deletes_a_message_each_once() -> No
 def test_a_value_that_is_not_a_conversation_command_is_a_programming_error() -> None:
     with pytest.raises(TypeError):
         domain.decide("post", created())  # type: ignore[arg-type]
+
+
+# -- the tenant's changes to a conversation, and messages' types -------------------------------
+
+
+def update(state: ConversationState, actor: Actor, **patch: Any) -> Any:
+    return decide(state, domain.UpdateConversation(actor=actor, now=T0, **patch))
+
+
+def test_the_tenant_renames_and_merges_metadata_key_by_key() -> None:
+    state = fold([create(kind="group", conversation_id="conv_1", metadata={"a": 1, "b": {"x": 1}})])
+    event = update(state, TENANT, title="Booking 7", metadata={"b": {"y": 2}, "c": 3})
+    assert (event.type, event.seq, event.title, event.by) == (
+        "conversation.updated",
+        2,
+        "Booking 7",
+        "key_1",
+    )
+    assert event.metadata == {"a": 1, "b": {"y": 2}, "c": 3}  # an object replaces the old whole
+    fold([event], state)
+    assert (state.title, state.metadata) == ("Booking 7", {"a": 1, "b": {"y": 2}, "c": 3})
+    removed = update(state, TENANT, metadata={"a": None})
+    assert removed.metadata == {"b": {"y": 2}, "c": 3} and removed.title == "Booking 7"
+    fold([removed], state)
+    cleared = update(state, TENANT, title=None, metadata=None)
+    assert (cleared.title, cleared.metadata) == (None, {})
+
+
+def test_an_update_that_changes_nothing_appends_nothing_and_widgets_cannot_update() -> None:
+    state = fold([create(kind="group", conversation_id="conv_1", title="T", metadata={"a": 1})])
+    assert update(state, TENANT, title="T", metadata={"a": 1}) is None
+    assert update(state, TENANT) is None
+    with pytest.raises(Forbidden):
+        update(state, user(ANN), title="mine")
+    with pytest.raises(NotFound):
+        update(domain.initial(), TENANT, title="x")
+    with pytest.raises(InvalidRequest):
+        update(state, TENANT, metadata={"big": "x" * METADATA_MAX_BYTES})
+
+
+def test_a_messages_type_is_derived_or_must_fit_what_it_carries() -> None:
+    state = created()
+    photo = Attachment(id="att_p", filename="p.png", content_type="image/png", size=3)
+    doc = Attachment(id="att_d", filename="d.pdf", content_type="application/pdf", size=3)
+    assert post(state, user(ANN)).message_type == "text"
+    assert post(state, TENANT, sender_id=None).message_type == "system"
+    assert post(state, TENANT, sender_id=None, message_type="system").message_type == "system"
+    with_photo = {"attachment_ids": ["att_p"], "attachments": [photo]}
+    assert post(state, user(ANN), **with_photo).message_type == "image"
+    mixed = {"attachment_ids": ["att_p", "att_d"], "attachments": [photo, doc]}
+    assert post(state, user(ANN), **mixed).message_type == "file"
+    assert post(state, user(ANN), message_type="text", **mixed).message_type == "text"
+    for wrong in (
+        {"message_type": "system"},  # a user's message is never the system's
+        {"message_type": "image"},  # no attachment
+        {"message_type": "image", **mixed},  # not all images
+        {"message_type": "file"},  # no attachment
+    ):
+        with pytest.raises(InvalidRequest):
+            post(state, user(ANN), **wrong)
+    with pytest.raises(InvalidRequest):
+        post(state, TENANT, sender_id=None, message_type="text")

@@ -316,7 +316,7 @@ class Renderer:
             return {**data, "event_seq": entry.seq}
         message_id = entry.message_id
         if message_id is None:
-            return conversation.payload(entry, None, None)
+            return conversation.payload(entry, None, None, conversation=view)
         if message_id not in view.messages:
             return None
         return await self._message(ws, view, message_id, entry)

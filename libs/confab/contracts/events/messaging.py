@@ -31,6 +31,7 @@ def subject(workspace_id: str, conversation_id: str) -> str:
 
 
 ConversationType = Literal["direct", "group"]
+MessageType = Literal["text", "image", "file", "system"]
 
 
 Metadata = dict[str, Any]
@@ -65,6 +66,16 @@ class ConversationCreated(ConversationEvent, kw_only=True, frozen=True):
     created_by: str | None = None  # a user id, or None when the tenant's backend created it
 
 
+class ConversationUpdated(ConversationEvent, kw_only=True, frozen=True):
+    """The tenant changed the title or the metadata: both as they are after the change
+    (the metadata already merged), so a reader needs no earlier event to know them."""
+
+    type = "conversation.updated"
+    title: str | None = None
+    metadata: Metadata = {}
+    by: str | None = None  # the API key id of the tenant's backend
+
+
 class ParticipantAdded(ConversationEvent, kw_only=True, frozen=True):
     type = "participant.added"
     user_id: str
@@ -90,6 +101,9 @@ class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
     attachments: list[Attachment] = []
     reply_to: str | None = None
     client_msg_id: str | None = None
+    # text, image, file or system, as decided at the post (absent in older events: read
+    # as derived from the sender and the attachments, ``confab.conversation``).
+    message_type: MessageType | None = None
     sealed: str | None = None
 
 
