@@ -193,7 +193,22 @@ def fresh_database(database_url: str) -> Iterator[str]:
         yield urlsplit(database_url)._replace(path=f"/{name}").geturl()
     finally:
         # FORCE: a test that leaked a connection pool must not keep its database alive.
-        _run(_execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _run(_drop(database_url, name))
+
+
+async def _drop(database_url: str, name: str, attempts: int = 40) -> None:
+    """Drop the database. FORCE cannot end the server's own autovacuum worker (a test
+    that wrote much can start one): that one ends by itself soon, so try again."""
+    import asyncpg
+
+    for attempt in range(attempts):
+        try:
+            await _execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except asyncpg.InsufficientPrivilegeError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.25)
 
 
 async def _execute(database_url: str, sql: str) -> None:
