@@ -65,6 +65,9 @@ class Endpoint:
     raw_path_params: tuple[str, ...] = ()  # path parameters that are not ids (tokens, emoji)
     # A multipart/form-data body with these file parts, streamed by the handler itself.
     files: tuple[str, ...] = ()
+    # What a workspace staff member's role must grant to call it with a dashboard session
+    # (issue 19; the names are in docs/staff.md). A tenant API key grants every permission.
+    permission: str | None = None
 
     @property
     def path_params(self) -> list[str]:
@@ -148,6 +151,7 @@ class Router:
         errors: tuple[int, ...] = (),
         raw_path_params: tuple[str, ...] = (),
         files: tuple[str, ...] = (),
+        permission: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -166,6 +170,7 @@ class Router:
                     errors,
                     raw_path_params,
                     files,
+                    permission,
                 )
             )
             return handler
