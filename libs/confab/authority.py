@@ -57,7 +57,21 @@ USER_UNBANNED = "user.unbanned"
 USER_ERASED = "user.erased"
 SESSION_REVOKED = "session.revoked"
 API_KEY_REVOKED = "api_key.revoked"
-REVOKING = frozenset({USER_BANNED, USER_UNBANNED, USER_ERASED, SESSION_REVOKED, API_KEY_REVOKED})
+# A staff member's role changed or they left the team: cached dashboard principals end
+# and their sockets close (they sign in again with what they may do now).
+STAFF_ROLE_CHANGED = "staff.role_changed"
+STAFF_REMOVED = "staff.removed"
+REVOKING = frozenset(
+    {
+        USER_BANNED,
+        USER_UNBANNED,
+        USER_ERASED,
+        SESSION_REVOKED,
+        API_KEY_REVOKED,
+        STAFF_ROLE_CHANGED,
+        STAFF_REMOVED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from typing import Any
 
 from confab.bus import display_url, split_credentials
 from confab.cli import demo
+from confab.cli.demo import dashboard_url
 from confab.errors import ConfabError
 from confab.settings import check_url, mask_url
 
@@ -530,7 +531,11 @@ def banner(info: dict[str, Any], data_dir: Path) -> str:
             ("demo workspace", demo["workspace_id"]),
             ("demo API key", demo["api_key"]),
             ("demo app key", demo["app_key"]),
+            ("dashboard", dashboard_url(info["gateway_url"], demo["workspace_id"])),
         ]
+        owner = demo.get("owner") or {}
+        if owner:
+            rows.append(("dashboard login", f"{owner['email']} / {owner['password']}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(["Confab is running.", *(f"  {k.ljust(width)}  {v}" for k, v in rows)])
 

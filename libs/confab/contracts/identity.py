@@ -280,3 +280,199 @@ class GetWorkspace(Request, kw_only=True, frozen=True):
     subject: ClassVar[str] = "identity.q.get_workspace"
     reply: ClassVar[type[msgspec.Struct]] = Workspace
     workspace_id: str
+
+
+# -- staff: roles, invitations, passwords and dashboard sessions (issue 19) ----------------
+
+RoleName = Annotated[str, msgspec.Meta(pattern=r"^(owner|admin|agent|moderator)$")]
+# Long enough to resist guessing, short enough that argon2 never hashes megabytes.
+Password = Annotated[str, msgspec.Meta(min_length=10, max_length=200)]
+LinkToken = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+INVITATION_TTL = 7 * 24 * 3600
+DASHBOARD_SESSION_TTL = 12 * 3600
+
+
+class StaffPrincipal(Reply, kw_only=True, frozen=True):
+    """A dashboard session: the staff member, their role now, and the session."""
+
+    workspace_id: str
+    session_id: str
+    user_id: str
+    role: str
+    expires_at: datetime
+
+
+class StaffMember(Reply, kw_only=True, frozen=True):
+    user_id: str
+    name: str
+    email: str
+    role: str
+    joined_at: datetime
+
+
+class StaffList(Reply, kw_only=True, frozen=True):
+    data: list[StaffMember]
+
+
+class Invitation(Reply, kw_only=True, frozen=True):
+    id: str
+    email: str
+    role: str
+    expires_at: datetime
+    created_at: datetime
+    by: str = ""
+
+
+class InvitationWithToken(Reply, kw_only=True, frozen=True):
+    """Shown once, to the inviter: the token goes into the link, never stored in clear."""
+
+    invitation: Invitation
+    token: str
+
+
+class InvitationList(Reply, kw_only=True, frozen=True):
+    data: list[Invitation]
+
+
+class DashboardSession(Reply, kw_only=True, frozen=True):
+    """A new dashboard session: the token goes into the cookie, never into a body."""
+
+    token: str
+    principal: StaffPrincipal
+    member: StaffMember
+
+
+class ApiKeyInfo(Reply, kw_only=True, frozen=True):
+    id: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyList(Reply, kw_only=True, frozen=True):
+    data: list[ApiKeyInfo]
+
+
+class InvitationInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    email: Email
+    role: RoleName
+
+
+class AcceptInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    token: LinkToken
+    name: Name
+    password: Password
+
+
+class SignInInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    workspace_id: Id
+    email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class RoleInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    role: RoleName
+
+
+class OwnerInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    email: Email
+    name: Name
+    password: Password
+
+
+class InviteStaff(Request, kw_only=True, frozen=True):
+    """``by``: the inviting staff member's user id; None for an API key or the CLI."""
+
+    subject: ClassVar[str] = "identity.cmd.invite_staff"
+    reply: ClassVar[type[msgspec.Struct]] = InvitationWithToken
+    workspace_id: str
+    input: InvitationInput
+    by: str | None = None
+
+
+class RevokeInvitation(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "identity.cmd.revoke_invitation"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    workspace_id: str
+    invitation_id: str
+    by: str | None = None
+
+
+class ListInvitations(Request, kw_only=True, frozen=True):
+    """Invitations not yet accepted, revoked or expired."""
+
+    subject: ClassVar[str] = "identity.q.list_invitations"
+    reply: ClassVar[type[msgspec.Struct]] = InvitationList
+    workspace_id: str
+
+
+class AcceptInvitation(Request, kw_only=True, frozen=True):
+    """By the link's token (its prefix and hash); the password travels to identity only."""
+
+    subject: ClassVar[str] = "identity.cmd.accept_invitation"
+    reply: ClassVar[type[msgspec.Struct]] = DashboardSession
+    prefix: str
+    token_hash: str
+    name: Name
+    password: Password
+
+
+class CreateOwner(Request, kw_only=True, frozen=True):
+    """The workspace's first owner (``confab workspace create --owner``, ``confab up``):
+    refused once the workspace has staff."""
+
+    subject: ClassVar[str] = "identity.cmd.create_owner"
+    reply: ClassVar[type[msgspec.Struct]] = StaffMember
+    workspace_id: str
+    input: OwnerInput
+
+
+class StaffSignIn(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "identity.cmd.staff_sign_in"
+    reply: ClassVar[type[msgspec.Struct]] = DashboardSession
+    input: SignInInput
+
+
+class AuthenticateStaffSession(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "identity.q.authenticate_staff_session"
+    reply: ClassVar[type[msgspec.Struct]] = StaffPrincipal
+    prefix: str
+    token_hash: str
+
+
+class SignOutEverywhere(Request, kw_only=True, frozen=True):
+    """Revoke every live dashboard session of the staff member."""
+
+    subject: ClassVar[str] = "identity.cmd.sign_out_everywhere"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    workspace_id: str
+    user_id: str
+
+
+class ListStaff(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "identity.q.list_staff"
+    reply: ClassVar[type[msgspec.Struct]] = StaffList
+    workspace_id: str
+
+
+class ChangeStaffRole(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "identity.cmd.change_staff_role"
+    reply: ClassVar[type[msgspec.Struct]] = StaffMember
+    workspace_id: str
+    user_id: str
+    role: RoleName
+    by: str | None = None
+
+
+class RemoveStaff(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "identity.cmd.remove_staff"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    workspace_id: str
+    user_id: str
+    by: str | None = None
+
+
+class ListApiKeys(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "identity.q.list_api_keys"
+    reply: ClassVar[type[msgspec.Struct]] = ApiKeyList
+    workspace_id: str

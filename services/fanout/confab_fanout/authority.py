@@ -17,6 +17,14 @@ written to it. Removal from a conversation is a conversation event: the feed
 unsubscribes the user's sockets (``subscription_error`` 403) as it applies it,
 so they get nothing stored after it.
 
+A staff member of the workspace (Confab's dashboard) may join any conversation
+channel of that workspace while the role their authorization names grants
+``conversations.read`` (``confab.staff``); the conversation must exist in the
+app's own workspace (``Feed.fresh`` is per app), so another workspace's ids lead
+nowhere. When their role changes or they leave the team, their sockets close
+(4009) like a revoked session's, and the dashboard signs in again with what they
+may do now.
+
 Bans, erasures and revoked sessions are remembered from this node's start. That
 is all it needs: a signature names a ``socket_id``, sockets are younger than
 the node they are on, and the gateway signs nothing for a user already banned
@@ -31,12 +39,15 @@ from typing import Protocol
 from confab import realtime
 from confab.authority import (
     SESSION_REVOKED,
+    STAFF_REMOVED,
+    STAFF_ROLE_CHANGED,
     USER_BANNED,
     USER_ERASED,
     USER_UNBANNED,
     Change,
 )
 from confab.logging import get_logger
+from confab.staff import CONVERSATIONS_READ, grants
 from confab_fanout import protocol
 from confab_fanout.feed import Feed
 
@@ -47,6 +58,7 @@ Principal = tuple[str, str]  # (app id, user or session id)
 BANNED = "This user is banned from the workspace."
 ERASED = "This user was erased."
 REVOKED = "The session that authorized this connection was revoked."
+RESTAFFED = "Your role on the team changed; sign in again."
 NOT_A_PARTICIPANT = "Only the conversation's participants may join it."
 NO_USER = "A conversation channel's authorization must name the user (channel_data user_id)."
 
@@ -84,6 +96,8 @@ class Gatekeeper:
         elif change.type == SESSION_REVOKED:
             self.revoked.add((ws, entity))
             targets, message = self.sockets.sockets_of(ws, None, entity), REVOKED
+        elif change.type in (STAFF_ROLE_CHANGED, STAFF_REMOVED):
+            targets, message = self.sockets.sockets_of(ws, entity, None), RESTAFFED
         else:
             return
         if targets:
@@ -104,10 +118,16 @@ class Gatekeeper:
         return None
 
     async def may_join(
-        self, app_id: str, channel: str, user_id: str | None, session_id: str | None
+        self,
+        app_id: str,
+        channel: str,
+        user_id: str | None,
+        session_id: str | None,
+        role: str | None = None,
     ) -> str | None:
         """Why the socket may not join ``channel``, or None. Conversation channels are for
-        the conversation's current participants, checked against the log now."""
+        the conversation's current participants, checked against the log now, and for the
+        workspace's staff whose signed ``role`` grants ``conversations.read``."""
         refused = self.refusal(app_id, user_id, session_id)
         if refused is not None:
             return refused
@@ -117,7 +137,8 @@ class Gatekeeper:
         if user_id is None:
             return NO_USER
         tracked = await self.feed.fresh(app_id, conversation_id)
-        if tracked is None or not tracked.view.is_member(user_id):
+        staff = grants(role, CONVERSATIONS_READ)
+        if tracked is None or not (staff or tracked.view.is_member(user_id)):
             return NOT_A_PARTICIPANT
         # The wait for the log may have let a revocation in.
         return self.refusal(app_id, user_id, session_id)

@@ -232,12 +232,13 @@ class Connection:
             return
         user_id: str | None = None
         session_id: str | None = None
+        role: str | None = None
         info = b"null"
         if kind is Kind.PRESENCE:
             member = self._presence_member(name, data.channel_data)
             if member is None:
                 return
-            user_id, session_id, info = member
+            user_id, session_id, info, role = member
         elif kind is Kind.USER and name != protocol.USER_CHANNEL_PREFIX + (self.user_id or ""):
             self._refuse(name, "AuthError", "Sign in as this user first.", 401)
             return
@@ -247,12 +248,12 @@ class Connection:
             try:
                 named = msgspec.json.decode(data.channel_data, type=protocol.ChannelData)
                 user_id = protocol.presence_user_id(named.user_id) or None
-                session_id = named.session_id
+                session_id, role = named.session_id, named.role
             except msgspec.DecodeError:
                 user_id = None
         gate = self.fanout.gate
         if gate is not None and kind in (Kind.PRIVATE, Kind.PRESENCE, Kind.ENCRYPTED):
-            refused = await gate.may_join(app.id, name, user_id, session_id)
+            refused = await gate.may_join(app.id, name, user_id, session_id, role)
             if refused is not None:
                 self._refuse(name, "AuthError", refused, 403)
                 return
@@ -303,7 +304,7 @@ class Connection:
 
     def _presence_member(
         self, name: str, channel_data: str | None
-    ) -> tuple[str, str | None, bytes] | None:
+    ) -> tuple[str, str | None, bytes, str | None] | None:
         settings = self.fanout.settings
         try:
             parsed = msgspec.json.decode(channel_data or "", type=protocol.ChannelData)
@@ -324,7 +325,7 @@ class Connection:
         ) >= settings.presence_max_members and not view.has_user(self.app.id, name, user_id):
             self._refuse(name, "LimitReached", "The presence channel is full.", 403)
             return None
-        return user_id, parsed.session_id, info
+        return user_id, parsed.session_id, info, parsed.role
 
     async def signin(self, data: protocol.SigninData) -> None:
         app = self.app

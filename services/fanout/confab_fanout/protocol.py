@@ -204,6 +204,8 @@ class ChannelData(msgspec.Struct, frozen=True):
     user_id: str | int
     user_info: msgspec.Raw = msgspec.Raw(b"null")
     session_id: str | None = None
+    # A staff member's role (Confab's dashboard): may watch any conversation of the app.
+    role: str | None = None
 
 
 class UserData(msgspec.Struct, frozen=True):

@@ -10,6 +10,12 @@ This is the one place request bodies and query strings are decoded: bodies under
 NUL), queries by the same bounded types the services' requests use. A POST of the
 tenant or widget API with an ``Idempotency-Key`` runs through
 ``confab_gateway.idempotency`` once it is valid.
+
+A staff member's dashboard session (the cookie) may call a tenant route
+(``auth="api_key"``) only if the route names a ``permission`` and the member's role
+grants it (``confab.staff``), and ``auth="staff"`` routes (the dashboard's own) only
+under theirs; every state-changing cookie request passes the CSRF rules of
+``confab_gateway.sessions`` first. A route without a permission is for API keys only.
 """
 
 from __future__ import annotations
@@ -24,24 +30,26 @@ from aiohttp import web
 
 from confab import inbound
 from confab.contracts.base import Ok, Request
-from confab.contracts.identity import ApiKeyPrincipal
+from confab.contracts.identity import ApiKeyPrincipal, StaffPrincipal
 from confab.contracts.messaging import Actor
 from confab.errors import (
     BadRequest,
     ConfabError,
+    Forbidden,
     InvalidRequest,
     NotFound,
     UnsupportedMediaType,
 )
 from confab.ids import is_valid_id
 from confab.rpc import RpcClient
-from confab_gateway import idempotency
+from confab.staff import grants
+from confab_gateway import idempotency, sessions
 from confab_gateway.auth import Authenticator, Principal
 from confab_gateway.consistency import LastWrites
 from confab_gateway.errors import error_response
 from confab_gateway.ratelimit import RequestLimits
 
-AuthKind = Literal["admin", "api_key", "session", "public"]
+AuthKind = Literal["admin", "api_key", "session", "staff", "public"]
 Handler = Callable[["Call"], Awaitable[Any]]
 
 _encoder = msgspec.json.Encoder()
@@ -98,12 +106,31 @@ class Call:
 
     @property
     def actor(self) -> Actor:
-        """Who acts in messaging terms: the widget's user, or the tenant's backend."""
+        """Who acts in messaging terms: the widget's user, or the tenant's backend. A staff
+        member acts with the backend's authority, within what their role grants (checked
+        per route), and is named where the API key's id would be (the events' ``by``)."""
         p = self.principal
         assert p is not None
         if isinstance(p, ApiKeyPrincipal):
             return Actor(workspace_id=p.workspace_id, key_id=p.key_id)
+        if isinstance(p, StaffPrincipal):
+            return Actor(workspace_id=p.workspace_id, key_id=p.user_id)
         return Actor(workspace_id=p.workspace_id, user_id=p.user_id)
+
+    @property
+    def staff(self) -> StaffPrincipal | None:
+        """The dashboard session's staff member, when the call came with one."""
+        return self.principal if isinstance(self.principal, StaffPrincipal) else None
+
+    def own_sender(self, sender_id: str | None) -> str | None:
+        """The sender of a tenant-API message: whoever the API key names, but a staff
+        member always posts as themselves."""
+        staff = self.staff
+        if staff is None:
+            return sender_id
+        if sender_id not in (None, staff.user_id):
+            raise Forbidden("From the dashboard you can only post as yourself.")
+        return staff.user_id
 
     @property
     def min_seq(self) -> int:
@@ -195,6 +222,8 @@ def _view(
 
     async def view(request: web.Request) -> web.StreamResponse:
         principal = await auth.authenticate(endpoint.auth, request)
+        if isinstance(principal, StaffPrincipal):
+            authorize_staff(endpoint, principal, request)
         limits.check(principal)
         key = idempotency.key_of(request) if idempotent else None
         path = {p: request.match_info[p] for p in params}
@@ -238,6 +267,18 @@ def _view(
         )
 
     return view
+
+
+def authorize_staff(endpoint: Endpoint, principal: StaffPrincipal, request: web.Request) -> None:
+    """CSRF first, then the role: Forbidden unless the route is open to this member."""
+    sessions.check_csrf(request, sessions.token_of(request))
+    if endpoint.auth == "api_key" and endpoint.permission is None:
+        raise Forbidden("This route is for API keys only; the dashboard cannot call it.")
+    if endpoint.permission is not None and not grants(principal.role, endpoint.permission):
+        raise Forbidden(
+            f"Your role ({principal.role}) does not allow this: "
+            f"it needs the {endpoint.permission} permission."
+        )
 
 
 def check_json_type(request: web.Request) -> None:

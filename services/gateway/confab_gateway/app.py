@@ -15,6 +15,8 @@ from confab_gateway import (
     attachments,
     broadcasting,
     conversations,
+    dashboard,
+    keys,
     openapi,
     users,
     webhooks,
@@ -39,6 +41,7 @@ ROUTERS: list[Router] = [
     broadcasting.router,
     admin_webhooks.router,
     webhooks.router,
+    keys.router,
 ]
 
 
@@ -58,7 +61,7 @@ def build_app(service: Service, auth: Authenticator, claims: Claims) -> web.Appl
     app["idempotency"] = claims
     app["last_writes"] = LastWrites()
     limits = RequestLimits(service.settings)
-    for router in ROUTERS:
+    for router in [*ROUTERS, dashboard.router]:  # the dashboard's own API is not public
         router.install(app, service.client, auth, limits)
     spec = openapi.document(endpoints())
 

@@ -1,4 +1,5 @@
-"""Who is calling: admin token, tenant API key, or widget session token.
+"""Who is calling: admin token, tenant API key, widget session token, or a staff member's
+dashboard session (the cookie of ``confab_gateway.sessions``).
 
 Verified credentials are cached briefly (keyed by their hash, never the secret
 itself) so the hot path costs no round trip to identity. Revocations (and
@@ -12,6 +13,10 @@ the last few minutes is still accepted: sends go to the log, which does not need
 that database, and a revocation still drops it, since revocations come over NATS.
 Failed checks are counted per client address: past the limit, that address's
 credentials that are not in the cache are answered 429 without asking identity.
+
+A dashboard principal carries the staff member's role, which can change without
+the session ending: a role change (or a removal) drops their cached principals too,
+and an answer that was in flight across it is asked again rather than believed.
 """
 
 from __future__ import annotations
@@ -26,26 +31,41 @@ from aiohttp import web
 from nats.js import JetStreamContext
 
 from confab.addresses import TrustedProxies
-from confab.authority import API_KEY_REVOKED, SESSION_REVOKED, USER_ERASED, Change, Follower
+from confab.authority import (
+    API_KEY_REVOKED,
+    SESSION_REVOKED,
+    STAFF_REMOVED,
+    STAFF_ROLE_CHANGED,
+    USER_ERASED,
+    Change,
+    Follower,
+)
 from confab.contracts.identity import (
     ApiKeyPrincipal,
     AuthenticateApiKey,
     AuthenticateSession,
+    AuthenticateStaffSession,
     SessionPrincipal,
+    StaffPrincipal,
 )
 from confab.errors import RateLimited, Unauthorized, Unavailable
 from confab.ids import SECRET_PREFIX_LENGTH, same_secret, secret_hash, secret_prefix
 from confab.logging import get_logger
 from confab.rpc import RpcClient
+from confab_gateway import sessions
 from confab_gateway.ratelimit import TokenBuckets, retry_after
 
-Principal = ApiKeyPrincipal | SessionPrincipal
-P = TypeVar("P", ApiKeyPrincipal, SessionPrincipal)
+Principal = ApiKeyPrincipal | SessionPrincipal | StaffPrincipal
+P = TypeVar("P", ApiKeyPrincipal, SessionPrincipal, StaffPrincipal)
+Verify = AuthenticateApiKey | AuthenticateSession | AuthenticateStaffSession
 
 log = get_logger("confab.gateway")
 
 # Events that end a credential; the subject's last token names what they end.
 _REVOKING = {API_KEY_REVOKED, SESSION_REVOKED, USER_ERASED}
+# Events that change what a staff member's cached principal says (their role).
+_RESTAFFING = {STAFF_ROLE_CHANGED, STAFF_REMOVED}
+SIGN_IN_FIRST = "Sign in to the dashboard first."
 # How long a revocation is remembered against answers in flight when it came.
 RECENT_REVOCATION_SECONDS = 60.0
 
@@ -77,6 +97,7 @@ class Authenticator:
         self._cache: OrderedDict[str, tuple[Principal, float, tuple[str, ...]]] = OrderedDict()
         self._by_owner: dict[str, set[str]] = {}  # key id, session id or user id -> cache keys
         self._revoked: OrderedDict[str, float] = OrderedDict()  # owner -> when, last minute
+        self._restaffed: OrderedDict[str, float] = OrderedDict()  # staff user -> when
         self._follower: Follower | None = None
 
     async def start(self, js: JetStreamContext) -> None:
@@ -95,7 +116,12 @@ class Authenticator:
             self._check_admin(request, address)
             return None
         if kind == "api_key":
+            cookie = sessions.token_of(request)
+            if cookie and "X-API-Key" not in request.headers:
+                return await self.staff(cookie, address)
             return await self.api_key(request.headers.get("X-API-Key", ""), address)
+        if kind == "staff":
+            return await self.staff(sessions.token_of(request), address)
         return await self.session(_bearer(request, "session token"), address)
 
     def _check_admin(self, request: web.Request, address: str) -> None:
@@ -106,6 +132,14 @@ class Authenticator:
             self._check_failures(address)
             self._failed(address)
             raise Unauthorized("Invalid admin token.")
+
+    def check_failures(self, address: str) -> None:
+        """For sign-in: refuse an address that has failed too often (429)."""
+        self._check_failures(address)
+
+    def failed(self, address: str) -> None:
+        """For sign-in: count a failure against ``address``."""
+        self._failed(address)
 
     def _check_failures(self, address: str) -> None:
         """Refuse to check credentials for an address that has failed too often."""
@@ -124,7 +158,7 @@ class Authenticator:
             if self.failures.wait(address) and not self._logged.take(address):
                 log.warning("authentication_failures_limited", address=address)
 
-    async def _verify(self, request: AuthenticateApiKey | AuthenticateSession, address: str) -> Any:
+    async def _verify(self, request: Verify, address: str) -> Any:
         """Ask identity, counting a refusal against ``address``."""
         self._check_failures(address)
         try:
@@ -147,6 +181,15 @@ class Authenticator:
         digest = secret_hash(token)
         return await self._principal(digest, SessionPrincipal, secret_prefix(token), address)
 
+    async def staff(self, token: str, address: str = "") -> StaffPrincipal:
+        """The dashboard session in the cookie ``token``."""
+        if not token:
+            raise Unauthorized(SIGN_IN_FIRST)
+        if not token.startswith("sd_") or len(token) <= SECRET_PREFIX_LENGTH or len(token) > 200:
+            raise Unauthorized("Your dashboard session is not valid; sign in again.")
+        digest = secret_hash(token)
+        return await self._principal(digest, StaffPrincipal, secret_prefix(token), address)
+
     async def _principal(
         self,
         digest: str,
@@ -161,17 +204,24 @@ class Authenticator:
             known = None
         if known is not None and fresh:
             return known
-        request: AuthenticateApiKey | AuthenticateSession = (
+        request: Verify = (
             AuthenticateApiKey(prefix=prefix, key_hash=digest)
             if kind is ApiKeyPrincipal
             else AuthenticateSession(prefix=prefix, token_hash=digest)
+            if kind is SessionPrincipal
+            else AuthenticateStaffSession(prefix=prefix, token_hash=digest)
         )
-        try:
-            principal: P = await self._verify(request, address)
-        except Unavailable:
-            if known is not None:
-                return self._stale(known)
-            raise
+        for _ in range(2):
+            asked = self.clock()
+            try:
+                principal: P = await self._verify(request, address)
+            except Unavailable:
+                if known is not None:
+                    return self._stale(known)
+                raise
+            # A role changed while the answer was on its way: it may say the old one.
+            if not self._restaffed_since(_owners(principal), asked):
+                break
         owners = _owners(principal)
         if self._recently_revoked(owners):
             raise Unauthorized(
@@ -226,7 +276,18 @@ class Authenticator:
                     del self._by_owner[owner]
 
     def on_change(self, change: Change) -> None:
-        """An ``IDENTITY`` change, from the follower: a revocation ends cached credentials."""
+        """An ``IDENTITY`` change, from the follower: a revocation ends cached credentials,
+        a staff change the cached principals that name the old role."""
+        if change.type in _RESTAFFING:
+            now = self.clock()
+            self._restaffed[change.entity_id] = now
+            self._restaffed.move_to_end(change.entity_id)
+            while (
+                self._restaffed
+                and next(iter(self._restaffed.values())) < now - RECENT_REVOCATION_SECONDS
+            ):
+                self._restaffed.popitem(last=False)
+            self.forget(change.entity_id)
         if change.type in _REVOKING:
             now = self.clock()
             self._revoked[change.entity_id] = now
@@ -241,9 +302,14 @@ class Authenticator:
     def _recently_revoked(self, owners: tuple[str, ...]) -> bool:
         return any(owner in self._revoked for owner in owners)
 
+    def _restaffed_since(self, owners: tuple[str, ...], asked: float) -> bool:
+        return any(self._restaffed.get(owner, -1.0) >= asked for owner in owners)
+
 
 def _current(principal: Principal) -> bool:
-    return not isinstance(principal, SessionPrincipal) or principal.expires_at > datetime.now(UTC)
+    if isinstance(principal, ApiKeyPrincipal):
+        return True
+    return principal.expires_at > datetime.now(UTC)
 
 
 def _owners(principal: Principal) -> tuple[str, ...]:

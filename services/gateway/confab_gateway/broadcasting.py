@@ -89,7 +89,7 @@ credentials = Credentials()
 _any_json: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
-async def _fields(request: web.Request) -> dict[str, str]:
+async def fields_of(request: web.Request) -> dict[str, str]:
     """The request's fields, from a form (what pusher-js sends) or a JSON object."""
     ctype = request.content_type
     charset = request.charset
@@ -112,7 +112,7 @@ async def _fields(request: web.Request) -> dict[str, str]:
     )
 
 
-def _socket_id(fields: dict[str, str]) -> str:
+def socket_id_of(fields: dict[str, str]) -> str:
     socket_id = fields.get("socket_id", "")
     if not SOCKET_ID.match(socket_id):
         raise InvalidRequest(
@@ -162,8 +162,8 @@ async def _may_join(call: Call, channel: str, user_id: str) -> None:
 )
 async def channel_auth(call: Call) -> ChannelAuthorization:
     assert isinstance(call.principal, SessionPrincipal)
-    fields = await _fields(call.request)
-    socket_id = _socket_id(fields)
+    fields = await fields_of(call.request)
+    socket_id = socket_id_of(fields)
     channel = fields.get("channel_name", "")
     if not CHANNEL_NAME.match(channel):
         raise InvalidRequest(
@@ -195,7 +195,7 @@ async def channel_auth(call: Call) -> ChannelAuthorization:
 )
 async def user_auth(call: Call) -> UserAuthentication:
     assert isinstance(call.principal, SessionPrincipal)
-    socket_id = _socket_id(await _fields(call.request))
+    socket_id = socket_id_of(await fields_of(call.request))
     user_id = call.principal.user_id
     creds = await credentials.get(call.rpc, call.workspace_id)
     user = {

@@ -46,6 +46,7 @@ from confab.contracts.messaging import (
     UpdateConversation,
 )
 from confab.errors import InvalidRequest
+from confab.staff import CONVERSATIONS_READ, CONVERSATIONS_REPLY, MODERATION
 from confab_gateway.api import Call, Result, Router
 from confab_gateway.widget import EventsQuery, History
 
@@ -98,6 +99,7 @@ class ReportQuery(msgspec.Struct, kw_only=True, frozen=True):
     "POST",
     "/api/v1/conversations",
     auth="api_key",
+    permission=CONVERSATIONS_REPLY,
     tag="conversations",
     status=201,
     also=(200,),
@@ -119,6 +121,7 @@ async def create_conversation(call: Call) -> Result:
     "GET",
     "/api/v1/conversations",
     auth="api_key",
+    permission=CONVERSATIONS_READ,
     tag="conversations",
     summary="List conversations, newest activity first: all, or filtered by participant, "
     "type, activity since a time, and metadata.<key>=<value> (the conversation's metadata "
@@ -153,6 +156,7 @@ async def list_conversations(call: Call) -> ConversationList:
     "GET",
     "/api/v1/conversations/{conversation_id}",
     auth="api_key",
+    permission=CONVERSATIONS_READ,
     tag="conversations",
     summary="Read one conversation: participants with their read marks, last message, metadata",
     response=Conversation,
@@ -174,6 +178,7 @@ async def get_conversation(call: Call) -> Conversation:
     "PATCH",
     "/api/v1/conversations/{conversation_id}",
     auth="api_key",
+    permission=CONVERSATIONS_REPLY,
     tag="conversations",
     summary="Change a conversation's title or metadata: fields left out stay; title null "
     "clears it; metadata is merged key by key at the top level (a key set to null is "
@@ -199,6 +204,7 @@ async def update_conversation(call: Call) -> Conversation:
     "GET",
     "/api/v1/conversations/{conversation_id}/messages",
     auth="api_key",
+    permission=CONVERSATIONS_READ,
     tag="conversations",
     summary="History by seq, as the workspace's moderators see it: the widget's shape and "
     "paging, and a message a moderator hid keeps its content, flagged hidden",
@@ -224,6 +230,7 @@ async def messages(call: Call) -> ModeratedMessageList:
     "GET",
     "/api/v1/conversations/{conversation_id}/events",
     auth="api_key",
+    permission=CONVERSATIONS_READ,
     tag="conversations",
     summary="Everything that happened after a seq, each message as it is now (docs/authority.md)",
     query=EventsQuery,
@@ -246,6 +253,7 @@ async def events(call: Call) -> EventList:
     "POST",
     "/api/v1/conversations/{conversation_id}/participants",
     auth="api_key",
+    permission=CONVERSATIONS_REPLY,
     tag="conversations",
     status=204,
     summary="Add a participant",
@@ -266,6 +274,7 @@ async def add_participant(call: Call) -> None:
     "DELETE",
     "/api/v1/conversations/{conversation_id}/participants/{user_id}",
     auth="api_key",
+    permission=CONVERSATIONS_REPLY,
     tag="conversations",
     status=204,
     summary="Remove a participant",
@@ -285,6 +294,7 @@ async def remove_participant(call: Call) -> None:
     "POST",
     "/api/v1/conversations/{conversation_id}/messages",
     auth="api_key",
+    permission=CONVERSATIONS_REPLY,
     tag="conversations",
     status=201,
     summary="Post as a participant (sender_id), or a system message (no sender_id)",
@@ -298,7 +308,7 @@ async def post_tenant_message(call: Call) -> Message:
         PostMessage(
             actor=call.actor,
             conversation_id=call.path["conversation_id"],
-            sender_id=body.sender_id,
+            sender_id=call.own_sender(body.sender_id),
             input=MessageInput(content=body.content, metadata=body.metadata, type=body.type),
         ),
         correlation=call.correlation,
@@ -311,6 +321,7 @@ async def post_tenant_message(call: Call) -> Message:
     "GET",
     "/api/v1/reports",
     auth="api_key",
+    permission=MODERATION,
     tag="moderation",
     summary="The moderation queue: reported messages, newest first",
     query=ReportQuery,
@@ -329,6 +340,7 @@ async def list_reports(call: Call) -> ReportList:
     "POST",
     "/api/v1/messages/{message_id}/moderation",
     auth="api_key",
+    permission=MODERATION,
     tag="moderation",
     status=204,
     summary="Hide, restore or delete a message",

@@ -43,7 +43,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from confab import inbound
-from confab.contracts.identity import ApiKeyPrincipal, SessionPrincipal
+from confab.contracts.identity import ApiKeyPrincipal, SessionPrincipal, StaffPrincipal
 from confab.errors import BadRequest, Conflict, InvalidRequest, Unavailable
 from confab.logging import get_logger
 
@@ -87,7 +87,7 @@ def key_of(request: web.Request) -> str | None:
     return key
 
 
-def scope_of(principal: ApiKeyPrincipal | SessionPrincipal) -> str:
+def scope_of(principal: ApiKeyPrincipal | SessionPrincipal | StaffPrincipal) -> str:
     if isinstance(principal, ApiKeyPrincipal):
         return f"key {principal.key_id}"
     return f"user {principal.workspace_id} {principal.user_id}"

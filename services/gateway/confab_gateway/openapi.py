@@ -52,8 +52,9 @@ _RETRY_AFTER = {
 
 _SECURITY = {
     "admin": [{"adminToken": []}],
-    "api_key": [{"apiKey": []}],
+    "api_key": [{"apiKey": []}, {"dashboardSession": []}],
     "session": [{"sessionToken": []}],
+    "staff": [{"dashboardSession": []}],
     "public": [],
 }
 
@@ -160,6 +161,9 @@ def document(endpoints: list[Endpoint], server_url: str | None = None) -> dict[s
                 "adminToken": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "sessionToken": {"type": "http", "scheme": "bearer"},
+                # A staff member's dashboard session (docs/staff.md); changes need
+                # X-CSRF-Token, and the route's permission in the member's role.
+                "dashboardSession": {"type": "apiKey", "in": "cookie", "name": "confab_dashboard"},
             },
         },
     }

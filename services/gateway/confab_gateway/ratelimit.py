@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from confab.contracts.identity import ApiKeyPrincipal, SessionPrincipal
+from confab.contracts.identity import ApiKeyPrincipal, SessionPrincipal, StaffPrincipal
 from confab.errors import RateLimited
 from confab_gateway.settings import GatewaySettings
 
@@ -115,11 +115,11 @@ class RequestLimits:
             settings.session_requests_per_second, settings.session_request_burst, clock
         )
 
-    def check(self, principal: ApiKeyPrincipal | SessionPrincipal | None) -> None:
+    def check(self, principal: ApiKeyPrincipal | SessionPrincipal | StaffPrincipal | None) -> None:
         """Raise ``RateLimited`` if ``principal`` is over its limit; count the request if not."""
         if isinstance(principal, ApiKeyPrincipal):
             buckets, key, what = self.api_keys, principal.key_id, "this API key"
-        elif isinstance(principal, SessionPrincipal):
+        elif isinstance(principal, SessionPrincipal | StaffPrincipal):
             buckets, key, what = self.sessions, principal.session_id, "this session"
         else:
             return

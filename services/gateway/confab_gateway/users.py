@@ -39,6 +39,7 @@ from confab.contracts.messaging import (
 )
 from confab.errors import NotFound
 from confab.ids import secret_hash, secret_prefix
+from confab.staff import CONVERSATIONS_READ, USERS_BAN, USERS_ERASE
 from confab_gateway.api import Call, Result, Router
 
 router = Router()
@@ -85,6 +86,7 @@ class UserQuery(msgspec.Struct, kw_only=True, frozen=True):
     "GET",
     "/api/v1/users",
     auth="api_key",
+    permission=CONVERSATIONS_READ,
     tag="users",
     summary="The workspace's users (never erased ones), oldest change first, filtered by "
     "external_id, email or updated_since; page on with next_cursor",
@@ -115,6 +117,7 @@ class UserConversationsQuery(msgspec.Struct, kw_only=True, frozen=True):
     "GET",
     "/api/v1/users/{user_id}/conversations",
     auth="api_key",
+    permission=CONVERSATIONS_READ,
     tag="users",
     summary="The conversations a user takes part in, newest activity first, with their "
     "unread counts",
@@ -140,6 +143,7 @@ EXPORT_PAGE = 100
     "GET",
     "/api/v1/users/{user_id}/export",
     auth="api_key",
+    permission=USERS_ERASE,
     tag="users",
     summary="A user's data (GDPR): profile, conversations with read marks, reactions and "
     "every message they sent as history shows it, attachments with fresh links; streamed "
@@ -187,6 +191,7 @@ async def export_user(call: Call) -> web.StreamResponse:
     "GET",
     "/api/v1/users/{user_id}",
     auth="api_key",
+    permission=CONVERSATIONS_READ,
     tag="users",
     summary="Read a user",
     response=User,
@@ -225,6 +230,7 @@ async def update_user(call: Call) -> User:
     "DELETE",
     "/api/v1/users/{user_id}",
     auth="api_key",
+    permission=USERS_ERASE,
     tag="users",
     status=204,
     summary="Erase a user (GDPR): profile data is removed and their sessions end",
@@ -242,6 +248,7 @@ async def erase_user(call: Call) -> None:
     "POST",
     "/api/v1/users/{user_id}/ban",
     auth="api_key",
+    permission=USERS_BAN,
     tag="users",
     summary="Ban a user: they can still read but can no longer post",
     response=User,
@@ -255,6 +262,7 @@ async def ban_user(call: Call) -> User:
     "DELETE",
     "/api/v1/users/{user_id}/ban",
     auth="api_key",
+    permission=USERS_BAN,
     tag="users",
     summary="Lift a ban",
     response=User,

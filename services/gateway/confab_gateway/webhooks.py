@@ -33,6 +33,7 @@ from confab.contracts.webhooks import (
     WebhookPatch,
     WebhookWithSecret,
 )
+from confab.staff import WEBHOOKS_MANAGE
 from confab_gateway.api import Call, Router
 
 router = Router()
@@ -50,6 +51,7 @@ def _actor(call: Call) -> str:
     "POST",
     PATH,
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     status=201,
     summary="Add an endpoint for the workspace's events; its signing secret is shown only here",
@@ -68,6 +70,7 @@ async def create_webhook(call: Call) -> WebhookWithSecret:
     "GET",
     PATH,
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     summary="The workspace's webhook endpoints, oldest first",
     query=WebhookListQuery,
@@ -85,6 +88,7 @@ async def list_webhooks(call: Call) -> WebhookList:
     "GET",
     ONE,
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     summary="One webhook endpoint",
     response=Webhook,
@@ -100,6 +104,7 @@ async def get_webhook(call: Call) -> Webhook:
     "PATCH",
     ONE,
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     summary="Change an endpoint's URL, event types, description, or enable it again",
     body=WebhookPatch,
@@ -122,6 +127,7 @@ async def update_webhook(call: Call) -> Webhook:
     "DELETE",
     ONE,
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     status=204,
     summary="Remove an endpoint; its pending deliveries are cancelled",
@@ -142,6 +148,7 @@ async def delete_webhook(call: Call) -> None:
     "POST",
     ONE + "/rotate-secret",
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     summary="A new signing secret (shown only here); the old one also signs for "
     "overlap_seconds (default 24 h)",
@@ -165,6 +172,7 @@ async def rotate_secret(call: Call) -> WebhookWithSecret:
     "POST",
     ONE + "/test",
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     summary="Send a signed webhook.ping to the endpoint now (once) and say what it answered",
     response=PingResult,
@@ -181,6 +189,7 @@ async def ping_webhook(call: Call) -> PingResult:
     "GET",
     ONE + "/deliveries",
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     summary="The endpoint's deliveries, newest first: status, attempts, last error",
     query=DeliveryQuery,
@@ -204,6 +213,7 @@ async def list_deliveries(call: Call) -> DeliveryList:
     "POST",
     ONE + "/deliveries/{delivery_id}/retry",
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     status=202,
     summary="Send a delivery again, with a fresh retry schedule",
@@ -225,6 +235,7 @@ async def retry_delivery(call: Call) -> Delivery:
     "POST",
     ONE + "/deliveries/retry",
     auth="api_key",
+    permission=WEBHOOKS_MANAGE,
     tag="webhooks",
     status=202,
     summary="Send again every failed (or pending) delivery of events stored in [since, until)",

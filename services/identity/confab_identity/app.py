@@ -24,6 +24,7 @@ from confab_identity.directory import Directory
 from confab_identity.projections import IdentityProjection
 from confab_identity.queries import Queries
 from confab_identity.settings import IdentitySettings
+from confab_identity.staff import StaffCommands, StaffShells
 from confab_identity.store import Store
 
 
@@ -48,9 +49,23 @@ async def setup(service: Service) -> None:
     read_wait = settings.read_wait_seconds if isinstance(settings, IdentitySettings) else 2.0
     log = JetStreamLog(service.nc, service.js, IDENTITY.name)
     store = Store(service.engine)
-    commands = Commands(shells(log, keys), service.js, store, runner, read_wait=read_wait)
+    made = shells(log, keys)
+    commands = Commands(made, service.js, store, runner, read_wait=read_wait)
+    staff = StaffCommands(
+        StaffShells(
+            staff=CommandShell(Aggregates(log, domain.STAFF, keys=keys)),
+            invitations=CommandShell(Aggregates(log, domain.INVITATION, keys=keys)),
+            users=made.users,
+            sessions=made.sessions,
+            workspaces=made.workspaces,
+        ),
+        service.js,
+        store,
+        runner,
+        read_wait=read_wait,
+    )
     queries = Queries(store, runner, log, read_wait=read_wait)
-    for request_type, handler in routes(commands, queries):
+    for request_type, handler in routes(commands, staff, queries):
         await service.rpc.serve(request_type, handler)
     await service.rpc.serve(ListUsers, Directory(store).list_users)
 

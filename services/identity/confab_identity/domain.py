@@ -1,4 +1,5 @@
-"""The identity deciders: one per aggregate kind (workspace, API key, user, session).
+"""The identity deciders: one per aggregate kind (workspace, API key, user, session,
+staff member, invitation).
 
 Each is a decider as in ``confab.decider``: ``decide(command, state) ->
 Decision``, ``evolve(state, event) -> state`` and ``initial()`` (``None``: a
@@ -29,8 +30,16 @@ from confab.contracts.events import Event
 from confab.contracts.events.identity import (
     ApiKeyIssued,
     ApiKeyRevoked,
+    InvitationAccepted,
+    InvitationCreated,
+    InvitationRevoked,
     SessionIssued,
     SessionRevoked,
+    StaffJoined,
+    StaffRemoved,
+    StaffRoleChanged,
+    StaffSignedIn,
+    StaffSignInFailed,
     UserBanned,
     UserErased,
     UserUnbanned,
@@ -39,8 +48,16 @@ from confab.contracts.events.identity import (
 )
 from confab.contracts.identity import METADATA_MAX_BYTES, User
 from confab.decider import NOTHING, Decider, Decision, emit
-from confab.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from confab.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from confab.ids import same_secret
+from confab.staff import may_manage
 from confab_identity.erasure import erased_profile
 
 INVALID_API_KEY = "Invalid API key."
@@ -410,6 +427,7 @@ class IssueSession(Command, kw_only=True, frozen=True):
     prefix: str
     token_hash: str
     ttl_seconds: int
+    dashboard: bool = False  # a staff member's dashboard session
 
 
 class RevokeSession(Command, kw_only=True, frozen=True):
@@ -447,6 +465,7 @@ def decide_session(command: Command, state: SessionState | None) -> Decision[Non
                     token_hash=command.token_hash,
                     expires_at=command.now + timedelta(seconds=command.ttl_seconds),
                     at=command.now,
+                    dashboard=command.dashboard,
                 )
             )
         case RevokeSession():
@@ -464,6 +483,318 @@ def decide_session(command: Command, state: SessionState | None) -> Decision[Non
 SESSION: Decider[Command, SessionState | None] = Decider(
     initial=none, evolve=evolve_session, decide=decide_session
 )
+
+
+# -- staff members -------------------------------------------------------------------------
+
+INVALID_SIGN_IN = "The email or password is not right."
+MAX_FAILED_SIGN_INS = 5  # within FAILURE_WINDOW, locks the account for LOCKOUT
+FAILURE_WINDOW = timedelta(minutes=15)
+LOCKOUT = timedelta(minutes=15)
+
+
+@dataclass(frozen=True, slots=True)
+class StaffState:
+    user_id: str
+    workspace_id: str
+    email: str
+    role: str
+    password_hash: str
+    joined_at: datetime
+    removed: bool = False
+    failures: tuple[datetime, ...] = ()  # failed sign-ins since the last good one
+    locked_until: datetime | None = None
+
+
+class JoinStaff(Command, kw_only=True, frozen=True):
+    """Make the user staff: accepting an invitation, or the first owner."""
+
+    user_id: str
+    email: str
+    role: str
+    password_hash: str
+    invitation_id: str | None = None
+
+
+class ChangeRole(Command, kw_only=True, frozen=True):
+    """``by_role`` None: a tenant API key (every permission). ``owners``: how many owners
+    the workspace has now (the last one cannot step down)."""
+
+    role: str
+    by: str
+    by_role: str | None
+    owners: int
+
+
+class RemoveStaff(Command, kw_only=True, frozen=True):
+    by: str
+    by_role: str | None
+    owners: int
+
+
+class RecordSignIn(Command, kw_only=True, frozen=True):
+    """The outcome of a password check the handler made (argon2 is not pure)."""
+
+    password_ok: bool
+    session_id: str
+
+
+def evolve_staff(state: StaffState | None, event: Event) -> StaffState | None:
+    match event:
+        case StaffJoined():
+            return StaffState(
+                user_id=event.user_id,
+                workspace_id=event.workspace_id,
+                email=event.email,
+                role=event.role,
+                password_hash=event.password_hash,
+                joined_at=event.at,
+            )
+        case StaffRoleChanged() if state is not None:
+            return replace(state, role=event.role)
+        case StaffRemoved() if state is not None:
+            return replace(state, removed=True)
+        case StaffSignInFailed() if state is not None:
+            return replace(
+                state,
+                failures=(*state.failures, event.at)[-MAX_FAILED_SIGN_INS:],
+                locked_until=event.locked_until or state.locked_until,
+            )
+        case StaffSignedIn() if state is not None:
+            return replace(state, failures=(), locked_until=None)
+    return state
+
+
+def live_staff(state: StaffState | None, workspace_id: str) -> StaffState:
+    if state is None or state.workspace_id != workspace_id or state.removed:
+        raise NotFound("Staff member not found.")
+    return state
+
+
+def check_manage(by_role: str | None, *roles: str) -> None:
+    """Forbidden unless ``by_role`` may manage staff with each of ``roles``."""
+    if by_role is None:
+        return
+    for role in roles:
+        if not may_manage(by_role, role):
+            if role == "owner":
+                raise Forbidden("Only an owner may invite, change or remove owners.")
+            raise Forbidden("Your role does not allow managing the team.")
+
+
+def locked_for(state: StaffState, now: datetime) -> float:
+    """Seconds until the account may try again (0: not locked)."""
+    if state.locked_until is None or now >= state.locked_until:
+        return 0.0
+    return (state.locked_until - now).total_seconds()
+
+
+def refuse_locked(state: StaffState, now: datetime) -> None:
+    wait = locked_for(state, now)
+    if wait and state.locked_until is not None:
+        until = state.locked_until.strftime("%H:%M UTC")
+        raise RateLimited(
+            f"Too many wrong passwords for this account: it is locked until {until}. "
+            "Try again then, or ask an admin to reset your access.",
+            retry_after=float(int(wait) + 1),
+        )
+
+
+def decide_staff(command: Command, state: StaffState | None) -> Decision[None]:
+    match command:
+        case JoinStaff():
+            if state is not None and not state.removed:
+                raise Conflict("This person is on the team already.")
+            return emit(
+                StaffJoined(
+                    workspace_id=command.workspace_id,
+                    user_id=command.user_id,
+                    email=command.email,
+                    role=command.role,
+                    password_hash=command.password_hash,
+                    invitation_id=command.invitation_id,
+                    at=command.now,
+                )
+            )
+        case ChangeRole():
+            member = live_staff(state, command.workspace_id)
+            check_manage(command.by_role, member.role, command.role)
+            if member.role == command.role:
+                return NOTHING
+            if member.role == "owner" and command.owners <= 1:
+                raise Conflict("The workspace's last owner cannot step down; make another first.")
+            return emit(
+                StaffRoleChanged(
+                    workspace_id=member.workspace_id,
+                    user_id=member.user_id,
+                    role=command.role,
+                    by=command.by,
+                    at=command.now,
+                )
+            )
+        case RemoveStaff():
+            member = live_staff(state, command.workspace_id)
+            check_manage(command.by_role, member.role)
+            if member.role == "owner" and command.owners <= 1:
+                raise Conflict("The workspace's last owner cannot be removed.")
+            return emit(
+                StaffRemoved(
+                    workspace_id=member.workspace_id,
+                    user_id=member.user_id,
+                    by=command.by,
+                    at=command.now,
+                )
+            )
+        case RecordSignIn():
+            if state is None or state.workspace_id != command.workspace_id or state.removed:
+                raise Unauthorized(INVALID_SIGN_IN)
+            refuse_locked(state, command.now)
+            if command.password_ok:
+                return emit(
+                    StaffSignedIn(
+                        workspace_id=state.workspace_id,
+                        user_id=state.user_id,
+                        session_id=command.session_id,
+                        at=command.now,
+                    )
+                )
+            recent = [t for t in state.failures if command.now - t < FAILURE_WINDOW]
+            locks = len(recent) + 1 >= MAX_FAILED_SIGN_INS
+            return emit(
+                StaffSignInFailed(
+                    workspace_id=state.workspace_id,
+                    user_id=state.user_id,
+                    locked_until=command.now + LOCKOUT if locks else None,
+                    at=command.now,
+                )
+            )
+    raise TypeError(f"not a staff command: {type(command).__name__}")
+
+
+STAFF: Decider[Command, StaffState | None] = Decider(
+    initial=none, evolve=evolve_staff, decide=decide_staff
+)
+
+
+# -- invitations ---------------------------------------------------------------------------
+
+INVALID_INVITATION = "This invitation link is not valid: it was used, withdrawn or never made."
+EXPIRED_INVITATION = "This invitation has expired; ask whoever invited you for a new one."
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationState:
+    id: str
+    workspace_id: str
+    email: str
+    role: str
+    expires_at: datetime
+    accepted: bool = False
+    revoked: bool = False
+
+
+class CreateInvitation(Command, kw_only=True, frozen=True):
+    invitation_id: str
+    email: str
+    role: str
+    prefix: str
+    token_hash: str
+    ttl_seconds: int
+    by: str
+    by_role: str | None
+
+
+class AcceptInvitation(Command, kw_only=True, frozen=True):
+    user_id: str
+
+
+class RevokeInvitation(Command, kw_only=True, frozen=True):
+    by: str
+    by_role: str | None
+
+
+def evolve_invitation(state: InvitationState | None, event: Event) -> InvitationState | None:
+    match event:
+        case InvitationCreated():
+            return InvitationState(
+                id=event.invitation_id,
+                workspace_id=event.workspace_id,
+                email=event.email,
+                role=event.role,
+                expires_at=event.expires_at,
+            )
+        case InvitationAccepted() if state is not None:
+            return replace(state, accepted=True)
+        case InvitationRevoked() if state is not None:
+            return replace(state, revoked=True)
+    return state
+
+
+def usable_invitation(
+    state: InvitationState | None, workspace_id: str, now: datetime
+) -> InvitationState:
+    """The invitation if it can still be accepted: single use, not withdrawn, not expired."""
+    if state is None or state.workspace_id != workspace_id or state.accepted or state.revoked:
+        raise NotFound(INVALID_INVITATION)
+    if now >= state.expires_at:
+        raise NotFound(EXPIRED_INVITATION)
+    return state
+
+
+def decide_invitation(command: Command, state: InvitationState | None) -> Decision[None]:
+    match command:
+        case CreateInvitation():
+            check_manage(command.by_role, command.role)
+            if state is not None:
+                raise Conflict("An invitation with this id exists already.")
+            return emit(
+                InvitationCreated(
+                    workspace_id=command.workspace_id,
+                    invitation_id=command.invitation_id,
+                    email=command.email,
+                    role=command.role,
+                    prefix=command.prefix,
+                    token_hash=command.token_hash,
+                    expires_at=command.now + timedelta(seconds=command.ttl_seconds),
+                    by=command.by,
+                    at=command.now,
+                )
+            )
+        case AcceptInvitation():
+            invitation = usable_invitation(state, command.workspace_id, command.now)
+            return emit(
+                InvitationAccepted(
+                    workspace_id=invitation.workspace_id,
+                    invitation_id=invitation.id,
+                    user_id=command.user_id,
+                    at=command.now,
+                )
+            )
+        case RevokeInvitation():
+            if state is None or state.workspace_id != command.workspace_id:
+                raise NotFound("Invitation not found.")
+            check_manage(command.by_role, state.role)
+            if state.revoked or state.accepted:
+                return NOTHING
+            return emit(
+                InvitationRevoked(
+                    workspace_id=state.workspace_id,
+                    invitation_id=state.id,
+                    by=command.by,
+                    at=command.now,
+                )
+            )
+    raise TypeError(f"not an invitation command: {type(command).__name__}")
+
+
+INVITATION: Decider[Command, InvitationState | None] = Decider(
+    initial=none, evolve=evolve_invitation, decide=decide_invitation
+)
+
+
+def staff_external_id(email: str) -> str:
+    """The external id of a staff member's user: one user per email in a workspace."""
+    return "staff:" + email.strip().lower()
 
 
 # -- authentication (pure checks of what the read model holds) -----------------------------

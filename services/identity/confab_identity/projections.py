@@ -19,8 +19,14 @@ from confab.bus import IDENTITY
 from confab.contracts.events.identity import (
     ApiKeyIssued,
     ApiKeyRevoked,
+    InvitationAccepted,
+    InvitationCreated,
+    InvitationRevoked,
     SessionIssued,
     SessionRevoked,
+    StaffJoined,
+    StaffRemoved,
+    StaffRoleChanged,
     UserBanned,
     UserErased,
     UserUnbanned,
@@ -41,7 +47,8 @@ def read_model(schema: str = SCHEMA, keys: KeyRing | None = None) -> list[Projec
 
 
 class IdentityProjection(Projection):
-    """Workspaces, API keys, users and sessions; ``schema`` differs only for a rebuild."""
+    """Workspaces, API keys, users, sessions, staff and invitations; ``schema`` differs
+    only for a rebuild."""
 
     stream = IDENTITY.name
     subjects = IDENTITY.subjects
@@ -122,6 +129,12 @@ class IdentityProjection(Projection):
                 )
             case UserErased():
                 await self._update(conn, t.users, event.user_id, seq, **erased_profile(event.at))
+                # An erased staff member leaves the team, and their email with them.
+                await conn.execute(
+                    t.staff.update()
+                    .where(t.staff.c.id == event.user_id, t.staff.c.removed_at.is_(None))
+                    .values(email="", removed_at=event.at)
+                )
             case SessionIssued():
                 await self._insert(
                     conn,
@@ -135,9 +148,51 @@ class IdentityProjection(Projection):
                     created_at=event.at,
                     revoked_at=None,
                     seq=seq,
+                    dashboard=event.dashboard,
                 )
             case SessionRevoked():
                 await self._update(conn, t.sessions, event.session_id, seq, revoked_at=event.at)
+            case StaffJoined():
+                await self._insert(
+                    conn,
+                    t.staff,
+                    id=event.user_id,
+                    workspace_id=event.workspace_id,
+                    email=event.email,
+                    role=event.role,
+                    joined_at=event.at,
+                    removed_at=None,
+                    seq=seq,
+                )
+            case StaffRoleChanged():
+                await self._update(conn, t.staff, event.user_id, seq, role=event.role)
+            case StaffRemoved():
+                await self._update(conn, t.staff, event.user_id, seq, removed_at=event.at)
+            case InvitationCreated():
+                await self._insert(
+                    conn,
+                    t.invitations,
+                    id=event.invitation_id,
+                    workspace_id=event.workspace_id,
+                    email=event.email,
+                    role=event.role,
+                    prefix=event.prefix,
+                    token_hash=event.token_hash,
+                    by=event.by,
+                    expires_at=event.expires_at,
+                    created_at=event.at,
+                    accepted_at=None,
+                    revoked_at=None,
+                    seq=seq,
+                )
+            case InvitationAccepted():
+                await self._update(
+                    conn, t.invitations, event.invitation_id, seq, accepted_at=event.at
+                )
+            case InvitationRevoked():
+                await self._update(
+                    conn, t.invitations, event.invitation_id, seq, revoked_at=event.at
+                )
 
     @staticmethod
     async def _insert(conn: AsyncConnection, table: sa.Table, **values: Any) -> None:

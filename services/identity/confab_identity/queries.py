@@ -14,15 +14,23 @@ from datetime import datetime
 
 from confab.contracts.events.identity import subject
 from confab.contracts.identity import (
+    ApiKeyList,
     ApiKeyPrincipal,
     AppCredentials,
     AuthenticateApiKey,
     AuthenticateSession,
+    AuthenticateStaffSession,
     GetAppCredentials,
     GetUser,
     GetWorkspace,
+    InvitationList,
+    ListApiKeys,
+    ListInvitations,
+    ListStaff,
     ListWorkspaces,
     SessionPrincipal,
+    StaffList,
+    StaffPrincipal,
     User,
     Workspace,
     WorkspaceList,
@@ -64,6 +72,10 @@ class Queries:
             (AuthenticateSession, self.authenticate_session),
             (GetUser, self.get_user),
             (GetAppCredentials, self.get_app_credentials),
+            (AuthenticateStaffSession, self.authenticate_staff_session),
+            (ListStaff, self.list_staff),
+            (ListInvitations, self.list_invitations),
+            (ListApiKeys, self.list_api_keys),
         ]
 
     async def _caught_up(self, subject_: str) -> bool:
@@ -133,7 +145,7 @@ class Queries:
         self, query: AuthenticateSession, _ctx: CallContext
     ) -> SessionPrincipal:
         row = await self.store.session_by_prefix(query.prefix)
-        if row is None:
+        if row is None or row.dashboard:  # a dashboard cookie is no widget token
             raise Unauthorized(domain.INVALID_SESSION)
         domain.check_session(
             row.token_hash,
@@ -149,3 +161,39 @@ class Queries:
             user_id=row.user_id,
             expires_at=row.expires_at,
         )
+
+    # -- staff -----------------------------------------------------------------------------
+
+    async def authenticate_staff_session(
+        self, query: AuthenticateStaffSession, _ctx: CallContext
+    ) -> StaffPrincipal:
+        """A dashboard session whose member is still on the team, with their role now."""
+        row = await self.store.session_by_prefix(query.prefix)
+        if row is None or not row.dashboard:
+            raise Unauthorized(domain.INVALID_SESSION)
+        domain.check_session(
+            row.token_hash,
+            query.token_hash,
+            expires_at=row.expires_at,
+            revoked=row.revoked or row.role is None,
+            user_erased=row.user_erased,
+            now=self.clock(),
+        )
+        assert row.role is not None
+        return StaffPrincipal(
+            workspace_id=row.workspace_id,
+            session_id=row.id,
+            user_id=row.user_id,
+            role=row.role,
+            expires_at=row.expires_at,
+        )
+
+    async def list_staff(self, query: ListStaff, _ctx: CallContext) -> StaffList:
+        return StaffList(data=await self.store.staff(valid(query.workspace_id, "Workspace")))
+
+    async def list_invitations(self, query: ListInvitations, _ctx: CallContext) -> InvitationList:
+        workspace_id = valid(query.workspace_id, "Workspace")
+        return InvitationList(data=await self.store.invitations(workspace_id, self.clock()))
+
+    async def list_api_keys(self, query: ListApiKeys, _ctx: CallContext) -> ApiKeyList:
+        return ApiKeyList(data=await self.store.api_keys(valid(query.workspace_id, "Workspace")))

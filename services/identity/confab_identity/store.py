@@ -14,7 +14,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from confab.contracts.identity import AppCredentials, User, Workspace
+from confab.contracts.identity import (
+    ApiKeyInfo,
+    AppCredentials,
+    Invitation,
+    StaffMember,
+    User,
+    Workspace,
+)
 
 SCHEMA = "identity"
 
@@ -25,9 +32,18 @@ class Tables:
     api_keys: sa.Table
     users: sa.Table
     sessions: sa.Table
+    staff: sa.Table
+    invitations: sa.Table
 
     def all(self) -> tuple[sa.Table, ...]:
-        return (self.workspaces, self.api_keys, self.users, self.sessions)
+        return (
+            self.workspaces,
+            self.api_keys,
+            self.users,
+            self.sessions,
+            self.staff,
+            self.invitations,
+        )
 
 
 def define_tables(metadata: sa.MetaData) -> Tables:
@@ -87,8 +103,39 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("created_at", ts, nullable=False),
         sa.Column("revoked_at", ts, nullable=True),
         sa.Column("seq", sa.BigInteger, nullable=False),
+        # A staff member's dashboard session (added for issue 19: older rows are widgets').
+        sa.Column("dashboard", sa.Boolean, nullable=False, server_default=sa.false()),
     )
-    return Tables(workspaces, api_keys, users, sessions)
+    staff = sa.Table(
+        "staff",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),  # the staff member's user id
+        sa.Column("workspace_id", sa.Text, nullable=False),
+        sa.Column("email", sa.Text, nullable=False),
+        sa.Column("role", sa.Text, nullable=False),
+        sa.Column("joined_at", ts, nullable=False),
+        sa.Column("removed_at", ts, nullable=True),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Index("staff_workspace", "workspace_id", "removed_at"),
+    )
+    invitations = sa.Table(
+        "invitations",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("workspace_id", sa.Text, nullable=False),
+        sa.Column("email", sa.Text, nullable=False),
+        sa.Column("role", sa.Text, nullable=False),
+        sa.Column("prefix", sa.Text, nullable=False, unique=True),
+        sa.Column("token_hash", sa.Text, nullable=False),
+        sa.Column("by", sa.Text, nullable=False),
+        sa.Column("expires_at", ts, nullable=False),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("accepted_at", ts, nullable=True),
+        sa.Column("revoked_at", ts, nullable=True),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Index("invitations_workspace", "workspace_id", "created_at"),
+    )
+    return Tables(workspaces, api_keys, users, sessions, staff, invitations)
 
 
 METADATA = sa.MetaData(schema=SCHEMA)
@@ -112,6 +159,15 @@ class SessionRow:
     expires_at: datetime
     revoked: bool
     user_erased: bool
+    dashboard: bool = False
+    role: str | None = None  # a dashboard session's staff member's role; None if not staff
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationRow:
+    id: str
+    workspace_id: str
+    token_hash: str
 
 
 class Store:
@@ -137,7 +193,7 @@ class Store:
         return ApiKeyRow(row.id, row.workspace_id, row.key_hash, row.revoked_at is not None)
 
     async def session_by_prefix(self, prefix: str) -> SessionRow | None:
-        s, u = self.t.sessions, self.t.users
+        s, u, st = self.t.sessions, self.t.users, self.t.staff
         row = await self._one(
             sa.select(
                 s.c.id,
@@ -146,9 +202,15 @@ class Store:
                 s.c.token_hash,
                 s.c.expires_at,
                 s.c.revoked_at,
+                s.c.dashboard,
+                st.c.role,
                 sa.func.coalesce(u.c.erased, sa.true()).label("user_erased"),
             )
-            .select_from(s.outerjoin(u, u.c.id == s.c.user_id))
+            .select_from(
+                s.outerjoin(u, u.c.id == s.c.user_id).outerjoin(
+                    st, sa.and_(st.c.id == s.c.user_id, st.c.removed_at.is_(None))
+                )
+            )
             .where(s.c.prefix == prefix)
         )
         if row is None:
@@ -161,7 +223,101 @@ class Store:
             expires_at=row.expires_at,
             revoked=row.revoked_at is not None,
             user_erased=bool(row.user_erased),
+            dashboard=bool(row.dashboard),
+            role=row.role,
         )
+
+    # -- staff ---------------------------------------------------------------------------
+
+    async def staff(self, workspace_id: str) -> list[StaffMember]:
+        """The workspace's current staff, by name, with their users' names."""
+        st, u = self.t.staff, self.t.users
+        query = (
+            sa.select(st.c.id, st.c.email, st.c.role, st.c.joined_at, u.c.name)
+            .select_from(st.join(u, u.c.id == st.c.id))
+            .where(st.c.workspace_id == workspace_id, st.c.removed_at.is_(None))
+            .order_by(u.c.name, st.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            StaffMember(
+                user_id=r.id, name=r.name, email=r.email, role=r.role, joined_at=r.joined_at
+            )
+            for r in rows
+        ]
+
+    async def owners(self, workspace_id: str) -> int:
+        st = self.t.staff
+        query = sa.select(sa.func.count()).where(
+            st.c.workspace_id == workspace_id, st.c.role == "owner", st.c.removed_at.is_(None)
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def has_staff(self, workspace_id: str) -> bool:
+        st = self.t.staff
+        found = await self._one(sa.select(st.c.id).where(st.c.workspace_id == workspace_id))
+        return found is not None
+
+    async def live_dashboard_sessions(self, workspace_id: str, user_id: str) -> list[str]:
+        s = self.t.sessions
+        query = sa.select(s.c.id).where(
+            s.c.workspace_id == workspace_id,
+            s.c.user_id == user_id,
+            s.c.dashboard.is_(True),
+            s.c.revoked_at.is_(None),
+        )
+        async with self.engine.connect() as conn:
+            return [r.id for r in (await conn.execute(query)).all()]
+
+    async def invitation_by_prefix(self, prefix: str) -> InvitationRow | None:
+        i = self.t.invitations
+        row = await self._one(
+            sa.select(i.c.id, i.c.workspace_id, i.c.token_hash).where(i.c.prefix == prefix)
+        )
+        return None if row is None else InvitationRow(row.id, row.workspace_id, row.token_hash)
+
+    async def invitations(self, workspace_id: str, now: datetime) -> list[Invitation]:
+        """Pending invitations: not accepted, withdrawn or expired; newest first."""
+        i = self.t.invitations
+        query = (
+            sa.select(i)
+            .where(
+                i.c.workspace_id == workspace_id,
+                i.c.accepted_at.is_(None),
+                i.c.revoked_at.is_(None),
+                i.c.expires_at > now,
+            )
+            .order_by(i.c.created_at.desc(), i.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            Invitation(
+                id=r.id,
+                email=r.email,
+                role=r.role,
+                expires_at=r.expires_at,
+                created_at=r.created_at,
+                by=r.by,
+            )
+            for r in rows
+        ]
+
+    async def api_keys(self, workspace_id: str) -> list[ApiKeyInfo]:
+        k = self.t.api_keys
+        query = (
+            sa.select(k.c.id, k.c.prefix, k.c.created_at, k.c.revoked_at)
+            .where(k.c.workspace_id == workspace_id)
+            .order_by(k.c.created_at, k.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            ApiKeyInfo(id=r.id, prefix=r.prefix, created_at=r.created_at, revoked_at=r.revoked_at)
+            for r in rows
+        ]
 
     async def user(self, workspace_id: str, user_id: str) -> User | None:
         """A live (not erased) user of the workspace."""

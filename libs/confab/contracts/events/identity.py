@@ -1,4 +1,4 @@
-"""Identity's stored events: workspaces, API keys, chat users and widget sessions.
+"""Identity's stored events: workspaces, API keys, chat users, sessions and staff.
 
 Subjects in ``IDENTITY``: ``identity.evt.<workspace>.<kind>.<id>`` with kind
 ``workspace``, ``api_key``, ``user`` or ``session``; each subject is one
@@ -99,10 +99,102 @@ class SessionIssued(Event, kw_only=True, frozen=True):
     token_hash: str
     expires_at: datetime
     at: datetime
+    # A staff member's dashboard session (cookie), not a widget's bearer token.
+    dashboard: bool = False
 
 
 class SessionRevoked(Event, kw_only=True, frozen=True):
     type = "session.revoked"
     workspace_id: str
+    session_id: str
+    at: datetime
+
+
+# -- staff: workspace members with a role and a password (issue 19) -------------------------
+#
+# Subjects: ``identity.evt.<ws>.staff.<user_id>`` (one staff member, keyed by their user
+# id: the workspace's user ``staff:<email>``) and ``identity.evt.<ws>.invitation.<id>``.
+# Their dashboard sessions are ``session`` aggregates with ``dashboard`` set, so revoking
+# one is the ``session.revoked`` every enforcing process already follows.
+
+
+class InvitationCreated(Event, kw_only=True, frozen=True):
+    type = "invitation.created"
+    workspace_id: str
+    invitation_id: str
+    email: str
+    role: str
+    prefix: str  # of the link's token; the token itself is shown once, to the inviter
+    token_hash: str
+    expires_at: datetime
+    by: str  # the inviting staff member's user id, or "" for the CLI / admin API
+    at: datetime
+
+
+class InvitationAccepted(Event, kw_only=True, frozen=True):
+    type = "invitation.accepted"
+    workspace_id: str
+    invitation_id: str
+    user_id: str
+    at: datetime
+
+
+class InvitationRevoked(Event, kw_only=True, frozen=True):
+    type = "invitation.revoked"
+    workspace_id: str
+    invitation_id: str
+    by: str
+    at: datetime
+
+
+class StaffJoined(Event, kw_only=True, frozen=True):
+    """A user of the workspace became staff (by an invitation, or as the first owner)."""
+
+    type = "staff.joined"
+    personal = ("email", "password_hash")
+    owner = "user_id"
+    workspace_id: str
+    user_id: str
+    email: str
+    role: str
+    password_hash: str  # argon2id (PHC string); sealed with the user's key
+    invitation_id: str | None = None
+    at: datetime
+    sealed: str | None = None
+
+
+class StaffRoleChanged(Event, kw_only=True, frozen=True):
+    type = "staff.role_changed"
+    workspace_id: str
+    user_id: str
+    role: str
+    by: str
+    at: datetime
+
+
+class StaffRemoved(Event, kw_only=True, frozen=True):
+    type = "staff.removed"
+    workspace_id: str
+    user_id: str
+    by: str
+    at: datetime
+
+
+class StaffSignInFailed(Event, kw_only=True, frozen=True):
+    """A wrong password for this account; ``locked_until`` is set by the one that locks it."""
+
+    type = "staff.sign_in_failed"
+    workspace_id: str
+    user_id: str
+    locked_until: datetime | None = None
+    at: datetime
+
+
+class StaffSignedIn(Event, kw_only=True, frozen=True):
+    """A right password: the failures before it no longer count."""
+
+    type = "staff.signed_in"
+    workspace_id: str
+    user_id: str
     session_id: str
     at: datetime

@@ -1,0 +1,372 @@
+"""Staff accounts and dashboard sessions against the stack (issue 19): the role table on
+every tenant route, invitations, lockout, CSRF, cookie flags, sign-out (everywhere),
+role changes in force at once, and staff sockets on conversation channels."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from yarl import URL
+
+from confab.staff import ROLES, grants
+from confab_gateway import sessions
+from confab_gateway.app import endpoints
+from confab_gateway.dashboard import router as dashboard_router
+from tests.client import Api, new_workspace
+from tests.stack import RunningStack
+from tests.staff import PASSWORD, Team, new_team, visible
+from tests.test_authority import Socket
+
+DUMMY_ID = "zz_none"
+
+
+@pytest.fixture
+async def team(stack: RunningStack, http: aiohttp.ClientSession) -> AsyncIterator[Team]:
+    made = await new_team(stack, http)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+def _path(path: str) -> str:
+    return re.sub(r"{\w+}", DUMMY_ID, path)
+
+
+async def test_every_route_answers_each_role_as_the_table_says(team: Team) -> None:
+    """Every tenant route (and every dashboard route with a permission), for every role:
+    refused (403) exactly when the role lacks the route's permission, and always when the
+    route names none (API keys only)."""
+    routes = [e for e in endpoints() if e.auth == "api_key"]
+    routes += [e for e in dashboard_router.endpoints if e.permission is not None]
+    assert any(e.permission is None for e in routes)  # the API-key-only ones are covered
+    checked: dict[tuple[str, bool], int] = {}
+    for role in ROLES:
+        member = team.members[role]
+        for e in routes:
+            body = {} if e.method in ("POST", "PATCH", "PUT") else None
+            status, reply = await member.call(e.method, _path(e.path), body)
+            allowed = e.permission is not None and grants(role, e.permission)
+            where = f"{role} {e.method} {e.path} -> {status} {reply}"
+            if allowed:
+                assert status not in (401, 403), where
+            else:
+                assert status == 403, where
+                assert reply["error"]["code"] == "forbidden", where
+            checked[(e.permission or "", allowed)] = (
+                checked.get((e.permission or "", allowed), 0) + 1
+            )
+    # Each permission some route names was seen allowed, and refused unless every role has it.
+    named = {e.permission for e in routes if e.permission}
+    for permission in named:
+        assert checked.get((permission, True)), permission
+        if not all(grants(role, permission) for role in ROLES):
+            assert checked.get((permission, False)), permission
+
+
+async def test_an_api_key_keeps_every_permission_and_manages_keys(team: Team) -> None:
+    status, made = await team.tenant.post("/api/v1/api-keys")
+    assert status == 201 and made["api_key"].startswith("sk_")
+    status, listed = await team.tenant.get("/api/v1/api-keys")
+    assert status == 200 and made["id"] in [k["id"] for k in listed["data"]]
+    assert all("api_key" not in k for k in listed["data"])  # secrets are never listed
+    admin = team.members["admin"]
+    status, _ = await admin.call("DELETE", f"/api/v1/api-keys/{made['id']}")
+    assert status == 204
+    new_key = team.tenant.as_(**{"X-API-Key": made["api_key"]})
+    status, _ = await new_key.get("/api/v1/users")
+    assert status == 401  # revoked everywhere before the reply
+
+
+async def test_roles_cannot_be_escalated(team: Team) -> None:
+    owner, admin, agent = (team.members[r] for r in ("owner", "admin", "agent"))
+    status, body = await admin.call(
+        "PATCH", f"/dashboard/api/staff/{admin.user_id}", {"role": "owner"}
+    )
+    assert status == 403 and "owner" in body["error"]["message"]
+    status, _ = await admin.call(
+        "PATCH", f"/dashboard/api/staff/{owner.user_id}", {"role": "agent"}
+    )
+    assert status == 403
+    status, _ = await admin.call(
+        "POST", "/dashboard/api/invitations", {"email": "boss@example.com", "role": "owner"}
+    )
+    assert status == 403
+    status, _ = await agent.call(
+        "PATCH", f"/dashboard/api/staff/{agent.user_id}", {"role": "admin"}
+    )
+    assert status == 403
+    status, body = await agent.call("GET", "/api/v1/api-keys")
+    assert status == 403 and "keys.manage" in body["error"]["message"]
+    # The last owner cannot step down.
+    status, _ = await owner.call(
+        "PATCH", f"/dashboard/api/staff/{owner.user_id}", {"role": "admin"}
+    )
+    assert status == 409
+    # A demotion is in force on the member's very next call, same session.
+    status, _ = await admin.call("GET", "/api/v1/api-keys")
+    assert status == 200
+    status, changed = await owner.call(
+        "PATCH", f"/dashboard/api/staff/{admin.user_id}", {"role": "agent"}
+    )
+    assert status == 200 and changed["role"] == "agent"
+    status, _ = await admin.call("GET", "/api/v1/api-keys")
+    assert status == 403
+    status, me = await admin.call("GET", "/dashboard/api/me")
+    assert status == 200 and me["role"] == "agent" and "keys.manage" not in me["permissions"]
+    # Removed: every session ends at once.
+    status, _ = await owner.call("DELETE", f"/dashboard/api/staff/{admin.user_id}")
+    assert status == 204
+    status, _ = await admin.call("GET", "/dashboard/api/me")
+    assert status == 401
+    status, staff = await owner.call("GET", "/dashboard/api/staff")
+    assert admin.user_id not in [m["user_id"] for m in staff["data"]]
+
+
+async def test_csrf_is_required_for_every_change_made_with_the_cookie(
+    team: Team, stack: RunningStack
+) -> None:
+    agent = team.members["agent"]
+    path = "/dashboard/api/sign-out"
+    status, body = await agent.api.post(path, headers={"Origin": stack.gateway})
+    assert status == 403 and "X-CSRF-Token" in body["error"]["message"]
+    status, body = await agent.api.post(
+        path, headers={"Origin": stack.gateway, "X-CSRF-Token": "forged"}
+    )
+    assert status == 403 and "does not match" in body["error"]["message"]
+    # The right token from another origin: refused too.
+    status, body = await agent.api.post(
+        path, headers={"Origin": "https://evil.example", "X-CSRF-Token": agent.me["csrf_token"]}
+    )
+    assert status == 403 and "origin" in body["error"]["message"]
+    # Another member's token is not this session's.
+    other = team.members["moderator"].me["csrf_token"]
+    status, _ = await agent.api.post(path, headers={"Origin": stack.gateway, "X-CSRF-Token": other})
+    assert status == 403
+    # A read needs none; the tenant routes follow the same rule.
+    status, _ = await agent.api.get("/api/v1/conversations")
+    assert status == 200
+    status, _ = await agent.api.post("/api/v1/conversations", {"participant_ids": []})
+    assert status == 403
+    # Signing in from another site's page is refused (no login CSRF).
+    status, _ = await Api(agent.http, stack.gateway, {}).post(
+        "/dashboard/api/sign-in",
+        {"workspace_id": team.workspace["id"], "email": agent.email, "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert status == 403
+    # Still signed in: none of the refused sign-outs happened.
+    status, _ = await agent.call("GET", "/dashboard/api/me")
+    assert status == 200
+
+
+async def test_the_cookie_is_http_only_strict_and_secure_off_loopback(
+    stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    team = await new_team(stack, http, roles=False)
+    try:
+        owner = team.members["owner"]
+        async with owner.http.post(
+            stack.gateway + "/dashboard/api/sign-in",
+            json={"workspace_id": team.workspace["id"], "email": owner.email, "password": PASSWORD},
+            headers={"Origin": stack.gateway},
+        ) as response:
+            assert response.status == 200
+            cookie = response.headers["Set-Cookie"]
+            body = await response.json()
+        attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")}
+        assert cookie.startswith("confab_dashboard=sd_")
+        assert {"httponly", "samesite", "path", "max-age"} <= attributes
+        assert "SameSite=Strict" in cookie and "Path=/" in cookie
+        assert "secure" not in attributes  # the stack is on 127.0.0.1
+        assert "sd_" not in str(body)  # the token is in the cookie only
+    finally:
+        await team.close()
+    for host, secure in (
+        ("dash.example.com", True),
+        ("localhost:8080", False),
+        ("[::1]:80", False),
+    ):
+        request = make_mocked_request("POST", "/", headers={"Host": host})
+        response = aiohttp.web.Response()
+        sessions.set_cookie(response, request, "sd_x", 60)
+        morsel = response.cookies[sessions.COOKIE]
+        assert bool(morsel["secure"]) is secure, host
+        assert morsel["httponly"] and morsel["samesite"] == "Strict"
+
+
+async def test_wrong_passwords_lock_the_account_not_others(
+    stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    team = await new_team(stack, http, roles=False)
+    try:
+        owner = team.members["owner"]
+        for _ in range(4):
+            status, body, _m = await team.sign_in(owner.email, "wrong password!")
+            assert status == 401, body
+        status, body, _m = await team.sign_in(owner.email, "wrong password!")
+        assert status == 429 and "locked until" in body["error"]["message"]
+        status, body, _m = await team.sign_in(owner.email)  # the right one: still locked
+        assert status == 429 and "locked until" in body["error"]["message"]
+        # The session made before the lockout is untouched; an unknown email is plain 401.
+        status, _ = await owner.call("GET", "/dashboard/api/me")
+        assert status == 200
+        status, body, _m = await team.sign_in("nobody@example.com")
+        assert status == 401 and body["error"]["message"] == "The email or password is not right."
+    finally:
+        await team.close()
+
+
+async def test_sign_out_and_sign_out_everywhere(team: Team, stack: RunningStack) -> None:
+    agent = team.members["agent"]
+    status, body, second = await team.sign_in(agent.email)
+    assert status == 200, body
+    status, _ = await second.call("POST", "/dashboard/api/sign-out")
+    assert status == 204
+    # The browser dropped the cookie; replaying the old token is refused too.
+    jar = second.http.cookie_jar.filter_cookies(URL(stack.gateway))
+    assert sessions.COOKIE not in jar or jar[sessions.COOKIE].value == ""
+    status, _ = await agent.call("GET", "/dashboard/api/me")
+    assert status == 200  # the other session lives on
+    status, _ = await agent.call("POST", "/dashboard/api/sign-out-everywhere")
+    assert status == 204
+    status, body = await agent.call("GET", "/dashboard/api/me")
+    assert status == 401, body
+    # Garbage and widget tokens are no dashboard sessions, nor staff cookies widget tokens.
+    for token in ("sd_" + "x" * 40, "garbage"):
+        status, _ = await Api(
+            agent.http, stack.gateway, {"Cookie": f"{sessions.COOKIE}={token}"}
+        ).get("/dashboard/api/me")
+        assert status == 401
+
+
+async def test_a_revoked_cookie_cannot_be_replayed(team: Team, stack: RunningStack) -> None:
+    moderator = team.members["moderator"]
+    token = moderator.http.cookie_jar.filter_cookies(URL(stack.gateway))[sessions.COOKIE].value
+    assert token.startswith("sd_")
+    status, _ = await moderator.call("POST", "/dashboard/api/sign-out")
+    assert status == 204
+    replay = Api(moderator.http, stack.gateway, {"Cookie": f"{sessions.COOKIE}={token}"})
+    status, _ = await replay.get("/api/v1/reports")
+    assert status == 401
+    # A dashboard token is no widget bearer token either.
+    status, _ = await team.tenant.as_(Authorization=f"Bearer {token}").get("/api/widget/me")
+    assert status == 401
+
+
+async def test_invitations_are_single_use_and_can_be_withdrawn(team: Team) -> None:
+    owner = team.members["owner"]
+    status, made = await owner.call(
+        "POST", "/dashboard/api/invitations", {"email": "twice@example.com", "role": "agent"}
+    )
+    assert status == 201
+    token = made["link"].split("#accept=", 1)[1]
+    status, pending = await owner.call("GET", "/dashboard/api/invitations")
+    assert made["invitation"]["id"] in [i["id"] for i in pending["data"]]
+    accept = {"token": token, "name": "Twice", "password": PASSWORD}
+    http = team.browser()
+    guest = Api(http, team.stack.gateway, {"Origin": team.stack.gateway})
+    status, _ = await guest.post("/dashboard/api/invitations/accept", accept)
+    assert status == 200
+    status, body = await guest.post("/dashboard/api/invitations/accept", accept)
+    assert status == 404 and "not valid" in body["error"]["message"]
+    status, made = await owner.call(
+        "POST", "/dashboard/api/invitations", {"email": "later@example.com", "role": "moderator"}
+    )
+    status, _ = await owner.call("DELETE", f"/dashboard/api/invitations/{made['invitation']['id']}")
+    assert status == 204
+    token = made["link"].split("#accept=", 1)[1]
+    status, _ = await guest.post("/dashboard/api/invitations/accept", {**accept, "token": token})
+    assert status == 404
+    status, _ = await guest.post(
+        "/dashboard/api/invitations/accept", {**accept, "token": "inv_" + "a" * 40}
+    )
+    assert status == 404
+    # A short password is refused before anything is spent.
+    status, made = await owner.call(
+        "POST", "/dashboard/api/invitations", {"email": "short@example.com", "role": "agent"}
+    )
+    token = made["link"].split("#accept=", 1)[1]
+    status, _ = await guest.post(
+        "/dashboard/api/invitations/accept", {**accept, "token": token, "password": "short"}
+    )
+    assert status == 422
+
+
+async def test_staff_sockets_watch_their_workspace_only(
+    team: Team, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    status, user = await team.tenant.post(
+        "/api/v1/users", {"external_id": f"v-{uuid.uuid4().hex[:6]}", "name": "Visitor"}
+    )
+    status, conv = await team.tenant.post(
+        "/api/v1/conversations", {"participant_ids": [user["id"]], "type": "group"}
+    )
+    assert status == 201, conv
+    channel = f"private-conversation.{conv['id']}"
+    agent = team.members["agent"]
+    await visible(agent, f"/api/v1/conversations/{conv['id']}")
+    socket = await Socket.open(http, stack, team.workspace["app_key"])
+    try:
+        status, signed = await agent.call(
+            "POST",
+            "/dashboard/api/broadcasting/auth",
+            {"socket_id": socket.socket_id, "channel_name": channel},
+        )
+        assert status == 200, signed
+        assert '"role":"agent"' in signed["channel_data"]
+        reply = await socket.subscribe(channel, signed)
+        assert reply["event"] == "pusher_internal:subscription_succeeded", reply
+        # Another workspace's conversation: no signature, and a forged role gets nothing.
+        admin = Api(http, stack.gateway, stack.admin_headers)
+        other = await new_workspace(admin, "Other")
+        other_tenant = admin.as_(**{"X-API-Key": other["api_key"]})
+        status, stranger = await other_tenant.post(
+            "/api/v1/users", {"external_id": "s", "name": "Stranger"}
+        )
+        status, theirs = await other_tenant.post(
+            "/api/v1/conversations", {"participant_ids": [stranger["id"]], "type": "group"}
+        )
+        status, _ = await agent.call(
+            "POST",
+            "/dashboard/api/broadcasting/auth",
+            {"socket_id": socket.socket_id, "channel_name": f"private-conversation.{theirs['id']}"},
+        )
+        assert status == 403
+        # Signing out closes the socket (4009) before the call returns.
+        status, _ = await agent.call("POST", "/dashboard/api/sign-out")
+        assert status == 204
+        assert await socket.closed() == 4009
+    finally:
+        await socket.close()
+
+
+async def test_a_role_change_closes_the_members_sockets(
+    team: Team, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    moderator = team.members["moderator"]
+    socket = await Socket.open(http, stack, team.workspace["app_key"])
+    try:
+        channel = f"private-user.{moderator.user_id}"
+        status, signed = await moderator.call(
+            "POST",
+            "/dashboard/api/broadcasting/user-auth",
+            {"socket_id": socket.socket_id},
+        )
+        assert status == 200, signed
+        await socket.send("pusher:signin", signed)
+        await socket.wait(lambda f: f["event"] == "pusher:signin_success")
+        del channel
+        owner = team.members["owner"]
+        status, _ = await owner.call(
+            "PATCH", f"/dashboard/api/staff/{moderator.user_id}", {"role": "agent"}
+        )
+        assert status == 200
+        assert await socket.closed() == 4009
+    finally:
+        await socket.close()
