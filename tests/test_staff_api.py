@@ -370,3 +370,29 @@ async def test_a_role_change_closes_the_members_sockets(
         assert await socket.closed() == 4009
     finally:
         await socket.close()
+
+
+async def test_users_are_searched_by_part_of_name_email_or_external_id(team: Team) -> None:
+    tag = uuid.uuid4().hex[:6]
+    made = {}
+    for name, email, external in (
+        (f"Zoë {tag}", f"zoe.{tag}@example.com", f"crm-1-{tag}"),
+        (f"Bob {tag}", f"bob_{tag}@example.com", f"crm-2-{tag}"),
+    ):
+        status, user = await team.tenant.post(
+            "/api/v1/users", {"name": name, "email": email, "external_id": external}
+        )
+        assert status == 201
+        made[name.split()[0]] = user["id"]
+    agent = team.members["agent"]
+
+    async def search(q: str) -> set[str]:
+        status, page = await agent.api.get("/api/v1/users", params={"q": q})
+        assert status == 200, page
+        return {u["id"] for u in page["data"]}
+
+    assert await search(f"zOë {tag}") == {made["Zoë"]}  # ASCII case folds (C collation)
+    assert await search(f"bob_{tag}@") == {made["Bob"]}
+    assert await search(f"crm-2-{tag}") == {made["Bob"]}
+    assert await search(tag) == set(made.values())
+    assert await search(f"%{tag}") == set()  # taken literally, not as a wildcard

@@ -24,6 +24,7 @@ Email = Annotated[
 ]
 Url = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s]+$")]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Search = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 TtlSeconds = Annotated[int, msgspec.Meta(ge=60, le=30 * 24 * 3600)]
 
 METADATA_MAX_BYTES = 8 * 1024
@@ -225,6 +226,8 @@ class ListUsers(Request, kw_only=True, frozen=True):
     workspace_id: str
     external_id: ExternalId | None = None
     email: Email | None = None
+    # Part of the name, email or external id, any case (the dashboard's user search).
+    q: Search | None = None
     updated_since: datetime | None = None
     cursor: TimeCursor | None = None
     limit: PageLimit = 50

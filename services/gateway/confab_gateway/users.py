@@ -16,6 +16,7 @@ from confab.contracts.identity import (
     IssueSession,
     ListUsers,
     RevokeSession,
+    Search,
     Session,
     SessionInput,
     SetUserBan,
@@ -77,6 +78,7 @@ async def upsert_user(call: Call) -> Result:
 class UserQuery(msgspec.Struct, kw_only=True, frozen=True):
     external_id: ExternalId | None = None
     email: Email | None = None
+    q: Search | None = None
     updated_since: datetime | None = None
     cursor: TimeCursor | None = None
     limit: PageLimit = 50
@@ -89,7 +91,8 @@ class UserQuery(msgspec.Struct, kw_only=True, frozen=True):
     permission=CONVERSATIONS_READ,
     tag="users",
     summary="The workspace's users (never erased ones), oldest change first, filtered by "
-    "external_id, email or updated_since; page on with next_cursor",
+    "external_id, email, updated_since or q (part of name, email or external id, any "
+    "case); page on with next_cursor",
     query=UserQuery,
     response=UserList,
     errors=(401, 422),
@@ -101,6 +104,7 @@ async def list_users(call: Call) -> UserList:
             workspace_id=call.workspace_id,
             external_id=q.external_id,
             email=q.email,
+            q=q.q,
             updated_since=q.updated_since,
             cursor=q.cursor,
             limit=q.limit,

@@ -27,6 +27,7 @@ class Directory:
             query.workspace_id,
             external_id=query.external_id,
             email=query.email,
+            search=query.q,
             updated_since=query.updated_since,
             after=parse_time_cursor(query.cursor),
             limit=query.limit,

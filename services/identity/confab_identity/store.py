@@ -336,6 +336,7 @@ class Store:
         external_id: str | None,
         email: str | None,
         updated_since: datetime | None,
+        search: str | None = None,
         after: tuple[datetime, str] | None,
         limit: int,
     ) -> tuple[list[User], bool]:
@@ -348,6 +349,15 @@ class Store:
             query = query.where(u.c.email == email)
         if updated_since is not None:
             query = query.where(u.c.updated_at >= updated_since)
+        if search:
+            pattern = "%" + _like_escaped(search) + "%"
+            query = query.where(
+                sa.or_(
+                    u.c.name.ilike(pattern, escape="\\"),
+                    u.c.email.ilike(pattern, escape="\\"),
+                    u.c.external_id.ilike(pattern, escape="\\"),
+                )
+            )
         if after is not None:
             query = query.where(sa.tuple_(u.c.updated_at, u.c.id) > sa.tuple_(*after))
         query = query.order_by(u.c.updated_at, u.c.id).limit(limit + 1)
@@ -406,3 +416,8 @@ def _user(row: sa.Row[Any]) -> User:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def _like_escaped(text: str) -> str:
+    """``text`` taken literally in a LIKE pattern with escape character backslash."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
