@@ -23,6 +23,10 @@
   be forged for another conversation. Both are rate limited per address. They
   are the demo page's own endpoints, not the public API, so ``/openapi.json``
   leaves them out. Without a demo key all of ``/demo`` is 404.
+- ``GET /dashboard``: the staff dashboard (plain ES modules under
+  ``/dashboard/assets/``, no build), with the demo page's Content-Security-Policy.
+  Its HTML is public; everything it shows comes from ``/dashboard/api`` and the
+  tenant API under the staff member's cookie session (``confab_gateway.dashboard``).
 - A middleware answers CORS for ``/api/widget/`` (bearer tokens, never cookies,
   so any origin may call it) and ``/widget/``.
 """
@@ -74,6 +78,7 @@ from confab_gateway.settings import GatewaySettings
 STATIC = Path(__file__).parent / "static"
 WIDGET_PREFIX = "/widget/v1/"
 DEMO_ASSETS = "/demo/assets/"
+DASHBOARD_ASSETS = "/dashboard/assets/"
 GUEST_TTL_SECONDS = 24 * 3600
 DEMO_DISABLED = (
     "The demo is not enabled on this gateway: it needs CONFAB_DEMO_API_KEY "
@@ -460,6 +465,9 @@ def install(app: web.Application, settings: GatewaySettings, rpc: RpcClient) -> 
     demo_assets = load_assets(STATIC / "demo", DEMO_ASSETS)
     demo_page = demo_assets.pop(DEMO_ASSETS + "index.html")
     demo_page = make_asset(demo_page.body, demo_page.content_type, "no-cache")
+    dashboard_assets = load_assets(STATIC / "dashboard", DASHBOARD_ASSETS)
+    dashboard_page = dashboard_assets.pop(DASHBOARD_ASSETS + "index.html")
+    dashboard_page = make_asset(dashboard_page.body, dashboard_page.content_type, "no-cache")
     page_headers = {
         "Content-Security-Policy": content_security_policy(settings),
         "Referrer-Policy": "no-referrer",
@@ -492,6 +500,15 @@ def install(app: web.Application, settings: GatewaySettings, rpc: RpcClient) -> 
             return web.Response(status=404, text=DEMO_DISABLED + "\n")
         return asset_response(request, demo_page, **page_headers)
 
+    async def dashboard_file(request: web.Request) -> web.Response:
+        asset = dashboard_assets.get(request.path)
+        if asset is None:
+            raise NotFound("No such file.")
+        return asset_response(request, asset)
+
+    async def dashboard_index(request: web.Request) -> web.StreamResponse:
+        return asset_response(request, dashboard_page, **page_headers)
+
     async def create_room(request: web.Request) -> web.Response:
         d = demo()
         take_per_address(d.room_limit, proxies.client(request))
@@ -511,6 +528,9 @@ def install(app: web.Application, settings: GatewaySettings, rpc: RpcClient) -> 
             web.get(DEMO_ASSETS + "{name}", demo_file),
             web.post("/demo/api/rooms", create_room),
             web.post("/demo/api/rooms/{room}/guests", join_room),
+            web.get("/dashboard", dashboard_index),
+            web.get("/dashboard/", dashboard_index),
+            web.get(DASHBOARD_ASSETS + "{path:.+}", dashboard_file),
         ]
     )
 

@@ -1,0 +1,155 @@
+"""The staff dashboard in Debian's Chromium (issue 19): signing in through the page, a
+moderator hiding a reported message from the queue, an agent who gets neither the UI
+nor the API of key management, the other pages, phone and desktop, axe-core clean."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from playwright.async_api import expect
+
+from tests.browser.conftest import DESKTOP, PHONE, Shop, screenshot_path
+from tests.browser.test_widget import LIVE
+from tests.staff import PASSWORD, Team, make_owner
+
+
+async def axe(page: Any, source: str) -> list[str]:
+    """axe-core's serious and critical violations. The dashboard's CSP allows no inline
+    script, so axe is evaluated through the DevTools protocol, not injected as a tag."""
+    if not await page.evaluate("typeof window.axe === 'object'"):
+        await page.evaluate(source + "\n;undefined")
+    results = await page.evaluate(
+        "() => axe.run(document, { resultTypes: ['violations'] }).then(r => r.violations)"
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + ", ".join(str(n["target"]) for n in v["nodes"][:3])
+        for v in results
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+async def signed_in(shop: Shop, workspace_id: str, email: str, viewport: dict[str, int]) -> Any:
+    """A browser of its own, signed in through the dashboard's form."""
+    page = await shop.page(
+        f"{shop.stack.gateway}/dashboard/#workspace={workspace_id}", viewport=viewport, label=email
+    )
+    await expect(page.get_by_role("heading", name="Sign in to your workspace")).to_be_visible(
+        timeout=LIVE
+    )
+    await expect(page.get_by_label("Workspace ID")).to_have_value(workspace_id)
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_label("Password").press("Enter")  # keyboard only
+    await expect(page.get_by_role("navigation", name="Dashboard")).to_be_visible(timeout=LIVE)
+    return page
+
+
+async def test_a_moderator_hides_a_reported_message_and_an_agent_gets_no_key_management(
+    shop: Shop, axe_source: str
+) -> None:
+    # The workspace: its team (an owner, a moderator and an agent) and a reported message.
+    alice, bob = await shop.person("Alice"), await shop.person("Bob")
+    status, widget_me = await alice.api.get("/api/widget/me")
+    assert status == 200, widget_me
+    team = Team(shop.stack, {"id": widget_me["workspace_id"]}, shop.tenant)
+    owner_email = f"owner.{uuid.uuid4().hex[:6]}@example.com"
+    await make_owner(shop.stack, team.workspace["id"], owner_email)
+    status, body, owner = await team.sign_in(owner_email)
+    assert status == 200, body
+    moderator = await team.invite_and_accept(owner, "moderator", "Mo Derator")
+    agent = await team.invite_and_accept(owner, "agent", "Agnes Agent")
+    conversation = await shop.conversation(alice, bob, kind="group", title="Trail talk")
+    for text in (
+        "Anyone tried the new trail?",
+        "Yes, lovely views",
+        "Buy cheap pills at spam.example",
+    ):
+        who = bob if text.startswith("Buy") else alice
+        status, sent = await who.api.post(
+            f"/api/widget/conversations/{conversation}/messages", {"content": text}
+        )
+        assert status == 201, sent
+    status, _ = await alice.api.post(
+        f"/api/widget/messages/{sent['id']}/report", {"reason": "spam"}
+    )
+    assert status in (200, 201, 204)
+    await team.close()
+
+    # The moderator: the queue shows the report with the conversation around it.
+    page = await signed_in(shop, team.workspace["id"], moderator.email, DESKTOP)
+    nav = page.get_by_role("navigation", name="Dashboard")
+    await expect(nav.get_by_role("link", name="Moderation")).to_have_attribute(
+        "aria-current", "page"
+    )
+    await expect(nav.get_by_role("link", name="API keys")).to_have_count(0)
+    report = page.get_by_test_id("report").filter(has_text="spam.example")
+    await expect(report).to_have_count(1, timeout=LIVE)
+    await expect(report.get_by_test_id("reported-message")).to_contain_text("Buy cheap pills")
+    await expect(report).to_contain_text("Yes, lovely views")  # in context
+    await expect(report.get_by_role("button", name="Ban Bob")).to_be_visible()
+    await expect(report.get_by_role("button", name="Erase Bob")).to_have_count(0)  # no users.erase
+    assert await axe(page, axe_source) == []
+    await page.screenshot(path=screenshot_path("dashboard-moderation.png"), full_page=True)
+    # Keyboard: focus the Hide button and press Enter.
+    await report.get_by_role("button", name="Hide").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_test_id("report").filter(has_text="spam.example")).to_have_count(
+        0, timeout=LIVE
+    )
+    await page.get_by_role("button", name="All").click()
+    hidden = page.get_by_test_id("report").filter(has_text="spam.example")
+    await expect(hidden.locator(".badge.hidden").first).to_be_visible(timeout=LIVE)
+    # Everyone else no longer sees it; the moderator's history still has it, flagged.
+    status, history = await alice.api.get(f"/api/widget/conversations/{conversation}/messages")
+    assert "Buy cheap pills" not in str(history)
+    status, moderated = await shop.tenant.get(f"/api/v1/conversations/{conversation}/messages")
+    assert any(m["id"] == sent["id"] and m["hidden"] for m in moderated["data"])
+
+    # The agent: no key management in the navigation; the page itself says no, and so
+    # does the API (403) when the page's own session asks.
+    agent_page = await signed_in(shop, team.workspace["id"], agent.email, PHONE)
+    await expect(agent_page.get_by_role("link", name="API keys")).to_have_count(0)
+    await expect(agent_page.get_by_role("link", name="Moderation")).to_have_count(0)
+    await agent_page.goto(f"{shop.stack.gateway}/dashboard/#/settings/keys")
+    await expect(agent_page.get_by_role("heading", name="You do not have access")).to_be_visible(
+        timeout=LIVE
+    )
+    await expect(agent_page.get_by_role("button", name="Create API key")).to_have_count(0)
+    status = await agent_page.evaluate("fetch('/api/v1/api-keys').then(r => r.status)")
+    assert status == 403
+    assert await axe(agent_page, axe_source) == []
+
+    # The owner: every page, each axe-clean on a phone and a desktop.
+    owner_page = await signed_in(shop, team.workspace["id"], owner_email, DESKTOP)
+    for path, heading in (
+        ("settings/keys", "API keys"),
+        ("settings/webhooks", "Webhooks"),
+        ("settings/team", "Team"),
+        ("users", "Users"),
+    ):
+        await owner_page.goto(f"{shop.stack.gateway}/dashboard/#/{path}")
+        await expect(owner_page.get_by_role("heading", name=heading, exact=True)).to_be_visible(
+            timeout=LIVE
+        )
+        await expect(owner_page.locator(".state.loading")).to_have_count(0, timeout=LIVE)
+        assert await axe(owner_page, axe_source) == [], path
+    await owner_page.get_by_label("Search users").fill("Bob")
+    await expect(owner_page.get_by_role("link", name="Bob")).to_be_visible(timeout=LIVE)
+    await owner_page.get_by_role("link", name="Bob").click()
+    await expect(owner_page.get_by_role("heading", name="Bob")).to_be_visible(timeout=LIVE)
+    await expect(owner_page.get_by_text("Trail talk")).to_be_visible(timeout=LIVE)
+    await expect(owner_page.get_by_role("button", name="Export data (GDPR)")).to_be_visible()
+    assert await axe(owner_page, axe_source) == []
+    await owner_page.set_viewport_size(PHONE)
+    await owner_page.goto(f"{shop.stack.gateway}/dashboard/#/settings/team")
+    await expect(owner_page.get_by_test_id("member")).to_have_count(3, timeout=LIVE)
+    assert await axe(owner_page, axe_source) == []
+    # Sign out: back to the form, and the session is gone for the API too.
+    await owner_page.get_by_role("button", name="Sign out", exact=True).click()
+    await expect(
+        owner_page.get_by_role("heading", name="Sign in to your workspace")
+    ).to_be_visible()
+    status = await owner_page.evaluate("fetch('/dashboard/api/me').then(r => r.status)")
+    assert status == 401
