@@ -95,6 +95,18 @@ def _author(given: str | None, staff_user: str | None) -> str:
     return author
 
 
+async def _change(
+    call: Call, request: type[AssignSupport | SetSupportStatus | TagSupport]
+) -> SupportConversation:
+    """A staff change of a support conversation; its answer is the conversation now."""
+    actor, me = staff(call)
+    found: SupportConversation = await call.rpc.call(
+        request(actor=actor, conversation_id=call.path["conversation_id"], by=me, input=call.body),
+        correlation=call.correlation,
+    )
+    return found
+
+
 class InboxQuery(msgspec.Struct, kw_only=True, frozen=True):
     view: InboxView = "all"
     assignee_id: Id | None = None
@@ -167,14 +179,7 @@ async def get_support(call: Call) -> SupportConversation:
     permission=REPLY,
 )
 async def assign(call: Call) -> SupportConversation:
-    actor, me = staff(call)
-    found: SupportConversation = await call.rpc.call(
-        AssignSupport(
-            actor=actor, conversation_id=call.path["conversation_id"], by=me, input=call.body
-        ),
-        correlation=call.correlation,
-    )
-    return found
+    return await _change(call, AssignSupport)
 
 
 @router.route(
@@ -189,14 +194,7 @@ async def assign(call: Call) -> SupportConversation:
     permission=REPLY,
 )
 async def set_status(call: Call) -> SupportConversation:
-    actor, me = staff(call)
-    found: SupportConversation = await call.rpc.call(
-        SetSupportStatus(
-            actor=actor, conversation_id=call.path["conversation_id"], by=me, input=call.body
-        ),
-        correlation=call.correlation,
-    )
-    return found
+    return await _change(call, SetSupportStatus)
 
 
 @router.route(
@@ -211,14 +209,7 @@ async def set_status(call: Call) -> SupportConversation:
     permission=REPLY,
 )
 async def set_tags(call: Call) -> SupportConversation:
-    actor, me = staff(call)
-    found: SupportConversation = await call.rpc.call(
-        TagSupport(
-            actor=actor, conversation_id=call.path["conversation_id"], by=me, input=call.body
-        ),
-        correlation=call.correlation,
-    )
-    return found
+    return await _change(call, TagSupport)
 
 
 @router.route(

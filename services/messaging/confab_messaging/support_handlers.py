@@ -139,26 +139,21 @@ class Support:
         return await self._one(workspace_id, cmd.conversation_id)
 
     async def set_status(self, cmd: SetSupportStatus, _ctx: CallContext) -> SupportConversation:
-        workspace_id = tenant_side(cmd.actor)
-        command = support_domain.SetStatus(
-            actor=cmd.actor,
-            now=self.clock(),
-            by=self._by(cmd.by),
-            status=cmd.input.status,
-            snoozed_until=cmd.input.snoozed_until,
+        data = cmd.input
+        return await self._change(
+            cmd, support_domain.SetStatus, status=data.status, snoozed_until=data.snoozed_until
         )
-        await self._run(cmd, command)
-        return await self._one(workspace_id, cmd.conversation_id)
 
     async def tag(self, cmd: TagSupport, _ctx: CallContext) -> SupportConversation:
+        return await self._change(cmd, support_domain.SetTags, tags=list(cmd.input.tags))
+
+    async def _change(
+        self, cmd: StaffRequest, command: type[support_domain.StaffCommand], **fields: Any
+    ) -> SupportConversation:
+        """Run a staff change; answer the support conversation as it is now."""
         workspace_id = tenant_side(cmd.actor)
-        command = support_domain.SetTags(
-            actor=cmd.actor,
-            now=self.clock(),
-            by=self._by(cmd.by),
-            tags=list(cmd.input.tags),
-        )
-        await self._run(cmd, command)
+        made = command(actor=cmd.actor, now=self.clock(), by=self._by(cmd.by), **fields)
+        await self._run(cmd, made)
         return await self._one(workspace_id, cmd.conversation_id)
 
     async def add_note(self, cmd: AddNote, _ctx: CallContext) -> Note:
