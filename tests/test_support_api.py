@@ -230,3 +230,101 @@ async def test_hostile_input_and_other_workspaces(
     assert first[0] == second[0] == 201 and first[1]["id"] == second[1]["id"]
     status, history = await visitor_w.get(f"/api/widget/conversations/{cid}/messages")
     assert [m["content"] for m in history["data"]].count("once") == 1
+
+
+SETTINGS = {
+    "enabled": True,
+    "greeting": "Hi! Ask us anything.",
+    "team_name": "Acme support",
+    "team_avatars": ["https://example.com/a.png"],
+    "reply_time": "minutes",
+    "prechat_name": "optional",
+    "prechat_email": "required",
+    "allow_anonymous": True,
+    "allowed_origins": ["https://shop.example.com"],
+    "round_robin": True,
+}
+
+
+async def test_settings_visitors_and_round_robin(
+    world: World, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    tenant, ws = world.tenant, world.workspace
+    public = Api(http, stack.gateway, {})
+    status, body = await public.get("/api/widget/support", params={"app_key": ws["app_key"]})
+    assert status == 200 and body["enabled"] is False and body["allow_anonymous"] is False
+    # Anonymous visitors without an origin to come from: refused.
+    status, body = await tenant.call(
+        "PUT", "/api/v1/support/settings", {**SETTINGS, "allowed_origins": []}
+    )
+    assert status == 422, body
+    for bad in ({"team_avatars": ["javascript:alert(1)"]}, {"allowed_origins": ["*"]}):
+        status, body = await tenant.call("PUT", "/api/v1/support/settings", {**SETTINGS, **bad})
+        assert status in (400, 422), (bad, body)
+    status, setup = await tenant.call("PUT", "/api/v1/support/settings", SETTINGS)
+    assert status == 200 and setup["settings"] == SETTINGS, setup
+
+    # Two agents; one online. The widget sees the team online.
+    ann, _ = await world.user("Ann")
+    bob, _ = await world.user("Bob")
+    status, body = await tenant.call(
+        "PUT", f"/api/v1/support/agents/{ann['id']}/availability", {"status": "online"}
+    )
+    assert status == 200 and body["agents"][0]["status"] == "online", body
+    status, body = await public.get("/api/widget/support", params={"app_key": ws["app_key"]})
+    assert status == 200 and body["team_online"] is True and body["reply_time"] == "minutes"
+    assert "allowed_origins" not in body and "round_robin" not in body
+
+    # A visitor from an allowed page gets a session; from elsewhere, not.
+    page = {"Origin": "https://shop.example.com"}
+    status, body = await public.post(
+        "/api/widget/visitors", {"app_key": ws["app_key"]}, headers=page
+    )
+    assert status == 422 and "email" in body["error"]["details"], body
+    for origin in ("https://evil.example.com", "http://shop.example.com", ""):
+        status, body = await public.post(
+            "/api/widget/visitors",
+            {"app_key": ws["app_key"], "email": "v@example.com"},
+            headers={"Origin": origin} if origin else {},
+        )
+        assert status == 403, (origin, body)
+    status, body = await public.post(
+        "/api/widget/visitors", {"app_key": "app_nope", "email": "v@example.com"}, headers=page
+    )
+    assert status == 404, body
+    status, session = await public.post(
+        "/api/widget/visitors",
+        {"app_key": ws["app_key"], "name": "Vera", "email": "vera@example.com"},
+        headers=page,
+    )
+    assert status == 201 and session["user"]["name"] == "Vera", session
+    visitor_w = public.as_(Authorization=f"Bearer {session['token']}")
+
+    # Round-robin: the conversation goes to the agent online.
+    cid = (await start(visitor_w))["id"]
+    status, found = await tenant.get(support(cid))
+    assert status == 200 and found["assignee_id"] == ann["id"], found
+    status, body = await tenant.call(
+        "PUT", f"/api/v1/support/agents/{bob['id']}/availability", {"status": "online"}
+    )
+    assert status == 200
+    second = (await start(visitor_w, "Another question"))["id"]
+    status, found = await tenant.get(support(second))
+    assert found["assignee_id"] == bob["id"], found  # Ann has one open already
+
+    # Per address and workspace, attempts are limited: 5 at once (all spent above).
+    status, body = await public.post(
+        "/api/widget/visitors", {"app_key": ws["app_key"], "email": "x@example.com"}, headers=page
+    )
+    assert status == 429 and body["error"]["details"]["retry_after"] > 0, body
+
+    # Another workspace's user is no agent here.
+    other = World(Api(http, stack.gateway, stack.admin_headers), ws)
+    stranger, _ = await World(
+        Api(http, stack.gateway, stack.admin_headers),
+        await new_workspace(Api(http, stack.gateway, stack.admin_headers), "Other"),
+    ).user("Stranger")
+    status, body = await other.tenant.call(
+        "PUT", f"/api/v1/support/agents/{stranger['id']}/availability", {"status": "online"}
+    )
+    assert status == 404, body

@@ -17,6 +17,12 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 
 from confab.contracts.base import PageLimit, Reply, Request, StreamSeq, TimeCursor
+from confab.contracts.events.identity import (
+    AgentStatus,
+    PrechatField,
+    ReplyTime,
+    SupportSettings,
+)
 from confab.contracts.events.messaging import SupportStatus
 from confab.contracts.messaging import (
     MAX_ATTACHMENTS,
@@ -187,3 +193,75 @@ class ListNotes(Request, kw_only=True, frozen=True):
     after: StreamSeq = 0
     limit: PageLimit = 50
     min_seq: StreamSeq = 0
+
+
+# -- support settings and agents' availability (identity) ----------------------------------------
+
+
+class AvailabilityInput(Body, kw_only=True, frozen=True):
+    status: AgentStatus
+
+
+class Agent(msgspec.Struct, kw_only=True, frozen=True):
+    user_id: str
+    status: AgentStatus
+    at: datetime
+
+
+class SupportSetup(Reply, kw_only=True, frozen=True):
+    """A workspace's support settings and its agents' availability (the tenant's view)."""
+
+    workspace_id: str
+    settings: SupportSettings
+    agents: list[Agent] = []
+
+
+class PublicSupport(Reply, kw_only=True, frozen=True):
+    """What the widget shows before the first message (no origins, no assignment rules).
+    ``team_online``: some agent is online now, so "typically replies in ``reply_time``"."""
+
+    enabled: bool
+    greeting: str
+    team_name: str
+    team_avatars: list[str]
+    reply_time: ReplyTime
+    team_online: bool
+    prechat_name: PrechatField
+    prechat_email: PrechatField
+    allow_anonymous: bool
+
+
+class ConfigureSupport(Request, kw_only=True, frozen=True):
+    """The whole settings, replacing what was there."""
+
+    subject: ClassVar[str] = "identity.cmd.configure_support"
+    reply: ClassVar[type[msgspec.Struct]] = SupportSetup
+    workspace_id: str
+    settings: SupportSettings
+    by: str = ""
+
+
+class SetAvailability(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "identity.cmd.set_availability"
+    reply: ClassVar[type[msgspec.Struct]] = SupportSetup
+    workspace_id: str
+    user_id: str
+    status: AgentStatus
+
+
+class GetSupportSetup(Request, kw_only=True, frozen=True):
+    """By workspace id (the tenant), or by the public app key (the widget): one of them."""
+
+    subject: ClassVar[str] = "identity.q.support_setup"
+    reply: ClassVar[type[msgspec.Struct]] = SupportSetup
+    workspace_id: str | None = None
+    app_key: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+class AutoAssign(StaffRequest, kw_only=True, frozen=True):
+    """Round-robin: assign an unassigned support conversation to the candidate (agents
+    online) with the fewest open conversations, ties in the order given."""
+
+    subject: ClassVar[str] = "messaging.cmd.support_auto_assign"
+    reply: ClassVar[type[msgspec.Struct]] = SupportConversation
+    candidates: Annotated[list[Id], msgspec.Meta(max_length=1000)]

@@ -18,6 +18,7 @@ from confab_gateway import (
     openapi,
     support,
     users,
+    visitors,
     webhooks,
     widget,
 )
@@ -41,6 +42,7 @@ ROUTERS: list[Router] = [
     admin_webhooks.router,
     webhooks.router,
     support.router,
+    visitors.router,
 ]
 
 

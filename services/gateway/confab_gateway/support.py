@@ -38,7 +38,9 @@ from confab.contracts.support import (
     AddNote,
     AssignInput,
     AssignSupport,
+    AutoAssign,
     GetSupport,
+    GetSupportSetup,
     InboxView,
     ListNotes,
     ListSupport,
@@ -51,6 +53,7 @@ from confab.contracts.support import (
     StatusInput,
     SupportConversation,
     SupportConversationList,
+    SupportSetup,
     Tag,
     TagsInput,
     TagSupport,
@@ -63,6 +66,7 @@ router = Router()
 
 TAG = "support"
 WRITE_ERRORS = (400, 401, 403, 404, 413, 415, 422)
+ROUND_ROBIN = "round-robin"  # the actor of automatic assignments
 READ = "conversations.read"
 REPLY = "conversations.reply"
 
@@ -336,7 +340,24 @@ async def start_support(call: Call) -> Result:
         correlation=call.correlation,
     )
     call.wrote(posted.stream_seq)
+    await _round_robin(call, saved.conversation.id)
     conversation = msgspec.structs.replace(
         saved.conversation, last_message=posted.message, last_seq=posted.message.seq
     )
     return Result(conversation, 201)
+
+
+async def _round_robin(call: Call, conversation_id: str) -> None:
+    """Assign a new support conversation among the agents online, when the workspace
+    says so (``AutoAssign``: the one with the fewest open conversations)."""
+    setup: SupportSetup = await call.rpc.call(GetSupportSetup(workspace_id=call.workspace_id))
+    online = [a.user_id for a in setup.agents if a.status == "online"]
+    if setup.settings.round_robin and online:
+        await call.rpc.call(
+            AutoAssign(
+                actor=Actor(workspace_id=call.workspace_id, key_id=ROUND_ROBIN),
+                conversation_id=conversation_id,
+                candidates=online,
+            ),
+            correlation=call.correlation,
+        )

@@ -24,6 +24,7 @@ from confab.contracts.messaging import Actor, MessageInput, MessageSaved, PostMe
 from confab.contracts.support import (
     AddNote,
     AssignSupport,
+    AutoAssign,
     GetSupport,
     InboxCounts,
     ListNotes,
@@ -86,6 +87,7 @@ class Support:
     def routes(self) -> list[Route]:
         return [
             (AssignSupport, self.assign),
+            (AutoAssign, self.auto_assign),
             (SetSupportStatus, self.set_status),
             (TagSupport, self.tag),
             (AddNote, self.add_note),
@@ -136,6 +138,22 @@ class Support:
             assignee_exists=exists,
         )
         await self._run(cmd, command)
+        return await self._one(workspace_id, cmd.conversation_id)
+
+    async def auto_assign(self, cmd: AutoAssign, _ctx: CallContext) -> SupportConversation:
+        """Round-robin by load: the live candidate with the fewest open conversations."""
+        workspace_id = tenant_side(cmd.actor)
+        candidates = [valid(c, "User") for c in dict.fromkeys(cmd.candidates)]
+        users = await self.lookups.users(workspace_id, candidates)
+        live = [c for c in candidates if c in users and not users[c].erased]
+        current = await self.store.one(workspace_id, valid(cmd.conversation_id, "Conversation"))
+        if live and (current is None or current.assignee_id is None):
+            loads = await self.store.open_loads(workspace_id, live)
+            chosen = min(live, key=lambda c: loads[c])
+            command = support_domain.Assign(
+                actor=cmd.actor, now=self.clock(), assignee_id=chosen, automatic=True
+            )
+            await self._run(cmd, command)
         return await self._one(workspace_id, cmd.conversation_id)
 
     async def set_status(self, cmd: SetSupportStatus, _ctx: CallContext) -> SupportConversation:

@@ -196,3 +196,21 @@ class SupportStore:
                 sa.select(c).where(c.c.workspace_id == workspace_id, c.c.id.in_(list(ids)))
             )
             return {r.id: r._mapping for r in rows}
+
+    async def open_loads(self, workspace_id: str, user_ids: Sequence[str]) -> dict[str, int]:
+        """How many open (or snoozed) support conversations each user is assigned."""
+        if not user_ids:
+            return {}
+        s = self.t.support
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(s.c.assignee_id, sa.func.count())
+                .where(
+                    s.c.workspace_id == workspace_id,
+                    s.c.assignee_id.in_(list(user_ids)),
+                    s.c.status != "closed",
+                )
+                .group_by(s.c.assignee_id)
+            )
+            loads = {r[0]: int(r[1]) for r in rows}
+        return {u: loads.get(u, 0) for u in user_ids}
