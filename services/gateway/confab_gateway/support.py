@@ -18,7 +18,15 @@ from __future__ import annotations
 import msgspec
 
 from confab.contracts.base import PageLimit, StreamSeq, TimeCursor
-from confab.contracts.identity import ApiKeyPrincipal
+from confab.contracts.identity import (
+    ApiKeyPrincipal,
+    Email,
+    GetUser,
+    Name,
+    UpdateUser,
+    User,
+    UserPatch,
+)
 from confab.contracts.messaging import (
     Actor,
     Body,
@@ -66,6 +74,8 @@ router = Router()
 
 TAG = "support"
 WRITE_ERRORS = (400, 401, 403, 404, 413, 415, 422)
+VISITOR_PREFIX = "visitor:"  # the external_id of a visitor: the tenant has not identified them
+VISITOR_NAME = "Visitor"  # a visitor's name until they give theirs
 ROUND_ROBIN = "round-robin"  # the actor of automatic assignments
 READ = "conversations.read"
 REPLY = "conversations.reply"
@@ -306,6 +316,9 @@ async def reply(call: Call) -> Message:
 class StartSupportInput(Body, kw_only=True, frozen=True):
     content: Content
     client_msg_id: ClientMsgId | None = None
+    # Pre-chat fields, for a visitor the tenant has not identified (settings say which).
+    name: Name | None = None
+    email: Email | None = None
 
 
 @router.route(
@@ -323,6 +336,7 @@ class StartSupportInput(Body, kw_only=True, frozen=True):
 async def start_support(call: Call) -> Result:
     body: StartSupportInput = call.body
     assert call.principal is not None
+    await prechat(call, body.name, body.email)
     user_id = call.principal.user_id  # type: ignore[union-attr]
     saved: ConversationSaved = await call.rpc.call(
         CreateConversation(
@@ -358,6 +372,44 @@ async def _round_robin(call: Call, conversation_id: str) -> None:
                 actor=Actor(workspace_id=call.workspace_id, key_id=ROUND_ROBIN),
                 conversation_id=conversation_id,
                 candidates=online,
+            ),
+            correlation=call.correlation,
+        )
+
+
+async def prechat(call: Call, name: str | None, email: str | None) -> None:
+    """The pre-chat fields of a visitor starting a support conversation: required ones
+    checked, given ones saved on the visitor's profile. Users the tenant identified (any
+    external id but a visitor's) are asked nothing."""
+    assert call.principal is not None
+    user: User = await call.rpc.call(
+        GetUser(workspace_id=call.workspace_id, user_id=call.principal.user_id)  # type: ignore[union-attr]
+    )
+    if not user.external_id.startswith(VISITOR_PREFIX):
+        return
+    setup: SupportSetup = await call.rpc.call(GetSupportSetup(workspace_id=call.workspace_id))
+    s = setup.settings
+    known_name = user.name if user.name != VISITOR_NAME else None
+    fields = (
+        ("name", s.prechat_name, name or known_name),
+        ("email", s.prechat_email, email or user.email),
+    )
+    missing = {
+        f: "required by the workspace"
+        for f, wanted, given in fields
+        if wanted == "required" and not given
+    }
+    if missing:
+        raise InvalidRequest("Please fill in the required fields.", missing)
+    given = (("name", s.prechat_name, name), ("email", s.prechat_email, email))
+    patch = {f: value for f, wanted, value in given if wanted != "off" and value}
+    if patch:
+        await call.rpc.call(
+            UpdateUser(
+                workspace_id=call.workspace_id,
+                user_id=user.id,
+                patch=UserPatch(**patch),
+                actor=user.id,
             ),
             correlation=call.correlation,
         )

@@ -14,8 +14,9 @@ anonymous visitors, gets a visitor session (``POST /api/widget/visitors``):
   page cannot mint users in bulk (the app key is checked first, one identity
   query, as any request's credentials are);
 - the visitor is a user of the workspace (``external_id`` ``visitor:<random>``)
-  named by the pre-chat fields the settings ask for, with a session of
-  ``VISITOR_TTL``; the tenant can later merge it into a known user.
+  named by the pre-chat fields the settings ask for (given here, or when the
+  visitor starts a conversation, where required ones are checked), with a
+  session of ``VISITOR_TTL``; the tenant can later merge it into a known user.
 
 A public key is no secret: the origin check keeps other sites' pages from
 using it in browsers, and the rate limit bounds what a script can do with it.
@@ -47,10 +48,10 @@ from confab.contracts.support import (
     SupportSetup,
 )
 from confab.contracts.support import ConfigureSupport as Configure
-from confab.errors import Forbidden, InvalidRequest, RateLimited
+from confab.errors import Forbidden, RateLimited
 from confab_gateway.api import Call, Result, Router
 from confab_gateway.ratelimit import TokenBuckets, retry_after
-from confab_gateway.support import staff
+from confab_gateway.support import VISITOR_NAME, VISITOR_PREFIX, staff
 
 router = Router()
 
@@ -199,22 +200,12 @@ async def new_visitor(call: Call) -> Result:
         raise Forbidden("This workspace does not take messages from anonymous visitors.")
     if origin not in settings.allowed_origins:
         raise Forbidden("This page's origin may not use the workspace's widget key.")
-    missing = {
-        field: "required by the workspace"
-        for field, wanted, given in (
-            ("name", settings.prechat_name, body.name),
-            ("email", settings.prechat_email, body.email),
-        )
-        if wanted == "required" and not given
-    }
-    if missing:
-        raise InvalidRequest("Please fill in the required fields.", missing)
     saved = await call.rpc.call(
         UpsertUser(
             workspace_id=setup.workspace_id,
             input=UserInput(
-                external_id=f"visitor:{secrets.token_urlsafe(12)}",
-                name=(body.name if settings.prechat_name != "off" else None) or "Visitor",
+                external_id=VISITOR_PREFIX + secrets.token_urlsafe(12),
+                name=(body.name if settings.prechat_name != "off" else None) or VISITOR_NAME,
                 email=body.email if settings.prechat_email != "off" else None,
                 metadata={"visitor": True},
             ),
