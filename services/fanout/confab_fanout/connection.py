@@ -232,6 +232,7 @@ class Connection:
             return
         user_id: str | None = None
         session_id: str | None = None
+        role: str | None = None
         info = b"null"
         if kind is Kind.PRESENCE:
             member = self._presence_member(name, data.channel_data)
@@ -248,11 +249,12 @@ class Connection:
                 named = msgspec.json.decode(data.channel_data, type=protocol.ChannelData)
                 user_id = protocol.presence_user_id(named.user_id) or None
                 session_id = named.session_id
+                role = named.role
             except msgspec.DecodeError:
                 user_id = None
         gate = self.fanout.gate
         if gate is not None and kind in (Kind.PRIVATE, Kind.PRESENCE, Kind.ENCRYPTED):
-            refused = await gate.may_join(app.id, name, user_id, session_id)
+            refused = await gate.may_join(app.id, name, user_id, session_id, role)
             if refused is not None:
                 self._refuse(name, "AuthError", refused, 403)
                 return

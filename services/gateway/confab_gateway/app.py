@@ -16,7 +16,9 @@ from confab_gateway import (
     broadcasting,
     conversations,
     openapi,
+    support,
     users,
+    visitors,
     webhooks,
     widget,
 )
@@ -39,6 +41,8 @@ ROUTERS: list[Router] = [
     broadcasting.router,
     admin_webhooks.router,
     webhooks.router,
+    support.router,
+    visitors.router,
 ]
 
 
