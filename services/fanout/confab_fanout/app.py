@@ -29,6 +29,7 @@ from confab_fanout.authority import Gatekeeper
 from confab_fanout.fanout import Fanout
 from confab_fanout.feed import Feed, JetStreamLog
 from confab_fanout.http_api import MAX_BODY_BYTES, HttpApi, guarded_runner
+from confab_fanout.inbox import Inbox
 from confab_fanout.profiles import ProfileCache
 from confab_fanout.resume import Resumer
 from confab_fanout.settings import FanoutSettings
@@ -74,6 +75,7 @@ async def setup(service: Service) -> None:
         recheck=settings.recheck_interval,
         recheck_window=settings.recheck_window,
     )
+    inbox = Inbox(service.nc, fanout, JetStreamLog(service.nc, service.js, keys), keys)
     gate = Gatekeeper(fanout, feed)
     fanout.gate = gate
     follower = Follower(service.js, "fanout", gate.handle)
@@ -85,6 +87,7 @@ async def setup(service: Service) -> None:
         settings.send_buffer_bytes,
     ).install()
     await feed.start()
+    await inbox.start()
 
     async def check_cluster() -> str:
         view = fanout.presence.view
@@ -106,6 +109,7 @@ async def setup(service: Service) -> None:
     try:
         await site.start()
     except OSError as exc:
+        await inbox.stop()
         await feed.stop()
         await follower.stop()
         await fanout.stop()
@@ -115,6 +119,7 @@ async def setup(service: Service) -> None:
 
     async def stop() -> None:
         await runner.cleanup()  # stops listening, then on_shutdown closes every socket
+        await inbox.stop()
         await feed.stop()
         await follower.stop()
         await fanout.stop()

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from confab import realtime
+from confab import realtime, support
 from confab.authority import (
     SESSION_REVOKED,
     STAFF_REMOVED,
@@ -48,7 +48,7 @@ from confab.authority import (
 )
 from confab.logging import get_logger
 from confab.staff import CONVERSATIONS_READ, grants
-from confab_fanout import protocol
+from confab_fanout import inbox, protocol
 from confab_fanout.feed import Feed
 
 log = get_logger("confab.fanout.authority")
@@ -127,10 +127,13 @@ class Gatekeeper:
     ) -> str | None:
         """Why the socket may not join ``channel``, or None. Conversation channels are for
         the conversation's current participants, checked against the log now, and for the
-        workspace's staff whose signed ``role`` grants ``conversations.read``."""
+        workspace's staff whose signed ``role`` grants ``conversations.read``; a
+        workspace's inbox channel for its staff (a signed staff ``role``: ``inbox``)."""
         refused = self.refusal(app_id, user_id, session_id)
         if refused is not None:
             return refused
+        if channel.startswith(support.INBOX_CHANNEL_PREFIX):
+            return inbox.may_join(app_id, channel, user_id, role)
         conversation_id = realtime.conversation_of(channel) or _presence_of(channel)
         if conversation_id is None:
             return None

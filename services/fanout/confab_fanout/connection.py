@@ -248,7 +248,8 @@ class Connection:
             try:
                 named = msgspec.json.decode(data.channel_data, type=protocol.ChannelData)
                 user_id = protocol.presence_user_id(named.user_id) or None
-                session_id, role = named.session_id, named.role
+                session_id = named.session_id
+                role = named.role
             except msgspec.DecodeError:
                 user_id = None
         gate = self.fanout.gate

@@ -54,7 +54,12 @@ class Gate(Protocol):
     def refusal(self, app_id: str, user_id: str | None, session_id: str | None) -> str | None: ...
 
     async def may_join(
-        self, app_id: str, channel: str, user_id: str | None, session_id: str | None
+        self,
+        app_id: str,
+        channel: str,
+        user_id: str | None,
+        session_id: str | None,
+        role: str | None = None,
     ) -> str | None: ...
 
 

@@ -204,8 +204,7 @@ class ChannelData(msgspec.Struct, frozen=True):
     user_id: str | int
     user_info: msgspec.Raw = msgspec.Raw(b"null")
     session_id: str | None = None
-    # A staff member's role (Confab's dashboard): may watch any conversation of the app.
-    role: str | None = None
+    role: str | None = None  # a workspace staff member's role (the inbox channel, issue 19)
 
 
 class UserData(msgspec.Struct, frozen=True):

@@ -18,7 +18,9 @@ from confab_gateway import (
     dashboard,
     keys,
     openapi,
+    support,
     users,
+    visitors,
     webhooks,
     widget,
 )
@@ -42,6 +44,8 @@ ROUTERS: list[Router] = [
     admin_webhooks.router,
     webhooks.router,
     keys.router,
+    support.router,
+    visitors.router,
 ]
 
 

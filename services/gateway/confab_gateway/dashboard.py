@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from confab import realtime
+from confab import realtime, support
 from confab.contracts.identity import (
     DASHBOARD_SESSION_TTL,
     AcceptInput,
@@ -374,7 +374,7 @@ async def withdraw(call: Call) -> None:
 
 async def _may_watch(call: Call, principal: StaffPrincipal, channel: str) -> None:
     """Forbidden unless the member may subscribe to ``channel``: a conversation of their
-    workspace with ``conversations.read``, or their own user channel."""
+    workspace or its inbox, with ``conversations.read``, or their own user channel."""
     conversation_id = realtime.conversation_of(channel)
     if conversation_id is None and channel.startswith(realtime.PRESENCE_PREFIX):
         conversation_id = channel[len(realtime.PRESENCE_PREFIX) :]
@@ -388,6 +388,10 @@ async def _may_watch(call: Call, principal: StaffPrincipal, channel: str) -> Non
         return
     if channel == realtime.user_channel(principal.user_id):
         return
+    if channel == support.inbox_channel(principal.workspace_id) and grants(
+        principal.role, CONVERSATIONS_READ
+    ):
+        return  # the live inbox (notes included): the fanout checks the signed role again
     raise Forbidden(f"You may not subscribe to {channel}.")
 
 

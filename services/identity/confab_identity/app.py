@@ -18,7 +18,7 @@ from confab.eventlog import JetStreamLog
 from confab.personal import KeyRing
 from confab.service import Service, run_service
 from confab.shell import CommandShell, routes
-from confab_identity import domain
+from confab_identity import domain, support
 from confab_identity.commands import Commands, Shells
 from confab_identity.directory import Directory
 from confab_identity.projections import IdentityProjection
@@ -26,6 +26,7 @@ from confab_identity.queries import Queries
 from confab_identity.settings import IdentitySettings
 from confab_identity.staff import StaffCommands, StaffShells
 from confab_identity.store import Store
+from confab_identity.support import SupportSetupProjection, SupportSide
 
 
 def shells(log: JetStreamLog, keys: KeyRing | None) -> Shells:
@@ -65,7 +66,10 @@ async def setup(service: Service) -> None:
         read_wait=read_wait,
     )
     queries = Queries(store, runner, log, read_wait=read_wait)
-    for request_type, handler in routes(commands, staff, queries):
+    support_runner = await service.add_projection(SupportSetupProjection())
+    support_shell = CommandShell(Aggregates(log, support.DECIDER, keys=keys))
+    setup_side = SupportSide(support_shell, store, support_runner, read_wait=read_wait)
+    for request_type, handler in routes(commands, staff, queries, setup_side):
         await service.rpc.serve(request_type, handler)
     await service.rpc.serve(ListUsers, Directory(store).list_users)
 

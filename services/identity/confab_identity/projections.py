@@ -38,12 +38,13 @@ from confab.personal import KeyRing
 from confab.projection import Projection
 from confab_identity.erasure import erased_profile
 from confab_identity.store import SCHEMA, Tables, define_tables
+from confab_identity.support import SupportSetupProjection
 
 
 def read_model(schema: str = SCHEMA, keys: KeyRing | None = None) -> list[Projection]:
     """The projections of schema ``identity`` (entry point ``confab.projections``), built
     on ``schema``: the CLI rebuilds and verifies them in a scratch schema."""
-    return [IdentityProjection(schema=schema, keys=keys)]
+    return [IdentityProjection(schema=schema, keys=keys), SupportSetupProjection(schema=schema)]
 
 
 class IdentityProjection(Projection):

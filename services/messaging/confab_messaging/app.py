@@ -18,13 +18,16 @@ from confab.rpc import RpcClient
 from confab.service import Service, run_service
 from confab.shell import CommandShell, routes
 from confab_messaging.commands import Commands
-from confab_messaging.domain import DECIDER
 from confab_messaging.exports import Exports
 from confab_messaging.handlers import Lookups
 from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
 from confab_messaging.queries import Queries
 from confab_messaging.settings import MessagingSettings
 from confab_messaging.store import Store
+from confab_messaging.support_domain import DECIDER
+from confab_messaging.support_handlers import Support
+from confab_messaging.support_projection import SupportProjection
+from confab_messaging.support_store import SupportStore
 
 
 async def setup(service: Service) -> None:
@@ -38,6 +41,7 @@ async def setup(service: Service) -> None:
     conversations = await service.add_projection(
         ConversationsProjection(keys=keys), batch_size=batch
     )
+    support = await service.add_projection(SupportProjection(keys=keys), batch_size=batch)
     assert service.engine is not None  # add_projection needs the database
     log = JetStreamLog(service.nc, service.js, CONVERSATIONS.name)
     aggregates = Aggregates(log, DECIDER, cache_size=settings.aggregate_cache_size, keys=keys)
@@ -60,7 +64,9 @@ async def setup(service: Service) -> None:
     await users.wait_for(
         await last_version(service.js, IDENTITY.name, USER_SUBJECTS[0]), settings.read_wait_seconds
     )
-    for request_type, handler in routes(commands, queries, Exports(queries)):
+    sides = (commands, queries, Exports(queries))
+    sides += (Support(commands, queries, SupportStore(service.engine), support),)
+    for request_type, handler in routes(*sides):
         await service.rpc.serve(request_type, handler)
 
 

@@ -65,6 +65,8 @@ from confab.contracts.messaging import MAX_ATTACHMENTS, MAX_PARTICIPANTS, METADA
 from confab.conversation import derived_type
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
+from confab.support import SUPPORT, SupportView
+from confab.support import evolve as support_fold
 
 CONTENT_MAX = 10_000
 REASON_MAX = 1_000
@@ -205,6 +207,8 @@ class ConversationState:
     messages: dict[str, MessageState] = field(default_factory=dict)
     client_keys: dict[tuple[str, str], str] = field(default_factory=dict)  # -> message id
     attached: dict[str, str] = field(default_factory=dict)  # attachment id -> message id
+    # A support conversation's staff view (status, assignee, tags): ``confab.support``.
+    support: SupportView | None = None
 
     @property
     def exists(self) -> bool:
@@ -225,6 +229,13 @@ def initial() -> ConversationState:
 
 def evolve(state: ConversationState, event: Event) -> ConversationState:
     """Fold ``event`` into ``state`` in place and return it; a folded event is skipped."""
+    if isinstance(event, ConversationEvent) and (
+        state.support is not None
+        or (isinstance(event, ConversationCreated) and event.kind == SUPPORT)
+    ):
+        if state.support is None:
+            state.support = SupportView(event.conversation_id)
+        support_fold(state.support, event, 0)  # staff events: seq 0, ordered by staff_seq
     if not isinstance(event, ConversationEvent) or event.seq <= state.last_seq:
         return state  # message.reported (seq 0) changes nothing the decider needs
     match event:

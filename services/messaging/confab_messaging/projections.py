@@ -66,6 +66,7 @@ from confab_messaging.store import (
     define_conversation_tables,
     define_user_tables,
 )
+from confab_messaging.support_projection import SupportProjection, blank_notes
 
 USER_SUBJECTS = ("identity.evt.*.user.*",)
 USER_EVENTS = (UserUpserted, UserErased, UserBanned, UserUnbanned)
@@ -105,6 +106,7 @@ def read_model(schema: str = SCHEMA, keys: KeyRing | None = None) -> list[Projec
     return [
         UsersProjection(schema=schema, keys=keys),
         ConversationsProjection(schema=schema, keys=keys),
+        SupportProjection(schema=schema, keys=keys),
     ]
 
 
@@ -148,6 +150,7 @@ class UsersProjection(Projection):
                     if isinstance(e.event, UserErased):
                         self.keys.forget(e.event.workspace_id, e.event.user_id)
             await self._blank_messages(conn, erased)
+            await blank_notes(conn, erased, self.messages.schema or SCHEMA)
         loaded = await conn.execute(sa.select(users).where(users.c.id.in_(sorted(ids))))
         rows: dict[str, dict[str, Any]] = {r.id: dict(r._mapping) for r in loaded}
         changed: set[str] = set()

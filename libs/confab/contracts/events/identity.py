@@ -15,7 +15,9 @@ fields are sealed with the user's key (``confab.personal``), so an erasure
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from confab.contracts.events.base import Event
 
@@ -197,4 +199,56 @@ class StaffSignedIn(Event, kw_only=True, frozen=True):
     workspace_id: str
     user_id: str
     session_id: str
+
+
+# -- support settings and agents' availability (issue 19): ``identity.evt.<ws>.support.<ws>`` --
+
+ReplyTime = Literal["minutes", "hour", "day"]
+PrechatField = Literal["off", "optional", "required"]
+AgentStatus = Literal["online", "away"]
+
+
+class SupportSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A workspace's "Send us a message": what the widget shows before the first message,
+    who may write without being identified, and how conversations are assigned."""
+
+    enabled: bool = False
+    greeting: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    team_name: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    team_avatars: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https://[^\s]+$")]],
+        msgspec.Meta(max_length=5),
+    ] = []
+    reply_time: ReplyTime = "hour"  # "typically replies in …" while someone is online
+    prechat_name: PrechatField = "off"
+    prechat_email: PrechatField = "off"
+    allow_anonymous: bool = False  # visitor sessions from the public widget key
+    # Pages allowed to use the public widget key (scheme://host[:port]), exactly.
+    allowed_origins: Annotated[
+        list[
+            Annotated[
+                str,
+                msgspec.Meta(max_length=300, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"),
+            ]
+        ],
+        msgspec.Meta(max_length=50),
+    ] = []
+    round_robin: bool = False  # assign new support conversations among online agents
+
+
+class SupportConfigured(Event, kw_only=True, frozen=True):
+    """The workspace's support settings, whole, after the change."""
+
+    type = "workspace.support_configured"
+    workspace_id: str
+    settings: SupportSettings
+    by: str = ""  # the API key id, or the staff member
+    at: datetime
+
+
+class AgentAvailabilitySet(Event, kw_only=True, frozen=True):
+    type = "agent.availability_set"
+    workspace_id: str
+    user_id: str
+    status: AgentStatus
     at: datetime

@@ -30,7 +30,7 @@ def subject(workspace_id: str, conversation_id: str) -> str:
     return f"conv.evt.{workspace_id}.{conversation_id}"
 
 
-ConversationType = Literal["direct", "group"]
+ConversationType = Literal["direct", "group", "support"]
 MessageType = Literal["text", "image", "file", "system"]
 
 
@@ -158,3 +158,54 @@ class MessageModerated(ConversationEvent, kw_only=True, frozen=True):
     action: ModerationAction
     by: str  # the API key id of the tenant's moderator
     attachment_ids: list[str] = []  # on "delete": the message's attachments, for media
+
+
+# -- support conversations (issue 19): what only the workspace's staff see --------------------
+
+SupportStatus = Literal["open", "snoozed", "closed"]
+
+
+class StaffEvent(ConversationEvent, kw_only=True, frozen=True):
+    """A fact of a ``support`` conversation that only the workspace's staff may see.
+
+    It takes no conversation ``seq`` (always 0, like ``message.reported``), so the one
+    fold (``confab.conversation.evolve``) makes no timeline entry of it: it never
+    reaches a participant's history, ``/events``, ``confab:resume``, a conversation
+    channel or a webhook. Staff events are numbered by ``staff_seq`` instead (1, 2, 3, …
+    over a conversation's staff events), which orders and de-duplicates their fold
+    (``confab.support``). ``by`` is the staff user who acted, or None for the tenant's
+    backend (``key_id``).
+    """
+
+    staff_seq: int
+    by: str | None = None
+    key_id: str | None = None
+
+
+class SupportStatusChanged(StaffEvent, kw_only=True, frozen=True):
+    type = "support.status_changed"
+    status: SupportStatus
+    snoozed_until: datetime | None = None  # with "snoozed": when it wakes by itself
+
+
+class SupportAssigned(StaffEvent, kw_only=True, frozen=True):
+    type = "support.assigned"
+    assignee_id: str | None = None  # None: unassigned
+    automatic: bool = False  # by round-robin
+
+
+class SupportTagged(StaffEvent, kw_only=True, frozen=True):
+    type = "support.tagged"
+    tags: list[str] = []  # the conversation's tags after the change
+
+
+class NoteAdded(StaffEvent, kw_only=True, frozen=True):
+    """An internal note: never shown to the visitor (docs/authority.md, "Internal notes")."""
+
+    type = "note.added"
+    personal = ("content",)
+    owner = "author_id"
+    note_id: str
+    author_id: str
+    content: str
+    sealed: str | None = None

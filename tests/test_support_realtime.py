@@ -1,0 +1,176 @@
+"""The live inbox and internal notes on raw sockets (issue 19).
+
+Staff hold ``private-inbox-{workspace}``, signed with the app secret and a staff
+``role`` in ``channel_data`` (as the gateway signs it for dashboard sessions);
+the visitor holds their conversation channel, signed by the gateway for their
+widget session. Every frame each socket receives is seen, in order: the staff
+socket gets the inbox changes and the note; the visitor's never a note — shown
+with a witness, the agent's reply stored after the note, which reaches the
+visitor's socket (so the note would have by then).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from confab import realtime
+from confab.contracts.events.messaging import NoteAdded, SupportAssigned
+from confab.events import Envelope
+from confab_webhooks.projections import conversation_webhook
+from tests.client import Api, new_workspace
+from tests.stack import RunningStack
+from tests.test_authority import Socket
+from tests.test_messaging_api import World
+from tests.test_support_api import SECRET, start, support
+
+
+async def subscribe(sock: Socket, channel: str, signed: dict[str, Any]) -> dict[str, Any]:
+    """``Socket.subscribe``, answered by a frame that came after this request."""
+    start = len(sock.frames)
+    await sock.send("pusher:subscribe", {"channel": channel, **signed})
+
+    def answer(frame: dict[str, Any]) -> bool:
+        return frame.get("channel") == channel and frame["event"] in (
+            "pusher_internal:subscription_succeeded",
+            "pusher:subscription_error",
+        )
+
+    await sock.wait(lambda _: any(answer(f) for f in sock.frames[start:]))
+    return next(f for f in sock.frames[start:] if answer(f))
+
+
+@pytest.fixture
+async def world(stack: RunningStack, http: aiohttp.ClientSession) -> World:
+    admin = Api(http, stack.gateway, stack.admin_headers)
+    return World(admin, await new_workspace(admin))
+
+
+def staff_signature(
+    workspace: dict[str, Any], socket_id: str, channel: str, **member: Any
+) -> dict[str, Any]:
+    """What the gateway signs for a dashboard session (or a tenant's backend could)."""
+    channel_data = json.dumps(member, separators=(",", ":"))
+    auth = realtime.channel_auth(
+        workspace["app_key"], workspace["app_secret"], socket_id, channel, channel_data
+    )
+    return {"auth": auth, "channel_data": channel_data}
+
+
+async def test_staff_see_the_inbox_live_and_the_visitor_never_sees_a_note(
+    world: World, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    ws = world.workspace
+    visitor, visitor_w = await world.user("Visitor")
+    agent, _ = await world.user("Agent")
+    inbox = f"private-inbox-{ws['id']}"
+    staff = await Socket.open(http, stack, ws["app_key"])
+    guest = await Socket.open(http, stack, ws["app_key"])
+    try:
+        # Who may not hold the inbox: no role, a visitor's role, another workspace's inbox,
+        # and the widget's own channel authorization will not sign it at all.
+        for member in ({"user_id": agent["id"]}, {"user_id": agent["id"], "role": "visitor"}):
+            reply = await subscribe(
+                staff, inbox, staff_signature(ws, staff.socket_id, inbox, **member)
+            )
+            assert reply["event"] == "pusher:subscription_error", reply
+            assert reply["data"]["status"] == 403
+        elsewhere = "private-inbox-ws_someone_else"
+        signed = staff_signature(ws, staff.socket_id, elsewhere, user_id=agent["id"], role="owner")
+        reply = await subscribe(staff, elsewhere, signed)
+        assert reply["event"] == "pusher:subscription_error", reply
+        status, body = await guest.authorize(visitor_w, inbox)
+        assert status == 403, body
+        signed = staff_signature(
+            ws, staff.socket_id, inbox, user_id=agent["id"], role="agent", session_id="ses_x"
+        )
+        reply = await subscribe(staff, inbox, signed)
+        assert reply["event"] == "pusher_internal:subscription_succeeded", reply
+
+        # A new support conversation appears live, with its first message's preview.
+        cid = (await start(visitor_w, "My order is late"))["id"]
+        await staff.wait(
+            lambda f: (
+                f["event"] == "inbox.conversation"
+                and f["data"]["conversation_id"] == cid
+                and f["data"]["change"] == "created"
+                and f["data"]["visitor_id"] == visitor["id"]
+            )
+        )
+        await staff.wait(
+            lambda f: (
+                f["event"] == "inbox.conversation"
+                and f["data"].get("preview") == "My order is late"
+            )
+        )
+        await guest.join(visitor_w, realtime.conversation_channel(cid))
+
+        status, _ = await world.tenant.post(
+            support(cid, "/notes"), {"author_id": agent["id"], "content": SECRET}
+        )
+        assert status == 201
+        status, _ = await world.tenant.post(support(cid, "/assign"), {"assignee_id": agent["id"]})
+        assert status == 200
+        status, _ = await world.tenant.call("PUT", support(cid, "/tags"), {"tags": ["Late"]})
+        assert status == 200
+        status, _ = await world.tenant.post(
+            support(cid, "/replies"), {"author_id": agent["id"], "content": "Let me check"}
+        )
+        assert status == 201
+        note = await staff.wait(lambda f: f["event"] == "inbox.note")
+        assert note["data"]["content"] == SECRET and note["data"]["conversation_id"] == cid
+        await staff.wait(
+            lambda f: (
+                f["event"] == "inbox.conversation"
+                and f["data"]["change"] == "assigned"
+                and f["data"]["assignee_id"] == agent["id"]
+            )
+        )
+        await staff.wait(
+            lambda f: f["event"] == "inbox.conversation" and f["data"].get("tags") == ["late"]
+        )
+        # The witness: the reply, stored after the note, reached the visitor's socket.
+        await guest.wait(
+            lambda f: f["event"] == "message.created" and f["data"]["content"] == "Let me check"
+        )
+        seen = json.dumps(guest.frames)
+        assert SECRET not in seen and "inbox." not in seen and "note" not in seen
+        # Nor does a resume from the start carry it.
+        resumed = await guest.resume(realtime.conversation_channel(cid), 0)
+        assert SECRET not in json.dumps(resumed)
+        assert [f["event"] for f in resumed][-1] == "confab:resumed"
+    finally:
+        await staff.close()
+        await guest.close()
+
+
+def test_staff_events_are_never_webhooks() -> None:
+    at = datetime.now(UTC)
+    for event in (
+        NoteAdded(
+            conversation_id="conv_1",
+            seq=0,
+            at=at,
+            staff_seq=1,
+            note_id="note_1",
+            author_id="usr_1",
+            content=SECRET,
+        ),
+        SupportAssigned(conversation_id="conv_1", seq=0, at=at, staff_seq=2, assignee_id="u"),
+    ):
+        envelope = Envelope(
+            event=event,
+            type=event.type,
+            schema=1,
+            msg_id="m",
+            workspace="ws_1",
+            actor="key_1",
+            correlation="",
+            subject="conv.evt.ws_1.conv_1",
+            seq=10,
+        )
+        assert conversation_webhook(envelope) is None
