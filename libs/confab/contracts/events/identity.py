@@ -199,6 +199,7 @@ class StaffSignedIn(Event, kw_only=True, frozen=True):
     workspace_id: str
     user_id: str
     session_id: str
+    at: datetime
 
 
 # -- support settings and agents' availability (issue 19): ``identity.evt.<ws>.support.<ws>`` --
