@@ -4,13 +4,15 @@ nor the API of key management, the other pages, phone and desktop, axe-core clea
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from typing import Any
 
 from playwright.async_api import expect
 
 from tests.browser.conftest import DESKTOP, PHONE, Shop, screenshot_path
-from tests.browser.test_widget import LIVE
+from tests.browser.test_widget import LIVE, message, send
 from tests.staff import PASSWORD, Team, make_owner
 
 
@@ -153,3 +155,155 @@ async def test_a_moderator_hides_a_reported_message_and_an_agent_gets_no_key_man
     ).to_be_visible()
     status = await owner_page.evaluate("fetch('/dashboard/api/me').then(r => r.status)")
     assert status == 401
+
+
+SETTINGS = {
+    "enabled": True,
+    "greeting": "Hi! Ask us anything.",
+    "team_name": "Outfitters support",
+    "team_avatars": [],
+    "reply_time": "minutes",
+    "prechat_name": "optional",
+    "prechat_email": "off",
+    "allow_anonymous": True,
+    "round_robin": False,
+}
+NOTE = "Internal: VIP customer, refund approved"
+# What a tenant's page does to let a visitor write in: a visitor session from the public
+# app key (this page's origin is allowed), a support conversation, the widget on it.
+VISITOR_STARTS = """
+(async () => {
+  const api = $API;
+  const json = { 'Content-Type': 'application/json' };
+  const visitor = { app_key: $APP_KEY, name: 'Vera Visitor' };
+  const made = await fetch(api + '/api/widget/visitors', {
+    method: 'POST', headers: json, body: JSON.stringify(visitor) });
+  const session = await made.json();
+  const started = await fetch(api + '/api/widget/support/conversations', {
+    method: 'POST',
+    headers: { ...json, Authorization: 'Bearer ' + session.token },
+    body: JSON.stringify({ content: 'Hi, my order 1234 has not arrived' }) });
+  const conversation = await started.json();
+  ConfabWidget.mount({ sessionToken: session.token, conversationId: conversation.id, open: true });
+})();
+"""
+
+
+async def test_a_visitor_writes_in_and_an_agent_answers_live_without_leaking_notes(
+    shop: Shop, axe_source: str
+) -> None:
+    # The tenant lets visitors of its site write in; its team has an owner and an agent.
+    probe = await shop.person("Probe")
+    status, widget_me = await probe.api.get("/api/widget/me")
+    assert status == 200
+    workspace_id, app_key = widget_me["workspace_id"], widget_me["app_key"]
+    status, body = await shop.tenant.call(
+        "PUT", "/api/v1/support/settings", {**SETTINGS, "allowed_origins": [shop.host]}
+    )
+    assert status == 200, body
+    team = Team(shop.stack, {"id": workspace_id}, shop.tenant)
+    owner_email = f"owner.{uuid.uuid4().hex[:6]}@example.com"
+    await make_owner(shop.stack, workspace_id, owner_email)
+    _s, _b, owner = await team.sign_in(owner_email)
+    agent = await team.invite_and_accept(owner, "agent", "Agnes Agent")
+    await team.close()
+
+    # The agent's inbox, open before anyone writes: empty, and live.
+    inbox = await signed_in(shop, workspace_id, agent.email, DESKTOP)
+    await expect(inbox.get_by_role("heading", name="Inbox")).to_be_visible(timeout=LIVE)
+    await expect(inbox.get_by_text("No unassigned conversations")).to_be_visible(timeout=LIVE)
+    await expect(inbox.get_by_test_id("count-unassigned")).to_have_text("0")
+    await expect(inbox.locator(".live-state")).to_have_text("Live", timeout=LIVE)
+
+    # The visitor, on the tenant's own site (another origin): a visitor session from the
+    # public app key, a support conversation, and the widget on it. Every WebSocket frame
+    # and every response body the visitor's browser receives is kept.
+    frames: list[str] = []
+    bodies: list[str] = []
+
+    async def keep(response: Any) -> None:
+        try:
+            bodies.append(await response.text())
+        except Exception:  # a redirect or an aborted request has no body
+            return
+
+    async def record(page: Any) -> None:
+        page.on(
+            "websocket",
+            lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))),
+        )
+        page.on(
+            "response", lambda response: shop_tasks.append(asyncio.ensure_future(keep(response)))
+        )
+
+    shop_tasks: list[asyncio.Future[None]] = []
+    gateway = shop.stack.gateway
+    mount = VISITOR_STARTS.replace("$API", json.dumps(gateway)).replace(
+        "$APP_KEY", json.dumps(app_key)
+    )
+    visitor = await shop.widget(None, mount=mount, before=record, label="visitor")
+    await expect(message(visitor, "my order 1234")).to_be_visible(timeout=LIVE)
+
+    # The agent sees it arrive, live: in the list and in the count.
+    item = inbox.get_by_test_id("inbox-item").filter(has_text="Vera Visitor")
+    await expect(item).to_have_count(1, timeout=LIVE)
+    await expect(inbox.get_by_test_id("count-unassigned")).to_have_text("1", timeout=LIVE)
+    await item.click()
+    pane = inbox.get_by_role("region", name="Conversation")
+    await expect(pane.get_by_role("heading", name="Vera Visitor")).to_be_visible(timeout=LIVE)
+    await expect(pane.get_by_test_id("message").filter(has_text="my order 1234")).to_be_visible()
+    await expect(inbox.get_by_role("complementary", name="Visitor details")).to_contain_text(
+        "Vera Visitor"
+    )
+
+    # Assign to themselves, write an internal note, reply (keyboard: Enter sends).
+    await pane.get_by_label("Assignee").select_option(label="Agnes Agent (you)")
+    await expect(inbox.get_by_test_id("count-mine")).to_have_text("1", timeout=LIVE)
+    await inbox.keyboard.press("Escape")
+    await pane.get_by_test_id("mode-note").click()
+    await pane.get_by_test_id("reply-box").fill(NOTE)
+    await pane.get_by_test_id("reply-box").press("Enter")
+    await expect(pane.get_by_test_id("note").filter(has_text="VIP customer")).to_be_visible(
+        timeout=LIVE
+    )
+    await pane.get_by_test_id("mode-reply").click()
+    await pane.get_by_test_id("reply-box").fill("Sorry about that! A new one ships today.")
+    await pane.get_by_test_id("reply-box").press("Enter")
+
+    # The visitor sees the reply, types (the agent sees it), answers, and sees "Seen by".
+    await expect(message(visitor, "A new one ships today")).to_be_visible(timeout=LIVE)
+    await visitor.get_by_test_id("composer").fill("Thanks")
+    await expect(pane.get_by_test_id("typing")).to_contain_text(
+        "Vera Visitor is typing", timeout=LIVE
+    )
+    await send(visitor, "Thanks, that was quick!")
+    await expect(pane.get_by_test_id("message").filter(has_text="that was quick")).to_be_visible(
+        timeout=LIVE
+    )
+    await expect(visitor.get_by_test_id("receipt")).to_contain_text("Seen by", timeout=LIVE)
+    # And the agent's typing reaches the visitor.
+    await pane.get_by_test_id("reply-box").fill("One more thing")
+    await expect(visitor.get_by_test_id("typing")).to_contain_text("Agnes", timeout=LIVE)
+
+    await inbox.get_by_test_id("view-mine").click()
+    await expect(inbox.get_by_test_id("inbox-item")).to_have_count(1, timeout=LIVE)
+    assert await axe(inbox, axe_source) == []
+    await inbox.screenshot(path=screenshot_path("dashboard-inbox.png"))
+    await pane.get_by_test_id("reply-box").fill("")
+    # Keyboard: e closes it; it moves to the closed view.
+    await pane.get_by_role("heading", name="Vera Visitor").focus()
+    await inbox.keyboard.press("e")
+    await expect(inbox.get_by_test_id("count-closed")).to_have_text("1", timeout=LIVE)
+    phone = await signed_in(shop, workspace_id, agent.email, PHONE)
+    await phone.get_by_test_id("view-closed").click()
+    await phone.get_by_test_id("inbox-item").filter(has_text="Vera Visitor").click()
+    await expect(phone.get_by_test_id("note")).to_be_visible(timeout=LIVE)
+    assert await axe(phone, axe_source) == []
+    await phone.screenshot(path=screenshot_path("dashboard-conversation-phone.png"), full_page=True)
+
+    # The note never reached the visitor: not in a frame, not in a response body.
+    await asyncio.gather(*shop_tasks)
+    assert frames and bodies
+    assert not [f for f in frames if "VIP customer" in f]
+    assert not [b for b in bodies if "VIP customer" in b]
+    assert any("A new one ships today" in f for f in frames)  # the reply came live

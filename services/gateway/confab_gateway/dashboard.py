@@ -53,10 +53,23 @@ from confab.contracts.identity import (
     StaffSignIn,
     Workspace,
 )
-from confab.contracts.messaging import CheckParticipant
+from confab.contracts.messaging import (
+    Actor,
+    CheckParticipant,
+    MarkRead,
+    ReadInput,
+    SetTyping,
+    TypingInput,
+)
 from confab.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from confab.ids import is_valid_id, secret_hash, secret_prefix
-from confab.staff import CONVERSATIONS_READ, STAFF_MANAGE, grants, permissions_of
+from confab.staff import (
+    CONVERSATIONS_READ,
+    CONVERSATIONS_REPLY,
+    STAFF_MANAGE,
+    grants,
+    permissions_of,
+)
 from confab_gateway import sessions
 from confab_gateway.api import Call, Router
 from confab_gateway.auth import Authenticator
@@ -365,6 +378,64 @@ async def withdraw(call: Call) -> None:
             workspace_id=principal.workspace_id,
             invitation_id=call.path["invitation_id"],
             by=principal.user_id,
+        )
+    )
+
+
+# -- typing and read receipts, as the staff member ------------------------------------------
+#
+# The tenant API acts with the workspace's authority; these act as the staff member's own
+# user, a participant once they replied (messaging refuses anyone else, 404), so the
+# visitor sees "Seen by" and "… is typing" from the agent as from any participant.
+
+CONVERSATION = API + "/conversations/{conversation_id}"
+
+
+def _as_member(principal: StaffPrincipal) -> Actor:
+    return Actor(workspace_id=principal.workspace_id, user_id=principal.user_id)
+
+
+@router.route(
+    "POST",
+    CONVERSATION + "/read",
+    auth="staff",
+    permission=CONVERSATIONS_REPLY,
+    tag="dashboard",
+    status=204,
+    summary="Read receipt of the staff member (a participant): up to seq, or the latest",
+    body=ReadInput,
+    errors=(401, 403, 404, 422),
+)
+async def read(call: Call) -> None:
+    principal = _staff(call)
+    ok = await call.rpc.call(
+        MarkRead(
+            actor=_as_member(principal),
+            conversation_id=call.path["conversation_id"],
+            seq=call.body.seq,
+        )
+    )
+    call.wrote(ok.seq)
+
+
+@router.route(
+    "POST",
+    CONVERSATION + "/typing",
+    auth="staff",
+    permission=CONVERSATIONS_REPLY,
+    tag="dashboard",
+    status=204,
+    summary="Typing indicator of the staff member (a participant; not stored)",
+    body=TypingInput,
+    errors=(401, 403, 404, 422),
+)
+async def typing(call: Call) -> None:
+    principal = _staff(call)
+    await call.rpc.call(
+        SetTyping(
+            actor=_as_member(principal),
+            conversation_id=call.path["conversation_id"],
+            is_typing=call.body.is_typing,
         )
     )
 

@@ -11,6 +11,7 @@ const WORKSPACE_KEY = 'confab.dashboard.workspace';
 
 // Every page: where, its name, what permission it needs, and its module.
 export const PAGES = [
+  { path: 'inbox', label: 'Inbox', permission: 'conversations.read', module: './pages/inbox.js', subroutes: true },
   { path: 'moderation', label: 'Moderation', permission: 'moderation', module: './pages/moderation.js' },
   { path: 'users', label: 'Users', permission: 'conversations.read', module: './pages/users.js' },
   { path: 'settings/keys', label: 'API keys', permission: 'keys.manage', module: './pages/keys.js', group: 'Settings' },
@@ -20,6 +21,7 @@ export const PAGES = [
 
 let me = null;
 let cleanup = null;
+let current = null; // the page shown, which may follow its own sub-routes
 let available = PAGES;
 
 function hashParams() {
@@ -173,6 +175,7 @@ function start() {
     me = null;
     if (cleanup) cleanup();
     cleanup = null;
+    current = null;
     showSignIn('Your session ended. Sign in again.');
   };
   const pages = PAGES.filter((page) => can(page.permission));
@@ -211,7 +214,8 @@ function start() {
   );
   window.onhashchange = route;
   if (!location.hash.startsWith('#/')) {
-    const first = pages.find((p) => !p.optional) || pages[0];
+    // Agents land in the inbox; a moderator (who cannot reply) on their first other page.
+    const first = can('conversations.reply') ? pages[0] : pages.find((p) => p.path !== 'inbox') || pages[0];
     history.replaceState(null, '', `#/${first ? first.path : ''}`);
   }
   route();
@@ -229,6 +233,7 @@ async function signOut(everywhere) {
   me = null;
   if (cleanup) cleanup();
   cleanup = null;
+  current = null;
   window.onhashchange = null;
   showSignIn(everywhere ? 'You are signed out on every device.' : 'You are signed out.');
 }
@@ -247,8 +252,10 @@ async function route() {
     if (current) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
+  if (page && page === current && page.subroutes && available.includes(page)) return; // its own
   if (cleanup) cleanup();
   cleanup = null;
+  current = page;
   if (!page) {
     replace(main, h('h1', {}, 'Page not found'), h('p', {}, 'There is no such page in the dashboard.'));
     main.focus();
