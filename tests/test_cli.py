@@ -39,3 +39,22 @@ def test_clear_errors(stack: RunningStack, tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
     too_long = confab("workspace", "create", "x" * 101, "--data-dir", str(stack.data_dir))
     assert too_long.returncode != 0 and "1 to 100 characters" in too_long.stderr
+
+
+def test_workspace_create_can_make_the_first_owner(stack: RunningStack) -> None:
+    target = ["--data-dir", str(stack.data_dir)]
+    made = confab(
+        "workspace", "create", "Team Inc", "--owner-email", "Boss@Example.com", *target, "--json"
+    )
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    owner = created["owner"]
+    assert owner["role"] == "owner" and owner["email"] == "boss@example.com"
+    assert len(owner["password"]) >= 16
+    human = confab("workspace", "create", "Team Two", "--owner-email", "x@example.com", *target)
+    assert human.returncode == 0 and "dashboard login" in human.stdout
+    assert "password" in human.stdout
+    bad = confab("workspace", "create", "Team Three", "--owner-email", "nope", *target)
+    assert bad.returncode != 0 and "--owner-email" in bad.stderr
+    # The demo workspace has its owner too, printed by confab up.
+    assert any(line.strip().startswith("dashboard login") for line in stack.lines)

@@ -56,6 +56,9 @@ class Service:
         self.engine: AsyncEngine | None = None
         self.runners: dict[str, ProjectionRunner] = {}
         self.checks: dict[str, HealthCheck] = {}
+        # Set once setup has registered every handler: health says "starting" until then,
+        # so "every service healthy" (confab up, a readiness probe) means it answers.
+        self.ready = False
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._keys: KeyRing | None = None
 
@@ -132,6 +135,8 @@ class Service:
                 checks[name] = await asyncio.wait_for(check(), 2.0)
             except Exception as exc:
                 checks[name] = f"failing: {exc or type(exc).__name__}"
+        if not self.ready:
+            checks["setup"] = "failing: starting"
         for name, runner in self.runners.items():
             checks[f"projection:{name}"] = (
                 f"failing: {runner.last_error}"
@@ -244,6 +249,7 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     await service.start()
     await setup(service)
+    service.ready = True
     if settings.http_port:
         await _serve_health(service)
     log.info("service_started", instance=settings.instance_name)
