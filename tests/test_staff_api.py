@@ -4,9 +4,12 @@ role changes in force at once, and staff sockets on conversation channels."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -396,3 +399,49 @@ async def test_users_are_searched_by_part_of_name_email_or_external_id(team: Tea
     assert await search(f"crm-2-{tag}") == {made["Bob"]}
     assert await search(tag) == set(made.values())
     assert await search(f"%{tag}") == set()  # taken literally, not as a wildcard
+
+
+async def test_reports_count_conversations_messages_and_median_times(team: Team) -> None:
+    """Computed from the read models: a support conversation, a reply, its closing."""
+    from tests.test_messaging_api import World
+    from tests.test_support_api import start, support
+
+    world = World(team.tenant, team.workspace)
+    _visitor, widget = await world.user("Visitor")
+    conversation = await start(widget, "Where is my parcel?")
+    agent = team.members["agent"]
+    status, _ = await agent.call(
+        "POST", support(conversation["id"], "/replies"), {"content": "On its way!"}
+    )
+    assert status == 201
+    status, _ = await agent.call(
+        "POST", support(conversation["id"], "/status"), {"status": "closed"}
+    )
+    assert status == 200
+    today = datetime.now(UTC).date()
+    deadline = time.monotonic() + 10
+    while True:  # the messages read model may trail the reply's acknowledgement
+        status, report = await agent.api.get("/api/v1/support/reports")
+        assert status == 200, report
+        if report["totals"]["messages"] == 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert len(report["days"]) == 14 and report["until"] == today.isoformat()
+    day = report["days"][-1]
+    assert day["conversations"] == 1 and day["messages"] == 2
+    assert day["median_first_response_seconds"] is not None
+    assert day["median_resolution_seconds"] >= day["median_first_response_seconds"] >= 0
+    assert report["totals"]["conversations"] == 1
+    assert all(d["conversations"] == 0 for d in report["days"][:-1])
+    # Bad ranges are 422; another workspace sees none of it.
+    for params in ({"since": "2026-02-01", "until": "2026-01-01"}, {"since": "2025-01-01"}):
+        status, body = await agent.api.get("/api/v1/support/reports", params=params)
+        assert status == 422, body
+    status, other = await team.tenant.as_(
+        **{
+            "X-API-Key": (await new_workspace(team.tenant.as_(**team.stack.admin_headers)))[
+                "api_key"
+            ]
+        }
+    ).get("/api/v1/support/reports")
+    assert status == 200 and other["totals"]["conversations"] == 0

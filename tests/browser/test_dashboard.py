@@ -126,6 +126,8 @@ async def test_a_moderator_hides_a_reported_message_and_an_agent_gets_no_key_man
     # The owner: every page, each axe-clean on a phone and a desktop.
     owner_page = await signed_in(shop, team.workspace["id"], owner_email, DESKTOP)
     for path, heading in (
+        ("settings/support", "Support & widget"),
+        ("reports", "Reports"),
         ("settings/keys", "API keys"),
         ("settings/webhooks", "Webhooks"),
         ("settings/team", "Team"),
@@ -300,6 +302,15 @@ async def test_a_visitor_writes_in_and_an_agent_answers_live_without_leaking_not
     await expect(phone.get_by_test_id("note")).to_be_visible(timeout=LIVE)
     assert await axe(phone, axe_source) == []
     await phone.screenshot(path=screenshot_path("dashboard-conversation-phone.png"), full_page=True)
+
+    # The reports, from the read models: one conversation, its messages, the times.
+    await inbox.goto(f"{shop.stack.gateway}/dashboard/#/reports")
+    await expect(inbox.get_by_role("heading", name="Reports")).to_be_visible(timeout=LIVE)
+    conversations = inbox.locator(".kpi").filter(has_text="Conversations")
+    await expect(conversations.locator(".kpi-value")).to_have_text("1", timeout=LIVE)
+    await expect(inbox.locator("figure.chart-card")).to_have_count(4)
+    assert await axe(inbox, axe_source) == []
+    await inbox.screenshot(path=screenshot_path("dashboard-reports.png"), full_page=True)
 
     # The note never reached the visitor: not in a frame, not in a response body.
     await asyncio.gather(*shop_tasks)

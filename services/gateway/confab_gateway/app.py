@@ -18,6 +18,7 @@ from confab_gateway import (
     dashboard,
     keys,
     openapi,
+    reports,
     support,
     users,
     visitors,
@@ -44,6 +45,7 @@ ROUTERS: list[Router] = [
     admin_webhooks.router,
     webhooks.router,
     keys.router,
+    reports.router,
     support.router,
     visitors.router,
 ]

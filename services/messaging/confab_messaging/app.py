@@ -22,6 +22,7 @@ from confab_messaging.exports import Exports
 from confab_messaging.handlers import Lookups
 from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
 from confab_messaging.queries import Queries
+from confab_messaging.reports import Reports
 from confab_messaging.settings import MessagingSettings
 from confab_messaging.store import Store
 from confab_messaging.support_domain import DECIDER
@@ -66,6 +67,7 @@ async def setup(service: Service) -> None:
     )
     sides = (commands, queries, Exports(queries))
     sides += (Support(commands, queries, SupportStore(service.engine), support),)
+    sides += (Reports(service.engine),)
     for request_type, handler in routes(*sides):
         await service.rpc.serve(request_type, handler)
 

@@ -12,8 +12,10 @@ const WORKSPACE_KEY = 'confab.dashboard.workspace';
 // Every page: where, its name, what permission it needs, and its module.
 export const PAGES = [
   { path: 'inbox', label: 'Inbox', permission: 'conversations.read', module: './pages/inbox.js', subroutes: true },
+  { path: 'reports', label: 'Reports', permission: 'conversations.read', module: './pages/reports.js' },
   { path: 'moderation', label: 'Moderation', permission: 'moderation', module: './pages/moderation.js' },
   { path: 'users', label: 'Users', permission: 'conversations.read', module: './pages/users.js' },
+  { path: 'settings/support', label: 'Support & widget', permission: 'settings.manage', module: './pages/support.js', group: 'Settings' },
   { path: 'settings/keys', label: 'API keys', permission: 'keys.manage', module: './pages/keys.js', group: 'Settings' },
   { path: 'settings/webhooks', label: 'Webhooks', permission: 'webhooks.manage', module: './pages/webhooks.js', group: 'Settings' },
   { path: 'settings/team', label: 'Team', permission: 'conversations.read', module: './pages/team.js', group: 'Settings' },
@@ -214,8 +216,9 @@ function start() {
   );
   window.onhashchange = route;
   if (!location.hash.startsWith('#/')) {
-    // Agents land in the inbox; a moderator (who cannot reply) on their first other page.
-    const first = can('conversations.reply') ? pages[0] : pages.find((p) => p.path !== 'inbox') || pages[0];
+    // Who answers lands in the inbox, a moderator in the moderation queue.
+    const landing = can('conversations.reply') ? 'inbox' : can('moderation') ? 'moderation' : 'users';
+    const first = pages.find((p) => p.path === landing) || pages[0];
     history.replaceState(null, '', `#/${first ? first.path : ''}`);
   }
   route();
