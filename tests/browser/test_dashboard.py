@@ -11,7 +11,7 @@ from typing import Any
 
 from playwright.async_api import expect
 
-from tests.browser.conftest import DESKTOP, PHONE, Shop, screenshot_path
+from tests.browser.conftest import DESKTOP, PHONE, Shop, png_bytes, screenshot_path
 from tests.browser.test_widget import LIVE, message, send
 from tests.staff import PASSWORD, Team, make_owner
 
@@ -269,11 +269,16 @@ async def test_a_visitor_writes_in_and_an_agent_answers_live_without_leaking_not
         timeout=LIVE
     )
     await pane.get_by_test_id("mode-reply").click()
+    await pane.get_by_test_id("attach").set_input_files(
+        files=[{"name": "label.png", "mimeType": "image/png", "buffer": png_bytes()}]
+    )
+    await expect(pane.get_by_role("list", name="Files to send")).to_contain_text("label.png")
     await pane.get_by_test_id("reply-box").fill("Sorry about that! A new one ships today.")
     await pane.get_by_test_id("reply-box").press("Enter")
 
     # The visitor sees the reply, types (the agent sees it), answers, and sees "Seen by".
     await expect(message(visitor, "A new one ships today")).to_be_visible(timeout=LIVE)
+    await expect(message(visitor, "A new one ships today").locator("img")).to_have_count(1)
     await visitor.get_by_test_id("composer").fill("Thanks")
     await expect(pane.get_by_test_id("typing")).to_contain_text(
         "Vera Visitor is typing", timeout=LIVE

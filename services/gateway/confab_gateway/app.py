@@ -52,7 +52,10 @@ ROUTERS: list[Router] = [
 
 
 def endpoints() -> list[Endpoint]:
-    return [e for router in ROUTERS for e in router.endpoints]
+    """The public API (``/openapi.json``): the dashboard's own routes are left out."""
+    return [
+        e for router in ROUTERS for e in router.endpoints if not e.path.startswith("/dashboard/")
+    ]
 
 
 def build_app(service: Service, auth: Authenticator, claims: Claims) -> web.Application:

@@ -59,6 +59,7 @@ from confab.errors import (
     UnsupportedMediaType,
 )
 from confab.ids import new_id
+from confab.staff import CONVERSATIONS_REPLY
 from confab_gateway.api import Call, Router
 
 router = Router()
@@ -94,6 +95,29 @@ _contexts: dict[int, JetStreamContext] = {}
     errors=(400, 401, 404, 413, 415, 422),
 )
 async def upload(call: Call) -> Attachment:
+    return await receive(call, call.actor.user_id or "")
+
+
+@router.route(
+    "POST",
+    "/dashboard/api/conversations/{conversation_id}/attachments",
+    auth="staff",
+    permission=CONVERSATIONS_REPLY,
+    tag="dashboard",
+    status=201,
+    summary="A staff member uploads a file to attach to their reply (as the widget does)",
+    files=(FILE_PART,),
+    response=Attachment,
+    errors=(400, 401, 403, 404, 413, 415, 422),
+)
+async def staff_upload(call: Call) -> Attachment:
+    assert call.staff is not None
+    return await receive(call, call.staff.user_id)
+
+
+async def receive(call: Call, uploader_id: str) -> Attachment:
+    """Check, stream to the object store and ingest one uploaded file of ``uploader_id``
+    for the call's conversation (the actor must see it: a participant, or staff)."""
     request = call.request
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -135,7 +159,7 @@ async def upload(call: Call) -> Attachment:
             IngestUpload(
                 workspace_id=call.workspace_id,
                 conversation_id=conversation_id,
-                uploader_id=call.actor.user_id or "",
+                uploader_id=uploader_id,
                 attachment_id=attachment_id,
                 filename=filename,
             ),

@@ -1,4 +1,4 @@
-// Building the page without innerHTML: every text from the API goes in as text.
+// Building the page from nodes, never from markup: every text from the API goes in as text.
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);

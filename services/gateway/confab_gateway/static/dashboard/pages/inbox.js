@@ -353,13 +353,31 @@ export async function render(main, { api, me, can }) {
               'li',
               { class: mine(item) ? 'bubble ours' : 'bubble theirs', 'data-testid': 'message' },
               h('p', { class: 'meta' }, h('strong', {}, item.sender ? item.sender.name : 'System'), ' · ', when(item.created_at), item.hidden ? h('span', { class: 'badge hidden' }, 'hidden') : null),
-              h('p', { class: 'text' }, item.deleted ? 'This message was deleted.' : item.content),
+              item.content || item.deleted ? h('p', { class: 'text' }, item.deleted ? 'This message was deleted.' : item.content) : null,
+              item.deleted ? null : files(item.attachments || []),
               names.length ? h('p', { class: 'seen muted', 'data-testid': 'seen' }, `Seen by ${names.join(', ')}`) : null,
             );
           })
         : h('li', { class: 'muted' }, 'No messages yet.'),
     );
     thread.scrollTop = thread.scrollHeight;
+  }
+
+  function files(list) {
+    if (!list.length) return null;
+    return h(
+      'ul',
+      { class: 'files' },
+      list.map((a) =>
+        h(
+          'li',
+          {},
+          a.url && a.content_type.startsWith('image/') && a.thumbnail_url
+            ? h('a', { href: a.url, target: '_blank', rel: 'noopener' }, h('img', { src: a.thumbnail_url, alt: a.filename, width: 120 }))
+            : h('a', { href: a.url || '#', target: '_blank', rel: 'noopener', 'data-testid': 'file' }, `📎 ${a.filename}`),
+        ),
+      ),
+    );
   }
 
   function drawTyping() {
@@ -427,6 +445,47 @@ export async function render(main, { api, me, can }) {
     );
     const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
     const send = h('button', { type: 'submit', class: 'button primary', 'data-testid': 'send' }, 'Send');
+    let pending = []; // uploaded, not yet sent: {id, filename}
+    const chips = h('ul', { class: 'files pending', 'aria-label': 'Files to send' });
+    const drawChips = () =>
+      replace(
+        chips,
+        pending.map((a) =>
+          h('li', { class: 'tag' }, a.filename, h('button', { type: 'button', class: 'tag-x', 'aria-label': `Remove ${a.filename}`, onclick: () => { pending = pending.filter((p) => p !== a); drawChips(); } }, '×')),
+        ),
+      );
+    const picker = h('input', {
+      id: 'attach',
+      type: 'file',
+      multiple: true,
+      class: 'visually-hidden',
+      'data-testid': 'attach',
+      onchange: async () => {
+        for (const file of picker.files) {
+          error.hidden = true;
+          try {
+            const body = new FormData();
+            body.append('file', file);
+            const response = await fetch(`/dashboard/api/conversations/${state.open}/attachments`, {
+              method: 'POST',
+              body,
+              credentials: 'same-origin',
+              headers: { 'X-CSRF-Token': api.csrf },
+            });
+            const data = await response.json().catch(() => null);
+            if (!response.ok) throw new Error((data && data.error && data.error.message) || `The upload failed (HTTP ${response.status}).`);
+            pending.push(data);
+            drawChips();
+            announce(`${file.name} is attached.`);
+          } catch (failure) {
+            error.hidden = false;
+            error.textContent = failure.message;
+          }
+        }
+        picker.value = '';
+      },
+    });
+    const attach = h('label', { for: 'attach', class: 'button attach-button' }, 'Attach files');
     const form = h(
       'form',
       {
@@ -434,7 +493,7 @@ export async function render(main, { api, me, can }) {
         onsubmit: async (e) => {
           e.preventDefault();
           const text = box.value.trim();
-          if (!text) return;
+          if (!text && !(mode === 'reply' && pending.length)) return;
           send.disabled = true;
           error.hidden = true;
           try {
@@ -442,7 +501,13 @@ export async function render(main, { api, me, can }) {
               const note = await api.post(`/api/v1/support/conversations/${state.open}/notes`, { content: text });
               if (!state.notes.some((n) => n.id === note.id)) state.notes.push(note);
             } else {
-              const message = await api.post(`/api/v1/support/conversations/${state.open}/replies`, { content: text, client_msg_id: crypto.randomUUID() });
+              const message = await api.post(`/api/v1/support/conversations/${state.open}/replies`, {
+                content: text,
+                attachment_ids: pending.map((a) => a.id),
+                client_msg_id: crypto.randomUUID(),
+              });
+              pending = [];
+              drawChips();
               if (!state.messages.some((m) => m.id === message.id)) state.messages.push(message);
               typingSent = 0;
               await refreshHeader(); // the agent is a participant now: read receipts count
@@ -462,7 +527,8 @@ export async function render(main, { api, me, can }) {
       h('label', { for: 'composer', class: 'visually-hidden' }, 'Message'),
       tabs,
       box,
-      h('div', { class: 'composer-foot' }, error, send),
+      chips,
+      h('div', { class: 'composer-foot' }, mode === 'reply' ? [picker, attach] : null, error, send),
     );
     box.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
