@@ -445,3 +445,46 @@ async def test_reports_count_conversations_messages_and_median_times(team: Team)
         }
     ).get("/api/v1/support/reports")
     assert status == 200 and other["totals"]["conversations"] == 0
+
+
+async def test_another_workspaces_ids_lead_nowhere(
+    team: Team, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    other = await new_team(stack, http, roles=False)
+    try:
+        theirs = other.members["owner"]
+        status, invited = await theirs.call(
+            "POST", "/dashboard/api/invitations", {"email": "x@example.com", "role": "agent"}
+        )
+        assert status == 201
+        status, user = await other.tenant.post(
+            "/api/v1/users", {"external_id": "their-user", "name": "Theirs"}
+        )
+        status, conv = await other.tenant.post(
+            "/api/v1/conversations", {"participant_ids": [user["id"]], "type": "group"}
+        )
+        ours = team.members["owner"]
+        for method, path, body in (
+            ("PATCH", f"/dashboard/api/staff/{theirs.user_id}", {"role": "agent"}),
+            ("DELETE", f"/dashboard/api/staff/{theirs.user_id}", None),
+            ("DELETE", f"/dashboard/api/invitations/{invited['invitation']['id']}", None),
+            ("GET", f"/api/v1/users/{user['id']}", None),
+            ("GET", f"/api/v1/conversations/{conv['id']}", None),
+            ("POST", f"/api/v1/users/{user['id']}/ban", None),
+        ):
+            status, reply = await ours.call(method, path, body)
+            assert status == 404, (method, path, reply)
+        # Their owner is untouched, their invitation still pending.
+        status, me = await theirs.call("GET", "/dashboard/api/me")
+        assert status == 200 and me["role"] == "owner"
+        status, pending = await theirs.call("GET", "/dashboard/api/invitations")
+        assert [i["id"] for i in pending["data"]] == [invited["invitation"]["id"]]
+        # Our cookie says nothing in their workspace: a session is its workspace's only.
+        status, body = await ours.api.post(
+            "/dashboard/api/sign-in",
+            {"workspace_id": other.workspace["id"], "email": ours.email, "password": PASSWORD},
+            headers={"Origin": stack.gateway},
+        )
+        assert status == 401
+    finally:
+        await other.close()
