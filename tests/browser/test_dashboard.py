@@ -216,6 +216,8 @@ async def test_a_visitor_writes_in_and_an_agent_answers_live_without_leaking_not
     await expect(inbox.get_by_text("No unassigned conversations")).to_be_visible(timeout=LIVE)
     await expect(inbox.get_by_test_id("count-unassigned")).to_have_text("0")
     await expect(inbox.locator(".live-state")).to_have_text("Live", timeout=LIVE)
+    await inbox.get_by_test_id("presence-online").click()
+    await expect(inbox.get_by_test_id("presence-online")).to_have_attribute("aria-pressed", "true")
 
     # The visitor, on the tenant's own site (another origin): a visitor session from the
     # public app key, a support conversation, and the widget on it. Every WebSocket frame

@@ -35,9 +35,41 @@ export async function render(main, { api, me, can }) {
   const listBox = h('section', { class: 'inbox-list', 'aria-label': 'Conversations' });
   const pane = h('section', { class: 'inbox-pane', 'aria-label': 'Conversation' });
   const status = h('p', { class: 'live-state muted', role: 'status' });
-  replace(main, h('div', { class: 'page-head' }, h('h1', {}, 'Inbox'), status), h('div', { class: 'inbox', 'data-open': 'false' }, views, listBox, pane));
+  const presence = reply ? availability() : null;
+  replace(main, h('div', { class: 'page-head' }, h('h1', {}, 'Inbox'), h('div', { class: 'actions' }, presence, status)), h('div', { class: 'inbox', 'data-open': 'false' }, views, listBox, pane));
   main.classList.add('wide');
   const layout = main.querySelector('.inbox');
+
+  // Online or away: round-robin assigns among agents online, and the widget says "typically
+  // replies in …" while one is.
+  function availability() {
+    const group = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Your availability' });
+    const show = (current) =>
+      replace(
+        group,
+        [['online', 'Online'], ['away', 'Away']].map(([value, label]) =>
+          h('button', { type: 'button', class: 'segment', 'aria-pressed': String(current === value), 'data-testid': `presence-${value}`, onclick: () => set(value) }, label),
+        ),
+      );
+    const set = async (value) => {
+      try {
+        const setup = await api.call('PUT', `/api/v1/support/agents/${me.member.user_id}/availability`, { status: value });
+        const mine = (setup.agents || []).find((a) => a.user_id === me.member.user_id);
+        show(mine ? mine.status : value);
+        announce(value === 'online' ? 'You are online.' : 'You are away.');
+      } catch (error) {
+        announce(error.message);
+      }
+    };
+    show(null);
+    if (can('settings.manage')) {
+      api.get('/api/v1/support/settings').then(
+        (setup) => show(((setup.agents || []).find((a) => a.user_id === me.member.user_id) || { status: 'away' }).status),
+        () => {},
+      );
+    }
+    return group;
+  }
 
   // -- live --------------------------------------------------------------------------------
   let socket = null;
