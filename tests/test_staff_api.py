@@ -30,6 +30,7 @@ DUMMY_ID = "zz_none"
 
 @pytest.fixture
 async def team(stack: RunningStack, http: aiohttp.ClientSession) -> AsyncIterator[Team]:
+    """A team of one's own, for the tests that change it (roles, sign-outs, removals)."""
     made = await new_team(stack, http)
     try:
         yield made
@@ -37,11 +38,22 @@ async def team(stack: RunningStack, http: aiohttp.ClientSession) -> AsyncIterato
         await made.close()
 
 
+@pytest.fixture(scope="module")
+async def shared(stack: RunningStack) -> AsyncIterator[Team]:
+    """One team for the tests that leave it as it was (argon2 makes every account cost)."""
+    async with aiohttp.ClientSession() as http:
+        made = await new_team(stack, http)
+        try:
+            yield made
+        finally:
+            await made.close()
+
+
 def _path(path: str) -> str:
     return re.sub(r"{\w+}", DUMMY_ID, path)
 
 
-async def test_every_route_answers_each_role_as_the_table_says(team: Team) -> None:
+async def test_every_route_answers_each_role_as_the_table_says(shared: Team) -> None:
     """Every tenant route (and every dashboard route with a permission), for every role:
     refused (403) exactly when the role lacks the route's permission, and always when the
     route names none (API keys only)."""
@@ -50,7 +62,7 @@ async def test_every_route_answers_each_role_as_the_table_says(team: Team) -> No
     assert any(e.permission is None for e in routes)  # the API-key-only ones are covered
     checked: dict[tuple[str, bool], int] = {}
     for role in ROLES:
-        member = team.members[role]
+        member = shared.members[role]
         for e in routes:
             body = {} if e.method in ("POST", "PATCH", "PUT") else None
             status, reply = await member.call(e.method, _path(e.path), body)
@@ -72,16 +84,16 @@ async def test_every_route_answers_each_role_as_the_table_says(team: Team) -> No
             assert checked.get((permission, False)), permission
 
 
-async def test_an_api_key_keeps_every_permission_and_manages_keys(team: Team) -> None:
-    status, made = await team.tenant.post("/api/v1/api-keys")
+async def test_an_api_key_keeps_every_permission_and_manages_keys(shared: Team) -> None:
+    status, made = await shared.tenant.post("/api/v1/api-keys")
     assert status == 201 and made["api_key"].startswith("sk_")
-    status, listed = await team.tenant.get("/api/v1/api-keys")
+    status, listed = await shared.tenant.get("/api/v1/api-keys")
     assert status == 200 and made["id"] in [k["id"] for k in listed["data"]]
     assert all("api_key" not in k for k in listed["data"])  # secrets are never listed
-    admin = team.members["admin"]
+    admin = shared.members["admin"]
     status, _ = await admin.call("DELETE", f"/api/v1/api-keys/{made['id']}")
     assert status == 204
-    new_key = team.tenant.as_(**{"X-API-Key": made["api_key"]})
+    new_key = shared.tenant.as_(**{"X-API-Key": made["api_key"]})
     status, _ = await new_key.get("/api/v1/users")
     assert status == 401  # revoked everywhere before the reply
 
@@ -132,9 +144,9 @@ async def test_roles_cannot_be_escalated(team: Team) -> None:
 
 
 async def test_csrf_is_required_for_every_change_made_with_the_cookie(
-    team: Team, stack: RunningStack
+    shared: Team, stack: RunningStack
 ) -> None:
-    agent = team.members["agent"]
+    agent = shared.members["agent"]
     path = "/dashboard/api/sign-out"
     status, body = await agent.api.post(path, headers={"Origin": stack.gateway})
     assert status == 403 and "X-CSRF-Token" in body["error"]["message"]
@@ -148,7 +160,7 @@ async def test_csrf_is_required_for_every_change_made_with_the_cookie(
     )
     assert status == 403 and "origin" in body["error"]["message"]
     # Another member's token is not this session's.
-    other = team.members["moderator"].me["csrf_token"]
+    other = shared.members["moderator"].me["csrf_token"]
     status, _ = await agent.api.post(path, headers={"Origin": stack.gateway, "X-CSRF-Token": other})
     assert status == 403
     # A read needs none; the tenant routes follow the same rule.
@@ -159,7 +171,7 @@ async def test_csrf_is_required_for_every_change_made_with_the_cookie(
     # Signing in from another site's page is refused (no login CSRF).
     status, _ = await Api(agent.http, stack.gateway, {}).post(
         "/dashboard/api/sign-in",
-        {"workspace_id": team.workspace["id"], "email": agent.email, "password": PASSWORD},
+        {"workspace_id": shared.workspace["id"], "email": agent.email, "password": PASSWORD},
         headers={"Origin": "https://evil.example"},
     )
     assert status == 403
@@ -262,8 +274,8 @@ async def test_a_revoked_cookie_cannot_be_replayed(team: Team, stack: RunningSta
     assert status == 401
 
 
-async def test_invitations_are_single_use_and_can_be_withdrawn(team: Team) -> None:
-    owner = team.members["owner"]
+async def test_invitations_are_single_use_and_can_be_withdrawn(shared: Team) -> None:
+    owner = shared.members["owner"]
     status, made = await owner.call(
         "POST", "/dashboard/api/invitations", {"email": "twice@example.com", "role": "agent"}
     )
@@ -272,8 +284,8 @@ async def test_invitations_are_single_use_and_can_be_withdrawn(team: Team) -> No
     status, pending = await owner.call("GET", "/dashboard/api/invitations")
     assert made["invitation"]["id"] in [i["id"] for i in pending["data"]]
     accept = {"token": token, "name": "Twice", "password": PASSWORD}
-    http = team.browser()
-    guest = Api(http, team.stack.gateway, {"Origin": team.stack.gateway})
+    http = shared.browser()
+    guest = Api(http, shared.stack.gateway, {"Origin": shared.stack.gateway})
     status, _ = await guest.post("/dashboard/api/invitations/accept", accept)
     assert status == 200
     status, body = await guest.post("/dashboard/api/invitations/accept", accept)
@@ -375,19 +387,19 @@ async def test_a_role_change_closes_the_members_sockets(
         await socket.close()
 
 
-async def test_users_are_searched_by_part_of_name_email_or_external_id(team: Team) -> None:
+async def test_users_are_searched_by_part_of_name_email_or_external_id(shared: Team) -> None:
     tag = uuid.uuid4().hex[:6]
     made = {}
     for name, email, external in (
         (f"Zoë {tag}", f"zoe.{tag}@example.com", f"crm-1-{tag}"),
         (f"Bob {tag}", f"bob_{tag}@example.com", f"crm-2-{tag}"),
     ):
-        status, user = await team.tenant.post(
+        status, user = await shared.tenant.post(
             "/api/v1/users", {"name": name, "email": email, "external_id": external}
         )
         assert status == 201
         made[name.split()[0]] = user["id"]
-    agent = team.members["agent"]
+    agent = shared.members["agent"]
 
     async def search(q: str) -> set[str]:
         status, page = await agent.api.get("/api/v1/users", params={"q": q})
@@ -401,15 +413,15 @@ async def test_users_are_searched_by_part_of_name_email_or_external_id(team: Tea
     assert await search(f"%{tag}") == set()  # taken literally, not as a wildcard
 
 
-async def test_reports_count_conversations_messages_and_median_times(team: Team) -> None:
+async def test_reports_count_conversations_messages_and_median_times(shared: Team) -> None:
     """Computed from the read models: a support conversation, a reply, its closing."""
     from tests.test_messaging_api import World
     from tests.test_support_api import start, support
 
-    world = World(team.tenant, team.workspace)
+    world = World(shared.tenant, shared.workspace)
     _visitor, widget = await world.user("Visitor")
     conversation = await start(widget, "Where is my parcel?")
-    agent = team.members["agent"]
+    agent = shared.members["agent"]
     status, _ = await agent.call(
         "POST", support(conversation["id"], "/replies"), {"content": "On its way!"}
     )
@@ -437,9 +449,9 @@ async def test_reports_count_conversations_messages_and_median_times(team: Team)
     for params in ({"since": "2026-02-01", "until": "2026-01-01"}, {"since": "2025-01-01"}):
         status, body = await agent.api.get("/api/v1/support/reports", params=params)
         assert status == 422, body
-    status, other = await team.tenant.as_(
+    status, other = await shared.tenant.as_(
         **{
-            "X-API-Key": (await new_workspace(team.tenant.as_(**team.stack.admin_headers)))[
+            "X-API-Key": (await new_workspace(shared.tenant.as_(**shared.stack.admin_headers)))[
                 "api_key"
             ]
         }
@@ -448,7 +460,7 @@ async def test_reports_count_conversations_messages_and_median_times(team: Team)
 
 
 async def test_another_workspaces_ids_lead_nowhere(
-    team: Team, stack: RunningStack, http: aiohttp.ClientSession
+    shared: Team, stack: RunningStack, http: aiohttp.ClientSession
 ) -> None:
     other = await new_team(stack, http, roles=False)
     try:
@@ -463,7 +475,7 @@ async def test_another_workspaces_ids_lead_nowhere(
         status, conv = await other.tenant.post(
             "/api/v1/conversations", {"participant_ids": [user["id"]], "type": "group"}
         )
-        ours = team.members["owner"]
+        ours = shared.members["owner"]
         for method, path, body in (
             ("PATCH", f"/dashboard/api/staff/{theirs.user_id}", {"role": "agent"}),
             ("DELETE", f"/dashboard/api/staff/{theirs.user_id}", None),

@@ -61,7 +61,8 @@ async def create_key(call: Call) -> ApiKey:
 )
 async def revoke_key(call: Call) -> None:
     actor = call.actor
-    await call.write(
+    # Not ``call.write``: that remembers CONVERSATIONS positions, this is IDENTITY's.
+    await call.rpc.call(
         RevokeApiKey(
             workspace_id=call.workspace_id, key_id=call.path["key_id"], actor=actor.key_id or ""
         )
