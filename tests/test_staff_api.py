@@ -118,6 +118,12 @@ async def test_roles_cannot_be_escalated(team: Team) -> None:
     assert status == 403
     status, body = await agent.call("GET", "/api/v1/api-keys")
     assert status == 403 and "keys.manage" in body["error"]["message"]
+    # An agent sets their own availability, not a colleague's.
+    availability = "/api/v1/support/agents/{}/availability"
+    status, _ = await agent.call("PUT", availability.format(agent.user_id), {"status": "online"})
+    assert status == 200
+    status, _ = await agent.call("PUT", availability.format(admin.user_id), {"status": "away"})
+    assert status == 403
     # The last owner cannot step down.
     status, _ = await owner.call(
         "PATCH", f"/dashboard/api/staff/{owner.user_id}", {"role": "admin"}

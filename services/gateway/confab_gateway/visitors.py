@@ -49,6 +49,7 @@ from confab.contracts.support import (
 )
 from confab.contracts.support import ConfigureSupport as Configure
 from confab.errors import Forbidden, RateLimited
+from confab.staff import SETTINGS_MANAGE, grants
 from confab_gateway.api import Call, Result, Router
 from confab_gateway.ratelimit import TokenBuckets, retry_after
 from confab_gateway.support import VISITOR_NAME, VISITOR_PREFIX, staff
@@ -112,6 +113,13 @@ async def put_settings(call: Call) -> SupportSetup:
     permission="conversations.reply",
 )
 async def set_availability(call: Call) -> SupportSetup:
+    staff_member = call.staff
+    if (
+        staff_member is not None
+        and call.path["user_id"] != staff_member.user_id
+        and not grants(staff_member.role, SETTINGS_MANAGE)
+    ):
+        raise Forbidden("You can set only your own availability.")
     return await call.rpc.call(
         SetAvailability(
             workspace_id=call.workspace_id,
