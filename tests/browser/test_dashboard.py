@@ -11,25 +11,16 @@ from typing import Any
 
 from playwright.async_api import expect
 
-from tests.browser.conftest import DESKTOP, PHONE, Shop, png_bytes, screenshot_path
+from tests.browser.conftest import (
+    DESKTOP,
+    PHONE,
+    Shop,
+    axe_violations,
+    png_bytes,
+    screenshot_path,
+)
 from tests.browser.test_widget import LIVE, message, send
 from tests.staff import PASSWORD, Team, make_owner
-
-
-async def axe(page: Any, source: str) -> list[str]:
-    """axe-core's serious and critical violations. The dashboard's CSP allows no inline
-    script, so axe is evaluated through the DevTools protocol, not injected as a tag."""
-    if not await page.evaluate("typeof window.axe === 'object'"):
-        await page.evaluate(source + "\n;undefined")
-    results = await page.evaluate(
-        "() => axe.run(document, { resultTypes: ['violations'] }).then(r => r.violations)"
-    )
-    return [
-        f"{v['id']} ({v['impact']}): {v['help']} at "
-        + ", ".join(str(n["target"]) for n in v["nodes"][:3])
-        for v in results
-        if v["impact"] in ("serious", "critical")
-    ]
 
 
 async def signed_in(shop: Shop, workspace_id: str, email: str, viewport: dict[str, int]) -> Any:
@@ -92,7 +83,7 @@ async def test_a_moderator_hides_a_reported_message_and_an_agent_gets_no_key_man
     await expect(report).to_contain_text("Yes, lovely views")  # in context
     await expect(report.get_by_role("button", name="Ban Bob")).to_be_visible()
     await expect(report.get_by_role("button", name="Erase Bob")).to_have_count(0)  # no users.erase
-    assert await axe(page, axe_source) == []
+    assert await axe_violations(page, axe_source) == []
     await page.screenshot(path=screenshot_path("dashboard-moderation.png"), full_page=True)
     # Keyboard: focus the Hide button and press Enter.
     await report.get_by_role("button", name="Hide").focus()
@@ -121,7 +112,7 @@ async def test_a_moderator_hides_a_reported_message_and_an_agent_gets_no_key_man
     await expect(agent_page.get_by_role("button", name="Create API key")).to_have_count(0)
     status = await agent_page.evaluate("fetch('/api/v1/api-keys').then(r => r.status)")
     assert status == 403
-    assert await axe(agent_page, axe_source) == []
+    assert await axe_violations(agent_page, axe_source) == []
 
     # The owner: every page, each axe-clean on a phone and a desktop.
     owner_page = await signed_in(shop, team.workspace["id"], owner_email, DESKTOP)
@@ -138,18 +129,18 @@ async def test_a_moderator_hides_a_reported_message_and_an_agent_gets_no_key_man
             timeout=LIVE
         )
         await expect(owner_page.locator(".state.loading")).to_have_count(0, timeout=LIVE)
-        assert await axe(owner_page, axe_source) == [], path
+        assert await axe_violations(owner_page, axe_source) == [], path
     await owner_page.get_by_label("Search users").fill("Bob")
     await expect(owner_page.get_by_role("link", name="Bob")).to_be_visible(timeout=LIVE)
     await owner_page.get_by_role("link", name="Bob").click()
     await expect(owner_page.get_by_role("heading", name="Bob")).to_be_visible(timeout=LIVE)
     await expect(owner_page.get_by_text("Trail talk")).to_be_visible(timeout=LIVE)
     await expect(owner_page.get_by_role("button", name="Export data (GDPR)")).to_be_visible()
-    assert await axe(owner_page, axe_source) == []
+    assert await axe_violations(owner_page, axe_source) == []
     await owner_page.set_viewport_size(PHONE)
     await owner_page.goto(f"{shop.stack.gateway}/dashboard/#/settings/team")
     await expect(owner_page.get_by_test_id("member")).to_have_count(3, timeout=LIVE)
-    assert await axe(owner_page, axe_source) == []
+    assert await axe_violations(owner_page, axe_source) == []
     # Sign out: back to the form, and the session is gone for the API too.
     await owner_page.get_by_role("button", name="Sign out", exact=True).click()
     await expect(
@@ -296,7 +287,7 @@ async def test_a_visitor_writes_in_and_an_agent_answers_live_without_leaking_not
 
     await inbox.get_by_test_id("view-mine").click()
     await expect(inbox.get_by_test_id("inbox-item")).to_have_count(1, timeout=LIVE)
-    assert await axe(inbox, axe_source) == []
+    assert await axe_violations(inbox, axe_source) == []
     await inbox.screenshot(path=screenshot_path("dashboard-inbox.png"))
     await pane.get_by_test_id("reply-box").fill("")
     # Keyboard: e closes it; it moves to the closed view.
@@ -307,7 +298,7 @@ async def test_a_visitor_writes_in_and_an_agent_answers_live_without_leaking_not
     await phone.get_by_test_id("view-closed").click()
     await phone.get_by_test_id("inbox-item").filter(has_text="Vera Visitor").click()
     await expect(phone.get_by_test_id("note")).to_be_visible(timeout=LIVE)
-    assert await axe(phone, axe_source) == []
+    assert await axe_violations(phone, axe_source) == []
     await phone.screenshot(path=screenshot_path("dashboard-conversation-phone.png"), full_page=True)
 
     # The reports, from the read models: one conversation, its messages, the times.
@@ -316,7 +307,7 @@ async def test_a_visitor_writes_in_and_an_agent_answers_live_without_leaking_not
     conversations = inbox.locator(".kpi").filter(has_text="Conversations")
     await expect(conversations.locator(".kpi-value")).to_have_text("1", timeout=LIVE)
     await expect(inbox.locator("figure.chart-card")).to_have_count(4)
-    assert await axe(inbox, axe_source) == []
+    assert await axe_violations(inbox, axe_source) == []
     await inbox.screenshot(path=screenshot_path("dashboard-reports.png"), full_page=True)
 
     # The note never reached the visitor: not in a frame, not in a response body.
