@@ -160,16 +160,19 @@ export async function render(main, { api, me, can }) {
     );
   }
 
-  async function loadList(showLoading) {
+  async function loadList(showLoading, more = false) {
     drawViews();
     if (showLoading) replace(listBox, loading('conversations'));
     try {
+      // A refresh re-reads as many as are shown; "Show more" pages on from the last.
       const page = await api.get('/api/v1/support/conversations', {
         view: state.view,
         assignee_id: me.member.user_id, // what "mine" counts, whatever the view
-        limit: 50,
+        cursor: more ? state.cursor : undefined,
+        limit: more || showLoading ? 50 : Math.min(100, Math.max(50, state.list.length)),
       });
-      state.list = page.data;
+      state.list = more ? state.list.concat(page.data) : page.data;
+      state.cursor = page.next_cursor;
       state.counts = page.counts;
       drawViews();
       drawList();
@@ -227,6 +230,7 @@ export async function render(main, { api, me, can }) {
           );
         }),
       ),
+      state.cursor ? h('button', { type: 'button', class: 'button more', onclick: () => loadList(false, true) }, 'Show more') : null,
     );
   }
 
