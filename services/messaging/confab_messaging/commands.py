@@ -15,6 +15,9 @@ from the conversation's log where the state says its post (and last edit)
 are, and folded by the one fold (``confab.conversation``) with the state's
 flags and reactions; an existing direct conversation is shown by the read
 side (``Queries.existing``) once it has applied what the log had.
+
+An edit that leaves its mentions out carries the old ones over (``mentions.carried``):
+the handler reads the message's text as it is now from the log first.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from confab.contracts.events import Event
 from confab.contracts.events.messaging import (
     Attachment,
     ConversationCreated,
+    Mention,
     MessageEdited,
     MessagePosted,
     MessageReported,
@@ -49,6 +53,7 @@ from confab.contracts.messaging import (
     Message,
     MessageSaved,
     ModerateMessage,
+    PinMessage,
     PostMessage,
     React,
     RemoveParticipant,
@@ -64,7 +69,8 @@ from confab.logging import get_logger
 from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
 from confab_messaging import domain, render
-from confab_messaging.domain import ConversationState, Resent
+from confab_messaging import mentions as mention_rules
+from confab_messaging.domain import ConversationState, MessageState, Resent
 from confab_messaging.handlers import Lookups, conversation_subject, valid
 from confab_messaging.store import UserRow
 
@@ -165,6 +171,7 @@ class Commands:
             (SetTyping, self.set_typing),
             (ReportMessage, handler(self.report_message, self.reported)),
             (ModerateMessage, handler(self.moderate_message, self.moderated)),
+            (PinMessage, handler(self.pin_message, self.settled)),
         ]
 
     async def settled(self, _request: Any, executed: Executed[ConversationState]) -> Ok:
@@ -199,6 +206,7 @@ class Commands:
             unknown=[u for u in members if u not in users or users[u].erased],
             title=data.title,
             metadata=data.metadata,
+            pin_policy=data.pin_policy,
         )
         if not conversation_id:
             domain.decide(command, domain.initial())  # raises: a direct one needs two people
@@ -220,7 +228,11 @@ class Commands:
     async def update_conversation(self, cmd: UpdateConversation, _ctx: CallContext) -> Intent:
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         command = domain.UpdateConversation(
-            actor=cmd.actor, now=self.clock(), title=cmd.patch.title, metadata=cmd.patch.metadata
+            actor=cmd.actor,
+            now=self.clock(),
+            title=cmd.patch.title,
+            metadata=cmd.patch.metadata,
+            pin_policy=cmd.patch.pin_policy,
         )
         return intent(cmd.actor, subject_, command)
 
@@ -292,6 +304,8 @@ class Commands:
             client_msg_id=client_msg_id,
             message_type=data.type,
             banned=banned,
+            mentions=mention_rules.from_input(data.mentions),
+            parent_id=data.parent_id,
         )
         msg_id = (
             domain.client_msg_key(conversation_id, sender_id, client_msg_id)
@@ -325,8 +339,17 @@ class Commands:
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         message_id = valid(cmd.message_id, "Message")
+        if cmd.mentions is not None:
+            mentions, carried = mention_rules.from_input(cmd.mentions), False
+        else:
+            mentions, carried = await self.carried_mentions(subject_, message_id, cmd.content), True
         command = domain.EditMessage(
-            actor=cmd.actor, now=now, message_id=message_id, content=cmd.content
+            actor=cmd.actor,
+            now=now,
+            message_id=message_id,
+            content=cmd.content,
+            mentions=mentions,
+            carried=carried,
         )
         executed = await self.shell.run(intent(cmd.actor, subject_, command), ctx)
         event = executed.event
@@ -344,6 +367,28 @@ class Commands:
             edit=(executed.positions[0], event),
         )
         return MessageSaved(message=message, created=False, stream_seq=executed.positions[0])
+
+    async def carried_mentions(self, subject_: str, message_id: str, content: str) -> list[Mention]:
+        """The mentions of the message's text now that an edit to ``content`` leaves where
+        they were (none if it has none; the decider checks the rest)."""
+
+        def ask(state: ConversationState) -> ConversationState | None:
+            found = state.messages.get(message_id)
+            if found is None or not found.mentioned or not found.post_position:
+                return None
+            one = ConversationState(id=state.id, created_at=state.created_at)
+            one.messages[message_id] = MessageState(
+                sender_id=found.sender_id,
+                post_position=found.post_position,
+                edit_position=found.edit_position,
+            )
+            return one
+
+        state = await self.shell.aggregates.query(subject_, ask)
+        if state is None:
+            return []
+        old = await message_as_now(self.shell.aggregates, subject_, state, message_id)
+        return mention_rules.carried(old.content, content, old.mentions)
 
     async def message_now(
         self,
@@ -386,7 +431,9 @@ class Commands:
         now = self.clock()
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
-        return intent(cmd.actor, subject_, domain.MarkRead(actor=cmd.actor, now=now, seq=cmd.seq))
+        parent_id = valid(cmd.parent_id, "Thread") if cmd.parent_id is not None else None
+        command = domain.MarkRead(actor=cmd.actor, now=now, seq=cmd.seq, parent_id=parent_id)
+        return intent(cmd.actor, subject_, command)
 
     async def set_typing(self, cmd: SetTyping, _ctx: CallContext) -> Ok:
         """Not stored: a small JSON on core NATS for the fanout."""
@@ -438,6 +485,15 @@ class Commands:
             actor=cmd.actor, now=now, message_id=cmd.message_id, action=cmd.action
         )
         return intent(cmd.actor, subject(cmd.actor.workspace_id, conversation_id), command)
+
+    async def pin_message(self, cmd: PinMessage, _ctx: CallContext) -> Intent:
+        now = self.clock()
+        await self.lookups.may_act(cmd.actor)
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        command = domain.PinMessage(
+            actor=cmd.actor, now=now, message_id=valid(cmd.message_id, "Message"), pin=cmd.pin
+        )
+        return intent(cmd.actor, subject_, command)
 
     async def moderated(self, cmd: ModerateMessage, executed: Executed[ConversationState]) -> Ok:
         await self.lookups.settle(executed.version)  # every reader shows it when this returns
