@@ -585,10 +585,25 @@ def reactions(pairs: Iterable[tuple[str, str]], viewer: str | None) -> dict[str,
 
 
 def shown_attachment_ids(message: MessageView, moderator: bool = False) -> list[str]:
-    """The attachments a message shows: none once it is deleted or (but to moderators)
-    hidden."""
+    """The attachments a message shows (its link preview's image too): none once it is
+    deleted or (but to moderators) hidden."""
     gone = message.deleted if moderator else message.gone
-    return [] if gone else list(message.attachment_ids)
+    if gone:
+        return []
+    preview = message.link_preview
+    image = [preview.image.id] if preview is not None and preview.image is not None else []
+    return [*message.attachment_ids, *image]
+
+
+def shown_preview(
+    message: MessageView, gone: bool, attachments: Mapping[str, Attachment] | None
+) -> LinkPreview | None:
+    """A message's link preview; its image with fresh URLs when ``attachments`` has them
+    (left out if media no longer has it), as stored otherwise."""
+    preview = message.link_preview
+    if gone or preview is None or preview.image is None or attachments is None:
+        return None if gone else preview
+    return msgspec.structs.replace(preview, image=attachments.get(preview.image.id))
 
 
 def message_object(
@@ -630,7 +645,7 @@ def message_object(
         thread=thread_summary(message),
         pinned_at=message.pinned_at,
         pinned_by=message.pinned_by,
-        link_preview=None if gone else message.link_preview,
+        link_preview=shown_preview(message, gone, attachments),
     )
     if moderator and message.hidden and not message.deleted:
         made = msgspec.structs.replace(made, hidden=True)

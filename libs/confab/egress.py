@@ -95,6 +95,15 @@ def refusal(address: str | IPAddress) -> str | None:
     return None
 
 
+def refused(address: str | IPAddress, *, allow_loopback: bool = False) -> str | None:
+    """``refusal``, but loopback passes with ``allow_loopback`` (tests only: a receiver
+    on this machine; every other private, link-local or metadata address stays refused)."""
+    why = refusal(address)
+    if why is not None and allow_loopback and why.startswith("a loopback address"):
+        return None
+    return why
+
+
 def ip_literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
@@ -157,13 +166,20 @@ class GuardedResolver(AbstractResolver):
     aiohttp connects to the addresses a resolver returns, so what is checked here is what
     is connected to: no second resolution a rebinding DNS server could answer differently."""
 
-    def __init__(self, *, allow_private: bool, inner: AbstractResolver | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        inner: AbstractResolver | None = None,
+        allow_loopback: bool = False,
+    ) -> None:
         if inner is None:
             from aiohttp.resolver import ThreadedResolver
 
             inner = ThreadedResolver()
         self.inner = inner
         self.allow_private = allow_private
+        self.allow_loopback = allow_loopback
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -171,7 +187,8 @@ class GuardedResolver(AbstractResolver):
         found = await self.inner.resolve(host, port, family)
         if self.allow_private:
             return found
-        kept = [r for r in found if refusal(r["host"]) is None]
+        loopback = self.allow_loopback
+        kept = [r for r in found if refused(r["host"], allow_loopback=loopback) is None]
         if not kept:
             reasons = sorted({refusal(r["host"]) or "" for r in found} - {""})
             raise RefusedAddress(f"{host} resolves only to {', '.join(reasons) or 'nothing'}")

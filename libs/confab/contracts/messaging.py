@@ -617,3 +617,16 @@ class ListMentions(Request, kw_only=True, frozen=True):
     cursor: SeqCursor | None = None
     limit: Limit = 50
     min_seq: StreamSeq = 0
+
+
+class AttachPreview(Request, kw_only=True, frozen=True):
+    """Media's link preview for a message (``FetchPreview``): appended as
+    ``message.previewed`` if the message's text is still that of ``version``."""
+
+    subject: ClassVar[str] = "messaging.cmd.attach_preview"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    message_id: str
+    version: int
+    preview: LinkPreview

@@ -18,10 +18,17 @@ side (``Queries.existing``) once it has applied what the log had.
 
 An edit that leaves its mentions out carries the old ones over (``mentions.carried``):
 the handler reads the message's text as it is now from the log first.
+
+Link previews: after a post or an edit whose text has a link (``confab.links``), the
+handler hands the URL to media (``FetchPreview``, in the background: the reply never
+waits for it, and a preview that cannot be made is simply absent). Media fetches it and
+answers with ``AttachPreview``, appended only if the text is still the one it was made
+for. The URL leaves messaging only in that request: the log keeps the text sealed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -41,9 +48,11 @@ from confab.contracts.events.messaging import (
     MessageReported,
     subject,
 )
+from confab.contracts.media import FetchPreview
 from confab.contracts.messaging import (
     Actor,
     AddParticipant,
+    AttachPreview,
     Conversation,
     ConversationSaved,
     CreateConversation,
@@ -65,6 +74,7 @@ from confab.conversation import ConversationView, MessageView, message_object
 from confab.conversation import evolve as fold
 from confab.errors import Forbidden, InternalError, NotFound, Unavailable
 from confab.ids import new_id
+from confab.links import first_link
 from confab.logging import get_logger
 from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
@@ -155,6 +165,7 @@ class Commands:
         self.lookups = lookups
         self.existing = existing
         self.clock = clock
+        self._previews: set[asyncio.Task[None]] = set()  # asked of media, not awaited
 
     def routes(self) -> list[Route]:
         handler = self.shell.handler
@@ -172,6 +183,7 @@ class Commands:
             (ReportMessage, handler(self.report_message, self.reported)),
             (ModerateMessage, handler(self.moderate_message, self.moderated)),
             (PinMessage, handler(self.pin_message, self.settled)),
+            (AttachPreview, handler(self.attach_preview)),
         ]
 
     async def settled(self, _request: Any, executed: Executed[ConversationState]) -> Ok:
@@ -318,6 +330,8 @@ class Commands:
         if isinstance(event, MessagePosted) and (
             not executed.duplicate or original in (None, event.message_id)
         ):
+            if not executed.duplicate:
+                self.ask_preview(actor.workspace_id, event, event.content, event.seq)
             return MessageSaved(
                 message=render.posted_message(event, render.sender(sender_id, users), attachments),
                 created=True,
@@ -355,6 +369,7 @@ class Commands:
         event = executed.event
         if not isinstance(event, MessageEdited):
             raise InternalError()  # the decider decides an edit or raises
+        self.ask_preview(cmd.actor.workspace_id, event, event.content, event.seq)
         await self.lookups.settle(executed.version)  # history shows it when this returns
         users = await self.lookups.users(cmd.actor.workspace_id, [cmd.actor.user_id or ""])
         message = await self.message_now(
@@ -389,6 +404,44 @@ class Commands:
             return []
         old = await message_as_now(self.shell.aggregates, subject_, state, message_id)
         return mention_rules.carried(old.content, content, old.mentions)
+
+    def ask_preview(
+        self, workspace_id: str, event: MessagePosted | MessageEdited, content: str, version: int
+    ) -> None:
+        """Hand the text's first link to media for a preview, without waiting for it."""
+        url = first_link(content)
+        if url is None:
+            return
+        sender = event.sender_id if isinstance(event, MessagePosted) else event.by
+        request = FetchPreview(
+            workspace_id=workspace_id,
+            conversation_id=event.conversation_id,
+            message_id=event.message_id,
+            sender_id=sender,
+            version=version,
+            url=url,
+        )
+
+        async def ask() -> None:
+            try:
+                await self.lookups.rpc.call(request, timeout=5.0)
+            except Exception as exc:  # a preview is optional: never fail the post for it
+                log.info("link_preview_not_asked", message_id=event.message_id, error=str(exc))
+
+        task = asyncio.create_task(ask())
+        self._previews.add(task)
+        task.add_done_callback(self._previews.discard)
+
+    async def attach_preview(self, cmd: AttachPreview, _ctx: CallContext) -> Intent:
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        command = domain.AttachPreview(
+            actor=cmd.actor,
+            now=self.clock(),
+            message_id=valid(cmd.message_id, "Message"),
+            version=cmd.version,
+            preview=cmd.preview,
+        )
+        return intent(cmd.actor, subject_, command)
 
     async def message_now(
         self,
