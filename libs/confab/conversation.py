@@ -278,6 +278,15 @@ MESSAGE_COLUMNS = (
     "pinned_by",
     "link_preview",
 )
+# What can change in a message's row after its post (the read model's upserts write these).
+MESSAGE_CHANGES = (
+    "content",
+    "edited_at",
+    "deleted",
+    "hidden",
+    "version",
+    *(c for c in MESSAGE_COLUMNS[MESSAGE_COLUMNS.index("mentions") :] if c != "parent_id"),
+)
 
 
 def derived_type(

@@ -475,21 +475,7 @@ class _Batch:
             t.messages,
             messages,
             keys=["id"],
-            update=[
-                "content",
-                "edited_at",
-                "deleted",
-                "hidden",
-                "version",
-                "mentions",
-                "reply_count",
-                "last_reply_id",
-                "last_reply_at",
-                "thread_participants",
-                "pinned_at",
-                "pinned_by",
-                "link_preview",
-            ],
+            update=list(conversation.MESSAGE_CHANGES),
             guard="version",
         )
         await _upsert(
