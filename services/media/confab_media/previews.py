@@ -22,7 +22,9 @@ Outbound safety (``confab.egress``, the platform's one address check):
 - redirects are followed by hand, at most ``MAX_REDIRECTS``, each one checked as the
   first URL was;
 - each fetch has a total time limit and reads at most its size limit (a page is cut
-  there and parsed as far as it goes; an image beyond it is dropped);
+  there and parsed as far as it goes; an image beyond it is dropped); answers are asked
+  for and read uncompressed (``Accept-Encoding: identity``, no decompression), so the
+  limit is on what is held in memory; an image is decoded only up to ``MAX_PIXELS``;
 - ``link_preview_allow_loopback`` (tests only) lets loopback through, nothing else.
 
 Pages are cached per URL (``link_preview_cache_seconds``, a bounded LRU, failures
@@ -74,6 +76,8 @@ log = get_logger("confab.media.previews")
 MAX_REDIRECTS = 5
 OEMBED_MAX_BYTES = 64 * 1024
 CACHE_ENTRIES = 512
+CACHE_BYTES = 64 * 1024 * 1024  # images kept in the cache, at most
+MAX_PIXELS = 16_000_000  # a preview image decoded (width times height), at most
 PENDING_MAX = 256  # jobs waiting for a slot; beyond this a request is declined
 TITLE_MAX, DESCRIPTION_MAX, SITE_MAX = 300, 1000, 100
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -134,7 +138,11 @@ class Fetcher:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={"User-Agent": f"Confab-LinkPreview/{__version__} (+link previews)"},
+            headers={
+                "User-Agent": f"Confab-LinkPreview/{__version__} (+link previews)",
+                "Accept-Encoding": "identity",
+            },
+            auto_decompress=False,  # no decompression bomb: the limit is on bytes held
             trust_env=False,  # never through a proxy the environment names
         )
 
@@ -308,6 +316,13 @@ class Page:
     image: content.Prepared | None
 
 
+def _size(page: Page | None) -> int:
+    image = page.image if page is not None else None
+    if image is None:
+        return 0
+    return len(image.body or b"") + len(image.thumbnail or b"")
+
+
 # -- the job -------------------------------------------------------------------------------
 
 
@@ -343,6 +358,7 @@ class Previews:
         self._slots = asyncio.Semaphore(settings.link_preview_concurrency)
         self._jobs: set[asyncio.Task[None]] = set()
         self._cache: OrderedDict[str, tuple[float, Page | None]] = OrderedDict()
+        self._cached_bytes = 0
 
     def routes(self) -> list[Route]:
         return [(FetchPreview, self.fetch_preview)]
@@ -422,11 +438,17 @@ class Previews:
         except Refused as exc:
             log.info("link_preview_refused", url_length=len(url), reason=str(exc))
             found = None
+        self._forget(url)
         self._cache[url] = (now + self.settings.link_preview_cache_seconds, found)
-        self._cache.move_to_end(url)
-        while len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
+        self._cached_bytes += _size(found)
+        while len(self._cache) > CACHE_ENTRIES or self._cached_bytes > CACHE_BYTES:
+            self._forget(next(iter(self._cache)))
         return found
+
+    def _forget(self, url: str) -> None:
+        gone = self._cache.pop(url, None)
+        if gone is not None:
+            self._cached_bytes -= _size(gone[1])
 
     async def _fetch_page(self, url: str) -> Page | None:
         s = self.settings
@@ -435,7 +457,7 @@ class Previews:
         )
         if fetched.content_type not in HTML_TYPES:
             return None
-        card = read_card(fetched)
+        card = await asyncio.to_thread(read_card, fetched)  # parsing is CPU work
         if card.oembed_url and (not card.title or not card.image_url):
             with contextlib.suppress(Refused):
                 answer = await self.fetcher.get(
@@ -467,7 +489,7 @@ class Previews:
                 return content.prepare(
                     path,
                     Policy(max_bytes=s.link_preview_max_image_bytes, allowed=IMAGES.allowed),
-                    max_pixels=s.max_image_pixels,
+                    max_pixels=min(s.max_image_pixels, MAX_PIXELS),
                     thumbnail_size=s.thumbnail_size,
                 )
 

@@ -15,14 +15,20 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from PIL import Image
 
+from confab.contracts.base import Ok
+from confab.contracts.media import FetchPreview
 from confab.egress import plain_results, refused
+from confab.rpc import CallContext
 from confab_infra.backends import free_port
-from confab_media.previews import Fetched, Fetcher, Refused, read_card, with_oembed
+from confab_media.domain import Policy
+from confab_media.previews import Fetched, Fetcher, Previews, Refused, read_card, with_oembed
+from confab_media.settings import MediaSettings
 
 
 class Table(AbstractResolver):
@@ -228,3 +234,29 @@ def test_a_page_s_card_from_open_graph_then_oembed() -> None:
     deep = "<div>" * 20_000 + "<title>x</title>"
     assert read_card(Fetched("https://e.com/", "text/html", deep.encode(), False)).title == "x"
     assert png()  # the helper the stack test uses makes a real image
+
+
+async def test_no_job_for_a_workspace_with_previews_off_or_a_refused_url() -> None:
+    previews = Previews(
+        MediaSettings(),
+        None,  # type: ignore[arg-type]  # nothing is stored or asked when declined
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        lambda workspace: Policy(link_previews=workspace != "ws_quiet"),
+    )
+    ask = FetchPreview(
+        workspace_id="ws_quiet",
+        conversation_id="conv_1",
+        message_id="msg_1",
+        sender_id="usr_1",
+        version=2,
+        url="https://example.com/",
+    )
+    for cmd in (
+        ask,
+        msgspec.structs.replace(ask, workspace_id="ws_on", url="http://169.254.169.254/x"),
+        msgspec.structs.replace(ask, workspace_id="ws_on", url="http://[::1]:8080/"),
+        msgspec.structs.replace(ask, workspace_id="ws_on", message_id="../x"),
+    ):
+        assert isinstance(await previews.fetch_preview(cmd, CallContext()), Ok)
+        assert not previews._jobs, cmd
