@@ -151,13 +151,15 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         ),
         # "Messages mentioning me": containment of {"user_id": …} in mentions.
         sa.Index("messages_mentions", "mentions", postgresql_using="gin"),
-        # Unread counts: the visible messages after a read mark, with their sender.
+        # Unread counts: the visible top-level messages after a read mark, with their
+        # sender (thread replies count in their thread). Replaces "messages_visible" of
+        # older builds, which a database made by one keeps (unused).
         sa.Index(
-            "messages_visible",
+            "messages_visible_top",
             "conversation_id",
             "seq",
             postgresql_include=["sender_id"],
-            postgresql_where=sa.text("NOT deleted AND NOT hidden"),
+            postgresql_where=sa.text("NOT deleted AND NOT hidden AND parent_id IS NULL"),
         ),
     )
     reactions = sa.Table(
