@@ -65,9 +65,9 @@ def running_stack(data_dir: Path, *flags: str, timeout: float = 120.0) -> Iterat
         log_level="info",
         env={
             "CONFAB_WEBHOOKS_RETRY_SCHEDULE": "0.2,0.5,1*120",
-            # Test only: link previews may fetch pages the tests serve on loopback (every
-            # other private, link-local or metadata address stays refused).
-            "CONFAB_MEDIA_LINK_PREVIEW_ALLOW_LOOPBACK": "1",
+            # Test only: link previews fetch pages the tests serve on loopback, and
+            # nothing else (no private, metadata or public address: tests stay local).
+            "CONFAB_MEDIA_LINK_PREVIEW_LOOPBACK_ONLY": "1",
         },
     )
     try:

@@ -95,13 +95,16 @@ def refusal(address: str | IPAddress) -> str | None:
     return None
 
 
-def refused(address: str | IPAddress, *, allow_loopback: bool = False) -> str | None:
-    """``refusal``, but loopback passes with ``allow_loopback`` (tests only: a receiver
-    on this machine; every other private, link-local or metadata address stays refused)."""
+def refused(address: str | IPAddress, *, loopback_only: bool = False) -> str | None:
+    """``refusal``; with ``loopback_only`` (tests only: a receiver the test serves on this
+    machine) loopback passes and every other address is refused, public ones too, so a
+    test never reaches beyond the machine."""
     why = refusal(address)
-    if why is not None and allow_loopback and why.startswith("a loopback address"):
+    if not loopback_only:
+        return why
+    if why is not None and why.startswith("a loopback address"):
         return None
-    return why
+    return why or "not a loopback address (the test-only setting allows loopback alone)"
 
 
 def ip_literal(host: str) -> IPAddress | None:
@@ -171,7 +174,7 @@ class GuardedResolver(AbstractResolver):
         *,
         allow_private: bool,
         inner: AbstractResolver | None = None,
-        allow_loopback: bool = False,
+        loopback_only: bool = False,
     ) -> None:
         if inner is None:
             from aiohttp.resolver import ThreadedResolver
@@ -179,7 +182,7 @@ class GuardedResolver(AbstractResolver):
             inner = ThreadedResolver()
         self.inner = inner
         self.allow_private = allow_private
-        self.allow_loopback = allow_loopback
+        self.loopback_only = loopback_only
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -187,10 +190,10 @@ class GuardedResolver(AbstractResolver):
         found = await self.inner.resolve(host, port, family)
         if self.allow_private:
             return found
-        loopback = self.allow_loopback
-        kept = [r for r in found if refused(r["host"], allow_loopback=loopback) is None]
+        only = self.loopback_only
+        kept = [r for r in found if refused(r["host"], loopback_only=only) is None]
         if not kept:
-            reasons = sorted({refusal(r["host"]) or "" for r in found} - {""})
+            reasons = sorted({refused(r["host"], loopback_only=only) or "" for r in found} - {""})
             raise RefusedAddress(f"{host} resolves only to {', '.join(reasons) or 'nothing'}")
         return kept
 

@@ -25,7 +25,8 @@ Outbound safety (``confab.egress``, the platform's one address check):
   there and parsed as far as it goes; an image beyond it is dropped); answers are asked
   for and read uncompressed (``Accept-Encoding: identity``, no decompression), so the
   limit is on what is held in memory; an image is decoded only up to ``MAX_PIXELS``;
-- ``link_preview_allow_loopback`` (tests only) lets loopback through, nothing else.
+- ``link_preview_loopback_only`` (tests only) lets loopback through and nothing else,
+  not even public addresses: a test reaches only what it serves itself.
 
 Pages are cached per URL (``link_preview_cache_seconds``, a bounded LRU, failures
 too), so a link posted a hundred times is fetched once; the image is stored once per
@@ -123,13 +124,13 @@ class Fetcher:
         self,
         *,
         timeout: float,
-        allow_loopback: bool = False,
+        loopback_only: bool = False,
         resolver: AbstractResolver | None = None,
     ) -> None:
         self.timeout = timeout
-        self.allow_loopback = allow_loopback
+        self.loopback_only = loopback_only
         self.resolver = GuardedResolver(
-            allow_private=False, allow_loopback=allow_loopback, inner=resolver
+            allow_private=False, loopback_only=loopback_only, inner=resolver
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -159,7 +160,7 @@ class Fetcher:
             raise Refused(exc.message) from None
         ip = ip_literal(host)
         if ip is not None:
-            why = refused(ip, allow_loopback=self.allow_loopback)
+            why = refused(ip, loopback_only=self.loopback_only)
             if why is not None:
                 raise Refused(f"{host} is {why}")
 
@@ -352,7 +353,7 @@ class Previews:
         self.clock = clock
         self.fetcher = Fetcher(
             timeout=settings.link_preview_timeout_seconds,
-            allow_loopback=settings.link_preview_allow_loopback,
+            loopback_only=settings.link_preview_loopback_only,
             resolver=resolver,
         )
         self._slots = asyncio.Semaphore(settings.link_preview_concurrency)

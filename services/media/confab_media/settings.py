@@ -85,6 +85,7 @@ class MediaSettings(DatabaseSettings, kw_only=True, frozen=True):
     link_preview_max_image_bytes: PositiveInt = 5 * 1024 * 1024
     link_preview_cache_seconds: Annotated[int, msgspec.Meta(ge=0)] = 3600
     link_preview_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
-    # TESTS ONLY: let previews reach loopback (a page served by the test itself). Every
-    # other private, link-local or metadata address stays refused. Never in production.
-    link_preview_allow_loopback: bool = False
+    # TESTS ONLY: previews reach loopback (a page the test serves itself) and nothing
+    # else: no private, link-local or metadata address, and no public one either, so a
+    # test never sends traffic beyond the machine. Never in production.
+    link_preview_loopback_only: bool = False

@@ -4,7 +4,8 @@ No test connects anywhere but loopback. Refusals of private, link-local and meta
 addresses are shown by the address check and by the resolver hook: names resolve (by a
 fixed table standing in for DNS) to such addresses, and the fetch is refused before any
 connection; the loopback receiver proves that nothing reached it. Loopback itself is
-allowed only where a test says so (``allow_loopback``, the test-only setting).
+allowed only where a test says so (``loopback_only``, the test-only setting, which
+refuses every other address, public ones too).
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ PAGE = """<!doctype html><html><head>
 
 
 async def fetcher(
-    names: dict[str, list[str]] | None = None, *, allow_loopback: bool, timeout: float = 3.0
+    names: dict[str, list[str]] | None = None, *, loopback_only: bool, timeout: float = 3.0
 ) -> Fetcher:
-    found = Fetcher(timeout=timeout, allow_loopback=allow_loopback, resolver=Table(names or {}))
+    found = Fetcher(timeout=timeout, loopback_only=loopback_only, resolver=Table(names or {}))
     await found.start()
     return found
 
@@ -110,15 +111,18 @@ def test_loopback_private_and_metadata_addresses_are_refused(address: str) -> No
     assert refused(address) is not None
 
 
-def test_the_test_only_loopback_allowance_lets_loopback_and_nothing_else_through() -> None:
-    assert refused("127.0.0.1", allow_loopback=True) is None
-    assert refused("::ffff:127.0.0.1", allow_loopback=True) is None
+def test_the_test_only_setting_lets_loopback_and_nothing_else_through() -> None:
+    assert refused("127.0.0.1", loopback_only=True) is None
+    assert refused("::ffff:127.0.0.1", loopback_only=True) is None
+    for public in ("93.184.215.14", "1.1.1.1", "2606:4700:4700::1111"):
+        assert refused(public) is None
+        assert refused(public, loopback_only=True) is not None, public
     for other in ("169.254.169.254", "10.0.0.8", "172.16.0.1", "::", "100.100.100.200"):
-        assert refused(other, allow_loopback=True) is not None, other
+        assert refused(other, loopback_only=True) is not None, other
 
 
 async def test_ip_literals_of_refused_addresses_are_never_requested(receiver: Receiver) -> None:
-    guarded = await fetcher(allow_loopback=False)
+    guarded = await fetcher(loopback_only=False)
     try:
         for url in (
             f"http://127.0.0.1:{receiver.port}/page",
@@ -144,7 +148,7 @@ async def test_a_name_resolving_to_a_private_address_is_refused_at_connection(
         "rebinding.test": ["10.9.9.9", "fe80::1"],
         "home.test": ["127.0.0.1"],  # loopback, not allowed here
     }
-    guarded = await fetcher(names, allow_loopback=False)
+    guarded = await fetcher(names, loopback_only=False)
     try:
         for host in names:
             with pytest.raises(Refused, match="resolves only to"):
@@ -165,18 +169,24 @@ async def test_every_redirect_is_checked_and_connects_to_the_address_checked(
         "/to-metadata": to("http://169.254.169.254/latest/meta-data/iam"),
         "/to-private-name": to(f"http://internal.test:{port}/page"),
         "/to-ftp": to("ftp://example.com/x"),
+        "/to-public": to(f"http://public.test:{port}/page"),
         "/loop": to("/loop"),
         "/hop": to(f"http://page.test:{port}/page"),
         "/page": lambda _r: web.Response(text=PAGE, content_type="text/html"),
     }
     # page.test resolves to loopback (the receiver); internal.test to a private address.
-    names = {"page.test": ["127.0.0.1"], "internal.test": ["10.1.2.3"]}
-    guarded = await fetcher(names, allow_loopback=True)
+    names = {
+        "page.test": ["127.0.0.1"],
+        "internal.test": ["10.1.2.3"],
+        "public.test": ["93.184.215.14"],  # public: refused too in the test-only mode
+    }
+    guarded = await fetcher(names, loopback_only=True)
     try:
         for path, why in (
             ("/to-metadata", "metadata"),
             ("/to-private-name", "resolves only to a private address"),
             ("/to-ftp", "http"),
+            ("/to-public", "not a loopback address"),
             ("/loop", "redirects"),
         ):
             with pytest.raises(Refused, match=why):
@@ -187,6 +197,7 @@ async def test_every_redirect_is_checked_and_connects_to_the_address_checked(
     assert found.url == f"http://page.test:{port}/page" and found.content_type == "text/html"
     # Nothing but the receiver's own paths was ever requested of it.
     assert set(receiver.hits) <= {
+        "/to-public",
         "/to-metadata",
         "/to-private-name",
         "/to-ftp",
@@ -206,7 +217,7 @@ async def test_size_and_time_limits(receiver: Receiver) -> None:
         "/big": lambda _r: web.Response(body=b"x" * 50_000, content_type="text/html"),
         "/slow": slow,
     }
-    guarded = await fetcher(allow_loopback=True, timeout=0.5)
+    guarded = await fetcher(loopback_only=True, timeout=0.5)
     try:
         big = await guarded.get(
             f"http://127.0.0.1:{receiver.port}/big", limit=1000, accept="text/html"
