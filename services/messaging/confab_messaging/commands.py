@@ -88,6 +88,10 @@ log = get_logger("confab_messaging")
 
 E = TypeVar("E", bound=Event)
 
+# Link previews asked of media and not answered yet, at most (media down: a few seconds'
+# worth of posts with links, then none until it answers again).
+PREVIEWS_IN_FLIGHT = 1000
+
 Shell = CommandShell[domain.Command, ConversationState]
 # The read side's view of an existing conversation, once it has applied a stream sequence.
 Existing = Callable[[Actor, str, int], Awaitable[Conversation]]
@@ -411,6 +415,9 @@ class Commands:
         """Hand the text's first link to media for a preview, without waiting for it."""
         url = first_link(content)
         if url is None:
+            return
+        if len(self._previews) >= PREVIEWS_IN_FLIGHT:
+            log.warning("link_preview_not_asked", message_id=event.message_id, error="busy")
             return
         sender = event.sender_id if isinstance(event, MessagePosted) else event.by
         request = FetchPreview(
