@@ -1,6 +1,7 @@
 """Issue 23 in the widget, as visitors use it: "@" suggests participants (keyboard only),
 the mention is sent as an entity and drawn from it; a thread opens from a message and
-takes replies that reach the other side live; a link's preview card arrives by itself.
+takes replies that reach the other side live; a pin shows on the other side; a link's
+preview card arrives by itself.
 One page per person, a phone viewport for one of them, axe-core on the open views.
 
 The link is to a page this test serves on loopback: the test stack runs media with the
@@ -124,6 +125,17 @@ async def test_mentions_threads_and_link_previews_in_the_widget(
     await expect(view).to_be_hidden()
     await a_view.get_by_test_id("thread-close").click()
     await expect(a_view).to_be_hidden()
+
+    # -- a pin: Bob pins the question from its menu; Ann sees it pinned, live.
+    question = message(b, "Which size should I order?")
+    await question.click()
+    await question.get_by_test_id("more").click()
+    await b.get_by_test_id("menu-pin").click()
+    await expect(message(a, "Which size should I order?").get_by_test_id("pinned")).to_be_visible(
+        timeout=LIVE
+    )
+    _, pins = await ann.api.get(f"/api/widget/conversations/{cid}/pins")
+    assert [m["id"] for m in pins["data"]] == [parent["id"]]
 
     # -- a link preview card arrives by itself, image included, on both sides.
     await post(ann, cid, f"These: {card_site}/boots")

@@ -129,6 +129,11 @@ export class Api {
     return this.request('POST', `/conversations/${enc(id)}/read`, { json });
   }
 
+  pin(id, messageId, pinned) {
+    const path = `/conversations/${enc(id)}/messages/${enc(messageId)}/pin`;
+    return this.request(pinned ? 'POST' : 'DELETE', path);
+  }
+
   thread(id, parentId, { before, limit = 50 } = {}) {
     return this.request('GET', `/conversations/${enc(id)}/messages/${enc(parentId)}/thread`, {
       query: { before, limit },

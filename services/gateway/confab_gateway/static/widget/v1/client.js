@@ -860,6 +860,11 @@ export class ConfabClient extends EventTarget {
     }
   }
 
+  /** Pins or unpins a message; the message's message.updated shows it to everyone. */
+  async pin(id, messageId, pinned) {
+    await this.api.pin(id, messageId, pinned);
+  }
+
   report(messageId, reason) {
     return this.api.report(messageId, reason);
   }

@@ -1098,6 +1098,11 @@ class Widget {
       const reactions = this.reactionsElement(message);
       if (reactions) stack.append(reactions);
     }
+    if (message.pinned_at && !message.deleted) {
+      stack.append(
+        h('p', { class: 'cw-pinned', 'data-testid': 'pinned' }, icon('pin', 14), h('span', { text: t('pin.pinned') })),
+      );
+    }
     if (message.thread && message.thread.reply_count && !message.deleted) {
       stack.append(this.repliesButton(message));
     }
@@ -1478,6 +1483,19 @@ class Widget {
         h('span', { text: t('message.moreReactions') }),
       ),
     ];
+    rest.push(
+      item(
+        {
+          'data-testid': 'menu-pin',
+          onclick: () => {
+            this.closeMenu(true);
+            this.pin(message, !message.pinned_at);
+          },
+        },
+        icon('pin', 18),
+        h('span', { text: t(message.pinned_at ? 'pin.unpin' : 'pin.pin') }),
+      ),
+    );
     if (!message.parent_id) {
       rest.push(
         item(
@@ -1632,6 +1650,16 @@ class Widget {
   }
 
   // -- actions -----------------------------------------------------------------------------------
+
+  async pin(message, pinned) {
+    try {
+      await this.client.pin(this.current, message.id, pinned);
+    } catch (error) {
+      const status = error ? error.status : -1;
+      const key = status === 409 ? 'pin.full' : status === 403 ? 'pin.forbidden' : null;
+      this.composerNote(key ? this.t(key) : this.errorText(error, 'pin.failed'));
+    }
+  }
 
   async toggleReaction(message, emoji) {
     try {
