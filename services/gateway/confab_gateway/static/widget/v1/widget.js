@@ -18,6 +18,7 @@ import { avatarColor, clear, h, icon, initials, safeUrl } from './dom.js';
 import { EMOJI, emojiKey, QUICK } from './emoji.js';
 import { createI18n, I18n } from './i18n.js';
 import { linkParts } from './links.js';
+import { createSupport } from './support.js';
 
 const BASE = new URL('./', import.meta.url).href;
 const GROUP_MS = 5 * 60_000; // one sender's messages this close together form a group
@@ -106,6 +107,8 @@ class Widget {
       this.startFailed(error);
       return;
     }
+    // "Send us a message", when the workspace takes messages (support.js).
+    this.support = await createSupport(this).catch(() => null);
     this.view = 'list';
     if (this.options.conversationId) await this.openConversation(this.options.conversationId);
     else this.render();
@@ -416,8 +419,10 @@ class Widget {
       return;
     }
     if (this.view === 'ended' || this.view === 'failed') return this.renderProblem();
+    if (this.view === 'support' && this.support) return this.support.render(this.body);
     this.title.textContent = this.options.title || this.t('list.title');
     this.listEl = h('ul', { class: 'cw-list', 'aria-labelledby': 'cw-title' });
+    if (this.support) this.body.append(this.support.entry());
     this.body.append(this.listEl);
     this.renderList();
     this.updateBadge();
