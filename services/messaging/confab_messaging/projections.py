@@ -49,6 +49,7 @@ from confab.contracts.events.messaging import (
     MessagePosted,
     MessageReported,
     ParticipantAdded,
+    ParticipantMerged,
     ParticipantRemoved,
     ReactionAdded,
     ReactionRemoved,
@@ -290,6 +291,9 @@ class _Batch:
         self.dirty_messages: set[tuple[str, str]] = set()  # (conversation, message)
         self.unread_conversations: set[str] = set()
         self.unread_pairs: set[tuple[str, str]] = set()
+        # Visitors merged into known users: their messages change authors (by statement,
+        # since a batch loads only the messages its events name).
+        self.merges: list[dict[str, str]] = []
 
     # -- load --------------------------------------------------------------------------
 
@@ -308,6 +312,9 @@ class _Batch:
                     message_ids.add(event.message_id)
                 case ParticipantAdded() | ParticipantRemoved() | ReadMarked():
                     pairs.add((event.conversation_id, event.user_id))
+                case ParticipantMerged():
+                    pairs.add((event.conversation_id, event.user_id))
+                    pairs.add((event.conversation_id, event.into_id))
         c, p, m = t.conversations, t.participants, t.messages
         if conversation_ids:
             rows = await conn.execute(sa.select(c).where(c.c.id.in_(sorted(conversation_ids))))
@@ -387,6 +394,11 @@ class _Batch:
                 self.reaction_ops[key] = event.seq if isinstance(event, ReactionAdded) else None
             case ParticipantAdded() | ParticipantRemoved() | ReadMarked():
                 self._participant_changed(cid, event.user_id)
+            case ParticipantMerged():
+                self._participant_changed(cid, event.user_id)
+                self._participant_changed(cid, event.into_id)
+                self.unread_conversations.add(cid)  # the messages changed authors
+                self.merges.append({"b_cid": cid, "b_from": event.user_id, "b_into": event.into_id})
 
     def _participant_changed(self, cid: str, user_id: str) -> None:
         self.dirty_participants.add((cid, user_id))
@@ -452,6 +464,17 @@ class _Batch:
             update=["content", "edited_at", "deleted", "hidden", "version"],
             guard="version",
         )
+        if self.merges:
+            m = t.messages
+            await conn.execute(
+                m.update()
+                .where(
+                    m.c.conversation_id == sa.bindparam("b_cid"),
+                    m.c.sender_id == sa.bindparam("b_from"),
+                )
+                .values(sender_id=sa.bindparam("b_into")),
+                self.merges,
+            )
         await self._write_reactions(conn)
         if self.reports:
             await conn.execute(insert(t.reports).on_conflict_do_nothing(), self.reports)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from confab.contracts.base import Ok
 from confab.contracts.messaging import Actor, MessageInput, MessageSaved, PostMessage
 from confab.contracts.support import (
     AddNote,
@@ -29,6 +30,7 @@ from confab.contracts.support import (
     InboxCounts,
     ListNotes,
     ListSupport,
+    MergeParticipant,
     Note,
     NoteList,
     ReplySupport,
@@ -92,6 +94,7 @@ class Support:
             (TagSupport, self.tag),
             (AddNote, self.add_note),
             (ReplySupport, self.reply),
+            (MergeParticipant, self.merge),
             (ListSupport, self.list),
             (GetSupport, self.get),
             (ListNotes, self.list_notes),
@@ -225,6 +228,23 @@ class Support:
             ),
             ctx,
         )
+
+    async def merge(self, cmd: MergeParticipant, _ctx: CallContext) -> Ok:
+        """A visitor's part in one conversation goes to a known user (``merge``)."""
+        workspace_id = tenant_side(cmd.actor)
+        user_id = valid(cmd.user_id, "User")
+        users = await self.lookups.known_users(workspace_id, [user_id])
+        command = support_domain.MergeVisitor(
+            actor=cmd.actor,
+            now=self.clock(),
+            visitor_id=valid(cmd.visitor_id, "User"),
+            user_id=user_id,
+            user_exists=user_id in users and not users[user_id].erased,
+        )
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        executed = await self.commands.shell.run(intent(cmd.actor, subject_, command))
+        await self.settle(executed.version)
+        return Ok(seq=executed.version)
 
     # -- queries -------------------------------------------------------------------------
 
