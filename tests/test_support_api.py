@@ -3,7 +3,9 @@ inbox over the tenant API, and internal notes never reach the visitor on any pat
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -113,6 +115,19 @@ async def test_the_inbox_views_counts_status_assignment_tags_and_reply(world: Wo
     status, found = await tenant.post(support(cid, "/assign"), {"assignee_id": None})
     assert status == 200 and found["assignee_id"] is None
     assert ids(await inbox(tenant, "unassigned")) == [cid]
+
+    # A snooze wakes by itself: once its time has passed the conversation reads as open.
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    status, found = await tenant.post(
+        support(cid, "/status"), {"status": "snoozed", "snoozed_until": soon}
+    )
+    assert status == 200, found
+    deadline = time.monotonic() + 10
+    while (page := await inbox(tenant, "unassigned"))["counts"]["snoozed"]:
+        assert time.monotonic() < deadline, page
+        await asyncio.sleep(0.1)
+    assert ids(page) == [cid] and page["data"][0]["status"] == "open"
+    assert page["data"][0]["snoozed_until"] is None
 
 
 async def test_notes_never_reach_the_visitor(world: World, stack: RunningStack) -> None:
