@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from playwright.async_api import expect
 
-from tests.browser.conftest import PHONE, Shop, axe_violations
+from tests.browser.conftest import PHONE, Shop, axe_violations, screenshot_path
 from tests.browser.test_widget import LIVE, live, message
 from tests.client import Api, new_workspace
 from tests.stack import RunningStack
@@ -74,6 +74,7 @@ async def test_a_visitor_of_another_site_writes_to_the_team(
         "The team typically replies in a few minutes"
     )
     assert not await axe_violations(page, axe_source)
+    await page.screenshot(path=screenshot_path("widget-support-desktop.png"))
 
     # By keyboard: the button, then the form (email first: the workspace requires it).
     start = page.get_by_test_id("support-start")
@@ -89,6 +90,7 @@ async def test_a_visitor_of_another_site_writes_to_the_team(
     await page.set_viewport_size(PHONE)
     violations = await axe_violations(page, axe_source)
     assert not violations, "\n".join(violations)
+    await page.screenshot(path=screenshot_path("widget-support-form-phone.png"))
     await email.fill("vera@example.com")
     await page.get_by_test_id("support-message").press("Control+Enter")
     await expect(message(page, "Does the jacket come in XL?")).to_be_visible(timeout=LIVE)

@@ -202,7 +202,7 @@ class Support {
           h('label', { for: id, text: label }),
           input,
           this.invalid[name]
-            ? h('p', { class: 'cw-support-error', id: `${id}-error`, text: t('support.required') })
+            ? h('p', { class: 'cw-support-error', id: `${id}-error`, text: t('support.fieldRequired') })
             : null,
         ),
       );

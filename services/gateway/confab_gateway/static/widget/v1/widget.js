@@ -516,6 +516,7 @@ class Widget {
       return;
     }
     const conversations = this.client.conversations;
+    if (!conversations.length && this.support) return; // its card above says what to do
     if (!conversations.length) {
       this.listEl.append(
         h(
