@@ -27,7 +27,10 @@ SECRET = "internal: the customer is on the legacy plan"
 @pytest.fixture
 async def world(stack: RunningStack, http: aiohttp.ClientSession) -> World:
     admin = Api(http, stack.gateway, stack.admin_headers)
-    return World(admin, await new_workspace(admin))
+    world = World(admin, await new_workspace(admin))
+    status, body = await world.tenant.call("PUT", "/api/v1/support/settings", {"enabled": True})
+    assert status == 200, body
+    return world
 
 
 async def start(widget: Api, content: str = "Hello, I need help") -> dict[str, Any]:
@@ -196,7 +199,10 @@ async def test_hostile_input_and_other_workspaces(
     tenant = world.tenant
     admin = Api(http, stack.gateway, stack.admin_headers)
     other = World(admin, await new_workspace(admin, "Other"))
-    stranger, _ = await other.user("Stranger")
+    stranger, stranger_w = await other.user("Stranger")
+    # A workspace that has not enabled support takes no messages from its widget.
+    status, body = await stranger_w.post("/api/widget/support/conversations", {"content": "hi"})
+    assert status == 403, body
 
     # Another workspace's key sees nothing of it, and cannot act on it.
     status, body = await other.tenant.get(support(cid))
@@ -273,7 +279,7 @@ async def test_settings_visitors_and_round_robin(
     tenant, ws = world.tenant, world.workspace
     public = Api(http, stack.gateway, {})
     status, body = await public.get("/api/widget/support", params={"app_key": ws["app_key"]})
-    assert status == 200 and body["enabled"] is False and body["allow_anonymous"] is False
+    assert status == 200 and body["enabled"] is True and body["allow_anonymous"] is False
     # Anonymous visitors without an origin to come from: refused.
     status, body = await tenant.call(
         "PUT", "/api/v1/support/settings", {**SETTINGS, "allowed_origins": []}

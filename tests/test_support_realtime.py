@@ -47,7 +47,10 @@ async def subscribe(sock: Socket, channel: str, signed: dict[str, Any]) -> dict[
 @pytest.fixture
 async def world(stack: RunningStack, http: aiohttp.ClientSession) -> World:
     admin = Api(http, stack.gateway, stack.admin_headers)
-    return World(admin, await new_workspace(admin))
+    world = World(admin, await new_workspace(admin))
+    status, body = await world.tenant.call("PUT", "/api/v1/support/settings", {"enabled": True})
+    assert status == 200, body
+    return world
 
 
 def staff_signature(
@@ -174,3 +177,26 @@ def test_staff_events_are_never_webhooks() -> None:
             seq=10,
         )
         assert conversation_webhook(envelope) is None
+
+
+async def test_revoking_a_staff_session_closes_its_inbox_socket(
+    world: World, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    ws = world.workspace
+    agent, agent_w = await world.user("Agent")
+    inbox = f"private-inbox-{ws['id']}"
+    sock = await Socket.open(http, stack, ws["app_key"])
+    try:
+        # The session's id, as the gateway signs it for this session's own channels.
+        status, signed = await sock.authorize(agent_w, f"private-user.{agent['id']}")
+        assert status == 200, signed
+        session_id = json.loads(signed["channel_data"])["session_id"]
+        member = {"user_id": agent["id"], "session_id": session_id, "role": "agent"}
+        reply = await subscribe(sock, inbox, staff_signature(ws, sock.socket_id, inbox, **member))
+        assert reply["event"] == "pusher_internal:subscription_succeeded", reply
+        token = agent_w.headers["Authorization"].removeprefix("Bearer ")
+        status, _ = await world.tenant.delete(f"/api/v1/sessions/{token}")
+        assert status == 204
+        assert await sock.closed() == 4009
+    finally:
+        await sock.close()
