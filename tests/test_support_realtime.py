@@ -140,6 +140,19 @@ async def test_staff_see_the_inbox_live_and_the_visitor_never_sees_a_note(
         await guest.wait(
             lambda f: f["event"] == "message.created" and f["data"]["content"] == "Let me check"
         )
+        # The agent types and reads: the visitor sees both ("Seen by").
+        status, _ = await world.tenant.post(
+            support(cid, "/typing"), {"author_id": agent["id"], "is_typing": True}
+        )
+        assert status == 204
+        await guest.wait(
+            lambda f: f["event"] == "user.typing" and f["data"]["user_id"] == agent["id"]
+        )
+        status, _ = await world.tenant.post(support(cid, "/read"), {"author_id": agent["id"]})
+        assert status == 204
+        await guest.wait(
+            lambda f: f["event"] == "message.read" and f["data"]["user_id"] == agent["id"]
+        )
         seen = json.dumps(guest.frames)
         assert SECRET not in seen and "inbox." not in seen and "note" not in seen
         # Nor does a resume from the start carry it.

@@ -16,7 +16,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from confab.contracts.base import Ok, PageLimit, Reply, Request, StreamSeq, TimeCursor
+from confab.contracts.base import Ok, PageLimit, Reply, Request, Seq, StreamSeq, TimeCursor
 from confab.contracts.events.identity import (
     AgentStatus,
     PrechatField,
@@ -286,3 +286,31 @@ class MergeParticipant(Request, kw_only=True, frozen=True):
     conversation_id: str
     visitor_id: str
     user_id: str
+
+
+class AgentReadInput(Body, kw_only=True, frozen=True):
+    author_id: Id | None = None  # the agent; required with an API key
+    seq: Seq | None = None  # default: the latest message
+
+
+class AgentTypingInput(Body, kw_only=True, frozen=True):
+    author_id: Id | None = None
+    is_typing: bool
+
+
+class AgentRead(StaffRequest, kw_only=True, frozen=True):
+    """The agent's read receipt ("Seen by" for the visitor); the agent joins first."""
+
+    subject: ClassVar[str] = "messaging.cmd.support_read"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    author_id: str
+    seq: Seq | None = None
+
+
+class AgentTyping(StaffRequest, kw_only=True, frozen=True):
+    """The agent is typing (not stored); the agent joins first."""
+
+    subject: ClassVar[str] = "messaging.cmd.support_typing"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    author_id: str
+    is_typing: bool

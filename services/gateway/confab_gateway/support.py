@@ -44,6 +44,10 @@ from confab.contracts.messaging import (
 )
 from confab.contracts.support import (
     AddNote,
+    AgentRead,
+    AgentReadInput,
+    AgentTyping,
+    AgentTypingInput,
     AssignInput,
     AssignSupport,
     AutoAssign,
@@ -308,6 +312,59 @@ async def reply(call: Call) -> Message:
     )
     call.wrote(saved.stream_seq)
     return saved.message
+
+
+@router.route(
+    "POST",
+    "/api/v1/support/conversations/{conversation_id}/read",
+    auth="api_key",
+    tag=TAG,
+    status=204,
+    summary='The agent has read up to seq (default: the latest): the visitor sees "Seen by" '
+    "(the agent joins the conversation if not a participant yet)",
+    body=AgentReadInput,
+    errors=WRITE_ERRORS,
+    permission=REPLY,
+)
+async def agent_read(call: Call) -> None:
+    body: AgentReadInput = call.body
+    actor, me = staff(call)
+    author = _author(body.author_id, me)
+    await call.write(
+        AgentRead(
+            actor=actor,
+            conversation_id=call.path["conversation_id"],
+            by=me,
+            author_id=author,
+            seq=body.seq,
+        )
+    )
+
+
+@router.route(
+    "POST",
+    "/api/v1/support/conversations/{conversation_id}/typing",
+    auth="api_key",
+    tag=TAG,
+    status=204,
+    summary="The agent is typing, or stopped (not stored; the visitor's widget shows it)",
+    body=AgentTypingInput,
+    errors=WRITE_ERRORS,
+    permission=REPLY,
+)
+async def agent_typing(call: Call) -> None:
+    body: AgentTypingInput = call.body
+    actor, me = staff(call)
+    await call.rpc.call(
+        AgentTyping(
+            actor=actor,
+            conversation_id=call.path["conversation_id"],
+            by=me,
+            author_id=_author(body.author_id, me),
+            is_typing=body.is_typing,
+        ),
+        correlation=call.correlation,
+    )
 
 
 # -- the widget: "Send us a message" -----------------------------------------------------------
