@@ -159,6 +159,19 @@ async def test_staff_see_the_inbox_live_and_the_visitor_never_sees_a_note(
         resumed = await guest.resume(realtime.conversation_channel(cid), 0)
         assert SECRET not in json.dumps(resumed)
         assert [f["event"] for f in resumed][-1] == "confab:resumed"
+
+        # Merged into a user the tenant knows, the visitor's socket is let go at once.
+        vera, _ = await world.user("Vera")
+        status, merged = await world.tenant.post(
+            f"/api/v1/users/{vera['id']}/merge", {"visitor_id": visitor["id"]}
+        )
+        assert status == 200 and merged["conversations"] == 1, merged
+        channel = realtime.conversation_channel(cid)
+        await guest.wait(
+            lambda f: f["event"] == "pusher:subscription_error" and f.get("channel") == channel
+        )
+        left = await guest.wait(lambda f: f["event"] == "participant.removed")
+        assert left["data"]["merged_into"] == vera["id"], left
     finally:
         await staff.close()
         await guest.close()
