@@ -63,7 +63,12 @@ def running_stack(data_dir: Path, *flags: str, timeout: float = 120.0) -> Iterat
         free_port(),
         *flags,
         log_level="info",
-        env={"CONFAB_WEBHOOKS_RETRY_SCHEDULE": "0.2,0.5,1*120"},
+        env={
+            "CONFAB_WEBHOOKS_RETRY_SCHEDULE": "0.2,0.5,1*120",
+            # Test only: link previews fetch pages the tests serve on loopback, and
+            # nothing else (no private, metadata or public address: tests stay local).
+            "CONFAB_MEDIA_LINK_PREVIEW_LOOPBACK_ONLY": "1",
+        },
     )
     try:
         if not lines.wait_for(READY, timeout):

@@ -211,6 +211,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         *follows_authority(),
         *key_value(KEYS, "seals message content with the author's key", write=True),
         queries("attachments of messages", "media"),
+        publish("hands a message's first link to media for its preview", "media.cmd.fetch_preview"),
         publish("typing signals for the fanout (not stored)", "ephemeral.*.*.typing"),
     ),
     "media": (
@@ -224,6 +225,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         *object_store(UPLOADS, "takes uploads the gateway stored, deletes them when done"),
         publish("finds the uploads stream by subject (object reads)", f"{API}.STREAM.NAMES"),
         *key_value("media_ingests", "remembers ingests in flight", write=True),
+        publish("attaches a fetched link preview to its message", "messaging.cmd.attach_preview"),
     ),
     "fanout": (
         serves("fanout"),

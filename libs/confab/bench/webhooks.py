@@ -10,7 +10,11 @@ arrival. Every delivery is counted by (endpoint, ``webhook-id``): one missing is
 one twice a duplicate. The goal (issue 18): with three endpoints, sends stay within
 10 % of the figure without.
 
-``Receiver`` is also what the tests deliver to.
+The receiver runs as a process of its own at the lowest CPU priority (``python -m
+confab.bench.webhooks PORT``), as a tenant's would run on a machine of its own: here it
+shares the two cores, and what it spends is not the platform's. The bench hands it the
+endpoints' secrets and asks it for what arrived (``RemoteReceiver``). ``Receiver`` is
+also what the tests deliver to, in their own process.
 """
 
 from __future__ import annotations
@@ -119,6 +123,93 @@ class Receiver:
         return [r for r in self.received if r.path == path]
 
 
+# -- the receiver as a process of its own ---------------------------------------------------
+
+
+def serve(port: int) -> None:
+    """``python -m confab.bench.webhooks PORT``: a ``Receiver`` on loopback at the lowest
+    CPU priority, told its secrets by ``POST /_secrets/{path}`` (a JSON list) and asked
+    what arrived by ``GET /_arrived`` (``[[path, webhook-id, seconds since it started,
+    verified], …]``)."""
+    import os
+
+    os.nice(19)
+    receiver = Receiver(port=port)
+    started = time.monotonic()
+
+    async def secrets(request: web.Request) -> web.Response:
+        receiver.secrets[request.match_info["path"]] = list(await request.json())
+        return web.Response(status=204)
+
+    async def arrived(_request: web.Request) -> web.Response:
+        rows = [[r.path, r.message_id, r.at - started, r.verified] for r in receiver.received]
+        return web.json_response(rows)
+
+    async def main() -> None:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_post("/_secrets/{path}", secrets)
+        app.router.add_get("/_arrived", arrived)
+        app.router.add_post("/{path:.*}", receiver._hook)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, receiver.host, port).start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@dataclass
+class RemoteReceiver:
+    """The bench's side of a receiver process (``serve``)."""
+
+    http: aiohttp.ClientSession
+    port: int
+    process: Any = None
+    started: float = 0.0
+    secrets: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    async def start(cls, http: aiohttp.ClientSession) -> RemoteReceiver:
+        import sys
+
+        from confab_infra.backends import free_port
+
+        port = free_port("127.0.0.1")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "confab.bench.webhooks",
+            str(port),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        if line.strip() != b"ready":
+            raise RuntimeError("the webhook receiver did not start")
+        return cls(http, port, process, time.monotonic())
+
+    def url(self, path: str = "hook") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    async def tell(self, path: str, secrets: list[str]) -> None:
+        async with self.http.post(f"{self.url('_secrets/' + path)}", json=secrets) as r:
+            r.raise_for_status()
+
+    async def arrived(self) -> list[Received]:
+        async with self.http.get(self.url("_arrived")) as r:
+            rows = await r.json()
+        return [
+            Received(path, mid, {}, {}, b"", self.started + at, verified)
+            for path, mid, at, verified in rows
+        ]
+
+    async def close(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
 async def subscribe(
     http: aiohttp.ClientSession, base: str, api_key: str, url: str, event_types: list[str]
 ) -> dict[str, Any]:
@@ -137,7 +228,7 @@ async def _sends(
     info: dict[str, Any],
     args: Any,
     endpoints: int,
-    receiver: Receiver,
+    receiver: RemoteReceiver,
 ) -> tuple[dict[str, Any], dict[str, float], Tally]:
     """One closed-loop send run on a fresh workspace with ``endpoints`` endpoints."""
     base = info["gateway_url"]
@@ -147,7 +238,7 @@ async def _sends(
     for i in range(endpoints):
         path = f"w{endpoints}-{i}"
         hook = await subscribe(http, base, space["api_key"], receiver.url(path), ["message.*"])
-        receiver.secrets[path] = [hook["secret"]]
+        await receiver.tell(path, [hook["secret"]])
         paths.append(path)
     rooms = await prepare(http, info, args.rooms, space=space)
     warm = Sender(http, base)
@@ -175,34 +266,40 @@ async def _sends(
 
 
 async def run(info: dict[str, Any], args: Any) -> list[dict[str, Any]]:
-    receiver = await Receiver().start()
-    try:
-        connector = aiohttp.TCPConnector(limit=max(args.workers, 256))
-        async with aiohttp.ClientSession(connector=connector) as http:
+    connector = aiohttp.TCPConnector(limit=max(args.workers, 256))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        receiver = await RemoteReceiver.start(http)
+        try:
             baseline, _, _ = await _sends(http, info, args, 0, receiver)
-            first = len(receiver.received)
+            first = len(await receiver.arrived())
             loaded, facts, tally = await _sends(http, info, args, 3, receiver)
             deliveries = await _drain(info, receiver, tally, facts, first)
-    finally:
-        await receiver.close()
+        finally:
+            await receiver.close()
     ratio = loaded["throughput_per_s"] / baseline["throughput_per_s"]
     loaded["relative_to_baseline"] = round(ratio, 3)
     return [baseline, loaded, deliveries]
 
 
 async def _drain(
-    info: dict[str, Any], receiver: Receiver, tally: Tally, facts: dict[str, float], first: int
+    info: dict[str, Any],
+    receiver: RemoteReceiver,
+    tally: Tally,
+    facts: dict[str, float],
+    first: int,
 ) -> dict[str, Any]:
     """Wait (bounded) until every delivery of the loaded run has arrived; count them.
     Deliveries per second: from the first arrival to the last."""
     deadline = time.monotonic() + 300
     meter = ProcessMeter(with_generator(info["pids"]))
     with meter:
-        while len({(r.path, r.message_id) for r in receiver.received[first:]}) < tally.expected:
+        while True:
+            arrived = (await receiver.arrived())[first:]
+            if len({(r.path, r.message_id) for r in arrived}) >= tally.expected:
+                break
             if time.monotonic() > deadline:
                 break
-            await asyncio.sleep(0.2)
-    arrived = receiver.received[first:]
+            await asyncio.sleep(0.5)
     latencies = Latencies()
     unverified = 0
     for item in arrived:
@@ -239,3 +336,9 @@ def targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ratio is not None and ratio >= 0.9,
         )
     ]
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve(int(sys.argv[1]))

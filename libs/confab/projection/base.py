@@ -53,6 +53,12 @@ class Projection(ABC):
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
         """Apply ``events`` (in stream order, none applied before) inside ``conn``'s transaction."""
 
+    def committed(self) -> None:
+        """The transaction of the last ``apply`` committed: act on what it wrote (hand the
+        rows to a sender, say). Nothing must act on a batch before this, since the
+        transaction can still roll back and the batch be applied again."""
+        return None
+
     def partition_key(self, subject: str) -> str:
         """What orders events: those with one key go to one partition (the subject here)."""
         return subject

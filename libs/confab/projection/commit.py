@@ -111,6 +111,8 @@ class BatchCommit:
                     sa.text("SELECT pg_notify(:channel, :payload)"),
                     {"channel": NOTIFY_CHANNEL, "payload": notification(p.name, overall)},
                 )
+        if fresh:
+            p.committed()
         for k in self.positions:
             self.positions[k] = max(self.positions[k], last_seq)
         self.applied += len(fresh)

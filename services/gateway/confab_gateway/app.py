@@ -17,6 +17,7 @@ from confab_gateway import (
     conversations,
     openapi,
     support,
+    threads,
     users,
     visitors,
     webhooks,
@@ -43,6 +44,7 @@ ROUTERS: list[Router] = [
     webhooks.router,
     support.router,
     visitors.router,
+    threads.router,
 ]
 
 

@@ -11,7 +11,7 @@ conversation's events in log order. Lanes of one endpoint go out side by side, u
 An attempt is a POST of the body rendered now (``render``), signed the Standard
 Webhooks way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature`` with one
 ``v1,`` signature per live secret), through a client that never follows a redirect,
-never connects to a refused address (``safety``), reads at most
+never connects to a refused address (``confab.egress``), reads at most
 ``response_limit_bytes`` of the answer and gives up after
 ``timeout_seconds``. What an answer means (``domain.outcome``):
 
@@ -55,6 +55,7 @@ from sqlalchemy.dialects.postgresql import insert
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from confab import __version__
+from confab.egress import GuardedResolver, RefusedAddress, check_host
 from confab.errors import ConfabError
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
@@ -62,7 +63,6 @@ from confab_webhooks import domain
 from confab_webhooks.domain import Secret
 from confab_webhooks.projections import secrets_of
 from confab_webhooks.render import Renderer, message_id_of
-from confab_webhooks.safety import GuardedResolver, RefusedAddress, check_host
 from confab_webhooks.settings import WebhooksSettings
 from confab_webhooks.store import DELIVERIES, HEALTH, RECORD, Store
 
@@ -176,13 +176,14 @@ class Outbound:
 
 @dataclass(slots=True)
 class Item:
+    id: int  # the delivery row's
     row: dict[str, Any]
     attempts: int
     due: float = 0.0  # monotonic time of the next attempt
 
-    @property
-    def id(self) -> int:
-        return int(self.row["id"])
+
+def _item_id(item: Item) -> int:
+    return item.id
 
 
 @dataclass(slots=True)
@@ -259,6 +260,10 @@ class Sender:
         self._tick = itertools.count()
         self._wake = asyncio.Event()
         self._outcomes: list[Outcome] = []
+        # Deliveries finished here whose outcome is not written yet: a partition loaded
+        # again meanwhile (its lease lapsed under load and came back) still lists them as
+        # pending, and they must not go out twice.
+        self._finished: set[int] = set()
         self._config_seq = -1
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
@@ -306,6 +311,8 @@ class Sender:
 
     def _add(self, row: dict[str, Any]) -> None:
         row_id = int(row["id"])
+        if row_id in self._finished and not row.get("requeued"):
+            return
         existing = self.queued.get(row_id)
         if existing is not None:
             if row.get("requeued") or row["attempts"] < existing.attempts:
@@ -319,9 +326,11 @@ class Sender:
         lane = target.lanes.get(row["lane"])
         if lane is None:
             lane = target.lanes[row["lane"]] = Lane(row["lane"], target)
-        item = Item(row, row["attempts"], self._due_of(row))
-        ids = [i.id for i in lane.items]
-        lane.items.insert(bisect.bisect(ids, row_id), item)
+        item = Item(row_id, row, row["attempts"], self._due_of(row))
+        if not lane.items or lane.items[-1].id < row_id:
+            lane.items.append(item)  # the usual case: rows come in log order
+        else:
+            bisect.insort(lane.items, item, key=_item_id)
         self.queued[row_id] = item
         self._ready(lane)
 
@@ -540,6 +549,8 @@ class Sender:
         self._outcomes.append(
             Outcome(item.id, status, item.attempts, last_status, error, at, next_at)
         )
+        if status != "pending":
+            self._finished.add(item.id)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -578,6 +589,8 @@ class Sender:
         horizon = time.monotonic() - UNMATCHED_SECONDS
         later = [o for o in outcomes if o.id not in matched and o.first > horizon]
         self._outcomes = later + self._outcomes
+        waiting = {o.id for o in self._outcomes}
+        self._finished = {i for i in self._finished if i in waiting}
 
     # -- ownership, configuration, requeues --------------------------------------------------------
 

@@ -13,8 +13,8 @@ stored after it (and none stored before: its ``since``). The work is split into
 partitions by what orders it (a conversation, a user, an attachment): a partition is
 applied by one copy at a time, and the same copy sends its deliveries, so the
 deliveries of one conversation to one endpoint go out in order. New rows are handed to
-this process's sender at once (``offer``); conversation events are also folded into the
-views the renderer holds.
+this process's sender once their transaction has committed (``offer``); conversation
+events are also folded into the views the renderer holds.
 """
 
 from __future__ import annotations
@@ -231,6 +231,7 @@ class Intake(Projection):
         self.endpoints, self.deliveries, self.health = define_tables(self.metadata)
         self.offer = offer
         self.take = take
+        self._queued: list[dict[str, Any]] = []  # by the last apply, offered once committed
         super().__init__()
 
     def partition_key(self, subject: str) -> str:
@@ -238,6 +239,7 @@ class Intake(Projection):
         return subject.rsplit(".", 1)[-1]
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        self._queued = []
         workspaces = sorted({e.workspace for e in events})
         e = self.endpoints
         rows = await conn.execute(
@@ -283,4 +285,11 @@ class Intake(Projection):
         d = self.deliveries
         stmt = insert(d).on_conflict_do_nothing(constraint="deliveries_once").returning(*d.columns)
         result = await conn.execute(stmt, queued)
-        self.offer([dict(r._mapping) for r in result.all()])
+        self._queued = [dict(r._mapping) for r in result.all()]
+
+    def committed(self) -> None:
+        """Only rows that are stored go out: a batch rolled back is applied again, and its
+        rows would otherwise be sent under ids that never existed, then once more."""
+        if self._queued:
+            self.offer(self._queued)
+            self._queued = []

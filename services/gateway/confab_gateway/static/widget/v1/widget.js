@@ -18,6 +18,9 @@ import { avatarColor, clear, h, icon, initials, safeUrl } from './dom.js';
 import { EMOJI, emojiKey, QUICK } from './emoji.js';
 import { createI18n, I18n } from './i18n.js';
 import { linkParts } from './links.js';
+import { MentionPicker, mentionParts } from './mentions.js';
+import { previewCard } from './preview.js';
+import { ThreadView } from './threads.js';
 import { createSupport } from './support.js';
 
 const BASE = new URL('./', import.meta.url).href;
@@ -658,6 +661,7 @@ class Widget {
   }
 
   leaveThread() {
+    if (this.replies) this.replies.close(false);
     if (this.observer) this.observer.disconnect();
     if (this.resizer) this.resizer.disconnect();
     this.observer = this.resizer = null;
@@ -1088,15 +1092,25 @@ class Widget {
         bubble.append(this.attachmentsElement(message));
       }
     } else {
-      if (!filesOnly(message)) bubble.append(this.textElement(message.content));
+      if (!filesOnly(message)) bubble.append(this.textElement(message.content, message.mentions));
       if (message.attachments && message.attachments.length) {
         bubble.append(this.attachmentsElement(message));
       }
+      const card = previewCard(message.link_preview, { t, fresh: (image) => this.freshen(image) });
+      if (card) bubble.append(card);
       if (message.edited_at) bubble.append(h('span', { class: 'cw-edited', text: t('message.edited') }));
     }
     if (!message.deleted) {
       const reactions = this.reactionsElement(message);
       if (reactions) stack.append(reactions);
+    }
+    if (message.pinned_at && !message.deleted) {
+      stack.append(
+        h('p', { class: 'cw-pinned', 'data-testid': 'pinned' }, icon('pin', 14), h('span', { text: t('pin.pinned') })),
+      );
+    }
+    if (message.thread && message.thread.reply_count && !message.deleted) {
+      stack.append(this.repliesButton(message));
     }
     if (message.local) stack.append(this.pendingStatus(message));
     if (receipt) stack.append(h('p', { class: 'cw-receipt', 'data-testid': 'receipt', text: receipt }));
@@ -1135,8 +1149,18 @@ class Widget {
     return Boolean(message.sender && !message.local && !message.deleted);
   }
 
-  textElement(content) {
+  // Mentions from the message's entities (mentions.js), links found in the rest.
+  textElement(content, mentions) {
     const p = h('p', { class: 'cw-text' });
+    for (const piece of mentionParts(content, mentions)) {
+      if (piece.userId) {
+        p.append(h('span', { class: 'cw-mention', 'data-testid': 'mention', text: piece.text }));
+      } else this.appendLinked(p, piece.text);
+    }
+    return p;
+  }
+
+  appendLinked(p, content) {
     for (const part of linkParts(content)) {
       p.append(
         part.href
@@ -1151,7 +1175,46 @@ class Widget {
           : document.createTextNode(part.text),
       );
     }
-    return p;
+  }
+
+  // -- threads (threads.js) and mentions (mentions.js) -------------------------------------------
+
+  repliesButton(message) {
+    const count = message.thread.reply_count;
+    return h(
+      'button',
+      {
+        class: 'cw-link cw-replies-button',
+        type: 'button',
+        'data-testid': 'thread-button',
+        'data-focus-key': 'replies',
+        onclick: (event) => this.openReplies(message, event.currentTarget),
+      },
+      this.t('replies.count', { count }),
+    );
+  }
+
+  openReplies(message, opener) {
+    this.closeMenu();
+    if (this.replies) this.replies.close(false);
+    this.replies = new ThreadView(this, this.current, message, opener);
+    this.body.classList.add('cw-has-replies');
+    this.replies.show(this.body);
+  }
+
+  closedReplies(view) {
+    if (this.replies !== view) return;
+    this.replies = null;
+    this.body.classList.remove('cw-has-replies');
+  }
+
+  /** Who can be mentioned in a conversation: its participants but you. */
+  mentionable(id) {
+    const conv = this.client.conversation(id);
+    const me = this.client.user.id;
+    return ((conv && conv.participants) || [])
+      .filter((p) => p.id !== me)
+      .map((p) => ({ id: p.id, name: p.name || this.nameOf(conv, p.id) }));
   }
 
   reactionsElement(message) {
@@ -1426,6 +1489,28 @@ class Widget {
         h('span', { text: t('message.moreReactions') }),
       ),
     ];
+    rest.push(
+      item(
+        {
+          'data-testid': 'menu-pin',
+          onclick: () => {
+            this.closeMenu(true);
+            this.pin(message, !message.pinned_at);
+          },
+        },
+        icon('pin', 18),
+        h('span', { text: t(message.pinned_at ? 'pin.unpin' : 'pin.pin') }),
+      ),
+    );
+    if (!message.parent_id) {
+      rest.push(
+        item(
+          { 'data-testid': 'menu-thread', onclick: () => this.openReplies(message, trigger) },
+          icon('chat', 18),
+          h('span', { text: t('replies.reply') }),
+        ),
+      );
+    }
     if (mine) {
       rest.push(
         item(
@@ -1571,6 +1656,16 @@ class Widget {
   }
 
   // -- actions -----------------------------------------------------------------------------------
+
+  async pin(message, pinned) {
+    try {
+      await this.client.pin(this.current, message.id, pinned);
+    } catch (error) {
+      const status = error ? error.status : -1;
+      const key = status === 409 ? 'pin.full' : status === 403 ? 'pin.forbidden' : null;
+      this.composerNote(key ? this.t(key) : this.errorText(error, 'pin.failed'));
+    }
+  }
 
   async toggleReaction(message, emoji) {
     try {
@@ -1967,6 +2062,7 @@ class Widget {
       'data-testid': 'composer',
       oninput: () => this.onComposerInput(),
       onkeydown: (event) => {
+        if (this.mentionPicker.onKey(event)) return;
         if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
           event.preventDefault();
           this.submit();
@@ -2021,6 +2117,11 @@ class Widget {
       this.note,
     );
     this.renderUploads();
+    this.mentionPicker = new MentionPicker(this.composer, {
+      people: () => this.mentionable(this.current),
+      t,
+      anchor: form,
+    });
     return form;
   }
 
@@ -2082,7 +2183,8 @@ class Widget {
     }
     const done = this.uploads.filter((u) => u.state === 'done');
     if (!text && !done.length) return;
-    this.client.send(id, { content: text, attachments: done.map((u) => u.attachment) });
+    const mentions = this.mentionPicker.take(text);
+    this.client.send(id, { content: text, attachments: done.map((u) => u.attachment), mentions });
     this.composer.value = '';
     this.composer.setAttribute('aria-invalid', 'false');
     this.autosize();
