@@ -63,6 +63,7 @@ from confab.contracts.events.messaging import (
     MessagePreviewed,
     MessageUnpinned,
     ParticipantAdded,
+    ParticipantMerged,
     ParticipantRemoved,
     ReactionAdded,
     ReactionRemoved,
@@ -518,7 +519,30 @@ def evolve(view: ConversationView, event: ConversationEvent, stream_seq: int) ->
             part.seq = seq
             data = realtime.participant_payload(event.user_id, seq)
             return Entry(seq, stream_seq, realtime.PARTICIPANT_REMOVED, at, data)
+        case ParticipantMerged():
+            return _merged(view, event, seq, stream_seq)
     return None
+
+
+def _merged(view: ConversationView, event: ParticipantMerged, seq: int, stream_seq: int) -> Entry:
+    """A visitor merged into a known user: the user takes over their membership, read mark
+    and messages; to everyone else it reads as the visitor leaving (``merged_into``)."""
+    known = view.participants.get(event.into_id)
+    was_member = known is not None and known.active
+    gone = view.participant(event.user_id, seq)
+    kept = view.participant(event.into_id, seq)
+    if not was_member:
+        kept.joined_seq = gone.joined_seq  # in the visitor's place
+    kept.active = True
+    kept.last_read_seq = max(kept.last_read_seq, gone.last_read_seq)
+    kept.seq = seq
+    gone.active = False
+    gone.seq = seq
+    for message in view.messages.values():
+        if message.sender_id == event.user_id:
+            message.sender_id = event.into_id
+    data = {**realtime.participant_payload(event.user_id, seq), "merged_into": event.into_id}
+    return Entry(seq, stream_seq, realtime.PARTICIPANT_REMOVED, event.at, data)
 
 
 def _replied(parent: MessageView | None, reply: MessageView, seq: int) -> None:

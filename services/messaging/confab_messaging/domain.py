@@ -69,6 +69,7 @@ from confab.contracts.events.messaging import (
     MessageUnpinned,
     ModerationAction,
     ParticipantAdded,
+    ParticipantMerged,
     ParticipantRemoved,
     PinPolicy,
     ReactionAdded,
@@ -308,6 +309,14 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
             state.members[event.user_id] = None
         case ParticipantRemoved():
             state.members.pop(event.user_id, None)
+        case ParticipantMerged():
+            state.members.pop(event.user_id, None)
+            state.members[event.into_id] = None
+            gone = state.reads.pop(event.user_id, 0)
+            state.reads[event.into_id] = max(state.reads.get(event.into_id, 0), gone)
+            for message in state.messages.values():
+                if message.sender_id == event.user_id:
+                    message.sender_id = event.into_id
         case MessagePosted():
             sender = sys.intern(event.sender_id) if event.sender_id is not None else None
             state.messages[event.message_id] = MessageState(

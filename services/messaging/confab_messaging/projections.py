@@ -52,6 +52,7 @@ from confab.contracts.events.messaging import (
     MessageReported,
     MessageUnpinned,
     ParticipantAdded,
+    ParticipantMerged,
     ParticipantRemoved,
     ReactionAdded,
     ReactionRemoved,
@@ -297,6 +298,9 @@ class _Batch:
         self.thread_reads: dict[tuple[str, str], dict[str, Any]] = {}  # (parent, user) -> row
         self.unread_conversations: set[str] = set()
         self.unread_pairs: set[tuple[str, str]] = set()
+        # Visitors merged into known users: their messages change authors (by statement,
+        # since a batch loads only the messages its events name).
+        self.merges: list[dict[str, str]] = []
 
     # -- load --------------------------------------------------------------------------
 
@@ -326,6 +330,9 @@ class _Batch:
                     pass  # a thread's read mark: its own table, guarded by the mark
                 case ParticipantAdded() | ParticipantRemoved() | ReadMarked():
                     pairs.add((event.conversation_id, event.user_id))
+                case ParticipantMerged():
+                    pairs.add((event.conversation_id, event.user_id))
+                    pairs.add((event.conversation_id, event.into_id))
         c, p, m = t.conversations, t.participants, t.messages
         if conversation_ids:
             rows = await conn.execute(sa.select(c).where(c.c.id.in_(sorted(conversation_ids))))
@@ -415,6 +422,11 @@ class _Batch:
                 }
             case ParticipantAdded() | ParticipantRemoved() | ReadMarked():
                 self._participant_changed(cid, event.user_id)
+            case ParticipantMerged():
+                self._participant_changed(cid, event.user_id)
+                self._participant_changed(cid, event.into_id)
+                self.unread_conversations.add(cid)  # the messages changed authors
+                self.merges.append({"b_cid": cid, "b_from": event.user_id, "b_into": event.into_id})
 
     def _participant_changed(self, cid: str, user_id: str) -> None:
         self.dirty_participants.add((cid, user_id))
@@ -481,6 +493,17 @@ class _Batch:
             update=list(conversation.MESSAGE_CHANGES),
             guard="version",
         )
+        if self.merges:
+            m = t.messages
+            await conn.execute(
+                m.update()
+                .where(
+                    m.c.conversation_id == sa.bindparam("b_cid"),
+                    m.c.sender_id == sa.bindparam("b_from"),
+                )
+                .values(sender_id=sa.bindparam("b_into")),
+                self.merges,
+            )
         await _upsert(
             conn,
             t.thread_reads,

@@ -116,6 +116,17 @@ class ParticipantRemoved(ConversationEvent, kw_only=True, frozen=True):
     by: str | None = None
 
 
+class ParticipantMerged(ConversationEvent, kw_only=True, frozen=True):
+    """The tenant merged ``user_id`` (an anonymous visitor) into ``into_id`` (a user it
+    knows): ``into_id`` takes over their part here (membership, read mark, authorship of
+    their messages); ``user_id`` is no longer a participant."""
+
+    type = "participant.merged"
+    user_id: str
+    into_id: str
+    by: str | None = None
+
+
 class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
     type = "message.posted"
     personal = ("content", "metadata")

@@ -21,6 +21,7 @@ import { linkParts } from './links.js';
 import { MentionPicker, mentionParts } from './mentions.js';
 import { previewCard } from './preview.js';
 import { ThreadView } from './threads.js';
+import { createSupport } from './support.js';
 
 const BASE = new URL('./', import.meta.url).href;
 const GROUP_MS = 5 * 60_000; // one sender's messages this close together form a group
@@ -109,6 +110,8 @@ class Widget {
       this.startFailed(error);
       return;
     }
+    // "Send us a message", when the workspace takes messages (support.js).
+    this.support = await createSupport(this).catch(() => null);
     this.view = 'list';
     if (this.options.conversationId) await this.openConversation(this.options.conversationId);
     else this.render();
@@ -419,8 +422,10 @@ class Widget {
       return;
     }
     if (this.view === 'ended' || this.view === 'failed') return this.renderProblem();
+    if (this.view === 'support' && this.support) return this.support.render(this.body);
     this.title.textContent = this.options.title || this.t('list.title');
     this.listEl = h('ul', { class: 'cw-list', 'aria-labelledby': 'cw-title' });
+    if (this.support) this.body.append(this.support.entry());
     this.body.append(this.listEl);
     this.renderList();
     this.updateBadge();
@@ -514,6 +519,7 @@ class Widget {
       return;
     }
     const conversations = this.client.conversations;
+    if (!conversations.length && this.support) return; // its card above says what to do
     if (!conversations.length) {
       this.listEl.append(
         h(
