@@ -1,0 +1,89 @@
+"""Wiring and start-up of the notifier: who is told about unread messages, and how.
+
+Owns the ``NOTIFIER`` stream (users' preferences, workspaces' settings and templates,
+email refusals, and its decisions, ``notification.due``: ``confab.contracts.events.
+notifier``), the ``notifier`` schema and the KV bucket ``NOTIFIER`` (the unsubscribe
+signing key, made once per deployment). Follows ``CONVERSATIONS`` (partitioned: copies
+share the conversations), ``IDENTITY`` and its own stream into its tables
+(``projections``); decides what is due in the partitions it owns (``engine``), and
+sends what it decided (``delivery``: ``notification.due``, email). Presence comes from
+the fanout nodes' keys in the ``presence`` bucket (``presence``). Answers the commands
+and queries of ``confab.contracts.notifier`` (``commands``).
+"""
+
+from __future__ import annotations
+
+from confab.bus import CONVERSATIONS, IDENTITY, NOTIFIER
+from confab.service import Service, run_service
+from confab_notifier.commands import Commands
+from confab_notifier.delivery import Sender
+from confab_notifier.engine import Engine, utcnow
+from confab_notifier.mail import Mailer, Tokens, bucket
+from confab_notifier.presence import Presence
+from confab_notifier.projections import (
+    ConversationsProjection,
+    IdentityProjection,
+    NotifierProjection,
+)
+from confab_notifier.settings import NotifierSettings
+
+
+async def setup(service: Service) -> None:
+    settings = service.settings
+    assert isinstance(settings, NotifierSettings)
+    await service.declare(NOTIFIER, CONVERSATIONS, IDENTITY)
+    assert service.engine is not None
+    keys = await service.key_ring()
+    kv = await bucket(service.js, settings.stream_replicas)
+    tokens = await Tokens.open(kv)
+    presence = Presence(service.js)
+    await presence.start()
+    service.on_stop(presence.stop)
+    prefs = await service.add_projection(NotifierProjection(), batch_size=500)
+    users = await service.add_projection(IdentityProjection(), batch_size=500)
+    conversations = await service.add_projection(
+        ConversationsProjection(settings.partitions, settings.default_delay_seconds),
+        batch_size=500,
+    )
+    sender = Sender(
+        service.engine,
+        service.js,
+        keys,
+        tokens,
+        Mailer(settings),
+        settings,
+        owned=lambda: conversations.owned,
+        clock=utcnow,
+    )
+    engine = Engine(
+        service.engine,
+        lambda: conversations.owned,
+        presence,
+        offer=sender.offer,
+        max_age=settings.max_age_seconds,
+        batch=settings.batch,
+        tick_seconds=settings.tick_seconds,
+    )
+    await sender.start()
+    service.on_stop(sender.stop)
+    await engine.start()
+    service.on_stop(engine.stop)
+    commands = Commands(
+        service.engine,
+        service.js,
+        tokens,
+        prefs,
+        users,
+        default_delay=settings.default_delay_seconds,
+        read_wait=settings.read_wait_seconds,
+    )
+    for request_type, handler in commands.routes():
+        await service.rpc.serve(request_type, handler)
+
+
+def main() -> None:
+    run_service("notifier", NotifierSettings, setup)
+
+
+if __name__ == "__main__":
+    main()

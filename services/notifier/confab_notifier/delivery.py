@@ -1,0 +1,336 @@
+"""The sender: decided notifications (``outbox`` rows) out through every channel.
+
+For each row, in order, each step recorded in the row's ``done`` list once it succeeded
+(so a retry repeats none):
+
+1. ``due``: ``notification.due`` appended to ``NOTIFIER`` with the notification's id as
+   ``Nats-Msg-Id`` (stored once however often it is tried); the tenant's webhooks carry it.
+2. ``email``: if the mail server is configured, the user wants email, has an address
+   and it was not refused: the workspace's template (or the default) in the user's
+   language, sent over SMTP. The messages are read again here: one deleted or hidden
+   since the decision is left out, and if none is left no mail goes. A permanent refusal
+   is appended as ``notification.email_refused`` (recorded on the user).
+
+A row whose steps all succeeded is ``sent``; a failing step is tried again later
+(doubling from ``retry_seconds``), ``failed`` after ``max_attempts``. Rows are handed
+over by the engine right after its commit, and looked for in the owned partitions at
+every tick (after a restart, or a retry's time).
+
+Crash window: a mail accepted by the server whose step was not recorded yet is sent
+again after a restart, with the same ``Message-ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from confab.bus import NOTIFIER
+from confab.contracts.events.identity import UserUpserted
+from confab.contracts.events.messaging import MessageEdited, MessagePosted
+from confab.contracts.events.notifier import (
+    EmailRefused,
+    NotificationDue,
+    PreferencesSet,
+    SettingsSet,
+    subject,
+)
+from confab.eventlog import append
+from confab.logging import get_logger
+from confab.personal import KeyRing
+from confab_notifier import domain, templates
+from confab_notifier.mail import Mailer, Refused, Tokens, Unreachable, address_hash, build
+from confab_notifier.settings import NotifierSettings
+from confab_notifier.store import TABLES
+
+log = get_logger("confab.notifier.delivery")
+
+MAX_QUOTED = 5
+MAX_QUOTE_CHARS = 500
+_USER = msgspec.json.Decoder(UserUpserted)
+_PREFS = msgspec.json.Decoder(PreferencesSet)
+_SETTINGS = msgspec.json.Decoder(SettingsSet)
+_BODIES = {
+    MessagePosted.type: msgspec.json.Decoder(MessagePosted),
+    MessageEdited.type: msgspec.json.Decoder(MessageEdited),
+}
+
+
+def unsubscribe_url(public_url: str, token: str) -> str:
+    return f"{public_url.rstrip('/')}/api/notifications/unsubscribe?token={token}"
+
+
+class Sender:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        js: JetStreamContext,
+        keys: KeyRing,
+        tokens: Tokens,
+        mailer: Mailer,
+        settings: NotifierSettings,
+        owned: Callable[[], set[int]],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.engine = engine
+        self.js = js
+        self.keys = keys
+        self.tokens = tokens
+        self.mailer = mailer
+        self.s = settings
+        self.owned = owned
+        self.clock = clock
+        self.t = TABLES
+        self.sent = 0
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._in_hand: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    def offer(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if row["id"] not in self._in_hand:
+                self._in_hand.add(row["id"])
+                self._queue.put_nowait(row)
+
+    async def start(self, workers: int = 8) -> None:
+        self._tasks = [asyncio.create_task(self._poll(), name="notifier-poll")]
+        self._tasks += [
+            asyncio.create_task(self._work(), name=f"notifier-send-{i}") for i in range(workers)
+        ]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _poll(self) -> None:
+        o = self.t.outbox
+        while not self._stopping.is_set():
+            owned = sorted(self.owned())
+            if owned:
+                try:
+                    async with self.engine.connect() as conn:
+                        rows = await conn.execute(
+                            sa.select(o)
+                            .where(o.c.status == "pending", o.c.part.in_(owned))
+                            .where(o.c.next_attempt_at <= self.clock())
+                            .order_by(o.c.next_attempt_at)
+                            .limit(1000)
+                        )
+                        self.offer([dict(r._mapping) for r in rows])
+                except Exception as exc:
+                    log.warning("notifier_poll_failed", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), max(self.s.tick_seconds, 0.5))
+
+    async def _work(self) -> None:
+        while True:
+            row = await self._queue.get()
+            try:
+                await self.deliver(row)
+            except Exception:
+                log.exception("notifier_delivery_failed", notification=row["id"])
+            finally:
+                self._in_hand.discard(row["id"])
+
+    async def deliver(self, row: dict[str, Any]) -> None:
+        """Every step of one notification not done yet; record the outcome."""
+        done = list(row["done"])
+        error: str | None = None
+        try:
+            if "due" not in done:
+                await self._due(row)
+                done.append("due")
+                await self._record(row["id"], done=done)
+            if "email" not in done:
+                await self._email(row)
+                done.append("email")
+        except Unreachable as exc:
+            error = str(exc)[:500]
+        o = self.t.outbox
+        now = self.clock()
+        if error is None:
+            values: dict[str, Any] = {"status": "sent", "done": done, "sent_at": now}
+            self.sent += 1
+        else:
+            attempts = row["attempts"] + 1
+            delay = min(self.s.retry_seconds * 2 ** (attempts - 1), self.s.max_retry_seconds)
+            values = {
+                "done": done,
+                "attempts": attempts,
+                "last_error": error,
+                "next_attempt_at": now + timedelta(seconds=delay),
+                "status": "failed" if attempts >= self.s.max_attempts else "pending",
+            }
+            log.warning("notification_retry", notification=row["id"], error=error)
+        async with self.engine.begin() as conn:
+            await conn.execute(o.update().where(o.c.id == row["id"]).values(**values))
+
+    async def _record(self, notification_id: str, **values: Any) -> None:
+        o = self.t.outbox
+        async with self.engine.begin() as conn:
+            await conn.execute(o.update().where(o.c.id == notification_id).values(**values))
+
+    async def _due(self, row: dict[str, Any]) -> None:
+        event = NotificationDue(
+            workspace_id=row["workspace_id"],
+            notification_id=row["id"],
+            user_id=row["user_id"],
+            conversation_id=row["conversation_id"],
+            message_ids=list(row["message_ids"]),
+            count=len(row["message_ids"]),
+            first_seq=row["first_seq"],
+            last_seq=row["last_seq"],
+            mentioned=row["mentioned"],
+            channels=["email"] if self.mailer.enabled else [],
+            at=row["created_at"],
+        )
+        try:
+            await append(
+                self.js,
+                NOTIFIER.name,
+                subject(row["workspace_id"], "due", row["user_id"]),
+                event,
+                msg_id=row["id"],
+                workspace=row["workspace_id"],
+                actor="notifier",
+            )
+        except Exception as exc:
+            raise Unreachable(f"the event log: {exc or type(exc).__name__}") from None
+
+    # -- email -----------------------------------------------------------------------------
+
+    async def _email(self, row: dict[str, Any]) -> None:
+        if not self.mailer.enabled:
+            return
+        ws, uid = row["workspace_id"], row["user_id"]
+        t = self.t
+        async with self.engine.connect() as conn:
+            user = (await conn.execute(sa.select(t.users).where(t.users.c.user_id == uid))).first()
+            pref = (await conn.execute(sa.select(t.prefs).where(t.prefs.c.user_id == uid))).first()
+            setting = (
+                await conn.execute(sa.select(t.settings).where(t.settings.c.workspace_id == ws))
+            ).first()
+            conv = (
+                await conn.execute(
+                    sa.select(t.conversations.c.title).where(
+                        t.conversations.c.conversation_id == row["conversation_id"]
+                    )
+                )
+            ).first()
+            m = t.messages
+            messages = (
+                await conn.execute(
+                    sa.select(m)
+                    .where(m.c.conversation_id == row["conversation_id"])
+                    .where(m.c.message_id.in_(list(row["message_ids"])))
+                    .where(m.c.gone.is_(False))
+                    .order_by(m.c.seq)
+                )
+            ).all()
+            senders = {x.sender_id for x in messages if x.sender_id}
+            authors = {
+                x.user_id: x
+                for x in await conn.execute(
+                    sa.select(t.users).where(t.users.c.user_id.in_(sorted(senders)))
+                )
+            }
+        if user is None or user.erased or user.profile is None:
+            return
+        prefs = domain.preferences_of(_PREFS.decode(pref.data) if pref and pref.data else None)
+        if not prefs.email:
+            return
+        profile = await self.keys.reveal(ws, _USER.decode(user.profile))
+        address = (profile.email or "").strip()
+        if not address:
+            return
+        refused = pref.email_refused if pref is not None else None
+        if refused and refused.get("address") == address_hash(address):
+            return
+        messages = [x for x in messages if not (x.sender_id and authors.get(x.sender_id) is None)]
+        messages = [x for x in messages if not (x.sender_id and authors[x.sender_id].erased)]
+        if not messages:
+            return  # everything was deleted, hidden or its author erased meanwhile
+        config = _SETTINGS.decode(setting.data) if setting is not None else None
+        language = templates.language_of(prefs.language, config.language if config else "en")
+        template = (config.templates.get(language) if config else None) or templates.DEFAULTS[
+            language
+        ]
+        quoted = []
+        for x in messages[-MAX_QUOTED:]:
+            body = _BODIES[x.kind].decode(x.body)
+            body = await self.keys.reveal(ws, body)
+            author = "" if x.sender_id is None else await self._name(ws, authors[x.sender_id])
+            quoted.append({"author": author, "text": body.content[:MAX_QUOTE_CHARS]})
+        sender_name = (config.sender_name if config else "") or "Confab"
+        link = ""
+        if config and config.link_url:
+            link = config.link_url.replace("{conversation_id}", row["conversation_id"])
+        unsubscribe = unsubscribe_url(self.s.public_url, self.tokens.make(ws, uid))
+        context = {
+            "recipient": profile.name,
+            "sender_name": sender_name,
+            "conversation": (conv.title if conv else None) or "",
+            "count": len(messages),
+            "messages": quoted,
+            "mentioned": row["mentioned"],
+            "link": link,
+            "unsubscribe_url": unsubscribe,
+        }
+        try:
+            rendered = templates.render(template, context)
+        except Exception:
+            rendered = templates.render(templates.DEFAULTS[language], context)
+        msg = build(
+            rendered,
+            sender_name=sender_name,
+            from_address=self.s.smtp_from,
+            to_name=profile.name,
+            to_address=address,
+            notification_id=row["id"],
+            unsubscribe_url=unsubscribe,
+            language=language,
+        )
+        try:
+            await self.mailer.send(msg, address)
+        except Refused as exc:
+            await self._refused(row, address, exc)
+
+    async def _name(self, ws: str, author: Any) -> str:
+        if author.profile is None:
+            return ""
+        return (await self.keys.reveal(ws, _USER.decode(author.profile))).name
+
+    async def _refused(self, row: dict[str, Any], address: str, exc: Refused) -> None:
+        ws, uid = row["workspace_id"], row["user_id"]
+        event = EmailRefused(
+            workspace_id=ws,
+            user_id=uid,
+            notification_id=row["id"],
+            address_hash=address_hash(address),
+            code=exc.code,
+            reason=exc.reason[:500],
+            at=datetime.now(UTC),
+        )
+        await append(
+            self.js,
+            NOTIFIER.name,
+            subject(ws, "prefs", uid),
+            event,
+            msg_id=f"refused-{row['id']}",
+            workspace=ws,
+            actor="notifier",
+        )
+        log.info("email_refused", notification=row["id"], code=exc.code)
