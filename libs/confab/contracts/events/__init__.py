@@ -12,7 +12,8 @@ that do not exist yet. So what is here only grows:
 
 One module per stream: ``identity`` (``IDENTITY``), ``messaging``
 (``CONVERSATIONS``), ``media`` (``MEDIA``), ``webhooks`` (``WEBHOOKS``),
-``notifier`` (``NOTIFIER``), each with its subjects (``subject``) and the types its events are made of.
+``notifier`` (``NOTIFIER``), each with its subjects (``subject``) and the types its
+events are made of.
 Requests, replies and request bodies live beside, in ``confab.contracts``, and
 may change with the API. ``docs/events.md`` lists every type and its fields.
 
