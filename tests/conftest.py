@@ -7,17 +7,34 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
+from confab_infra.mailcatcher import MailCatcher
 from confab_infra.testing import TestBackends, fresh_database
 from tests.stack import RunningStack, backend_flags, running_stack
 
 
 @pytest.fixture(scope="session")
+def mailbox() -> Iterator[MailCatcher]:
+    """A real SMTP server (aiosmtpd) in this process: the session stack's notifier sends
+    its mail here, and tests read what arrived."""
+    catcher = MailCatcher().start()
+    yield catcher
+    catcher.stop()
+
+
+@pytest.fixture(scope="session")
 def stack(
-    backends: TestBackends, tmp_path_factory: pytest.TempPathFactory
+    backends: TestBackends, tmp_path_factory: pytest.TempPathFactory, mailbox: MailCatcher
 ) -> Iterator[RunningStack]:
+    smtp = {
+        "CONFAB_SMTP_HOST": mailbox.host,
+        "CONFAB_SMTP_PORT": str(mailbox.port),
+        "CONFAB_SMTP_SECURITY": "none",
+        "CONFAB_SMTP_FROM": "notify@acme.test",
+    }
     with fresh_database(backends.database_url) as database_url:
         data_dir = tmp_path_factory.mktemp("stack")
-        with running_stack(data_dir, *backend_flags(backends, database_url)) as running:
+        flags = backend_flags(backends, database_url)
+        with running_stack(data_dir, *flags, env=smtp) as running:
             yield running
 
 

@@ -124,12 +124,12 @@ def build(
     domain = from_address.rsplit("@", 1)[-1] or "confab.invalid"
     # The same notification always has the same Message-ID: a repeat is recognisable.
     msg["Message-ID"] = f"<{notification_id}@{domain}>" if notification_id else make_msgid()
-    msg["Content-Language"] = language
     msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
     msg["List-Unsubscribe-Post"] = ONE_CLICK
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(rendered.text)
     msg.add_alternative(rendered.html, subtype="html")
+    msg["Content-Language"] = language  # after the parts: setting content clears Content-*
     return msg
 
 
