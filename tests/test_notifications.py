@@ -14,12 +14,14 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
 import aiohttp
 import pytest
 
+from confab.bench.webhooks import Receiver
 from confab_infra.mailcatcher import MailCatcher
 from tests.client import Api
 from tests.ops import Chat
@@ -57,14 +59,20 @@ async def person(chat: Chat, name: str, **extra: Any) -> dict[str, Any]:
 
 
 async def mails(mailbox: MailCatcher, address: str, count: int) -> list[EmailMessage]:
-    deadline = time.monotonic() + WAIT
-    while True:
+    def enough() -> list[EmailMessage] | None:
         found = mailbox.to(address)
-        if len(found) >= count:
-            return found
+        return found if len(found) >= count else None
+
+    return list(await until(enough, f"{count} mails to {address}"))
+
+
+async def until(check: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + WAIT
+    while not (found := check()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(found)} of {count} mails to {address} in {WAIT} s")
+            raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+    return found
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:
@@ -127,6 +135,12 @@ async def test_five_unread_messages_make_one_digest_without_the_deleted_one(
     admin: Api, mailbox: MailCatcher
 ) -> None:
     chat = await setup_chat(admin, 3.0)
+    receiver = await Receiver().start()
+    status, hook = await chat.tenant.post(
+        "/api/v1/webhooks", {"url": receiver.url("due"), "event_types": ["notification.due"]}
+    )
+    assert status == 201, hook
+    receiver.secrets["due"] = [hook["secret"]]
     alice, bob = await person(chat, "Alice"), await person(chat, "Bob")
     cid = await chat.conversation(alice, bob, title="Deal")
     sent = [await chat.send(bob, cid, f"message {i}") for i in range(1, 7)]
@@ -141,6 +155,15 @@ async def test_five_unread_messages_make_one_digest_without_the_deleted_one(
     assert "You have 5 new messages in Deal." in text
     assert "message 3" not in text
     assert all(f"message {i}" in text for i in (2, 4, 5, 6))
+    # The tenant's webhook carries the same decision (ids and a count, no content).
+    [due] = await until(lambda: receiver.of("due"), "the notification.due webhook")
+    await receiver.close()
+    assert due.verified and due.body["type"] == "notification.due"
+    data = due.body["data"]
+    assert data["user_id"] == alice["id"] and data["conversation_id"] == cid
+    assert data["count"] == 5 and sent[2]["id"] not in data["message_ids"]
+    assert sorted(data["message_ids"]) == sorted(m["id"] for i, m in enumerate(sent) if i != 2)
+    assert "message 1" not in str(due.raw)
 
     # One mail for the five: the next message is a notification of its own, and it comes
     # after the digest with nothing in between.

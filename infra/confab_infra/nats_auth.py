@@ -246,7 +246,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         consumes_stream("WEBHOOKS", "feeds the endpoints read model"),
         *(
             rule
-            for stream in ("CONVERSATIONS", "IDENTITY", "MEDIA")
+            for stream in ("CONVERSATIONS", "IDENTITY", "MEDIA", "NOTIFIER")
             for rule in (
                 declares_stream(stream, "follows it, so creates it if it starts first"),
                 consumes_stream(stream, "queues a delivery for each event an endpoint wants"),
