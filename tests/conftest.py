@@ -9,6 +9,7 @@ import pytest
 
 from confab_infra.mailcatcher import MailCatcher
 from confab_infra.testing import TestBackends, fresh_database
+from tests.pushservices import ApnsService, FcmService
 from tests.stack import RunningStack, backend_flags, running_stack
 
 
@@ -22,14 +23,37 @@ def mailbox() -> Iterator[MailCatcher]:
 
 
 @pytest.fixture(scope="session")
+async def fcm_service() -> AsyncIterator[FcmService]:
+    """A stand-in for FCM (HTTP v1 and its OAuth2 token endpoint), on loopback."""
+    service = await FcmService().start()
+    yield service
+    await service.close()
+
+
+@pytest.fixture(scope="session")
+async def apns_service() -> AsyncIterator[ApnsService]:
+    """A stand-in for APNs (HTTP/2, token authentication), on loopback."""
+    service = await ApnsService().start()
+    yield service
+    await service.close()
+
+
+@pytest.fixture(scope="session")
 def stack(
-    backends: TestBackends, tmp_path_factory: pytest.TempPathFactory, mailbox: MailCatcher
+    backends: TestBackends,
+    tmp_path_factory: pytest.TempPathFactory,
+    mailbox: MailCatcher,
+    fcm_service: FcmService,
+    apns_service: ApnsService,
 ) -> Iterator[RunningStack]:
     smtp = {
         "CONFAB_SMTP_HOST": mailbox.host,
         "CONFAB_SMTP_PORT": str(mailbox.port),
         "CONFAB_SMTP_SECURITY": "none",
         "CONFAB_SMTP_FROM": "notify@acme.test",
+        "CONFAB_NOTIFIER_FCM_URL": fcm_service.base,
+        "CONFAB_NOTIFIER_FCM_TOKEN_URL": fcm_service.token_url,
+        "CONFAB_NOTIFIER_APNS_URL": apns_service.base,
     }
     with fresh_database(backends.database_url) as database_url:
         data_dir = tmp_path_factory.mktemp("stack")

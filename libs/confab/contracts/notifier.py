@@ -7,7 +7,8 @@ Preferences and settings are event-sourced in ``NOTIFIER``
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -146,3 +147,122 @@ class Unsubscribe(Request, kw_only=True, frozen=True):
     subject: ClassVar[str] = "notifier.cmd.unsubscribe"
     reply: ClassVar[type[msgspec.Struct]] = Ok
     token: Token
+
+
+# -- push ------------------------------------------------------------------------------------
+
+PushUrl = Annotated[str, msgspec.Meta(min_length=8, max_length=2048, pattern=r"^https?://\S+$")]
+KeyText = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$")]
+DeviceToken = Annotated[
+    str, msgspec.Meta(min_length=8, max_length=4096, pattern=r"^[A-Za-z0-9:_.=-]+$")
+]
+Pem = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+Short = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+
+
+class PushSubscriptionKeys(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    p256dh: KeyText
+    auth: KeyText
+
+
+class PushSubscriptionInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A browser's ``PushSubscription.toJSON()`` (``expirationTime`` is ignored)."""
+
+    endpoint: PushUrl
+    keys: PushSubscriptionKeys
+    expirationTime: int | None = None
+
+
+class DeviceInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    platform: Literal["fcm", "apns"]
+    token: DeviceToken
+
+
+class PushTarget(Reply, kw_only=True, frozen=True):
+    id: str
+    kind: str  # webpush, fcm, apns
+    created_at: datetime
+
+
+class PushTargetList(Reply, kw_only=True, frozen=True):
+    data: list[PushTarget]
+    has_more: bool = False
+    next_cursor: str | None = None
+
+
+class AddPushTarget(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "notifier.cmd.add_push_target"
+    reply: ClassVar[type[msgspec.Struct]] = PushTarget
+    workspace_id: str
+    user_id: str
+    kind: Literal["webpush", "fcm", "apns"]
+    address: str
+    p256dh: str = ""
+    auth: str = ""
+
+
+class RemovePushTarget(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "notifier.cmd.remove_push_target"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    workspace_id: str
+    user_id: str
+    target_id: str
+
+
+class ListPushTargets(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "notifier.q.push_targets"
+    reply: ClassVar[type[msgspec.Struct]] = PushTargetList
+    workspace_id: str
+    user_id: str
+    kinds: list[str] = []
+
+
+class PushConfig(Reply, kw_only=True, frozen=True):
+    """What a browser subscribes with: the deployment's VAPID public key."""
+
+    vapid_public_key: str
+
+
+class GetPushConfig(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "notifier.q.push_config"
+    reply: ClassVar[type[msgspec.Struct]] = PushConfig
+    workspace_id: str
+
+
+class FcmCredentials(msgspec.Struct, kw_only=True, frozen=True):
+    """The fields of a Firebase service account's JSON key that sending needs (others in
+    the file are ignored)."""
+
+    project_id: Short
+    client_email: Short
+    private_key: Pem
+    private_key_id: Annotated[str, msgspec.Meta(max_length=300)] = ""
+
+
+class ApnsCredentials(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A token-based APNs key: the team, the key's id, its ``.p8`` text, the app's bundle
+    id (``apns-topic``), and which APNs it is for."""
+
+    team_id: Short
+    key_id: Short
+    private_key: Pem
+    topic: Short
+    environment: Literal["production", "development"] = "production"
+
+
+class PushCredentialsInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Replaces the workspace's credentials; a platform left out has none afterwards."""
+
+    fcm: FcmCredentials | None = None
+    apns: ApnsCredentials | None = None
+
+
+class PushCredentialsReply(Reply, kw_only=True, frozen=True):
+    platforms: list[str]  # the credentials are never shown again
+
+
+class SetPushCredentials(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "notifier.cmd.set_push_credentials"
+    reply: ClassVar[type[msgspec.Struct]] = PushCredentialsReply
+    workspace_id: str
+    input: PushCredentialsInput

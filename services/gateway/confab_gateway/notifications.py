@@ -19,15 +19,27 @@ from aiohttp import web
 
 from confab.contracts.base import Ok
 from confab.contracts.notifier import (
+    AddPushTarget,
+    DeviceInput,
     GetPreferences,
+    GetPushConfig,
     GetSettings,
+    ListPushTargets,
     NotifierSettings,
     Preferences,
     PreferencesPatch,
     Preview,
     PreviewInput,
     PreviewTemplate,
+    PushConfig,
+    PushCredentialsInput,
+    PushCredentialsReply,
+    PushSubscriptionInput,
+    PushTarget,
+    PushTargetList,
+    RemovePushTarget,
     SetPreferences,
+    SetPushCredentials,
     SetSettings,
     SettingsPatch,
     Unsubscribe,
@@ -229,3 +241,174 @@ async def unsubscribe(call: Call) -> web.Response:
     )
     del reply
     return _page("Unsubscribed", "<h1>You will get no more of these emails.</h1>")
+
+
+# -- push ------------------------------------------------------------------------------------
+
+DEVICES = "/api/v1/users/{user_id}/devices"
+SUBSCRIPTIONS = "/api/widget/push/subscriptions"
+
+
+@router.route(
+    "GET",
+    "/api/widget/push",
+    auth="session",
+    tag="widget",
+    summary="What a browser subscribes to web push with: the deployment's VAPID public key",
+    response=PushConfig,
+    errors=(401,),
+)
+async def push_config(call: Call) -> PushConfig:
+    return await call.rpc.call(
+        GetPushConfig(workspace_id=call.workspace_id), correlation=call.correlation
+    )
+
+
+@router.route(
+    "GET",
+    SUBSCRIPTIONS,
+    auth="session",
+    tag="widget",
+    summary="The session user's web push subscriptions",
+    response=PushTargetList,
+    errors=(401,),
+)
+async def my_subscriptions(call: Call) -> PushTargetList:
+    assert isinstance(call.principal, SessionPrincipal)
+    return await call.rpc.call(
+        ListPushTargets(
+            workspace_id=call.workspace_id, user_id=call.principal.user_id, kinds=["webpush"]
+        ),
+        correlation=call.correlation,
+    )
+
+
+@router.route(
+    "POST",
+    SUBSCRIPTIONS,
+    auth="session",
+    tag="widget",
+    status=201,
+    summary="Add a browser's push subscription (PushSubscription.toJSON()) for the user",
+    body=PushSubscriptionInput,
+    response=PushTarget,
+    errors=(400, 401, 409, 413, 415, 422),
+)
+async def subscribe(call: Call) -> PushTarget:
+    assert isinstance(call.principal, SessionPrincipal)
+    body: PushSubscriptionInput = call.body
+    return await call.rpc.call(
+        AddPushTarget(
+            workspace_id=call.workspace_id,
+            user_id=call.principal.user_id,
+            kind="webpush",
+            address=body.endpoint,
+            p256dh=body.keys.p256dh,
+            auth=body.keys.auth,
+        ),
+        correlation=call.correlation,
+    )
+
+
+@router.route(
+    "DELETE",
+    SUBSCRIPTIONS + "/{subscription_id}",
+    auth="session",
+    tag="widget",
+    status=204,
+    summary="Remove one of the user's push subscriptions",
+    errors=(401, 404),
+)
+async def unsubscribe_push(call: Call) -> None:
+    assert isinstance(call.principal, SessionPrincipal)
+    await call.rpc.call(
+        RemovePushTarget(
+            workspace_id=call.workspace_id,
+            user_id=call.principal.user_id,
+            target_id=call.path["subscription_id"],
+        ),
+        correlation=call.correlation,
+    )
+
+
+@router.route(
+    "POST",
+    DEVICES,
+    auth="api_key",
+    tag="notifications",
+    status=201,
+    summary="Register a user's mobile device for push (FCM or APNs token)",
+    body=DeviceInput,
+    response=PushTarget,
+    errors=(400, 401, 404, 409, 413, 415, 422),
+    permission="settings.manage",
+)
+async def add_device(call: Call) -> PushTarget:
+    body: DeviceInput = call.body
+    return await call.rpc.call(
+        AddPushTarget(
+            workspace_id=call.workspace_id,
+            user_id=call.path["user_id"],
+            kind=body.platform,
+            address=body.token,
+        ),
+        correlation=call.correlation,
+    )
+
+
+@router.route(
+    "GET",
+    DEVICES,
+    auth="api_key",
+    tag="notifications",
+    summary="A user's registered mobile devices (tokens are not shown)",
+    response=PushTargetList,
+    errors=(401, 404),
+    permission="conversations.read",
+)
+async def list_devices(call: Call) -> PushTargetList:
+    return await call.rpc.call(
+        ListPushTargets(
+            workspace_id=call.workspace_id, user_id=call.path["user_id"], kinds=["fcm", "apns"]
+        ),
+        correlation=call.correlation,
+    )
+
+
+@router.route(
+    "DELETE",
+    DEVICES + "/{device_id}",
+    auth="api_key",
+    tag="notifications",
+    status=204,
+    summary="Remove a user's mobile device",
+    errors=(401, 404),
+    permission="settings.manage",
+)
+async def remove_device(call: Call) -> None:
+    await call.rpc.call(
+        RemovePushTarget(
+            workspace_id=call.workspace_id,
+            user_id=call.path["user_id"],
+            target_id=call.path["device_id"],
+        ),
+        correlation=call.correlation,
+    )
+
+
+@router.route(
+    "PUT",
+    SETTINGS + "/push-credentials",
+    auth="api_key",
+    tag="notifications",
+    summary="Set the workspace's FCM and APNs credentials (stored sealed, never shown again)",
+    body=PushCredentialsInput,
+    response=PushCredentialsReply,
+    errors=WRITE_ERRORS,
+    permission="settings.manage",
+)
+async def set_push_credentials(call: Call) -> PushCredentialsReply:
+    return await call.rpc.call(
+        SetPushCredentials(workspace_id=call.workspace_id, input=call.body),
+        correlation=call.correlation,
+    )

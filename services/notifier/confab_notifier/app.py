@@ -1,31 +1,40 @@
 """Wiring and start-up of the notifier: who is told about unread messages, and how.
 
-Owns the ``NOTIFIER`` stream (users' preferences, workspaces' settings and templates,
-email refusals, and its decisions, ``notification.due``: ``confab.contracts.events.
-notifier``), the ``notifier`` schema and the KV bucket ``NOTIFIER`` (the unsubscribe
-signing key, made once per deployment). Follows ``CONVERSATIONS`` (partitioned: copies
-share the conversations), ``IDENTITY`` and its own stream into its tables
+Owns the ``NOTIFIER`` stream (users' preferences and push targets, workspaces' settings,
+templates and push credentials, email refusals, and its decisions, ``notification.due``:
+``confab.contracts.events.notifier``), the ``notifier`` schema and the KV bucket
+``NOTIFIER`` (the deployment's keys: ``keys``). Follows ``CONVERSATIONS`` (partitioned:
+copies share the conversations), ``IDENTITY`` and its own stream into its tables
 (``projections``); decides what is due in the partitions it owns (``engine``), and
-sends what it decided (``delivery``: ``notification.due``, email). Presence comes from
-the fanout nodes' keys in the ``presence`` bucket (``presence``). Answers the commands
-and queries of ``confab.contracts.notifier`` (``commands``).
+sends what it decided (``delivery``: ``notification.due``, email, and push through
+``push``). Presence comes from the fanout nodes' keys in the ``presence`` bucket
+(``presence``). Answers the commands and queries of ``confab.contracts.notifier``
+(``commands``).
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
 
 from confab.bus import CONVERSATIONS, IDENTITY, NOTIFIER
 from confab.service import Service, run_service
 from confab_notifier.commands import Commands
 from confab_notifier.delivery import Sender
 from confab_notifier.engine import Engine, utcnow
-from confab_notifier.mail import Mailer, Tokens, bucket
+from confab_notifier.keys import Sealer, bucket, deployment_secret
+from confab_notifier.mail import Mailer, Tokens
 from confab_notifier.presence import Presence
 from confab_notifier.projections import (
     ConversationsProjection,
     IdentityProjection,
     NotifierProjection,
 )
+from confab_notifier.push import VAPID_KEY, Pusher, WebPush, new_vapid_pem
 from confab_notifier.settings import NotifierSettings
+from confab_notifier.store import TABLES
 
 
 async def setup(service: Service) -> None:
@@ -36,6 +45,33 @@ async def setup(service: Service) -> None:
     keys = await service.key_ring()
     kv = await bucket(service.js, settings.stream_replicas)
     tokens = await Tokens.open(kv)
+    sealer = await Sealer.open(kv)
+    web = WebPush(
+        await deployment_secret(kv, VAPID_KEY, new_vapid_pem()),
+        f"mailto:{settings.smtp_from}",
+        allow_private=settings.allow_private,
+    )
+    engine_db = service.engine
+
+    async def credentials(workspace_id: str) -> dict[str, Any] | None:
+        c = TABLES.credentials
+        async with engine_db.connect() as conn:
+            row = (
+                await conn.execute(sa.select(c.c.sealed).where(c.c.workspace_id == workspace_id))
+            ).first()
+        plain = sealer.open_sealed(row.sealed) if row is not None else None
+        if plain is None:
+            return None
+        return {**msgspec.json.decode(plain), "version": row.sealed}
+
+    pusher = Pusher(
+        web,
+        credentials,
+        fcm_url=settings.fcm_url,
+        fcm_token_url=settings.fcm_token_url,
+        apns_url=settings.apns_url,
+    )
+    service.on_stop(pusher.close)
     presence = Presence(service.js)
     await presence.start()
     service.on_stop(presence.stop)
@@ -51,6 +87,7 @@ async def setup(service: Service) -> None:
         keys,
         tokens,
         Mailer(settings),
+        pusher,
         settings,
         owned=lambda: conversations.owned,
         clock=utcnow,
@@ -76,6 +113,9 @@ async def setup(service: Service) -> None:
         users,
         default_delay=settings.default_delay_seconds,
         read_wait=settings.read_wait_seconds,
+        vapid_public_key=web.public_key,
+        sealer=sealer,
+        allow_private=settings.allow_private,
     )
     for request_type, handler in commands.routes():
         await service.rpc.serve(request_type, handler)

@@ -11,6 +11,7 @@ workspace: another workspace's user, an erased or unknown one, is "not found".
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,34 +28,50 @@ from confab.bus import IDENTITY, NOTIFIER
 from confab.contracts.base import Ok
 from confab.contracts.events.notifier import (
     PreferencesSet,
+    PushCredentialsSet,
+    PushTargetAdded,
+    PushTargetRemoved,
     QuietHours,
     SettingsSet,
     Template,
     subject,
 )
 from confab.contracts.notifier import (
+    AddPushTarget,
     GetPreferences,
+    GetPushConfig,
     GetSettings,
+    ListPushTargets,
     NotifierSettings,
     Preferences,
     PreferencesPatch,
     Preview,
     PreviewTemplate,
+    PushConfig,
+    PushCredentialsReply,
+    PushTarget,
+    PushTargetList,
+    RemovePushTarget,
     SetPreferences,
+    SetPushCredentials,
     SetSettings,
     Unsubscribe,
 )
-from confab.errors import InvalidRequest, NotFound, Unavailable
+from confab.egress import check_resolved, check_url
+from confab.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from confab.eventlog import WrongExpectedVersion, append, last_version
 from confab.ids import is_valid_id
 from confab.projection import ProjectionRunner
 from confab.rpc import CallContext
 from confab.shell import Route
 from confab_notifier import domain, templates
+from confab_notifier.keys import Sealer
 from confab_notifier.mail import Tokens
+from confab_notifier.push import b64url_decode
 from confab_notifier.store import TABLES
 
 NO_USER = "No user with that id."
+MAX_PUSH_TARGETS = 20
 _PREFS = msgspec.json.Decoder(PreferencesSet)
 _SETTINGS = msgspec.json.Decoder(SettingsSet)
 SAMPLE = [
@@ -72,8 +91,14 @@ class Commands:
         *,
         default_delay: float,
         read_wait: float,
+        vapid_public_key: str,
+        sealer: Sealer,
+        allow_private: bool,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.vapid_public_key = vapid_public_key
+        self.sealer = sealer
+        self.allow_private = allow_private
         self.engine = engine
         self.js = js
         self.tokens = tokens
@@ -92,6 +117,11 @@ class Commands:
             (SetSettings, self.set_settings),
             (PreviewTemplate, self.preview),
             (Unsubscribe, self.unsubscribe),
+            (GetPushConfig, self.push_config),
+            (AddPushTarget, self.add_push_target),
+            (RemovePushTarget, self.remove_push_target),
+            (ListPushTargets, self.push_targets),
+            (SetPushCredentials, self.set_push_credentials),
         ]
 
     # -- preferences ---------------------------------------------------------------------------
@@ -298,6 +328,130 @@ class Commands:
             },
         )
         return Preview(subject=rendered.subject, text=rendered.text, html=rendered.html)
+
+    # -- push ----------------------------------------------------------------------------------
+
+    async def push_config(self, _q: GetPushConfig, _ctx: CallContext) -> PushConfig:
+        return PushConfig(vapid_public_key=self.vapid_public_key)
+
+    async def _targets(self, user_id: str) -> list[Any]:
+        t = self.t.push
+        async with self.engine.connect() as conn:
+            query = sa.select(t).where(t.c.user_id == user_id).order_by(t.c.created_at, t.c.id)
+            return list((await conn.execute(query)).all())
+
+    async def push_targets(self, q: ListPushTargets, _ctx: CallContext) -> PushTargetList:
+        await self._user(q.workspace_id, q.user_id)
+        rows = await self._targets(q.user_id)
+        return PushTargetList(
+            data=[
+                PushTarget(id=r.id, kind=r.kind, created_at=r.created_at)
+                for r in rows
+                if not q.kinds or r.kind in q.kinds
+            ]
+        )
+
+    async def add_push_target(self, c: AddPushTarget, _ctx: CallContext) -> PushTarget:
+        await self._user(c.workspace_id, c.user_id)
+        if c.kind == "webpush":
+            await self._check_subscription(c)
+        target_id = "pt_" + hashlib.sha256(f"{c.kind}:{c.address}".encode()).hexdigest()[:32]
+        existing = await self._targets(c.user_id)
+        if target_id not in {r.id for r in existing} and len(existing) >= MAX_PUSH_TARGETS:
+            raise Conflict(f"A user has at most {MAX_PUSH_TARGETS} push subscriptions and devices.")
+        now = self.clock()
+        event = PushTargetAdded(
+            workspace_id=c.workspace_id,
+            user_id=c.user_id,
+            target_id=target_id,
+            kind=c.kind,
+            address=c.address,
+            p256dh=c.p256dh,
+            auth=c.auth,
+            at=now,
+        )
+        await self._append_prefs(c.workspace_id, c.user_id, event)
+        return PushTarget(id=target_id, kind=c.kind, created_at=now)
+
+    async def _check_subscription(self, c: AddPushTarget) -> None:
+        host, port = check_url(c.address)
+        if not c.address.startswith("https://") and not self.allow_private:
+            raise InvalidRequest("A push endpoint is https.", {"endpoint": "https://…"})
+        await check_resolved(host, port, self.allow_private, "Push notifications")
+        try:
+            point = b64url_decode(c.p256dh)
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+            auth = b64url_decode(c.auth)
+        except (ValueError, TypeError):
+            raise InvalidRequest(
+                "The subscription's keys are not a browser's.", {"keys": "p256dh, auth"}
+            ) from None
+        if len(auth) != 16:
+            raise InvalidRequest("The auth secret is 16 bytes.", {"keys.auth": "16 bytes"})
+
+    async def remove_push_target(self, c: RemovePushTarget, _ctx: CallContext) -> Ok:
+        await self._user(c.workspace_id, c.user_id)
+        if c.target_id not in {r.id for r in await self._targets(c.user_id)}:
+            raise NotFound("No push subscription or device with that id.")
+        event = PushTargetRemoved(
+            workspace_id=c.workspace_id,
+            user_id=c.user_id,
+            target_id=c.target_id,
+            reason="removed",
+            at=self.clock(),
+        )
+        await self._append_prefs(c.workspace_id, c.user_id, event)
+        return Ok()
+
+    async def _append_prefs(self, workspace_id: str, user_id: str, event: Any) -> None:
+        stored = await append(
+            self.js,
+            NOTIFIER.name,
+            subject(workspace_id, "prefs", user_id),
+            event,
+            msg_id=str(uuid.uuid4()),
+            workspace=workspace_id,
+            actor="tenant",
+        )
+        if not await self.settings_runner.wait_for(stored.seq, self.read_wait):
+            raise Unavailable("The change is stored but not readable yet; read it again.")
+
+    async def set_push_credentials(
+        self, c: SetPushCredentials, _ctx: CallContext
+    ) -> PushCredentialsReply:
+        given = c.input
+        if given.fcm is not None:
+            _check_key(given.fcm.private_key, rsa.RSAPrivateKey, "fcm.private_key")
+        if given.apns is not None:
+            _check_key(given.apns.private_key, ec.EllipticCurvePrivateKey, "apns.private_key")
+        platforms = [p for p in ("fcm", "apns") if getattr(given, p) is not None]
+        event = PushCredentialsSet(
+            workspace_id=c.workspace_id,
+            sealed=self.sealer.seal(msgspec.json.encode(given)),
+            platforms=platforms,
+            at=self.clock(),
+        )
+        stored = await append(
+            self.js,
+            NOTIFIER.name,
+            subject(c.workspace_id, "settings", c.workspace_id),
+            event,
+            msg_id=str(uuid.uuid4()),
+            workspace=c.workspace_id,
+            actor="tenant",
+        )
+        if not await self.settings_runner.wait_for(stored.seq, self.read_wait):
+            raise Unavailable("The change is stored but not readable yet; read it again.")
+        return PushCredentialsReply(platforms=platforms)
+
+
+def _check_key(pem: str, kind: type, field: str) -> None:
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise InvalidRequest("The private key is not a PEM key.", {field: "PEM"}) from None
+    if not isinstance(key, kind):
+        raise InvalidRequest("The private key is of the wrong kind.", {field: kind.__name__})
 
 
 def _given(value: Any, current: SettingsSet | None, name: str, default: Any) -> Any:

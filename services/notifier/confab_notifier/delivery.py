@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +41,9 @@ from confab.contracts.events.notifier import (
     EmailRefused,
     NotificationDue,
     PreferencesSet,
+    PushTargetRemoved,
     SettingsSet,
+    Template,
     subject,
 )
 from confab.eventlog import append
@@ -48,6 +51,7 @@ from confab.logging import get_logger
 from confab.personal import KeyRing
 from confab_notifier import domain, templates
 from confab_notifier.mail import Mailer, Refused, Tokens, Unreachable, address_hash, build
+from confab_notifier.push import Outcome, Pusher, Target
 from confab_notifier.settings import NotifierSettings
 from confab_notifier.store import TABLES
 
@@ -55,6 +59,7 @@ log = get_logger("confab.notifier.delivery")
 
 MAX_QUOTED = 5
 MAX_QUOTE_CHARS = 500
+MAX_PUSH_BODY = 200
 _USER = msgspec.json.Decoder(UserUpserted)
 _PREFS = msgspec.json.Decoder(PreferencesSet)
 _SETTINGS = msgspec.json.Decoder(SettingsSet)
@@ -68,6 +73,17 @@ def unsubscribe_url(public_url: str, token: str) -> str:
     return f"{public_url.rstrip('/')}/api/notifications/unsubscribe?token={token}"
 
 
+@dataclass(frozen=True, slots=True)
+class Content:
+    prefs: domain.Preferences
+    name: str
+    address: str
+    refused: dict[str, Any] | None
+    language: str
+    template: Template
+    context: dict[str, Any]
+
+
 class Sender:
     def __init__(
         self,
@@ -76,6 +92,7 @@ class Sender:
         keys: KeyRing,
         tokens: Tokens,
         mailer: Mailer,
+        pusher: Pusher,
         settings: NotifierSettings,
         owned: Callable[[], set[int]],
         clock: Callable[[], datetime],
@@ -85,6 +102,7 @@ class Sender:
         self.keys = keys
         self.tokens = tokens
         self.mailer = mailer
+        self.pusher = pusher
         self.s = settings
         self.owned = owned
         self.clock = clock
@@ -147,6 +165,12 @@ class Sender:
 
     async def deliver(self, row: dict[str, Any]) -> None:
         """Every step of one notification not done yet; record the outcome."""
+        o = self.t.outbox
+        async with self.engine.connect() as conn:
+            current = (await conn.execute(sa.select(o).where(o.c.id == row["id"]))).first()
+        if current is None or current.status != "pending":
+            return  # done meanwhile (a poll read it just before it was recorded)
+        row = dict(current._mapping)
         done = list(row["done"])
         error: str | None = None
         try:
@@ -154,12 +178,17 @@ class Sender:
                 await self._due(row)
                 done.append("due")
                 await self._record(row["id"], done=done)
-            if "email" not in done:
-                await self._email(row)
-                done.append("email")
+            if "email" not in done or "push" not in done:
+                content = await self._content(row)
+                if content is not None and "email" not in done:
+                    await self._email(row, content)
+                    done.append("email")
+                    await self._record(row["id"], done=done)
+                if content is not None and "push" not in done:
+                    await self._push(row, content, done)
+                done += [step for step in ("email", "push") if step not in done]
         except Unreachable as exc:
             error = str(exc)[:500]
-        o = self.t.outbox
         now = self.clock()
         if error is None:
             values: dict[str, Any] = {"status": "sent", "done": done, "sent_at": now}
@@ -210,11 +239,11 @@ class Sender:
         except Exception as exc:
             raise Unreachable(f"the event log: {exc or type(exc).__name__}") from None
 
-    # -- email -----------------------------------------------------------------------------
+    # -- what a notification says ------------------------------------------------------------
 
-    async def _email(self, row: dict[str, Any]) -> None:
-        if not self.mailer.enabled:
-            return
+    async def _content(self, row: dict[str, Any]) -> Content | None:
+        """What both email and push say, read now; None if there is nothing to say any
+        more (the user erased, every message deleted, hidden or its author erased)."""
         ws, uid = row["workspace_id"], row["user_id"]
         t = self.t
         async with self.engine.connect() as conn:
@@ -248,65 +277,137 @@ class Sender:
                 )
             }
         if user is None or user.erased or user.profile is None:
-            return
-        prefs = domain.preferences_of(_PREFS.decode(pref.data) if pref and pref.data else None)
-        if not prefs.email:
-            return
-        profile = await self.keys.reveal(ws, _USER.decode(user.profile))
-        address = (profile.email or "").strip()
-        if not address:
-            return
-        refused = pref.email_refused if pref is not None else None
-        if refused and refused.get("address") == address_hash(address):
-            return
-        messages = [x for x in messages if not (x.sender_id and authors.get(x.sender_id) is None)]
-        messages = [x for x in messages if not (x.sender_id and authors[x.sender_id].erased)]
+            return None
+        messages = [
+            x
+            for x in messages
+            if x.sender_id is None or (x.sender_id in authors and not authors[x.sender_id].erased)
+        ]
         if not messages:
-            return  # everything was deleted, hidden or its author erased meanwhile
+            return None
+        prefs = domain.preferences_of(_PREFS.decode(pref.data) if pref and pref.data else None)
+        profile = await self.keys.reveal(ws, _USER.decode(user.profile))
         config = _SETTINGS.decode(setting.data) if setting is not None else None
         language = templates.language_of(prefs.language, config.language if config else "en")
-        template = (config.templates.get(language) if config else None) or templates.DEFAULTS[
-            language
-        ]
         quoted = []
         for x in messages[-MAX_QUOTED:]:
-            body = _BODIES[x.kind].decode(x.body)
-            body = await self.keys.reveal(ws, body)
+            body = await self.keys.reveal(ws, _BODIES[x.kind].decode(x.body))
             author = "" if x.sender_id is None else await self._name(ws, authors[x.sender_id])
             quoted.append({"author": author, "text": body.content[:MAX_QUOTE_CHARS]})
-        sender_name = (config.sender_name if config else "") or "Confab"
         link = ""
         if config and config.link_url:
             link = config.link_url.replace("{conversation_id}", row["conversation_id"])
-        unsubscribe = unsubscribe_url(self.s.public_url, self.tokens.make(ws, uid))
+        template = (config.templates.get(language) if config else None) or templates.DEFAULTS[
+            language
+        ]
         context = {
             "recipient": profile.name,
-            "sender_name": sender_name,
+            "sender_name": (config.sender_name if config else "") or "Confab",
             "conversation": (conv.title if conv else None) or "",
             "count": len(messages),
             "messages": quoted,
             "mentioned": row["mentioned"],
             "link": link,
-            "unsubscribe_url": unsubscribe,
+            "unsubscribe_url": unsubscribe_url(self.s.public_url, self.tokens.make(ws, uid)),
         }
+        return Content(
+            prefs=prefs,
+            name=profile.name,
+            address=(profile.email or "").strip(),
+            refused=pref.email_refused if pref is not None else None,
+            language=language,
+            template=template,
+            context=context,
+        )
+
+    # -- email -----------------------------------------------------------------------------
+
+    async def _email(self, row: dict[str, Any], content: Content) -> None:
+        if not self.mailer.enabled or not content.prefs.email or not content.address:
+            return
+        address = content.address
+        if content.refused and content.refused.get("address") == address_hash(address):
+            return
+        context = content.context
         try:
-            rendered = templates.render(template, context)
+            rendered = templates.render(content.template, context)
         except Exception:
-            rendered = templates.render(templates.DEFAULTS[language], context)
+            rendered = templates.render(templates.DEFAULTS[content.language], context)
         msg = build(
             rendered,
-            sender_name=sender_name,
+            sender_name=context["sender_name"],
             from_address=self.s.smtp_from,
-            to_name=profile.name,
+            to_name=content.name,
             to_address=address,
             notification_id=row["id"],
-            unsubscribe_url=unsubscribe,
-            language=language,
+            unsubscribe_url=context["unsubscribe_url"],
+            language=content.language,
         )
         try:
             await self.mailer.send(msg, address)
         except Refused as exc:
             await self._refused(row, address, exc)
+
+    # -- push ------------------------------------------------------------------------------
+
+    async def _push(self, row: dict[str, Any], content: Content, done: list[str]) -> None:
+        """Every push target of the user not pushed to yet; ``Unreachable`` if one must be
+        tried again (the others are recorded in ``done``)."""
+        if not content.prefs.push:
+            return
+        p = self.t.push
+        async with self.engine.connect() as conn:
+            targets = (await conn.execute(sa.select(p).where(p.c.user_id == row["user_id"]))).all()
+        if not targets:
+            return
+        rendered = templates.render(templates.DEFAULTS[content.language], content.context)
+        last = content.context["messages"][-1] if content.context["messages"] else None
+        body = f"{last['author']}: {last['text']}" if last and last["author"] else ""
+        body = (body or (last["text"] if last else ""))[:MAX_PUSH_BODY]
+        data = {
+            "notification_id": row["id"],
+            "conversation_id": row["conversation_id"],
+            "count": str(content.context["count"]),
+            "url": content.context["link"],
+        }
+        retry = False
+        for target in targets:
+            step = f"push:{target.id}"
+            if step in done:
+                continue
+            found = Target(target.id, target.kind, target.address, target.p256dh, target.auth)
+            outcome = await self.pusher.send(
+                row["workspace_id"], found, rendered.subject, body, data, row["id"]
+            )
+            if outcome is Outcome.RETRY:
+                retry = True
+                continue
+            if outcome is Outcome.GONE:
+                await self._gone(row, target.id, target.kind)
+            done.append(step)
+            await self._record(row["id"], done=done)
+        if retry:
+            raise Unreachable("a push service did not take the notification; tried again later")
+
+    async def _gone(self, row: dict[str, Any], target_id: str, kind: str) -> None:
+        ws, uid = row["workspace_id"], row["user_id"]
+        event = PushTargetRemoved(
+            workspace_id=ws,
+            user_id=uid,
+            target_id=target_id,
+            reason=f"{kind}: the push service says it is gone",
+            at=datetime.now(UTC),
+        )
+        await append(
+            self.js,
+            NOTIFIER.name,
+            subject(ws, "prefs", uid),
+            event,
+            msg_id=f"gone-{target_id}-{row['id']}",
+            workspace=ws,
+            actor="notifier",
+        )
+        log.info("push_target_removed", target=target_id, kind=kind)
 
     async def _name(self, ws: str, author: Any) -> str:
         if author.profile is None:

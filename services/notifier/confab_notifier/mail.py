@@ -10,7 +10,7 @@ changes nothing.
 A token is ``<workspace>.<user>.<signature>``: HMAC-SHA256 over both ids with the
 deployment's key (kept in the notifier's KV bucket, made once), base64url. It does not
 expire: the link in an old mail keeps working, and it can do nothing but turn email off
-for that one user.
+for that one user. The key is made once per deployment (``keys``).
 
 A permanent refusal (a 5xx answer to the recipient or the data) is ``Refused``; anything
 else (a refused connection, a 4xx, a timeout) is ``Unreachable`` and is tried again.
@@ -27,15 +27,13 @@ from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 
 import aiosmtplib
-from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from confab.ids import is_valid_id
+from confab_notifier.keys import deployment_secret
 from confab_notifier.settings import NotifierSettings
 from confab_notifier.templates import Rendered
 
-BUCKET = "NOTIFIER"
 UNSUBSCRIBE_KEY = "unsubscribe-key"
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
@@ -49,31 +47,6 @@ class Refused(Exception):
 
 class Unreachable(Exception):
     pass
-
-
-async def bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
-    from nats.js.api import KeyValueConfig
-
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        return await js.create_key_value(KeyValueConfig(bucket=BUCKET, replicas=replicas))
-
-
-async def deployment_secret(kv: KeyValue, name: str, make: bytes) -> bytes:
-    """The value of ``name`` in the bucket, ``make`` stored first if there is none (the
-    first process to start wins; the others read what it stored)."""
-    try:
-        await kv.create(name, make)
-        return make
-    except KeyWrongLastSequenceError:
-        pass
-    try:
-        entry = await kv.get(name)
-    except KeyNotFoundError:  # pragma: no cover - deleted in between
-        return await deployment_secret(kv, name, make)
-    assert entry.value is not None
-    return entry.value
 
 
 class Tokens:

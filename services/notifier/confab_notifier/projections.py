@@ -12,7 +12,8 @@ checkpoint (``confab.projection``): a crash anywhere applies each event once.
   (internal notes, for one) is not a message here, so it is never in a notification.
 - ``IdentityProjection`` (``IDENTITY``): profiles as stored (sealed), erased, banned.
   An erasure drops the user's pending notifications and profile.
-- ``NotifierProjection`` (``NOTIFIER``): preferences, refusals, workspace settings.
+- ``NotifierProjection`` (``NOTIFIER``): preferences, refusals, push targets, workspace
+  settings and push credentials.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ from confab.contracts.events.messaging import (
     ParticipantRemoved,
     ReadMarked,
 )
-from confab.contracts.events.notifier import EmailRefused, PreferencesSet, SettingsSet
+from confab.contracts.events.notifier import (
+    EmailRefused,
+    PreferencesSet,
+    PushCredentialsSet,
+    PushTargetAdded,
+    PushTargetRemoved,
+    SettingsSet,
+)
 from confab.events import Envelope, encode
 from confab.projection import Projection
 from confab_notifier.store import SCHEMA, define_tables
@@ -315,6 +323,31 @@ class NotifierProjection(Projection):
                         index_elements=[t.prefs.c.user_id], set_={"email_refused": refused}
                     )
                 )  # fmt: skip
+            elif isinstance(event, PushTargetAdded):
+                row = {
+                    "workspace_id": event.workspace_id,
+                    "user_id": event.user_id,
+                    "kind": event.kind,
+                    "address": event.address,
+                    "p256dh": event.p256dh,
+                    "auth": event.auth,
+                    "created_at": event.at,
+                }
+                await conn.execute(
+                    insert(t.push)
+                    .values(id=event.target_id, **row)
+                    .on_conflict_do_update(index_elements=[t.push.c.id], set_=row)
+                )
+            elif isinstance(event, PushTargetRemoved):
+                await conn.execute(t.push.delete().where(t.push.c.id == event.target_id))
+            elif isinstance(event, PushCredentialsSet):
+                row = {"sealed": event.sealed, "platforms": event.platforms}
+                c = t.credentials
+                await conn.execute(
+                    insert(c)
+                    .values(workspace_id=event.workspace_id, **row)
+                    .on_conflict_do_update(index_elements=[c.c.workspace_id], set_=row)
+                )
             elif isinstance(event, SettingsSet):
                 row = {"data": encode(event), "delay_seconds": event.delay_seconds}
                 await conn.execute(

@@ -59,6 +59,11 @@ class NotifierSettings(DatabaseSettings, kw_only=True, frozen=True):
     retry_seconds: PositiveFloat = 5.0
     max_retry_seconds: PositiveFloat = 3600.0
     max_attempts: PositiveInt = 12
+    # The push providers (never taken from a tenant's credentials). Empty APNs address:
+    # production or sandbox APNs, as the workspace's key says.
+    fcm_url: str = "https://fcm.googleapis.com"
+    fcm_token_url: str = "https://oauth2.googleapis.com/token"
+    apns_url: str = ""
     # Push endpoints on loopback or private addresses are refused unless this is on
     # (tests, one machine), as for webhooks.
     allow_private: bool = False

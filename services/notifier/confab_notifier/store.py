@@ -9,8 +9,9 @@ moves their checkpoints, and rebuilt by replay like every read model:
   for rendering; the title);
 - ``users``: each user's sealed profile (``user.upserted`` as stored: the address and
   name are revealed only when a mail is written), erased, banned;
-- ``prefs``, ``settings``: the users' preferences and the workspaces' settings from
-  ``NOTIFIER``.
+- ``prefs``, ``settings``, ``push_targets``, ``push_credentials``: the users'
+  preferences and push targets, the workspaces' settings and (sealed) FCM and APNs
+  credentials, from ``NOTIFIER``.
 
 The work, also written in the projections' transactions, then by the engine:
 
@@ -44,6 +45,7 @@ class Tables:
     notified: sa.Table
     outbox: sa.Table
     push: sa.Table
+    credentials: sa.Table
 
 
 def define_tables(metadata: sa.MetaData) -> Tables:
@@ -156,12 +158,31 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("workspace_id", sa.Text, nullable=False),
         sa.Column("user_id", sa.Text, nullable=False),
         sa.Column("kind", sa.Text, nullable=False),  # webpush, fcm, apns
-        sa.Column("data", JSONB, nullable=False),
+        sa.Column("address", sa.Text, nullable=False),
+        sa.Column("p256dh", sa.Text, nullable=False, server_default=""),
+        sa.Column("auth", sa.Text, nullable=False, server_default=""),
         sa.Column("created_at", ts, nullable=False),
         sa.Index("push_user", "user_id"),
     )
+    credentials = sa.Table(
+        "push_credentials",
+        metadata,
+        sa.Column("workspace_id", sa.Text, primary_key=True),
+        sa.Column("sealed", sa.Text, nullable=False),  # notifier.push_credentials_set
+        sa.Column("platforms", JSONB, nullable=False),
+    )
     return Tables(
-        members, messages, conversations, users, prefs, settings, pending, notified, outbox, push
+        members,
+        messages,
+        conversations,
+        users,
+        prefs,
+        settings,
+        pending,
+        notified,
+        outbox,
+        push,
+        credentials,
     )
 
 

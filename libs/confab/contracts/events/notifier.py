@@ -5,9 +5,12 @@ Subjects in ``NOTIFIER``: ``notify.evt.<workspace>.<kind>.<id>``, kind
 - ``prefs``: one subject per user; ``notification.preferences_set`` carries the user's
   whole notification preferences after each change (the last one wins), and
   ``notification.email_refused`` a mail server's permanent refusal of their address;
+- ``prefs`` also has the user's push targets: ``notification.push_target_added`` and
+  ``notification.push_target_removed`` (browsers' push subscriptions, mobile devices);
 - ``settings``: one subject per workspace (the id is the workspace's);
   ``notifier.settings_set`` carries the workspace's whole notifier settings (delay,
-  sender name, link, templates) after each change;
+  sender name, link, templates) after each change; ``notifier.push_credentials_set``
+  its FCM and APNs credentials, sealed;
 - ``due``: one subject per user; ``notification.due`` is a decision of the notifier:
   this user is told about these unread messages of this conversation. Its id is the
   notification's (``Nats-Msg-Id``), so a decision taken twice (a restart, two copies)
@@ -15,7 +18,8 @@ Subjects in ``NOTIFIER``: ``notify.evt.<workspace>.<kind>.<id>``, kind
   it as ``notification.due``.
 
 None of these events has personal fields: preferences and decisions are ids, choices
-and counts. Addresses and names stay in identity's sealed ``user.upserted``.
+and counts, push targets are device addresses. Email addresses and names stay in
+identity's sealed ``user.upserted``.
 """
 
 from __future__ import annotations
@@ -105,4 +109,55 @@ class NotificationDue(Event, kw_only=True, frozen=True):
     at: datetime
 
 
-NOTIFIER_EVENTS = (PreferencesSet, EmailRefused, SettingsSet, NotificationDue)
+PushKind = Literal["webpush", "fcm", "apns"]
+
+
+class PushTargetAdded(Event, kw_only=True, frozen=True):
+    """A place to push the user's notifications: a browser's push subscription (RFC 8030:
+    its endpoint and its ``p256dh`` and ``auth`` keys) or a mobile device's token (FCM or
+    APNs). ``target_id`` is derived from what it names, so registering it again is the
+    same target."""
+
+    type = "notification.push_target_added"
+    workspace_id: str
+    user_id: str
+    target_id: str
+    kind: PushKind
+    address: str  # the web push endpoint URL, or the device token
+    p256dh: str = ""
+    auth: str = ""
+    at: datetime
+
+
+class PushTargetRemoved(Event, kw_only=True, frozen=True):
+    """Removed by the user or tenant, or because the push service said it is gone (404 or
+    410 from a web push service, UNREGISTERED from FCM, 410 Unregistered from APNs)."""
+
+    type = "notification.push_target_removed"
+    workspace_id: str
+    user_id: str
+    target_id: str
+    reason: str
+    at: datetime
+
+
+class PushCredentialsSet(Event, kw_only=True, frozen=True):
+    """A workspace's credentials for FCM and APNs, sealed (AES-256-GCM) with the
+    deployment's key in the notifier's KV bucket: the log holds only ciphertext."""
+
+    type = "notifier.push_credentials_set"
+    workspace_id: str
+    sealed: str  # v1.<base64url(nonce | ciphertext)> of the JSON credentials
+    platforms: list[str] = []
+    at: datetime
+
+
+NOTIFIER_EVENTS = (
+    PreferencesSet,
+    EmailRefused,
+    SettingsSet,
+    NotificationDue,
+    PushTargetAdded,
+    PushTargetRemoved,
+    PushCredentialsSet,
+)
