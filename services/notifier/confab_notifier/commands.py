@@ -354,7 +354,7 @@ class Commands:
     async def add_push_target(self, c: AddPushTarget, _ctx: CallContext) -> PushTarget:
         await self._user(c.workspace_id, c.user_id)
         if c.kind == "webpush":
-            await self._check_subscription(c)
+            await check_subscription(c.address, c.p256dh, c.auth, self.allow_private)
         target_id = "pt_" + hashlib.sha256(f"{c.kind}:{c.address}".encode()).hexdigest()[:32]
         existing = await self._targets(c.user_id)
         if target_id not in {r.id for r in existing} and len(existing) >= MAX_PUSH_TARGETS:
@@ -372,22 +372,6 @@ class Commands:
         )
         await self._append_prefs(c.workspace_id, c.user_id, event)
         return PushTarget(id=target_id, kind=c.kind, created_at=now)
-
-    async def _check_subscription(self, c: AddPushTarget) -> None:
-        host, port = check_url(c.address)
-        if not c.address.startswith("https://") and not self.allow_private:
-            raise InvalidRequest("A push endpoint is https.", {"endpoint": "https://…"})
-        await check_resolved(host, port, self.allow_private, "Push notifications")
-        try:
-            point = b64url_decode(c.p256dh)
-            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
-            auth = b64url_decode(c.auth)
-        except (ValueError, TypeError):
-            raise InvalidRequest(
-                "The subscription's keys are not a browser's.", {"keys": "p256dh, auth"}
-            ) from None
-        if len(auth) != 16:
-            raise InvalidRequest("The auth secret is 16 bytes.", {"keys.auth": "16 bytes"})
 
     async def remove_push_target(self, c: RemovePushTarget, _ctx: CallContext) -> Ok:
         await self._user(c.workspace_id, c.user_id)
@@ -443,6 +427,25 @@ class Commands:
         if not await self.settings_runner.wait_for(stored.seq, self.read_wait):
             raise Unavailable("The change is stored but not readable yet; read it again.")
         return PushCredentialsReply(platforms=platforms)
+
+
+async def check_subscription(endpoint: str, p256dh: str, auth: str, allow_private: bool) -> None:
+    """InvalidRequest unless a browser could have made this subscription and its endpoint
+    is one outbound requests may reach (``confab.egress``; https unless private addresses
+    are allowed)."""
+    host, port = check_url(endpoint)
+    if not endpoint.startswith("https://") and not allow_private:
+        raise InvalidRequest("A push endpoint is https.", {"endpoint": "https://…"})
+    await check_resolved(host, port, allow_private, "Push notifications")
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(p256dh))
+        secret = b64url_decode(auth)
+    except (ValueError, TypeError):
+        raise InvalidRequest(
+            "The subscription's keys are not a browser's.", {"keys": "p256dh, auth"}
+        ) from None
+    if len(secret) != 16:
+        raise InvalidRequest("The auth secret is 16 bytes.", {"keys.auth": "16 bytes"})
 
 
 def _check_key(pem: str, kind: type, field: str) -> None:
