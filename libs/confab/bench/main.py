@@ -16,12 +16,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confab.bench import catchup, coldstart, e2e, fanout, idle, replay, sends, uploads, webhooks
+from confab.bench import (
+    catchup,
+    coldstart,
+    e2e,
+    fanout,
+    idle,
+    notifications,
+    replay,
+    sends,
+    uploads,
+    webhooks,
+)
 from confab.bench.result import loud_loss, print_result, print_summary, scenario_result, write
 from confab.bench.stack import local_stack
 from confab.rlimits import raise_open_files
 
-ON_STACK = ("sends-closed", "sends-open", "e2e", "fanout", "idle", "uploads", "webhooks")
+ON_STACK = (
+    "sends-closed",
+    "sends-open",
+    "e2e",
+    "fanout",
+    "idle",
+    "uploads",
+    "webhooks",
+    "notifications",
+)
 ALONE = ("replay", "catchup", "coldstart")
 SCENARIOS = (*ALONE, *ON_STACK)
 
@@ -84,6 +104,9 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
     if name == "webhooks":
         runs = asyncio.run(webhooks.run(info, args))
         return scenario_result("webhooks", runs, webhooks.targets(runs))
+    if name == "notifications":
+        runs = asyncio.run(notifications.run(info, args))
+        return scenario_result("notifications", runs, notifications.targets(runs))
     if name == "uploads":
         return scenario_result("uploads", asyncio.run(uploads.run(info, seconds=args.seconds)), [])
     if name == "e2e":

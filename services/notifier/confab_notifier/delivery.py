@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from nats.js import JetStreamContext
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from confab.bus import NOTIFIER
@@ -60,6 +61,7 @@ log = get_logger("confab.notifier.delivery")
 MAX_QUOTED = 5
 MAX_QUOTE_CHARS = 500
 MAX_PUSH_BODY = 200
+BATCH = 256  # notifications one worker takes at once
 _USER = msgspec.json.Decoder(UserUpserted)
 _PREFS = msgspec.json.Decoder(PreferencesSet)
 _SETTINGS = msgspec.json.Decoder(SettingsSet)
@@ -119,7 +121,7 @@ class Sender:
                 self._in_hand.add(row["id"])
                 self._queue.put_nowait(row)
 
-    async def start(self, workers: int = 8) -> None:
+    async def start(self, workers: int = 4) -> None:
         self._tasks = [asyncio.create_task(self._poll(), name="notifier-poll")]
         self._tasks += [
             asyncio.create_task(self._work(), name=f"notifier-send-{i}") for i in range(workers)
@@ -155,57 +157,131 @@ class Sender:
 
     async def _work(self) -> None:
         while True:
-            row = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self.deliver(row)
+                await self.deliver(batch)
             except Exception:
-                log.exception("notifier_delivery_failed", notification=row["id"])
+                log.exception("notifier_delivery_failed", notifications=len(batch))
             finally:
-                self._in_hand.discard(row["id"])
+                for row in batch:
+                    self._in_hand.discard(row["id"])
 
-    async def deliver(self, row: dict[str, Any]) -> None:
-        """Every step of one notification not done yet; record the outcome."""
+    async def deliver(self, rows: list[dict[str, Any]]) -> None:
+        """Every step not done yet of these notifications; record the outcomes. Read
+        again first: one done meanwhile (a poll read it just before it was recorded) is
+        left alone."""
         o = self.t.outbox
+        ids = [r["id"] for r in rows]
         async with self.engine.connect() as conn:
-            current = (await conn.execute(sa.select(o).where(o.c.id == row["id"]))).first()
-        if current is None or current.status != "pending":
-            return  # done meanwhile (a poll read it just before it was recorded)
-        row = dict(current._mapping)
-        done = list(row["done"])
-        error: str | None = None
-        try:
-            if "due" not in done:
-                await self._due(row)
-                done.append("due")
-                await self._record(row["id"], done=done)
-            if "email" not in done or "push" not in done:
-                content = await self._content(row)
-                if content is not None and "email" not in done:
-                    await self._email(row, content)
-                    done.append("email")
-                    await self._record(row["id"], done=done)
-                if content is not None and "push" not in done:
-                    await self._push(row, content, done)
-                done += [step for step in ("email", "push") if step not in done]
-        except Unreachable as exc:
-            error = str(exc)[:500]
+            found = await conn.execute(sa.select(o).where(o.c.id.in_(ids), o.c.status == "pending"))
+            current = [dict(r._mapping) for r in found]
+        if not current:
+            return
+        errors: dict[str, str] = {}
+        todo = [r for r in current if "due" not in r["done"]]
+        results = await asyncio.gather(*(self._due(r) for r in todo), return_exceptions=True)
+        for row, result in zip(todo, results, strict=True):
+            if isinstance(result, BaseException):
+                errors[row["id"]] = str(result)[:500] or type(result).__name__
+            else:
+                row["done"] = [*row["done"], "due"]
+        appended = [r["id"] for r in todo if r["id"] not in errors]
+        if appended:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    o.update()
+                    .where(o.c.id.in_(appended))
+                    .values(done=o.c.done.op("||")(sa.cast(["due"], JSONB)))
+                )
+        live = [r for r in current if r["id"] not in errors]
+        reachable = await self._reachable(live)
+        slots = asyncio.Semaphore(16)
+
+        async def channels(row: dict[str, Any]) -> None:
+            if row["user_id"] not in reachable:
+                return
+            async with slots:
+                try:
+                    await self._channels(row)
+                except Unreachable as exc:
+                    errors[row["id"]] = str(exc)[:500]
+
+        await asyncio.gather(*(channels(r) for r in live))
         now = self.clock()
-        if error is None:
-            values: dict[str, Any] = {"status": "sent", "done": done, "sent_at": now}
-            self.sent += 1
-        else:
-            attempts = row["attempts"] + 1
-            delay = min(self.s.retry_seconds * 2 ** (attempts - 1), self.s.max_retry_seconds)
-            values = {
-                "done": done,
-                "attempts": attempts,
-                "last_error": error,
-                "next_attempt_at": now + timedelta(seconds=delay),
-                "status": "failed" if attempts >= self.s.max_attempts else "pending",
-            }
-            log.warning("notification_retry", notification=row["id"], error=error)
+        sent = [r["id"] for r in current if r["id"] not in errors]
         async with self.engine.begin() as conn:
-            await conn.execute(o.update().where(o.c.id == row["id"]).values(**values))
+            if sent:
+                await conn.execute(
+                    o.update()
+                    .where(o.c.id.in_(sent))
+                    .values(status="sent", done=["due", "email", "push"], sent_at=now)
+                )
+            for row in current:
+                if row["id"] not in errors:
+                    continue
+                attempts = row["attempts"] + 1
+                delay = min(self.s.retry_seconds * 2 ** (attempts - 1), self.s.max_retry_seconds)
+                await conn.execute(
+                    o.update()
+                    .where(o.c.id == row["id"])
+                    .values(
+                        done=row["done"],
+                        attempts=attempts,
+                        last_error=errors[row["id"]],
+                        next_attempt_at=now + timedelta(seconds=delay),
+                        status="failed" if attempts >= self.s.max_attempts else "pending",
+                    )
+                )
+                log.warning("notification_retry", notification=row["id"], error=errors[row["id"]])
+        self.sent += len(sent)
+
+    async def _reachable(self, rows: list[dict[str, Any]]) -> set[str]:
+        """The users among ``rows``' whom some channel can reach: email (the mail server
+        set, their preference, an address) or push (their preference, a target)."""
+        users = sorted({r["user_id"] for r in rows})
+        if not users:
+            return set()
+        t = self.t
+        targets = (
+            sa.select(sa.func.count())
+            .where(t.push.c.user_id == t.users.c.user_id)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(t.users.c.user_id, t.users.c.workspace_id, t.users.c.profile,
+                      t.prefs.c.data, targets.label("targets"))
+            .select_from(t.users.outerjoin(t.prefs, t.prefs.c.user_id == t.users.c.user_id))
+            .where(t.users.c.user_id.in_(users), t.users.c.erased.is_(False))
+        )  # fmt: skip
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(query)).all()
+        out: set[str] = set()
+
+        async def check(x: Any) -> None:
+            prefs = domain.preferences_of(_PREFS.decode(x.data) if x.data else None)
+            if prefs.push and x.targets:
+                out.add(x.user_id)
+            elif self.mailer.enabled and prefs.email and x.profile is not None:
+                profile = await self.keys.reveal(x.workspace_id, _USER.decode(x.profile))
+                if (profile.email or "").strip():
+                    out.add(x.user_id)
+
+        await asyncio.gather(*(check(x) for x in found))
+        return out
+
+    async def _channels(self, row: dict[str, Any]) -> None:
+        """Email and push for one notification, each step recorded once it succeeded (in
+        ``row["done"]`` too, so a failure later records what was done)."""
+        done = row["done"]
+        content = await self._content(row)
+        if content is not None and "email" not in done:
+            await self._email(row, content)
+            done.append("email")
+            await self._record(row["id"], done=done)
+        if content is not None and "push" not in done:
+            await self._push(row, content, done)
 
     async def _record(self, notification_id: str, **values: Any) -> None:
         o = self.t.outbox
@@ -249,6 +325,16 @@ class Sender:
         async with self.engine.connect() as conn:
             user = (await conn.execute(sa.select(t.users).where(t.users.c.user_id == uid))).first()
             pref = (await conn.execute(sa.select(t.prefs).where(t.prefs.c.user_id == uid))).first()
+            targets = await conn.scalar(sa.select(sa.func.count()).where(t.push.c.user_id == uid))
+        if user is None or user.erased or user.profile is None:
+            return None
+        prefs = domain.preferences_of(_PREFS.decode(pref.data) if pref and pref.data else None)
+        profile = await self.keys.reveal(ws, _USER.decode(user.profile))
+        address = (profile.email or "").strip()
+        mail = self.mailer.enabled and prefs.email and bool(address)
+        if not mail and not (prefs.push and targets):
+            return None  # no channel reaches the user: nothing to read or render
+        async with self.engine.connect() as conn:
             setting = (
                 await conn.execute(sa.select(t.settings).where(t.settings.c.workspace_id == ws))
             ).first()
@@ -276,8 +362,6 @@ class Sender:
                     sa.select(t.users).where(t.users.c.user_id.in_(sorted(senders)))
                 )
             }
-        if user is None or user.erased or user.profile is None:
-            return None
         messages = [
             x
             for x in messages
@@ -285,8 +369,6 @@ class Sender:
         ]
         if not messages:
             return None
-        prefs = domain.preferences_of(_PREFS.decode(pref.data) if pref and pref.data else None)
-        profile = await self.keys.reveal(ws, _USER.decode(user.profile))
         config = _SETTINGS.decode(setting.data) if setting is not None else None
         language = templates.language_of(prefs.language, config.language if config else "en")
         quoted = []
@@ -313,7 +395,7 @@ class Sender:
         return Content(
             prefs=prefs,
             name=profile.name,
-            address=(profile.email or "").strip(),
+            address=address,
             refused=pref.email_refused if pref is not None else None,
             language=language,
             template=template,

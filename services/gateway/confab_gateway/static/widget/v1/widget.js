@@ -18,6 +18,7 @@ import { avatarColor, clear, h, icon, initials, safeUrl } from './dom.js';
 import { EMOJI, emojiKey, QUICK } from './emoji.js';
 import { createI18n, I18n } from './i18n.js';
 import { linkParts } from './links.js';
+import { notificationSettings } from './notifications.js';
 
 const BASE = new URL('./', import.meta.url).href;
 const GROUP_MS = 5 * 60_000; // one sender's messages this close together form a group
@@ -416,9 +417,17 @@ class Widget {
       return;
     }
     if (this.view === 'ended' || this.view === 'failed') return this.renderProblem();
+    if (this.view === 'settings') return this.renderSettings();
     this.title.textContent = this.options.title || this.t('list.title');
     this.listEl = h('ul', { class: 'cw-list', 'aria-labelledby': 'cw-title' });
-    this.body.append(this.listEl);
+    const settings = h('button', {
+      class: 'cw-settings-open',
+      type: 'button',
+      'data-testid': 'open-settings',
+      text: this.t('settings.open'),
+      onclick: () => this.showSettings(),
+    });
+    this.body.append(this.listEl, settings);
     this.renderList();
     this.updateBadge();
   }
@@ -623,6 +632,20 @@ class Widget {
   }
 
   // -- a thread ------------------------------------------------------------------------------
+
+  // The user's notification settings (notifications.js), with the back button to the list.
+  showSettings() {
+    this.view = 'settings';
+    this.current = null;
+    this.render();
+    this.focusDefault();
+  }
+
+  renderSettings() {
+    this.backButton.hidden = false;
+    this.title.textContent = this.t('settings.title');
+    this.body.append(notificationSettings({ api: this.client.api, t: this.t }));
+  }
 
   showList() {
     this.view = 'list';
