@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from confab.bus import CONVERSATIONS, IDENTITY, NOTIFIER
 from confab.service import Service, run_service
+from confab_notifier import templates
 from confab_notifier.commands import Commands
 from confab_notifier.delivery import Sender
 from confab_notifier.engine import Engine, utcnow
@@ -72,6 +73,8 @@ async def setup(service: Service) -> None:
         apns_url=settings.apns_url,
     )
     service.on_stop(pusher.close)
+    renderer = templates.Renderer()
+    service.on_stop(renderer.close)
     presence = Presence(service.js)
     await presence.start()
     service.on_stop(presence.stop)
@@ -87,6 +90,7 @@ async def setup(service: Service) -> None:
         keys,
         tokens,
         Mailer(settings),
+        renderer,
         pusher,
         settings,
         owned=lambda: conversations.owned,
@@ -115,6 +119,7 @@ async def setup(service: Service) -> None:
         read_wait=settings.read_wait_seconds,
         vapid_public_key=web.public_key,
         sealer=sealer,
+        renderer=renderer,
         allow_private=settings.allow_private,
     )
     for request_type, handler in commands.routes():

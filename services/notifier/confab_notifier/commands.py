@@ -93,10 +93,12 @@ class Commands:
         read_wait: float,
         vapid_public_key: str,
         sealer: Sealer,
+        renderer: templates.Renderer,
         allow_private: bool,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.vapid_public_key = vapid_public_key
+        self.renderer = renderer
         self.sealer = sealer
         self.allow_private = allow_private
         self.engine = engine
@@ -314,7 +316,7 @@ class Commands:
             )
         sender = (current.sender_name if current else "") or "Confab"
         link = (current.link_url if current else "").replace("{conversation_id}", "conv_example")
-        rendered = templates.render(
+        rendered = await self.renderer.render(
             template,
             {
                 "recipient": "Sam",

@@ -47,6 +47,7 @@ from confab.contracts.events.notifier import (
     Template,
     subject,
 )
+from confab.errors import InvalidRequest
 from confab.eventlog import append
 from confab.logging import get_logger
 from confab.personal import KeyRing
@@ -84,6 +85,7 @@ class Content:
     language: str
     template: Template
     context: dict[str, Any]
+    custom: bool = False  # the workspace's own template: rendered by the bounded worker
 
 
 class Sender:
@@ -94,6 +96,7 @@ class Sender:
         keys: KeyRing,
         tokens: Tokens,
         mailer: Mailer,
+        renderer: templates.Renderer,
         pusher: Pusher,
         settings: NotifierSettings,
         owned: Callable[[], set[int]],
@@ -104,6 +107,7 @@ class Sender:
         self.keys = keys
         self.tokens = tokens
         self.mailer = mailer
+        self.renderer = renderer
         self.pusher = pusher
         self.s = settings
         self.owned = owned
@@ -379,9 +383,8 @@ class Sender:
         link = ""
         if config and config.link_url:
             link = config.link_url.replace("{conversation_id}", row["conversation_id"])
-        template = (config.templates.get(language) if config else None) or templates.DEFAULTS[
-            language
-        ]
+        own = config.templates.get(language) if config else None
+        template = own or templates.DEFAULTS[language]
         context = {
             "recipient": profile.name,
             "sender_name": (config.sender_name if config else "") or "Confab",
@@ -400,6 +403,7 @@ class Sender:
             language=language,
             template=template,
             context=context,
+            custom=own is not None,
         )
 
     # -- email -----------------------------------------------------------------------------
@@ -411,9 +415,11 @@ class Sender:
         if content.refused and content.refused.get("address") == address_hash(address):
             return
         context = content.context
-        try:
-            rendered = templates.render(content.template, context)
-        except Exception:
+        rendered = None
+        if content.custom:
+            with contextlib.suppress(InvalidRequest):
+                rendered = await self.renderer.render(content.template, context)
+        if rendered is None:  # the default, or the workspace's failed: the default
             rendered = templates.render(templates.DEFAULTS[content.language], context)
         msg = build(
             rendered,

@@ -6,6 +6,13 @@ internals, no imports, no file system); the HTML part is autoescaped, so a sende
 or a message's text can never become markup. The subject and plain-text part are not
 HTML and are rendered without escaping; a subject is one line.
 
+A tenant's template is code the tenant wrote, so it is rendered in a process of its own
+(``Renderer``): the sandbox keeps it from Python's internals, but not from looping or
+allocating without end (``{% for a in x %}{% for b in x %}…``, ``"x" * 10**9``,
+``|center(10**9)``); the worker has a memory limit and each rendering a time limit, and a
+worker past either is killed and replaced, and the rendering refused. The defaults are
+this module's own and are rendered in process.
+
 What a template sees (all plain values): ``recipient`` (the user's name), ``sender_name``
 (the workspace's), ``conversation`` (its title, or ""), ``count`` (unread messages),
 ``messages`` (the latest few: each ``author`` and ``text``), ``mentioned``, ``link``
@@ -14,6 +21,11 @@ What a template sees (all plain values): ``recipient`` (the user's name), ``send
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import resource
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,3 +191,72 @@ def render(template: Template, context: dict[str, Any]) -> Rendered:
         raise InvalidRequest(f"The template failed: {exc.message or exc}", {}) from None
     subject = " ".join(subject.split())[:MAX_SUBJECT]
     return Rendered(subject, text, html)
+
+
+# -- tenants' templates, in a process of their own ----------------------------------------
+
+RENDER_SECONDS = 2.0
+RENDER_MEMORY = 512 * 1024 * 1024
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (RENDER_MEMORY, RENDER_MEMORY))
+
+
+def _started() -> bool:
+    return True
+
+
+def _render_plain(template: Template, context: dict[str, Any]) -> Rendered:
+    try:
+        return render(template, context)
+    except MemoryError:
+        raise InvalidRequest("The template needs too much memory.", {}) from None
+
+
+class Renderer:
+    """Renders tenants' templates in a worker process, bounded in time and memory."""
+
+    def __init__(self, seconds: float = RENDER_SECONDS) -> None:
+        self.seconds = seconds
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = asyncio.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_limit_memory,
+            )
+        return self._pool
+
+    def _kill(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    async def render(self, template: Template, context: dict[str, Any]) -> Rendered:
+        """The three parts; InvalidRequest if the template fails, takes longer than
+        ``seconds`` or more memory than the limit."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:  # one rendering at a time: the worker is one process
+            if self._pool is None:  # a fresh worker: its start is not the template's time
+                await asyncio.wait_for(loop.run_in_executor(self._executor(), _started), 60)
+            future = loop.run_in_executor(self._executor(), _render_plain, template, context)
+            try:
+                return await asyncio.wait_for(future, self.seconds)
+            except TimeoutError:
+                self._kill()
+                raise InvalidRequest(
+                    f"The template took longer than {self.seconds:g} s to render.", {}
+                ) from None
+            except BrokenProcessPool:
+                self._kill()
+                raise InvalidRequest("The template needs too much memory.", {}) from None
+
+    async def close(self) -> None:
+        self._kill()

@@ -137,3 +137,26 @@ def test_templates_escape_html_and_the_sandbox_holds() -> None:
         templates.check_template(Template(subject="{% if %}", text="x", html="x"))
     assert templates.language_of("pt-BR", "en") == "pt"
     assert templates.language_of("xx", "de") == "de"
+
+
+async def test_a_tenants_template_cannot_loop_or_allocate_without_end() -> None:
+    renderer = templates.Renderer(seconds=1.0)
+    context = {"messages": [{"author": "a", "text": "x" * 500}], "count": 1}
+    try:
+        fine = Template(subject="{{ count }} new", text="{{ messages[0].author }}", html="<p/>")
+        assert (await renderer.render(fine, context)).subject == "1 new"
+        loops = "{% for m in messages %}{% for a in m.text %}{% for b in m.text %}" * 1
+        bomb = Template(
+            subject="x",
+            text=loops + "{% for c in m.text %}{% for d in m.text %}.{% endfor %}{% endfor %}"
+            "{% endfor %}{% endfor %}{% endfor %}",
+            html="x",
+        )
+        with pytest.raises(InvalidRequest, match="longer than"):
+            await renderer.render(bomb, context)
+        huge = Template(subject="x", text="{{ 'x' * 2000000000 }}", html="x")
+        with pytest.raises(InvalidRequest):
+            await renderer.render(huge, context)
+        assert (await renderer.render(fine, context)).text == "a"  # a fresh worker
+    finally:
+        await renderer.close()
