@@ -270,3 +270,26 @@ async def test_hostile_input_on_the_notification_routes(admin: Api) -> None:
     )
     assert status == 200, preview
     assert preview["subject"] == "Bonjour Sam" and "&lt;3" in preview["html"]
+
+
+async def test_a_refused_address_is_recorded_on_the_user(admin: Api) -> None:
+    chat = await setup_chat(admin, 1.0)
+    bob = await person(chat, "Bob")
+    status, carol = await chat.tenant.post(
+        "/api/v1/users",
+        {"external_id": f"carol-{uuid.uuid4().hex[:6]}", "name": "Carol",
+         "email": f"carol-{uuid.uuid4().hex[:6]}@refuse.invalid"},
+    )  # fmt: skip
+    assert status == 201, carol
+    cid = await chat.conversation(carol, bob)
+    await chat.send(bob, cid, "Are you there?")
+    path = f"/api/v1/users/{carol['id']}/notification-preferences"
+
+    async def refused() -> bool:
+        status, prefs = await chat.tenant.get(path)
+        return status == 200 and prefs["email_refused"] is True
+
+    deadline = time.monotonic() + WAIT
+    while not await refused():
+        assert time.monotonic() < deadline, "the refusal was not recorded"
+        await asyncio.sleep(0.1)

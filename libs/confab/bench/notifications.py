@@ -91,7 +91,9 @@ async def _sends(
     )
 
 
-async def _users(http: aiohttp.ClientSession, base: str, key: str, count: int) -> list[str]:
+async def _users(
+    http: aiohttp.ClientSession, base: str, key: str, count: int, prefix: str = "offline"
+) -> list[str]:
     slots = asyncio.Semaphore(32)
 
     async def one(i: int) -> str:
@@ -99,7 +101,7 @@ async def _users(http: aiohttp.ClientSession, base: str, key: str, count: int) -
             slots,
             http.post(
                 f"{base}/api/v1/users",
-                json={"external_id": f"offline-{i}", "name": f"Offline {i}"},
+                json={"external_id": f"{prefix}-{i}", "name": f"{prefix} {i}"},
                 headers={"X-API-Key": key},
             ) as r,
         ):
@@ -115,7 +117,7 @@ async def _decisions(http: aiohttp.ClientSession, info: dict[str, Any]) -> dict[
     space = await workspace(http, info, "bench-notify-10k")
     key = {"X-API-Key": space["api_key"]}
     await _settings(http, base, space["api_key"], 0.0)
-    [sender_id] = await _users(http, base, space["api_key"], 1)
+    [sender_id] = await _users(http, base, space["api_key"], 1, prefix="sender")
     recipients = await _users(http, base, space["api_key"], RECIPIENTS)
     async with http.post(f"{base}/api/v1/sessions", json={"user_id": sender_id}, headers=key) as r:
         token = (await r.json())["token"]

@@ -74,6 +74,7 @@ async def setup(service: Service) -> None:
     )
     service.on_stop(pusher.close)
     renderer = templates.Renderer()
+    await renderer.start()
     service.on_stop(renderer.close)
     presence = Presence(service.js)
     await presence.start()

@@ -22,13 +22,13 @@ What a template sees (all plain values): ``recipient`` (the user's name), ``send
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import resource
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import json
+import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from jinja2 import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -196,67 +196,67 @@ def render(template: Template, context: dict[str, Any]) -> Rendered:
 # -- tenants' templates, in a process of their own ----------------------------------------
 
 RENDER_SECONDS = 2.0
-RENDER_MEMORY = 512 * 1024 * 1024
-
-
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (RENDER_MEMORY, RENDER_MEMORY))
-
-
-def _started() -> bool:
-    return True
-
-
-def _render_plain(template: Template, context: dict[str, Any]) -> Rendered:
-    try:
-        return render(template, context)
-    except MemoryError:
-        raise InvalidRequest("The template needs too much memory.", {}) from None
 
 
 class Renderer:
-    """Renders tenants' templates in a worker process, bounded in time and memory."""
+    """Renders tenants' templates in a worker process (``renderworker``), bounded in time
+    and memory; a worker past either is killed and a new one started."""
 
     def __init__(self, seconds: float = RENDER_SECONDS) -> None:
         self.seconds = seconds
-        self._pool: ProcessPoolExecutor | None = None
+        self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
 
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_limit_memory,
+    async def start(self) -> None:
+        """Start the worker now: a first rendering should not wait for it."""
+        async with self._lock:
+            await self._worker()
+
+    async def _worker(self) -> asyncio.subprocess.Process:
+        if self._proc is None or self._proc.returncode is not None:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "confab_notifier.renderworker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
             )
-        return self._pool
+        return self._proc
 
     def _kill(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()
 
     async def render(self, template: Template, context: dict[str, Any]) -> Rendered:
         """The three parts; InvalidRequest if the template fails, takes longer than
-        ``seconds`` or more memory than the limit."""
-        loop = asyncio.get_running_loop()
+        ``seconds`` or more memory than the worker may have."""
+        request = json.dumps(
+            {"template": msgspec.to_builtins(template), "context": context}
+        ).encode()
         async with self._lock:  # one rendering at a time: the worker is one process
-            if self._pool is None:  # a fresh worker: its start is not the template's time
-                await asyncio.wait_for(loop.run_in_executor(self._executor(), _started), 60)
-            future = loop.run_in_executor(self._executor(), _render_plain, template, context)
+            proc = await self._worker()
+            assert proc.stdin is not None and proc.stdout is not None
             try:
-                return await asyncio.wait_for(future, self.seconds)
+                proc.stdin.write(struct.pack(">I", len(request)) + request)
+                await proc.stdin.drain()
+                async with asyncio.timeout(self.seconds):
+                    size = struct.unpack(">I", await proc.stdout.readexactly(4))[0]
+                    answer = json.loads(await proc.stdout.readexactly(size))
             except TimeoutError:
                 self._kill()
                 raise InvalidRequest(
                     f"The template took longer than {self.seconds:g} s to render.", {}
                 ) from None
-            except BrokenProcessPool:
+            except (asyncio.IncompleteReadError, ConnectionError, OSError):
                 self._kill()
                 raise InvalidRequest("The template needs too much memory.", {}) from None
+        if "error" in answer:
+            raise InvalidRequest(str(answer["error"]), {})
+        return Rendered(answer["subject"], answer["text"], answer["html"])
 
     async def close(self) -> None:
+        proc = self._proc
         self._kill()
+        if proc is not None:
+            await proc.wait()
