@@ -75,6 +75,9 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--workers", type=int, default=64, help="closed loop: concurrent senders")
     p.add_argument("--rooms", type=int, default=50, help="conversations to spread load over")
     p.add_argument(
+        "--recipients", type=int, default=10_000, help="notifications: offline recipients"
+    )
+    p.add_argument(
         "--participants", type=int, default=3, help="e2e: users per conversation (1 sends)"
     )
     p.add_argument(

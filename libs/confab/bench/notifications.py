@@ -8,12 +8,12 @@ Three runs on one stack:
 - ``sends, notifier running``: the same loop on fresh conversations with the notifier
   folding every message and deciding (workspace delay 1 s: every recipient of a
   direct conversation is offline, so each send is a notification to decide);
-- ``decisions``: 10,000 users who are offline (no socket) in group conversations of up to
-  1,000 with one sender, who posts one message in each (workspace delay 0). From that
-  post to the last of the 10,000 decisions stored (the ``outbox`` rows, each with its
-  decision stored in the ``outbox``): decisions per second; and when the last of them was
-  sent (its ``notification.due`` appended to ``NOTIFIER``: ``all_sent_after_s``). The
-  users have no email address and no push target, so no mail is written.
+- ``decisions``: 10,000 users (``--recipients``) who are offline (no socket) in group
+  conversations of up to 1,000 with one sender, who posts one message in each
+  (workspace delay 0). From that post to the last of the 10,000 decisions stored (the
+  ``outbox`` rows): decisions per second; and when the last of them was sent (its
+  ``notification.due`` appended to ``NOTIFIER``: ``all_sent_after_s``). The users have
+  no email address and no push target, so no mail is written.
 
 Each decision is counted once by its id (the outbox is unique per notification): fewer
 than 10,000 is reported as lost.
@@ -36,7 +36,6 @@ from confab.bench.result import run_record, target
 from confab.bench.sends import Sender, closed_loop, prepare, workspace
 from confab.db import plain_url
 
-RECIPIENTS = 10_000
 GROUP = 999  # recipients per conversation (with the sender: the 1,000 a conversation takes)
 
 
@@ -112,17 +111,19 @@ async def _users(
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-async def _decisions(http: aiohttp.ClientSession, info: dict[str, Any]) -> dict[str, Any]:
+async def _decisions(
+    http: aiohttp.ClientSession, info: dict[str, Any], recipients_wanted: int
+) -> dict[str, Any]:
     base = info["gateway_url"]
     space = await workspace(http, info, "bench-notify-10k")
     key = {"X-API-Key": space["api_key"]}
     await _settings(http, base, space["api_key"], 0.0)
     [sender_id] = await _users(http, base, space["api_key"], 1, prefix="sender")
-    recipients = await _users(http, base, space["api_key"], RECIPIENTS)
+    recipients = await _users(http, base, space["api_key"], recipients_wanted)
     async with http.post(f"{base}/api/v1/sessions", json={"user_id": sender_id}, headers=key) as r:
         token = (await r.json())["token"]
     conversations = []
-    for start in range(0, RECIPIENTS, GROUP):
+    for start in range(0, recipients_wanted, GROUP):
         ids = [sender_id, *recipients[start : start + GROUP]]
         async with http.post(
             f"{base}/api/v1/conversations",
@@ -157,9 +158,9 @@ async def _decisions(http: aiohttp.ClientSession, info: dict[str, Any]) -> dict[
                     space["id"],
                 )
                 decided, sent = int(row["decided"]), int(row["sent"])
-                if done is None and decided >= RECIPIENTS:
+                if done is None and decided >= recipients_wanted:
                     done = time.monotonic()
-                if sent >= RECIPIENTS:
+                if sent >= recipients_wanted:
                     sent_at = time.monotonic()
                     break
                 await asyncio.sleep(0.1)
@@ -169,7 +170,7 @@ async def _decisions(http: aiohttp.ClientSession, info: dict[str, Any]) -> dict[
     latencies.add(done - posted)
     return run_record(
         "decisions",
-        f"{RECIPIENTS} offline recipients in {len(conversations)} group conversations, one "
+        f"{recipients_wanted} offline recipients in {len(conversations)} group conversations, one "
         "message each (delay 0): every decision stored, then sent as notification.due",
         unit="decision",
         work=decided,
@@ -177,9 +178,9 @@ async def _decisions(http: aiohttp.ClientSession, info: dict[str, Any]) -> dict[
         meter=meter,
         lag=None,
         loss={
-            "sent": RECIPIENTS,
+            "sent": recipients_wanted,
             "received": decided,
-            "lost": max(0, RECIPIENTS - decided),
+            "lost": max(0, recipients_wanted - decided),
             "duplicates": 0,
         },
         errors={},
@@ -194,7 +195,7 @@ async def run(info: dict[str, Any], args: Any) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession(connector=connector) as http:
         baseline = await _sends(http, info, args, notifier=False)
         loaded = await _sends(http, info, args, notifier=True)
-        decisions = await _decisions(http, info)
+        decisions = await _decisions(http, info, args.recipients)
     loaded["relative_to_baseline"] = round(
         loaded["throughput_per_s"] / max(baseline["throughput_per_s"], 1e-9), 3
     )

@@ -14,6 +14,7 @@ sends what it decided (``delivery``: ``notification.due``, email, and push throu
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -41,6 +42,8 @@ from confab_notifier.store import TABLES
 async def setup(service: Service) -> None:
     settings = service.settings
     assert isinstance(settings, NotifierSettings)
+    if settings.nice:
+        os.nice(max(0, settings.nice - os.nice(0)))
     await service.declare(NOTIFIER, CONVERSATIONS, IDENTITY)
     assert service.engine is not None
     keys = await service.key_ring()
