@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from confab.bus import IDENTITY, NOTIFIER
 from confab.contracts.base import Ok
+from confab.contracts.events.identity import subject as identity_subject
 from confab.contracts.events.notifier import (
     PreferencesSet,
     PushCredentialsSet,
@@ -129,8 +130,9 @@ class Commands:
     # -- preferences ---------------------------------------------------------------------------
 
     async def _user(self, workspace_id: str, user_id: str) -> None:
-        """NotFound unless the user is the workspace's and not erased (waiting, bounded,
-        for a user created just now to reach the read model)."""
+        """NotFound unless the user is the workspace's and not erased. A user the read
+        model does not know yet is looked for in the log (the last event on its subject):
+        none, and it is not found at once; else the read model is waited for, bounded."""
         if not is_valid_id(user_id):
             raise NotFound(NO_USER)
         u = self.t.users
@@ -143,8 +145,11 @@ class Commands:
                     break
                 return
             if attempt == 0:
-                info = await self.js.stream_info(IDENTITY.name)
-                await self.identity_runner.wait_for(info.state.last_seq, self.read_wait)
+                subject_ = identity_subject(workspace_id, "user", user_id)
+                stored = await last_version(self.js, IDENTITY.name, subject_)
+                if not stored:
+                    break
+                await self.identity_runner.wait_for(stored, self.read_wait)
         raise NotFound(NO_USER)
 
     async def _prefs_row(self, user_id: str) -> Any:
