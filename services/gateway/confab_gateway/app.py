@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,8 @@ from confab_gateway import (
     attachments,
     broadcasting,
     conversations,
+    devmail,
+    notifications,
     openapi,
     support,
     threads,
@@ -45,6 +48,7 @@ ROUTERS: list[Router] = [
     support.router,
     visitors.router,
     threads.router,
+    notifications.router,
 ]
 
 
@@ -75,6 +79,8 @@ def build_app(service: Service, auth: Authenticator, claims: Claims) -> web.Appl
         return web.json_response(spec)
 
     app.add_routes([*health_routes(health), web.get("/openapi.json", openapi_json)])
+    if service.settings.dev_mail_dir:
+        app.add_routes(devmail.routes(Path(service.settings.dev_mail_dir)))
     pages.install(app, service.settings, service.client)
     return app
 

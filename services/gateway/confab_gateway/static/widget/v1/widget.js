@@ -22,6 +22,7 @@ import { MentionPicker, mentionParts } from './mentions.js';
 import { previewCard } from './preview.js';
 import { ThreadView } from './threads.js';
 import { createSupport } from './support.js';
+import { notificationSettings } from './notifications.js';
 
 const BASE = new URL('./', import.meta.url).href;
 const GROUP_MS = 5 * 60_000; // one sender's messages this close together form a group
@@ -423,10 +424,18 @@ class Widget {
     }
     if (this.view === 'ended' || this.view === 'failed') return this.renderProblem();
     if (this.view === 'support' && this.support) return this.support.render(this.body);
+    if (this.view === 'settings') return this.renderSettings();
     this.title.textContent = this.options.title || this.t('list.title');
     this.listEl = h('ul', { class: 'cw-list', 'aria-labelledby': 'cw-title' });
+    const settings = h('button', {
+      class: 'cw-settings-open',
+      type: 'button',
+      'data-testid': 'open-settings',
+      text: this.t('settings.open'),
+      onclick: () => this.showSettings(),
+    });
     if (this.support) this.body.append(this.support.entry());
-    this.body.append(this.listEl);
+    this.body.append(this.listEl, settings);
     this.renderList();
     this.updateBadge();
   }
@@ -632,6 +641,20 @@ class Widget {
   }
 
   // -- a thread ------------------------------------------------------------------------------
+
+  // The user's notification settings (notifications.js), with the back button to the list.
+  showSettings() {
+    this.view = 'settings';
+    this.current = null;
+    this.render();
+    this.focusDefault();
+  }
+
+  renderSettings() {
+    this.backButton.hidden = false;
+    this.title.textContent = this.t('settings.title');
+    this.body.append(notificationSettings({ api: this.client.api, t: this.t }));
+  }
 
   showList() {
     this.view = 'list';
