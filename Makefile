@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-MEMBERS := libs infra services/gateway services/identity services/messaging services/media services/fanout services/webhooks
+MEMBERS := libs infra services/gateway services/identity services/messaging services/media services/fanout services/webhooks services/notifier
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
 STAMP := $(VENV)/.confab-installed
-OWN := $(foreach m,confab confab-infra confab-gateway confab-identity confab-messaging confab-media confab-fanout confab-webhooks,--no-emit-package $(m))
+OWN := $(foreach m,confab confab-infra confab-gateway confab-identity confab-messaging confab-media confab-fanout confab-webhooks confab-notifier,--no-emit-package $(m))
 
 .PHONY: install run test test-fast lint format lock bench fuzz clean
 

@@ -53,17 +53,25 @@ def backend_flags(backends: TestBackends, database_url: str) -> list[str]:
 
 
 @contextmanager
-def running_stack(data_dir: Path, *flags: str, timeout: float = 120.0) -> Iterator[RunningStack]:
+def running_stack(
+    data_dir: Path, *flags: str, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
     """``confab up`` with free ports (and its own embedded NATS unless a URL is given);
     stopped as Ctrl-C stops it when the block ends. Webhook retries come a second apart,
     so a test of a receiver that is down waits for the receiver, not for the production
-    back-off."""
+    back-off. ``env`` adds to the stack's environment (a mail server of the test's)."""
     process, lines = launch(
         data_dir,
         free_port(),
         *flags,
         log_level="info",
-        env={"CONFAB_WEBHOOKS_RETRY_SCHEDULE": "0.2,0.5,1*120"},
+        env={
+            "CONFAB_WEBHOOKS_RETRY_SCHEDULE": "0.2,0.5,1*120",
+            # Test only: link previews fetch pages the tests serve on loopback, and
+            # nothing else (no private, metadata or public address: tests stay local).
+            "CONFAB_MEDIA_LINK_PREVIEW_LOOPBACK_ONLY": "1",
+            **(env or {}),
+        },
     )
     try:
         if not lines.wait_for(READY, timeout):

@@ -76,6 +76,7 @@ def credentials(target: tuple[str, dict[str, str]]) -> dict[str, dict[str, str]]
         "/api/admin/": admin,
         "/api/v1/": key,
         "/api/widget/": {"Authorization": f"Bearer {session['token']}"},
+        "/api/notifications/": {},  # the unsubscribe link: its signed token is the credential
     }
 
 

@@ -129,7 +129,7 @@ async def test_only_the_owner_appends_to_a_stream(
     backends: TestBackends, credentials: Credentials, admin: NATS
 ) -> None:
     subject = f"conv.evt.w{uuid.uuid4().hex[:8]}.c{uuid.uuid4().hex[:8]}"
-    for user in ("fanout", "gateway", "identity", "media"):
+    for user in ("fanout", "gateway", "identity", "media", "notifier"):
         async with connected(backends, credentials, user) as client:
             await client.publish(subject)
             await client.publish("$JS.API.STREAM.UPDATE.CONVERSATIONS")
@@ -235,7 +235,7 @@ def test_confab_up_gives_each_service_its_own_user_and_keeps_the_credentials_pri
     for connection in connections:
         service = str(connection.get("name", "")).partition(":")[0]
         users.setdefault(service, set()).add(connection.get("authorized_user", ""))
-    for service in ("identity", "messaging", "media", "webhooks", "fanout", "gateway"):
+    for service in ("identity", "messaging", "media", "webhooks", "notifier", "fanout", "gateway"):
         assert users.get(service) == {service}, users
     for path in (stack.data_dir / "nats-credentials.json", stack.data_dir / "stack.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -3,7 +3,9 @@ inbox over the tenant API, and internal notes never reach the visitor on any pat
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +27,10 @@ SECRET = "internal: the customer is on the legacy plan"
 @pytest.fixture
 async def world(stack: RunningStack, http: aiohttp.ClientSession) -> World:
     admin = Api(http, stack.gateway, stack.admin_headers)
-    return World(admin, await new_workspace(admin))
+    world = World(admin, await new_workspace(admin))
+    status, body = await world.tenant.call("PUT", "/api/v1/support/settings", {"enabled": True})
+    assert status == 200, body
+    return world
 
 
 async def start(widget: Api, content: str = "Hello, I need help") -> dict[str, Any]:
@@ -114,6 +119,19 @@ async def test_the_inbox_views_counts_status_assignment_tags_and_reply(world: Wo
     assert status == 200 and found["assignee_id"] is None
     assert ids(await inbox(tenant, "unassigned")) == [cid]
 
+    # A snooze wakes by itself: once its time has passed the conversation reads as open.
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    status, found = await tenant.post(
+        support(cid, "/status"), {"status": "snoozed", "snoozed_until": soon}
+    )
+    assert status == 200, found
+    deadline = time.monotonic() + 10
+    while (page := await inbox(tenant, "unassigned"))["counts"]["snoozed"]:
+        assert time.monotonic() < deadline, page
+        await asyncio.sleep(0.1)
+    assert ids(page) == [cid] and page["data"][0]["status"] == "open"
+    assert page["data"][0]["snoozed_until"] is None
+
 
 async def test_notes_never_reach_the_visitor(world: World, stack: RunningStack) -> None:
     visitor, visitor_w = await world.user("Visitor")
@@ -165,6 +183,12 @@ async def test_notes_never_reach_the_visitor(world: World, stack: RunningStack) 
     finally:
         await nc.close()
 
+    # Erasing the note's author leaves the note without content.
+    status, _ = await tenant.delete(f"/api/v1/users/{agent['id']}")
+    assert status == 204
+    status, notes = await tenant.get(support(cid, "/notes"))
+    assert status == 200 and [n["content"] for n in notes["data"]] == [""], notes
+
 
 async def test_hostile_input_and_other_workspaces(
     world: World, stack: RunningStack, http: aiohttp.ClientSession
@@ -175,7 +199,10 @@ async def test_hostile_input_and_other_workspaces(
     tenant = world.tenant
     admin = Api(http, stack.gateway, stack.admin_headers)
     other = World(admin, await new_workspace(admin, "Other"))
-    stranger, _ = await other.user("Stranger")
+    stranger, stranger_w = await other.user("Stranger")
+    # A workspace that has not enabled support takes no messages from its widget.
+    status, body = await stranger_w.post("/api/widget/support/conversations", {"content": "hi"})
+    assert status == 403, body
 
     # Another workspace's key sees nothing of it, and cannot act on it.
     status, body = await other.tenant.get(support(cid))
@@ -252,7 +279,7 @@ async def test_settings_visitors_and_round_robin(
     tenant, ws = world.tenant, world.workspace
     public = Api(http, stack.gateway, {})
     status, body = await public.get("/api/widget/support", params={"app_key": ws["app_key"]})
-    assert status == 200 and body["enabled"] is False and body["allow_anonymous"] is False
+    assert status == 200 and body["enabled"] is True and body["allow_anonymous"] is False
     # Anonymous visitors without an origin to come from: refused.
     status, body = await tenant.call(
         "PUT", "/api/v1/support/settings", {**SETTINGS, "allowed_origins": []}
@@ -334,3 +361,70 @@ async def test_settings_visitors_and_round_robin(
         "PUT", f"/api/v1/support/agents/{stranger['id']}/availability", {"status": "online"}
     )
     assert status == 404, body
+
+
+async def test_merge_a_visitor_into_a_known_user(
+    world: World, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    tenant, ws = world.tenant, world.workspace
+    status, _ = await tenant.call(
+        "PUT",
+        "/api/v1/support/settings",
+        {"enabled": True, "allow_anonymous": True, "allowed_origins": ["https://shop.example.com"]},
+    )
+    assert status == 200
+    public = Api(http, stack.gateway, {})
+    status, session = await public.post(
+        "/api/widget/visitors",
+        {"app_key": ws["app_key"]},
+        headers={"Origin": "https://shop.example.com"},
+    )
+    assert status == 201, session
+    visitor = session["user"]
+    visitor_w = public.as_(Authorization=f"Bearer {session['token']}")
+    agent, _ = await world.user("Agent")
+    cid = (await start(visitor_w, "I am Vera, my order is late"))["id"]
+    await tenant.post(support(cid, "/replies"), {"author_id": agent["id"], "content": "Sorry!"})
+    status, _ = await visitor_w.post(f"/api/widget/conversations/{cid}/read", {})
+    assert status == 204
+    vera, vera_w = await world.user("Vera")
+
+    status, body = await visitor_w.post(f"/api/v1/users/{vera['id']}/merge", {"visitor_id": "x"})
+    assert status == 401, body
+    status, body = await tenant.post(
+        f"/api/v1/users/{vera['id']}/merge", {"visitor_id": vera["id"]}
+    )
+    assert status == 422, body
+    other = World(
+        Api(http, stack.gateway, stack.admin_headers),
+        await new_workspace(Api(http, stack.gateway, stack.admin_headers), "Other"),
+    )
+    stranger, _ = await other.user("Stranger")
+    for path, who in ((vera["id"], stranger["id"]), (stranger["id"], visitor["id"])):
+        status, body = await tenant.post(f"/api/v1/users/{path}/merge", {"visitor_id": who})
+        assert status == 404, body
+
+    status, merged = await tenant.post(
+        f"/api/v1/users/{vera['id']}/merge", {"visitor_id": visitor["id"]}
+    )
+    assert status == 200 and merged["conversations"] == 1, merged
+    # Vera has the conversation, read up to where the visitor read, her messages hers.
+    status, page = await vera_w.get("/api/widget/conversations")
+    assert [(c["id"], c["unread_count"]) for c in page["data"]] == [(cid, 0)], page
+    status, history = await vera_w.get(f"/api/widget/conversations/{cid}/messages")
+    senders = [(m["content"], m["sender"]["id"]) for m in history["data"]]
+    assert senders == [("I am Vera, my order is late", vera["id"]), ("Sorry!", agent["id"])]
+    status, found = await tenant.get(support(cid))
+    assert found["visitor_id"] == vera["id"], found
+    status, events = await vera_w.get(f"/api/widget/conversations/{cid}/events?after=0")
+    left = [e["data"] for e in events["data"] if e["event"] == "participant.removed"]
+    assert left == [
+        {"user_id": visitor["id"], "merged_into": vera["id"], "event_seq": left[0]["event_seq"]}
+    ]
+    # The visitor is no longer in it; merging again finds nothing to move.
+    status, body = await visitor_w.get(f"/api/widget/conversations/{cid}")
+    assert status == 404, body
+    status, again = await tenant.post(
+        f"/api/v1/users/{vera['id']}/merge", {"visitor_id": visitor["id"]}
+    )
+    assert status == 200 and again["conversations"] == 0, again

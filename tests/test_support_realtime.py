@@ -47,7 +47,10 @@ async def subscribe(sock: Socket, channel: str, signed: dict[str, Any]) -> dict[
 @pytest.fixture
 async def world(stack: RunningStack, http: aiohttp.ClientSession) -> World:
     admin = Api(http, stack.gateway, stack.admin_headers)
-    return World(admin, await new_workspace(admin))
+    world = World(admin, await new_workspace(admin))
+    status, body = await world.tenant.call("PUT", "/api/v1/support/settings", {"enabled": True})
+    assert status == 200, body
+    return world
 
 
 def staff_signature(
@@ -137,12 +140,38 @@ async def test_staff_see_the_inbox_live_and_the_visitor_never_sees_a_note(
         await guest.wait(
             lambda f: f["event"] == "message.created" and f["data"]["content"] == "Let me check"
         )
+        # The agent types and reads: the visitor sees both ("Seen by").
+        status, _ = await world.tenant.post(
+            support(cid, "/typing"), {"author_id": agent["id"], "is_typing": True}
+        )
+        assert status == 204
+        await guest.wait(
+            lambda f: f["event"] == "user.typing" and f["data"]["user_id"] == agent["id"]
+        )
+        status, _ = await world.tenant.post(support(cid, "/read"), {"author_id": agent["id"]})
+        assert status == 204
+        await guest.wait(
+            lambda f: f["event"] == "message.read" and f["data"]["user_id"] == agent["id"]
+        )
         seen = json.dumps(guest.frames)
         assert SECRET not in seen and "inbox." not in seen and "note" not in seen
         # Nor does a resume from the start carry it.
         resumed = await guest.resume(realtime.conversation_channel(cid), 0)
         assert SECRET not in json.dumps(resumed)
         assert [f["event"] for f in resumed][-1] == "confab:resumed"
+
+        # Merged into a user the tenant knows, the visitor's socket is let go at once.
+        vera, _ = await world.user("Vera")
+        status, merged = await world.tenant.post(
+            f"/api/v1/users/{vera['id']}/merge", {"visitor_id": visitor["id"]}
+        )
+        assert status == 200 and merged["conversations"] == 1, merged
+        channel = realtime.conversation_channel(cid)
+        await guest.wait(
+            lambda f: f["event"] == "pusher:subscription_error" and f.get("channel") == channel
+        )
+        left = await guest.wait(lambda f: f["event"] == "participant.removed")
+        assert left["data"]["merged_into"] == vera["id"], left
     finally:
         await staff.close()
         await guest.close()
@@ -174,3 +203,26 @@ def test_staff_events_are_never_webhooks() -> None:
             seq=10,
         )
         assert conversation_webhook(envelope) is None
+
+
+async def test_revoking_a_staff_session_closes_its_inbox_socket(
+    world: World, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    ws = world.workspace
+    agent, agent_w = await world.user("Agent")
+    inbox = f"private-inbox-{ws['id']}"
+    sock = await Socket.open(http, stack, ws["app_key"])
+    try:
+        # The session's id, as the gateway signs it for this session's own channels.
+        status, signed = await sock.authorize(agent_w, f"private-user.{agent['id']}")
+        assert status == 200, signed
+        session_id = json.loads(signed["channel_data"])["session_id"]
+        member = {"user_id": agent["id"], "session_id": session_id, "role": "agent"}
+        reply = await subscribe(sock, inbox, staff_signature(ws, sock.socket_id, inbox, **member))
+        assert reply["event"] == "pusher_internal:subscription_succeeded", reply
+        token = agent_w.headers["Authorization"].removeprefix("Bearer ")
+        status, _ = await world.tenant.delete(f"/api/v1/sessions/{token}")
+        assert status == 204
+        assert await sock.closed() == 4009
+    finally:
+        await sock.close()

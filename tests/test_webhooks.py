@@ -84,11 +84,15 @@ async def test_every_event_type_arrives_once_signed_with_its_documented_payload(
     assert status == 201, stored
     status, first = await widget.post(
         f"/api/widget/conversations/{cid}/messages",
-        {"content": "hello", "attachment_ids": [stored["id"]]},
+        {
+            "content": "hello @Bob",
+            "attachment_ids": [stored["id"]],
+            "mentions": [{"user_id": bob["id"], "start": 6, "end": 10}],
+        },
     )
     assert status == 201, first
     status, _ = await widget.patch(
-        f"/api/widget/conversations/{cid}/messages/{first['id']}", {"content": "hello again"}
+        f"/api/widget/conversations/{cid}/messages/{first['id']}", {"content": "hello again @Bob"}
     )
     assert status == 200
     second = await chat.send(bob, cid, "to be deleted")
@@ -157,7 +161,12 @@ async def test_every_event_type_arrives_once_signed_with_its_documented_payload(
     created = got["message.created"][0].body["data"]
     assert created["id"] == first["id"] and created["sender"]["id"] == alice["id"]
     assert [a["id"] for a in created["attachments"]] == [stored["id"]]
-    assert got["message.updated"][0].body["data"]["content"] in ("hello again",)
+    updated = got["message.updated"][0].body["data"]
+    assert updated["content"] == "hello again @Bob"
+    # Mentions (issue 23) ride along, as entities over the text each payload shows.
+    for data in (created, updated):
+        spans = [(m["user_id"], data["content"][m["start"] : m["end"]]) for m in data["mentions"]]
+        assert spans == [(bob["id"], "@Bob")], data
     deleted = got["message.deleted"][0].body["data"]
     assert deleted["id"] == second["id"] and deleted["seq"] == second["seq"]
     reported = got["message.reported"][0].body["data"]

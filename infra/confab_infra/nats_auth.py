@@ -211,6 +211,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         *follows_authority(),
         *key_value(KEYS, "seals message content with the author's key", write=True),
         queries("attachments of messages", "media"),
+        publish("hands a message's first link to media for its preview", "media.cmd.fetch_preview"),
         publish("typing signals for the fanout (not stored)", "ephemeral.*.*.typing"),
     ),
     "media": (
@@ -224,6 +225,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         *object_store(UPLOADS, "takes uploads the gateway stored, deletes them when done"),
         publish("finds the uploads stream by subject (object reads)", f"{API}.STREAM.NAMES"),
         *key_value("media_ingests", "remembers ingests in flight", write=True),
+        publish("attaches a fetched link preview to its message", "messaging.cmd.attach_preview"),
     ),
     "fanout": (
         serves("fanout"),
@@ -246,7 +248,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         consumes_stream("WEBHOOKS", "feeds the endpoints read model"),
         *(
             rule
-            for stream in ("CONVERSATIONS", "IDENTITY", "MEDIA")
+            for stream in ("CONVERSATIONS", "IDENTITY", "MEDIA", "NOTIFIER")
             for rule in (
                 declares_stream(stream, "follows it, so creates it if it starts first"),
                 consumes_stream(stream, "queues a delivery for each event an endpoint wants"),
@@ -257,6 +259,26 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         *follows_authority(),
         *key_value(KEYS, "reveals message text and profiles (never writes keys)", write=False),
     ),
+    "notifier": (
+        serves("notifier"),
+        owns_stream("NOTIFIER", "notify.evt.>", "writes preferences, settings, decisions"),
+        reads_stream("NOTIFIER", "the last event of a user's preferences before a change"),
+        consumes_stream("NOTIFIER", "feeds the preferences and settings read model"),
+        *(
+            rule
+            for stream in ("CONVERSATIONS", "IDENTITY")
+            for rule in (
+                declares_stream(stream, "follows it, so creates it if it starts first"),
+                consumes_stream(stream, "folds members, messages, reads and users"),
+                reads_stream(stream, "where the stream ends (waits for a new user)"),
+            )
+        ),
+        *key_value("presence", "which users have a socket on a conversation", write=False),
+        *key_value(
+            KEYS, "reveals addresses, names and message text (never writes keys)", write=False
+        ),
+        *key_value("NOTIFIER", "the deployment's unsubscribe signing key", write=True),
+    ),
     "gateway": (
         serves("gateway"),
         requests(
@@ -266,6 +288,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
             "media",
             "fanout",
             "webhooks",
+            "notifier",
         ),
         *follows_authority(),
         *object_store(UPLOADS, "streams uploads into the temporary store"),

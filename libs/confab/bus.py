@@ -58,7 +58,8 @@ IDENTITY = StreamSpec("IDENTITY", ("identity.evt.>",))
 CONVERSATIONS = StreamSpec("CONVERSATIONS", ("conv.evt.>",))
 MEDIA = StreamSpec("MEDIA", ("media.evt.>",))
 WEBHOOKS = StreamSpec("WEBHOOKS", ("webhooks.evt.>",))
-STREAMS = {s.name: s for s in (IDENTITY, CONVERSATIONS, MEDIA, WEBHOOKS)}
+NOTIFIER = StreamSpec("NOTIFIER", ("notify.evt.>",))
+STREAMS = {s.name: s for s in (IDENTITY, CONVERSATIONS, MEDIA, WEBHOOKS, NOTIFIER)}
 
 
 def inbox_prefix(user: str) -> str:

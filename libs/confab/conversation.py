@@ -19,7 +19,16 @@ never disagree: messaging's projection (the read model behind history and
   (reactions, reads, participants, deletions) carry nothing that can change and
   render the same at any time.
 - ``erase(view, user_id)`` is the one place that says what erasure leaves of a
-  user's messages: no content, no metadata.
+  user's messages: no content, no metadata, no mentions, no link preview.
+
+Threads are one level deep: a reply names a top-level ``parent_id``, takes the
+conversation's next ``seq`` like any message (so catch-up, ``/events``, resume and
+``client_msg_id`` work for replies exactly as for the main timeline) and, folded,
+updates its parent's thread summary (reply count, last reply, participants). A
+thread's read mark is a ``read.marked`` with ``parent_id``; it never moves the
+conversation's own mark. Pins and link previews change the message they name and
+show as its ``message.updated``; an edit drops the preview of the old text (media
+fetches one for the new text).
 
 Message objects follow ``api.md`` ("Message object"); hidden or deleted
 messages are tombstones: content ``""``, no attachments, ``deleted: true``.
@@ -44,11 +53,17 @@ from confab.contracts.events.messaging import (
     ConversationCreated,
     ConversationEvent,
     ConversationUpdated,
+    LinkPreview,
+    Mention,
     MessageDeleted,
     MessageEdited,
     MessageModerated,
+    MessagePinned,
     MessagePosted,
+    MessagePreviewed,
+    MessageUnpinned,
     ParticipantAdded,
+    ParticipantMerged,
     ParticipantRemoved,
     ReactionAdded,
     ReactionRemoved,
@@ -60,6 +75,7 @@ from confab.contracts.messaging import (
     ModeratedMessage,
     ReactionSummary,
     Sender,
+    ThreadSummary,
 )
 
 # -- the view ------------------------------------------------------------------------------
@@ -80,13 +96,22 @@ class MessageView:
         "edited_at",
         "hidden",
         "id",
+        "last_reply_at",
+        "last_reply_id",
+        "link_preview",
+        "mentions",
         "message_type",
         "metadata",
+        "parent_id",
+        "pinned_at",
+        "pinned_by",
         "reactions",
+        "reply_count",
         "reply_to",
         "sender_id",
         "seq",
         "stream_seq",
+        "thread_participants",
         "version",
     )
 
@@ -111,6 +136,15 @@ class MessageView:
         attachments: list[Attachment] | None = None,
         reactions: dict[tuple[str, str], int] | None = None,
         message_type: str = "text",
+        mentions: list[Mention] | None = None,
+        parent_id: str | None = None,
+        reply_count: int = 0,
+        last_reply_id: str | None = None,
+        last_reply_at: datetime | None = None,
+        thread_participants: list[str] | None = None,
+        pinned_at: datetime | None = None,
+        pinned_by: str | None = None,
+        link_preview: LinkPreview | None = None,
     ) -> None:
         self.id = id
         self.conversation_id = conversation_id
@@ -130,6 +164,15 @@ class MessageView:
         self.attachments = attachments or []
         self.reactions = reactions if reactions is not None else {}
         self.message_type = message_type
+        self.mentions = mentions or []
+        self.parent_id = parent_id
+        self.reply_count = reply_count
+        self.last_reply_id = last_reply_id
+        self.last_reply_at = last_reply_at
+        self.thread_participants = thread_participants or []
+        self.pinned_at = pinned_at
+        self.pinned_by = pinned_by
+        self.link_preview = link_preview
 
     @property
     def gone(self) -> bool:
@@ -155,6 +198,8 @@ class MessageView:
             attachments=list(event.attachments),
             message_type=event.message_type
             or derived_type(event.sender_id, event.attachment_ids, event.attachments),
+            mentions=list(event.mentions),
+            parent_id=event.parent_id,
         )
 
     @classmethod
@@ -180,11 +225,31 @@ class MessageView:
             stream_seq=row["stream_seq"],
             reactions={pair: n for n, pair in enumerate(reactions)},
             message_type=row.get("message_type") or "text",
+            mentions=_mentions_in(row.get("mentions")),
+            parent_id=row.get("parent_id"),
+            reply_count=row.get("reply_count") or 0,
+            last_reply_id=row.get("last_reply_id"),
+            last_reply_at=row.get("last_reply_at"),
+            thread_participants=list(row.get("thread_participants") or ()),
+            pinned_at=row.get("pinned_at"),
+            pinned_by=row.get("pinned_by"),
+            link_preview=_preview_in(row.get("link_preview")),
         )
 
     def row(self) -> dict[str, Any]:
         """The ``messages`` row of this message."""
-        return {name: getattr(self, name) for name in MESSAGE_COLUMNS}
+        out = {name: getattr(self, name) for name in MESSAGE_COLUMNS}
+        out["mentions"] = _plain(self.mentions)
+        out["link_preview"] = _plain(self.link_preview) if self.link_preview else None
+        return out
+
+
+def _mentions_in(value: Any) -> list[Mention]:
+    return msgspec.convert(value, list[Mention]) if value else []
+
+
+def _preview_in(value: Any) -> LinkPreview | None:
+    return msgspec.convert(value, LinkPreview) if value else None
 
 
 MESSAGE_COLUMNS = (
@@ -204,6 +269,24 @@ MESSAGE_COLUMNS = (
     "version",
     "stream_seq",
     "message_type",
+    "mentions",
+    "parent_id",
+    "reply_count",
+    "last_reply_id",
+    "last_reply_at",
+    "thread_participants",
+    "pinned_at",
+    "pinned_by",
+    "link_preview",
+)
+# What can change in a message's row after its post (the read model's upserts write these).
+MESSAGE_CHANGES = (
+    "content",
+    "edited_at",
+    "deleted",
+    "hidden",
+    "version",
+    *(c for c in MESSAGE_COLUMNS[MESSAGE_COLUMNS.index("mentions") :] if c != "parent_id"),
 )
 
 
@@ -248,7 +331,9 @@ class ConversationView:
         "messages",
         "metadata",
         "participants",
+        "pin_policy",
         "stream_seq",
+        "thread_reads",
         "title",
         "workspace_id",
     )
@@ -267,6 +352,9 @@ class ConversationView:
         self.last_activity_at: datetime | None = None
         self.participants: dict[str, ParticipantView] = {}
         self.messages: dict[str, MessageView] = {}
+        self.pin_policy = "participants"
+        # (parent id, user id) -> the seq of the last reply read in that thread
+        self.thread_reads: dict[tuple[str, str], int] = {}
 
     @property
     def exists(self) -> bool:
@@ -347,14 +435,31 @@ def evolve(view: ConversationView, event: ConversationEvent, stream_seq: int) ->
         case MessagePosted():
             message = MessageView.posted(event, stream_seq)
             view.messages[message.id] = message
-            view.last_message_id = message.id
+            if event.parent_id is None:
+                view.last_message_id = message.id
+            else:
+                _replied(view.messages.get(event.parent_id), message, seq)
             view.last_activity_at = at
             return Entry(seq, stream_seq, realtime.MESSAGE_CREATED, at, {"id": message.id})
         case MessageEdited():
             found = view.messages.get(event.message_id)
             if found is not None:
                 found.content = event.content
+                found.mentions = list(event.mentions)
+                found.link_preview = None  # the old text's; media fetches the new one's
                 found.edited_at = at
+                found.version = seq
+            return Entry(seq, stream_seq, realtime.MESSAGE_UPDATED, at, {"id": event.message_id})
+        case MessagePinned() | MessageUnpinned() | MessagePreviewed():
+            found = view.messages.get(event.message_id)
+            if found is not None:
+                if isinstance(event, MessagePreviewed):
+                    # None for an erased author's message (its text is blank).
+                    found.link_preview = event.preview if found.content else None
+                elif isinstance(event, MessagePinned):
+                    found.pinned_at, found.pinned_by = at, event.by
+                else:
+                    found.pinned_at = found.pinned_by = None
                 found.version = seq
             return Entry(seq, stream_seq, realtime.MESSAGE_UPDATED, at, {"id": event.message_id})
         case MessageDeleted() | MessageModerated():
@@ -362,6 +467,7 @@ def evolve(view: ConversationView, event: ConversationEvent, stream_seq: int) ->
             if found is not None:
                 if _deletes(event):
                     found.deleted = True
+                    found.pinned_at = found.pinned_by = None  # a deleted message is unpinned
                 else:
                     found.hidden = event.action == "hide"  # type: ignore[union-attr]
                 found.version = seq
@@ -383,14 +489,20 @@ def evolve(view: ConversationView, event: ConversationEvent, stream_seq: int) ->
             data = realtime.reaction_payload(event.message_id, event.emoji, event.user_id, seq)
             return Entry(seq, stream_seq, name, at, data)
         case ReadMarked():
+            data = realtime.read_payload(event.user_id, event.up_to, at, seq)
+            if event.parent_id is not None:
+                key = (event.parent_id, event.user_id)
+                view.thread_reads[key] = max(view.thread_reads.get(key, 0), event.up_to)
+                data["parent_id"] = event.parent_id
+                return Entry(seq, stream_seq, realtime.MESSAGE_READ, at, data)
             part = view.participant(event.user_id, seq)
             part.last_read_seq = max(part.last_read_seq, event.up_to)
             part.seq = seq
-            data = realtime.read_payload(event.user_id, event.up_to, at, seq)
             return Entry(seq, stream_seq, realtime.MESSAGE_READ, at, data)
         case ConversationUpdated():
             view.title = event.title
             view.metadata = dict(event.metadata)
+            view.pin_policy = event.pin_policy
             data = {"id": view.id}
             return Entry(seq, stream_seq, realtime.CONVERSATION_UPDATED, at, data)
         case ParticipantAdded():
@@ -407,12 +519,48 @@ def evolve(view: ConversationView, event: ConversationEvent, stream_seq: int) ->
             part.seq = seq
             data = realtime.participant_payload(event.user_id, seq)
             return Entry(seq, stream_seq, realtime.PARTICIPANT_REMOVED, at, data)
+        case ParticipantMerged():
+            return _merged(view, event, seq, stream_seq)
     return None
+
+
+def _merged(view: ConversationView, event: ParticipantMerged, seq: int, stream_seq: int) -> Entry:
+    """A visitor merged into a known user: the user takes over their membership, read mark
+    and messages; to everyone else it reads as the visitor leaving (``merged_into``)."""
+    known = view.participants.get(event.into_id)
+    was_member = known is not None and known.active
+    gone = view.participant(event.user_id, seq)
+    kept = view.participant(event.into_id, seq)
+    if not was_member:
+        kept.joined_seq = gone.joined_seq  # in the visitor's place
+    kept.active = True
+    kept.last_read_seq = max(kept.last_read_seq, gone.last_read_seq)
+    kept.seq = seq
+    gone.active = False
+    gone.seq = seq
+    for message in view.messages.values():
+        if message.sender_id == event.user_id:
+            message.sender_id = event.into_id
+    data = {**realtime.participant_payload(event.user_id, seq), "merged_into": event.into_id}
+    return Entry(seq, stream_seq, realtime.PARTICIPANT_REMOVED, event.at, data)
+
+
+def _replied(parent: MessageView | None, reply: MessageView, seq: int) -> None:
+    """A reply folded into its parent's thread summary (if the view holds the parent)."""
+    if parent is None:
+        return
+    parent.reply_count += 1
+    parent.last_reply_id = reply.id
+    parent.last_reply_at = reply.created_at
+    if reply.sender_id is not None and reply.sender_id not in parent.thread_participants:
+        parent.thread_participants = [*parent.thread_participants, reply.sender_id]
+    parent.version = seq
 
 
 def _created(view: ConversationView, event: ConversationCreated, stream_seq: int) -> Entry:
     view.id = event.conversation_id
     view.kind = event.kind
+    view.pin_policy = event.pin_policy
     view.title = event.title
     view.metadata = dict(event.metadata)
     view.created_by = event.created_by
@@ -426,14 +574,22 @@ def _created(view: ConversationView, event: ConversationCreated, stream_seq: int
     return Entry(event.seq, stream_seq, realtime.CONVERSATION_CREATED, event.at, data)
 
 
-# What erasure leaves of a user's messages: no content, no metadata (as message fields).
-ERASED_MESSAGE: dict[str, Any] = {"content": "", "metadata": {}}
+# What erasure leaves of a user's messages (as message fields): no content, no metadata,
+# no mentions, no link preview.
+ERASED_MESSAGE: dict[str, Any] = {
+    "content": "",
+    "metadata": {},
+    "mentions": [],
+    "link_preview": None,
+}
 
 
 def blank(message: MessageView) -> None:
     """What erasure leaves of a message (``ERASED_MESSAGE``)."""
     message.content = ERASED_MESSAGE["content"]
     message.metadata = dict(ERASED_MESSAGE["metadata"])
+    message.mentions = []
+    message.link_preview = None
 
 
 def erase(view: ConversationView, user_id: str) -> list[str]:
@@ -462,10 +618,25 @@ def reactions(pairs: Iterable[tuple[str, str]], viewer: str | None) -> dict[str,
 
 
 def shown_attachment_ids(message: MessageView, moderator: bool = False) -> list[str]:
-    """The attachments a message shows: none once it is deleted or (but to moderators)
-    hidden."""
+    """The attachments a message shows (its link preview's image too): none once it is
+    deleted or (but to moderators) hidden."""
     gone = message.deleted if moderator else message.gone
-    return [] if gone else list(message.attachment_ids)
+    if gone:
+        return []
+    preview = message.link_preview
+    image = [preview.image.id] if preview is not None and preview.image is not None else []
+    return [*message.attachment_ids, *image]
+
+
+def shown_preview(
+    message: MessageView, gone: bool, attachments: Mapping[str, Attachment] | None
+) -> LinkPreview | None:
+    """A message's link preview; its image with fresh URLs when ``attachments`` has them
+    (left out if media no longer has it), as stored otherwise."""
+    preview = message.link_preview
+    if gone or preview is None or preview.image is None or attachments is None:
+        return None if gone else preview
+    return msgspec.structs.replace(preview, image=attachments.get(preview.image.id))
 
 
 def message_object(
@@ -502,6 +673,12 @@ def message_object(
         deleted=gone,
         client_msg_id=message.client_msg_id,
         type=message.message_type,
+        mentions=[] if gone or not message.content else list(message.mentions),
+        parent_id=message.parent_id,
+        thread=thread_summary(message),
+        pinned_at=message.pinned_at,
+        pinned_by=message.pinned_by,
+        link_preview=shown_preview(message, gone, attachments),
     )
     if moderator and message.hidden and not message.deleted:
         made = msgspec.structs.replace(made, hidden=True)
@@ -509,6 +686,23 @@ def message_object(
 
 
 _plain = msgspec.to_builtins
+
+
+def thread_summary(message: MessageView) -> ThreadSummary | None:
+    """A top-level message's thread, once it has replies: its author first among those
+    who took part."""
+    if not message.reply_count:
+        return None
+    author = message.sender_id
+    people = [p for p in message.thread_participants if p != author]
+    if author is not None:
+        people.insert(0, author)
+    return ThreadSummary(
+        reply_count=message.reply_count,
+        last_reply_id=message.last_reply_id,
+        last_reply_at=message.last_reply_at,
+        participants=people,
+    )
 
 
 def payload(

@@ -31,6 +31,7 @@ from confab.contracts.events.messaging import (
     ConversationEvent,
     MessagePosted,
     NoteAdded,
+    ParticipantMerged,
     StaffEvent,
     SupportAssigned,
     SupportStatusChanged,
@@ -159,6 +160,9 @@ def evolve(view: SupportView, event: ConversationEvent, stream_seq: int) -> Chan
         ):
             view.first_response_at = event.at
         return Change("message", event.at, message_id=event.message_id)
+    if isinstance(event, ParticipantMerged) and view.visitor_id == event.user_id:
+        view.visitor_id = event.into_id
+        return Change("visitor", event.at)
     return None
 
 

@@ -16,12 +16,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confab.bench import catchup, coldstart, e2e, fanout, idle, replay, sends, uploads, webhooks
+from confab.bench import (
+    catchup,
+    coldstart,
+    e2e,
+    fanout,
+    idle,
+    notifications,
+    replay,
+    sends,
+    uploads,
+    webhooks,
+)
 from confab.bench.result import loud_loss, print_result, print_summary, scenario_result, write
 from confab.bench.stack import local_stack
 from confab.rlimits import raise_open_files
 
-ON_STACK = ("sends-closed", "sends-open", "e2e", "fanout", "idle", "uploads", "webhooks")
+ON_STACK = (
+    "sends-closed",
+    "sends-open",
+    "e2e",
+    "fanout",
+    "idle",
+    "uploads",
+    "webhooks",
+    "notifications",
+)
 ALONE = ("replay", "catchup", "coldstart")
 SCENARIOS = (*ALONE, *ON_STACK)
 
@@ -55,6 +75,9 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--workers", type=int, default=64, help="closed loop: concurrent senders")
     p.add_argument("--rooms", type=int, default=50, help="conversations to spread load over")
     p.add_argument(
+        "--recipients", type=int, default=10_000, help="notifications: offline recipients"
+    )
+    p.add_argument(
         "--participants", type=int, default=3, help="e2e: users per conversation (1 sends)"
     )
     p.add_argument(
@@ -84,6 +107,9 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
     if name == "webhooks":
         runs = asyncio.run(webhooks.run(info, args))
         return scenario_result("webhooks", runs, webhooks.targets(runs))
+    if name == "notifications":
+        runs = asyncio.run(notifications.run(info, args))
+        return scenario_result("notifications", runs, notifications.targets(runs))
     if name == "uploads":
         return scenario_result("uploads", asyncio.run(uploads.run(info, seconds=args.seconds)), [])
     if name == "e2e":

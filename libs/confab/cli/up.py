@@ -42,7 +42,7 @@ from confab.cli.demo import dashboard_url
 from confab.errors import ConfabError
 from confab.settings import check_url, mask_url
 
-SERVICES = ("identity", "messaging", "media", "webhooks", "fanout", "gateway")
+SERVICES = ("identity", "messaging", "media", "webhooks", "notifier", "fanout", "gateway")
 CLUSTER_NODES = 3  # NATS servers: a majority survives one loss
 CLUSTER_COPIES = 2  # processes of each service
 CLUSTER_START_RETRIES = 3
@@ -169,6 +169,7 @@ class Stack:
     info: dict[str, Any] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
     lease: Any = None  # confab_infra.process.DataDirLease, held while we run
+    mail_catcher: Any = None  # confab_infra.mailcatcher.MailCatcher, without CONFAB_SMTP_HOST
 
     # -- start ----------------------------------------------------------------
 
@@ -274,6 +275,9 @@ class Stack:
         # On one machine every endpoint is local: a tenant's webhooks may reach loopback and
         # private addresses (a platform serving tenants leaves this off).
         env.setdefault("CONFAB_WEBHOOKS_ALLOW_PRIVATE", "1")
+        env.setdefault("CONFAB_NOTIFIER_ALLOW_PRIVATE", "1")
+        env.setdefault("CONFAB_NOTIFIER_PUBLIC_URL", f"http://{a.host}:{a.gateway_port}")
+        env.update(self.start_mail_catcher(env))
         if a.cluster:
             env.setdefault("CONFAB_STREAM_REPLICAS", str(CLUSTER_NODES))
             # HAProxy on loopback says who the client is (X-Forwarded-For).
@@ -295,6 +299,12 @@ class Stack:
             "admin_token": env["CONFAB_ADMIN_TOKEN"],
             "demo": None,
         }
+        if self.mail_catcher is not None:
+            self.info["mail"] = {
+                "smtp": f"{self.mail_catcher.host}:{self.mail_catcher.port}",
+                "dir": str(self.mail_catcher.directory),
+                "page": f"http://{a.host}:{a.gateway_port}/dev/mail",
+            }
         if self.balancer is not None:
             self.info["cluster"] = {
                 "nats_urls": urls["nats_url"].split(","),
@@ -306,6 +316,22 @@ class Stack:
                     f"http://{host}:{port}" for host, port in self.balancer.frontends[1].servers
                 ],
             }
+
+    def start_mail_catcher(self, env: dict[str, str]) -> dict[str, str]:
+        """Without a mail server of the operator's (``CONFAB_SMTP_HOST``), the notifier's
+        mail goes to a local catcher: ``<data-dir>/mail/*.eml`` and ``/dev/mail``."""
+        if env.get("CONFAB_SMTP_HOST"):
+            return {}
+        from confab_infra.mailcatcher import MailCatcher
+
+        folder = self.data_dir / "mail"
+        self.mail_catcher = MailCatcher(folder, self.args.host).start()
+        return {
+            "CONFAB_SMTP_HOST": self.mail_catcher.host,
+            "CONFAB_SMTP_PORT": str(self.mail_catcher.port),
+            "CONFAB_SMTP_SECURITY": "none",
+            "CONFAB_GATEWAY_DEV_MAIL_DIR": str(folder.resolve()),
+        }
 
     def nats_url_as(self, url: str, user: str) -> str:
         """``url`` with ``user``'s credentials, if we hold them."""
@@ -446,7 +472,7 @@ class Stack:
         if self.balancer is not None:
             self.balancer.stop()
         # The gateway first, so no new requests arrive while services drain.
-        order = ["gateway", "fanout", "webhooks", "media", "messaging", "identity"]
+        order = ["gateway", "fanout", "notifier", "webhooks", "media", "messaging", "identity"]
         for child in sorted(self.children.values(), key=lambda c: order.index(c.service)):
             if child.process and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
@@ -461,6 +487,8 @@ class Stack:
                 child.process.wait()
         for backend in reversed(self.backends):
             backend.stop()
+        if self.mail_catcher is not None:
+            self.mail_catcher.stop()
 
 
 def _check(flag: str, url: str, schemes: tuple[str, ...]) -> None:
@@ -518,6 +546,8 @@ def banner(info: dict[str, Any], data_dir: Path) -> str:
         ("state and logs", str(data_dir)),
         ("stack file", str(data_dir / "stack.json")),
     ]
+    if mail := info.get("mail"):
+        rows.append(("mail (caught, not sent)", f"{mail['page']} and {mail['dir']}/*.eml"))
     if cluster:
         rows += [
             ("stream replicas", str(cluster["stream_replicas"])),

@@ -27,7 +27,7 @@ from typing import Annotated, ClassVar
 
 import msgspec
 
-from confab.contracts.base import Reply, Request
+from confab.contracts.base import Ok, Reply, Request
 from confab.contracts.events.messaging import Attachment
 
 UPLOADS_BUCKET = "uploads"
@@ -115,3 +115,20 @@ class GetAttachments(Request, kw_only=True, frozen=True):
     conversation_id: str | None = None
     uploader_id: str | None = None
     reader_id: str | None = None
+
+
+class FetchPreview(Request, kw_only=True, frozen=True):
+    """Fetch the preview of a message's first link (``url``, found by messaging in the text
+    of ``version``: the seq of the post or edit), and attach it to the message by
+    messaging's ``AttachPreview``. ``Ok`` once media has taken the job (or declined it: the
+    workspace has previews off, or the URL is refused); the fetch happens afterwards. The
+    URL travels only in this request: the log keeps the text sealed."""
+
+    subject: ClassVar[str] = "media.cmd.fetch_preview"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    workspace_id: str
+    conversation_id: str
+    message_id: str
+    sender_id: str | None = None
+    version: int
+    url: Annotated[str, msgspec.Meta(max_length=2048)]

@@ -34,9 +34,12 @@ from confab.contracts.base import (
 from confab.contracts.events.messaging import (
     Attachment,
     ConversationType,
+    LinkPreview,
+    Mention,
     MessageType,
     Metadata,
     ModerationAction,
+    PinPolicy,
 )
 
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
@@ -54,6 +57,21 @@ SeqCursor = Annotated[str, msgspec.Meta(max_length=18, pattern=r"^[0-9]{1,18}$")
 METADATA_MAX_BYTES = 8 * 1024
 MAX_ATTACHMENTS = 10
 MAX_PARTICIPANTS = 1000
+MAX_MENTIONS = 50
+MAX_PINS = 25  # pinned messages per conversation
+Offset = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+
+
+class MentionInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A mention as a client gives it: ``content[start:end]`` (code points) is the
+    ``@name`` that names ``user_id``, a participant."""
+
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    start: Offset
+    end: Offset
+
+
+Mentions = Annotated[list[MentionInput], msgspec.Meta(max_length=MAX_MENTIONS)]
 
 
 # -- public objects ---------------------------------------------------------------------------
@@ -68,6 +86,16 @@ class Sender(msgspec.Struct, kw_only=True, frozen=True):
 class ReactionSummary(msgspec.Struct, kw_only=True, frozen=True):
     count: int
     me: bool = False
+
+
+class ThreadSummary(msgspec.Struct, kw_only=True, frozen=True):
+    """A top-level message's thread: replies posted (tombstones count), the last one, and
+    who took part (the parent's author first, then repliers in the order they joined)."""
+
+    reply_count: int
+    last_reply_id: str | None = None
+    last_reply_at: datetime | None = None
+    participants: list[str] = []
 
 
 class Message(Reply, kw_only=True, frozen=True):
@@ -85,6 +113,12 @@ class Message(Reply, kw_only=True, frozen=True):
     deleted: bool = False
     client_msg_id: str | None = None
     type: MessageType = "text"
+    mentions: list[Mention] = []
+    parent_id: str | None = None  # a reply in this top-level message's thread
+    thread: ThreadSummary | None = None  # a top-level message with replies
+    pinned_at: datetime | None = None
+    pinned_by: str | None = None  # the user who pinned it; null: the workspace's backend
+    link_preview: LinkPreview | None = None
 
 
 class Participant(msgspec.Struct, kw_only=True, frozen=True):
@@ -193,6 +227,7 @@ class ConversationInput(Body, kw_only=True, frozen=True):
     type: ConversationType
     title: Title | None = None
     metadata: Metadata | None = None
+    pin_policy: PinPolicy = "participants"  # who may pin: participants, or moderators only
 
 
 class ConversationPatch(Body, kw_only=True, frozen=True):
@@ -203,6 +238,7 @@ class ConversationPatch(Body, kw_only=True, frozen=True):
 
     title: Title | msgspec.UnsetType | None = msgspec.UNSET
     metadata: Metadata | msgspec.UnsetType | None = msgspec.UNSET
+    pin_policy: PinPolicy | msgspec.UnsetType = msgspec.UNSET
 
 
 class ParticipantInput(Body, kw_only=True, frozen=True):
@@ -216,6 +252,8 @@ class TenantMessageInput(Body, kw_only=True, frozen=True):
     content: Content
     metadata: Metadata | None = None
     type: MessageType | None = None  # "system" (the default without sender_id) or "text"
+    mentions: Mentions = []
+    parent_id: Id | None = None  # a reply in the thread of this top-level message
 
 
 class MessageInput(Body, kw_only=True, frozen=True):
@@ -229,10 +267,16 @@ class MessageInput(Body, kw_only=True, frozen=True):
     # text, image (every attachment an image) or file (some attachment); left out: derived
     # from the attachments.
     type: MessageType | None = None
+    mentions: Mentions = []
+    parent_id: Id | None = None  # a reply in the thread of this top-level message
 
 
 class EditInput(Body, kw_only=True, frozen=True):
+    """The new text. ``mentions``: those of the new text; left out, the message's mentions
+    are carried over to where their text still is (and dropped where it is gone)."""
+
     content: Content
+    mentions: Mentions | None = None
 
 
 class ReactionInput(Body, kw_only=True, frozen=True):
@@ -241,6 +285,8 @@ class ReactionInput(Body, kw_only=True, frozen=True):
 
 class ReadInput(Body, kw_only=True, frozen=True):
     seq: Seq | None = None
+    # A thread's read mark: seq is a reply of this top-level message's thread.
+    parent_id: Id | None = None
 
 
 class TypingInput(Body, kw_only=True, frozen=True):
@@ -313,6 +359,7 @@ class EditMessage(Request, kw_only=True, frozen=True):
     conversation_id: str
     message_id: str
     content: str
+    mentions: list[MentionInput] | None = None
 
 
 class DeleteMessage(Request, kw_only=True, frozen=True):
@@ -339,6 +386,7 @@ class MarkRead(Request, kw_only=True, frozen=True):
     actor: Actor
     conversation_id: str
     seq: Seq | None = None
+    parent_id: str | None = None
 
 
 class SetTyping(Request, kw_only=True, frozen=True):
@@ -507,3 +555,78 @@ class ListReports(Request, kw_only=True, frozen=True):
     status: Literal["open", "all"] = "open"
     cursor: SeqCursor | None = None
     limit: Limit = 50
+
+
+# -- threads, pins, mentions ----------------------------------------------------------------------
+
+
+class ThreadPage(Reply, kw_only=True, frozen=True):
+    """A page of a thread's replies (oldest first), with its parent as it is now and the
+    viewer's read mark and unread count in the thread."""
+
+    parent: Message
+    data: list[Message]
+    has_more: bool
+    next_cursor: str | None = None
+    last_read_seq: int = 0
+    unread_count: int = 0
+
+
+class ListThread(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.q.list_thread"
+    reply: ClassVar[type[msgspec.Struct]] = ThreadPage
+    actor: Actor
+    conversation_id: str
+    parent_id: str
+    before: Seq | None = None
+    after: Seq | None = None
+    limit: Limit = 50
+    min_seq: StreamSeq = 0
+
+
+class PinMessage(Request, kw_only=True, frozen=True):
+    """Pin (``pin``) or unpin a message: participants, if the conversation's ``pin_policy``
+    lets them; the workspace's backend always."""
+
+    subject: ClassVar[str] = "messaging.cmd.pin_message"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    message_id: str
+    pin: bool
+
+
+class ListPins(Request, kw_only=True, frozen=True):
+    """The conversation's pinned messages, most recently pinned first (at most ``MAX_PINS``)."""
+
+    subject: ClassVar[str] = "messaging.q.list_pins"
+    reply: ClassVar[type[msgspec.Struct]] = MessageList
+    actor: Actor
+    conversation_id: str
+    min_seq: StreamSeq = 0
+
+
+class ListMentions(Request, kw_only=True, frozen=True):
+    """Messages mentioning the widget's user, newest first, in the conversations they take
+    part in now (``next_cursor``: a stream sequence)."""
+
+    subject: ClassVar[str] = "messaging.q.list_mentions"
+    reply: ClassVar[type[msgspec.Struct]] = MessageList
+    actor: Actor
+    conversation_id: str | None = None
+    cursor: SeqCursor | None = None
+    limit: Limit = 50
+    min_seq: StreamSeq = 0
+
+
+class AttachPreview(Request, kw_only=True, frozen=True):
+    """Media's link preview for a message (``FetchPreview``): appended as
+    ``message.previewed`` if the message's text is still that of ``version``."""
+
+    subject: ClassVar[str] = "messaging.cmd.attach_preview"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    message_id: str
+    version: int
+    preview: LinkPreview

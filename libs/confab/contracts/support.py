@@ -16,7 +16,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from confab.contracts.base import PageLimit, Reply, Request, StreamSeq, TimeCursor
+from confab.contracts.base import Ok, PageLimit, Reply, Request, Seq, StreamSeq, TimeCursor
 from confab.contracts.events.identity import (
     AgentStatus,
     PrechatField,
@@ -265,3 +265,52 @@ class AutoAssign(StaffRequest, kw_only=True, frozen=True):
     subject: ClassVar[str] = "messaging.cmd.support_auto_assign"
     reply: ClassVar[type[msgspec.Struct]] = SupportConversation
     candidates: Annotated[list[Id], msgspec.Meta(max_length=1000)]
+
+
+class MergeInput(Body, kw_only=True, frozen=True):
+    visitor_id: Id  # the visitor (a user of the workspace) merged into the path's user
+
+
+class Merged(Reply, kw_only=True, frozen=True):
+    user_id: str
+    visitor_id: str
+    conversations: int  # how many conversations the user took over
+
+
+class MergeParticipant(Request, kw_only=True, frozen=True):
+    """In one conversation: ``visitor_id``'s part goes to ``user_id`` (the tenant only)."""
+
+    subject: ClassVar[str] = "messaging.cmd.merge_participant"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    visitor_id: str
+    user_id: str
+
+
+class AgentReadInput(Body, kw_only=True, frozen=True):
+    author_id: Id | None = None  # the agent; required with an API key
+    seq: Seq | None = None  # default: the latest message
+
+
+class AgentTypingInput(Body, kw_only=True, frozen=True):
+    author_id: Id | None = None
+    is_typing: bool
+
+
+class AgentRead(StaffRequest, kw_only=True, frozen=True):
+    """The agent's read receipt ("Seen by" for the visitor); the agent joins first."""
+
+    subject: ClassVar[str] = "messaging.cmd.support_read"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    author_id: str
+    seq: Seq | None = None
+
+
+class AgentTyping(StaffRequest, kw_only=True, frozen=True):
+    """The agent is typing (not stored); the agent joins first."""
+
+    subject: ClassVar[str] = "messaging.cmd.support_typing"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    author_id: str
+    is_typing: bool

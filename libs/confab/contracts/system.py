@@ -8,7 +8,7 @@ import msgspec
 
 from confab.contracts.base import Reply, Request
 
-SERVICES = ("identity", "messaging", "media", "webhooks", "fanout")
+SERVICES = ("identity", "messaging", "media", "webhooks", "notifier", "fanout")
 
 
 class HealthReply(Reply, kw_only=True, frozen=True):

@@ -39,9 +39,11 @@ EVENT_TYPES: tuple[str, ...] = (
     "user.banned",
     "user.erased",
     "attachment.stored",
+    "notification.due",
 )
-# Delivered only to endpoints that name them exactly (read receipts are many).
-OPT_IN: frozenset[str] = frozenset({"message.read"})
+# Delivered only to endpoints that name them exactly (read receipts are many; a
+# notification decision is one per recipient, for tenants who notify with their own stack).
+OPT_IN: frozenset[str] = frozenset({"message.read", "notification.due"})
 PING = "webhook.ping"
 PAYLOAD_VERSION = 1
 MAX_PATTERNS = 20

@@ -87,6 +87,7 @@ class Fanout:
             replicas=settings.stream_replicas,
             on_changes=self._on_presence_changes,
             local_state=self._local_state,
+            local_watchers=self._local_watchers,
         )
         self.webhooks = Webhooks(
             js,
@@ -351,6 +352,10 @@ class Fanout:
         joined = self.channels.join(conn.app.id, name, kind, conn, user_id, user_info)
         if joined is not None:
             conn.channels[name] = joined.channel
+            uid = joined.channel.sockets.get(conn)  # type: ignore[call-overload]
+            sockets = joined.channel.sockets.values()
+            if uid is not None and _watched(name) and sum(u == uid for u in sockets) == 1:
+                self.spawn(self.presence.watching(conn.app.id, name, uid, True))
             for hook in self.join_hooks:
                 hook(conn, joined.channel)
         return joined
@@ -379,6 +384,9 @@ class Fanout:
         channel = left.channel
         if channel.kind is Kind.USER:
             return None
+        uid = left.user_id
+        if uid is not None and _watched(name) and uid not in channel.sockets.values():
+            self.spawn(self.presence.watching(channel.app_id, name, uid, False))
         self.presence.count_changed(channel.app_id, name, len(channel.sockets))
         if left.last_of_user and left.user_id is not None:
             return self.presence.member_left(channel.app_id, name, left.user_id)
@@ -436,6 +444,15 @@ class Fanout:
                     hook["user_id"] = change.user_id
                 self.webhooks.emit(change.app_id, hook)
 
+    def _local_watchers(self) -> list[tuple[str, str, str]]:
+        """(app, conversation channel, user) of every user with a socket on one here."""
+        return [
+            (channel.app_id, channel.name, uid)
+            for channel in self.channels.all()
+            if _watched(channel.name)
+            for uid in {u for u in channel.sockets.values() if u is not None}
+        ]
+
     def _local_state(
         self,
     ) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, str, bytes]]]:
@@ -475,3 +492,9 @@ class Fanout:
             elif now - conn.last_seen > ping_interval:
                 conn.ping_sent = now
                 conn.send(protocol.ws_ping() if conn.control_pings else protocol.PING)
+
+
+def _watched(channel: str) -> bool:
+    """A conversation's channel: who is on it is looking at the conversation (the
+    notifier leaves them alone)."""
+    return channel.startswith(("private-conversation.", "presence-conversation."))

@@ -21,6 +21,8 @@ subscriber here (the rest are not even decoded). It sends
 
 Frames carry the change, not the counts: a dashboard re-reads the counts of
 ``GET /api/v1/support/conversations`` when a frame arrives (one small query).
+They carry no ``seq`` either (there is no inbox timeline to resume): after a
+reconnect a dashboard re-reads the inbox, which is current.
 Whether a conversation is a support conversation is learnt from its creation
 (or, for one this node has not seen created, from the first event on its
 subject), and remembered in a bounded map.

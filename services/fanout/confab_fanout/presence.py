@@ -8,6 +8,9 @@ characters):
 - ``c.<app>.<channel>.<node>``: how many of the node's sockets are subscribed;
 - ``m.<app>.<channel>.<user>.<node>``: the user's ``user_info``, while the user has
   at least one connection to the channel on that node (tabs deduplicated locally).
+- ``w.<app>.<channel>.<user>.<node>``: the user has a socket on that node subscribed to
+  the conversation channel (private or presence). Not part of the view: the notifier
+  reads these to leave alone users who are looking at the conversation.
 
 Every node watches the whole bucket and folds the updates, in the stream's one
 order, into a ``ClusterView``. A node's ``c``/``m`` entries count only while its
@@ -72,6 +75,10 @@ def member_key(app_id: str, channel: str, user_id: str, node: str) -> str:
     return f"m.{app_id}.{_enc(channel)}.{_enc(user_id)}.{node}"
 
 
+def watcher_key(app_id: str, channel: str, user_id: str, node: str) -> str:
+    return f"w.{app_id}.{_enc(channel)}.{_enc(user_id)}.{node}"
+
+
 # -- the view (pure) ---------------------------------------------------------------------
 
 
@@ -119,6 +126,8 @@ class ClusterView:
                 if value is None:
                     return self.remove_member(node, app_id, _dec(channel), _dec(user))
                 return self.add_member(node, app_id, _dec(channel), _dec(user), value)
+            if parts[0] == "w" and len(parts) == 5:
+                return []  # a watcher: for the notifier, not the view
         except (ValueError, binascii.Error, UnicodeDecodeError):
             pass
         log.warning("presence_key_ignored", key=key)
@@ -296,6 +305,7 @@ class PresenceStore:
         replicas: int,
         on_changes: Callable[[list[Change]], None],
         local_state: LocalState,
+        local_watchers: Callable[[], list[tuple[str, str, str]]] = list,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -305,6 +315,7 @@ class PresenceStore:
         self.replicas = replicas
         self.on_changes = on_changes
         self.local_state = local_state
+        self.local_watchers = local_watchers
         self.view = ClusterView()
         self.node_id = ""
         self._kv: KeyValue | None = None
@@ -397,6 +408,12 @@ class PresenceStore:
     async def member_left(self, app_id: str, channel: str, user_id: str) -> None:
         await self._publish(member_key(app_id, channel, user_id, self.node_id), b"", delete=True)
 
+    async def watching(self, app_id: str, channel: str, user_id: str, on: bool) -> None:
+        """The user's first socket on the conversation channel here came (``on``) or
+        their last one left."""
+        key = watcher_key(app_id, channel, user_id, self.node_id)
+        await self._publish(key, b"1" if on else b"", delete=not on)
+
     def count_changed(self, app_id: str, channel: str, count: int) -> None:
         """Coalesced: written within ``COUNT_FLUSH_DELAY``; 0 deletes the entry."""
         self._pending_counts[app_id, channel] = count
@@ -436,6 +453,8 @@ class PresenceStore:
             await self.member_joined(app_id, channel, user_id, info)
         for app_id, channel, count in counts:
             self.count_changed(app_id, channel, count)
+        for app_id, channel, user_id in self.local_watchers():
+            await self.watching(app_id, channel, user_id, True)
         log.info("presence_reasserted", node=self.node_id)
 
     # -- heartbeat ---------------------------------------------------------------------
@@ -543,7 +562,12 @@ class PresenceStore:
         its entries, again, and those must stay.
         """
         try:
-            for pattern in (node_key(node), f"c.*.*.{node}", f"m.*.*.*.{node}"):
+            for pattern in (
+                node_key(node),
+                f"c.*.*.{node}",
+                f"m.*.*.*.{node}",
+                f"w.*.*.*.{node}",
+            ):
                 await self.js.purge_stream(
                     self.stream, subject=self._prefix + pattern, seq=up_to + 1
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -16,10 +17,13 @@ from confab_gateway import (
     broadcasting,
     conversations,
     dashboard,
+    devmail,
     keys,
+    notifications,
     openapi,
     reports,
     support,
+    threads,
     users,
     visitors,
     webhooks,
@@ -48,6 +52,8 @@ ROUTERS: list[Router] = [
     reports.router,
     support.router,
     visitors.router,
+    threads.router,
+    notifications.router,
 ]
 
 
@@ -81,6 +87,8 @@ def build_app(service: Service, auth: Authenticator, claims: Claims) -> web.Appl
         return web.json_response(spec)
 
     app.add_routes([*health_routes(health), web.get("/openapi.json", openapi_json)])
+    if service.settings.dev_mail_dir:
+        app.add_routes(devmail.routes(Path(service.settings.dev_mail_dir)))
     pages.install(app, service.settings, service.client)
     return app
 

@@ -309,7 +309,13 @@ async def post_tenant_message(call: Call) -> Message:
             actor=call.actor,
             conversation_id=call.path["conversation_id"],
             sender_id=call.own_sender(body.sender_id),
-            input=MessageInput(content=body.content, metadata=body.metadata, type=body.type),
+            input=MessageInput(
+                content=body.content,
+                metadata=body.metadata,
+                type=body.type,
+                mentions=body.mentions,
+                parent_id=body.parent_id,
+            ),
         ),
         correlation=call.correlation,
     )

@@ -44,6 +44,8 @@ class GatewaySettings(Settings, kw_only=True, frozen=True):
 
     host: str = "127.0.0.1"
     port: Port = 8000
+    # The folder of confab up's mail catcher: shown at /dev/mail (empty: no such page).
+    dev_mail_dir: str = ""
     admin_token: str = ""
     max_body_bytes: int = 1024 * 1024
     # Open connections per client address (more: 429 and closed at once; 0: no limit).

@@ -44,6 +44,10 @@ from confab.contracts.messaging import (
 )
 from confab.contracts.support import (
     AddNote,
+    AgentRead,
+    AgentReadInput,
+    AgentTyping,
+    AgentTypingInput,
     AssignInput,
     AssignSupport,
     AutoAssign,
@@ -66,7 +70,7 @@ from confab.contracts.support import (
     TagsInput,
     TagSupport,
 )
-from confab.errors import InvalidRequest
+from confab.errors import Forbidden, InvalidRequest
 from confab.support import STAFF_ROLES
 from confab_gateway.api import Call, Result, Router
 
@@ -310,6 +314,59 @@ async def reply(call: Call) -> Message:
     return saved.message
 
 
+@router.route(
+    "POST",
+    "/api/v1/support/conversations/{conversation_id}/read",
+    auth="api_key",
+    tag=TAG,
+    status=204,
+    summary='The agent has read up to seq (default: the latest): the visitor sees "Seen by" '
+    "(the agent joins the conversation if not a participant yet)",
+    body=AgentReadInput,
+    errors=WRITE_ERRORS,
+    permission=REPLY,
+)
+async def agent_read(call: Call) -> None:
+    body: AgentReadInput = call.body
+    actor, me = staff(call)
+    author = _author(body.author_id, me)
+    await call.write(
+        AgentRead(
+            actor=actor,
+            conversation_id=call.path["conversation_id"],
+            by=me,
+            author_id=author,
+            seq=body.seq,
+        )
+    )
+
+
+@router.route(
+    "POST",
+    "/api/v1/support/conversations/{conversation_id}/typing",
+    auth="api_key",
+    tag=TAG,
+    status=204,
+    summary="The agent is typing, or stopped (not stored; the visitor's widget shows it)",
+    body=AgentTypingInput,
+    errors=WRITE_ERRORS,
+    permission=REPLY,
+)
+async def agent_typing(call: Call) -> None:
+    body: AgentTypingInput = call.body
+    actor, me = staff(call)
+    await call.rpc.call(
+        AgentTyping(
+            actor=actor,
+            conversation_id=call.path["conversation_id"],
+            by=me,
+            author_id=_author(body.author_id, me),
+            is_typing=body.is_typing,
+        ),
+        correlation=call.correlation,
+    )
+
+
 # -- the widget: "Send us a message" -----------------------------------------------------------
 
 
@@ -336,12 +393,16 @@ class StartSupportInput(Body, kw_only=True, frozen=True):
 async def start_support(call: Call) -> Result:
     body: StartSupportInput = call.body
     assert call.principal is not None
-    await prechat(call, body.name, body.email)
+    setup: SupportSetup = await call.rpc.call(GetSupportSetup(workspace_id=call.workspace_id))
+    if not setup.settings.enabled:
+        raise Forbidden("This workspace does not take messages from the widget.")
+    await prechat(call, setup, body.name, body.email)
     user_id = call.principal.user_id  # type: ignore[union-attr]
+    conversation_input = ConversationInput(
+        participant_ids=[user_id], type="support", title=setup.settings.team_name or None
+    )
     saved: ConversationSaved = await call.rpc.call(
-        CreateConversation(
-            actor=call.actor, input=ConversationInput(participant_ids=[user_id], type="support")
-        ),
+        CreateConversation(actor=call.actor, input=conversation_input),
         correlation=call.correlation,
     )
     posted: MessageSaved = await call.rpc.call(
@@ -354,17 +415,16 @@ async def start_support(call: Call) -> Result:
         correlation=call.correlation,
     )
     call.wrote(posted.stream_seq)
-    await _round_robin(call, saved.conversation.id)
+    await _round_robin(call, setup, saved.conversation.id)
     conversation = msgspec.structs.replace(
         saved.conversation, last_message=posted.message, last_seq=posted.message.seq
     )
     return Result(conversation, 201)
 
 
-async def _round_robin(call: Call, conversation_id: str) -> None:
+async def _round_robin(call: Call, setup: SupportSetup, conversation_id: str) -> None:
     """Assign a new support conversation among the agents online, when the workspace
     says so (``AutoAssign``: the one with the fewest open conversations)."""
-    setup: SupportSetup = await call.rpc.call(GetSupportSetup(workspace_id=call.workspace_id))
     online = [a.user_id for a in setup.agents if a.status == "online"]
     if setup.settings.round_robin and online:
         await call.rpc.call(
@@ -377,7 +437,7 @@ async def _round_robin(call: Call, conversation_id: str) -> None:
         )
 
 
-async def prechat(call: Call, name: str | None, email: str | None) -> None:
+async def prechat(call: Call, setup: SupportSetup, name: str | None, email: str | None) -> None:
     """The pre-chat fields of a visitor starting a support conversation: required ones
     checked, given ones saved on the visitor's profile. Users the tenant identified (any
     external id but a visitor's) are asked nothing."""
@@ -387,7 +447,6 @@ async def prechat(call: Call, name: str | None, email: str | None) -> None:
     )
     if not user.external_id.startswith(VISITOR_PREFIX):
         return
-    setup: SupportSetup = await call.rpc.call(GetSupportSetup(workspace_id=call.workspace_id))
     s = setup.settings
     known_name = user.name if user.name != VISITOR_NAME else None
     fields = (

@@ -18,6 +18,11 @@ anonymous visitors, gets a visitor session (``POST /api/widget/visitors``):
   visitor starts a conversation, where required ones are checked), with a
   session of ``VISITOR_TTL``; the tenant can later merge it into a known user.
 
+``POST /api/v1/users/{user_id}/merge`` (permission ``users.erase``) merges a
+visitor into a user the tenant knows, conversation by conversation
+(``participant.merged``): the user takes over the visitor's membership, read
+marks and messages, and the history stays whole.
+
 A public key is no secret: the origin check keeps other sites' pages from
 using it in browsers, and the rate limit bounds what a script can do with it.
 """
@@ -33,6 +38,7 @@ import msgspec
 from confab.contracts.events.identity import SupportSettings
 from confab.contracts.identity import (
     Email,
+    GetUser,
     IssueSession,
     Name,
     Session,
@@ -40,15 +46,19 @@ from confab.contracts.identity import (
     UpsertUser,
     UserInput,
 )
+from confab.contracts.messaging import ConversationList, ListConversations
 from confab.contracts.support import (
     AvailabilityInput,
     GetSupportSetup,
+    Merged,
+    MergeInput,
+    MergeParticipant,
     PublicSupport,
     SetAvailability,
     SupportSetup,
 )
 from confab.contracts.support import ConfigureSupport as Configure
-from confab.errors import Forbidden, RateLimited
+from confab.errors import Forbidden, InvalidRequest, RateLimited
 from confab.staff import SETTINGS_MANAGE, grants
 from confab_gateway.api import Call, Result, Router
 from confab_gateway.ratelimit import TokenBuckets, retry_after
@@ -230,3 +240,47 @@ async def new_visitor(call: Call) -> Result:
         correlation=call.correlation,
     )
     return Result(session, 201)
+
+
+# -- merging a visitor into a known user -------------------------------------------------------
+
+MERGE_PAGES_MAX = 1000  # pages of 100 conversations: far more than one visitor has
+
+
+@router.route(
+    "POST",
+    "/api/v1/users/{user_id}/merge",
+    auth="api_key",
+    tag="users",
+    summary="Merge a visitor into this user, keeping the history: the user takes over the "
+    "visitor's conversations, read marks and messages (participants see the visitor leave, "
+    "with merged_into)",
+    body=MergeInput,
+    response=Merged,
+    errors=(400, 401, 403, 404, 413, 415, 422),
+    permission="users.erase",
+)
+async def merge(call: Call) -> Merged:
+    user_id, visitor_id = call.path["user_id"], call.body.visitor_id
+    if user_id == visitor_id:
+        raise InvalidRequest("A user cannot be merged into itself.", {"visitor_id": "another user"})
+    for who in (user_id, visitor_id):  # 404 for either unknown, or another workspace's
+        await call.rpc.call(GetUser(workspace_id=call.workspace_id, user_id=who))
+    actor, merged = call.actor, 0
+    for _ in range(MERGE_PAGES_MAX):
+        page: ConversationList = await call.rpc.call(
+            ListConversations(actor=actor, user_id=visitor_id, limit=100, min_seq=call.min_seq)
+        )
+        if not page.data:
+            break
+        for conversation in page.data:
+            await call.write(
+                MergeParticipant(
+                    actor=actor,
+                    conversation_id=conversation.id,
+                    visitor_id=visitor_id,
+                    user_id=user_id,
+                )
+            )
+            merged += 1
+    return Merged(user_id=user_id, visitor_id=visitor_id, conversations=merged)

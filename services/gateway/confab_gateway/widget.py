@@ -207,6 +207,7 @@ async def edit(call: Call) -> Message:
             conversation_id=call.path["conversation_id"],
             message_id=call.path["message_id"],
             content=call.body.content,
+            mentions=call.body.mentions,
         ),
         correlation=call.correlation,
     )
@@ -282,13 +283,19 @@ async def _react(call: Call, emoji: str, *, add: bool) -> None:
     auth="session",
     tag="widget",
     status=204,
-    summary="Read receipt: everything up to seq (default: the latest) is read",
+    summary="Read receipt: everything up to seq (default: the latest) is read; with "
+    "parent_id, in that thread",
     body=ReadInput,
     errors=WRITE_ERRORS,
 )
 async def read(call: Call) -> None:
     await call.write(
-        MarkRead(actor=call.actor, conversation_id=call.path["conversation_id"], seq=call.body.seq),
+        MarkRead(
+            actor=call.actor,
+            conversation_id=call.path["conversation_id"],
+            seq=call.body.seq,
+            parent_id=call.body.parent_id,
+        ),
     )
 
 

@@ -5,8 +5,8 @@ Owns the ``MEDIA`` stream, the bucket (created if missing), the temporary
 (``commands``: ingests, run through the attachment decider of ``domain``) and
 queries (``queries``) of ``confab.contracts.media``, attaches the attachments
 of posted messages and deletes those of deleted ones
-(``projections.MessageLinks`` calling ``commands``), and purges uploads nobody
-attached (the commands' sweeper).
+(``projections.MessageLinks`` calling ``commands``), purges uploads nobody
+attached (the commands' sweeper), and makes link previews (``previews``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from confab.shell import CommandShell, routes
 from confab_media import domain
 from confab_media.commands import Commands, ingests_bucket, uploads_store
 from confab_media.handlers import Lookups
+from confab_media.previews import Previews
 from confab_media.projections import AttachmentsProjection, MessageLinks
 from confab_media.queries import Queries
 from confab_media.settings import MediaSettings
@@ -61,7 +62,10 @@ async def setup(service: Service) -> None:
         batch_size=2000,
         linger=0.5,
     )
-    for request_type, handler in routes(commands, queries):
+    previews = Previews(settings, storage, shell, service.client, lookups.policy)
+    await previews.start()
+    service.on_stop(previews.stop)
+    for request_type, handler in routes(commands, queries, previews):
         await service.rpc.serve(request_type, handler)
     commands.start_sweeper()
     service.on_stop(commands.stop_sweeper)

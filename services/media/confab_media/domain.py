@@ -114,12 +114,14 @@ class PolicyInput(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
 
     max_bytes: int | None = None
     allowed_types: list[str] | None = None
+    link_previews: bool | None = None  # None: the deployment's default
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     max_bytes: int = DEFAULT_MAX_BYTES
     allowed: tuple[str, ...] = DEFAULT_ALLOWED  # MIME types or patterns such as "image/*"
+    link_previews: bool = True  # fetch previews of the first link of messages
 
     def allows(self, mime: str) -> bool:
         return any(fnmatch.fnmatchcase(mime, pattern) for pattern in self.allowed)
@@ -132,7 +134,8 @@ def parse_types(text: str) -> tuple[str, ...]:
 
 
 def parse_policies(text: str, default: Policy) -> dict[str, Policy]:
-    """``{"<workspace>": {"max_bytes": …, "allowed_types": [...]}}``; ValueError if malformed."""
+    """``{"<workspace>": {"max_bytes": …, "allowed_types": [...], "link_previews": …}}``;
+    ValueError if malformed."""
     if not text.strip():
         return {}
     try:
@@ -149,6 +152,9 @@ def parse_policies(text: str, default: Policy) -> dict[str, Policy]:
                 tuple(t.lower() for t in given.allowed_types)
                 if given.allowed_types is not None
                 else default.allowed
+            ),
+            link_previews=(
+                given.link_previews if given.link_previews is not None else default.link_previews
             ),
         )
     return out

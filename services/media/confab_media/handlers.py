@@ -61,6 +61,7 @@ class Lookups:
         self.default_policy = Policy(
             max_bytes=settings.max_bytes,
             allowed=domain.parse_types(settings.allowed_types),
+            link_previews=settings.link_previews,
         )
         self.policies = domain.parse_policies(settings.workspace_policies, self.default_policy)
         self.ttl = timedelta(seconds=settings.upload_ttl_seconds)

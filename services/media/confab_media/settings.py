@@ -75,3 +75,17 @@ class MediaSettings(DatabaseSettings, kw_only=True, frozen=True):
     upload_grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     # How long a reply waits for the read model to show what was just stored.
     read_wait_seconds: PositiveFloat = 2.0
+
+    # Link previews (``previews``): on for every workspace unless switched off here or in
+    # its policy ({"ws_…": {"link_previews": false}}). Each page, oEmbed answer and image
+    # is fetched within the time limit and up to its size limit; pages are cached.
+    link_previews: bool = True
+    link_preview_timeout_seconds: PositiveFloat = 5.0
+    link_preview_max_html_bytes: PositiveInt = 512 * 1024
+    link_preview_max_image_bytes: PositiveInt = 5 * 1024 * 1024
+    link_preview_cache_seconds: Annotated[int, msgspec.Meta(ge=0)] = 3600
+    link_preview_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    # TESTS ONLY: previews reach loopback (a page the test serves itself) and nothing
+    # else: no private, link-local or metadata address, and no public one either, so a
+    # test never sends traffic beyond the machine. Never in production.
+    link_preview_loopback_only: bool = False

@@ -15,10 +15,20 @@ from the conversation's log where the state says its post (and last edit)
 are, and folded by the one fold (``confab.conversation``) with the state's
 flags and reactions; an existing direct conversation is shown by the read
 side (``Queries.existing``) once it has applied what the log had.
+
+An edit that leaves its mentions out carries the old ones over (``mentions.carried``):
+the handler reads the message's text as it is now from the log first.
+
+Link previews: after a post or an edit whose text has a link (``confab.links``), the
+handler hands the URL to media (``FetchPreview``, in the background: the reply never
+waits for it, and a preview that cannot be made is simply absent). Media fetches it and
+answers with ``AttachPreview``, appended only if the text is still the one it was made
+for. The URL leaves messaging only in that request: the log keeps the text sealed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -32,14 +42,17 @@ from confab.contracts.events import Event
 from confab.contracts.events.messaging import (
     Attachment,
     ConversationCreated,
+    Mention,
     MessageEdited,
     MessagePosted,
     MessageReported,
     subject,
 )
+from confab.contracts.media import FetchPreview
 from confab.contracts.messaging import (
     Actor,
     AddParticipant,
+    AttachPreview,
     Conversation,
     ConversationSaved,
     CreateConversation,
@@ -49,6 +62,7 @@ from confab.contracts.messaging import (
     Message,
     MessageSaved,
     ModerateMessage,
+    PinMessage,
     PostMessage,
     React,
     RemoveParticipant,
@@ -60,17 +74,23 @@ from confab.conversation import ConversationView, MessageView, message_object
 from confab.conversation import evolve as fold
 from confab.errors import Forbidden, InternalError, NotFound, Unavailable
 from confab.ids import new_id
+from confab.links import first_link
 from confab.logging import get_logger
 from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
 from confab_messaging import domain, render
-from confab_messaging.domain import ConversationState, Resent
+from confab_messaging import mentions as mention_rules
+from confab_messaging.domain import ConversationState, MessageState, Resent
 from confab_messaging.handlers import Lookups, conversation_subject, valid
 from confab_messaging.store import UserRow
 
 log = get_logger("confab_messaging")
 
 E = TypeVar("E", bound=Event)
+
+# Link previews asked of media and not answered yet, at most (media down: a few seconds'
+# worth of posts with links, then none until it answers again).
+PREVIEWS_IN_FLIGHT = 1000
 
 Shell = CommandShell[domain.Command, ConversationState]
 # The read side's view of an existing conversation, once it has applied a stream sequence.
@@ -149,6 +169,7 @@ class Commands:
         self.lookups = lookups
         self.existing = existing
         self.clock = clock
+        self._previews: set[asyncio.Task[None]] = set()  # asked of media, not awaited
 
     def routes(self) -> list[Route]:
         handler = self.shell.handler
@@ -165,6 +186,8 @@ class Commands:
             (SetTyping, self.set_typing),
             (ReportMessage, handler(self.report_message, self.reported)),
             (ModerateMessage, handler(self.moderate_message, self.moderated)),
+            (PinMessage, handler(self.pin_message, self.settled)),
+            (AttachPreview, handler(self.attach_preview)),
         ]
 
     async def settled(self, _request: Any, executed: Executed[ConversationState]) -> Ok:
@@ -199,6 +222,7 @@ class Commands:
             unknown=[u for u in members if u not in users or users[u].erased],
             title=data.title,
             metadata=data.metadata,
+            pin_policy=data.pin_policy,
         )
         if not conversation_id:
             domain.decide(command, domain.initial())  # raises: a direct one needs two people
@@ -220,7 +244,11 @@ class Commands:
     async def update_conversation(self, cmd: UpdateConversation, _ctx: CallContext) -> Intent:
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         command = domain.UpdateConversation(
-            actor=cmd.actor, now=self.clock(), title=cmd.patch.title, metadata=cmd.patch.metadata
+            actor=cmd.actor,
+            now=self.clock(),
+            title=cmd.patch.title,
+            metadata=cmd.patch.metadata,
+            pin_policy=cmd.patch.pin_policy,
         )
         return intent(cmd.actor, subject_, command)
 
@@ -292,6 +320,8 @@ class Commands:
             client_msg_id=client_msg_id,
             message_type=data.type,
             banned=banned,
+            mentions=mention_rules.from_input(data.mentions),
+            parent_id=data.parent_id,
         )
         msg_id = (
             domain.client_msg_key(conversation_id, sender_id, client_msg_id)
@@ -304,6 +334,8 @@ class Commands:
         if isinstance(event, MessagePosted) and (
             not executed.duplicate or original in (None, event.message_id)
         ):
+            if not executed.duplicate:
+                self.ask_preview(actor.workspace_id, event, event.content, event.seq)
             return MessageSaved(
                 message=render.posted_message(event, render.sender(sender_id, users), attachments),
                 created=True,
@@ -325,13 +357,23 @@ class Commands:
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         message_id = valid(cmd.message_id, "Message")
+        if cmd.mentions is not None:
+            mentions, carried = mention_rules.from_input(cmd.mentions), False
+        else:
+            mentions, carried = await self.carried_mentions(subject_, message_id, cmd.content), True
         command = domain.EditMessage(
-            actor=cmd.actor, now=now, message_id=message_id, content=cmd.content
+            actor=cmd.actor,
+            now=now,
+            message_id=message_id,
+            content=cmd.content,
+            mentions=mentions,
+            carried=carried,
         )
         executed = await self.shell.run(intent(cmd.actor, subject_, command), ctx)
         event = executed.event
         if not isinstance(event, MessageEdited):
             raise InternalError()  # the decider decides an edit or raises
+        self.ask_preview(cmd.actor.workspace_id, event, event.content, event.seq)
         await self.lookups.settle(executed.version)  # history shows it when this returns
         users = await self.lookups.users(cmd.actor.workspace_id, [cmd.actor.user_id or ""])
         message = await self.message_now(
@@ -344,6 +386,69 @@ class Commands:
             edit=(executed.positions[0], event),
         )
         return MessageSaved(message=message, created=False, stream_seq=executed.positions[0])
+
+    async def carried_mentions(self, subject_: str, message_id: str, content: str) -> list[Mention]:
+        """The mentions of the message's text now that an edit to ``content`` leaves where
+        they were (none if it has none; the decider checks the rest)."""
+
+        def ask(state: ConversationState) -> ConversationState | None:
+            found = state.messages.get(message_id)
+            if found is None or not found.mentioned or not found.post_position:
+                return None
+            one = ConversationState(id=state.id, created_at=state.created_at)
+            one.messages[message_id] = MessageState(
+                sender_id=found.sender_id,
+                post_position=found.post_position,
+                edit_position=found.edit_position,
+            )
+            return one
+
+        state = await self.shell.aggregates.query(subject_, ask)
+        if state is None:
+            return []
+        old = await message_as_now(self.shell.aggregates, subject_, state, message_id)
+        return mention_rules.carried(old.content, content, old.mentions)
+
+    def ask_preview(
+        self, workspace_id: str, event: MessagePosted | MessageEdited, content: str, version: int
+    ) -> None:
+        """Hand the text's first link to media for a preview, without waiting for it."""
+        url = first_link(content)
+        if url is None:
+            return
+        if len(self._previews) >= PREVIEWS_IN_FLIGHT:
+            log.warning("link_preview_not_asked", message_id=event.message_id, error="busy")
+            return
+        sender = event.sender_id if isinstance(event, MessagePosted) else event.by
+        request = FetchPreview(
+            workspace_id=workspace_id,
+            conversation_id=event.conversation_id,
+            message_id=event.message_id,
+            sender_id=sender,
+            version=version,
+            url=url,
+        )
+
+        async def ask() -> None:
+            try:
+                await self.lookups.rpc.call(request, timeout=5.0)
+            except Exception as exc:  # a preview is optional: never fail the post for it
+                log.info("link_preview_not_asked", message_id=event.message_id, error=str(exc))
+
+        task = asyncio.create_task(ask())
+        self._previews.add(task)
+        task.add_done_callback(self._previews.discard)
+
+    async def attach_preview(self, cmd: AttachPreview, _ctx: CallContext) -> Intent:
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        command = domain.AttachPreview(
+            actor=cmd.actor,
+            now=self.clock(),
+            message_id=valid(cmd.message_id, "Message"),
+            version=cmd.version,
+            preview=cmd.preview,
+        )
+        return intent(cmd.actor, subject_, command)
 
     async def message_now(
         self,
@@ -386,7 +491,9 @@ class Commands:
         now = self.clock()
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
-        return intent(cmd.actor, subject_, domain.MarkRead(actor=cmd.actor, now=now, seq=cmd.seq))
+        parent_id = valid(cmd.parent_id, "Thread") if cmd.parent_id is not None else None
+        command = domain.MarkRead(actor=cmd.actor, now=now, seq=cmd.seq, parent_id=parent_id)
+        return intent(cmd.actor, subject_, command)
 
     async def set_typing(self, cmd: SetTyping, _ctx: CallContext) -> Ok:
         """Not stored: a small JSON on core NATS for the fanout."""
@@ -438,6 +545,15 @@ class Commands:
             actor=cmd.actor, now=now, message_id=cmd.message_id, action=cmd.action
         )
         return intent(cmd.actor, subject(cmd.actor.workspace_id, conversation_id), command)
+
+    async def pin_message(self, cmd: PinMessage, _ctx: CallContext) -> Intent:
+        now = self.clock()
+        await self.lookups.may_act(cmd.actor)
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        command = domain.PinMessage(
+            actor=cmd.actor, now=now, message_id=valid(cmd.message_id, "Message"), pin=cmd.pin
+        )
+        return intent(cmd.actor, subject_, command)
 
     async def moderated(self, cmd: ModerateMessage, executed: Executed[ConversationState]) -> Ok:
         await self.lookups.settle(executed.version)  # every reader shows it when this returns

@@ -27,6 +27,14 @@ the log and the read model. ``evolve`` updates the state in place (copying a
 long conversation's dicts per event would cost more than the event) and skips
 events it has already folded (``seq <= last_seq``), so folding the same event
 twice, which a concurrent catch-up can do, changes nothing.
+
+Threads, pins, mentions and link previews (issue 23): a reply names a top-level,
+visible ``parent_id`` of the same conversation (threads are one level deep); a
+thread's read mark is a ``read.marked`` with ``parent_id``. Pins are limited to
+``MAX_PINS`` per conversation; participants may pin when the conversation's
+``pin_policy`` is ``participants``, the workspace's backend always. Mentions are
+checked by ``mentions.checked``. A link preview is applied only to the text it was
+fetched for (``MessageState.text_seq``).
 """
 
 from __future__ import annotations
@@ -48,25 +56,39 @@ from confab.contracts.events.messaging import (
     ConversationEvent,
     ConversationType,
     ConversationUpdated,
+    LinkPreview,
+    Mention,
     MessageDeleted,
     MessageEdited,
     MessageModerated,
+    MessagePinned,
     MessagePosted,
+    MessagePreviewed,
     MessageReported,
     MessageType,
+    MessageUnpinned,
     ModerationAction,
     ParticipantAdded,
+    ParticipantMerged,
     ParticipantRemoved,
+    PinPolicy,
     ReactionAdded,
     ReactionRemoved,
     ReadMarked,
 )
-from confab.contracts.messaging import MAX_ATTACHMENTS, MAX_PARTICIPANTS, METADATA_MAX_BYTES, Actor
+from confab.contracts.messaging import (
+    MAX_ATTACHMENTS,
+    MAX_PARTICIPANTS,
+    MAX_PINS,
+    METADATA_MAX_BYTES,
+    Actor,
+)
 from confab.conversation import derived_type
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
 from confab.support import SUPPORT, SupportView
 from confab.support import evolve as support_fold
+from confab_messaging import mentions as mention_rules
 
 CONTENT_MAX = 10_000
 REASON_MAX = 1_000
@@ -97,6 +119,7 @@ class CreateConversation(Command, kw_only=True, frozen=True):
     unknown: list[str] = []
     title: str | None = None
     metadata: dict[str, Any] | None = None
+    pin_policy: PinPolicy = "participants"
 
 
 class UpdateConversation(Command, kw_only=True, frozen=True):
@@ -104,6 +127,7 @@ class UpdateConversation(Command, kw_only=True, frozen=True):
 
     title: str | msgspec.UnsetType | None = msgspec.UNSET
     metadata: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+    pin_policy: PinPolicy | msgspec.UnsetType = msgspec.UNSET
 
 
 class AddParticipant(Command, kw_only=True, frozen=True):
@@ -133,11 +157,19 @@ class PostMessage(Command, kw_only=True, frozen=True):
     client_msg_id: str | None = None
     message_type: MessageType | None = None  # None: derived from sender and attachments
     banned: bool = False
+    mentions: list[Mention] = []
+    parent_id: str | None = None
 
 
 class EditMessage(Command, kw_only=True, frozen=True):
+    """``mentions``: those the client gave for the new text (``carried`` False: checked,
+    refused if they do not fit), or those carried over from the old text by the handler
+    (``carried`` True: kept only for users still taking part)."""
+
     message_id: str
     content: str
+    mentions: list[Mention] = []
+    carried: bool = False
 
 
 class DeleteMessage(Command, kw_only=True, frozen=True):
@@ -151,7 +183,21 @@ class React(Command, kw_only=True, frozen=True):
 
 
 class MarkRead(Command, kw_only=True, frozen=True):
-    seq: int | None = None  # None: up to the latest message
+    seq: int | None = None  # None: up to the latest message (of the thread, with parent_id)
+    parent_id: str | None = None  # a thread's read mark
+
+
+class PinMessage(Command, kw_only=True, frozen=True):
+    message_id: str
+    pin: bool
+
+
+class AttachPreview(Command, kw_only=True, frozen=True):
+    """Media's preview of the first link of the message's text as of ``version``."""
+
+    message_id: str
+    version: int
+    preview: LinkPreview
 
 
 class ReportMessage(Command, kw_only=True, frozen=True):
@@ -183,6 +229,10 @@ class MessageState:
     attachments: tuple[str, ...] | None = None  # attachment ids; None without any
     post_position: int = 0  # the stream sequence of its message.posted (0: not told)
     edit_position: int = 0  # the stream sequence of its last message.edited (0: none)
+    parent_id: str | None = None  # a thread reply's parent
+    last_reply_seq: int = 0  # a parent's: the seq of its thread's last reply
+    text_seq: int = 0  # the seq of the post or edit its text is from
+    mentioned: bool = False  # its text has mentions (an edit without them carries them)
 
     @property
     def visible(self) -> bool:
@@ -209,6 +259,9 @@ class ConversationState:
     attached: dict[str, str] = field(default_factory=dict)  # attachment id -> message id
     # A support conversation's staff view (status, assignee, tags): ``confab.support``.
     support: SupportView | None = None
+    pins: dict[str, None] = field(default_factory=dict)  # pinned message ids, in order
+    pin_policy: str = "participants"
+    thread_reads: dict[tuple[str, str], int] = field(default_factory=dict)  # (parent, user)
 
     @property
     def exists(self) -> bool:
@@ -247,27 +300,55 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
             state.created_at = event.at
             state.created_by = event.created_by
             state.members = dict.fromkeys(event.participant_ids)
+            state.pin_policy = event.pin_policy
         case ConversationUpdated():
             state.title = event.title
             state.metadata = dict(event.metadata)
+            state.pin_policy = event.pin_policy
         case ParticipantAdded():
             state.members[event.user_id] = None
         case ParticipantRemoved():
             state.members.pop(event.user_id, None)
+        case ParticipantMerged():
+            state.members.pop(event.user_id, None)
+            state.members[event.into_id] = None
+            gone = state.reads.pop(event.user_id, 0)
+            state.reads[event.into_id] = max(state.reads.get(event.into_id, 0), gone)
+            for message in state.messages.values():
+                if message.sender_id == event.user_id:
+                    message.sender_id = event.into_id
         case MessagePosted():
             sender = sys.intern(event.sender_id) if event.sender_id is not None else None
             state.messages[event.message_id] = MessageState(
-                sender_id=sender, attachments=tuple(event.attachment_ids) or None
+                sender_id=sender,
+                attachments=tuple(event.attachment_ids) or None,
+                parent_id=event.parent_id,
+                text_seq=event.seq,
+                mentioned=bool(event.mentions),
             )
             for attachment_id in event.attachment_ids:
                 state.attached[attachment_id] = event.message_id
             state.last_message_seq = event.seq
+            if event.parent_id is not None:
+                parent = state.messages.get(event.parent_id)
+                if parent is not None:
+                    parent.last_reply_seq = event.seq
             if event.client_msg_id is not None:
                 state.client_keys[(event.sender_id or "", event.client_msg_id)] = event.message_id
+        case MessageEdited():
+            found = state.messages.get(event.message_id)
+            if found is not None:
+                found.text_seq = event.seq
+                found.mentioned = bool(event.mentions)
         case MessageDeleted():
             found = state.messages.get(event.message_id)
             if found is not None:
                 found.deleted = True
+            state.pins.pop(event.message_id, None)
+        case MessagePinned():
+            state.pins[event.message_id] = None
+        case MessageUnpinned():
+            state.pins.pop(event.message_id, None)
         case ReactionAdded():
             found = state.messages.get(event.message_id)
             if found is not None:
@@ -280,6 +361,9 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
                 found.reactions.pop((event.emoji, event.user_id), None)
                 if not found.reactions:
                     found.reactions = None
+        case ReadMarked() if event.parent_id is not None:
+            key = (event.parent_id, event.user_id)
+            state.thread_reads[key] = max(state.thread_reads.get(key, 0), event.up_to)
         case ReadMarked():
             state.reads[event.user_id] = max(state.reads.get(event.user_id, 0), event.up_to)
         case MessageModerated():
@@ -291,7 +375,8 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
                     found.hidden = False
                 else:
                     found.deleted = True
-        # message.edited changes nothing kept here but where it is (``stored``).
+                    state.pins.pop(event.message_id, None)
+        # message.previewed changes nothing the decisions need.
     state.last_seq = event.seq
     return state
 
@@ -332,6 +417,10 @@ def decide(command: Command, state: ConversationState) -> Decision[Any]:
             return _report(command, state)
         case ModerateMessage():
             return _moderate(command, state)
+        case PinMessage():
+            return _pin(command, state)
+        case AttachPreview():
+            return _preview(command, state)
     raise TypeError(f"not a conversation command: {type(command).__name__}")
 
 
@@ -442,7 +531,8 @@ def _update(command: UpdateConversation, state: ConversationState) -> Decision[N
         else merged_metadata(state.metadata, command.metadata)
     )
     check_metadata(metadata)
-    if title == state.title and metadata == state.metadata:
+    policy = state.pin_policy if command.pin_policy is msgspec.UNSET else command.pin_policy
+    if title == state.title and metadata == state.metadata and policy == state.pin_policy:
         return NOTHING
     return emit(
         ConversationUpdated(
@@ -452,6 +542,7 @@ def _update(command: UpdateConversation, state: ConversationState) -> Decision[N
             title=title,
             metadata=metadata,
             by=command.actor.key_id,
+            pin_policy=policy,  # type: ignore[arg-type]
         )
     )
 
@@ -493,6 +584,7 @@ def _create(command: CreateConversation, state: ConversationState) -> Decision[N
             metadata=dict(command.metadata or {}),
             participant_ids=list(participant_ids),
             created_by=actor.user_id,
+            pin_policy=command.pin_policy,
         )
     )
 
@@ -591,6 +683,9 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
             "The message replied to does not exist.",
             {"reply_to": "must be a message of this conversation"},
         )
+    if command.parent_id is not None:
+        _thread_parent(state, command.parent_id)
+    mentions = mention_rules.checked(command.content, command.mentions, state.members)
     message_type = _message_type(command)
     return emit(
         MessagePosted(
@@ -609,8 +704,26 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
             reply_to=command.reply_to,
             client_msg_id=client_msg_id,
             message_type=message_type,  # type: ignore[arg-type]
+            mentions=mentions,
+            parent_id=command.parent_id,
         )
     )
+
+
+def _thread_parent(state: ConversationState, parent_id: str) -> MessageState:
+    """The parent a reply names: a visible top-level message of this conversation."""
+    found = state.messages.get(parent_id)
+    if found is None or not found.visible:
+        raise InvalidRequest(
+            "The thread's message does not exist.",
+            {"parent_id": "must be a visible message of this conversation"},
+        )
+    if found.parent_id is not None:
+        raise InvalidRequest(
+            "Threads are one level deep: reply in the thread of its top-level message.",
+            {"parent_id": "must be a top-level message, not a reply"},
+        )
+    return found
 
 
 def _message_type(command: PostMessage) -> str:
@@ -669,6 +782,10 @@ def _edit(command: EditMessage, state: ConversationState) -> Decision[None]:
     if actor.user_id is None or found.sender_id != actor.user_id:
         raise Forbidden("You can only edit your own messages.")
     check_content(command.content)
+    given = command.mentions
+    if command.carried:
+        given = [m for m in given if m.user_id in state.members]
+    mentions = mention_rules.checked(command.content, given, state.members)
     return emit(
         MessageEdited(
             conversation_id=state.id,
@@ -677,6 +794,7 @@ def _edit(command: EditMessage, state: ConversationState) -> Decision[None]:
             message_id=command.message_id,
             content=command.content,
             by=actor.user_id,
+            mentions=mentions,
         )
     )
 
@@ -731,11 +849,18 @@ def _mark_read(command: MarkRead, state: ConversationState) -> Decision[None]:
     """Everything up to ``seq`` (default: the latest message) is read; never moves backwards."""
     _visible(state, command.actor)
     user_id = _participant(command.actor, "mark a conversation read")
-    seq = command.seq
+    seq, parent_id = command.seq, command.parent_id
     if seq is not None and seq < 0:
         raise InvalidRequest("The seq is not valid.", {"seq": "must be 0 or more"})
-    up_to = state.last_message_seq if seq is None else min(seq, state.last_message_seq)
-    if up_to <= state.reads.get(user_id, 0):
+    if parent_id is not None:
+        found = state.messages.get(parent_id)
+        if found is None or found.parent_id is not None:
+            raise NotFound("Thread not found.", {"parent_id": "not a top-level message here"})
+        last, read = found.last_reply_seq, state.thread_reads.get((parent_id, user_id), 0)
+    else:
+        last, read = state.last_message_seq, state.reads.get(user_id, 0)
+    up_to = last if seq is None else min(seq, last)
+    if up_to <= read:
         return NOTHING
     return emit(
         ReadMarked(
@@ -744,6 +869,7 @@ def _mark_read(command: MarkRead, state: ConversationState) -> Decision[None]:
             at=command.now,
             user_id=user_id,
             up_to=up_to,
+            parent_id=parent_id,
         )
     )
 
@@ -796,5 +922,58 @@ def _moderate(command: ModerateMessage, state: ConversationState) -> Decision[No
             action=action,
             by=actor.key_id or "",
             attachment_ids=list(found.attachments or ()) if action == "delete" else [],
+        )
+    )
+
+
+# -- pins and link previews ----------------------------------------------------------------
+
+
+def _pin(command: PinMessage, state: ConversationState) -> Decision[None]:
+    """Pin or unpin a visible message; what is already so is a no-op. At most ``MAX_PINS``."""
+    actor = command.actor
+    _visible(state, actor)
+    if actor.user_id is not None and state.pin_policy != "participants":
+        raise Forbidden("Only the workspace's moderators can pin messages here.")
+    found = _message(state, command.message_id, visible=command.pin)
+    if found.deleted:
+        raise NotFound(MESSAGE_NOT_FOUND)
+    pinned = command.message_id in state.pins
+    if pinned == command.pin:
+        return NOTHING
+    if command.pin and len(state.pins) >= MAX_PINS:
+        raise Conflict(
+            f"A conversation has at most {MAX_PINS} pinned messages: unpin one first.",
+            {"message_id": f"at most {MAX_PINS} pins per conversation"},
+        )
+    cls = MessagePinned if command.pin else MessageUnpinned
+    return emit(
+        cls(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            message_id=command.message_id,
+            by=actor.user_id,
+        )
+    )
+
+
+def _preview(command: AttachPreview, state: ConversationState) -> Decision[None]:
+    """Media's link preview, for the message's current text only (a preview of a text an
+    edit replaced, or of a message deleted or hidden since, is dropped)."""
+    _visible(state, command.actor)
+    if command.actor.user_id is not None:
+        raise Forbidden("Only the platform attaches link previews.")
+    found = state.messages.get(command.message_id)
+    if found is None or not found.visible or found.text_seq != command.version:
+        return NOTHING
+    return emit(
+        MessagePreviewed(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            message_id=command.message_id,
+            version=command.version,
+            preview=command.preview,
         )
     )

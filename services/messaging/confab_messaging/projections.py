@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab import conversation, realtime
@@ -46,9 +46,13 @@ from confab.contracts.events.messaging import (
     MessageDeleted,
     MessageEdited,
     MessageModerated,
+    MessagePinned,
     MessagePosted,
+    MessagePreviewed,
     MessageReported,
+    MessageUnpinned,
     ParticipantAdded,
+    ParticipantMerged,
     ParticipantRemoved,
     ReactionAdded,
     ReactionRemoved,
@@ -132,6 +136,8 @@ class UsersProjection(Projection):
             sa.column("sender_id", sa.Text),
             sa.column("content", sa.Text),
             sa.column("metadata", sa.JSON),
+            sa.column("mentions", JSONB),
+            sa.column("link_preview", sa.JSON),
             schema=schema,
         )
         super().__init__()
@@ -255,6 +261,7 @@ def _conversation_row(view: ConversationView) -> dict[str, Any]:
         "last_message_id": view.last_message_id,
         "last_activity_at": view.last_activity_at,
         "stream_seq": view.stream_seq,
+        "pin_policy": view.pin_policy,
     }
 
 
@@ -288,8 +295,12 @@ class _Batch:
         self.dirty_conversations: set[str] = set()
         self.dirty_participants: set[tuple[str, str]] = set()
         self.dirty_messages: set[tuple[str, str]] = set()  # (conversation, message)
+        self.thread_reads: dict[tuple[str, str], dict[str, Any]] = {}  # (parent, user) -> row
         self.unread_conversations: set[str] = set()
         self.unread_pairs: set[tuple[str, str]] = set()
+        # Visitors merged into known users: their messages change authors (by statement,
+        # since a batch loads only the messages its events name).
+        self.merges: list[dict[str, str]] = []
 
     # -- load --------------------------------------------------------------------------
 
@@ -304,10 +315,24 @@ class _Batch:
                 continue
             conversation_ids.add(event.conversation_id)
             match event:
-                case MessageEdited() | MessageModerated() | MessageDeleted():
+                case (
+                    MessageEdited()
+                    | MessageModerated()
+                    | MessageDeleted()
+                    | MessagePinned()
+                    | MessageUnpinned()
+                    | MessagePreviewed()
+                ):
                     message_ids.add(event.message_id)
+                case MessagePosted() if event.parent_id is not None:
+                    message_ids.add(event.parent_id)  # its thread summary changes
+                case ReadMarked() if event.parent_id is not None:
+                    pass  # a thread's read mark: its own table, guarded by the mark
                 case ParticipantAdded() | ParticipantRemoved() | ReadMarked():
                     pairs.add((event.conversation_id, event.user_id))
+                case ParticipantMerged():
+                    pairs.add((event.conversation_id, event.user_id))
+                    pairs.add((event.conversation_id, event.into_id))
         c, p, m = t.conversations, t.participants, t.messages
         if conversation_ids:
             rows = await conn.execute(sa.select(c).where(c.c.id.in_(sorted(conversation_ids))))
@@ -376,8 +401,10 @@ class _Batch:
                     self._participant_changed(cid, user_id)
             case MessagePosted():
                 self.dirty_messages.add((cid, event.message_id))
+                if event.parent_id is not None:
+                    self.dirty_messages.add((cid, event.parent_id))
                 self.unread_conversations.add(cid)
-            case MessageEdited():
+            case MessageEdited() | MessagePinned() | MessageUnpinned() | MessagePreviewed():
                 self.dirty_messages.add((cid, event.message_id))
             case MessageDeleted() | MessageModerated():
                 self.dirty_messages.add((cid, event.message_id))
@@ -385,8 +412,21 @@ class _Batch:
             case ReactionAdded() | ReactionRemoved():
                 key = (event.message_id, event.emoji, event.user_id)
                 self.reaction_ops[key] = event.seq if isinstance(event, ReactionAdded) else None
+            case ReadMarked() if event.parent_id is not None:
+                key = (event.parent_id, event.user_id)
+                self.thread_reads[key] = {
+                    "parent_id": event.parent_id,
+                    "user_id": event.user_id,
+                    "conversation_id": cid,
+                    "last_read_seq": view.thread_reads[key],
+                }
             case ParticipantAdded() | ParticipantRemoved() | ReadMarked():
                 self._participant_changed(cid, event.user_id)
+            case ParticipantMerged():
+                self._participant_changed(cid, event.user_id)
+                self._participant_changed(cid, event.into_id)
+                self.unread_conversations.add(cid)  # the messages changed authors
+                self.merges.append({"b_cid": cid, "b_from": event.user_id, "b_into": event.into_id})
 
     def _participant_changed(self, cid: str, user_id: str) -> None:
         self.dirty_participants.add((cid, user_id))
@@ -425,6 +465,7 @@ class _Batch:
                 "last_message_id",
                 "last_activity_at",
                 "stream_seq",
+                "pin_policy",
             ],
             guard="last_seq",
         )
@@ -449,8 +490,27 @@ class _Batch:
             t.messages,
             messages,
             keys=["id"],
-            update=["content", "edited_at", "deleted", "hidden", "version"],
+            update=list(conversation.MESSAGE_CHANGES),
             guard="version",
+        )
+        if self.merges:
+            m = t.messages
+            await conn.execute(
+                m.update()
+                .where(
+                    m.c.conversation_id == sa.bindparam("b_cid"),
+                    m.c.sender_id == sa.bindparam("b_from"),
+                )
+                .values(sender_id=sa.bindparam("b_into")),
+                self.merges,
+            )
+        await _upsert(
+            conn,
+            t.thread_reads,
+            [self.thread_reads[k] for k in sorted(self.thread_reads)],
+            keys=["parent_id", "user_id"],
+            update=["last_read_seq"],
+            guard="last_read_seq",
         )
         await self._write_reactions(conn)
         if self.reports:
@@ -509,6 +569,7 @@ class _Batch:
                 m.c.seq > p.c.last_read_seq,
                 sa.not_(m.c.deleted),
                 sa.not_(m.c.hidden),
+                m.c.parent_id.is_(None),  # thread replies count in their thread
                 m.c.sender_id.is_distinct_from(p.c.user_id),
             )
             .scalar_subquery()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from confab import realtime
 from confab.contracts.base import Ok
 from confab.contracts.messaging import (
+    MAX_PINS,
     Actor,
     CheckParticipant,
     Conversation,
@@ -24,15 +25,19 @@ from confab.contracts.messaging import (
     HistoryEvent,
     ListConversations,
     ListEvents,
+    ListMentions,
     ListMessages,
     ListModeratedMessages,
+    ListPins,
     ListReports,
+    ListThread,
     Message,
     MessageList,
     ModeratedMessage,
     ModeratedMessageList,
     Report,
     ReportList,
+    ThreadPage,
 )
 from confab.conversation import Entry, MessageView, created_payload, payload
 from confab.cursors import parse_time_cursor, time_cursor
@@ -82,6 +87,9 @@ class Queries:
             (ListEvents, self.list_events),
             (ListReports, self.list_reports),
             (CheckParticipant, self.check_participant),
+            (ListThread, self.list_thread),
+            (ListPins, self.list_pins),
+            (ListMentions, self.list_mentions),
         ]
 
     # -- rendering -------------------------------------------------------------------------
@@ -307,6 +315,69 @@ class Queries:
                 data = found
             out.append(HistoryEvent(seq=entry.seq, event=entry.name, data=data, at=entry.at))
         return out
+
+    # -- threads, pins, mentions ---------------------------------------------------------
+
+    async def list_thread(self, query: ListThread, _ctx: CallContext) -> ThreadPage:
+        """A page of a thread's replies by seq, with the parent as it is now."""
+        limit = _limit(query.limit)
+        await self.lookups.min_seq(query.min_seq)
+        row, _ = await self._visible(query.actor, query.conversation_id)
+        parent_id = valid(query.parent_id, "Thread")
+        found = await self.store.message(parent_id, conversation_id=row["id"])
+        if found is None or found[0]["parent_id"] is not None:
+            raise NotFound("Thread not found.")
+        workspace_id, viewer = query.actor.workspace_id, query.actor.user_id
+        parent_page = MessagePage([found[0]], {parent_id: found[1]}, False)
+        (parent,) = await self.render_messages(workspace_id, parent_page, viewer)
+        page = await self.store.messages(
+            row["id"], before=query.before, after=query.after, limit=limit, parent_id=parent_id
+        )
+        data = await self.render_messages(workspace_id, page, viewer)
+        cursor = None
+        if page.has_more and data:
+            cursor = str(data[-1].seq if query.after is not None else data[0].seq)
+        mark, unread = (0, 0)
+        if viewer is not None:
+            mark, unread = await self.store.thread_read(parent_id, viewer)
+        return ThreadPage(
+            parent=parent,
+            data=data,
+            has_more=page.has_more,
+            next_cursor=cursor,
+            last_read_seq=mark,
+            unread_count=unread,
+        )
+
+    async def list_pins(self, query: ListPins, _ctx: CallContext) -> MessageList:
+        await self.lookups.min_seq(query.min_seq)
+        row, _ = await self._visible(query.actor, query.conversation_id)
+        page = await self.store.pins(row["id"], MAX_PINS)
+        data = await self.render_messages(query.actor.workspace_id, page, query.actor.user_id)
+        return MessageList(data=data, has_more=False, next_cursor=None)
+
+    async def list_mentions(self, query: ListMentions, _ctx: CallContext) -> MessageList:
+        """Messages mentioning the widget's user where they take part now."""
+        limit = _limit(query.limit)
+        actor = query.actor
+        workspace_id = valid(actor.workspace_id, "Workspace")
+        if actor.user_id is None:
+            raise Forbidden("Mentions are listed for a widget's user.")
+        await self.lookups.min_seq(query.min_seq)
+        conversation_id = None
+        if query.conversation_id is not None:
+            row, _ = await self._visible(actor, query.conversation_id)
+            conversation_id = row["id"]
+        page = await self.store.mentioning(
+            workspace_id,
+            actor.user_id,
+            conversation_id=conversation_id,
+            before=_seq_cursor(query.cursor),
+            limit=limit,
+        )
+        data = await self.render_messages(workspace_id, page, actor.user_id)
+        cursor = str(page.rows[-1]["stream_seq"]) if page.has_more and page.rows else None
+        return MessageList(data=data, has_more=page.has_more, next_cursor=cursor)
 
     # -- reports ---------------------------------------------------------------------------
 

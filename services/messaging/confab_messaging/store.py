@@ -37,6 +37,7 @@ class ConversationTables:
     reactions: sa.Table
     reports: sa.Table
     events: sa.Table
+    thread_reads: sa.Table
 
     def all(self) -> tuple[sa.Table, ...]:
         return (
@@ -46,6 +47,7 @@ class ConversationTables:
             self.reactions,
             self.reports,
             self.events,
+            self.thread_reads,
         )
 
 
@@ -81,6 +83,7 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("last_message_id", sa.Text, nullable=True),
         sa.Column("last_activity_at", ts, nullable=False),
         sa.Column("stream_seq", sa.BigInteger, nullable=False),  # of the last event
+        sa.Column("pin_policy", sa.Text, nullable=True),  # null: participants (older rows)
         sa.Index("conversations_activity", "workspace_id", "last_activity_at", "id"),
         # The tenant's metadata filter (metadata.<key>=<value>): containment on any key.
         sa.Index(
@@ -120,15 +123,43 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("version", sa.Integer, nullable=False),  # conversation seq of the last change
         sa.Column("stream_seq", sa.BigInteger, nullable=False),  # where it was posted
         sa.Column("message_type", sa.Text, nullable=True),  # text, image, file, system
+        # [{user_id, start, end}]; JSONB: the mentions filter asks containment of a user id.
+        sa.Column("mentions", JSONB, nullable=True),
+        sa.Column("parent_id", sa.Text, nullable=True),  # a thread reply's top-level message
+        sa.Column("reply_count", sa.Integer, nullable=True),  # a parent's thread summary
+        sa.Column("last_reply_id", sa.Text, nullable=True),
+        sa.Column("last_reply_at", ts, nullable=True),
+        sa.Column("thread_participants", sa.JSON, nullable=True),
+        sa.Column("pinned_at", ts, nullable=True),
+        sa.Column("pinned_by", sa.Text, nullable=True),
+        sa.Column("link_preview", sa.JSON, nullable=True),
         sa.UniqueConstraint("conversation_id", "seq", name="messages_conversation_seq"),
         sa.Index("messages_sender", "sender_id", "stream_seq"),  # a user's data export
-        # Unread counts: the visible messages after a read mark, with their sender.
+        # A thread's replies by seq.
         sa.Index(
-            "messages_visible",
+            "messages_thread",
+            "parent_id",
+            "seq",
+            postgresql_where=sa.text("parent_id IS NOT NULL"),
+        ),
+        # A conversation's pins.
+        sa.Index(
+            "messages_pinned",
+            "conversation_id",
+            "pinned_at",
+            postgresql_where=sa.text("pinned_at IS NOT NULL"),
+        ),
+        # "Messages mentioning me": containment of {"user_id": …} in mentions.
+        sa.Index("messages_mentions", "mentions", postgresql_using="gin"),
+        # Unread counts: the visible top-level messages after a read mark, with their
+        # sender (thread replies count in their thread). Replaces "messages_visible" of
+        # older builds, which a database made by one keeps (unused).
+        sa.Index(
+            "messages_visible_top",
             "conversation_id",
             "seq",
             postgresql_include=["sender_id"],
-            postgresql_where=sa.text("NOT deleted AND NOT hidden"),
+            postgresql_where=sa.text("NOT deleted AND NOT hidden AND parent_id IS NULL"),
         ),
     )
     reactions = sa.Table(
@@ -165,7 +196,17 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("data", JSONB, nullable=False),
         sa.Column("at", ts, nullable=False),
     )
-    return ConversationTables(conversations, participants, messages, reactions, reports, events)
+    thread_reads = sa.Table(
+        "thread_reads",
+        metadata,
+        sa.Column("parent_id", sa.Text, primary_key=True),
+        sa.Column("user_id", sa.Text, primary_key=True),
+        sa.Column("conversation_id", sa.Text, nullable=False),
+        sa.Column("last_read_seq", sa.Integer, nullable=False),  # the last reply read
+    )
+    return ConversationTables(
+        conversations, participants, messages, reactions, reports, events, thread_reads
+    )
 
 
 USER_METADATA = sa.MetaData(schema=SCHEMA)
@@ -224,6 +265,7 @@ def conversation_view(row: Row) -> ConversationView:
     view.stream_seq = row["stream_seq"]
     view.last_message_id = row["last_message_id"]
     view.last_activity_at = row["last_activity_at"]
+    view.pin_policy = row.get("pin_policy") or "participants"
     return view
 
 
@@ -413,11 +455,17 @@ class Store:
         before: int | None,
         after: int | None,
         limit: int,
+        parent_id: str | None = None,
     ) -> MessagePage:
         """Messages by seq, ascending. With ``after``: the first ``limit`` after it;
-        otherwise the last ``limit`` before ``before`` (or the latest)."""
+        otherwise the last ``limit`` before ``before`` (or the latest). The main timeline
+        (``parent_id`` None) or one thread's replies."""
         m = self.t.messages
         query = sa.select(m).where(m.c.conversation_id == conversation_id)
+        if parent_id is None:
+            query = query.where(m.c.parent_id.is_(None))
+        else:
+            query = query.where(m.c.parent_id == parent_id)
         if before is not None:
             query = query.where(m.c.seq < before)
         if after is not None:
@@ -517,3 +565,91 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [row._mapping for row in rows[:limit]], len(rows) > limit
+
+    # -- threads, pins, mentions ---------------------------------------------------------
+
+    async def thread_read(self, parent_id: str, user_id: str) -> tuple[int, int]:
+        """The user's read mark in a thread, and the visible replies by others after it."""
+        r, m = self.t.thread_reads, self.t.messages
+        async with self.engine.connect() as conn:
+            mark = (
+                await conn.execute(
+                    sa.select(r.c.last_read_seq).where(
+                        r.c.parent_id == parent_id, r.c.user_id == user_id
+                    )
+                )
+            ).scalar_one_or_none() or 0
+            unread = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(m)
+                    .where(
+                        m.c.parent_id == parent_id,
+                        m.c.seq > mark,
+                        sa.not_(m.c.deleted),
+                        sa.not_(m.c.hidden),
+                        m.c.sender_id.is_distinct_from(user_id),
+                    )
+                )
+            ).scalar_one()
+        return mark, unread
+
+    async def pins(self, conversation_id: str, limit: int) -> MessagePage:
+        """The conversation's pinned messages that are not hidden, most recently pinned
+        first."""
+        m = self.t.messages
+        query = (
+            sa.select(m)
+            .where(
+                m.c.conversation_id == conversation_id,
+                m.c.pinned_at.is_not(None),
+                sa.not_(m.c.hidden),
+            )
+            .order_by(m.c.pinned_at.desc(), m.c.seq.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            reactions = await self._reactions(conn, [r.id for r in rows])
+        return MessagePage([r._mapping for r in rows], reactions, False)
+
+    async def mentioning(
+        self,
+        workspace_id: str,
+        user_id: str,
+        *,
+        conversation_id: str | None,
+        before: int | None,
+        limit: int,
+    ) -> MessagePage:
+        """Visible messages mentioning ``user_id`` in conversations they take part in now,
+        newest first (by stream sequence)."""
+        m, c, p = self.t.messages, self.t.conversations, self.t.participants
+        query = (
+            sa.select(m)
+            .join(c, c.c.id == m.c.conversation_id)
+            .join(
+                p,
+                sa.and_(
+                    p.c.conversation_id == m.c.conversation_id,
+                    p.c.user_id == user_id,
+                    p.c.active.is_(True),
+                ),
+            )
+            .where(
+                c.c.workspace_id == workspace_id,
+                m.c.mentions.op("@>")(sa.cast([{"user_id": user_id}], JSONB)),
+                sa.not_(m.c.deleted),
+                sa.not_(m.c.hidden),
+            )
+        )
+        if conversation_id is not None:
+            query = query.where(m.c.conversation_id == conversation_id)
+        if before is not None:
+            query = query.where(m.c.stream_seq < before)
+        query = query.order_by(m.c.stream_seq.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            page = rows[:limit]
+            reactions = await self._reactions(conn, [r.id for r in page])
+        return MessagePage([r._mapping for r in page], reactions, len(rows) > limit)

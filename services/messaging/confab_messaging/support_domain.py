@@ -26,6 +26,7 @@ from typing import Any
 from confab.contracts.events.messaging import (
     NoteAdded,
     ParticipantAdded,
+    ParticipantMerged,
     SupportAssigned,
     SupportStatus,
     SupportStatusChanged,
@@ -73,6 +74,15 @@ class AddNote(StaffCommand, kw_only=True, frozen=True):
     content: str
 
 
+class MergeVisitor(StaffCommand, kw_only=True, frozen=True):
+    """``visitor_id``'s part in the conversation goes to ``user_id`` (``user_exists``: a
+    live user of the workspace, looked up by the handler)."""
+
+    visitor_id: str
+    user_id: str
+    user_exists: bool
+
+
 class JoinAsAgent(StaffCommand, kw_only=True, frozen=True):
     user_id: str
     user_exists: bool
@@ -103,6 +113,8 @@ def decide(command: domain.Command, state: ConversationState) -> Decision[Any]:
             return _note(command, state)
         case JoinAsAgent():
             return _join(command, state)
+        case MergeVisitor():
+            return _merge(command, state)
     return domain.decide(command, state)
 
 
@@ -221,5 +233,34 @@ def _join(command: JoinAsAgent, state: ConversationState) -> Decision[None]:
             at=command.now,
             user_id=command.user_id,
             by=command.by,
+        )
+    )
+
+
+def _merge(command: MergeVisitor, state: ConversationState) -> Decision[None]:
+    """Any conversation (not only support ones) the visitor is in; nothing if they are not."""
+    if not state.exists:
+        raise NotFound(CONVERSATION_NOT_FOUND)
+    if command.actor.user_id is not None:
+        raise Forbidden("Only the workspace's backend can merge users.")
+    if command.visitor_id == command.user_id:
+        raise InvalidRequest("A user cannot be merged into itself.", {"visitor_id": "another user"})
+    if not command.user_exists:
+        raise NotFound("User not found.")
+    if command.visitor_id not in state.members:
+        return NOTHING
+    if state.kind == "direct" and command.user_id in state.members:
+        raise InvalidRequest(
+            "Both users are in a direct conversation.",
+            {"visitor_id": "a direct conversation cannot have one person twice"},
+        )
+    return emit(
+        ParticipantMerged(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            user_id=command.visitor_id,
+            into_id=command.user_id,
+            by=command.actor.key_id,
         )
     )

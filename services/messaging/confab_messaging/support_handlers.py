@@ -20,15 +20,26 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from confab.contracts.messaging import Actor, MessageInput, MessageSaved, PostMessage
+from confab.contracts.base import Ok
+from confab.contracts.messaging import (
+    Actor,
+    MarkRead,
+    MessageInput,
+    MessageSaved,
+    PostMessage,
+    SetTyping,
+)
 from confab.contracts.support import (
     AddNote,
+    AgentRead,
+    AgentTyping,
     AssignSupport,
     AutoAssign,
     GetSupport,
     InboxCounts,
     ListNotes,
     ListSupport,
+    MergeParticipant,
     Note,
     NoteList,
     ReplySupport,
@@ -92,6 +103,9 @@ class Support:
             (TagSupport, self.tag),
             (AddNote, self.add_note),
             (ReplySupport, self.reply),
+            (AgentRead, self.read),
+            (AgentTyping, self.typing),
+            (MergeParticipant, self.merge),
             (ListSupport, self.list),
             (GetSupport, self.get),
             (ListNotes, self.list_notes),
@@ -194,10 +208,11 @@ class Support:
             raise Unavailable("The read model is catching up; try again shortly.")
         return _note(row)
 
-    async def reply(self, cmd: ReplySupport, ctx: CallContext) -> MessageSaved:
-        """The agent joins (if not a participant yet), then posts as themselves."""
+    async def join(self, cmd: StaffRequest, author_id: str) -> Actor:
+        """The agent joins the support conversation if not a participant yet; the actor
+        they then act as (messaging's own, after checking the tenant's side)."""
         workspace_id = tenant_side(cmd.actor)
-        author = valid(cmd.author_id, "User")
+        author = valid(author_id, "User")
         users = await self.lookups.known_users(workspace_id, [author])
         found = users.get(author)
         command = support_domain.JoinAsAgent(
@@ -211,12 +226,30 @@ class Support:
             ),
         )
         await self._run(cmd, command)
+        return Actor(workspace_id=workspace_id, user_id=author)
+
+    async def read(self, cmd: AgentRead, ctx: CallContext) -> Ok:
+        agent = await self.join(cmd, cmd.author_id)
+        request = MarkRead(actor=agent, conversation_id=cmd.conversation_id, seq=cmd.seq)
+        executed = await self.commands.shell.run(await self.commands.mark_read(request, ctx), ctx)
+        return Ok(seq=executed.version)
+
+    async def typing(self, cmd: AgentTyping, ctx: CallContext) -> Ok:
+        agent = await self.join(cmd, cmd.author_id)
+        request = SetTyping(
+            actor=agent, conversation_id=cmd.conversation_id, is_typing=cmd.is_typing
+        )
+        return await self.commands.set_typing(request, ctx)
+
+    async def reply(self, cmd: ReplySupport, ctx: CallContext) -> MessageSaved:
+        """The agent joins (if not a participant yet), then posts as themselves."""
+        await self.join(cmd, cmd.author_id)
         data = cmd.input
         return await self.commands.post_message(
             PostMessage(
                 actor=cmd.actor,
                 conversation_id=cmd.conversation_id,
-                sender_id=author,
+                sender_id=cmd.author_id,
                 input=MessageInput(
                     content=data.content,
                     attachment_ids=data.attachment_ids,
@@ -225,6 +258,23 @@ class Support:
             ),
             ctx,
         )
+
+    async def merge(self, cmd: MergeParticipant, _ctx: CallContext) -> Ok:
+        """A visitor's part in one conversation goes to a known user (``merge``)."""
+        workspace_id = tenant_side(cmd.actor)
+        user_id = valid(cmd.user_id, "User")
+        users = await self.lookups.known_users(workspace_id, [user_id])
+        command = support_domain.MergeVisitor(
+            actor=cmd.actor,
+            now=self.clock(),
+            visitor_id=valid(cmd.visitor_id, "User"),
+            user_id=user_id,
+            user_exists=user_id in users and not users[user_id].erased,
+        )
+        subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
+        executed = await self.commands.shell.run(intent(cmd.actor, subject_, command))
+        await self.settle(executed.version)
+        return Ok(seq=executed.version)
 
     # -- queries -------------------------------------------------------------------------
 

@@ -106,7 +106,12 @@ class SupportProjection(Projection):
 
 
 async def blank_notes(conn: AsyncConnection, user_ids: Sequence[str], schema: str = SCHEMA) -> None:
-    """What erasure leaves of erased staff members' notes: no content."""
+    """What erasure leaves of erased staff members' notes: no content. (A read model built
+    without the support projection has no notes table: nothing to blank. A rebuild reads
+    an erased author's notes blank anyway: their key is gone.)"""
+    found = await conn.execute(sa.select(sa.func.to_regclass(f"{schema}.notes")))
+    if found.scalar() is None:
+        return
     notes = sa.table(
         "notes", sa.column("author_id", sa.Text), sa.column("content", sa.Text), schema=schema
     )

@@ -4,7 +4,7 @@ Owns the ``WEBHOOKS`` stream (tenants' endpoints, event-sourced: see
 ``confab.contracts.webhooks`` for why a stream of its own rather than identity's: an
 endpoint's history is the tenant's configuration, written and read only here) and the
 ``webhooks`` schema (the endpoints read model and the deliveries). Follows
-``CONVERSATIONS``, ``IDENTITY`` and ``MEDIA`` through one partitioned intake each
+``CONVERSATIONS``, ``IDENTITY``, ``MEDIA`` and ``NOTIFIER`` through one partitioned intake each
 (``projections.Intake``), sends what they queue (``delivery.Sender``), and answers the
 commands (``commands``: the endpoint decider of ``domain`` run by the command shell,
 pings, retries) and queries (``queries``) of ``confab.contracts.webhooks``. Bans do not
@@ -21,7 +21,7 @@ import os
 
 from confab.aggregate import Aggregates
 from confab.authority import USER_ERASED, Change, Follower
-from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, WEBHOOKS
+from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, NOTIFIER, WEBHOOKS
 from confab.eventlog import JetStreamLog
 from confab.service import Service, StartupError, run_service
 from confab.shell import CommandShell, routes
@@ -45,7 +45,7 @@ async def setup(service: Service) -> None:
     if settings.nice:
         os.nice(max(0, settings.nice - os.nice(0)))
     # The streams it follows are declared too (idempotent): start-up order does not matter.
-    await service.declare(WEBHOOKS, CONVERSATIONS, IDENTITY, MEDIA)
+    await service.declare(WEBHOOKS, CONVERSATIONS, IDENTITY, MEDIA, NOTIFIER)
     assert service.engine is not None
     store = Store(service.engine)
     keys = await service.key_ring()

@@ -3,7 +3,7 @@
 Each endpoint command is the shell's three steps (``confab.shell``) on the endpoint
 decider (``domain``): *prepare* finds the endpoint in the read model (a malformed,
 unknown or foreign id is "not found" before anything else is looked at), checks a new
-URL and where its host resolves (``safety``), and makes up the new id, secret and
+URL and where its host resolves (``confab.egress``), and makes up the new id, secret and
 ``now``; the shell runs the command against the endpoint's subject of ``WEBHOOKS`` with
 optimistic concurrency; the reply waits until the endpoints read model shows the change
 (bounded by ``read_wait_seconds``), so a ``GET`` right after reads it, and the intake of
@@ -42,6 +42,7 @@ from confab.contracts.webhooks import (
     Webhook,
     WebhookWithSecret,
 )
+from confab.egress import check_resolved, check_url
 from confab.errors import InvalidRequest, NotFound
 from confab.ids import new_id
 from confab.logging import get_logger
@@ -53,7 +54,6 @@ from confab_webhooks.delivery import Outbound, Signer
 from confab_webhooks.domain import EndpointState, State
 from confab_webhooks.handlers import delivery_of, endpoint
 from confab_webhooks.render import Renderer
-from confab_webhooks.safety import check_resolved, check_url
 from confab_webhooks.store import Store
 
 log = get_logger("confab.webhooks")

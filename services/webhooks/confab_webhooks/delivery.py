@@ -11,7 +11,7 @@ conversation's events in log order. Lanes of one endpoint go out side by side, u
 An attempt is a POST of the body rendered now (``render``), signed the Standard
 Webhooks way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature`` with one
 ``v1,`` signature per live secret), through a client that never follows a redirect,
-never connects to a refused address (``safety``), reads at most
+never connects to a refused address (``confab.egress``), reads at most
 ``response_limit_bytes`` of the answer and gives up after
 ``timeout_seconds``. What an answer means (``domain.outcome``):
 
@@ -55,6 +55,7 @@ from sqlalchemy.dialects.postgresql import insert
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from confab import __version__
+from confab.egress import GuardedResolver, RefusedAddress, check_host
 from confab.errors import ConfabError
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
@@ -62,7 +63,6 @@ from confab_webhooks import domain
 from confab_webhooks.domain import Secret
 from confab_webhooks.projections import secrets_of
 from confab_webhooks.render import Renderer, message_id_of
-from confab_webhooks.safety import GuardedResolver, RefusedAddress, check_host
 from confab_webhooks.settings import WebhooksSettings
 from confab_webhooks.store import DELIVERIES, HEALTH, RECORD, Store
 

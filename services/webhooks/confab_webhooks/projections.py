@@ -5,8 +5,8 @@ every domain stream into deliveries.
 own fold (``domain.evolve``), so the read model and the write side cannot disagree. A
 deleted endpoint's pending deliveries are cancelled in the same transaction.
 
-``Intake`` (one per stream: ``CONVERSATIONS``, ``IDENTITY``, ``MEDIA``) turns each stored
-event an endpoint asked for into a delivery row, in the transaction that moves its
+``Intake`` (one per stream: ``CONVERSATIONS``, ``IDENTITY``, ``MEDIA``, ``NOTIFIER``)
+turns each stored event an endpoint asked for into a delivery row, in the transaction that moves its
 checkpoint: a crash anywhere queues each delivery exactly once. The endpoints are read
 in that same transaction, so an endpoint whose creation has returned gets every event
 stored after it (and none stored before: its ``since``). The work is split into
@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab import conversation, realtime
-from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, WEBHOOKS, StreamSpec
+from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, NOTIFIER, WEBHOOKS, StreamSpec
 from confab.contracts.events.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
 from confab.contracts.events.media import AttachmentStored
 from confab.contracts.events.messaging import (
@@ -37,6 +37,7 @@ from confab.contracts.events.messaging import (
     ConversationEvent,
     MessageReported,
 )
+from confab.contracts.events.notifier import NotificationDue
 from confab.contracts.events.webhooks import WebhookDeleted, WebhookEvent
 from confab.contracts.webhooks import EVENT_TYPES, wants
 from confab.conversation import ConversationView
@@ -204,10 +205,21 @@ def media_webhook(envelope: Envelope) -> Found | None:
     return Found("attachment.stored", event.attachment_id, ref)
 
 
+def notifier_webhook(envelope: Envelope) -> Found | None:
+    """The notifier's decision, as it decided it (references and counts, no content)."""
+    event = envelope.event
+    if not isinstance(event, NotificationDue):
+        return None
+    ref = msgspec.to_builtins(event)
+    ref.pop("workspace_id", None)
+    return Found("notification.due", event.user_id, ref)
+
+
 SOURCES: dict[str, tuple[StreamSpec, Callable[[Envelope], Found | None]]] = {
     "conversations": (CONVERSATIONS, conversation_webhook),
     "identity": (IDENTITY, identity_webhook),
     "media": (MEDIA, media_webhook),
+    "notifier": (NOTIFIER, notifier_webhook),
 }
 
 

@@ -32,7 +32,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from confab import conversation, realtime
-from confab.bus import CONVERSATIONS, IDENTITY, MEDIA
+from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, NOTIFIER
 from confab.contracts.events.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
 from confab.contracts.events.identity import subject as identity_subject
 from confab.contracts.events.media import AttachmentDeleted, AttachmentStored
@@ -296,6 +296,8 @@ class Renderer:
             return (await self.user(ws, row["lane"], row["seq"])).public()
         if row["stream"] == MEDIA.name:
             return await self.attachment(ws, row["lane"])
+        if row["stream"] == NOTIFIER.name:
+            return dict(ref)  # the decision itself: ids and counts
         view = await self.conversation(ws, row["conversation_id"], row["seq"])
         if kind == "message.reported":
             message = view.messages.get(ref["message_id"])

@@ -11,8 +11,9 @@ that do not exist yet. So what is here only grows:
 - a type is never reused for another meaning, nor a subject layout changed.
 
 One module per stream: ``identity`` (``IDENTITY``), ``messaging``
-(``CONVERSATIONS``), ``media`` (``MEDIA``), ``webhooks`` (``WEBHOOKS``), each
-with its subjects (``subject``) and the types its events are made of.
+(``CONVERSATIONS``), ``media`` (``MEDIA``), ``webhooks`` (``WEBHOOKS``),
+``notifier`` (``NOTIFIER``), each with its subjects (``subject``) and the types its
+events are made of.
 Requests, replies and request bodies live beside, in ``confab.contracts``, and
 may change with the API. ``docs/events.md`` lists every type and its fields.
 
@@ -20,7 +21,7 @@ Importing this package imports every events module, so every type is
 registered for decoding wherever events are read.
 """
 
-from confab.contracts.events import identity, media, messaging, webhooks
+from confab.contracts.events import identity, media, messaging, notifier, webhooks
 from confab.contracts.events.base import EVENT_TYPES, Event
 
-__all__ = ["EVENT_TYPES", "Event", "identity", "media", "messaging", "webhooks"]
+__all__ = ["EVENT_TYPES", "Event", "identity", "media", "messaging", "notifier", "webhooks"]

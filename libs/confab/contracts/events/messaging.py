@@ -51,6 +51,31 @@ class Attachment(msgspec.Struct, kw_only=True, frozen=True):
     thumbnail_url: str | None = None
 
 
+class Mention(msgspec.Struct, kw_only=True, frozen=True):
+    """A user mentioned in a message's text: ``content[start:end]`` (offsets in Unicode code
+    points) names them, starting with ``@``. Given by the client, checked by the write side
+    against the text and the conversation's participants (``confab_messaging.mentions``)."""
+
+    user_id: str
+    start: int
+    end: int
+
+
+class LinkPreview(msgspec.Struct, kw_only=True, frozen=True):
+    """What a message's first link shows (Open Graph / oEmbed, fetched by media). The image
+    is stored by media like an attachment (``image``, without URLs: those expire)."""
+
+    url: str  # the link as it appears in the text
+    final_url: str | None = None  # where it led, after redirects
+    title: str | None = None
+    description: str | None = None
+    site_name: str | None = None
+    image: Attachment | None = None
+
+
+PinPolicy = Literal["participants", "moderators"]
+
+
 class ConversationEvent(Event, kw_only=True, frozen=True):
     conversation_id: str
     seq: int
@@ -64,6 +89,8 @@ class ConversationCreated(ConversationEvent, kw_only=True, frozen=True):
     metadata: Metadata = {}
     participant_ids: list[str]
     created_by: str | None = None  # a user id, or None when the tenant's backend created it
+    # Who may pin messages: every participant, or only the workspace's moderators.
+    pin_policy: PinPolicy = "participants"
 
 
 class ConversationUpdated(ConversationEvent, kw_only=True, frozen=True):
@@ -74,6 +101,7 @@ class ConversationUpdated(ConversationEvent, kw_only=True, frozen=True):
     title: str | None = None
     metadata: Metadata = {}
     by: str | None = None  # the API key id of the tenant's backend
+    pin_policy: PinPolicy = "participants"
 
 
 class ParticipantAdded(ConversationEvent, kw_only=True, frozen=True):
@@ -85,6 +113,17 @@ class ParticipantAdded(ConversationEvent, kw_only=True, frozen=True):
 class ParticipantRemoved(ConversationEvent, kw_only=True, frozen=True):
     type = "participant.removed"
     user_id: str
+    by: str | None = None
+
+
+class ParticipantMerged(ConversationEvent, kw_only=True, frozen=True):
+    """The tenant merged ``user_id`` (an anonymous visitor) into ``into_id`` (a user it
+    knows): ``into_id`` takes over their part here (membership, read mark, authorship of
+    their messages); ``user_id`` is no longer a participant."""
+
+    type = "participant.merged"
+    user_id: str
+    into_id: str
     by: str | None = None
 
 
@@ -104,6 +143,9 @@ class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
     # text, image, file or system, as decided at the post (absent in older events: read
     # as derived from the sender and the attachments, ``confab.conversation``).
     message_type: MessageType | None = None
+    mentions: list[Mention] = []
+    # A reply in the thread of this top-level message (threads are one level deep).
+    parent_id: str | None = None
     sealed: str | None = None
 
 
@@ -114,6 +156,7 @@ class MessageEdited(ConversationEvent, kw_only=True, frozen=True):
     message_id: str
     content: str
     by: str
+    mentions: list[Mention] = []  # the mentions of the new text (re-checked)
     sealed: str | None = None
 
 
@@ -142,6 +185,7 @@ class ReadMarked(ConversationEvent, kw_only=True, frozen=True):
     type = "read.marked"
     user_id: str
     up_to: int  # the seq of the last message read
+    parent_id: str | None = None  # a thread's read mark: up_to is the last reply read
 
 
 class MessageReported(ConversationEvent, kw_only=True, frozen=True):
@@ -209,3 +253,27 @@ class NoteAdded(StaffEvent, kw_only=True, frozen=True):
     author_id: str
     content: str
     sealed: str | None = None
+
+
+class MessagePinned(ConversationEvent, kw_only=True, frozen=True):
+    type = "message.pinned"
+    message_id: str
+    by: str | None = None  # the user who pinned it; None: the workspace's backend
+
+
+class MessageUnpinned(ConversationEvent, kw_only=True, frozen=True):
+    type = "message.unpinned"
+    message_id: str
+    by: str | None = None
+
+
+class MessagePreviewed(ConversationEvent, kw_only=True, frozen=True):
+    """Media fetched the preview of the message's first link, for the text of ``version``
+    (the seq of the post or of the edit it was fetched for; the write side refuses a
+    preview of an older text). Not sealed: it is what a public URL shows; a message whose
+    author was erased shows none (``confab.conversation``)."""
+
+    type = "message.previewed"
+    message_id: str
+    version: int
+    preview: LinkPreview

@@ -123,8 +123,21 @@ export class Api {
     );
   }
 
-  read(id, seq) {
-    return this.request('POST', `/conversations/${enc(id)}/read`, { json: seq ? { seq } : {} });
+  read(id, seq, parentId) {
+    const json = seq ? { seq } : {};
+    if (parentId) json.parent_id = parentId; // a thread's read mark
+    return this.request('POST', `/conversations/${enc(id)}/read`, { json });
+  }
+
+  pin(id, messageId, pinned) {
+    const path = `/conversations/${enc(id)}/messages/${enc(messageId)}/pin`;
+    return this.request(pinned ? 'POST' : 'DELETE', path);
+  }
+
+  thread(id, parentId, { before, limit = 50 } = {}) {
+    return this.request('GET', `/conversations/${enc(id)}/messages/${enc(parentId)}/thread`, {
+      query: { before, limit },
+    });
   }
 
   typing(id, isTyping) {

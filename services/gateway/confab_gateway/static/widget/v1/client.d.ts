@@ -48,6 +48,29 @@ export interface Message {
   edited_at: string | null;
   deleted: boolean;
   client_msg_id?: string | null;
+  /** People mentioned: text[start, end) in Unicode code points names user_id. */
+  mentions?: Mention[];
+  /** A reply in the thread of this top-level message. */
+  parent_id?: string | null;
+  /** A top-level message's thread, once it has replies. */
+  thread?: { reply_count: number; last_reply_id: string | null; last_reply_at: string | null; participants: string[] } | null;
+  pinned_at?: string | null;
+  pinned_by?: string | null;
+  /** The preview of the message's first link (arrives as a message.updated). */
+  link_preview?: {
+    url: string;
+    final_url: string | null;
+    title: string | null;
+    description: string | null;
+    site_name: string | null;
+    image: Attachment | null;
+  } | null;
+}
+
+export interface Mention {
+  user_id: string;
+  start: number;
+  end: number;
 }
 
 /** Your message as sent, until the stored one replaces it (id "local:<client_msg_id>"). */
@@ -175,7 +198,12 @@ export declare class ConfabClient extends EventTarget {
 
   send(
     id: string,
-    message: { content?: string; attachments?: Attachment[]; metadata?: Record<string, unknown> },
+    message: {
+      content?: string;
+      attachments?: Attachment[];
+      metadata?: Record<string, unknown>;
+      mentions?: Mention[];
+    },
   ): LocalMessage;
   retry(id: string, localId: string): void;
   discard(id: string, localId: string): void;

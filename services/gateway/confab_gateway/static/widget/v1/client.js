@@ -564,6 +564,13 @@ export class ConfabClient extends EventTarget {
   apply(rec, name, data) {
     const thread = rec.thread;
     const mine = this.user.id;
+    // A thread's replies and read marks are the thread view's (threads.js, on 'event'):
+    // the main timeline only counts the reply on its parent.
+    if (data.parent_id) {
+      if (name === 'message.created' && thread) this.replied(rec, data);
+      this.emit('event', { conversationId: rec.id, name, data });
+      return;
+    }
     switch (name) {
       case 'message.created': {
         const senderId = data.sender ? data.sender.id : null;
@@ -623,7 +630,24 @@ export class ConfabClient extends EventTarget {
       default:
         break;
     }
+    this.emit('event', { conversationId: rec.id, name, data });
     this.emit('conversation', { conversationId: rec.id });
+  }
+
+  // A reply in a thread: its parent's summary counts it.
+  replied(rec, reply) {
+    const parent = rec.thread.messages.get(reply.parent_id);
+    if (!parent) return;
+    const was = parent.thread || { reply_count: 0, participants: parent.sender ? [parent.sender.id] : [] };
+    const people = was.participants || [];
+    const who = reply.sender ? reply.sender.id : null;
+    const thread = {
+      reply_count: (was.reply_count || 0) + 1,
+      last_reply_id: reply.id,
+      last_reply_at: reply.created_at,
+      participants: who && !people.includes(who) ? [...people, who] : people,
+    };
+    this.upsert(rec, { ...parent, thread });
   }
 
   readSeq(rec, userId) {
@@ -713,7 +737,7 @@ export class ConfabClient extends EventTarget {
 
   /** Sends a message; returns its local copy at once (see the module's note). `attachments`
    *  are what upload() resolved to. */
-  send(id, { content = '', attachments = [], metadata } = {}) {
+  send(id, { content = '', attachments = [], metadata, mentions = [] } = {}) {
     const rec = this.records.get(id);
     if (!rec) throw new Error(`Confab: unknown conversation ${id}`);
     if (!rec.thread) rec.thread = this.newThread();
@@ -734,6 +758,7 @@ export class ConfabClient extends EventTarget {
       created_at: new Date().toISOString(),
       edited_at: null,
       deleted: false,
+      mentions,
       local: true,
       status: 'sending',
       error: null,
@@ -771,6 +796,7 @@ export class ConfabClient extends EventTarget {
     const body = { content: local.content, client_msg_id: clientId };
     if (local.attachments.length) body.attachment_ids = local.attachments.map((a) => a.id);
     if (local.metadata && Object.keys(local.metadata).length) body.metadata = local.metadata;
+    if (local.mentions && local.mentions.length) body.mentions = local.mentions;
     try {
       const message = await this.api.sendMessage(rec.id, body);
       if (rec.thread.pending.has(clientId)) {
@@ -832,6 +858,11 @@ export class ConfabClient extends EventTarget {
       if (now) this.react(rec, now, emoji, this.user.id, had);
       throw error;
     }
+  }
+
+  /** Pins or unpins a message; the message's message.updated shows it to everyone. */
+  async pin(id, messageId, pinned) {
+    await this.api.pin(id, messageId, pinned);
   }
 
   report(messageId, reason) {

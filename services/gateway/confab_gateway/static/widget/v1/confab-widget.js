@@ -3,7 +3,8 @@
  *   <script src="https://chat.example.com/widget/v1/confab-widget.js"
  *           data-session-token="st_…" async></script>
  *
- * Options as data attributes: data-session-token (required), data-session-expires-at,
+ * Options as data attributes: data-session-token (or data-app-key: the workspace's public
+ * key, for anonymous visitors when it allows them), data-session-expires-at,
  * data-api-url (default: the server this file came from), data-conversation-id (open it at
  * once), data-open="true", data-title, data-color (accent, any CSS color), data-locale
  * (en, es, de, fr, pt, ar; default: the browser's language), data-strings (JSON: your own
@@ -24,7 +25,8 @@
   var build = '__CONFAB_BUILD__';
   var base = /^[0-9a-f]{6,64}$/.test(build) ? root + build + '/' : root;
   var MODULES = ['widget.js', 'client.js', 'api.js', 'realtime.js', 'dom.js', 'emoji.js',
-    'i18n.js', 'links.js', 'vendor/linkify-it-6.1.0.mjs', 'vendor/uc.micro-3.0.0.mjs'];
+    'i18n.js', 'links.js', 'support.js', 'vendor/linkify-it-6.1.0.mjs',
+    'vendor/uc.micro-3.0.0.mjs'];
   var loading = null;
 
   function load() {
@@ -53,7 +55,17 @@
   api.mount = function (options) {
     var given = Object.assign({}, options);
     if (!given.apiUrl) given.apiUrl = new URL('../../', root).href;
-    return load().then(function (module) {
+    // An anonymous visitor (appKey, no session): a visitor session first (support.js).
+    var visitor = given.sessionToken || !given.appKey
+      ? Promise.resolve()
+      : import(base + 'support.js').then(function (support) {
+        return support.visitorSession(given.apiUrl, given.appKey).then(function (session) {
+          given.sessionToken = session.token;
+          given.sessionExpiresAt = session.expires_at;
+        });
+      });
+    return Promise.all([load(), visitor]).then(function (loaded) {
+      var module = loaded[0];
       var widget = module.mount(given);
       return widget.ready.then(function () {
         return widget;
@@ -63,7 +75,7 @@
   window.ConfabWidget = api;
 
   var data = (script && script.dataset) || {};
-  if (data.sessionToken) {
+  if (data.sessionToken || data.appKey) {
     var strings;
     try {
       strings = data.strings ? JSON.parse(data.strings) : undefined;
@@ -73,6 +85,7 @@
     var start = function () {
       api.ready = api.mount({
         sessionToken: data.sessionToken,
+        appKey: data.appKey,
         sessionExpiresAt: data.sessionExpiresAt,
         apiUrl: data.apiUrl,
         conversationId: data.conversationId,

@@ -49,6 +49,7 @@ const ICONS = {
   edit: 'M4 20h4L19 9l-4-4L4 16v4zM14 6l4 4',
   trash: 'M4 7h16M10 11v6M14 11v6M6 7l1 13h10l1-13M9 7V4h6v3',
   flag: 'M5 21V4M5 4h11l-2 4 2 4H5',
+  pin: 'M9 3h6l-1 7 4 4H6l4-4-1-7zM12 14v7',
   file: 'M6 2h8l5 5v15H6zM14 2v5h5',
   more: 'M5 12h.01M12 12h.01M19 12h.01',
   down: 'M12 5v14M6 13l6 6 6-6',

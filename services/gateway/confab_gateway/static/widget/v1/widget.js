@@ -18,6 +18,11 @@ import { avatarColor, clear, h, icon, initials, safeUrl } from './dom.js';
 import { EMOJI, emojiKey, QUICK } from './emoji.js';
 import { createI18n, I18n } from './i18n.js';
 import { linkParts } from './links.js';
+import { MentionPicker, mentionParts } from './mentions.js';
+import { previewCard } from './preview.js';
+import { ThreadView } from './threads.js';
+import { createSupport } from './support.js';
+import { notificationSettings } from './notifications.js';
 
 const BASE = new URL('./', import.meta.url).href;
 const GROUP_MS = 5 * 60_000; // one sender's messages this close together form a group
@@ -106,6 +111,8 @@ class Widget {
       this.startFailed(error);
       return;
     }
+    // "Send us a message", when the workspace takes messages (support.js).
+    this.support = await createSupport(this).catch(() => null);
     this.view = 'list';
     if (this.options.conversationId) await this.openConversation(this.options.conversationId);
     else this.render();
@@ -416,9 +423,19 @@ class Widget {
       return;
     }
     if (this.view === 'ended' || this.view === 'failed') return this.renderProblem();
+    if (this.view === 'support' && this.support) return this.support.render(this.body);
+    if (this.view === 'settings') return this.renderSettings();
     this.title.textContent = this.options.title || this.t('list.title');
     this.listEl = h('ul', { class: 'cw-list', 'aria-labelledby': 'cw-title' });
-    this.body.append(this.listEl);
+    const settings = h('button', {
+      class: 'cw-settings-open',
+      type: 'button',
+      'data-testid': 'open-settings',
+      text: this.t('settings.open'),
+      onclick: () => this.showSettings(),
+    });
+    if (this.support) this.body.append(this.support.entry());
+    this.body.append(this.listEl, settings);
     this.renderList();
     this.updateBadge();
   }
@@ -511,6 +528,7 @@ class Widget {
       return;
     }
     const conversations = this.client.conversations;
+    if (!conversations.length && this.support) return; // its card above says what to do
     if (!conversations.length) {
       this.listEl.append(
         h(
@@ -624,6 +642,20 @@ class Widget {
 
   // -- a thread ------------------------------------------------------------------------------
 
+  // The user's notification settings (notifications.js), with the back button to the list.
+  showSettings() {
+    this.view = 'settings';
+    this.current = null;
+    this.render();
+    this.focusDefault();
+  }
+
+  renderSettings() {
+    this.backButton.hidden = false;
+    this.title.textContent = this.t('settings.title');
+    this.body.append(notificationSettings({ api: this.client.api, t: this.t }));
+  }
+
   showList() {
     this.view = 'list';
     this.current = null;
@@ -652,6 +684,7 @@ class Widget {
   }
 
   leaveThread() {
+    if (this.replies) this.replies.close(false);
     if (this.observer) this.observer.disconnect();
     if (this.resizer) this.resizer.disconnect();
     this.observer = this.resizer = null;
@@ -1082,15 +1115,25 @@ class Widget {
         bubble.append(this.attachmentsElement(message));
       }
     } else {
-      if (!filesOnly(message)) bubble.append(this.textElement(message.content));
+      if (!filesOnly(message)) bubble.append(this.textElement(message.content, message.mentions));
       if (message.attachments && message.attachments.length) {
         bubble.append(this.attachmentsElement(message));
       }
+      const card = previewCard(message.link_preview, { t, fresh: (image) => this.freshen(image) });
+      if (card) bubble.append(card);
       if (message.edited_at) bubble.append(h('span', { class: 'cw-edited', text: t('message.edited') }));
     }
     if (!message.deleted) {
       const reactions = this.reactionsElement(message);
       if (reactions) stack.append(reactions);
+    }
+    if (message.pinned_at && !message.deleted) {
+      stack.append(
+        h('p', { class: 'cw-pinned', 'data-testid': 'pinned' }, icon('pin', 14), h('span', { text: t('pin.pinned') })),
+      );
+    }
+    if (message.thread && message.thread.reply_count && !message.deleted) {
+      stack.append(this.repliesButton(message));
     }
     if (message.local) stack.append(this.pendingStatus(message));
     if (receipt) stack.append(h('p', { class: 'cw-receipt', 'data-testid': 'receipt', text: receipt }));
@@ -1129,8 +1172,18 @@ class Widget {
     return Boolean(message.sender && !message.local && !message.deleted);
   }
 
-  textElement(content) {
+  // Mentions from the message's entities (mentions.js), links found in the rest.
+  textElement(content, mentions) {
     const p = h('p', { class: 'cw-text' });
+    for (const piece of mentionParts(content, mentions)) {
+      if (piece.userId) {
+        p.append(h('span', { class: 'cw-mention', 'data-testid': 'mention', text: piece.text }));
+      } else this.appendLinked(p, piece.text);
+    }
+    return p;
+  }
+
+  appendLinked(p, content) {
     for (const part of linkParts(content)) {
       p.append(
         part.href
@@ -1145,7 +1198,46 @@ class Widget {
           : document.createTextNode(part.text),
       );
     }
-    return p;
+  }
+
+  // -- threads (threads.js) and mentions (mentions.js) -------------------------------------------
+
+  repliesButton(message) {
+    const count = message.thread.reply_count;
+    return h(
+      'button',
+      {
+        class: 'cw-link cw-replies-button',
+        type: 'button',
+        'data-testid': 'thread-button',
+        'data-focus-key': 'replies',
+        onclick: (event) => this.openReplies(message, event.currentTarget),
+      },
+      this.t('replies.count', { count }),
+    );
+  }
+
+  openReplies(message, opener) {
+    this.closeMenu();
+    if (this.replies) this.replies.close(false);
+    this.replies = new ThreadView(this, this.current, message, opener);
+    this.body.classList.add('cw-has-replies');
+    this.replies.show(this.body);
+  }
+
+  closedReplies(view) {
+    if (this.replies !== view) return;
+    this.replies = null;
+    this.body.classList.remove('cw-has-replies');
+  }
+
+  /** Who can be mentioned in a conversation: its participants but you. */
+  mentionable(id) {
+    const conv = this.client.conversation(id);
+    const me = this.client.user.id;
+    return ((conv && conv.participants) || [])
+      .filter((p) => p.id !== me)
+      .map((p) => ({ id: p.id, name: p.name || this.nameOf(conv, p.id) }));
   }
 
   reactionsElement(message) {
@@ -1420,6 +1512,28 @@ class Widget {
         h('span', { text: t('message.moreReactions') }),
       ),
     ];
+    rest.push(
+      item(
+        {
+          'data-testid': 'menu-pin',
+          onclick: () => {
+            this.closeMenu(true);
+            this.pin(message, !message.pinned_at);
+          },
+        },
+        icon('pin', 18),
+        h('span', { text: t(message.pinned_at ? 'pin.unpin' : 'pin.pin') }),
+      ),
+    );
+    if (!message.parent_id) {
+      rest.push(
+        item(
+          { 'data-testid': 'menu-thread', onclick: () => this.openReplies(message, trigger) },
+          icon('chat', 18),
+          h('span', { text: t('replies.reply') }),
+        ),
+      );
+    }
     if (mine) {
       rest.push(
         item(
@@ -1565,6 +1679,16 @@ class Widget {
   }
 
   // -- actions -----------------------------------------------------------------------------------
+
+  async pin(message, pinned) {
+    try {
+      await this.client.pin(this.current, message.id, pinned);
+    } catch (error) {
+      const status = error ? error.status : -1;
+      const key = status === 409 ? 'pin.full' : status === 403 ? 'pin.forbidden' : null;
+      this.composerNote(key ? this.t(key) : this.errorText(error, 'pin.failed'));
+    }
+  }
 
   async toggleReaction(message, emoji) {
     try {
@@ -1961,6 +2085,7 @@ class Widget {
       'data-testid': 'composer',
       oninput: () => this.onComposerInput(),
       onkeydown: (event) => {
+        if (this.mentionPicker.onKey(event)) return;
         if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
           event.preventDefault();
           this.submit();
@@ -2015,6 +2140,11 @@ class Widget {
       this.note,
     );
     this.renderUploads();
+    this.mentionPicker = new MentionPicker(this.composer, {
+      people: () => this.mentionable(this.current),
+      t,
+      anchor: form,
+    });
     return form;
   }
 
@@ -2076,7 +2206,8 @@ class Widget {
     }
     const done = this.uploads.filter((u) => u.state === 'done');
     if (!text && !done.length) return;
-    this.client.send(id, { content: text, attachments: done.map((u) => u.attachment) });
+    const mentions = this.mentionPicker.take(text);
+    this.client.send(id, { content: text, attachments: done.map((u) => u.attachment), mentions });
     this.composer.value = '';
     this.composer.setAttribute('aria-invalid', 'false');
     this.autosize();

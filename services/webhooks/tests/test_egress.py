@@ -13,10 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-from confab.errors import InvalidRequest
-from confab_infra.backends import free_port
-from confab_webhooks.delivery import Outbound
-from confab_webhooks.safety import (
+from confab.egress import (
     GuardedResolver,
     RefusedAddress,
     check_host,
@@ -25,6 +22,9 @@ from confab_webhooks.safety import (
     plain_results,
     refusal,
 )
+from confab.errors import InvalidRequest
+from confab_infra.backends import free_port
+from confab_webhooks.delivery import Outbound
 from confab_webhooks.settings import WebhooksSettings
 
 REFUSED = {

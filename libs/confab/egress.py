@@ -1,17 +1,22 @@
-"""Outbound safety: a tenant's URL must not reach inside the platform's network.
+"""Outbound safety: a URL someone else chose must not reach inside the platform's network.
 
-An endpoint's host is checked when it is configured and, what counts, at every
+The one definition of which addresses the platform's outbound HTTP may reach, used by
+every service that connects to a URL it was given: webhook endpoints
+(``confab_webhooks``), link previews (``confab_media.previews``), web-push endpoints.
+
+A host is checked when its URL is accepted and, what counts, at every
 connection: the resolver the HTTP client uses drops every address that is loopback,
 private, link-local, shared (100.64/10), multicast, reserved or unspecified, and the
 cloud metadata addresses, so a name that resolves (or later re-resolves: DNS rebinding)
 to one of them is never connected to. An IP literal in the URL is checked before the
 request (the client does not resolve those). IPv6 forms that carry an IPv4 address
 (mapped, 6to4, Teredo, NAT64) are judged by that address. The operator may allow
-private addresses (``CONFAB_WEBHOOKS_ALLOW_PRIVATE``: ``confab up`` on one machine,
-tests), never by default.
+private addresses (``CONFAB_WEBHOOKS_ALLOW_PRIVATE`` and the like: ``confab up`` on one
+machine, tests), never by default.
 
-Redirects are not followed (a 3xx is a failed attempt), and only the first bytes of an
-answer are read (``confab_webhooks.delivery``).
+A client that follows redirects must check every ``Location`` as it checks the first URL
+(``check_url``, ``check_host``) and connect through ``GuardedResolver`` each time; webhooks
+follow none (a 3xx is a failed attempt).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class RefusedAddress(OSError):
-    """The endpoint's host is (or resolves only to) an address deliveries may not reach."""
+    """The host is (or resolves only to) an address outbound requests may not reach."""
 
 
 def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -62,7 +67,7 @@ def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 
 def refusal(address: str | IPAddress) -> str | None:
-    """Why deliveries may not go to ``address``; None if it is a public address."""
+    """Why outbound requests may not go to ``address``; None if it is a public address."""
     try:
         ip = ipaddress.ip_address(str(address).split("%", 1)[0])
     except ValueError:
@@ -90,6 +95,18 @@ def refusal(address: str | IPAddress) -> str | None:
     return None
 
 
+def refused(address: str | IPAddress, *, loopback_only: bool = False) -> str | None:
+    """``refusal``; with ``loopback_only`` (tests only: a receiver the test serves on this
+    machine) loopback passes and every other address is refused, public ones too, so a
+    test never reaches beyond the machine."""
+    why = refusal(address)
+    if not loopback_only:
+        return why
+    if why is not None and why.startswith("a loopback address"):
+        return None
+    return why or "not a loopback address (the test-only setting allows loopback alone)"
+
+
 def ip_literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
@@ -98,7 +115,7 @@ def ip_literal(host: str) -> IPAddress | None:
 
 
 def check_url(url: str) -> tuple[str, int]:
-    """The host and port of an endpoint URL, or InvalidRequest: http(s) only, a host, no
+    """The host and port of a URL, or InvalidRequest: http(s) only, a host, no
     credentials, no fragment."""
     try:
         parts = urlsplit(url)
@@ -116,20 +133,21 @@ def check_url(url: str) -> tuple[str, int]:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
-def check_host(host: str, allow_private: bool) -> None:
-    """InvalidRequest if ``host`` is an IP literal deliveries may not reach."""
+def check_host(host: str, allow_private: bool, what: str = "Webhooks") -> None:
+    """InvalidRequest if ``host`` is an IP literal outbound requests may not reach
+    (``what``: who is refused, for the message)."""
     ip = ip_literal(host)
     if ip is None or allow_private:
         return
     why = refusal(ip)
     if why is not None:
-        raise InvalidRequest(f"Webhooks cannot be sent to {why}.", {"url": f"the host is {why}"})
+        raise InvalidRequest(f"{what} cannot be sent to {why}.", {"url": f"the host is {why}"})
 
 
-async def check_resolved(host: str, port: int, allow_private: bool) -> None:
-    """InvalidRequest if ``host`` resolves only to addresses deliveries may not reach (a
-    name that does not resolve now is accepted: each delivery checks again)."""
-    check_host(host, allow_private)
+async def check_resolved(host: str, port: int, allow_private: bool, what: str = "Webhooks") -> None:
+    """InvalidRequest if ``host`` resolves only to addresses outbound requests may not reach
+    (a name that does not resolve now is accepted: each connection checks again)."""
+    check_host(host, allow_private, what)
     if allow_private or ip_literal(host) is not None:
         return
     resolver = GuardedResolver(allow_private=False)
@@ -137,7 +155,7 @@ async def check_resolved(host: str, port: int, allow_private: bool) -> None:
         await resolver.resolve(host, port)
     except RefusedAddress as exc:
         raise InvalidRequest(
-            f"Webhooks cannot be sent to {host}: {exc}.", {"url": str(exc)}
+            f"{what} cannot be sent to {host}: {exc}.", {"url": str(exc)}
         ) from None
     except OSError:
         pass
@@ -146,15 +164,25 @@ async def check_resolved(host: str, port: int, allow_private: bool) -> None:
 
 
 class GuardedResolver(AbstractResolver):
-    """The system resolver, with every address deliveries may not reach left out."""
+    """The system resolver, with every address outbound requests may not reach left out.
 
-    def __init__(self, *, allow_private: bool, inner: AbstractResolver | None = None) -> None:
+    aiohttp connects to the addresses a resolver returns, so what is checked here is what
+    is connected to: no second resolution a rebinding DNS server could answer differently."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        inner: AbstractResolver | None = None,
+        loopback_only: bool = False,
+    ) -> None:
         if inner is None:
             from aiohttp.resolver import ThreadedResolver
 
             inner = ThreadedResolver()
         self.inner = inner
         self.allow_private = allow_private
+        self.loopback_only = loopback_only
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -162,9 +190,10 @@ class GuardedResolver(AbstractResolver):
         found = await self.inner.resolve(host, port, family)
         if self.allow_private:
             return found
-        kept = [r for r in found if refusal(r["host"]) is None]
+        only = self.loopback_only
+        kept = [r for r in found if refused(r["host"], loopback_only=only) is None]
         if not kept:
-            reasons = sorted({refusal(r["host"]) or "" for r in found} - {""})
+            reasons = sorted({refused(r["host"], loopback_only=only) or "" for r in found} - {""})
             raise RefusedAddress(f"{host} resolves only to {', '.join(reasons) or 'nothing'}")
         return kept
 

@@ -1,0 +1,357 @@
+"""What the notifier follows, each into its tables in the transaction that moves its
+checkpoint (``confab.projection``): a crash anywhere applies each event once.
+
+- ``ConversationsProjection`` (``CONVERSATIONS``, partitioned by conversation, so copies
+  share the work and each conversation's events are applied in order): members and
+  their read positions, messages (sender, mentions, gone or not, the last stored form),
+  and the pending notifications: a message makes one pending row per other member (or
+  extends theirs), a read cancels what it covers, leaving the conversation cancels it.
+  A pending row is due the workspace's delay after the first unread message, by the
+  log's clock (the event's ``at``), so a replay computes the same rows.
+  Only participant-visible events are folded: any other kind of conversation event
+  (internal notes, for one) is not a message here, so it is never in a notification.
+- ``IdentityProjection`` (``IDENTITY``): profiles as stored (sealed), erased, banned.
+  An erasure drops the user's pending notifications and profile.
+- ``NotifierProjection`` (``NOTIFIER``): preferences, refusals, push targets, workspace
+  settings and push credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from confab.bus import CONVERSATIONS, IDENTITY, NOTIFIER
+from confab.contracts.events.identity import UserBanned, UserErased, UserUnbanned, UserUpserted
+from confab.contracts.events.messaging import (
+    ConversationCreated,
+    ConversationUpdated,
+    MessageDeleted,
+    MessageEdited,
+    MessageModerated,
+    MessagePosted,
+    ParticipantAdded,
+    ParticipantRemoved,
+    ReadMarked,
+)
+from confab.contracts.events.notifier import (
+    EmailRefused,
+    PreferencesSet,
+    PushCredentialsSet,
+    PushTargetAdded,
+    PushTargetRemoved,
+    SettingsSet,
+)
+from confab.events import Envelope, encode
+from confab.projection import Projection
+from confab_notifier.store import SCHEMA, define_tables
+
+DEFAULT_DELAY = 60.0
+
+
+def mentions_of(event: MessagePosted | MessageEdited) -> list[str]:
+    """The user ids ``mentions`` names (issue 23's field, when the event has it)."""
+    out: list[str] = []
+    for item in getattr(event, "mentions", None) or ():
+        uid = item.get("user_id") if isinstance(item, dict) else getattr(item, "user_id", None)
+        if isinstance(uid, str):
+            out.append(uid)
+    return out
+
+
+def is_staff_only(event: Any) -> bool:
+    """A message only staff see (an internal note, in whatever form it comes)."""
+    return bool(
+        getattr(event, "internal", False)
+        or getattr(event, "note", False)
+        or getattr(event, "visibility", "") in ("staff", "internal")
+    )
+
+
+class ConversationsProjection(Projection):
+    stream = CONVERSATIONS.name
+    subjects = CONVERSATIONS.subjects
+
+    def __init__(self, partitions: int, default_delay: float = DEFAULT_DELAY) -> None:
+        self.name = "notifier.conversations"
+        self.partitions = partitions
+        self.default_delay = default_delay
+        self.metadata = sa.MetaData(schema=SCHEMA)
+        self.t = define_tables(self.metadata)
+        super().__init__()
+
+    def partition_key(self, subject: str) -> str:
+        return subject.rsplit(".", 1)[-1]  # conv.evt.<ws>.<conversation>
+
+    async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        for envelope in events:
+            await self._one(conn, envelope)
+
+    async def _one(self, conn: AsyncConnection, envelope: Envelope) -> None:
+        t, event = self.t, envelope.event
+        match event:
+            case ConversationCreated():
+                await conn.execute(
+                    insert(t.conversations)
+                    .values(
+                        conversation_id=event.conversation_id,
+                        workspace_id=envelope.workspace,
+                        title=event.title,
+                    )
+                    .on_conflict_do_nothing()
+                )
+                if event.participant_ids:
+                    await conn.execute(
+                        insert(t.members).on_conflict_do_nothing(),
+                        [
+                            {
+                                "conversation_id": event.conversation_id,
+                                "user_id": uid,
+                                "workspace_id": envelope.workspace,
+                            }
+                            for uid in dict.fromkeys(event.participant_ids)
+                        ],
+                    )
+            case ConversationUpdated():
+                c = t.conversations
+                await conn.execute(
+                    c.update()
+                    .where(c.c.conversation_id == event.conversation_id)
+                    .values(title=event.title)
+                )
+            case ParticipantAdded():
+                # Messages before joining are not "unread" for notifications.
+                await conn.execute(
+                    insert(t.members)
+                    .values(
+                        conversation_id=event.conversation_id,
+                        user_id=event.user_id,
+                        workspace_id=envelope.workspace,
+                        read_up_to=event.seq,
+                    )
+                    .on_conflict_do_nothing()
+                )
+            case ParticipantRemoved():
+                m, p = t.members, t.pending
+                await conn.execute(
+                    m.delete().where(
+                        m.c.conversation_id == event.conversation_id, m.c.user_id == event.user_id
+                    )
+                )
+                await conn.execute(
+                    p.delete().where(
+                        p.c.conversation_id == event.conversation_id, p.c.user_id == event.user_id
+                    )
+                )
+            case MessagePosted():
+                if not is_staff_only(event):
+                    await self._posted(conn, envelope, event)
+            case MessageEdited():
+                m = t.messages
+                await conn.execute(
+                    m.update()
+                    .where(m.c.conversation_id == event.conversation_id)
+                    .where(m.c.message_id == event.message_id)
+                    .values(body=encode(event), kind=event.type, mentions=mentions_of(event))
+                )
+            case MessageDeleted():
+                await self._gone(conn, event.conversation_id, event.message_id, True)
+            case MessageModerated():
+                await self._gone(
+                    conn, event.conversation_id, event.message_id, event.action != "restore"
+                )
+            case ReadMarked():
+                await self._read(conn, event)
+
+    async def _posted(
+        self, conn: AsyncConnection, envelope: Envelope, event: MessagePosted
+    ) -> None:
+        t = self.t
+        await conn.execute(
+            insert(t.messages)
+            .values(
+                conversation_id=event.conversation_id,
+                seq=event.seq,
+                message_id=event.message_id,
+                sender_id=event.sender_id,
+                mentions=mentions_of(event),
+                body=encode(event),
+                kind=event.type,
+                at=event.at,
+            )
+            .on_conflict_do_nothing()
+        )
+        if event.sender_id is not None:  # the sender has read what they sent
+            m = t.members
+            await conn.execute(
+                m.update()
+                .where(m.c.conversation_id == event.conversation_id)
+                .where(m.c.user_id == event.sender_id)
+                .values(read_up_to=sa.func.greatest(m.c.read_up_to, event.seq))
+            )
+        s = t.settings
+        delay = sa.func.coalesce(
+            sa.select(s.c.delay_seconds)
+            .where(s.c.workspace_id == envelope.workspace)
+            .scalar_subquery(),
+            self.default_delay,
+        )
+        m, p = t.members, t.pending
+        due = sa.literal(event.at) + delay * sa.text("interval '1 second'")
+        others = sa.select(
+            m.c.user_id,
+            m.c.conversation_id,
+            m.c.workspace_id,
+            sa.literal(self.partition_of(envelope.subject)),
+            sa.literal(event.seq),
+            sa.literal(event.seq),
+            due,
+        ).where(m.c.conversation_id == event.conversation_id)
+        if event.sender_id is not None:
+            others = others.where(m.c.user_id != event.sender_id)
+        stmt = insert(p).from_select(
+            ["user_id", "conversation_id", "workspace_id", "part", "first_seq", "last_seq",
+             "due_at"],
+            others,
+        )  # fmt: skip
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[p.c.user_id, p.c.conversation_id],
+            set_={"last_seq": stmt.excluded.last_seq},
+        )
+        await conn.execute(stmt)
+
+    async def _gone(self, conn: AsyncConnection, cid: str, message_id: str, gone: bool) -> None:
+        m = self.t.messages
+        await conn.execute(
+            m.update()
+            .where(m.c.conversation_id == cid, m.c.message_id == message_id)
+            .values(gone=gone)
+        )
+
+    async def _read(self, conn: AsyncConnection, event: ReadMarked) -> None:
+        m, p = self.t.members, self.t.pending
+        cid, uid, up_to = event.conversation_id, event.user_id, event.up_to
+        await conn.execute(
+            m.update()
+            .where(m.c.conversation_id == cid, m.c.user_id == uid)
+            .values(read_up_to=sa.func.greatest(m.c.read_up_to, up_to))
+        )
+        mine = (p.c.user_id == uid) & (p.c.conversation_id == cid)
+        await conn.execute(p.delete().where(mine, p.c.last_seq <= up_to))
+        await conn.execute(
+            p.update().where(mine, p.c.first_seq <= up_to).values(first_seq=up_to + 1)
+        )
+
+
+class IdentityProjection(Projection):
+    stream = IDENTITY.name
+    subjects = ("identity.evt.*.user.*",)
+
+    def __init__(self) -> None:
+        self.name = "notifier.identity"
+        self.metadata = sa.MetaData(schema=SCHEMA)
+        self.t = define_tables(self.metadata)
+        super().__init__()
+
+    async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        u = self.t.users
+        for envelope in events:
+            event = envelope.event
+            if isinstance(event, UserUpserted):
+                row = {"workspace_id": event.workspace_id, "profile": encode(event)}
+                await conn.execute(
+                    insert(u)
+                    .values(user_id=event.user_id, **row)
+                    .on_conflict_do_update(
+                        index_elements=[u.c.user_id], set_=row, where=~u.c.erased
+                    )
+                )
+            elif isinstance(event, UserErased):
+                row = {"workspace_id": event.workspace_id, "profile": None, "erased": True}
+                await conn.execute(
+                    insert(u)
+                    .values(user_id=event.user_id, **row)
+                    .on_conflict_do_update(index_elements=[u.c.user_id], set_=row)
+                )
+                p = self.t.pending
+                await conn.execute(p.delete().where(p.c.user_id == event.user_id))
+            elif isinstance(event, UserBanned | UserUnbanned):
+                banned = isinstance(event, UserBanned)
+                await conn.execute(
+                    u.update().where(u.c.user_id == event.user_id).values(banned=banned)
+                )
+
+
+class NotifierProjection(Projection):
+    stream = NOTIFIER.name
+    subjects = ("notify.evt.*.prefs.*", "notify.evt.*.settings.*")
+
+    def __init__(self) -> None:
+        self.name = "notifier.settings"
+        self.metadata = sa.MetaData(schema=SCHEMA)
+        self.t = define_tables(self.metadata)
+        super().__init__()
+
+    async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        t = self.t
+        for envelope in events:
+            event = envelope.event
+            if isinstance(event, PreferencesSet):
+                row = {"workspace_id": event.workspace_id, "data": encode(event)}
+                await conn.execute(
+                    insert(t.prefs)
+                    .values(user_id=event.user_id, **row)
+                    .on_conflict_do_update(index_elements=[t.prefs.c.user_id], set_=row)
+                )
+            elif isinstance(event, EmailRefused):
+                refused = {
+                    "address": event.address_hash,
+                    "code": event.code,
+                    "reason": event.reason,
+                    "at": event.at.isoformat(),
+                    "notification_id": event.notification_id,
+                }
+                await conn.execute(
+                    insert(t.prefs)
+                    .values(user_id=event.user_id, workspace_id=event.workspace_id,
+                            email_refused=refused)
+                    .on_conflict_do_update(
+                        index_elements=[t.prefs.c.user_id], set_={"email_refused": refused}
+                    )
+                )  # fmt: skip
+            elif isinstance(event, PushTargetAdded):
+                row = {
+                    "workspace_id": event.workspace_id,
+                    "user_id": event.user_id,
+                    "kind": event.kind,
+                    "address": event.address,
+                    "p256dh": event.p256dh,
+                    "auth": event.auth,
+                    "created_at": event.at,
+                }
+                await conn.execute(
+                    insert(t.push)
+                    .values(id=event.target_id, **row)
+                    .on_conflict_do_update(index_elements=[t.push.c.id], set_=row)
+                )
+            elif isinstance(event, PushTargetRemoved):
+                await conn.execute(t.push.delete().where(t.push.c.id == event.target_id))
+            elif isinstance(event, PushCredentialsSet):
+                row = {"sealed": event.sealed, "platforms": event.platforms}
+                c = t.credentials
+                await conn.execute(
+                    insert(c)
+                    .values(workspace_id=event.workspace_id, **row)
+                    .on_conflict_do_update(index_elements=[c.c.workspace_id], set_=row)
+                )
+            elif isinstance(event, SettingsSet):
+                row = {"data": encode(event), "delay_seconds": event.delay_seconds}
+                await conn.execute(
+                    insert(t.settings)
+                    .values(workspace_id=event.workspace_id, **row)
+                    .on_conflict_do_update(index_elements=[t.settings.c.workspace_id], set_=row)
+                )

@@ -1,0 +1,149 @@
+"""Link previews end to end: a message's first link, fetched by media from a page this
+test serves on loopback (the stack runs with the test-only loopback allowance), arrives
+as the message's ``message.updated`` with the card and a re-encoded image in S3; history
+shows it with fresh URLs; an edit drops it. Refusals of private and metadata addresses
+are shown in ``services/media/tests/test_previews.py`` (the address check and the
+resolver hook), never by connecting to such addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from confab_infra.backends import free_port
+from confab_media.domain import Policy, parse_policies
+from tests.client import Api, new_workspace
+from tests.stack import RunningStack
+from tests.test_authority import sockets, three
+from tests.test_messaging_api import World, send
+
+__all__ = ["sockets"]
+
+PAGE = """<html><head><meta property="og:title" content="Cabin in the woods">
+<meta property="og:description" content="Sleeps four">
+<meta property="og:image" content="/photo.png"></head><body>hello</body></html>"""
+
+
+@pytest.fixture
+async def world(stack: RunningStack, http: aiohttp.ClientSession) -> World:
+    admin = Api(http, stack.gateway, stack.admin_headers)
+    return World(admin, await new_workspace(admin))
+
+
+class Site:
+    """A page with an Open Graph card and its image, on loopback; counts its requests."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.hits: list[str] = []
+        picture = io.BytesIO()
+        Image.new("RGB", (40, 20), (200, 30, 30)).save(picture, "PNG")
+        self.pages = {
+            "/cabin": (PAGE.encode(), "text/html"),
+            "/photo.png": (picture.getvalue(), "image/png"),
+        }
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.hits.append(request.path)
+        body, kind = self.pages[request.path]
+        return web.Response(body=body, content_type=kind)
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    found = Site()
+    app = web.Application()
+    for path in found.pages:
+        app.router.add_get(path, found.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", found.port).start()
+    yield found
+    await runner.cleanup()
+
+
+async def test_a_link_preview_arrives_as_message_updated_and_history_shows_it(
+    world: World, sockets: Any, site: Site, http: aiohttp.ClientSession
+) -> None:
+    (_ann, ann_w), (_bob, bob_w), _cat, cid = await three(world)
+    sock = await sockets()
+    await sock.join(bob_w, f"private-conversation.{cid}")
+    url = f"http://127.0.0.1:{site.port}/cabin"
+    posted = await send(ann_w, cid, f"Look at this: {url}. Nice?")
+    assert posted["link_preview"] is None  # it comes afterwards
+
+    frame = await sock.wait(
+        lambda f: (
+            f["event"] == "message.updated"
+            and f["data"]["id"] == posted["id"]
+            and f["data"].get("link_preview") is not None
+        ),
+        timeout=20,
+    )
+    preview = frame["data"]["link_preview"]
+    assert preview["url"] == url  # without the sentence's full stop
+    assert (preview["title"], preview["description"]) == ("Cabin in the woods", "Sleeps four")
+    image = preview["image"]
+    assert (image["width"], image["height"], image["content_type"]) == (40, 20, "image/png")
+    assert image["url"] is None  # frames carry no URLs
+
+    base = f"/api/widget/conversations/{cid}"
+    # History shows it once the read model has the event the frame was made from.
+    shown = await shown_in_history(bob_w, cid, posted["id"], lambda m: m["link_preview"])
+    fresh = shown["link_preview"]["image"]["url"]
+    assert fresh
+    async with http.get(fresh) as response:
+        assert response.status == 200
+        body = await response.read()
+    with Image.open(io.BytesIO(body)) as picture:  # re-encoded by media, served from S3
+        assert (picture.format, picture.size) == ("PNG", (40, 20))
+    status, again = await bob_w.get(f"/api/widget/attachments/{image['id']}")
+    assert status == 200 and again["url"], again
+    # The same link again: from media's cache (the page is not fetched twice).
+    fetched = site.hits.count("/cabin")
+    second = await send(bob_w, cid, url)
+    await sock.wait(
+        lambda f: (
+            f["event"] == "message.updated"
+            and f["data"]["id"] == second["id"]
+            and f["data"].get("link_preview") is not None
+        ),
+        timeout=20,
+    )
+    assert site.hits.count("/cabin") == fetched == 1
+
+    # An edit takes the old text's preview away.
+    status, edited = await ann_w.patch(f"{base}/messages/{posted['id']}", {"content": "no link"})
+    assert status == 200 and edited["link_preview"] is None
+    status, history = await bob_w.get(f"{base}/messages")
+    (shown,) = [m for m in history["data"] if m["id"] == posted["id"]]
+    assert shown["link_preview"] is None
+
+
+async def shown_in_history(
+    widget: Api, cid: str, message_id: str, ready: Any, timeout: float = 10.0
+) -> dict[str, Any]:
+    """The message as history shows it, once ``ready(message)`` (deadline ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, history = await widget.get(f"/api/widget/conversations/{cid}/messages")
+        assert status == 200, history
+        (found,) = [m for m in history["data"] if m["id"] == message_id]
+        if ready(found) or time.monotonic() > deadline:
+            return dict(found)
+        await asyncio.sleep(0.05)
+
+
+def test_previews_are_switched_per_workspace() -> None:
+    default = Policy(link_previews=True)
+    found = parse_policies('{"ws_quiet": {"link_previews": false}, "ws_big": {}}', default)
+    assert found["ws_quiet"].link_previews is False
+    assert found["ws_big"].link_previews is True
