@@ -422,8 +422,10 @@ async def test_users_are_searched_by_part_of_name_email_or_external_id(shared: T
 async def test_reports_count_conversations_messages_and_median_times(shared: Team) -> None:
     """Computed from the read models: a support conversation, a reply, its closing."""
     from tests.test_messaging_api import World
-    from tests.test_support_api import start, support
+    from tests.test_support_api import SETTINGS, start, support
 
+    status, body = await shared.tenant.call("PUT", "/api/v1/support/settings", SETTINGS)
+    assert status == 200, body
     world = World(shared.tenant, shared.workspace)
     _visitor, widget = await world.user("Visitor")
     conversation = await start(widget, "Where is my parcel?")
