@@ -37,6 +37,13 @@ class BadRequest(InvalidRequest):
     status = 400
 
 
+class MessageBlocked(InvalidRequest):
+    """Automatic moderation refused a message (its rules say why, in ``details``)."""
+
+    code = "message_blocked"
+    default_message = "This message was not sent: it breaks the workspace's rules."
+
+
 class Unauthorized(ConfabError):
     code = "unauthorized"
     status = 401
@@ -108,6 +115,7 @@ ERRORS_BY_CODE: dict[str, type[ConfabError]] = {
     cls.code: cls
     for cls in (
         InvalidRequest,
+        MessageBlocked,
         Unauthorized,
         Forbidden,
         Banned,

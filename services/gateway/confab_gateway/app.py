@@ -16,6 +16,7 @@ from confab_gateway import (
     broadcasting,
     conversations,
     openapi,
+    search,
     users,
     webhooks,
     widget,
@@ -39,6 +40,7 @@ ROUTERS: list[Router] = [
     broadcasting.router,
     admin_webhooks.router,
     webhooks.router,
+    search.router,
 ]
 
 

@@ -23,8 +23,10 @@ from confab_messaging.exports import Exports
 from confab_messaging.handlers import Lookups
 from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
 from confab_messaging.queries import Queries
+from confab_messaging.search import Searcher, SearchProjection, SearchQueries
 from confab_messaging.settings import MessagingSettings
 from confab_messaging.store import Store
+from confab_messaging.workspace import WorkspaceSettings
 
 
 async def setup(service: Service) -> None:
@@ -38,6 +40,7 @@ async def setup(service: Service) -> None:
     conversations = await service.add_projection(
         ConversationsProjection(keys=keys), batch_size=batch
     )
+    search = await service.add_projection(SearchProjection(keys=keys), batch_size=batch)
     assert service.engine is not None  # add_projection needs the database
     log = JetStreamLog(service.nc, service.js, CONVERSATIONS.name)
     aggregates = Aggregates(log, DECIDER, cache_size=settings.aggregate_cache_size, keys=keys)
@@ -49,9 +52,14 @@ async def setup(service: Service) -> None:
         users,
         RpcClient(service.nc),
         read_wait=settings.read_wait_seconds,
+        search=search,
     )
     queries = Queries(store, lookups, log)
-    commands = Commands(service.nc, CommandShell(aggregates), lookups, queries.existing)
+    searcher = Searcher(service.engine)
+    settings_ = WorkspaceSettings(log, settle=lookups.settle)
+    commands = Commands(
+        service.nc, CommandShell(aggregates), lookups, queries.existing, rules=settings_.rules
+    )
     follower = Follower(service.js, "messaging", lookups.standing.handle)
     await follower.start()
     service.on_stop(follower.stop)
@@ -60,7 +68,9 @@ async def setup(service: Service) -> None:
     await users.wait_for(
         await last_version(service.js, IDENTITY.name, USER_SUBJECTS[0]), settings.read_wait_seconds
     )
-    for request_type, handler in routes(commands, queries, Exports(queries)):
+    for request_type, handler in routes(
+        commands, queries, Exports(queries), settings_, SearchQueries(queries, searcher)
+    ):
         await service.rpc.serve(request_type, handler)
 
 

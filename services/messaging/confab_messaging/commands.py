@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from nats.aio.client import Client as NATS
 
@@ -58,12 +58,13 @@ from confab.contracts.messaging import (
 )
 from confab.conversation import ConversationView, MessageView, message_object
 from confab.conversation import evolve as fold
-from confab.errors import Forbidden, InternalError, NotFound, Unavailable
+from confab.errors import Forbidden, InternalError, MessageBlocked, NotFound, Unavailable
 from confab.ids import new_id
 from confab.logging import get_logger
 from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
 from confab_messaging import domain, render
+from confab_messaging.automod import NO_RULES, Compiled, Verdict
 from confab_messaging.domain import ConversationState, Resent
 from confab_messaging.handlers import Lookups, conversation_subject, valid
 from confab_messaging.store import UserRow
@@ -75,6 +76,12 @@ E = TypeVar("E", bound=Event)
 Shell = CommandShell[domain.Command, ConversationState]
 # The read side's view of an existing conversation, once it has applied a stream sequence.
 Existing = Callable[[Actor, str, int], Awaitable[Conversation]]
+# A workspace's automatic-moderation rules as the log has them now, compiled.
+Rules = Callable[[str], Awaitable[Compiled]]
+
+
+async def no_rules(_workspace_id: str) -> Compiled:
+    return NO_RULES
 
 
 def utcnow() -> datetime:
@@ -143,7 +150,9 @@ class Commands:
         existing: Existing,
         *,
         clock: Callable[[], datetime] = utcnow,
+        rules: Rules = no_rules,
     ) -> None:
+        self.rules = rules
         self.nc = nc
         self.shell = shell
         self.lookups = lookups
@@ -279,11 +288,18 @@ class Commands:
                 uploader_id=sender_id,
             )
         client_msg_id = data.client_msg_id
+        content, hits, shadow, report_id = data.content, [], False, None
+        if sender_id is not None and not banned:
+            verdict = (await self.rules(actor.workspace_id)).apply(data.content)
+            if verdict.blocked:
+                await self.blocked(actor, subject_, sender_id, data.content, verdict, ctx)
+            content, hits, shadow = verdict.content, verdict.hits, verdict.shadow
+            report_id = new_id("rep") if verdict.flagged else None
         command = domain.PostMessage(
             actor=actor,
             now=now,
             sender_id=sender_id,
-            content=data.content,
+            content=content,
             message_id=new_id("msg"),
             metadata=data.metadata,
             attachment_ids=data.attachment_ids,
@@ -292,6 +308,9 @@ class Commands:
             client_msg_id=client_msg_id,
             message_type=data.type,
             banned=banned,
+            automod=hits,
+            shadow=shadow,
+            report_id=report_id,
         )
         msg_id = (
             domain.client_msg_key(conversation_id, sender_id, client_msg_id)
@@ -320,13 +339,42 @@ class Commands:
         position = executed.state.messages[original].post_position
         return MessageSaved(message=message, created=False, stream_seq=position)
 
+    async def blocked(
+        self,
+        actor: Actor,
+        subject_: str,
+        sender_id: str,
+        content: str,
+        verdict: Verdict,
+        ctx: CallContext,
+    ) -> NoReturn:
+        """Record a post automatic moderation refused (``message.blocked``), then refuse it."""
+        command = domain.RecordBlocked(
+            actor=actor, now=self.clock(), sender_id=sender_id, content=content, hits=verdict.hits
+        )
+        await self.shell.run(intent(actor, subject_, command), ctx)
+        rules = [h.rule_id for h in verdict.hits if h.action in ("block", "shadow")]
+        log.info("message_blocked", rules=rules)
+        raise MessageBlocked(
+            "This message was not sent: it breaks the workspace's rules.",
+            {"content": "matches a blocked pattern", "rules": rules},
+        )
+
     async def edit_message(self, cmd: EditMessage, ctx: CallContext) -> MessageSaved:
         now = self.clock()
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         message_id = valid(cmd.message_id, "Message")
+        content = cmd.content
+        if cmd.actor.user_id is not None:
+            # An edit passes the same rules as a post: masked where they mask; one that
+            # would block or shadow the message (already shown to others) is refused.
+            verdict = (await self.rules(cmd.actor.workspace_id)).apply(content)
+            if verdict.blocked or verdict.shadow:
+                await self.blocked(cmd.actor, subject_, cmd.actor.user_id, content, verdict, ctx)
+            content = verdict.content
         command = domain.EditMessage(
-            actor=cmd.actor, now=now, message_id=message_id, content=cmd.content
+            actor=cmd.actor, now=now, message_id=message_id, content=content
         )
         executed = await self.shell.run(intent(cmd.actor, subject_, command), ctx)
         event = executed.event

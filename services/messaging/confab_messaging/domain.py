@@ -44,6 +44,7 @@ import msgspec
 from confab.contracts.events import Event
 from confab.contracts.events.messaging import (
     Attachment,
+    AutomodHit,
     ConversationCreated,
     ConversationEvent,
     ConversationType,
@@ -61,6 +62,7 @@ from confab.contracts.events.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.contracts.events.moderation import MessageBlocked
 from confab.contracts.messaging import MAX_ATTACHMENTS, MAX_PARTICIPANTS, METADATA_MAX_BYTES, Actor
 from confab.conversation import derived_type
 from confab.decider import NOTHING, Decider, Decision, emit
@@ -73,6 +75,7 @@ EMOJI_MAX = 32
 CONVERSATION_NOT_FOUND = "Conversation not found."
 MESSAGE_NOT_FOUND = "Message not found."
 BANNED = "You are banned from this workspace."
+AUTOMOD_REPORTER = "automod"  # the reporter of automatic moderation's flags
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -131,6 +134,19 @@ class PostMessage(Command, kw_only=True, frozen=True):
     client_msg_id: str | None = None
     message_type: MessageType | None = None  # None: derived from sender and attachments
     banned: bool = False
+    # Automatic moderation's verdict (``automod``), found by the handler: the content is
+    # masked already; ``report_id`` set: it flags the message (a system report).
+    automod: list[AutomodHit] = []
+    shadow: bool = False
+    report_id: str | None = None
+
+
+class RecordBlocked(Command, kw_only=True, frozen=True):
+    """A post automatic moderation refused, recorded for the tenant (``message.blocked``)."""
+
+    sender_id: str
+    content: str
+    hits: list[AutomodHit]
 
 
 class EditMessage(Command, kw_only=True, frozen=True):
@@ -301,6 +317,8 @@ def decide(command: Command, state: ConversationState) -> Decision[Any]:
     match command:
         case PostMessage():
             return _post(command, state)
+        case RecordBlocked():
+            return _blocked(command, state)
         case React():
             return _react(command, state)
         case MarkRead():
@@ -581,23 +599,52 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
             {"reply_to": "must be a message of this conversation"},
         )
     message_type = _message_type(command)
+    posted = MessagePosted(
+        conversation_id=state.id,
+        seq=state.next_seq,
+        at=command.now,
+        message_id=command.message_id,
+        sender_id=sender_id,
+        content=command.content,
+        metadata=dict(command.metadata or {}),
+        attachment_ids=list(attachment_ids),
+        attachments=[
+            msgspec.structs.replace(a, url=None, thumbnail_url=None)
+            for a in _in_order(attachment_ids, command.attachments)
+        ],
+        reply_to=command.reply_to,
+        client_msg_id=client_msg_id,
+        message_type=message_type,  # type: ignore[arg-type]
+        automod=list(command.automod),
+        shadow=command.shadow,
+    )
+    if command.report_id is None:
+        return emit(posted)
+    flagged = MessageReported(
+        conversation_id=state.id,
+        seq=0,
+        at=command.now,
+        report_id=command.report_id,
+        message_id=command.message_id,
+        reporter_id=AUTOMOD_REPORTER,
+        reason="automod: " + ", ".join(h.rule_id for h in command.automod),
+    )
+    return emit(posted, flagged)
+
+
+def _blocked(command: RecordBlocked, state: ConversationState) -> Decision[None]:
+    """A refused post, for the tenant's record: only a participant's, like a post."""
+    _visible(state, command.actor)
+    if command.sender_id not in state.members:
+        raise NotFound(CONVERSATION_NOT_FOUND)
     return emit(
-        MessagePosted(
+        MessageBlocked(
             conversation_id=state.id,
-            seq=state.next_seq,
+            seq=0,
             at=command.now,
-            message_id=command.message_id,
-            sender_id=sender_id,
+            sender_id=command.sender_id,
             content=command.content,
-            metadata=dict(command.metadata or {}),
-            attachment_ids=list(attachment_ids),
-            attachments=[
-                msgspec.structs.replace(a, url=None, thumbnail_url=None)
-                for a in _in_order(attachment_ids, command.attachments)
-            ],
-            reply_to=command.reply_to,
-            client_msg_id=client_msg_id,
-            message_type=message_type,  # type: ignore[arg-type]
+            hits=list(command.hits),
         )
     )
 

@@ -58,7 +58,9 @@ from confab.conversation import ConversationView, MessageView, ParticipantView
 from confab.events import Envelope
 from confab.personal import KeyRing
 from confab.projection import Projection
+from confab_messaging.search import SearchProjection, remove_erased
 from confab_messaging.store import (
+    ERASURE_LOCK,
     SCHEMA,
     ConversationTables,
     UserTables,
@@ -71,11 +73,6 @@ USER_SUBJECTS = ("identity.evt.*.user.*",)
 USER_EVENTS = (UserUpserted, UserErased, UserBanned, UserUnbanned)
 
 REPORT_STATUS = {"hide": "hidden", "restore": "restored", "delete": "deleted"}
-
-# Blanking an erased user's messages holds this transaction lock exclusively and a
-# batch of conversation events shares it, so neither writes back rows the other
-# read before it committed.
-ERASURE_LOCK = 0x636F6E6661625F65  # "confab_e"
 
 
 async def _upsert(
@@ -105,6 +102,7 @@ def read_model(schema: str = SCHEMA, keys: KeyRing | None = None) -> list[Projec
     return [
         UsersProjection(schema=schema, keys=keys),
         ConversationsProjection(schema=schema, keys=keys),
+        SearchProjection(schema=schema, keys=keys),
     ]
 
 
@@ -125,6 +123,7 @@ class UsersProjection(Projection):
         self.tables: UserTables = define_user_tables(self.metadata)
         self.keys = keys  # reveals sealed profiles; without it they read as erased
         # The conversation tables this projection blanks on an erasure (not its own).
+        self.schema = schema
         self.messages = sa.table(
             "messages",
             sa.column("sender_id", sa.Text),
@@ -196,6 +195,7 @@ class UsersProjection(Projection):
         await conn.execute(
             m.update().where(m.c.sender_id.in_(user_ids)).values(**conversation.ERASED_MESSAGE)
         )
+        await remove_erased(conn, self.schema, user_ids)  # and from the search index
 
 
 # -- conversations ---------------------------------------------------------------------------

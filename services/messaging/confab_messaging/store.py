@@ -23,6 +23,11 @@ from confab.conversation import ConversationView
 
 SCHEMA = "messaging"
 
+# Blanking an erased user's messages holds this transaction lock exclusively and a
+# batch of conversation events (or of the search index) shares it, so neither writes
+# back rows the other read before it committed.
+ERASURE_LOCK = 0x636F6E6661625F65  # "confab_e"
+
 
 @dataclass(frozen=True)
 class UserTables:

@@ -20,7 +20,7 @@ Importing this package imports every events module, so every type is
 registered for decoding wherever events are read.
 """
 
-from confab.contracts.events import identity, media, messaging, webhooks
+from confab.contracts.events import identity, media, messaging, moderation, webhooks
 from confab.contracts.events.base import EVENT_TYPES, Event
 
-__all__ = ["EVENT_TYPES", "Event", "identity", "media", "messaging", "webhooks"]
+__all__ = ["EVENT_TYPES", "Event", "identity", "media", "messaging", "moderation", "webhooks"]

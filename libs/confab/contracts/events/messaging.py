@@ -38,6 +38,15 @@ Metadata = dict[str, Any]
 
 
 ModerationAction = Literal["hide", "restore", "delete"]
+AutomodAction = Literal["block", "mask", "flag", "shadow"]
+
+
+class AutomodHit(msgspec.Struct, kw_only=True, frozen=True):
+    """An automatic-moderation rule that matched a message, and what it did (``flag`` in
+    a dry run); ``confab.contracts.events.moderation``."""
+
+    rule_id: str
+    action: AutomodAction
 
 
 class Attachment(msgspec.Struct, kw_only=True, frozen=True):
@@ -104,6 +113,10 @@ class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
     # text, image, file or system, as decided at the post (absent in older events: read
     # as derived from the sender and the attachments, ``confab.conversation``).
     message_type: MessageType | None = None
+    # Automatic moderation: the rules that matched (the content is already masked where
+    # one masked), and whether only the sender sees the message (shadowed).
+    automod: list[AutomodHit] = []
+    shadow: bool = False
     sealed: str | None = None
 
 

@@ -1,0 +1,53 @@
+"""Automatic moderation rules: requests and replies (messaging answers).
+
+The rules themselves (``AutomodRule``) are the stored contract of
+``confab.contracts.events.moderation``; what is here may change with the API.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+import msgspec
+
+from confab.contracts.base import Ok, Reply, Request
+from confab.contracts.events.moderation import AutomodAction, AutomodKind
+from confab.contracts.messaging import Actor, Body
+
+RuleId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Word = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class RuleInput(Body, kw_only=True, frozen=True):
+    id: RuleId
+    kind: AutomodKind
+    action: AutomodAction
+    words: Annotated[list[Word], msgspec.Meta(max_length=200)] = []
+    pattern: Pattern | None = None
+
+
+class AutomodInput(Body, kw_only=True, frozen=True):
+    """The whole rule set: it replaces the one before."""
+
+    rules: Annotated[list[RuleInput], msgspec.Meta(max_length=50)] = []
+    dry_run: bool = False
+
+
+class AutomodSettings(Reply, kw_only=True, frozen=True):
+    rules: list[RuleInput]
+    dry_run: bool
+    version: int  # the stream sequence of the last change (0: never set)
+
+
+class GetAutomod(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.q.get_automod"
+    reply: ClassVar[type[msgspec.Struct]] = AutomodSettings
+    actor: Actor
+
+
+class SetAutomod(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.set_automod"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    input: AutomodInput
