@@ -167,8 +167,8 @@ async def get_automod(call: Call) -> AutomodSettings:
     auth="api_key",
     tag="moderation",
     summary="Replace the automatic-moderation rules: word lists, RE2 regular expressions "
-    "and the phone, email and url detectors, each with an action (block, mask, flag, "
-    "shadow); dry_run makes every rule only flag. In force for the next post",
+    "and the phone, email and url detectors, each with an action (block, mask, flag); "
+    "dry_run makes every rule only flag. In force for the next post",
     body=AutomodInput,
     response=AutomodSettings,
     errors=WRITE_ERRORS,

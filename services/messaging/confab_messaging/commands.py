@@ -288,12 +288,12 @@ class Commands:
                 uploader_id=sender_id,
             )
         client_msg_id = data.client_msg_id
-        content, hits, shadow, report_id = data.content, [], False, None
+        content, hits, report_id = data.content, [], None
         if sender_id is not None and not banned:
             verdict = (await self.rules(actor.workspace_id)).apply(data.content)
             if verdict.blocked:
                 await self.blocked(actor, subject_, sender_id, data.content, verdict, ctx)
-            content, hits, shadow = verdict.content, verdict.hits, verdict.shadow
+            content, hits = verdict.content, verdict.hits
             report_id = new_id("rep") if verdict.flagged else None
         command = domain.PostMessage(
             actor=actor,
@@ -309,7 +309,6 @@ class Commands:
             message_type=data.type,
             banned=banned,
             automod=hits,
-            shadow=shadow,
             report_id=report_id,
         )
         msg_id = (
@@ -353,7 +352,7 @@ class Commands:
             actor=actor, now=self.clock(), sender_id=sender_id, content=content, hits=verdict.hits
         )
         await self.shell.run(intent(actor, subject_, command), ctx)
-        rules = [h.rule_id for h in verdict.hits if h.action in ("block", "shadow")]
+        rules = [h.rule_id for h in verdict.hits if h.action == "block"]
         log.info("message_blocked", rules=rules)
         raise MessageBlocked(
             "This message was not sent: it breaks the workspace's rules.",
@@ -367,10 +366,10 @@ class Commands:
         message_id = valid(cmd.message_id, "Message")
         content = cmd.content
         if cmd.actor.user_id is not None:
-            # An edit passes the same rules as a post: masked where they mask; one that
-            # would block or shadow the message (already shown to others) is refused.
+            # An edit passes the same rules as a post: masked where they mask, refused
+            # where they block.
             verdict = (await self.rules(cmd.actor.workspace_id)).apply(content)
-            if verdict.blocked or verdict.shadow:
+            if verdict.blocked:
                 await self.blocked(cmd.actor, subject_, cmd.actor.user_id, content, verdict, ctx)
             content = verdict.content
         command = domain.EditMessage(

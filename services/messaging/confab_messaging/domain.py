@@ -137,7 +137,6 @@ class PostMessage(Command, kw_only=True, frozen=True):
     # Automatic moderation's verdict (``automod``), found by the handler: the content is
     # masked already; ``report_id`` set: it flags the message (a system report).
     automod: list[AutomodHit] = []
-    shadow: bool = False
     report_id: str | None = None
 
 
@@ -616,7 +615,6 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
         client_msg_id=client_msg_id,
         message_type=message_type,  # type: ignore[arg-type]
         automod=list(command.automod),
-        shadow=command.shadow,
     )
     if command.report_id is None:
         return emit(posted)

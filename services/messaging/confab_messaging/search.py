@@ -12,8 +12,7 @@ gives the same rows however the stream is cut into batches.
 What the index never holds, so no search can show it:
 
 - a deleted message (its row is removed), a hidden one (flagged ``gone``
-  until restored), a shadowed one (flagged ``shadow``: found only by its
-  sender);
+  until restored);
 - an erased user's messages: ``UsersProjection`` removes their rows when it
   blanks their messages (``remove_erased``), under the same lock this
   projection's batches share; a later batch reveals their posts blank
@@ -98,7 +97,6 @@ def define_search_tables(metadata: sa.MetaData) -> SearchTables:
         sa.Column("config", sa.Text, nullable=False),  # the text-search configuration
         sa.Column("tsv", TSVECTOR, nullable=False),
         sa.Column("gone", sa.Boolean, nullable=False),  # hidden by a moderator
-        sa.Column("shadow", sa.Boolean, nullable=False),  # only its sender finds it
         sa.Column("version", sa.BigInteger, nullable=False),  # stream seq of the last change
         sa.Index("search_messages_tsv", "tsv", postgresql_using="gin"),
         sa.Index("search_messages_workspace", "workspace_id", "stream_seq"),
@@ -143,11 +141,11 @@ class SearchProjection(Projection):
         table = _q(schema, "search_messages")
         self._upsert = sa.text(
             f"INSERT INTO {table} (message_id, workspace_id, conversation_id, sender_id, seq, "
-            "stream_seq, created_at, has_attachment, content, config, tsv, gone, shadow, "
+            "stream_seq, created_at, has_attachment, content, config, tsv, gone, "
             "version) VALUES (:message_id, :workspace_id, :conversation_id, :sender_id, :seq, "
             ":stream_seq, :created_at, :has_attachment, CAST(:content AS text), "
             "CAST(:config AS text), to_tsvector(CAST(CAST(:config AS text) AS regconfig), "
-            "CAST(:content AS text)), :gone, :shadow, :version) "
+            "CAST(:content AS text)), :gone, :version) "
             "ON CONFLICT (message_id) DO UPDATE SET content = excluded.content, "
             "config = excluded.config, tsv = excluded.tsv, gone = excluded.gone, "
             f"version = excluded.version WHERE {table}.version < excluded.version"
@@ -220,7 +218,6 @@ class SearchProjection(Projection):
                         "content": event.content,
                         "config": "",
                         "gone": False,
-                        "shadow": event.shadow,
                         "version": envelope.seq,
                     }
                     changed.add(event.message_id)
@@ -378,7 +375,6 @@ class Searcher:
         where = ["s.workspace_id = :ws", "s.tsv @@ query.q", "NOT s.gone"]
         params: dict[str, Any] = {"ws": workspace_id, "expr": expression, "n": limit + 1}
         if viewer is not None:
-            where.append("(NOT s.shadow OR s.sender_id = :viewer)")
             where.append(
                 f"EXISTS (SELECT 1 FROM {_q(self.schema, 'participants')} p "
                 "WHERE p.conversation_id = s.conversation_id AND p.user_id = :viewer "

@@ -97,9 +97,7 @@ def test_patterns_match_event_types_and_message_read_only_by_name() -> None:
     assert not matches("message.*", "message.read") and not matches("*", "message.read")
     assert matches("message.read", "message.read")
     assert wants(["user.*", "attachment.stored"], "attachment.stored")
-    assert unknown_patterns(["message.*", "mesage.*", "conversation.updated", "*"]) == [
-        "mesage.*"
-    ]
+    assert unknown_patterns(["message.*", "mesage.*", "conversation.updated", "*"]) == ["mesage.*"]
     with pytest.raises(InvalidRequest):
         domain.check_patterns(["messages.created"])
 

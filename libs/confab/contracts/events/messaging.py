@@ -38,7 +38,7 @@ Metadata = dict[str, Any]
 
 
 ModerationAction = Literal["hide", "restore", "delete"]
-AutomodAction = Literal["block", "mask", "flag", "shadow"]
+AutomodAction = Literal["block", "mask", "flag"]
 
 
 class AutomodHit(msgspec.Struct, kw_only=True, frozen=True):
@@ -114,9 +114,8 @@ class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
     # as derived from the sender and the attachments, ``confab.conversation``).
     message_type: MessageType | None = None
     # Automatic moderation: the rules that matched (the content is already masked where
-    # one masked), and whether only the sender sees the message (shadowed).
+    # one masked).
     automod: list[AutomodHit] = []
-    shadow: bool = False
     sealed: str | None = None
 
 
