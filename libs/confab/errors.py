@@ -63,6 +63,20 @@ class Banned(Forbidden):
     default_message = "You are banned from this workspace."
 
 
+class Muted(Forbidden):
+    """The user may read this conversation but not post in it."""
+
+    code = "muted"
+    default_message = "You are muted in this conversation."
+
+
+class Frozen(Forbidden):
+    """The conversation is read-only."""
+
+    code = "frozen"
+    default_message = "This conversation is frozen: it is read-only."
+
+
 class NotFound(ConfabError):
     code = "not_found"
     status = 404
@@ -119,6 +133,8 @@ ERRORS_BY_CODE: dict[str, type[ConfabError]] = {
         Unauthorized,
         Forbidden,
         Banned,
+        Muted,
+        Frozen,
         NotFound,
         Conflict,
         PayloadTooLarge,

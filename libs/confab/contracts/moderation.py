@@ -6,7 +6,7 @@ The rules themselves (``AutomodRule``) are the stored contract of
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -51,3 +51,37 @@ class SetAutomod(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = Ok
     actor: Actor
     input: AutomodInput
+
+
+# -- enforcement in a conversation -------------------------------------------------------------
+
+DurationSeconds = Annotated[int, msgspec.Meta(ge=1, le=10 * 365 * 86400)]
+
+
+class RestrictionInput(Body, kw_only=True, frozen=True):
+    """Mute or ban ``user_id``; ``duration_seconds``: it lifts itself after that long
+    (left out: until lifted)."""
+
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    duration_seconds: DurationSeconds | None = None
+
+
+class FreezeConversation(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.cmd.freeze_conversation"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    frozen: bool
+
+
+class RestrictParticipant(Request, kw_only=True, frozen=True):
+    """Mute (``kind`` "mute") or ban ("ban") a user in a conversation, or ``lift`` it."""
+
+    subject: ClassVar[str] = "messaging.cmd.restrict_participant"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    conversation_id: str
+    kind: Literal["mute", "ban"]
+    user_id: str
+    duration_seconds: DurationSeconds | None = None
+    lift: bool = False

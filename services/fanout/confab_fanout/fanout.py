@@ -57,6 +57,8 @@ class Gate(Protocol):
         self, app_id: str, channel: str, user_id: str | None, session_id: str | None
     ) -> str | None: ...
 
+    async def may_send(self, app_id: str, channel: str) -> str | None: ...
+
 
 class Fanout:
     def __init__(

@@ -15,6 +15,7 @@ from confab_gateway import (
     attachments,
     broadcasting,
     conversations,
+    enforcement,
     openapi,
     search,
     users,
@@ -41,6 +42,7 @@ ROUTERS: list[Router] = [
     admin_webhooks.router,
     webhooks.router,
     search.router,
+    enforcement.router,
 ]
 
 

@@ -19,6 +19,7 @@ from confab.service import Service, run_service
 from confab.shell import CommandShell, routes
 from confab_messaging.commands import Commands
 from confab_messaging.domain import DECIDER
+from confab_messaging.enforcement import Enforcement
 from confab_messaging.exports import Exports
 from confab_messaging.handlers import Lookups
 from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
@@ -57,9 +58,9 @@ async def setup(service: Service) -> None:
     queries = Queries(store, lookups, log)
     searcher = Searcher(service.engine)
     settings_ = WorkspaceSettings(log, settle=lookups.settle)
-    commands = Commands(
-        service.nc, CommandShell(aggregates), lookups, queries.existing, rules=settings_.rules
-    )
+    shell = CommandShell(aggregates)
+    commands = Commands(service.nc, shell, lookups, queries.existing, rules=settings_.rules)
+    enforcement = Enforcement(shell, lookups, commands.clock)
     follower = Follower(service.js, "messaging", lookups.standing.handle)
     await follower.start()
     service.on_stop(follower.stop)
@@ -69,7 +70,12 @@ async def setup(service: Service) -> None:
         await last_version(service.js, IDENTITY.name, USER_SUBJECTS[0]), settings.read_wait_seconds
     )
     for request_type, handler in routes(
-        commands, queries, Exports(queries), settings_, SearchQueries(queries, searcher)
+        commands,
+        queries,
+        Exports(queries),
+        settings_,
+        SearchQueries(queries, searcher),
+        enforcement,
     ):
         await service.rpc.serve(request_type, handler)
 

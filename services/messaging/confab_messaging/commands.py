@@ -440,7 +440,7 @@ class Commands:
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         user_id: str = await self.shell.aggregates.query(
-            subject_, lambda state: domain.check_typing(state, cmd.actor)
+            subject_, lambda state: domain.check_typing(state, cmd.actor, self.clock())
         )
         users = await self.lookups.users(cmd.actor.workspace_id, [user_id])
         name, _ = render.profile(user_id, users)

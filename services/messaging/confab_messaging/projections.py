@@ -252,6 +252,7 @@ def _conversation_row(view: ConversationView) -> dict[str, Any]:
         "last_message_id": view.last_message_id,
         "last_activity_at": view.last_activity_at,
         "stream_seq": view.stream_seq,
+        "frozen": view.frozen,
     }
 
 
@@ -422,6 +423,7 @@ class _Batch:
                 "last_message_id",
                 "last_activity_at",
                 "stream_seq",
+                "frozen",
             ],
             guard="last_seq",
         )

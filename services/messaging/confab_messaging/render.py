@@ -85,6 +85,7 @@ def conversation(
         last_seq=row["last_seq"],
         created_at=row["created_at"],
         last_activity_at=row["last_activity_at"],
+        frozen=bool(row.get("frozen")),
     )
 
 

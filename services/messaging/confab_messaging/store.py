@@ -86,6 +86,7 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("last_message_id", sa.Text, nullable=True),
         sa.Column("last_activity_at", ts, nullable=False),
         sa.Column("stream_seq", sa.BigInteger, nullable=False),  # of the last event
+        sa.Column("frozen", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Index("conversations_activity", "workspace_id", "last_activity_at", "id"),
         # The tenant's metadata filter (metadata.<key>=<value>): containment on any key.
         sa.Index(
@@ -229,6 +230,7 @@ def conversation_view(row: Row) -> ConversationView:
     view.stream_seq = row["stream_seq"]
     view.last_message_id = row["last_message_id"]
     view.last_activity_at = row["last_activity_at"]
+    view.frozen = bool(row.get("frozen"))
     return view
 
 

@@ -98,3 +98,55 @@ class MessageBlocked(ConversationEvent, kw_only=True, frozen=True):
     content: str
     hits: list[AutomodHit]
     sealed: str | None = None
+
+
+# -- enforcement in a conversation -------------------------------------------------------------
+#
+# Freezing takes the conversation's next ``seq`` (clients see it, as a
+# ``conversation.updated`` with ``frozen``); mutes and conversation bans are the
+# tenant's records (``seq`` 0) that the write side enforces, and a ban also removes
+# the user (a ``participant.removed`` of its own). ``until``: when it lifts by itself
+# (None: until lifted by hand); the write side compares it with the time of each
+# command, so nothing needs to happen when it passes.
+
+
+class ConversationFrozen(ConversationEvent, kw_only=True, frozen=True):
+    """Read-only for the conversation's users: no posts, edits, reactions or client events."""
+
+    type = "conversation.frozen"
+    by: str | None = None
+
+
+class ConversationUnfrozen(ConversationEvent, kw_only=True, frozen=True):
+    type = "conversation.unfrozen"
+    by: str | None = None
+
+
+class ParticipantMuted(ConversationEvent, kw_only=True, frozen=True):
+    """The user reads but may not post, edit or type here (``seq`` 0)."""
+
+    type = "participant.muted"
+    user_id: str
+    until: datetime | None = None
+    by: str | None = None
+
+
+class ParticipantUnmuted(ConversationEvent, kw_only=True, frozen=True):
+    type = "participant.unmuted"
+    user_id: str
+    by: str | None = None
+
+
+class ParticipantBanned(ConversationEvent, kw_only=True, frozen=True):
+    """The user is out of this conversation and may not be added back (``seq`` 0)."""
+
+    type = "participant.banned"
+    user_id: str
+    until: datetime | None = None
+    by: str | None = None
+
+
+class ParticipantUnbanned(ConversationEvent, kw_only=True, frozen=True):
+    type = "participant.unbanned"
+    user_id: str
+    by: str | None = None
