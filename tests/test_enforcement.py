@@ -9,7 +9,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from confab import bus
+from confab.contracts.events import identity
+from confab.eventlog import read_subject
 from tests.client import Api
+from tests.stack import RunningStack
 from tests.test_authority import Socket, sockets, three, world
 from tests.test_messaging_api import World, send
 
@@ -136,3 +140,37 @@ async def test_mutes_and_bans_and_their_timed_lifting(world: World) -> None:
         f"/api/v1/conversations/{direct}/bans", {"user_id": cat["id"]}
     )
     assert status == 422, reply
+
+
+async def test_a_timed_workspace_ban_lifts_itself_through_the_log(
+    world: World, stack: RunningStack
+) -> None:
+    (ann, ann_w), (_, bob_w), (_, _), cid = await three(world)
+    ban = f"/api/v1/users/{ann['id']}/ban"
+    for bad in ("0", "-1", "soon", str(10**12)):
+        status, body = await world.tenant.post(ban, params={"duration_seconds": bad})
+        assert status == 422, (bad, body)
+    status, user = await world.tenant.post(ban, params={"duration_seconds": "1"})
+    assert (status, user["banned"]) == (200, True), user
+    status, body = await post(ann_w, cid, "may I?")
+    assert (status, body["error"]["code"]) == (403, "banned"), body
+
+    async def ann_may_post() -> bool:
+        return (await post(ann_w, cid, "I am back"))[0] == 201
+
+    await eventually(ann_may_post)
+    status, user = await world.tenant.get(f"/api/v1/users/{ann['id']}")
+    assert (status, user["banned"]) == (200, False), user
+    # The lifting is a user.unbanned in the log, appended by identity's schedule.
+    subject = identity.subject(world.workspace["id"], "user", ann["id"])
+    nc = await bus.connect(stack.info["nats_url"], "test")
+    try:
+        stored = [e async for e in read_subject(nc, bus.IDENTITY.name, subject)]
+    finally:
+        await nc.close()
+    kinds = [(type(e.event).__name__, e.actor) for e in stored[-2:]]
+    assert kinds == [("UserBanned", kinds[0][1]), ("UserUnbanned", "schedule")], kinds
+    # A ban without a duration stays until lifted by hand.
+    assert (await world.tenant.post(ban))[1]["banned"] is True
+    assert (await post(bob_w, cid, "ann is out"))[0] == 201
+    assert (await world.tenant.delete(ban))[1]["banned"] is False
