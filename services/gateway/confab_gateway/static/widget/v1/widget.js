@@ -18,6 +18,7 @@ import { avatarColor, clear, h, icon, initials, safeUrl } from './dom.js';
 import { EMOJI, emojiKey, QUICK } from './emoji.js';
 import { createI18n, I18n } from './i18n.js';
 import { linkParts } from './links.js';
+import { SearchBox } from './search.js';
 
 const BASE = new URL('./', import.meta.url).href;
 const GROUP_MS = 5 * 60_000; // one sender's messages this close together form a group
@@ -418,7 +419,7 @@ class Widget {
     if (this.view === 'ended' || this.view === 'failed') return this.renderProblem();
     this.title.textContent = this.options.title || this.t('list.title');
     this.listEl = h('ul', { class: 'cw-list', 'aria-labelledby': 'cw-title' });
-    this.body.append(this.listEl);
+    this.body.append(this.searchBox(null, this.listEl).el, this.listEl);
     this.renderList();
     this.updateBadge();
   }
@@ -708,11 +709,8 @@ class Widget {
       icon('down', 16),
     );
     this.typingEl = h('div', { class: 'cw-typing', 'data-testid': 'typing', 'aria-live': 'polite' });
-    this.body.append(
-      h('div', { class: 'cw-thread' }, this.scroller, this.pill),
-      this.typingEl,
-      this.buildComposer(),
-    );
+    const thread = h('div', { class: 'cw-thread' }, this.scroller, this.pill);
+    this.body.append(this.searchBox(id, thread).el, thread, this.typingEl, this.buildComposer());
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), {
       root: this.scroller,
       threshold: [0, 0.5, 1],
@@ -729,6 +727,43 @@ class Widget {
     this.syncThread();
     this.renderTyping();
     this.scrollToBottom();
+  }
+
+  // A search box (search.js) for every conversation (`id` null) or one; `under`: what its
+  // results cover while they show.
+  searchBox(id, under) {
+    const box = new SearchBox({
+      api: this.client.api,
+      t: this.t,
+      i18n: this.i18n,
+      conversationId: id,
+      titleOf: (cid) => {
+        const conv = this.client.conversation(cid);
+        return conv ? this.titleOf(conv) : '';
+      },
+      pick: (hit) => this.jumpTo(hit.message),
+    });
+    box.el.addEventListener('searchtoggle', (event) => {
+      under.hidden = event.detail;
+    });
+    return box;
+  }
+
+  // Open a found message's conversation and show the message in context: older pages are
+  // loaded until it is there, then it is scrolled to, marked and focused.
+  async jumpTo({ conversation_id: id, id: messageId }) {
+    if (this.view !== 'thread' || this.current !== id) await this.openConversation(id);
+    for (let page = 0; page < 100 && !this.items.has(messageId) && this.current === id; page++) {
+      const more = await this.client.loadOlder(id).catch(() => false);
+      if (!more && !this.items.has(messageId)) break;
+    }
+    const item = this.items.get(messageId);
+    if (!item || this.current !== id) return;
+    this.pinned = false;
+    item.el.scrollIntoView({ block: 'center' });
+    item.el.classList.add('cw-found');
+    this.setRoving(item.el);
+    item.el.focus();
   }
 
   onMessages({ conversationId, reason }) {
