@@ -16,12 +16,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confab.bench import catchup, coldstart, e2e, fanout, idle, replay, sends, uploads, webhooks
+from confab.bench import (
+    catchup,
+    coldstart,
+    e2e,
+    fanout,
+    idle,
+    replay,
+    search,
+    sends,
+    uploads,
+    webhooks,
+)
 from confab.bench.result import loud_loss, print_result, print_summary, scenario_result, write
 from confab.bench.stack import local_stack
 from confab.rlimits import raise_open_files
 
-ON_STACK = ("sends-closed", "sends-open", "e2e", "fanout", "idle", "uploads", "webhooks")
+ON_STACK = (
+    "sends-closed",
+    "sends-open",
+    "e2e",
+    "fanout",
+    "idle",
+    "uploads",
+    "webhooks",
+    "search",
+)
 ALONE = ("replay", "catchup", "coldstart")
 SCENARIOS = (*ALONE, *ON_STACK)
 
@@ -65,6 +85,15 @@ def add_parser(commands: Any) -> None:
     )
     p.add_argument("--connections", type=int, default=20_000, help="idle: connections to hold open")
     p.add_argument("--starts", type=int, default=3, help="coldstart: how many cold starts")
+    p.add_argument("--messages", type=int, default=1_000_000, help="search: messages in the index")
+    p.add_argument("--queries", type=int, default=200, help="search: searches of each kind")
+    p.add_argument(
+        "--automod-rules",
+        type=int,
+        default=0,
+        help="sends: automatic-moderation rules in force in the sending workspace "
+        "(word lists, RE2 patterns and the detectors; none matches the benchmark's text)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     fanout.add_arguments(p)
     p.set_defaults(run=run)
@@ -86,6 +115,9 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
         return scenario_result("webhooks", runs, webhooks.targets(runs))
     if name == "uploads":
         return scenario_result("uploads", asyncio.run(uploads.run(info, seconds=args.seconds)), [])
+    if name == "search":
+        runs = asyncio.run(search.run(info, args.messages, args.queries))
+        return scenario_result("search", runs, [])
     if name == "e2e":
         runs = asyncio.run(e2e.run(info, args, _rates(args)))
         return scenario_result("e2e", runs, e2e.targets(runs))
@@ -99,6 +131,7 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
             workers=args.workers,
             rooms=args.rooms,
             warmup=args.warmup,
+            automod_rules=args.automod_rules,
         )
     )
     return scenario_result(name, runs, sends.targets(name, runs))
