@@ -22,8 +22,11 @@ Deletions and moderation settle this projection too before their call returns
 (``handlers.Lookups.settle``), so nothing gone is found once the call is done.
 
 Queries (``Searcher``) turn the user's words into a prefix ``tsquery`` (words
-only: no operator of the query syntax reaches PostgreSQL), rank by
-``ts_rank_cd`` and page by (rank, stream sequence). Snippets come from
+only: no operator of the query syntax reaches PostgreSQL), rank the newest
+``CANDIDATES`` matches by ``ts_rank_cd`` and page through them by (rank, stream
+sequence): ranking every match of a word found in most messages would cost
+seconds at a million messages, so a very common query is answered from the
+recent past (a rarer word or a second one narrows it). Snippets come from
 ``ts_headline`` with control characters as marks, then are HTML-escaped and the
 marks replaced by ``<mark>``: safe to put in a page as they are.
 """
@@ -66,6 +69,8 @@ from confab_messaging.store import ERASURE_LOCK, SCHEMA, MessagePage
 DEFAULT_LANGUAGE = "simple"
 MAX_TERMS = 8
 MAX_TERM_LENGTH = 64
+CANDIDATES = 5000  # the newest matches ranked (and paged through)
+TSQUERY = "to_tsquery(CAST(:config AS regconfig), :expr)"
 PREFIX_MIN = 2  # shorter words are matched whole: a one-letter prefix matches everything
 START, STOP = "\x02", "\x03"  # ts_headline's marks; stripped from the content first
 HEADLINE_OPTIONS = (
@@ -372,7 +377,7 @@ class Searcher:
         if not expression:
             return [], False
         sm = _q(self.schema, "search_messages")
-        where = ["s.workspace_id = :ws", "s.tsv @@ query.q", "NOT s.gone"]
+        where = ["s.workspace_id = :ws", f"s.tsv @@ {TSQUERY}", "NOT s.gone"]
         params: dict[str, Any] = {"ws": workspace_id, "expr": expression, "n": limit + 1}
         if viewer is not None:
             where.append(
@@ -402,24 +407,31 @@ class Searcher:
                 "WHERE c.id = s.conversation_id AND c.metadata::jsonb @> CAST(:meta AS jsonb))"
             )
             params["meta"] = json.dumps(filters.metadata)
+        after = ""
         if cursor is not None:
-            where.append("(ts_rank_cd(s.tsv, query.q)::float8, s.stream_seq) < (:crank, :cseq)")
+            after = "WHERE (c.rank, c.stream_seq) < (:crank, :cseq) "
             params["crank"], params["cseq"] = cursor
+        # The newest CANDIDATES matches are ranked: a rare word is found through the GIN
+        # index, a common one by walking the workspace's newest messages (the planner
+        # picks, from the query's own words: plans are made per query, not cached).
         sql = (
-            "WITH query AS (SELECT to_tsquery(CAST(:config AS regconfig), :expr) AS q), "
-            "page AS ("
+            "WITH candidates AS ("
             "SELECT s.message_id, s.conversation_id, s.stream_seq, s.config, s.content, "
-            "ts_rank_cd(s.tsv, query.q)::float8 AS rank "
-            f"FROM {sm} s, query WHERE {' AND '.join(where)} "
-            "ORDER BY rank DESC, s.stream_seq DESC LIMIT :n) "
+            f"ts_rank_cd(s.tsv, {TSQUERY})::float8 AS rank "
+            f"FROM {sm} s WHERE {' AND '.join(where)} "
+            "ORDER BY s.stream_seq DESC LIMIT :candidates), "
+            f"page AS (SELECT * FROM candidates c {after}"
+            "ORDER BY c.rank DESC, c.stream_seq DESC LIMIT :n) "
             "SELECT page.message_id, page.conversation_id, page.stream_seq, page.rank, "
             "ts_headline(CAST(page.config AS regconfig), "
-            "translate(page.content, :marks, ''), query.q, :options) AS headline "
-            "FROM page, query ORDER BY page.rank DESC, page.stream_seq DESC"
+            f"translate(page.content, :marks, ''), {TSQUERY}, :options) AS headline "
+            "FROM page ORDER BY page.rank DESC, page.stream_seq DESC"
         )
         params["marks"] = START + STOP
         params["options"] = HEADLINE_OPTIONS
+        params["candidates"] = CANDIDATES
         async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
             params["config"] = await self.language(conn, workspace_id)
             rows = (await conn.execute(sa.text(sql), params)).all()
         hits = [
