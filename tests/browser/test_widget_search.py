@@ -1,6 +1,7 @@
 """Issue 23: search in the widget, as a visitor uses it: from the conversation list, and
 inside a conversation, each hit jumping to the message in context (older pages loaded
-until it is there), with the snippet's marks drawn as elements, never parsed markup."""
+until it is there), with the snippet's marks drawn as elements, never parsed markup; and
+a frozen conversation's refusal said in the visitor's words."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import uuid
 from playwright.async_api import expect
 
 from tests.browser.conftest import Shop
-from tests.browser.test_widget import LIVE, live, message
+from tests.browser.test_widget import LIVE, live, message, send
 from tests.browser.test_widget_fixes import people, post
 
 
@@ -60,4 +61,12 @@ async def test_search_finds_and_jumps_to_a_message_in_context(shop: Shop) -> Non
     await inside.press("Escape")
     await expect(page.get_by_test_id("search-results")).to_be_hidden()
     await expect(page.locator(".cw-thread")).to_be_visible()
+
+    # Frozen by the tenant: a send fails with the reason in the visitor's words.
+    status, _ = await shop.tenant.post(f"/api/v1/conversations/{with_bob}/freeze")
+    assert status == 204
+    await send(page, "Are you still there?")
+    await expect(page.locator(".cw-msg-status.cw-error")).to_contain_text(
+        "This conversation is closed", timeout=LIVE
+    )
     assert not shop.errors, shop.errors

@@ -1243,6 +1243,10 @@ class Widget {
   // What went wrong, in the visitor's words (never the server's developer wording).
   errorText(error, fallback) {
     const status = error ? error.status : -1;
+    const code = error ? error.code : '';
+    if (code === 'frozen') return this.t('error.frozen');
+    if (code === 'muted') return this.t('error.muted');
+    if (code === 'message_blocked') return this.t('error.blocked');
     if (status === 0) return this.t('error.network');
     if (status === 429) return this.t('error.rateLimited');
     if (status === 403) return this.t('error.forbidden');
