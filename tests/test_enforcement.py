@@ -12,7 +12,7 @@ from typing import Any
 from confab import bus
 from confab.contracts.events import identity
 from confab.eventlog import read_subject
-from tests.client import Api
+from tests.client import Api, new_workspace
 from tests.stack import RunningStack
 from tests.test_authority import Socket, sockets, three, world
 from tests.test_messaging_api import World, send
@@ -83,7 +83,7 @@ async def test_a_frozen_conversation_refuses_posts_and_client_events(
     assert (await world.tenant.post(f"/api/v1/conversations/{ann['id']}/freeze"))[0] == 404
 
 
-async def test_mutes_and_bans_and_their_timed_lifting(world: World) -> None:
+async def test_mutes_and_bans_and_their_timed_lifting(world: World, stack: RunningStack) -> None:
     (ann, ann_w), (bob, bob_w), (cat, cat_w), cid = await three(world)
     mutes, bans = f"/api/v1/conversations/{cid}/mutes", f"/api/v1/conversations/{cid}/bans"
     await send(ann_w, cid, "hi all")
@@ -135,6 +135,17 @@ async def test_mutes_and_bans_and_their_timed_lifting(world: World) -> None:
         assert status in (404, 422), (body, reply)
     status, reply = await world.tenant.post(mutes, {"user_id": "usr_nobody"})
     assert status == 404, reply
+    # Another workspace's backend cannot reach this conversation at all.
+    admin = Api(world.tenant.http, world.tenant.base, stack.admin_headers)
+    other = World(admin, await new_workspace(admin, "Other"))
+    for path, body in [
+        (f"/api/v1/conversations/{cid}/freeze", None),
+        (mutes, {"user_id": bob["id"]}),
+        (bans, {"user_id": bob["id"]}),
+    ]:
+        status, reply = await other.tenant.post(path, body)
+        assert status == 404, (path, reply)
+    assert (await other.tenant.post(f"/api/v1/users/{bob['id']}/ban"))[0] == 404
     direct = await world.conversation(ann, cat)
     status, reply = await world.tenant.post(
         f"/api/v1/conversations/{direct}/bans", {"user_id": cat["id"]}
