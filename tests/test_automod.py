@@ -14,7 +14,10 @@ from confab.contracts.events.moderation import MessageBlocked
 from confab.eventlog import read_subject
 from tests.client import Api, new_workspace
 from tests.stack import RunningStack
+from tests.test_authority import sockets, three
 from tests.test_messaging_api import World, send
+
+__all__ = ["sockets"]  # a fixture used here
 
 RULES: list[dict[str, Any]] = [
     {"id": "gambling", "kind": "word", "action": "block", "words": ["casino", "jackpot"]},
@@ -129,7 +132,6 @@ async def test_rules_refuse_what_could_hurt(world: World, stack: RunningStack) -
         [{"id": "x", "kind": "word", "action": "block", "words": ["ok"] * 201}],
         [{"id": "x", "kind": "phone", "action": "block", "pattern": "1"}],
         [{"id": "x", "kind": "phone", "action": "explode"}],
-        [{"id": "x", "kind": "phone", "action": "shadow"}],  # not offered
         [
             {"id": "x", "kind": "phone", "action": "mask"},
             {"id": "x", "kind": "url", "action": "flag"},
@@ -152,3 +154,55 @@ async def test_rules_refuse_what_could_hurt(world: World, stack: RunningStack) -
     fay, _ = await other.user("Fay")
     there = await other.conversation(eve, fay)
     assert (await send(eve_w, there, "a" * 20))["content"] == "a" * 20
+
+
+async def test_shadowed_posts_are_their_senders_alone_on_every_path(
+    world: World, stack: RunningStack, sockets: Any
+) -> None:
+    (ann, ann_w), (_, bob_w), (_, cat_w), cid = await three(world)
+    channel = f"private-conversation.{cid}"
+    base = f"/api/widget/conversations/{cid}"
+    await put_rules(world, [{"id": "links", "kind": "url", "action": "shadow"}])
+    bob_sock = await sockets()
+    await bob_sock.join(bob_w, channel)
+    before = await send(ann_w, cid, "hello")
+
+    # A shadow rule: the sender is answered as usual and sees it in their history.
+    link = await send(ann_w, cid, "buy at cheap-deals.com today", client_msg_id="c-1")
+    assert link["content"] == "buy at cheap-deals.com today" and link["seq"] == before["seq"]
+    status, again = await ann_w.post(
+        f"{base}/messages", {"content": "buy at cheap-deals.com today", "client_msg_id": "c-1"}
+    )
+    assert (status, again["id"]) == (200, link["id"])  # a resend names the original
+    # Shadow-banned: every post of the user, whatever it says.
+    assert (await world.tenant.post(f"/api/v1/users/{ann['id']}/shadow-ban"))[0] == 204
+    quiet = await send(ann_w, cid, "anyone there?")
+    after = await send(bob_w, cid, "visible to all")
+    await bob_sock.wait(
+        lambda f: f["event"] == "message.created" and f["data"]["id"] == after["id"]
+    )
+
+    shadowed = {link["id"], quiet["id"]}
+    status, mine = await ann_w.get(f"{base}/messages")
+    assert status == 200
+    assert [m["id"] for m in mine["data"]] == [before["id"], link["id"], quiet["id"], after["id"]]
+    for reader in (bob_w, cat_w):
+        status, theirs = await reader.get(f"{base}/messages")
+        assert [m["id"] for m in theirs["data"]] == [before["id"], after["id"]], theirs
+        status, events = await reader.get(f"{base}/events", params={"after": 0})
+        assert not shadowed & {e["data"].get("id") for e in events["data"]}
+        status, conv = await reader.get(base)
+        assert [m["id"] for m in conv["messages"]] == [before["id"], after["id"]]
+    seen = {f["data"].get("id") for f in bob_sock.seen(channel) if isinstance(f["data"], dict)}
+    assert not shadowed & seen
+    # No gap for the others: the seqs they see run on.
+    assert after["seq"] == before["seq"] + 1
+    status, found = await bob_w.get("/api/widget/search", params={"q": "cheap deals"})
+    assert status == 200 and found["data"] == []
+    # Lifted: posts are everyone's again; what was shadowed stays the sender's alone.
+    assert (await world.tenant.delete(f"/api/v1/users/{ann['id']}/shadow-ban"))[0] == 204
+    back = await send(ann_w, cid, "I am back")
+    await bob_sock.wait(lambda f: f["event"] == "message.created" and f["data"]["id"] == back["id"])
+    status, theirs = await bob_w.get(f"{base}/messages")
+    assert [m["id"] for m in theirs["data"]] == [before["id"], after["id"], back["id"]]
+    assert (await ann_w.post(f"/api/v1/users/{ann['id']}/shadow-ban"))[0] == 401

@@ -85,3 +85,13 @@ class RestrictParticipant(Request, kw_only=True, frozen=True):
     user_id: str
     duration_seconds: DurationSeconds | None = None
     lift: bool = False
+
+
+class SetUserShadowBan(Request, kw_only=True, frozen=True):
+    """Shadow-ban a user (``banned``): their posts from now on are seen by them only."""
+
+    subject: ClassVar[str] = "messaging.cmd.set_user_shadow_ban"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    user_id: str
+    banned: bool

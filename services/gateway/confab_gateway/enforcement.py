@@ -8,7 +8,12 @@ REST, and client events on the conversation's channels while it is frozen. A
 
 from __future__ import annotations
 
-from confab.contracts.moderation import FreezeConversation, RestrictionInput, RestrictParticipant
+from confab.contracts.moderation import (
+    FreezeConversation,
+    RestrictionInput,
+    RestrictParticipant,
+    SetUserShadowBan,
+)
 from confab_gateway.api import Call, Router
 
 router = Router()
@@ -128,3 +133,38 @@ async def ban(call: Call) -> None:
 )
 async def unban(call: Call) -> None:
     await _restrict(call, "ban", call.path["user_id"], None, True)
+
+
+async def _shadow_ban(call: Call, banned: bool) -> None:
+    await call.write(
+        SetUserShadowBan(actor=call.actor, user_id=call.path["user_id"], banned=banned)
+    )
+
+
+@router.route(
+    "POST",
+    "/api/v1/users/{user_id}/shadow-ban",
+    auth="api_key",
+    tag="moderation",
+    status=204,
+    summary="Shadow-ban a user: from the next post on, what they post is shown to them only "
+    "(a message.shadowed: never in others' history, sockets, webhooks or search)",
+    errors=(401, 404),
+    permission="users.ban",
+)
+async def shadow_ban(call: Call) -> None:
+    await _shadow_ban(call, True)
+
+
+@router.route(
+    "DELETE",
+    "/api/v1/users/{user_id}/shadow-ban",
+    auth="api_key",
+    tag="moderation",
+    status=204,
+    summary="Lift a shadow ban (what was shadowed stays the user's alone)",
+    errors=(401, 404),
+    permission="users.ban",
+)
+async def lift_shadow_ban(call: Call) -> None:
+    await _shadow_ban(call, False)

@@ -59,7 +59,7 @@ async def setup(service: Service) -> None:
     searcher = Searcher(service.engine)
     settings_ = WorkspaceSettings(log, settle=lookups.settle)
     shell = CommandShell(aggregates)
-    commands = Commands(service.nc, shell, lookups, queries.existing, rules=settings_.rules)
+    commands = Commands(service.nc, shell, lookups, queries.existing, policy=settings_.policy)
     enforcement = Enforcement(shell, lookups, commands.clock)
     follower = Follower(service.js, "messaging", lookups.standing.handle)
     await follower.start()

@@ -20,9 +20,8 @@ ways people pass contact details to take a deal off-platform.
 
 The verdict, in order of strength: any ``block`` refuses the post; otherwise
 ``mask`` rules replace their matches with ``MASK`` and ``flag`` rules add a
-system report. In a dry run every rule that matches only flags. (A ``shadow``
-action, the message shown to its sender only, is not built yet: it needs every
-read path, the fanout's per-socket frames included, to tell the sender apart.)
+system report, ``shadow`` rules let only the sender see it (``message.shadowed``).
+In a dry run every rule that matches only flags.
 """
 
 from __future__ import annotations
@@ -122,6 +121,7 @@ class Verdict:
     hits: list[AutomodHit] = field(default_factory=list)
     blocked: bool = False
     flagged: bool = False
+    shadow: bool = False
 
     @property
     def clean(self) -> bool:
@@ -163,7 +163,7 @@ class Compiled:
         for rule in hits:
             if rule.action == "mask":
                 content = rule.regex.sub(MASK, content)
-        return Verdict(content, found, flagged="flag" in actions)
+        return Verdict(content, found, flagged="flag" in actions, shadow="shadow" in actions)
 
 
 NO_RULES = Compiled(0, ())

@@ -37,6 +37,7 @@ from confab.contracts.events.messaging import (
     MessageReported,
     subject,
 )
+from confab.contracts.events.moderation import MessageShadowed
 from confab.contracts.messaging import (
     Actor,
     AddParticipant,
@@ -77,11 +78,13 @@ Shell = CommandShell[domain.Command, ConversationState]
 # The read side's view of an existing conversation, once it has applied a stream sequence.
 Existing = Callable[[Actor, str, int], Awaitable[Conversation]]
 # A workspace's automatic-moderation rules as the log has them now, compiled.
-Rules = Callable[[str], Awaitable[Compiled]]
+# A workspace's automatic-moderation rules as the log has them now, compiled, and the
+# users whose posts are shadowed.
+Policy = Callable[[str], Awaitable[tuple[Compiled, frozenset[str]]]]
 
 
-async def no_rules(_workspace_id: str) -> Compiled:
-    return NO_RULES
+async def no_rules(_workspace_id: str) -> tuple[Compiled, frozenset[str]]:
+    return NO_RULES, frozenset()
 
 
 def utcnow() -> datetime:
@@ -150,9 +153,9 @@ class Commands:
         existing: Existing,
         *,
         clock: Callable[[], datetime] = utcnow,
-        rules: Rules = no_rules,
+        policy: Policy = no_rules,
     ) -> None:
-        self.rules = rules
+        self.policy = policy
         self.nc = nc
         self.shell = shell
         self.lookups = lookups
@@ -288,13 +291,16 @@ class Commands:
                 uploader_id=sender_id,
             )
         client_msg_id = data.client_msg_id
-        content, hits, report_id = data.content, [], None
+        content, hits, report_id, shadow = data.content, [], None, False
         if sender_id is not None and not banned:
-            verdict = (await self.rules(actor.workspace_id)).apply(data.content)
+            rules, shadowed = await self.policy(actor.workspace_id)
+            verdict = rules.apply(data.content)
             if verdict.blocked:
                 await self.blocked(actor, subject_, sender_id, data.content, verdict, ctx)
             content, hits = verdict.content, verdict.hits
-            report_id = new_id("rep") if verdict.flagged else None
+            # A shadowed message is its sender's alone: nobody reports it, nothing links it.
+            shadow = verdict.shadow or sender_id in shadowed
+            report_id = new_id("rep") if verdict.flagged and not shadow else None
         command = domain.PostMessage(
             actor=actor,
             now=now,
@@ -310,6 +316,7 @@ class Commands:
             banned=banned,
             automod=hits,
             report_id=report_id,
+            shadow=shadow,
         )
         msg_id = (
             domain.client_msg_key(conversation_id, sender_id, client_msg_id)
@@ -327,10 +334,29 @@ class Commands:
                 created=True,
                 stream_seq=executed.positions[0],
             )
+        if isinstance(event, MessageShadowed) and (
+            not executed.duplicate or original in (None, event.message_id)
+        ):
+            return MessageSaved(
+                message=render.shadowed_message(event, render.sender(sender_id, users)),
+                created=True,
+                stream_seq=executed.positions[0],
+            )
         if isinstance(executed.result, Resent):
             original = executed.result.message_id
         if original is None:  # the decider appends nothing only for a known client_msg_id
             raise InternalError()
+        if original in executed.state.shadowed:
+            position = executed.state.shadowed[original]
+            shadowed_event = await _stored(
+                self.shell.aggregates, subject_, position, MessageShadowed
+            )
+            author = render.sender(sender_id, users)
+            return MessageSaved(
+                message=render.shadowed_message(shadowed_event, author),
+                created=False,
+                stream_seq=position,
+            )
         # A resend: answer the original, as the conversation's log has it now.
         message = await self.message_now(
             actor.workspace_id, subject_, executed.state, original, actor.user_id, users
@@ -352,7 +378,7 @@ class Commands:
             actor=actor, now=self.clock(), sender_id=sender_id, content=content, hits=verdict.hits
         )
         await self.shell.run(intent(actor, subject_, command), ctx)
-        rules = [h.rule_id for h in verdict.hits if h.action == "block"]
+        rules = [h.rule_id for h in verdict.hits if h.action in ("block", "shadow")]
         log.info("message_blocked", rules=rules)
         raise MessageBlocked(
             "This message was not sent: it breaks the workspace's rules.",
@@ -367,9 +393,9 @@ class Commands:
         content = cmd.content
         if cmd.actor.user_id is not None:
             # An edit passes the same rules as a post: masked where they mask, refused
-            # where they block.
-            verdict = (await self.rules(cmd.actor.workspace_id)).apply(content)
-            if verdict.blocked:
+            # where they block or would shadow (the message is shown to others already).
+            verdict = (await self.policy(cmd.actor.workspace_id))[0].apply(content)
+            if verdict.blocked or verdict.shadow:
                 await self.blocked(cmd.actor, subject_, cmd.actor.user_id, content, verdict, ctx)
             content = verdict.content
         command = domain.EditMessage(

@@ -66,6 +66,7 @@ from confab.contracts.events.moderation import (
     ConversationFrozen,
     ConversationUnfrozen,
     MessageBlocked,
+    MessageShadowed,
     ParticipantBanned,
     ParticipantMuted,
     ParticipantUnbanned,
@@ -146,6 +147,7 @@ class PostMessage(Command, kw_only=True, frozen=True):
     # masked already; ``report_id`` set: it flags the message (a system report).
     automod: list[AutomodHit] = []
     report_id: str | None = None
+    shadow: bool = False  # only the sender sees it (``message.shadowed``)
 
 
 class RecordBlocked(Command, kw_only=True, frozen=True):
@@ -250,6 +252,7 @@ class ConversationState:
     muted: dict[str, datetime | None] = field(default_factory=dict)
     banned: dict[str, datetime | None] = field(default_factory=dict)
     restricted_at: int = 0
+    shadowed: dict[str, int] = field(default_factory=dict)  # message id -> where it is
 
     @property
     def exists(self) -> bool:
@@ -346,6 +349,11 @@ RESTRICTIONS = (ParticipantMuted, ParticipantUnmuted, ParticipantBanned, Partici
 def stored(state: ConversationState, event: Event, seq: int) -> None:
     """Note where a message's post and its last edit are in the log (``seq``), and fold
     mutes and bans (``seq`` 0 events: ordered here by their stream sequence)."""
+    if isinstance(event, MessageShadowed):
+        state.shadowed[event.message_id] = seq
+        if event.client_msg_id is not None:
+            state.client_keys[(event.sender_id, event.client_msg_id)] = event.message_id
+        return
     if isinstance(event, RESTRICTIONS):
         if seq > state.restricted_at:
             state.restricted_at = seq
@@ -726,24 +734,39 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
             {"reply_to": "must be a message of this conversation"},
         )
     message_type = _message_type(command)
-    posted = MessagePosted(
-        conversation_id=state.id,
-        seq=state.next_seq,
-        at=command.now,
-        message_id=command.message_id,
-        sender_id=sender_id,
-        content=command.content,
-        metadata=dict(command.metadata or {}),
-        attachment_ids=list(attachment_ids),
-        attachments=[
-            msgspec.structs.replace(a, url=None, thumbnail_url=None)
-            for a in _in_order(attachment_ids, command.attachments)
-        ],
-        reply_to=command.reply_to,
-        client_msg_id=client_msg_id,
-        message_type=message_type,  # type: ignore[arg-type]
-        automod=list(command.automod),
-    )
+    if command.shadow and sender_id is not None:
+        posted: Event = MessageShadowed(
+            conversation_id=state.id,
+            seq=0,
+            at=command.now,
+            message_id=command.message_id,
+            sender_id=sender_id,
+            content=command.content,
+            metadata=dict(command.metadata or {}),
+            reply_to=command.reply_to,
+            client_msg_id=client_msg_id,
+            after_seq=state.last_seq,
+            automod=list(command.automod),
+        )
+    else:
+        posted = MessagePosted(
+            conversation_id=state.id,
+            seq=state.next_seq,
+            at=command.now,
+            message_id=command.message_id,
+            sender_id=sender_id,
+            content=command.content,
+            metadata=dict(command.metadata or {}),
+            attachment_ids=list(attachment_ids),
+            attachments=[
+                msgspec.structs.replace(a, url=None, thumbnail_url=None)
+                for a in _in_order(attachment_ids, command.attachments)
+            ],
+            reply_to=command.reply_to,
+            client_msg_id=client_msg_id,
+            message_type=message_type,  # type: ignore[arg-type]
+            automod=list(command.automod),
+        )
     if command.report_id is None:
         return emit(posted)
     flagged = MessageReported(

@@ -42,6 +42,7 @@ class ConversationTables:
     reactions: sa.Table
     reports: sa.Table
     events: sa.Table
+    shadowed: sa.Table
 
     def all(self) -> tuple[sa.Table, ...]:
         return (
@@ -51,6 +52,7 @@ class ConversationTables:
             self.reactions,
             self.reports,
             self.events,
+            self.shadowed,
         )
 
 
@@ -171,7 +173,17 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("data", JSONB, nullable=False),
         sa.Column("at", ts, nullable=False),
     )
-    return ConversationTables(conversations, participants, messages, reactions, reports, events)
+    # Shadowed posts (``message.shadowed``): only their senders see them, in their history
+    # after the message ``seq`` (not a seq of their own); the columns of ``messages``.
+    shadowed = sa.Table(
+        "shadowed_messages",
+        metadata,
+        *[c._copy() for c in messages.columns],
+        sa.Index("shadowed_messages_sender", "conversation_id", "sender_id", "seq"),
+    )
+    return ConversationTables(
+        conversations, participants, messages, reactions, reports, events, shadowed
+    )
 
 
 USER_METADATA = sa.MetaData(schema=SCHEMA)
@@ -439,6 +451,20 @@ class Store:
                 rows.reverse()
             reactions = await self._reactions(conn, [r.id for r in rows])
         return MessagePage([r._mapping for r in rows], reactions, has_more)
+
+    async def shadowed(
+        self, conversation_id: str, sender_id: str, lo: int, hi: int | None
+    ) -> list[Row]:
+        """``sender_id``'s shadowed posts here placed after a message seq in [lo, hi)."""
+        s = self.t.shadowed
+        query = sa.select(s).where(
+            s.c.conversation_id == conversation_id, s.c.sender_id == sender_id, s.c.seq >= lo
+        )
+        if hi is not None:
+            query = query.where(s.c.seq < hi)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(s.c.seq, s.c.stream_seq).limit(500))).all()
+        return [r._mapping for r in rows]
 
     # -- one user's data (their export) --------------------------------------------------
 

@@ -29,6 +29,8 @@ from confab.contracts.events.moderation import (
     AutomodRulesChanged,
     SearchLanguage,
     SearchSettingsChanged,
+    UserShadowBanned,
+    UserShadowUnbanned,
     settings_subject,
 )
 from confab.contracts.messaging import Actor
@@ -37,6 +39,7 @@ from confab.contracts.moderation import (
     GetAutomod,
     RuleInput,
     SetAutomod,
+    SetUserShadowBan,
 )
 from confab.contracts.search import GetSearchSettings, SearchSettings, SetSearchSettings
 from confab.decider import NOTHING, Decider, Decision, emit
@@ -57,6 +60,7 @@ class SettingsState:
     rules: list[AutomodRule] = field(default_factory=list)
     dry_run: bool = False
     rules_version: int = 0  # the stream sequence of the last rules change
+    shadow_banned: set[str] = field(default_factory=set)  # users whose posts are shadowed
 
 
 class SetLanguage(msgspec.Struct, kw_only=True, frozen=True):
@@ -74,7 +78,15 @@ class SetRules(msgspec.Struct, kw_only=True, frozen=True):
     now: datetime
 
 
-Command = SetLanguage | SetRules
+class SetShadowBan(msgspec.Struct, kw_only=True, frozen=True):
+    workspace_id: str
+    user_id: str
+    banned: bool
+    by: str | None
+    now: datetime
+
+
+Command = SetLanguage | SetRules | SetShadowBan
 
 
 def evolve(state: SettingsState, event: Event) -> SettingsState:
@@ -84,6 +96,10 @@ def evolve(state: SettingsState, event: Event) -> SettingsState:
         case AutomodRulesChanged():
             state.rules = list(event.rules)
             state.dry_run = event.dry_run
+        case UserShadowBanned():
+            state.shadow_banned.add(event.user_id)
+        case UserShadowUnbanned():
+            state.shadow_banned.discard(event.user_id)
     return state
 
 
@@ -114,6 +130,18 @@ def decide(command: Command, state: SettingsState) -> Decision[None]:
                     workspace_id=command.workspace_id,
                     rules=command.rules,
                     dry_run=command.dry_run,
+                    by=command.by,
+                    at=command.now,
+                )
+            )
+        case SetShadowBan():
+            if (command.user_id in state.shadow_banned) == command.banned:
+                return NOTHING
+            cls = UserShadowBanned if command.banned else UserShadowUnbanned
+            return emit(
+                cls(
+                    workspace_id=command.workspace_id,
+                    user_id=command.user_id,
                     by=command.by,
                     at=command.now,
                 )
@@ -160,7 +188,19 @@ class WorkspaceSettings:
             (GetSearchSettings, self.get_language),
             (SetAutomod, self.shell.handler(self.set_rules)),
             (GetAutomod, self.get_rules),
+            (SetUserShadowBan, self.shell.handler(self.set_shadow_ban)),
         ]
+
+    async def set_shadow_ban(self, cmd: SetUserShadowBan, _ctx: CallContext) -> Intent[Command]:
+        workspace_id = _tenant(cmd.actor)
+        command = SetShadowBan(
+            workspace_id=workspace_id,
+            user_id=valid(cmd.user_id, "User"),
+            banned=cmd.banned,
+            by=cmd.actor.key_id,
+            now=self.clock(),
+        )
+        return Intent(settings_subject(workspace_id), command, workspace_id, cmd.actor.key_id or "")
 
     async def set_language(self, cmd: SetSearchSettings, _ctx: CallContext) -> Intent[Command]:
         workspace_id = _tenant(cmd.actor)
@@ -213,9 +253,15 @@ class WorkspaceSettings:
 
     async def rules(self, workspace_id: str) -> Compiled:
         """The workspace's rules as the log has them now, compiled once per version."""
+        return (await self.policy(workspace_id))[0]
+
+    async def policy(self, workspace_id: str) -> tuple[Compiled, frozenset[str]]:
+        """The rules as the log has them now (compiled once per version), and the users
+        whose posts are shadowed."""
         state, _ = await self.aggregates.load(settings_subject(workspace_id), fresh=True)
+        shadowed = frozenset(state.shadow_banned)
         if not state.rules:
-            return NO_RULES
+            return NO_RULES, shadowed
         found = self._compiled.get(workspace_id)
         if found is None or found.version != state.rules_version:
             found = Compiled.build(state.rules_version, state.rules, state.dry_run)
@@ -223,4 +269,4 @@ class WorkspaceSettings:
             while len(self._compiled) > COMPILED_CACHE:
                 self._compiled.popitem(last=False)
         self._compiled.move_to_end(workspace_id)
-        return found
+        return found, shadowed

@@ -38,7 +38,7 @@ Metadata = dict[str, Any]
 
 
 ModerationAction = Literal["hide", "restore", "delete"]
-AutomodAction = Literal["block", "mask", "flag"]
+AutomodAction = Literal["block", "mask", "flag", "shadow"]
 
 
 class AutomodHit(msgspec.Struct, kw_only=True, frozen=True):

@@ -88,6 +88,44 @@ class AutomodRulesChanged(Event, kw_only=True, frozen=True):
     at: datetime
 
 
+class MessageShadowed(ConversationEvent, kw_only=True, frozen=True):
+    """A post only its sender sees (a ``shadow`` rule, or a shadow-banned sender): ``seq``
+    0, so it is outside the conversation's timeline and no reader of it (history of
+    others, ``/events``, live frames, webhooks, search) ever shows it. Its sender's
+    history shows it after the message ``after_seq``."""
+
+    type = "message.shadowed"
+    personal = ("content", "metadata")
+    owner = "sender_id"
+    message_id: str
+    sender_id: str
+    content: str
+    metadata: dict[str, object] = {}
+    reply_to: str | None = None
+    client_msg_id: str | None = None
+    after_seq: int
+    automod: list[AutomodHit] = []
+    sealed: str | None = None
+
+
+class UserShadowBanned(Event, kw_only=True, frozen=True):
+    """Every post of the user from now on is shadowed (on the workspace's settings subject)."""
+
+    type = "user.shadow_banned"
+    workspace_id: str
+    user_id: str
+    by: str | None = None
+    at: datetime
+
+
+class UserShadowUnbanned(Event, kw_only=True, frozen=True):
+    type = "user.shadow_unbanned"
+    workspace_id: str
+    user_id: str
+    by: str | None = None
+    at: datetime
+
+
 class MessageBlocked(ConversationEvent, kw_only=True, frozen=True):
     """A post automatic moderation refused (``seq`` 0: not part of the timeline)."""
 
