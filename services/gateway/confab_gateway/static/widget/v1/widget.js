@@ -710,7 +710,11 @@ class Widget {
     );
     this.typingEl = h('div', { class: 'cw-typing', 'data-testid': 'typing', 'aria-live': 'polite' });
     const thread = h('div', { class: 'cw-thread' }, this.scroller, this.pill);
-    this.body.append(this.searchBox(id, thread).el, thread, this.typingEl, this.buildComposer());
+    // The search box is shown above the thread but comes last in the tab order, so the
+    // way from the header to the composer stays as short as it was (widget.css: order).
+    const search = this.searchBox(id, thread).el;
+    search.classList.add('cw-search-thread');
+    this.body.append(thread, this.typingEl, this.buildComposer(), search);
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), {
       root: this.scroller,
       threshold: [0, 0.5, 1],
