@@ -34,6 +34,9 @@ SMALL = [
     "--conversations=2",
     "--send-sockets=5",
     "--recipients=30",
+    "--messages=3000",
+    "--queries=3",
+    "--automod-rules=20",
 ]
 LATENCY = ("count", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 PROCESS = ("cpu_seconds", "cpu_us_per_unit", "cpu_share", "peak_rss_mb")

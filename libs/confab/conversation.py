@@ -69,6 +69,7 @@ from confab.contracts.events.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.contracts.events.moderation import ConversationFrozen, ConversationUnfrozen
 from confab.contracts.messaging import (
     Conversation,
     Message,
@@ -323,6 +324,7 @@ class ConversationView:
     __slots__ = (
         "created_at",
         "created_by",
+        "frozen",
         "id",
         "kind",
         "last_activity_at",
@@ -346,6 +348,7 @@ class ConversationView:
         self.metadata: dict[str, Any] = {}
         self.created_by: str | None = None
         self.created_at: datetime | None = None
+        self.frozen = False  # read-only for its users (``conversation.frozen``)
         self.last_seq = 0  # the conversation's seq of its last folded event
         self.stream_seq = 0  # the stream sequence of its last folded event
         self.last_message_id: str | None = None
@@ -503,6 +506,11 @@ def evolve(view: ConversationView, event: ConversationEvent, stream_seq: int) ->
             view.title = event.title
             view.metadata = dict(event.metadata)
             view.pin_policy = event.pin_policy
+            data = {"id": view.id}
+            return Entry(seq, stream_seq, realtime.CONVERSATION_UPDATED, at, data)
+        case ConversationFrozen() | ConversationUnfrozen():
+            # Shown as a conversation.updated: its ``frozen`` tells clients to stop posting.
+            view.frozen = isinstance(event, ConversationFrozen)
             data = {"id": view.id}
             return Entry(seq, stream_seq, realtime.CONVERSATION_UPDATED, at, data)
         case ParticipantAdded():
@@ -735,11 +743,13 @@ def payload(
 
 
 def updated_payload(view: ConversationView, event_seq: int) -> dict[str, Any]:
-    """``conversation.updated``: the conversation's title and metadata as they are now."""
+    """``conversation.updated``: the conversation's title, metadata and whether it is
+    frozen, as they are now."""
     return {
         "id": view.id,
         "title": view.title,
         "metadata": dict(view.metadata),
+        "frozen": view.frozen,
         "event_seq": event_seq,
     }
 

@@ -37,6 +37,13 @@ class BadRequest(InvalidRequest):
     status = 400
 
 
+class MessageBlocked(InvalidRequest):
+    """Automatic moderation refused a message (its rules say why, in ``details``)."""
+
+    code = "message_blocked"
+    default_message = "This message was not sent: it breaks the workspace's rules."
+
+
 class Unauthorized(ConfabError):
     code = "unauthorized"
     status = 401
@@ -54,6 +61,20 @@ class Banned(Forbidden):
 
     code = "banned"
     default_message = "You are banned from this workspace."
+
+
+class Muted(Forbidden):
+    """The user may read this conversation but not post in it."""
+
+    code = "muted"
+    default_message = "You are muted in this conversation."
+
+
+class Frozen(Forbidden):
+    """The conversation is read-only."""
+
+    code = "frozen"
+    default_message = "This conversation is frozen: it is read-only."
 
 
 class NotFound(ConfabError):
@@ -108,9 +129,12 @@ ERRORS_BY_CODE: dict[str, type[ConfabError]] = {
     cls.code: cls
     for cls in (
         InvalidRequest,
+        MessageBlocked,
         Unauthorized,
         Forbidden,
         Banned,
+        Muted,
+        Frozen,
         NotFound,
         Conflict,
         PayloadTooLarge,

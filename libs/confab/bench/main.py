@@ -24,6 +24,7 @@ from confab.bench import (
     idle,
     notifications,
     replay,
+    search,
     sends,
     uploads,
     webhooks,
@@ -41,6 +42,7 @@ ON_STACK = (
     "uploads",
     "webhooks",
     "notifications",
+    "search",
 )
 ALONE = ("replay", "catchup", "coldstart")
 SCENARIOS = (*ALONE, *ON_STACK)
@@ -88,6 +90,15 @@ def add_parser(commands: Any) -> None:
     )
     p.add_argument("--connections", type=int, default=20_000, help="idle: connections to hold open")
     p.add_argument("--starts", type=int, default=3, help="coldstart: how many cold starts")
+    p.add_argument("--messages", type=int, default=1_000_000, help="search: messages in the index")
+    p.add_argument("--queries", type=int, default=200, help="search: searches of each kind")
+    p.add_argument(
+        "--automod-rules",
+        type=int,
+        default=0,
+        help="sends: automatic-moderation rules in force in the sending workspace "
+        "(word lists, RE2 patterns and the detectors; none matches the benchmark's text)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     fanout.add_arguments(p)
     p.set_defaults(run=run)
@@ -112,6 +123,9 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
         return scenario_result("notifications", runs, notifications.targets(runs))
     if name == "uploads":
         return scenario_result("uploads", asyncio.run(uploads.run(info, seconds=args.seconds)), [])
+    if name == "search":
+        runs = asyncio.run(search.run(info, args.messages, args.queries))
+        return scenario_result("search", runs, [])
     if name == "e2e":
         runs = asyncio.run(e2e.run(info, args, _rates(args)))
         return scenario_result("e2e", runs, e2e.targets(runs))
@@ -125,6 +139,7 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
             workers=args.workers,
             rooms=args.rooms,
             warmup=args.warmup,
+            automod_rules=args.automod_rules,
         )
     )
     return scenario_result(name, runs, sends.targets(name, runs))

@@ -133,6 +133,34 @@ async def open_loop(
     await asyncio.gather(*tasks)
 
 
+def automod_rules(n: int) -> list[dict[str, Any]]:
+    """``n`` rules of every kind, none matching the benchmark's text: the cost of checking."""
+    kinds: list[dict[str, Any]] = [
+        {"kind": "phone", "action": "mask"},
+        {"kind": "email", "action": "flag"},
+        {"kind": "url", "action": "flag"},
+    ]
+    rules = [{"id": f"d{i}", **k} for i, k in enumerate(kinds[:n])]
+    for i in range(len(rules), n):
+        if i % 2:
+            words = [f"forbidden{i}x{j}" for j in range(50)]
+            rules.append({"id": f"w{i}", "kind": "word", "action": "block", "words": words})
+        else:
+            pattern = rf"(?i)\b(?:cash|wire|gift)\s*(?:app|transfer|card){i}\b"
+            rules.append({"id": f"r{i}", "kind": "regex", "action": "mask", "pattern": pattern})
+    return rules
+
+
+async def put_rules(http: aiohttp.ClientSession, base: str, api_key: str, n: int) -> None:
+    async with http.put(
+        f"{base}/api/v1/moderation/automod",
+        json={"rules": automod_rules(n)},
+        headers={"X-API-Key": api_key},
+    ) as r:
+        if r.status != 200:
+            raise RuntimeError(f"setting automod rules answered {r.status}: {await r.text()}")
+
+
 class Unreadable(Exception):
     """The history could not be read back (the message says what the gateway answered)."""
 
@@ -190,12 +218,14 @@ async def run(
     workers: int,
     rooms: int,
     warmup: float = 2.0,
+    automod_rules: int = 0,
 ) -> list[dict[str, Any]]:
-    """One run for the closed loop; one per rate for the open loop (latency over load)."""
+    """One run for the closed loop; one per rate for the open loop (latency over load);
+    ``automod_rules``: that many automatic-moderation rules in force while sending."""
     connector = aiohttp.TCPConnector(limit=max(workers, 256))
     async with aiohttp.ClientSession(connector=connector) as http:
         return [
-            await _one_run(http, info, mode, rate, seconds, workers, rooms, warmup)
+            await _one_run(http, info, mode, rate, seconds, workers, rooms, warmup, automod_rules)
             for rate in (rates if mode == "open" else [0.0])
         ]
 
@@ -209,9 +239,13 @@ async def _one_run(
     workers: int,
     rooms: int,
     warmup: float,
+    automod_rules: int = 0,
 ) -> dict[str, Any]:
     base = info["gateway_url"]
-    room_list = await prepare(http, info, rooms)
+    space = await workspace(http, info, "bench")
+    if automod_rules:
+        await put_rules(http, base, space["api_key"], automod_rules)
+    room_list = await prepare(http, info, rooms, space=space)
     warm = Sender(http, base)
     await closed_loop(warm, room_list, min(workers, 16), warmup)
     sender = Sender(http, base)
@@ -237,11 +271,15 @@ async def _one_run(
     warmed = sum(warm.sent.values())
     loss["sent"] -= warmed
     loss["received"] -= warmed
+    rules = f", {automod_rules} automod rules" if automod_rules else ""
     return run_record(
-        f"{workers} senders" if mode == "closed" else f"{rate:g}/s",
-        f"{workers} concurrent senders on {rooms} conversations for {seconds:g} s"
-        if mode == "closed"
-        else f"{rate:g} messages/s on {rooms} conversations for {seconds:g} s",
+        (f"{workers} senders" if mode == "closed" else f"{rate:g}/s") + rules,
+        (
+            f"{workers} concurrent senders on {rooms} conversations for {seconds:g} s"
+            if mode == "closed"
+            else f"{rate:g} messages/s on {rooms} conversations for {seconds:g} s"
+        )
+        + rules,
         unit="message",
         work=sender.ok,
         latencies=sender.latencies,

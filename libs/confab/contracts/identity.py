@@ -248,6 +248,9 @@ class SetUserBan(Request, kw_only=True, frozen=True):
     user_id: str
     banned: bool
     actor: str = ""
+    # A timed ban: it lifts itself after this long (None: until lifted).
+    duration_seconds: Annotated[int, msgspec.Meta(ge=1, le=10 * 365 * 86400)] | None = None
+    if_until: datetime | None = None  # identity's own scheduled unban of a timed ban
 
 
 class IssueSession(Request, kw_only=True, frozen=True):

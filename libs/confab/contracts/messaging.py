@@ -139,6 +139,7 @@ class Conversation(Reply, kw_only=True, frozen=True):
     last_seq: int = 0
     created_at: datetime
     last_activity_at: datetime
+    frozen: bool = False  # read-only for its users: posts, edits, reactions, typing refused
 
 
 class ConversationSaved(Reply, kw_only=True, frozen=True):

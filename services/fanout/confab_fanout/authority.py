@@ -60,6 +60,7 @@ ERASED = "This user was erased."
 REVOKED = "The session that authorized this connection was revoked."
 RESTAFFED = "Your role on the team changed; sign in again."
 NOT_A_PARTICIPANT = "Only the conversation's participants may join it."
+FROZEN = "Client event rejected: the conversation is frozen"
 NO_USER = "A conversation channel's authorization must name the user (channel_data user_id)."
 
 
@@ -145,6 +146,18 @@ class Gatekeeper:
             return NOT_A_PARTICIPANT
         # The wait for the log may have let a revocation in.
         return self.refusal(app_id, user_id, session_id)
+
+    async def may_send(self, app_id: str, channel: str) -> str | None:
+        """Why a client event may not go to ``channel`` now, or None: a conversation's
+        channels take none while it is frozen, checked against the log now (a freeze
+        holds on every node once its call has returned)."""
+        conversation_id = realtime.conversation_of(channel) or _presence_of(channel)
+        if conversation_id is None:
+            return None
+        tracked = await self.feed.fresh(app_id, conversation_id)
+        if tracked is not None and tracked.view.frozen:
+            return FROZEN
+        return None
 
 
 def _presence_of(channel: str) -> str | None:

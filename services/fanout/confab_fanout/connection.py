@@ -398,6 +398,11 @@ class Connection:
                 "too_large", protocol.CLIENT_EVENT_REJECTED, "Client event name or data too large"
             )
             return
+        gate = self.fanout.gate
+        refused = await gate.may_send(self.app.id, name) if gate is not None else None
+        if refused is not None:
+            self._reject_client_event("frozen", protocol.CLIENT_EVENT_REJECTED, refused)
+            return
         CLIENT_EVENTS.labels("accepted").inc()
         user_id = channel.sockets.get(self) if channel.kind is Kind.PRESENCE else None
         await self.fanout.client_event(self, name, frame.event, data, user_id)

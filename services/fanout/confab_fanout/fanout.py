@@ -62,6 +62,8 @@ class Gate(Protocol):
         role: str | None = None,
     ) -> str | None: ...
 
+    async def may_send(self, app_id: str, channel: str) -> str | None: ...
+
 
 class Fanout:
     def __init__(

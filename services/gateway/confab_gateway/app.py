@@ -18,10 +18,12 @@ from confab_gateway import (
     conversations,
     dashboard,
     devmail,
+    enforcement,
     keys,
     notifications,
     openapi,
     reports,
+    search,
     support,
     threads,
     users,
@@ -54,6 +56,8 @@ ROUTERS: list[Router] = [
     visitors.router,
     threads.router,
     notifications.router,
+    search.router,
+    enforcement.router,
 ]
 
 

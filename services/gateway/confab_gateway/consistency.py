@@ -27,6 +27,8 @@ class LastWrites:
         key = self._key(actor)
         if stream_seq > self._seqs.get(key, 0):
             self._seqs[key] = stream_seq
+        if key not in self._seqs:
+            return  # a write that stored nothing (0) in a workspace not written to yet
         self._seqs.move_to_end(key)
         while len(self._seqs) > self.max_entries:
             self._seqs.popitem(last=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
@@ -248,18 +249,25 @@ async def erase_user(call: Call) -> None:
     call.request.app["auth"].forget(call.path["user_id"])  # their sessions end here too
 
 
+class BanQuery(msgspec.Struct, kw_only=True, frozen=True):
+    duration_seconds: Annotated[int, msgspec.Meta(ge=1, le=10 * 365 * 86400)] | None = None
+
+
 @router.route(
     "POST",
     "/api/v1/users/{user_id}/ban",
     auth="api_key",
     permission=USERS_BAN,
     tag="users",
-    summary="Ban a user: they can still read but can no longer post",
+    summary="Ban a user from the workspace: they can still read but can no longer post, "
+    "and their sockets are closed; with duration_seconds the ban lifts itself after that "
+    "long (a user.unbanned identity appends)",
+    query=BanQuery,
     response=User,
-    errors=(401, 404),
+    errors=(401, 404, 422),
 )
 async def ban_user(call: Call) -> User:
-    return await _set_ban(call, True)
+    return await _set_ban(call, True, call.query.duration_seconds)
 
 
 @router.route(
@@ -276,13 +284,14 @@ async def unban_user(call: Call) -> User:
     return await _set_ban(call, False)
 
 
-async def _set_ban(call: Call, banned: bool) -> User:
+async def _set_ban(call: Call, banned: bool, seconds: int | None = None) -> User:
     saved: UserSaved = await call.rpc.call(
         SetUserBan(
             workspace_id=call.workspace_id,
             user_id=call.path["user_id"],
             banned=banned,
             actor=_actor(call),
+            duration_seconds=seconds,
         ),
         correlation=call.correlation,
     )

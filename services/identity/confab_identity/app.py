@@ -12,7 +12,7 @@ from typing import Any
 
 from confab.aggregate import Aggregates
 from confab.bus import IDENTITY
-from confab.contracts.identity import ListUsers
+from confab.contracts.identity import ListUsers, SetUserBan
 from confab.decider import Decider
 from confab.eventlog import JetStreamLog
 from confab.personal import KeyRing
@@ -27,6 +27,7 @@ from confab_identity.settings import IdentitySettings
 from confab_identity.staff import StaffCommands, StaffShells
 from confab_identity.store import Store
 from confab_identity.support import SupportSetupProjection, SupportSide
+from confab_identity.unbans import Unbans
 
 
 def shells(log: JetStreamLog, keys: KeyRing | None) -> Shells:
@@ -69,9 +70,15 @@ async def setup(service: Service) -> None:
     support_runner = await service.add_projection(SupportSetupProjection())
     support_shell = CommandShell(Aggregates(log, support.DECIDER, keys=keys))
     setup_side = SupportSide(support_shell, store, support_runner, read_wait=read_wait)
-    for request_type, handler in routes(commands, staff, queries, setup_side):
+    handlers = routes(commands, staff, queries, setup_side)
+    for request_type, handler in handlers:
         await service.rpc.serve(request_type, handler)
     await service.rpc.serve(ListUsers, Directory(store).list_users)
+    interval = settings.unban_interval_seconds if isinstance(settings, IdentitySettings) else 1.0
+    set_ban = next(h for t, h in handlers if t is SetUserBan)
+    unbans = Unbans(service.engine, set_ban, interval=interval)
+    unbans.start()
+    service.on_stop(unbans.stop)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -263,8 +263,14 @@ class Commands:
         return self._user_intent(cmd.workspace_id, cmd.user_id, command, cmd.actor)
 
     async def set_user_ban(self, cmd: SetUserBan, _ctx: CallContext) -> Intent[Any]:
+        now = self.clock()
+        seconds = cmd.duration_seconds
         command = domain.SetUserBan(
-            workspace_id=cmd.workspace_id, now=self.clock(), banned=cmd.banned
+            workspace_id=cmd.workspace_id,
+            now=now,
+            banned=cmd.banned,
+            until=now + timedelta(seconds=seconds) if cmd.banned and seconds else None,
+            if_until=cmd.if_until,
         )
         return self._user_intent(cmd.workspace_id, cmd.user_id, command, cmd.actor)
 

@@ -207,6 +207,7 @@ class UserState:
     updated_at: datetime
     banned: bool = False
     erased: bool = False
+    banned_until: datetime | None = None  # a timed ban's end
 
 
 class UpsertUser(Command, kw_only=True, frozen=True):
@@ -230,7 +231,12 @@ class UpdateUser(Command, kw_only=True, frozen=True):
 
 
 class SetUserBan(Command, kw_only=True, frozen=True):
+    """Ban (until ``until``, or until lifted) or unban. ``if_until``: the scheduled
+    unban of a timed ban, which lifts only that ban (not one given since)."""
+
     banned: bool
+    until: datetime | None = None
+    if_until: datetime | None = None
 
 
 class EraseUser(Command, kw_only=True, frozen=True):
@@ -251,11 +257,12 @@ def evolve_user(state: UserState | None, event: Event) -> UserState | None:
                 created_at=state.created_at if state else event.at,
                 updated_at=event.at,
                 banned=state.banned if state else False,
+                banned_until=state.banned_until if state else None,
             )
         case UserBanned() if state is not None:
-            return replace(state, banned=True, updated_at=event.at)
+            return replace(state, banned=True, banned_until=event.until, updated_at=event.at)
         case UserUnbanned() if state is not None:
-            return replace(state, banned=False, updated_at=event.at)
+            return replace(state, banned=False, banned_until=None, updated_at=event.at)
         case UserErased() if state is not None:
             return replace(state, **erased_profile(event.at))
     return state
@@ -269,10 +276,24 @@ def decide_user(command: Command, state: UserState | None) -> Decision[None]:
             return _update(command, state)
         case SetUserBan():
             user = live_user(state, command.workspace_id)
-            if user.banned == command.banned:
+            if command.if_until is not None and user.banned_until != command.if_until:
+                return NOTHING  # banned again (or lifted) since: not this schedule's ban
+            if command.banned:
+                if user.banned and user.banned_until == command.until:
+                    return NOTHING
+                return emit(
+                    UserBanned(
+                        workspace_id=user.workspace_id,
+                        user_id=user.id,
+                        at=command.now,
+                        until=command.until,
+                    )
+                )
+            if not user.banned:
                 return NOTHING
-            cls = UserBanned if command.banned else UserUnbanned
-            return emit(cls(workspace_id=user.workspace_id, user_id=user.id, at=command.now))
+            return emit(
+                UserUnbanned(workspace_id=user.workspace_id, user_id=user.id, at=command.now)
+            )
         case EraseUser():
             user = live_user(state, command.workspace_id)
             return emit(UserErased(workspace_id=user.workspace_id, user_id=user.id, at=command.now))

@@ -125,8 +125,15 @@ class IdentityProjection(Projection):
                 )
             case UserBanned() | UserUnbanned():
                 banned = isinstance(event, UserBanned)
+                until = event.until if isinstance(event, UserBanned) else None
                 await self._update(
-                    conn, t.users, event.user_id, seq, banned=banned, updated_at=event.at
+                    conn,
+                    t.users,
+                    event.user_id,
+                    seq,
+                    banned=banned,
+                    banned_until=until,
+                    updated_at=event.at,
                 )
             case UserErased():
                 await self._update(conn, t.users, event.user_id, seq, **erased_profile(event.at))

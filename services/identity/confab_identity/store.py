@@ -86,7 +86,12 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("created_at", ts, nullable=False),
         sa.Column("updated_at", ts, nullable=False),
         sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("banned_until", ts, nullable=True),  # a timed ban's end
         sa.UniqueConstraint("workspace_id", "external_id", name="users_workspace_external_id"),
+        # Timed bans due to lift (``unbans``).
+        sa.Index(
+            "users_ban_ends", "banned_until", postgresql_where=sa.text("banned_until IS NOT NULL")
+        ),
         # The tenant's directory: by last change (ListUsers), and by email.
         sa.Index("users_workspace_updated", "workspace_id", "updated_at", "id"),
         sa.Index("users_workspace_email", "workspace_id", "email"),

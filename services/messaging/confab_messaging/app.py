@@ -18,17 +18,20 @@ from confab.rpc import RpcClient
 from confab.service import Service, run_service
 from confab.shell import CommandShell, routes
 from confab_messaging.commands import Commands
+from confab_messaging.enforcement import Enforcement
 from confab_messaging.exports import Exports
 from confab_messaging.handlers import Lookups
 from confab_messaging.projections import USER_SUBJECTS, ConversationsProjection, UsersProjection
 from confab_messaging.queries import Queries
 from confab_messaging.reports import Reports
+from confab_messaging.search import Searcher, SearchProjection, SearchQueries
 from confab_messaging.settings import MessagingSettings
 from confab_messaging.store import Store
 from confab_messaging.support_domain import DECIDER
 from confab_messaging.support_handlers import Support
 from confab_messaging.support_projection import SupportProjection
 from confab_messaging.support_store import SupportStore
+from confab_messaging.workspace import WorkspaceSettings
 
 
 async def setup(service: Service) -> None:
@@ -43,6 +46,7 @@ async def setup(service: Service) -> None:
         ConversationsProjection(keys=keys), batch_size=batch
     )
     support = await service.add_projection(SupportProjection(keys=keys), batch_size=batch)
+    search = await service.add_projection(SearchProjection(keys=keys), batch_size=batch)
     assert service.engine is not None  # add_projection needs the database
     log = JetStreamLog(service.nc, service.js, CONVERSATIONS.name)
     aggregates = Aggregates(log, DECIDER, cache_size=settings.aggregate_cache_size, keys=keys)
@@ -54,9 +58,14 @@ async def setup(service: Service) -> None:
         users,
         RpcClient(service.nc),
         read_wait=settings.read_wait_seconds,
+        search=search,
     )
     queries = Queries(store, lookups, log)
-    commands = Commands(service.nc, CommandShell(aggregates), lookups, queries.existing)
+    searcher = Searcher(service.engine)
+    settings_ = WorkspaceSettings(log, settle=lookups.settle)
+    shell = CommandShell(aggregates)
+    commands = Commands(service.nc, shell, lookups, queries.existing, policy=settings_.policy)
+    enforcement = Enforcement(shell, lookups, commands.clock)
     follower = Follower(service.js, "messaging", lookups.standing.handle)
     await follower.start()
     service.on_stop(follower.stop)
@@ -65,7 +74,8 @@ async def setup(service: Service) -> None:
     await users.wait_for(
         await last_version(service.js, IDENTITY.name, USER_SUBJECTS[0]), settings.read_wait_seconds
     )
-    sides = (commands, queries, Exports(queries))
+    sides = (commands, queries, Exports(queries), settings_)
+    sides += (SearchQueries(queries, searcher), enforcement)
     sides += (Support(commands, queries, SupportStore(service.engine), support),)
     sides += (Reports(service.engine),)
     for request_type, handler in routes(*sides):

@@ -32,7 +32,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from nats.aio.client import Client as NATS
 
@@ -48,6 +48,7 @@ from confab.contracts.events.messaging import (
     MessageReported,
     subject,
 )
+from confab.contracts.events.moderation import MessageShadowed
 from confab.contracts.media import FetchPreview
 from confab.contracts.messaging import (
     Actor,
@@ -72,7 +73,7 @@ from confab.contracts.messaging import (
 )
 from confab.conversation import ConversationView, MessageView, message_object
 from confab.conversation import evolve as fold
-from confab.errors import Forbidden, InternalError, NotFound, Unavailable
+from confab.errors import Forbidden, InternalError, MessageBlocked, NotFound, Unavailable
 from confab.ids import new_id
 from confab.links import first_link
 from confab.logging import get_logger
@@ -80,6 +81,7 @@ from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
 from confab_messaging import domain, render
 from confab_messaging import mentions as mention_rules
+from confab_messaging.automod import NO_RULES, Compiled, Verdict
 from confab_messaging.domain import ConversationState, MessageState, Resent
 from confab_messaging.handlers import Lookups, conversation_subject, valid
 from confab_messaging.store import UserRow
@@ -95,6 +97,14 @@ PREVIEWS_IN_FLIGHT = 1000
 Shell = CommandShell[domain.Command, ConversationState]
 # The read side's view of an existing conversation, once it has applied a stream sequence.
 Existing = Callable[[Actor, str, int], Awaitable[Conversation]]
+# A workspace's automatic-moderation rules as the log has them now, compiled.
+# A workspace's automatic-moderation rules as the log has them now, compiled, and the
+# users whose posts are shadowed.
+Policy = Callable[[str], Awaitable[tuple[Compiled, frozenset[str]]]]
+
+
+async def no_rules(_workspace_id: str) -> tuple[Compiled, frozenset[str]]:
+    return NO_RULES, frozenset()
 
 
 def utcnow() -> datetime:
@@ -163,7 +173,9 @@ class Commands:
         existing: Existing,
         *,
         clock: Callable[[], datetime] = utcnow,
+        policy: Policy = no_rules,
     ) -> None:
+        self.policy = policy
         self.nc = nc
         self.shell = shell
         self.lookups = lookups
@@ -307,11 +319,21 @@ class Commands:
                 uploader_id=sender_id,
             )
         client_msg_id = data.client_msg_id
+        content, hits, report_id, shadow = data.content, [], None, False
+        if sender_id is not None and not banned:
+            rules, shadowed = await self.policy(actor.workspace_id)
+            verdict = rules.apply(data.content)
+            if verdict.blocked:
+                await self.blocked(actor, subject_, sender_id, data.content, verdict, ctx)
+            content, hits = verdict.content, verdict.hits
+            # A shadowed message is its sender's alone: nobody reports it, nothing links it.
+            shadow = verdict.shadow or sender_id in shadowed
+            report_id = new_id("rep") if verdict.flagged and not shadow else None
         command = domain.PostMessage(
             actor=actor,
             now=now,
             sender_id=sender_id,
-            content=data.content,
+            content=content,
             message_id=new_id("msg"),
             metadata=data.metadata,
             attachment_ids=data.attachment_ids,
@@ -322,6 +344,9 @@ class Commands:
             banned=banned,
             mentions=mention_rules.from_input(data.mentions),
             parent_id=data.parent_id,
+            automod=hits,
+            report_id=report_id,
+            shadow=shadow,
         )
         msg_id = (
             domain.client_msg_key(conversation_id, sender_id, client_msg_id)
@@ -341,10 +366,29 @@ class Commands:
                 created=True,
                 stream_seq=executed.positions[0],
             )
+        if isinstance(event, MessageShadowed) and (
+            not executed.duplicate or original in (None, event.message_id)
+        ):
+            return MessageSaved(
+                message=render.shadowed_message(event, render.sender(sender_id, users)),
+                created=True,
+                stream_seq=executed.positions[0],
+            )
         if isinstance(executed.result, Resent):
             original = executed.result.message_id
         if original is None:  # the decider appends nothing only for a known client_msg_id
             raise InternalError()
+        if original in executed.state.shadowed:
+            position = executed.state.shadowed[original]
+            shadowed_event = await _stored(
+                self.shell.aggregates, subject_, position, MessageShadowed
+            )
+            author = render.sender(sender_id, users)
+            return MessageSaved(
+                message=render.shadowed_message(shadowed_event, author),
+                created=False,
+                stream_seq=position,
+            )
         # A resend: answer the original, as the conversation's log has it now.
         message = await self.message_now(
             actor.workspace_id, subject_, executed.state, original, actor.user_id, users
@@ -352,20 +396,49 @@ class Commands:
         position = executed.state.messages[original].post_position
         return MessageSaved(message=message, created=False, stream_seq=position)
 
+    async def blocked(
+        self,
+        actor: Actor,
+        subject_: str,
+        sender_id: str,
+        content: str,
+        verdict: Verdict,
+        ctx: CallContext,
+    ) -> NoReturn:
+        """Record a post automatic moderation refused (``message.blocked``), then refuse it."""
+        command = domain.RecordBlocked(
+            actor=actor, now=self.clock(), sender_id=sender_id, content=content, hits=verdict.hits
+        )
+        await self.shell.run(intent(actor, subject_, command), ctx)
+        rules = [h.rule_id for h in verdict.hits if h.action in ("block", "shadow")]
+        log.info("message_blocked", rules=rules)
+        raise MessageBlocked(
+            "This message was not sent: it breaks the workspace's rules.",
+            {"content": "matches a blocked pattern", "rules": rules},
+        )
+
     async def edit_message(self, cmd: EditMessage, ctx: CallContext) -> MessageSaved:
         now = self.clock()
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         message_id = valid(cmd.message_id, "Message")
+        content = cmd.content
+        if cmd.actor.user_id is not None:
+            # An edit passes the same rules as a post: masked where they mask, refused
+            # where they block or would shadow (the message is shown to others already).
+            verdict = (await self.policy(cmd.actor.workspace_id))[0].apply(content)
+            if verdict.blocked or verdict.shadow:
+                await self.blocked(cmd.actor, subject_, cmd.actor.user_id, content, verdict, ctx)
+            content = verdict.content
         if cmd.mentions is not None:
             mentions, carried = mention_rules.from_input(cmd.mentions), False
         else:
-            mentions, carried = await self.carried_mentions(subject_, message_id, cmd.content), True
+            mentions, carried = await self.carried_mentions(subject_, message_id, content), True
         command = domain.EditMessage(
             actor=cmd.actor,
             now=now,
             message_id=message_id,
-            content=cmd.content,
+            content=content,
             mentions=mentions,
             carried=carried,
         )
@@ -500,7 +573,7 @@ class Commands:
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         user_id: str = await self.shell.aggregates.query(
-            subject_, lambda state: domain.check_typing(state, cmd.actor)
+            subject_, lambda state: domain.check_typing(state, cmd.actor, self.clock())
         )
         users = await self.lookups.users(cmd.actor.workspace_id, [user_id])
         name, _ = render.profile(user_id, users)

@@ -52,6 +52,7 @@ import msgspec
 from confab.contracts.events import Event
 from confab.contracts.events.messaging import (
     Attachment,
+    AutomodHit,
     ConversationCreated,
     ConversationEvent,
     ConversationType,
@@ -76,6 +77,16 @@ from confab.contracts.events.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.contracts.events.moderation import (
+    ConversationFrozen,
+    ConversationUnfrozen,
+    MessageBlocked,
+    MessageShadowed,
+    ParticipantBanned,
+    ParticipantMuted,
+    ParticipantUnbanned,
+    ParticipantUnmuted,
+)
 from confab.contracts.messaging import (
     MAX_ATTACHMENTS,
     MAX_PARTICIPANTS,
@@ -85,7 +96,7 @@ from confab.contracts.messaging import (
 )
 from confab.conversation import derived_type
 from confab.decider import NOTHING, Decider, Decision, emit
-from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
+from confab.errors import Banned, Conflict, Forbidden, Frozen, InvalidRequest, Muted, NotFound
 from confab.support import SUPPORT, SupportView
 from confab.support import evolve as support_fold
 from confab_messaging import mentions as mention_rules
@@ -97,6 +108,7 @@ EMOJI_MAX = 32
 CONVERSATION_NOT_FOUND = "Conversation not found."
 MESSAGE_NOT_FOUND = "Message not found."
 BANNED = "You are banned from this workspace."
+AUTOMOD_REPORTER = "automod"  # the reporter of automatic moderation's flags
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -159,6 +171,19 @@ class PostMessage(Command, kw_only=True, frozen=True):
     banned: bool = False
     mentions: list[Mention] = []
     parent_id: str | None = None
+    # Automatic moderation's verdict (``automod``), found by the handler: the content is
+    # masked already; ``report_id`` set: it flags the message (a system report).
+    automod: list[AutomodHit] = []
+    report_id: str | None = None
+    shadow: bool = False  # only the sender sees it (``message.shadowed``)
+
+
+class RecordBlocked(Command, kw_only=True, frozen=True):
+    """A post automatic moderation refused, recorded for the tenant (``message.blocked``)."""
+
+    sender_id: str
+    content: str
+    hits: list[AutomodHit]
 
 
 class EditMessage(Command, kw_only=True, frozen=True):
@@ -209,6 +234,22 @@ class ReportMessage(Command, kw_only=True, frozen=True):
 class ModerateMessage(Command, kw_only=True, frozen=True):
     message_id: str
     action: ModerationAction
+
+
+class Freeze(Command, kw_only=True, frozen=True):
+    """The tenant freezes (``frozen``) or thaws a conversation."""
+
+    frozen: bool
+
+
+class Restrict(Command, kw_only=True, frozen=True):
+    """The tenant mutes (``kind`` "mute") or bans ("ban") a user here, until ``until``
+    (None: until lifted), or lifts it (``lift``)."""
+
+    kind: str  # "mute" or "ban"
+    user_id: str
+    until: datetime | None = None
+    lift: bool = False
 
 
 class Resent(msgspec.Struct, frozen=True):
@@ -262,6 +303,13 @@ class ConversationState:
     pins: dict[str, None] = field(default_factory=dict)  # pinned message ids, in order
     pin_policy: str = "participants"
     thread_reads: dict[tuple[str, str], int] = field(default_factory=dict)  # (parent, user)
+    frozen: bool = False
+    # Mutes and bans in this conversation: user id -> until (None: until lifted), as of
+    # the stream sequence ``restricted_at`` (their events take no seq).
+    muted: dict[str, datetime | None] = field(default_factory=dict)
+    banned: dict[str, datetime | None] = field(default_factory=dict)
+    restricted_at: int = 0
+    shadowed: dict[str, int] = field(default_factory=dict)  # message id -> where it is
 
     @property
     def exists(self) -> bool:
@@ -270,6 +318,14 @@ class ConversationState:
     @property
     def next_seq(self) -> int:
         return self.last_seq + 1
+
+    def restricted(self, kind: dict[str, datetime | None], user_id: str, now: datetime) -> bool:
+        """Whether ``user_id`` is in ``kind`` (muted or banned) at ``now``: a timed one
+        lifts itself when its time passes."""
+        if user_id not in kind:
+            return False
+        until = kind[user_id]
+        return until is None or until > now
 
     def message_for(self, sender_id: str | None, client_msg_id: str) -> str | None:
         """The id of the message ``sender_id`` already posted with ``client_msg_id``, if any."""
@@ -317,6 +373,8 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
             for message in state.messages.values():
                 if message.sender_id == event.user_id:
                     message.sender_id = event.into_id
+        case ConversationFrozen() | ConversationUnfrozen():
+            state.frozen = isinstance(event, ConversationFrozen)
         case MessagePosted():
             sender = sys.intern(event.sender_id) if event.sender_id is not None else None
             state.messages[event.message_id] = MessageState(
@@ -381,8 +439,30 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
     return state
 
 
+RESTRICTIONS = (ParticipantMuted, ParticipantUnmuted, ParticipantBanned, ParticipantUnbanned)
+
+
 def stored(state: ConversationState, event: Event, seq: int) -> None:
-    """Note where a message's post and its last edit are in the log (``seq``)."""
+    """Note where a message's post and its last edit are in the log (``seq``), and fold
+    mutes and bans (``seq`` 0 events: ordered here by their stream sequence)."""
+    if isinstance(event, MessageShadowed):
+        state.shadowed[event.message_id] = seq
+        if event.client_msg_id is not None:
+            state.client_keys[(event.sender_id, event.client_msg_id)] = event.message_id
+        return
+    if isinstance(event, RESTRICTIONS):
+        if seq > state.restricted_at:
+            state.restricted_at = seq
+            kind = (
+                state.muted
+                if isinstance(event, ParticipantMuted | ParticipantUnmuted)
+                else state.banned
+            )
+            if isinstance(event, ParticipantMuted | ParticipantBanned):
+                kind[event.user_id] = event.until
+            else:
+                kind.pop(event.user_id, None)
+        return
     if isinstance(event, MessagePosted | MessageEdited):
         found = state.messages.get(event.message_id)
         if found is not None:
@@ -397,6 +477,12 @@ def decide(command: Command, state: ConversationState) -> Decision[Any]:
     match command:
         case PostMessage():
             return _post(command, state)
+        case RecordBlocked():
+            return _blocked(command, state)
+        case Freeze():
+            return _freeze(command, state)
+        case Restrict():
+            return _restrict(command, state)
         case React():
             return _react(command, state)
         case MarkRead():
@@ -501,10 +587,74 @@ def _participant(actor: Actor, what: str) -> str:
     return actor.user_id
 
 
-def check_typing(state: ConversationState, actor: Actor) -> str:
+def check_typing(state: ConversationState, actor: Actor, now: datetime | None = None) -> str:
     """The participant who may signal typing here (nothing is stored)."""
     _visible(state, actor)
-    return _participant(actor, "type")
+    user_id = _participant(actor, "type")
+    if now is not None:
+        may_speak(state, actor, user_id, now)
+    return user_id
+
+
+def may_speak(state: ConversationState, actor: Actor, user_id: str | None, now: datetime) -> None:
+    """Refuse a user's post, edit, reaction or typing in a frozen conversation (403
+    ``frozen``; the tenant's backend may still post), or a muted user's (403 ``muted``)."""
+    if user_id is None:
+        return
+    if state.frozen and actor.user_id is not None:
+        raise Frozen()
+    if state.restricted(state.muted, user_id, now):
+        raise Muted()
+
+
+# -- enforcement -----------------------------------------------------------------------------
+
+
+def _freeze(command: Freeze, state: ConversationState) -> Decision[None]:
+    _visible(state, command.actor)
+    if command.actor.user_id is not None:
+        raise Forbidden("Only the workspace's backend can freeze a conversation.")
+    if state.frozen == command.frozen:
+        return NOTHING
+    cls = ConversationFrozen if command.frozen else ConversationUnfrozen
+    return emit(
+        cls(conversation_id=state.id, seq=state.next_seq, at=command.now, by=command.actor.key_id)
+    )
+
+
+def _restrict(command: Restrict, state: ConversationState) -> Decision[None]:
+    """Mute or ban a user here, or lift it; a ban also removes them if they take part."""
+    actor, user_id, now = command.actor, command.user_id, command.now
+    _visible(state, actor)
+    if actor.user_id is not None:
+        raise Forbidden("Only the workspace's backend can mute or ban.")
+    if command.until is not None and command.until <= now:
+        raise InvalidRequest("The end is in the past.", {"duration_seconds": "must be positive"})
+    by = actor.key_id
+    common = {"conversation_id": state.id, "seq": 0, "at": now, "user_id": user_id, "by": by}
+    mute = command.kind == "mute"
+    kind = state.muted if mute else state.banned
+    if command.lift:
+        if user_id not in kind:
+            return NOTHING
+        return emit((ParticipantUnmuted if mute else ParticipantUnbanned)(**common))
+    if mute:
+        if user_id not in state.members:
+            raise NotFound("User not found.", {"user_id": "not a participant of this conversation"})
+        return emit(ParticipantMuted(**common, until=command.until))
+    if state.kind == "direct":
+        raise InvalidRequest(
+            "Nobody can be banned from a direct conversation; ban them from the workspace.",
+            {"user_id": "a direct conversation has exactly 2 participants"},
+        )
+    events: list[Event] = [ParticipantBanned(**common, until=command.until)]
+    if user_id in state.members:
+        events.append(
+            ParticipantRemoved(
+                conversation_id=state.id, seq=state.next_seq, at=now, user_id=user_id, by=by
+            )
+        )
+    return emit(*events)
 
 
 # -- conversations and participants --------------------------------------------------------
@@ -604,6 +754,8 @@ def _add(command: AddParticipant, state: ConversationState) -> Decision[None]:
         raise NotFound("User not found.", {"user_id": f"unknown user: {user_id}"})
     if user_id in state.members:
         return NOTHING
+    if state.restricted(state.banned, user_id, command.now):
+        raise Forbidden("This user is banned from this conversation.", {"user_id": "banned here"})
     if len(state.members) >= MAX_PARTICIPANTS:
         raise InvalidRequest(
             "The conversation is full.",
@@ -668,6 +820,7 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
             return Decision(Resent(original))
     if command.banned:
         raise Banned(BANNED)
+    may_speak(state, actor, sender_id, command.now)
     check_content(command.content)
     check_metadata(command.metadata)
     attachment_ids = command.attachment_ids
@@ -687,8 +840,22 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
         _thread_parent(state, command.parent_id)
     mentions = mention_rules.checked(command.content, command.mentions, state.members)
     message_type = _message_type(command)
-    return emit(
-        MessagePosted(
+    if command.shadow and sender_id is not None:
+        posted: Event = MessageShadowed(
+            conversation_id=state.id,
+            seq=0,
+            at=command.now,
+            message_id=command.message_id,
+            sender_id=sender_id,
+            content=command.content,
+            metadata=dict(command.metadata or {}),
+            reply_to=command.reply_to,
+            client_msg_id=client_msg_id,
+            after_seq=state.last_seq,
+            automod=list(command.automod),
+        )
+    else:
+        posted = MessagePosted(
             conversation_id=state.id,
             seq=state.next_seq,
             at=command.now,
@@ -706,6 +873,35 @@ def _post(command: PostMessage, state: ConversationState) -> Decision[Resent | N
             message_type=message_type,  # type: ignore[arg-type]
             mentions=mentions,
             parent_id=command.parent_id,
+            automod=list(command.automod),
+        )
+    if command.report_id is None:
+        return emit(posted)
+    flagged = MessageReported(
+        conversation_id=state.id,
+        seq=0,
+        at=command.now,
+        report_id=command.report_id,
+        message_id=command.message_id,
+        reporter_id=AUTOMOD_REPORTER,
+        reason="automod: " + ", ".join(h.rule_id for h in command.automod),
+    )
+    return emit(posted, flagged)
+
+
+def _blocked(command: RecordBlocked, state: ConversationState) -> Decision[None]:
+    """A refused post, for the tenant's record: only a participant's, like a post."""
+    _visible(state, command.actor)
+    if command.sender_id not in state.members:
+        raise NotFound(CONVERSATION_NOT_FOUND)
+    return emit(
+        MessageBlocked(
+            conversation_id=state.id,
+            seq=0,
+            at=command.now,
+            sender_id=command.sender_id,
+            content=command.content,
+            hits=list(command.hits),
         )
     )
 
@@ -781,6 +977,7 @@ def _edit(command: EditMessage, state: ConversationState) -> Decision[None]:
     found = _message(state, command.message_id, visible=True)
     if actor.user_id is None or found.sender_id != actor.user_id:
         raise Forbidden("You can only edit your own messages.")
+    may_speak(state, actor, actor.user_id, command.now)
     check_content(command.content)
     given = command.mentions
     if command.carried:
@@ -824,6 +1021,8 @@ def _react(command: React, state: ConversationState) -> Decision[None]:
     """One reaction per user and emoji: adding it twice or removing an absent one is a no-op."""
     _visible(state, command.actor)
     user_id = _participant(command.actor, "react")
+    if state.frozen:
+        raise Frozen()
     emoji = command.emoji
     if not 1 <= len(emoji) <= EMOJI_MAX:
         raise InvalidRequest(

@@ -68,11 +68,13 @@ class Lookups:
         *,
         read_wait: float = 2.0,
         standing: Standing | None = None,
+        search: ProjectionRunner | None = None,
     ) -> None:
         self.js = js
         self.store = store
         self.conversations = conversations
         self.users_runner = users
+        self.search = search  # the search index, settled with the conversations
         self.rpc = rpc  # asks media about attachments
         self.read_wait = read_wait
         self._user_cache: dict[tuple[str, str], UserRow] = {}
@@ -86,18 +88,27 @@ class Lookups:
 
     # -- the conversations read model ------------------------------------------------------
 
-    async def min_seq(self, min_seq: int) -> None:
-        """Unavailable unless the read model has applied ``min_seq`` (waiting, bounded)."""
-        if min_seq > 0 and not await self.conversations.wait_for(min_seq, self.read_wait):
-            raise Unavailable("The read model is catching up; try again shortly.")
+    async def min_seq(self, min_seq: int, *, search: bool = False) -> None:
+        """Unavailable unless the read model (``search``: and the search index) has applied
+        ``min_seq`` (waiting, bounded)."""
+        if min_seq <= 0:
+            return
+        runners = [self.conversations]
+        if search and self.search is not None:
+            runners.append(self.search)
+        for runner in runners:
+            if not await runner.wait_for(min_seq, self.read_wait):
+                raise Unavailable("The read model is catching up; try again shortly.")
 
     async def settle(self, seq: int) -> bool:
-        """Wait (bounded) until the read model shows ``seq``.
+        """Wait (bounded) until the read model (and the search index) shows ``seq``.
 
         A write's reply never fails for a slow read model: what it reads is at
         worst a little stale (and the write itself is durable either way).
         """
-        if await self.conversations.wait_for(seq, self.read_wait):
+        if await self.conversations.wait_for(seq, self.read_wait) and (
+            self.search is None or await self.search.wait_for(seq, self.read_wait)
+        ):
             return True
         log.warning("read_model_behind", seq=seq, checkpoint=self.conversations.checkpoint)
         return False

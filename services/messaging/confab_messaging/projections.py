@@ -58,11 +58,15 @@ from confab.contracts.events.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.contracts.events.moderation import MessageShadowed
 from confab.conversation import ConversationView, MessageView, ParticipantView
 from confab.events import Envelope
 from confab.personal import KeyRing
 from confab.projection import Projection
+from confab_messaging import render
+from confab_messaging.search import SearchProjection, remove_erased
 from confab_messaging.store import (
+    ERASURE_LOCK,
     SCHEMA,
     ConversationTables,
     UserTables,
@@ -76,11 +80,6 @@ USER_SUBJECTS = ("identity.evt.*.user.*",)
 USER_EVENTS = (UserUpserted, UserErased, UserBanned, UserUnbanned)
 
 REPORT_STATUS = {"hide": "hidden", "restore": "restored", "delete": "deleted"}
-
-# Blanking an erased user's messages holds this transaction lock exclusively and a
-# batch of conversation events shares it, so neither writes back rows the other
-# read before it committed.
-ERASURE_LOCK = 0x636F6E6661625F65  # "confab_e"
 
 
 async def _upsert(
@@ -111,6 +110,7 @@ def read_model(schema: str = SCHEMA, keys: KeyRing | None = None) -> list[Projec
         UsersProjection(schema=schema, keys=keys),
         ConversationsProjection(schema=schema, keys=keys),
         SupportProjection(schema=schema, keys=keys),
+        SearchProjection(schema=schema, keys=keys),
     ]
 
 
@@ -131,6 +131,14 @@ class UsersProjection(Projection):
         self.tables: UserTables = define_user_tables(self.metadata)
         self.keys = keys  # reveals sealed profiles; without it they read as erased
         # The conversation tables this projection blanks on an erasure (not its own).
+        self.schema = schema
+        self.shadowed = sa.table(
+            "shadowed_messages",
+            sa.column("sender_id", sa.Text),
+            sa.column("content", sa.Text),
+            sa.column("metadata", sa.JSON),
+            schema=schema,
+        )
         self.messages = sa.table(
             "messages",
             sa.column("sender_id", sa.Text),
@@ -201,10 +209,11 @@ class UsersProjection(Projection):
         Timeline entries hold no content (``/events`` renders these rows), so the
         messages are all there is to blank."""
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ERASURE_LOCK)))
-        m = self.messages
-        await conn.execute(
-            m.update().where(m.c.sender_id.in_(user_ids)).values(**conversation.ERASED_MESSAGE)
-        )
+        for m in (self.messages, self.shadowed):
+            await conn.execute(
+                m.update().where(m.c.sender_id.in_(user_ids)).values(**conversation.ERASED_MESSAGE)
+            )
+        await remove_erased(conn, self.schema, user_ids)  # and from the search index
 
 
 # -- conversations ---------------------------------------------------------------------------
@@ -262,6 +271,7 @@ def _conversation_row(view: ConversationView) -> dict[str, Any]:
         "last_activity_at": view.last_activity_at,
         "stream_seq": view.stream_seq,
         "pin_policy": view.pin_policy,
+        "frozen": view.frozen,
     }
 
 
@@ -290,6 +300,7 @@ class _Batch:
         # Final state per (message, emoji, user): the seq it was added at, or None if removed.
         self.reaction_ops: dict[tuple[str, str, str], int | None] = {}
         self.reports: list[dict[str, Any]] = []
+        self.shadowed: list[dict[str, Any]] = []
         self.report_status: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.dirty_conversations: set[str] = set()
@@ -372,6 +383,10 @@ class _Batch:
         if isinstance(event, MessageReported):
             if view.exists:
                 self._reported(envelope, event, view)
+            return
+        if isinstance(event, MessageShadowed):
+            if view.exists:
+                self.shadowed.append(render.shadowed_view(event, envelope.seq).row())
             return
         if isinstance(event, MessageModerated) and view.exists and event.seq > view.last_seq:
             self.report_status.append(
@@ -466,6 +481,7 @@ class _Batch:
                 "last_activity_at",
                 "stream_seq",
                 "pin_policy",
+                "frozen",
             ],
             guard="last_seq",
         )
@@ -515,6 +531,8 @@ class _Batch:
         await self._write_reactions(conn)
         if self.reports:
             await conn.execute(insert(t.reports).on_conflict_do_nothing(), self.reports)
+        if self.shadowed:
+            await conn.execute(insert(t.shadowed).on_conflict_do_nothing(), self.shadowed)
         if self.report_status:
             reports = t.reports
             await conn.execute(

@@ -216,6 +216,7 @@ class Queries:
             query.actor.workspace_id, [row], {row["id"]: unread}, query.actor.user_id
         )
         page = await self.store.messages(row["id"], before=None, after=None, limit=limit)
+        page = await self.with_shadowed(row["id"], query.actor.user_id, page, None, None)
         messages = await self.render_messages(query.actor.workspace_id, page, query.actor.user_id)
         return ConversationWithMessages(
             conversation=conversation_, messages=messages, has_more=page.has_more
@@ -255,6 +256,10 @@ class Queries:
         page = await self.store.messages(
             row["id"], before=query.before, after=query.after, limit=limit
         )
+        if not moderator:
+            page = await self.with_shadowed(
+                row["id"], query.actor.user_id, page, query.before, query.after
+            )
         data = await self.render_messages(
             query.actor.workspace_id, page, query.actor.user_id, moderator
         )
@@ -262,6 +267,32 @@ class Queries:
         if page.has_more and data:
             cursor = str(data[-1].seq if query.after is not None else data[0].seq)
         return data, page.has_more, cursor
+
+    async def with_shadowed(
+        self,
+        conversation_id: str,
+        viewer: str | None,
+        page: MessagePage,
+        before: int | None,
+        after: int | None,
+    ) -> MessagePage:
+        """``page`` with ``viewer``'s own shadowed posts of the seqs it covers (a shadowed
+        post sits after the message whose seq it has); nobody else's, ever."""
+        if viewer is None:
+            return page
+        rows = page.rows
+        if after is not None:
+            lo, hi = after, (rows[-1]["seq"] if page.has_more and rows else None)
+        else:
+            lo, hi = (rows[0]["seq"] if page.has_more and rows else 0), before
+        mine = await self.store.shadowed(conversation_id, viewer, lo, hi)
+        if not mine:
+            return page
+        merged = sorted(
+            [*((r, 0) for r in rows), *((r, 1) for r in mine)],
+            key=lambda pair: (pair[0]["seq"], pair[1], pair[0]["stream_seq"]),
+        )
+        return MessagePage([r for r, _ in merged], page.reactions, page.has_more)
 
     async def list_events(self, query: ListEvents, _ctx: CallContext) -> EventList:
         limit = _limit(query.limit)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from confab import realtime
 from confab.contracts.events.messaging import Attachment, ConversationCreated, MessagePosted
+from confab.contracts.events.moderation import MessageShadowed
 from confab.contracts.messaging import Conversation, Message, Participant, Sender
 from confab.conversation import MessageView, message_object
 from confab_messaging.store import Row, UserRow
@@ -63,6 +64,29 @@ def posted_message(
     return message_object(MessageView.posted(event), None, author, attachments or {})
 
 
+def shadowed_view(event: MessageShadowed, stream_seq: int = 0) -> MessageView:
+    """A shadowed post as a message: placed after the message ``after_seq`` (its ``seq``)."""
+    return MessageView(
+        id=event.message_id,
+        conversation_id=event.conversation_id,
+        seq=event.after_seq,
+        sender_id=event.sender_id,
+        content=event.content,
+        metadata=dict(event.metadata),
+        attachment_ids=[],
+        reply_to=event.reply_to,
+        client_msg_id=event.client_msg_id,
+        created_at=event.at,
+        version=event.after_seq,
+        stream_seq=stream_seq,
+    )
+
+
+def shadowed_message(event: MessageShadowed, author: Sender | None) -> Message:
+    """The reply to a shadowed post: the message as its sender sees it."""
+    return message_object(shadowed_view(event), None, author, {})
+
+
 # -- conversations -------------------------------------------------------------------------
 
 
@@ -85,6 +109,7 @@ def conversation(
         last_seq=row["last_seq"],
         created_at=row["created_at"],
         last_activity_at=row["last_activity_at"],
+        frozen=bool(row.get("frozen")),
     )
 
 

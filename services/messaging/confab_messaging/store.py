@@ -23,6 +23,11 @@ from confab.conversation import ConversationView
 
 SCHEMA = "messaging"
 
+# Blanking an erased user's messages holds this transaction lock exclusively and a
+# batch of conversation events (or of the search index) shares it, so neither writes
+# back rows the other read before it committed.
+ERASURE_LOCK = 0x636F6E6661625F65  # "confab_e"
+
 
 @dataclass(frozen=True)
 class UserTables:
@@ -38,6 +43,7 @@ class ConversationTables:
     reports: sa.Table
     events: sa.Table
     thread_reads: sa.Table
+    shadowed: sa.Table
 
     def all(self) -> tuple[sa.Table, ...]:
         return (
@@ -48,6 +54,7 @@ class ConversationTables:
             self.reports,
             self.events,
             self.thread_reads,
+            self.shadowed,
         )
 
 
@@ -84,6 +91,7 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("last_activity_at", ts, nullable=False),
         sa.Column("stream_seq", sa.BigInteger, nullable=False),  # of the last event
         sa.Column("pin_policy", sa.Text, nullable=True),  # null: participants (older rows)
+        sa.Column("frozen", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Index("conversations_activity", "workspace_id", "last_activity_at", "id"),
         # The tenant's metadata filter (metadata.<key>=<value>): containment on any key.
         sa.Index(
@@ -204,8 +212,16 @@ def define_conversation_tables(metadata: sa.MetaData) -> ConversationTables:
         sa.Column("conversation_id", sa.Text, nullable=False),
         sa.Column("last_read_seq", sa.Integer, nullable=False),  # the last reply read
     )
+    # Shadowed posts (``message.shadowed``): only their senders see them, in their history
+    # after the message ``seq`` (not a seq of their own); the columns of ``messages``.
+    shadowed = sa.Table(
+        "shadowed_messages",
+        metadata,
+        *[c._copy() for c in messages.columns],
+        sa.Index("shadowed_messages_sender", "conversation_id", "sender_id", "seq"),
+    )
     return ConversationTables(
-        conversations, participants, messages, reactions, reports, events, thread_reads
+        conversations, participants, messages, reactions, reports, events, thread_reads, shadowed
     )
 
 
@@ -266,6 +282,7 @@ def conversation_view(row: Row) -> ConversationView:
     view.last_message_id = row["last_message_id"]
     view.last_activity_at = row["last_activity_at"]
     view.pin_policy = row.get("pin_policy") or "participants"
+    view.frozen = bool(row.get("frozen"))
     return view
 
 
@@ -480,6 +497,20 @@ class Store:
                 rows.reverse()
             reactions = await self._reactions(conn, [r.id for r in rows])
         return MessagePage([r._mapping for r in rows], reactions, has_more)
+
+    async def shadowed(
+        self, conversation_id: str, sender_id: str, lo: int, hi: int | None
+    ) -> list[Row]:
+        """``sender_id``'s shadowed posts here placed after a message seq in [lo, hi)."""
+        s = self.t.shadowed
+        query = sa.select(s).where(
+            s.c.conversation_id == conversation_id, s.c.sender_id == sender_id, s.c.seq >= lo
+        )
+        if hi is not None:
+            query = query.where(s.c.seq < hi)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(s.c.seq, s.c.stream_seq).limit(500))).all()
+        return [r._mapping for r in rows]
 
     # -- one user's data (their export) --------------------------------------------------
 

@@ -65,6 +65,7 @@ from confab.service import Service
 from confab_infra.testing import TestBackends, fresh_database
 from confab_messaging import app, domain
 from confab_messaging.projections import ConversationsProjection, UsersProjection
+from confab_messaging.search import SEARCH_TABLES, SearchProjection
 from confab_messaging.settings import MessagingSettings
 from confab_messaging.store import TABLES, USER_TABLES
 
@@ -927,6 +928,12 @@ async def snapshot(engine: Any, workspace_id: str) -> dict[str, list[dict[str, A
             "messages": sa.select(t.messages)
             .where(t.messages.c.id.in_(msgs))
             .order_by(t.messages.c.id),
+            "search": sa.select(
+                *[c for c in SEARCH_TABLES.messages.c if c.name != "tsv"],
+                sa.cast(SEARCH_TABLES.messages.c.tsv, sa.Text).label("tsv"),
+            )
+            .where(SEARCH_TABLES.messages.c.workspace_id == workspace_id)
+            .order_by(SEARCH_TABLES.messages.c.message_id),
             "reactions": sa.select(t.reactions)
             .where(t.reactions.c.message_id.in_(msgs))
             .order_by(t.reactions.c.message_id, t.reactions.c.emoji, t.reactions.c.user_id),
@@ -1005,6 +1012,7 @@ async def test_replaying_both_streams_into_an_empty_database_reproduces_the_read
     users_last = max(world.identity_seqs)
     assert await messaging.runners["messaging.conversations"].wait_for(conversations_last, WAIT)
     assert await messaging.runners["messaging.users"].wait_for(users_last, WAIT)
+    assert await messaging.runners["messaging.search"].wait_for(conversations_last, WAIT)
     assert messaging.engine is not None
     live = await snapshot(messaging.engine, world.ws)
     unread = {(p["conversation_id"], p["user_id"]): p["unread_count"] for p in live["participants"]}
@@ -1018,12 +1026,23 @@ async def test_replaying_both_streams_into_an_empty_database_reproduces_the_read
     assert [
         len(live[k]) for k in ("users", "conversations", "messages", "reactions", "reports")
     ] == [3, 2, 7, 1, 1]
+    # Searchable: every post but the deleted one and the erased user's (whose one was also
+    # hidden), the edit by its new text.
+    assert {r["content"] for r in live["search"]} == {
+        "edited",
+        f"{ann}:2",
+        f"{bob}:4",
+        f"{ann}:5",
+        "system note",
+    }
 
     token = uuid.uuid4().hex[:8]
     keys = await messaging.key_ring()
     projections = [
         UsersProjection(f"messaging_users_replay_{token}", keys=keys),
         ConversationsProjection(f"messaging_conv_replay_{token}", keys=keys),
+        # The search index is part of the read model (users' erasures remove its rows).
+        SearchProjection(f"messaging_search_replay_{token}", keys=keys),
     ]
     with fresh_database(backends.database_url) as replay_url:
         engine = create_engine(replay_url, pool_size=2)
@@ -1032,10 +1051,11 @@ async def test_replaying_both_streams_into_an_empty_database_reproduces_the_read
             ProjectionRunner(messaging.js, engine, replay_url, p, batch_size=7) for p in projections
         ]
         try:
-            for runner in runners:
+            for runner in reversed(runners):  # the search index's tables first
                 await runner.start()
             assert await runners[0].wait_for(users_last, 60), runners[0].last_error
             assert await runners[1].wait_for(conversations_last, 60), runners[1].last_error
+            assert await runners[2].wait_for(conversations_last, 60), runners[2].last_error
             replayed = await snapshot(engine, world.ws)
         finally:
             for runner, projection in zip(runners, projections, strict=True):

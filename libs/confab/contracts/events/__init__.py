@@ -21,7 +21,16 @@ Importing this package imports every events module, so every type is
 registered for decoding wherever events are read.
 """
 
-from confab.contracts.events import identity, media, messaging, notifier, webhooks
+from confab.contracts.events import identity, media, messaging, moderation, notifier, webhooks
 from confab.contracts.events.base import EVENT_TYPES, Event
 
-__all__ = ["EVENT_TYPES", "Event", "identity", "media", "messaging", "notifier", "webhooks"]
+__all__ = [
+    "EVENT_TYPES",
+    "Event",
+    "identity",
+    "media",
+    "messaging",
+    "moderation",
+    "notifier",
+    "webhooks",
+]

@@ -83,6 +83,9 @@ class UserBanned(Event, kw_only=True, frozen=True):
     workspace_id: str
     user_id: str
     at: datetime
+    # A timed ban: identity appends the user.unbanned itself once this has passed
+    # (``confab_identity.unbans``); None: until lifted by hand.
+    until: datetime | None = None
 
 
 class UserUnbanned(Event, kw_only=True, frozen=True):

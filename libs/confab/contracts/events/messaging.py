@@ -38,6 +38,15 @@ Metadata = dict[str, Any]
 
 
 ModerationAction = Literal["hide", "restore", "delete"]
+AutomodAction = Literal["block", "mask", "flag", "shadow"]
+
+
+class AutomodHit(msgspec.Struct, kw_only=True, frozen=True):
+    """An automatic-moderation rule that matched a message, and what it did (``flag`` in
+    a dry run); ``confab.contracts.events.moderation``."""
+
+    rule_id: str
+    action: AutomodAction
 
 
 class Attachment(msgspec.Struct, kw_only=True, frozen=True):
@@ -146,6 +155,9 @@ class MessagePosted(ConversationEvent, kw_only=True, frozen=True):
     mentions: list[Mention] = []
     # A reply in the thread of this top-level message (threads are one level deep).
     parent_id: str | None = None
+    # Automatic moderation: the rules that matched (the content is already masked where
+    # one masked).
+    automod: list[AutomodHit] = []
     sealed: str | None = None
 
 

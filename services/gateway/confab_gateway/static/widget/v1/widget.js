@@ -23,6 +23,7 @@ import { previewCard } from './preview.js';
 import { ThreadView } from './threads.js';
 import { createSupport } from './support.js';
 import { notificationSettings } from './notifications.js';
+import { SearchBox } from './search.js';
 
 const BASE = new URL('./', import.meta.url).href;
 const GROUP_MS = 5 * 60_000; // one sender's messages this close together form a group
@@ -435,7 +436,7 @@ class Widget {
       onclick: () => this.showSettings(),
     });
     if (this.support) this.body.append(this.support.entry());
-    this.body.append(this.listEl, settings);
+    this.body.append(this.searchBox(null, this.listEl).el, this.listEl, settings);
     this.renderList();
     this.updateBadge();
   }
@@ -741,11 +742,12 @@ class Widget {
       icon('down', 16),
     );
     this.typingEl = h('div', { class: 'cw-typing', 'data-testid': 'typing', 'aria-live': 'polite' });
-    this.body.append(
-      h('div', { class: 'cw-thread' }, this.scroller, this.pill),
-      this.typingEl,
-      this.buildComposer(),
-    );
+    const thread = h('div', { class: 'cw-thread' }, this.scroller, this.pill);
+    // The search box is shown above the thread but comes last in the tab order, so the
+    // way from the header to the composer stays as short as it was (widget.css: order).
+    const search = this.searchBox(id, thread).el;
+    search.classList.add('cw-search-thread');
+    this.body.append(thread, this.typingEl, this.buildComposer(), search);
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), {
       root: this.scroller,
       threshold: [0, 0.5, 1],
@@ -762,6 +764,43 @@ class Widget {
     this.syncThread();
     this.renderTyping();
     this.scrollToBottom();
+  }
+
+  // A search box (search.js) for every conversation (`id` null) or one; `under`: what its
+  // results cover while they show.
+  searchBox(id, under) {
+    const box = new SearchBox({
+      api: this.client.api,
+      t: this.t,
+      i18n: this.i18n,
+      conversationId: id,
+      titleOf: (cid) => {
+        const conv = this.client.conversation(cid);
+        return conv ? this.titleOf(conv) : '';
+      },
+      pick: (hit) => this.jumpTo(hit.message),
+    });
+    box.el.addEventListener('searchtoggle', (event) => {
+      under.hidden = event.detail;
+    });
+    return box;
+  }
+
+  // Open a found message's conversation and show the message in context: older pages are
+  // loaded until it is there, then it is scrolled to, marked and focused.
+  async jumpTo({ conversation_id: id, id: messageId }) {
+    if (this.view !== 'thread' || this.current !== id) await this.openConversation(id);
+    for (let page = 0; page < 100 && !this.items.has(messageId) && this.current === id; page++) {
+      const more = await this.client.loadOlder(id).catch(() => false);
+      if (!more && !this.items.has(messageId)) break;
+    }
+    const item = this.items.get(messageId);
+    if (!item || this.current !== id) return;
+    this.pinned = false;
+    item.el.scrollIntoView({ block: 'center' });
+    item.el.classList.add('cw-found');
+    this.setRoving(item.el);
+    item.el.focus();
   }
 
   onMessages({ conversationId, reason }) {
@@ -1300,6 +1339,10 @@ class Widget {
   // What went wrong, in the visitor's words (never the server's developer wording).
   errorText(error, fallback) {
     const status = error ? error.status : -1;
+    const code = error ? error.code : '';
+    if (code === 'frozen') return this.t('error.frozen');
+    if (code === 'muted') return this.t('error.muted');
+    if (code === 'message_blocked') return this.t('error.blocked');
     if (status === 0) return this.t('error.network');
     if (status === 429) return this.t('error.rateLimited');
     if (status === 403) return this.t('error.forbidden');
