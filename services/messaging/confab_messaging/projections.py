@@ -137,6 +137,8 @@ class UsersProjection(Projection):
             sa.column("sender_id", sa.Text),
             sa.column("content", sa.Text),
             sa.column("metadata", sa.JSON),
+            sa.column("mentions", JSONB),
+            sa.column("link_preview", sa.JSON),
             schema=schema,
         )
         self.messages = sa.table(
