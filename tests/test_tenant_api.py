@@ -114,7 +114,7 @@ async def test_conversations_by_participant_type_activity_and_metadata(world: Wo
     assert (await tenant.get("/api/v1/users/usr_nobody/conversations"))[0] == 404
 
     too_many = {f"metadata.k{i}": "v" for i in range(11)}
-    for params in (too_many, {"type": "support"}, {"metadata.": "x"}):
+    for params in (too_many, {"type": "channel"}, {"metadata.": "x"}):
         status, body = await tenant.get("/api/v1/conversations", params=params)
         assert (status, body["error"]["code"]) == (422, "invalid_request"), params
     # A widget cannot filter (or see) other people's conversations.
