@@ -75,10 +75,14 @@ class SupportProjection(Projection):
                 if not (isinstance(event, ConversationCreated) and event.kind == support.SUPPORT):
                     continue
                 view = views[cid] = SupportView(cid, _workspace_of(envelope.subject))
+            before = view.stream_seq
             change = support.evolve(view, event, envelope.seq)
+            if view.stream_seq != before:
+                # Folded, even without a change the inbox shows (an agent joining): the row
+                # must say so whatever batch the event came in, or a rebuild differs.
+                dirty.add(cid)
             if change is None:
                 continue
-            dirty.add(cid)
             if change.note is not None:
                 note = change.note
                 notes.append(
