@@ -10,6 +10,7 @@ conversation that must come after it, never by waiting for silence.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import time
@@ -66,13 +67,19 @@ async def mails(mailbox: MailCatcher, address: str, count: int) -> list[EmailMes
     return list(await until(enough, f"{count} mails to {address}"))
 
 
-async def until(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while not (found := check()):
+async def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    """Poll ``check`` (a function, or a coroutine function) until it gives something true,
+    and return that; fail after ``timeout`` seconds, naming ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if inspect.isawaitable(found):
+            found = await found
+        if found:
+            return found
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
-    return found
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:

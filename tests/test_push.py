@@ -67,7 +67,7 @@ async def test_web_push_end_to_end_and_an_expired_subscription_is_removed(
         status, subs = await widget.get("/api/widget/push/subscriptions")
         return status == 200 and subs["data"] == []
 
-    await until_async(removed, "the expired subscription removed")
+    await until(removed, "the expired subscription removed")
     assert len(push_service.received) == 1
 
 
@@ -141,7 +141,7 @@ async def test_mobile_push_through_fcm_and_apns_stand_ins_removes_unregistered_t
         status, listed = await chat.tenant.get(devices)
         return status == 200 and listed["data"] == []
 
-    await until_async(removed, "the unregistered devices removed")
+    await until(removed, "the unregistered devices removed")
 
     # Hostile: other workspaces, bad platforms, bad tokens, bad keys.
     other = await setup_chat(admin, 60.0)
@@ -165,14 +165,3 @@ async def test_mobile_push_through_fcm_and_apns_stand_ins_removes_unregistered_t
         },
     )
     assert status == 422, answer
-
-
-async def until_async(check: Any, what: str) -> None:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + 45
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)

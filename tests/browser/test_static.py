@@ -21,6 +21,7 @@ from confab_gateway import web as pages
 from confab_gateway.consistency import LastWrites
 from confab_gateway.errors import error_middleware
 from confab_gateway.settings import GatewaySettings
+from confab_infra.backends import free_port
 from tests.browser.conftest import npm_package
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,9 @@ async def gateway() -> AsyncIterator[TestClient]:
     app = web.Application(middlewares=[pages.cors_middleware, error_middleware])
     app["auth"] = None
     app["last_writes"] = LastWrites()
-    settings = GatewaySettings(fanout_ws_url="ws://127.0.0.1:6001", s3_endpoint="http://s3.test")
+    # Never connected to: any free port (never the 6001 a `make run` may be serving on).
+    fanout = f"ws://127.0.0.1:{free_port()}"
+    settings = GatewaySettings(fanout_ws_url=fanout, s3_endpoint="http://s3.test")
     pages.install(app, settings, None)  # type: ignore[arg-type]
     client = TestClient(TestServer(app), auto_decompress=False)
     await client.start_server()

@@ -6,10 +6,7 @@ goes, so does the key."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
-from collections.abc import Awaitable, Callable
 
 from nats.js.errors import NoKeysError
 from playwright.async_api import expect
@@ -17,6 +14,7 @@ from playwright.async_api import expect
 from confab import bus
 from tests.browser.conftest import Shop, axe_violations
 from tests.browser.test_widget import live
+from tests.test_notifications import until
 
 
 async def test_the_user_sets_their_notification_preferences_in_the_widget(
@@ -71,11 +69,3 @@ async def test_the_user_sets_their_notification_preferences_in_the_widget(
 
 def enc(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
