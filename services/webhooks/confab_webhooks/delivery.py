@@ -302,6 +302,10 @@ class Sender:
         """Rows the intake just queued (in log order), to be sent from this process."""
         for row in rows:
             key = (row["source"], row["part"])
+            if key not in self._owned:
+                # The intake owns it already, this sender not yet: wait for its load, so
+                # the partition's older pending rows go first.
+                self._loading.setdefault(key, [])
             waiting = self._loading.get(key)
             if waiting is not None:
                 waiting.append(row)  # after the partition's older rows are loaded
@@ -618,7 +622,7 @@ class Sender:
         if lost:
             self._let_go(lost)
         for key in sorted(gained):
-            self._loading[key] = []
+            self._loading.setdefault(key, [])  # rows offered before it was seen wait there
         for key in sorted(gained):
             await self._load(key)
 
