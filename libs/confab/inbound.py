@@ -37,6 +37,9 @@ CHARSETS = frozenset({"utf-8", "utf8"})
 _LONG_NUMBER = re.compile(rb"[0-9]{19}")
 _TOKEN = re.compile(r"[!-~]+")
 _any = msgspec.json.Decoder()
+_STRUCTURE = re.compile(rb'["\[\]{}]')
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 
 
 class Refused(ValueError):
@@ -89,11 +92,57 @@ def decode(raw: bytes | str, decoder: msgspec.json.Decoder[T]) -> T:
     return decoder.decode(raw)
 
 
+def _nesting_over(raw: bytes, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than ``limit``, without recursing.
+
+    Decoding a deep body to measure it would recurse once per level (a ``RecursionError``
+    at best, a crashed process if something raised the interpreter's limit). First a
+    bound in C: ``limit`` passes that remove the innermost level of brackets, as if no
+    string held any (so never less than the true depth), leave nothing of a body within
+    it. Only if something is left are strings skipped exactly, stopping as soon as the
+    depth is over.
+    """
+    brackets = raw.translate(_SQUARE, _NOT_BRACKET)  # only "[" and "]" left
+    if b"[" * (limit + 1) not in brackets:  # else likely deep: the exact scan stops early
+        for _ in range(limit):  # each pass removes the innermost level
+            brackets = brackets.replace(b"[]", b"")
+            if not brackets:
+                return False
+    depth, at = 0, 0
+    while (found := _STRUCTURE.search(raw, at)) is not None:
+        at = found.end()
+        char = found.group()
+        if char == b'"':
+            at = _string_end(raw, at)
+            if at < 0:
+                return False  # unterminated: not JSON, which the decoder says
+        elif char in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _string_end(raw: bytes, at: int) -> int:
+    """Just past the quote that closes the string whose text starts at ``at``; -1 if none."""
+    start = at
+    while (quote := raw.find(b'"', at)) >= 0:
+        before = quote - 1  # an even run of backslashes before it escapes only itself
+        while before >= start and raw[before] == 0x5C:
+            before -= 1
+        if (quote - 1 - before) % 2 == 0:
+            return quote + 1
+        at = quote + 1
+    return -1
+
+
 def _walk(raw: bytes) -> None:
+    if _nesting_over(raw, MAX_DEPTH):
+        raise _too_deep()
     try:
         value = _any.decode(raw)
-    except RecursionError:
-        raise _too_deep() from None
     except (msgspec.DecodeError, msgspec.ValidationError):
         return  # not JSON, or a number no float holds: the caller's decoder says so
     stack: list[tuple[Any, int, str]] = [(value, 0, "")]

@@ -548,6 +548,8 @@ async def test_12_files_can_be_dropped_or_pasted(shop: Shop) -> None:
     cid = await shop.conversation(ann, bob)
     b = await shop.widget(bob, conversation_id=cid, open_=True)
     await live(b)
+    # Files are taken only by an open conversation's enabled composer (``canAttach``).
+    await expect(b.get_by_test_id("composer")).to_be_enabled()
     picture = list(png_bytes((60, 40)))
     await b.evaluate(
         """([bytes]) => {

@@ -6,6 +6,7 @@ limits: what is one past them is refused, what is at them passes.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import msgspec
@@ -71,3 +72,31 @@ def test_a_typed_body_keeps_its_field_errors() -> None:
     with pytest.raises(InvalidRequest) as refused:
         decode_json(b'{"n":"x"}', msgspec.json.Decoder(Body))
     assert refused.value.details == {"n": "Expected int, got str"}
+
+
+def test_depth_is_measured_without_recursing_whatever_the_interpreters_limit() -> None:
+    """A test tool may raise the recursion limit (Hypothesis does): decoding a deep body to
+    measure it would then crash the process instead of raising. It is never decoded."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(500_000)
+    try:
+        with pytest.raises(InvalidRequest):
+            decode_json(nested(400_000), ANY)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+@pytest.mark.parametrize(
+    ("raw", "deep"),
+    [
+        (b'["' + b"[" * 100 + b'"]', False),  # brackets in a string are text
+        (b'["\\\\"' + b",[]" * 100 + b"]", False),  # an escaped backslash ends no string
+        (b'["\\"[", ' + nested(40) + b"]", True),  # an escaped quote ends no string
+        (b'["\\\\", ' + nested(32) + b"]", True),
+        (b'["\\\\", ' + nested(31) + b"]", False),
+        (b"[" * 20 + b'{"a":' * 20 + b"1" + b"}" * 20 + b"]" * 20, True),
+        (b"[" + b"[[[[[[[[[[1]]]]]]]]]]," * 1000 + b"[]]", False),
+    ],
+)
+def test_depth_counts_structure_not_text(raw: bytes, deep: bool) -> None:
+    assert inbound._nesting_over(raw, inbound.MAX_DEPTH) is deep

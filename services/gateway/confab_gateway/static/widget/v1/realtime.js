@@ -53,6 +53,8 @@ export class Realtime {
     this.handlers = handlers;
     this.subscribedOnce = new Set();
     this.failedChannels = new Set();
+    this.refusals = new Map(); // channel → the HTTP status its last signature failed with
+    this.retries = new Map(); // channel → {attempts, timer}
     this.pusher = new Pusher(appKey, {
       cluster: 'confab', // required by pusher-js; unused with wsHost
       wsHost: url.hostname,
@@ -69,7 +71,10 @@ export class Realtime {
         customHandler: ({ socketId, channelName }, callback) => {
           authorize(socketId, channelName).then(
             (signed) => callback(null, signed),
-            (error) => callback(error, null),
+            (error) => {
+              this.refusals.set(channelName, error && error.status);
+              callback(error, null);
+            },
           );
         },
       },
@@ -97,6 +102,7 @@ export class Realtime {
       this.handlers.members(channelName, list);
     };
     channel.bind('pusher:subscription_succeeded', () => {
+      this.forgetRetry(channelName);
       const again = this.subscribedOnce.has(channelName);
       this.subscribedOnce.add(channelName);
       this.failedChannels.delete(channelName);
@@ -106,6 +112,7 @@ export class Realtime {
     channel.bind('pusher:subscription_error', () => {
       this.failedChannels.add(channelName);
       this.handlers.failed(channelName);
+      this.retryLater(channelName);
     });
     if (presence) {
       channel.bind('pusher:member_added', members);
@@ -117,8 +124,36 @@ export class Realtime {
   }
 
   unsubscribe(channelName) {
+    this.forgetRetry(channelName);
     this.pusher.unsubscribe(channelName);
     this.failedChannels.delete(channelName);
+  }
+
+  // pusher-js never asks again for a channel whose signature failed. A refusal that may
+  // pass (the service busy, a session being renewed, the network) is asked again after
+  // 1, 2, 4 … 30 s; "not allowed" (403) and "no such conversation" (404) are final.
+  retryLater(channelName) {
+    const status = this.refusals.get(channelName);
+    if (status === 403 || status === 404) return;
+    const retry = this.retries.get(channelName) || { attempts: 0, timer: null };
+    clearTimeout(retry.timer);
+    const delay = Math.min(1000 * 2 ** retry.attempts, 30000);
+    retry.attempts += 1;
+    retry.timer = setTimeout(() => {
+      retry.timer = null;
+      const channel = this.pusher.channel(channelName);
+      if (channel && !channel.subscribed && this.failedChannels.has(channelName)) {
+        this.pusher.subscribe(channelName); // the same channel object, bindings kept
+      }
+    }, delay);
+    this.retries.set(channelName, retry);
+  }
+
+  forgetRetry(channelName) {
+    const retry = this.retries.get(channelName);
+    if (retry) clearTimeout(retry.timer);
+    this.retries.delete(channelName);
+    this.refusals.delete(channelName);
   }
 
   // The browser says the network is gone: an open socket cannot be trusted (and a
