@@ -35,7 +35,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http import HttpProcessingError, RawRequestMessage
@@ -175,8 +175,8 @@ class _Connection(RequestHandler):
         admitted, self._counted = self._guard.admit(address)
         if not admitted:
             self._refused = True
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(self._guard.over_capacity)
+            # A stream transport (uvloop's is not a subclass of asyncio.Transport).
+            cast(asyncio.Transport, transport).write(self._guard.over_capacity)
             transport.close()
             return
         super().connection_made(transport)

@@ -231,12 +231,25 @@ def run_service(
     open_files = raise_open_files()
     log.info("open_files_limit", soft=open_files)
     try:
-        asyncio.run(_serve(name, settings, setup))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+            runner.run(_serve(name, settings, setup))
     except StartupError as exc:
         print(f"confab-{name}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when chosen and installed (not on Windows); else asyncio's default."""
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.info("event_loop_fallback", wanted="uvloop", reason="not installed")
+        else:
+            return uvloop.new_event_loop
+    return None
 
 
 async def _serve(
@@ -252,7 +265,7 @@ async def _serve(
     service.ready = True
     if settings.http_port:
         await _serve_health(service)
-    log.info("service_started", instance=settings.instance_name)
+    log.info("service_started", instance=settings.instance_name, loop=type(loop).__module__)
     await stop.wait()
     log.info("service_stopping")
     await service.stop()

@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_tls_ca_file: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+    # The event loop: uvloop (libuv, where installed: less CPU per socket operation, which
+    # is most of a service's work), or Python's own.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     instance: str = ""
     stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     rpc_timeout: PositiveFloat = 5.0
