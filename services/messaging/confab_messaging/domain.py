@@ -81,7 +81,9 @@ from confab.contracts.events.moderation import (
     ConversationFrozen,
     ConversationUnfrozen,
     MessageBlocked,
+    MessageShadowDeleted,
     MessageShadowed,
+    MessageShadowEdited,
     ParticipantBanned,
     ParticipantMuted,
     ParticipantUnbanned,
@@ -195,6 +197,7 @@ class EditMessage(Command, kw_only=True, frozen=True):
     content: str
     mentions: list[Mention] = []
     carried: bool = False
+    automod: list[AutomodHit] = []  # what automatic moderation did to ``content``
 
 
 class DeleteMessage(Command, kw_only=True, frozen=True):
@@ -284,6 +287,17 @@ class MessageState:
 
 
 @dataclass(slots=True)
+class ShadowState:
+    """A shadowed post (``message.shadowed``, ``seq`` 0): its sender, and where its post
+    and last edit are in the log (told by the shell, as these events take no seq)."""
+
+    sender_id: str
+    position: int
+    edit_position: int = 0
+    deleted: bool = False
+
+
+@dataclass(slots=True)
 class ConversationState:
     id: str = ""
     kind: str = ""
@@ -309,7 +323,7 @@ class ConversationState:
     muted: dict[str, datetime | None] = field(default_factory=dict)
     banned: dict[str, datetime | None] = field(default_factory=dict)
     restricted_at: int = 0
-    shadowed: dict[str, int] = field(default_factory=dict)  # message id -> where it is
+    shadowed: dict[str, ShadowState] = field(default_factory=dict)  # by message id
 
     @property
     def exists(self) -> bool:
@@ -446,9 +460,17 @@ def stored(state: ConversationState, event: Event, seq: int) -> None:
     """Note where a message's post and its last edit are in the log (``seq``), and fold
     mutes and bans (``seq`` 0 events: ordered here by their stream sequence)."""
     if isinstance(event, MessageShadowed):
-        state.shadowed[event.message_id] = seq
+        state.shadowed[event.message_id] = ShadowState(event.sender_id, seq)
         if event.client_msg_id is not None:
             state.client_keys[(event.sender_id, event.client_msg_id)] = event.message_id
+        return
+    if isinstance(event, MessageShadowEdited | MessageShadowDeleted):
+        shadow = state.shadowed.get(event.message_id)
+        if shadow is not None:
+            if isinstance(event, MessageShadowDeleted):
+                shadow.deleted = True
+            else:
+                shadow.edit_position = max(shadow.edit_position, seq)
         return
     if isinstance(event, RESTRICTIONS):
         if seq > state.restricted_at:
@@ -974,6 +996,8 @@ def _in_order(ids: Sequence[str], attachments: Sequence[Attachment]) -> list[Att
 def _edit(command: EditMessage, state: ConversationState) -> Decision[None]:
     actor = command.actor
     _visible(state, actor)
+    if command.message_id in state.shadowed:
+        return _edit_shadowed(command, state, state.shadowed[command.message_id])
     found = _message(state, command.message_id, visible=True)
     if actor.user_id is None or found.sender_id != actor.user_id:
         raise Forbidden("You can only edit your own messages.")
@@ -996,10 +1020,51 @@ def _edit(command: EditMessage, state: ConversationState) -> Decision[None]:
     )
 
 
+def _edit_shadowed(
+    command: EditMessage, state: ConversationState, shadow: ShadowState
+) -> Decision[None]:
+    """Its sender edits a shadowed post like any message; the edit is shadowed too (``seq``
+    0: no other reader ever sees it). A shadowed post has no mentions: nobody is told."""
+    actor = command.actor
+    if actor.user_id is None:
+        raise Forbidden("You can only edit your own messages.")
+    if shadow.deleted or shadow.sender_id != actor.user_id:
+        raise NotFound(MESSAGE_NOT_FOUND)  # other users never learn that it exists
+    may_speak(state, actor, actor.user_id, command.now)
+    check_content(command.content)
+    return emit(
+        MessageShadowEdited(
+            conversation_id=state.id,
+            seq=0,
+            at=command.now,
+            message_id=command.message_id,
+            sender_id=shadow.sender_id,
+            content=command.content,
+            automod=list(command.automod),
+        )
+    )
+
+
 def _delete(command: DeleteMessage, state: ConversationState) -> Decision[None]:
     """A tombstone. The author deletes their own; the tenant's backend any; twice is a no-op."""
     actor = command.actor
     _visible(state, actor)
+    shadow = state.shadowed.get(command.message_id)
+    if shadow is not None:
+        if actor.user_id is not None and shadow.sender_id != actor.user_id:
+            raise NotFound(MESSAGE_NOT_FOUND)  # others never learn that it exists
+        if shadow.deleted:
+            return NOTHING
+        return emit(
+            MessageShadowDeleted(
+                conversation_id=state.id,
+                seq=0,
+                at=command.now,
+                message_id=command.message_id,
+                sender_id=shadow.sender_id,
+                by=actor.user_id,
+            )
+        )
     found = _message(state, command.message_id, visible=False)
     if actor.user_id is not None and found.sender_id != actor.user_id:
         raise Forbidden("You can only delete your own messages.")
