@@ -96,7 +96,7 @@ from confab.contracts.messaging import (
     METADATA_MAX_BYTES,
     Actor,
 )
-from confab.conversation import derived_type
+from confab.conversation import derived_type, in_force
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Banned, Conflict, Forbidden, Frozen, InvalidRequest, Muted, NotFound
 from confab.support import SUPPORT, SupportView
@@ -336,10 +336,7 @@ class ConversationState:
     def restricted(self, kind: dict[str, datetime | None], user_id: str, now: datetime) -> bool:
         """Whether ``user_id`` is in ``kind`` (muted or banned) at ``now``: a timed one
         lifts itself when its time passes."""
-        if user_id not in kind:
-            return False
-        until = kind[user_id]
-        return until is None or until > now
+        return in_force(kind, user_id, now)
 
     def message_for(self, sender_id: str | None, client_msg_id: str) -> str | None:
         """The id of the message ``sender_id`` already posted with ``client_msg_id``, if any."""
