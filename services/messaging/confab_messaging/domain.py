@@ -270,7 +270,8 @@ class MessageState:
     deleted: bool = False
     hidden: bool = False  # by a moderator; restorable
     reactions: dict[tuple[str, str], None] | None = None  # (emoji, user_id) in order added
-    attachments: tuple[str, ...] | None = None  # attachment ids; None without any
+    # Attachment ids (those posted, then link previews' images); None without any.
+    attachments: tuple[str, ...] | None = None
     post_position: int = 0  # the stream sequence of its message.posted (0: not told)
     edit_position: int = 0  # the stream sequence of its last message.edited (0: none)
     parent_id: str | None = None  # a thread reply's parent
@@ -445,7 +446,14 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
                 else:
                     found.deleted = True
                     state.pins.pop(event.message_id, None)
-        # message.previewed changes nothing the decisions need.
+        case MessagePreviewed() if event.preview.image is not None:
+            # Its image is stored by media as an attachment of the message: it goes with
+            # the message (named in its deletion), even when an edit replaced the preview.
+            found = state.messages.get(event.message_id)
+            image_id = event.preview.image.id
+            if found is not None and image_id not in state.attached:
+                found.attachments = (*(found.attachments or ()), image_id)
+                state.attached[image_id] = event.message_id
     state.last_seq = event.seq
     return state
 
