@@ -277,3 +277,39 @@ async def test_a_shadowed_post_is_edited_and_deleted_by_its_sender_alone(
     # A subscription after a seq-0 event (the last on the subject) is answered at once.
     cat_sock = await sockets()
     await cat_sock.join(cat_w, channel)
+
+
+async def test_masking_keeps_mention_entities_on_the_text_they_name(world: World) -> None:
+    (_, ann_w), (bob, bob_w), (cat, _), cid = await three(world)
+    rules = [
+        {"id": "phones", "kind": "phone", "action": "mask"},
+        {"id": "emails", "kind": "email", "action": "mask"},
+    ]
+    await put_rules(world, rules)
+
+    def mention(text: str, name: str, user: dict[str, Any]) -> dict[str, Any]:
+        start = text.index(name)
+        return {"user_id": user["id"], "start": start, "end": start + len(name)}
+
+    sent = "Ring 555 123 4567, @Bob, or mail x@cat.io (@Cat)"
+    given = [mention(sent, "@Bob", bob), mention(sent, "@cat", cat), mention(sent, "@Cat", cat)]
+    posted = await send(ann_w, cid, sent, mentions=given)
+    stored = "Ring ***, @Bob, or mail *** (@Cat)"
+    assert posted["content"] == stored, posted
+
+    def named(message: dict[str, Any]) -> list[tuple[str, str]]:
+        text = message["content"]
+        return [(m["user_id"], text[m["start"] : m["end"]]) for m in message["mentions"]]
+
+    # The mention inside the masked address is dropped; the others moved with their text.
+    assert named(posted) == [(bob["id"], "@Bob"), (cat["id"], "@Cat")]
+    status, history = await bob_w.get(f"/api/widget/conversations/{cid}/messages")
+    assert status == 200 and named(history["data"][-1]) == named(posted)
+    # An edit's mentions likewise.
+    text = "+44 20 7946 0958 is @Cat's"
+    status, edited = await ann_w.patch(
+        f"/api/widget/conversations/{cid}/messages/{posted['id']}",
+        {"content": text, "mentions": [mention(text, "@Cat", cat)]},
+    )
+    assert status == 200, edited
+    assert edited["content"] == "*** is @Cat's" and named(edited) == [(cat["id"], "@Cat")]

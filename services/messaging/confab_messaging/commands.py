@@ -82,7 +82,7 @@ from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
 from confab_messaging import domain, render
 from confab_messaging import mentions as mention_rules
-from confab_messaging.automod import NO_RULES, Compiled, Verdict
+from confab_messaging.automod import MASK, NO_RULES, Compiled, Verdict
 from confab_messaging.domain import ConversationState, MessageState, Resent
 from confab_messaging.handlers import Lookups, conversation_subject, valid
 from confab_messaging.store import UserRow
@@ -321,12 +321,14 @@ class Commands:
             )
         client_msg_id = data.client_msg_id
         content, hits, report_id, shadow = data.content, [], None, False
+        mentions = mention_rules.from_input(data.mentions)
         if sender_id is not None and not banned:
             rules, shadowed = await self.policy(actor.workspace_id)
             verdict = rules.apply(data.content)
             if verdict.blocked:
                 await self.blocked(actor, subject_, sender_id, data.content, verdict, ctx)
             content, hits = verdict.content, verdict.hits
+            mentions = mention_rules.after_masking(mentions, verdict.masked, len(MASK))
             # A shadowed message is its sender's alone: nobody reports it, nothing links it.
             shadow = verdict.shadow or sender_id in shadowed
             report_id = new_id("rep") if verdict.flagged and not shadow else None
@@ -343,7 +345,7 @@ class Commands:
             client_msg_id=client_msg_id,
             message_type=data.type,
             banned=banned,
-            mentions=mention_rules.from_input(data.mentions),
+            mentions=mentions,
             parent_id=data.parent_id,
             automod=hits,
             report_id=report_id,
@@ -420,7 +422,7 @@ class Commands:
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         message_id = valid(cmd.message_id, "Message")
-        content, hits = cmd.content, []
+        content, hits, masked = cmd.content, [], ()
         if cmd.actor.user_id is not None:
             # An edit passes the same rules as a post: masked where they mask, refused
             # where they block, or would shadow a message others see already (a shadowed
@@ -431,9 +433,10 @@ class Commands:
             verdict = (await self.policy(cmd.actor.workspace_id))[0].apply(content)
             if verdict.blocked or (verdict.shadow and not shadowed):
                 await self.blocked(cmd.actor, subject_, cmd.actor.user_id, content, verdict, ctx)
-            content, hits = verdict.content, verdict.hits
+            content, hits, masked = verdict.content, verdict.hits, verdict.masked
         if cmd.mentions is not None:
-            mentions, carried = mention_rules.from_input(cmd.mentions), False
+            given = mention_rules.from_input(cmd.mentions)
+            mentions, carried = mention_rules.after_masking(given, masked, len(MASK)), False
         else:
             mentions, carried = await self.carried_mentions(subject_, message_id, content), True
         command = domain.EditMessage(
