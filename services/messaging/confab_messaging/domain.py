@@ -34,7 +34,14 @@ thread's read mark is a ``read.marked`` with ``parent_id``. Pins are limited to
 ``MAX_PINS`` per conversation; participants may pin when the conversation's
 ``pin_policy`` is ``participants``, the workspace's backend always. Mentions are
 checked by ``mentions.checked``. A link preview is applied only to the text it was
-fetched for (``MessageState.text_seq``).
+fetched for (``MessageState.text_seq``); its image counts among the message's
+attachments, so the message's deletion names it (media removes it).
+
+Shadowed posts (``message.shadowed``, ``seq`` 0) live outside the timeline: the state
+keeps them apart (``ShadowState``, folded by ``stored`` where the shell says they are),
+and their sender edits and deletes them as ``message.shadow_edited`` /
+``message.shadow_deleted``, also ``seq`` 0, so no other reader ever sees either; to
+anyone else they do not exist (404).
 """
 
 from __future__ import annotations
