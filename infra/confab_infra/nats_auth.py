@@ -206,6 +206,10 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         owns_stream("CONVERSATIONS", "conv.evt.>", "writes conversation events"),
         reads_stream("CONVERSATIONS", "loads conversations before deciding; the last sequence"),
         consumes_stream("CONVERSATIONS", "feeds the conversations read model"),
+        publish(
+            "waits for every copy's follower of the workspace settings (fence)",
+            f"{API}.CONSUMER.LIST.CONVERSATIONS",
+        ),
         reads_stream("IDENTITY", "waits for a user's last identity event"),
         consumes_stream("IDENTITY", "feeds the users read model"),
         *follows_authority(),

@@ -255,7 +255,17 @@ class Aggregates(Generic[C, S]):
     def forget(self, subject: str) -> None:
         self._cache.pop(subject, None)
 
+    async def refresh(self, subject: str) -> None:
+        """Catch ``subject``'s cached state up with the log; nothing if it is not cached
+        (its next ``load`` reads the log anyway). For a process that follows a subject's
+        changes and answers from the cache (``confab.authority.Watch``)."""
+        if subject in self._cache:
+            await self.load(subject, fresh=True)
+
     def _remember(self, subject: str, state: S, version: int) -> None:
+        cached = self._cache.get(subject)
+        if cached is not None and cached[1] > version:
+            return  # a read that started earlier ended later: the newer state stays
         self._cache[subject] = (state, version)
         self._cache.move_to_end(subject)
         while len(self._cache) > self.cache_size:

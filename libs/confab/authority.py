@@ -23,6 +23,12 @@ state.
 - The fence is bounded: a process that cannot keep up (partitioned, stalled)
   does not hold the call forever. It still applies the change when it catches
   up; the fence logs which consumers it gave up on.
+
+The same pair serves other authorities kept in memory: a ``Watch`` names the
+stream, the subjects and the changes a follower acts on, and its own metadata
+key, so its fence counts only its own followers (messaging's workspace
+settings — automatic-moderation rules and shadow bans — follow
+``conv.evt.*._settings`` so, and a post never reads them from the log).
 """
 
 from __future__ import annotations
@@ -95,12 +101,31 @@ def change_of(subject: str, event_type: str, seq: int) -> Change | None:
     return Change(event_type, parts[2], parts[3], parts[4], seq)
 
 
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What a kind of follower follows: a stream's subjects, how a stored event becomes a
+    ``Change`` (None: passed over), which change types it acts on (None: all), and the
+    consumer metadata key that its fences count."""
+
+    stream: str
+    subject: str
+    parse: Callable[[str, str, int], Change | None]
+    acts_on: frozenset[str] | None
+    key: str
+
+
+IDENTITY_WATCH = Watch(IDENTITY.name, IDENTITY.subjects[0], change_of, REVOKING, METADATA_KEY)
+
+
 class Follower:
     """Applies every ``IDENTITY`` change with ``handle`` (in order), then acknowledges it."""
 
-    def __init__(self, js: JetStreamContext, service: str, handle: Handler) -> None:
+    def __init__(
+        self, js: JetStreamContext, service: str, handle: Handler, watch: Watch = IDENTITY_WATCH
+    ) -> None:
         self.js = js
         self.handle = handle
+        self.watch = watch
         self.name = f"authority-{service}-{secrets.token_hex(6)}"
         self.applied = 0  # the last stream sequence applied (or skipped)
         self._sub: object | None = None
@@ -112,7 +137,7 @@ class Follower:
         deadline = time.monotonic() + wait
         while True:
             try:
-                info = await self.js.stream_info(IDENTITY.name)
+                info = await self.js.stream_info(self.watch.stream)
                 break
             except NotFoundError:
                 if time.monotonic() >= deadline:
@@ -131,7 +156,7 @@ class Follower:
             self._task = None
         await self._unsubscribe()
         with contextlib.suppress(Exception):
-            await self.js.delete_consumer(IDENTITY.name, self.name)
+            await self.js.delete_consumer(self.watch.stream, self.name)
 
     async def _subscribe(self, policy: DeliverPolicy, start: int) -> None:
         config = ConsumerConfig(
@@ -142,10 +167,14 @@ class Follower:
             headers_only=True,
             inactive_threshold=INACTIVE_SECONDS,
             max_ack_pending=1000,
-            metadata={METADATA_KEY: "1"},
+            metadata={self.watch.key: "1"},
         )
         self._sub = await self.js.subscribe(
-            f"{IDENTITY.subjects[0]}", cb=self._on_message, manual_ack=True, config=config
+            self.watch.subject,
+            stream=self.watch.stream,
+            cb=self._on_message,
+            manual_ack=True,
+            config=config,
         )
 
     async def _unsubscribe(self) -> None:
@@ -157,8 +186,9 @@ class Follower:
     async def _on_message(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
         if seq > self.applied:
-            change = change_of(msg.subject, (msg.headers or {}).get(H_EVENT, ""), seq)
-            if change is not None and change.type in REVOKING:
+            acts_on = self.watch.acts_on
+            change = self.watch.parse(msg.subject, (msg.headers or {}).get(H_EVENT, ""), seq)
+            if change is not None and (acts_on is None or change.type in acts_on):
                 try:
                     done = self.handle(change)
                     if inspect.isawaitable(done):
@@ -173,7 +203,7 @@ class Follower:
         while True:
             await asyncio.sleep(CHECK_SECONDS)
             try:
-                await self.js.consumer_info(IDENTITY.name, self.name)
+                await self.js.consumer_info(self.watch.stream, self.name)
             except NotFoundError:
                 log.warning("authority_consumer_lost", consumer=self.name, applied=self.applied)
                 await self._unsubscribe()
@@ -185,8 +215,14 @@ class Follower:
                 log.warning("authority_consumer_unchecked", error=str(exc))
 
 
-async def fence(js: JetStreamContext, seq: int, *, timeout: float = FENCE_SECONDS) -> bool:
-    """Wait until every live follower has applied ``IDENTITY`` sequence ``seq``.
+async def fence(
+    js: JetStreamContext,
+    seq: int,
+    *,
+    timeout: float = FENCE_SECONDS,
+    watch: Watch = IDENTITY_WATCH,
+) -> bool:
+    """Wait until every live follower of ``watch`` has applied its stream's sequence ``seq``.
 
     False (and a warning naming the laggards) if some had not within ``timeout``.
     """
@@ -195,8 +231,8 @@ async def fence(js: JetStreamContext, seq: int, *, timeout: float = FENCE_SECOND
     while True:
         lagging = [
             c.name
-            for c in await js.consumers_info(IDENTITY.name)
-            if (c.config.metadata or {}).get(METADATA_KEY)
+            for c in await js.consumers_info(watch.stream)
+            if (c.config.metadata or {}).get(watch.key)
             and c.push_bound
             and (c.ack_floor is None or (c.ack_floor.stream_seq or 0) < seq)
         ]

@@ -11,7 +11,7 @@ look-ups of ``handlers``.
 from __future__ import annotations
 
 from confab.aggregate import Aggregates
-from confab.authority import Follower
+from confab.authority import Follower, fence
 from confab.bus import CONVERSATIONS, IDENTITY
 from confab.eventlog import JetStreamLog, last_version
 from confab.rpc import RpcClient
@@ -31,7 +31,7 @@ from confab_messaging.support_domain import DECIDER
 from confab_messaging.support_handlers import Support
 from confab_messaging.support_projection import SupportProjection
 from confab_messaging.support_store import SupportStore
-from confab_messaging.workspace import WorkspaceSettings
+from confab_messaging.workspace import SETTINGS_WATCH, WorkspaceSettings
 
 
 async def setup(service: Service) -> None:
@@ -62,7 +62,19 @@ async def setup(service: Service) -> None:
     )
     queries = Queries(store, lookups, log)
     searcher = Searcher(service.engine)
-    settings_ = WorkspaceSettings(log, settle=lookups.settle)
+    settings_ = WorkspaceSettings(
+        log,
+        settle=lookups.settle,
+        fence=lambda seq: fence(
+            service.js, seq, timeout=settings.read_wait_seconds, watch=SETTINGS_WATCH
+        ),
+    )
+    # Before serving: a post answers from the settings this follower keeps current.
+    settings_follower = Follower(
+        service.js, "messaging-settings", settings_.changed, SETTINGS_WATCH
+    )
+    await settings_follower.start()
+    service.on_stop(settings_follower.stop)
     shell = CommandShell(aggregates)
     commands = Commands(service.nc, shell, lookups, queries.existing, policy=settings_.policy)
     enforcement = Enforcement(shell, lookups, commands.clock)

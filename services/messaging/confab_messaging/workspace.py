@@ -5,10 +5,14 @@ One aggregate per workspace at ``conv.evt.<workspace>._settings`` in
 decider through the same ``Aggregates`` machinery as conversations. Each event
 holds the whole setting after the change.
 
-The send path asks ``rules(workspace)`` for the compiled rules: the aggregate is
-caught up from the log first (one direct read, which returns nothing when
-nothing changed), so a change is in force on every messaging copy for the next
-post once its call returned; the rules are compiled again only when the
+The send path asks ``policy(workspace)`` for the compiled rules and the shadow-banned
+users, from the cached aggregate: every messaging copy follows the settings
+subjects (``SETTINGS_WATCH``, a ``confab.authority.Follower``) and catches its
+cached state up before acknowledging a change, and a change's call returns only
+once every live copy has (``fence``). So a change is in force on every copy for
+the next post once its call returned, and a post never reads the log for them.
+Without a fence (a single process, as in the unit tests) the aggregate is caught
+up from the log on every ``policy``. The rules are compiled again only when the
 settings' version moved.
 """
 
@@ -22,9 +26,12 @@ from datetime import UTC, datetime
 import msgspec
 
 from confab.aggregate import Aggregates, Executed
+from confab.authority import Change, Watch
+from confab.bus import CONVERSATIONS
 from confab.contracts.base import Ok
 from confab.contracts.events import Event
 from confab.contracts.events.moderation import (
+    SETTINGS_ID,
     AutomodRule,
     AutomodRulesChanged,
     SearchLanguage,
@@ -52,6 +59,19 @@ from confab_messaging.handlers import valid
 from confab_messaging.search import DEFAULT_LANGUAGE
 
 COMPILED_CACHE = 10_000  # workspaces whose compiled rules are kept
+
+
+def settings_change(subject: str, event_type: str, seq: int) -> Change | None:
+    """A stored settings event (``conv.evt.<workspace>._settings``) as a follower sees it."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[3] != SETTINGS_ID:
+        return None
+    return Change(event_type, parts[2], "settings", SETTINGS_ID, seq)
+
+
+SETTINGS_WATCH = Watch(
+    CONVERSATIONS.name, f"conv.evt.*.{SETTINGS_ID}", settings_change, None, "confab-settings"
+)
 
 
 @dataclass
@@ -173,8 +193,10 @@ class WorkspaceSettings:
         *,
         clock: Callable[[], datetime] = utcnow,
         settle: Callable[[int], Awaitable[object]] | None = None,
+        fence: Callable[[int], Awaitable[object]] | None = None,
     ) -> None:
         self.settle = settle  # waits until the read models (the search index) show a change
+        self.fence = fence  # waits until every copy's follower has applied a change
         self.aggregates: Aggregates[Command, SettingsState] = Aggregates(
             log, SETTINGS, cache_size=COMPILED_CACHE
         )
@@ -186,10 +208,20 @@ class WorkspaceSettings:
         return [
             (SetSearchSettings, self.shell.handler(self.set_language, self.settled)),
             (GetSearchSettings, self.get_language),
-            (SetAutomod, self.shell.handler(self.set_rules)),
+            (SetAutomod, self.shell.handler(self.set_rules, self.fenced)),
             (GetAutomod, self.get_rules),
-            (SetUserShadowBan, self.shell.handler(self.set_shadow_ban)),
+            (SetUserShadowBan, self.shell.handler(self.set_shadow_ban, self.fenced)),
         ]
+
+    async def changed(self, change: Change) -> None:
+        """A settings event this copy's follower saw: the cached state catches up."""
+        await self.aggregates.refresh(settings_subject(change.workspace_id))
+
+    async def fenced(self, _cmd: object, executed: Executed[SettingsState]) -> Ok:
+        """``Ok`` once every messaging copy posts under the change (bounded)."""
+        if self.fence is not None and executed.events:
+            await self.fence(executed.version)
+        return Ok(seq=executed.version)
 
     async def set_shadow_ban(self, cmd: SetUserShadowBan, _ctx: CallContext) -> Intent[Command]:
         workspace_id = _tenant(cmd.actor)
@@ -212,11 +244,11 @@ class WorkspaceSettings:
         )
         return Intent(settings_subject(workspace_id), command, workspace_id, cmd.actor.key_id or "")
 
-    async def settled(self, _cmd: object, executed: Executed[SettingsState]) -> Ok:
+    async def settled(self, cmd: object, executed: Executed[SettingsState]) -> Ok:
         """``Ok`` once the search index is in the new language (bounded)."""
         if self.settle is not None:
             await self.settle(executed.version)
-        return Ok(seq=executed.version)
+        return await self.fenced(cmd, executed)
 
     async def get_language(self, query: GetSearchSettings, _ctx: CallContext) -> SearchSettings:
         workspace_id = _tenant(query.actor)
@@ -258,7 +290,8 @@ class WorkspaceSettings:
     async def policy(self, workspace_id: str) -> tuple[Compiled, frozenset[str]]:
         """The rules as the log has them now (compiled once per version), and the users
         whose posts are shadowed."""
-        state, _ = await self.aggregates.load(settings_subject(workspace_id), fresh=True)
+        subject = settings_subject(workspace_id)
+        state, _ = await self.aggregates.load(subject, fresh=self.fence is None)
         shadowed = frozenset(state.shadow_banned)
         if not state.rules:
             return NO_RULES, shadowed

@@ -84,9 +84,12 @@ async def setup(service: Service) -> None:
     service.on_stop(presence.stop)
     prefs = await service.add_projection(NotifierProjection(), batch_size=500)
     users = await service.add_projection(IdentityProjection(), batch_size=500)
+    # Nothing waits on this checkpoint (a notification is due a minute later at the
+    # earliest): a pause of 50 ms after a short batch makes a busy stream's batches larger.
     conversations = await service.add_projection(
         ConversationsProjection(settings.partitions, settings.default_delay_seconds),
         batch_size=500,
+        linger=0.05,
     )
     sender = Sender(
         service.engine,

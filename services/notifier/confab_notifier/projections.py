@@ -82,14 +82,29 @@ class ConversationsProjection(Projection):
         self.default_delay = default_delay
         self.metadata = sa.MetaData(schema=SCHEMA)
         self.t = define_tables(self.metadata)
+        self._statements()
         super().__init__()
 
     def partition_key(self, subject: str) -> str:
         return subject.rsplit(".", 1)[-1]  # conv.evt.<ws>.<conversation>
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        # Posts between other events are applied together, three statements for the run
+        # (each an executemany, pipelined by asyncpg): the same rows as one by one, since
+        # a sender's read position and the others' pending rows never read each other.
+        run: list[tuple[Envelope, MessagePosted]] = []
         for envelope in events:
+            event = envelope.event
+            if isinstance(event, MessagePosted):
+                if not is_staff_only(event):
+                    run.append((envelope, event))
+                continue
+            if run:
+                await self._posted(conn, run)
+                run = []
             await self._one(conn, envelope)
+        if run:
+            await self._posted(conn, run)
 
     async def _one(self, conn: AsyncConnection, envelope: Envelope) -> None:
         t, event = self.t, envelope.event
@@ -147,9 +162,6 @@ class ConversationsProjection(Projection):
                         p.c.conversation_id == event.conversation_id, p.c.user_id == event.user_id
                     )
                 )
-            case MessagePosted():
-                if not is_staff_only(event):
-                    await self._posted(conn, envelope, event)
             case MessageEdited():
                 m = t.messages
                 await conn.execute(
@@ -168,61 +180,87 @@ class ConversationsProjection(Projection):
                 await self._read(conn, event)
 
     async def _posted(
-        self, conn: AsyncConnection, envelope: Envelope, event: MessagePosted
+        self, conn: AsyncConnection, run: Sequence[tuple[Envelope, MessagePosted]]
     ) -> None:
-        t = self.t
         await conn.execute(
-            insert(t.messages)
-            .values(
-                conversation_id=event.conversation_id,
-                seq=event.seq,
-                message_id=event.message_id,
-                sender_id=event.sender_id,
-                mentions=mentions_of(event),
-                body=encode(event),
-                kind=event.type,
-                at=event.at,
-            )
-            .on_conflict_do_nothing()
+            self._insert_message,
+            [
+                {
+                    "conversation_id": event.conversation_id,
+                    "seq": event.seq,
+                    "message_id": event.message_id,
+                    "sender_id": event.sender_id,
+                    "mentions": mentions_of(event),
+                    "body": encode(event),
+                    "kind": event.type,
+                    "at": event.at,
+                }
+                for _, event in run
+            ],
         )
-        if event.sender_id is not None:  # the sender has read what they sent
-            m = t.members
-            await conn.execute(
-                m.update()
-                .where(m.c.conversation_id == event.conversation_id)
-                .where(m.c.user_id == event.sender_id)
-                .values(read_up_to=sa.func.greatest(m.c.read_up_to, event.seq))
-            )
-        s = t.settings
+        reads = [  # the sender has read what they sent
+            {"b_cid": event.conversation_id, "b_uid": event.sender_id, "b_seq": event.seq}
+            for _, event in run
+            if event.sender_id is not None
+        ]
+        if reads:
+            await conn.execute(self._sender_read, reads)
+        await conn.execute(
+            self._pend,
+            [
+                {
+                    "b_ws": envelope.workspace,
+                    "b_cid": event.conversation_id,
+                    "b_sender": event.sender_id,
+                    "b_part": self.partition_of(envelope.subject),
+                    "b_seq": event.seq,
+                    "b_at": event.at,
+                }
+                for envelope, event in run
+            ],
+        )
+
+    def _statements(self) -> None:
+        """The three statements of a run of posts, built once (bound per message)."""
+        t = self.t
+        self._insert_message = insert(t.messages).on_conflict_do_nothing()
+        m, p, s = t.members, t.pending, t.settings
+        self._sender_read = (
+            m.update()
+            .where(m.c.conversation_id == sa.bindparam("b_cid"))
+            .where(m.c.user_id == sa.bindparam("b_uid"))
+            .values(read_up_to=sa.func.greatest(m.c.read_up_to, sa.bindparam("b_seq")))
+        )
         delay = sa.func.coalesce(
             sa.select(s.c.delay_seconds)
-            .where(s.c.workspace_id == envelope.workspace)
+            .where(s.c.workspace_id == sa.bindparam("b_ws", type_=sa.Text))
             .scalar_subquery(),
             self.default_delay,
         )
-        m, p = t.members, t.pending
-        due = sa.literal(event.at) + delay * sa.text("interval '1 second'")
+        at = sa.bindparam("b_at", type_=sa.DateTime(timezone=True))
+        seq = sa.bindparam("b_seq", type_=sa.BigInteger)
+        sender = sa.bindparam("b_sender", type_=sa.Text)
         others = sa.select(
             m.c.user_id,
             m.c.conversation_id,
             m.c.workspace_id,
-            sa.literal(self.partition_of(envelope.subject)),
-            sa.literal(event.seq),
-            sa.literal(event.seq),
-            due,
-        ).where(m.c.conversation_id == event.conversation_id)
-        if event.sender_id is not None:
-            others = others.where(m.c.user_id != event.sender_id)
-        stmt = insert(p).from_select(
+            sa.bindparam("b_part", type_=sa.Integer),
+            seq,
+            seq,
+            at + delay * sa.text("interval '1 second'"),
+        ).where(
+            m.c.conversation_id == sa.bindparam("b_cid", type_=sa.Text),
+            sa.or_(sender.is_(None), m.c.user_id != sender),
+        )
+        pend = insert(p).from_select(
             ["user_id", "conversation_id", "workspace_id", "part", "first_seq", "last_seq",
              "due_at"],
             others,
         )  # fmt: skip
-        stmt = stmt.on_conflict_do_update(
+        self._pend = pend.on_conflict_do_update(
             index_elements=[p.c.user_id, p.c.conversation_id],
-            set_={"last_seq": stmt.excluded.last_seq},
+            set_={"last_seq": pend.excluded.last_seq},
         )
-        await conn.execute(stmt)
 
     async def _gone(self, conn: AsyncConnection, cid: str, message_id: str, gone: bool) -> None:
         m = self.t.messages
