@@ -3,6 +3,7 @@ what is recorded in the log, and rules a hostile tenant or user might try."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -206,3 +207,109 @@ async def test_shadowed_posts_are_their_senders_alone_on_every_path(
     status, theirs = await bob_w.get(f"{base}/messages")
     assert [m["id"] for m in theirs["data"]] == [before["id"], after["id"], back["id"]]
     assert (await ann_w.post(f"/api/v1/users/{ann['id']}/shadow-ban"))[0] == 401
+
+
+async def test_a_shadowed_post_is_edited_and_deleted_by_its_sender_alone(
+    world: World, stack: RunningStack, sockets: Any
+) -> None:
+    (_ann, ann_w), (_, bob_w), (_, cat_w), cid = await three(world)
+    channel = f"private-conversation.{cid}"
+    base = f"/api/widget/conversations/{cid}"
+    rules = [
+        {"id": "links", "kind": "url", "action": "shadow"},
+        {"id": "phones", "kind": "phone", "action": "mask"},
+        {"id": "gambling", "kind": "word", "action": "block", "words": ["casino"]},
+    ]
+    await put_rules(world, rules)
+    bob_sock = await sockets()
+    await bob_sock.join(bob_w, channel)
+    before = await send(ann_w, cid, "hello")
+    link = await send(ann_w, cid, "buy at cheap-deals.com today")
+    mine = f"{base}/messages/{link['id']}"
+
+    # Its sender edits it like any message; the edit passes the rules again (masked).
+    status, edited = await ann_w.patch(mine, {"content": "cheap-deals.com or 555 123 4567"})
+    assert status == 200, edited
+    assert edited["content"] == "cheap-deals.com or ***" and edited["edited_at"], edited
+    status, refused = await ann_w.patch(mine, {"content": "casino night"})
+    assert (status, refused["error"]["code"]) == (422, "message_blocked"), refused
+    status, history = await ann_w.get(f"{base}/messages")
+    assert [m["content"] for m in history["data"]] == ["hello", "cheap-deals.com or ***"]
+    # Nobody else can touch it, or learn that it exists.
+    for other in (bob_w, cat_w):
+        assert (await other.patch(mine, {"content": "mine now"}))[0] == 404
+        assert (await other.delete(mine))[0] == 404
+
+    # The edit reaches nobody else: not history, /events, frames or search.
+    after = await send(bob_w, cid, "visible to all")
+    await bob_sock.wait(
+        lambda f: f["event"] == "message.created" and f["data"]["id"] == after["id"]
+    )
+    for reader in (bob_w, cat_w):
+        status, theirs = await reader.get(f"{base}/messages")
+        assert [m["id"] for m in theirs["data"]] == [before["id"], after["id"]], theirs
+        status, events = await reader.get(f"{base}/events", params={"after": 0})
+        assert link["id"] not in {e["data"].get("id") for e in events["data"]}
+    assert not [f for f in bob_sock.seen(channel) if link["id"] in json.dumps(f)]
+    status, found = await bob_w.get("/api/widget/search", params={"q": "cheap deals"})
+    assert status == 200 and found["data"] == []
+
+    # Its sender deletes it: a tombstone in their history, once; then it is gone for edits.
+    assert (await ann_w.delete(mine))[0] == 204
+    assert (await ann_w.delete(mine))[0] == 204
+    assert (await ann_w.patch(mine, {"content": "back"}))[0] == 404
+    status, history = await ann_w.get(f"{base}/messages")
+    (gone,) = [m for m in history["data"] if m["id"] == link["id"]]
+    assert gone["deleted"] is True and gone["content"] == "", gone
+    # In the log: seq 0 events, outside the timeline every other reader follows.
+    nc = await bus.connect(stack.info["nats_url"], "test")
+    try:
+        subject = messaging.subject(world.workspace["id"], cid)
+        stored = [e.event async for e in read_subject(nc, bus.CONVERSATIONS.name, subject)]
+    finally:
+        await nc.close()
+    shadow = [e for e in stored if getattr(e, "message_id", None) == link["id"]]
+    assert [(e.type, e.seq) for e in shadow] == [
+        ("message.shadowed", 0),
+        ("message.shadow_edited", 0),
+        ("message.shadow_deleted", 0),
+    ]
+    # A subscription after a seq-0 event (the last on the subject) is answered at once.
+    cat_sock = await sockets()
+    await cat_sock.join(cat_w, channel)
+
+
+async def test_masking_keeps_mention_entities_on_the_text_they_name(world: World) -> None:
+    (_, ann_w), (bob, bob_w), (cat, _), cid = await three(world)
+    rules = [
+        {"id": "phones", "kind": "phone", "action": "mask"},
+        {"id": "emails", "kind": "email", "action": "mask"},
+    ]
+    await put_rules(world, rules)
+
+    def mention(text: str, name: str, user: dict[str, Any]) -> dict[str, Any]:
+        start = text.index(name)
+        return {"user_id": user["id"], "start": start, "end": start + len(name)}
+
+    sent = "Ring 555 123 4567, @Bob, or mail x@cat.io (@Cat)"
+    given = [mention(sent, "@Bob", bob), mention(sent, "@cat", cat), mention(sent, "@Cat", cat)]
+    posted = await send(ann_w, cid, sent, mentions=given)
+    stored = "Ring ***, @Bob, or mail *** (@Cat)"
+    assert posted["content"] == stored, posted
+
+    def named(message: dict[str, Any]) -> list[tuple[str, str]]:
+        text = message["content"]
+        return [(m["user_id"], text[m["start"] : m["end"]]) for m in message["mentions"]]
+
+    # The mention inside the masked address is dropped; the others moved with their text.
+    assert named(posted) == [(bob["id"], "@Bob"), (cat["id"], "@Cat")]
+    status, history = await bob_w.get(f"/api/widget/conversations/{cid}/messages")
+    assert status == 200 and named(history["data"][-1]) == named(posted)
+    # An edit's mentions likewise.
+    text = "+44 20 7946 0958 is @Cat's"
+    status, edited = await ann_w.patch(
+        f"/api/widget/conversations/{cid}/messages/{posted['id']}",
+        {"content": text, "mentions": [mention(text, "@Cat", cat)]},
+    )
+    assert status == 200, edited
+    assert edited["content"] == "*** is @Cat's" and named(edited) == [(cat["id"], "@Cat")]

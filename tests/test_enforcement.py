@@ -185,3 +185,49 @@ async def test_a_timed_workspace_ban_lifts_itself_through_the_log(
     assert (await world.tenant.post(ban))[1]["banned"] is True
     assert (await post(bob_w, cid, "ann is out"))[0] == 201
     assert (await world.tenant.delete(ban))[1]["banned"] is False
+
+
+async def test_a_muted_member_sends_no_client_events_until_unmuted(
+    world: World, sockets: Callable[[], Awaitable[Socket]]
+) -> None:
+    (_ann, ann_w), (bob, bob_w), (_, cat_w), cid = await three(world)
+    channel = f"private-conversation.{cid}"
+    mutes = f"/api/v1/conversations/{cid}/mutes"
+    bob_sock, witness = await sockets(), await sockets()
+    await bob_sock.join(bob_w, channel)
+    await witness.join(cat_w, channel)
+    await bob_sock.send("client-typing", {"round": 1}, channel)
+    await witness.wait(lambda f: f["event"] == "client-typing" and f["data"] == {"round": 1})
+
+    # The mute is stored (seq 0, outside the timeline) before its call returns; the node
+    # asks the log at the next client event, so it is refused at once, with the reason.
+    assert (await world.tenant.post(mutes, {"user_id": bob["id"]}))[0] == 204
+    await bob_sock.send("client-typing", {"round": 2}, channel)
+    refused = await bob_sock.wait(
+        lambda f: f["event"] == "pusher:error" and "muted" in f["data"]["message"]
+    )
+    assert refused["data"]["code"] == 4301
+    status, body = await bob_w.post(f"/api/widget/conversations/{cid}/typing", {"is_typing": True})
+    assert (status, body["error"]["code"]) == (403, "muted"), body
+    # Others still talk; the muted one's event reached nobody.
+    ann_sock = await sockets()
+    await ann_sock.join(ann_w, channel)
+    await ann_sock.send("client-typing", {"round": 3}, channel)
+    await witness.wait(lambda f: f["event"] == "client-typing" and f["data"] == {"round": 3})
+    assert not [f for f in witness.frames if f.get("data") == {"round": 2}]
+
+    # Unmuted: through again, at once.
+    assert (await world.tenant.delete(f"{mutes}/{bob['id']}"))[0] == 204
+    await bob_sock.send("client-typing", {"round": 4}, channel)
+    await witness.wait(lambda f: f["event"] == "client-typing" and f["data"] == {"round": 4})
+    # A timed mute lifts itself on the sockets too.
+    assert (await world.tenant.post(mutes, {"user_id": bob["id"], "duration_seconds": 1}))[0] == 204
+    await bob_sock.send("client-typing", {"round": 5}, channel)
+    await bob_sock.wait(lambda f: f["event"] == "pusher:error" and "muted" in f["data"]["message"])
+
+    async def through() -> bool:
+        await bob_sock.send("client-typing", {"round": 6}, channel)
+        return any(f.get("data") == {"round": 6} for f in witness.frames)
+
+    await eventually(through)
+    assert not [f for f in witness.frames if f.get("data") == {"round": 5}]

@@ -23,9 +23,10 @@ from confab_media.domain import Policy, parse_policies
 from tests.client import Api, new_workspace
 from tests.stack import RunningStack
 from tests.test_authority import sockets, three
+from tests.test_media_api import Bucket, s3
 from tests.test_messaging_api import World, send
 
-__all__ = ["sockets"]
+__all__ = ["s3", "sockets"]  # fixtures used here
 
 PAGE = """<html><head><meta property="og:title" content="Cabin in the woods">
 <meta property="og:description" content="Sleeps four">
@@ -147,3 +148,52 @@ def test_previews_are_switched_per_workspace() -> None:
     found = parse_policies('{"ws_quiet": {"link_previews": false}, "ws_big": {}}', default)
     assert found["ws_quiet"].link_previews is False
     assert found["ws_big"].link_previews is True
+
+
+async def preview_image_in_s3(
+    widget: Api, cid: str, message_id: str, s3: Bucket, workspace_id: str
+) -> str:
+    """The id of the message's preview image, once history shows it and S3 holds it."""
+    shown = await shown_in_history(
+        widget, cid, message_id, lambda m: (m["link_preview"] or {}).get("image"), timeout=20
+    )
+    image_id = str(shown["link_preview"]["image"]["id"])
+    assert [k for k in s3.keys(workspace_id) if f"/{image_id}." in k]
+    return image_id
+
+
+async def gone(s3: Bucket, workspace_id: str, image_id: str, reader: Api) -> None:
+    """Media removes a deleted message's (or an erased user's) objects, then records the
+    attachment's deletion, asynchronously as for every attachment (``MessageLinks``,
+    ``ErasedFiles``): wait for both, with a deadline."""
+    deadline = time.monotonic() + 15
+    while [k for k in s3.keys(workspace_id) if f"/{image_id}." in k] or (
+        (await reader.get(f"/api/widget/attachments/{image_id}"))[0] != 404
+    ):
+        assert time.monotonic() < deadline, f"{image_id} is still in S3 or served"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_preview_image_goes_with_its_message_and_its_erased_author(
+    world: World, site: Site, s3: Bucket
+) -> None:
+    (_ann, ann_w), (_bob, bob_w), (cat, cat_w), cid = await three(world)
+    url = f"http://127.0.0.1:{site.port}/cabin"
+    ws = world.workspace["id"]
+    base = f"/api/widget/conversations/{cid}/messages"
+    kept = await send(bob_w, cid, f"mine stays: {url}")
+    doomed = await send(ann_w, cid, f"see {url}")
+    theirs = await send(cat_w, cid, f"and {url}")
+    kept_image = await preview_image_in_s3(bob_w, cid, kept["id"], s3, ws)
+    doomed_image = await preview_image_in_s3(bob_w, cid, doomed["id"], s3, ws)
+    cat_image = await preview_image_in_s3(bob_w, cid, theirs["id"], s3, ws)
+
+    # Deleted by its author: the preview's image is deleted like an attachment.
+    assert (await ann_w.delete(f"{base}/{doomed['id']}"))[0] == 204
+    await gone(s3, ws, doomed_image, bob_w)
+    # Its author erased: their messages' preview images go with their data.
+    assert (await world.tenant.delete(f"/api/v1/users/{cat['id']}"))[0] == 204
+    await gone(s3, ws, cat_image, bob_w)
+    # Nobody else's.
+    assert [k for k in s3.keys(ws) if f"/{kept_image}." in k]
+    assert (await bob_w.get(f"/api/widget/attachments/{kept_image}"))[0] == 200

@@ -226,6 +226,7 @@ PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         declares_stream("CONVERSATIONS", "follows it, so creates it if it starts first"),
         consumes_stream("CONVERSATIONS", "links attachments to messages, deletes them with theirs"),
         reads_stream("CONVERSATIONS", "waits for the links up to a conversation's last event"),
+        consumes_stream("IDENTITY", "deletes the files of erased users"),
         *object_store(UPLOADS, "takes uploads the gateway stored, deletes them when done"),
         publish("finds the uploads stream by subject (object reads)", f"{API}.STREAM.NAMES"),
         *key_value("media_ingests", "remembers ingests in flight", write=True),

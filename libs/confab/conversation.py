@@ -592,6 +592,16 @@ ERASED_MESSAGE: dict[str, Any] = {
 }
 
 
+def in_force(restrictions: Mapping[str, datetime | None], user_id: str, now: datetime) -> bool:
+    """Whether ``user_id`` is restricted (muted, banned) at ``now``: ``restrictions`` maps
+    user ids to when theirs ends (None: until lifted); a timed one lifts itself when its
+    time passes. The write side and every fanout node decide by this one rule."""
+    if user_id not in restrictions:
+        return False
+    until = restrictions[user_id]
+    return until is None or until > now
+
+
 def blank(message: MessageView) -> None:
     """What erasure leaves of a message (``ERASED_MESSAGE``)."""
     message.content = ERASED_MESSAGE["content"]

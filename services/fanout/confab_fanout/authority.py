@@ -34,6 +34,7 @@ or erased, or a session already revoked, when asked.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Protocol
 
 from confab import realtime, support
@@ -46,6 +47,7 @@ from confab.authority import (
     USER_UNBANNED,
     Change,
 )
+from confab.conversation import in_force
 from confab.logging import get_logger
 from confab.staff import CONVERSATIONS_READ, grants
 from confab_fanout import inbox, protocol
@@ -61,6 +63,7 @@ REVOKED = "The session that authorized this connection was revoked."
 RESTAFFED = "Your role on the team changed; sign in again."
 NOT_A_PARTICIPANT = "Only the conversation's participants may join it."
 FROZEN = "Client event rejected: the conversation is frozen"
+MUTED = "Client event rejected: you are muted in this conversation"
 NO_USER = "A conversation channel's authorization must name the user (channel_data user_id)."
 
 
@@ -147,16 +150,22 @@ class Gatekeeper:
         # The wait for the log may have let a revocation in.
         return self.refusal(app_id, user_id, session_id)
 
-    async def may_send(self, app_id: str, channel: str) -> str | None:
-        """Why a client event may not go to ``channel`` now, or None: a conversation's
-        channels take none while it is frozen, checked against the log now (a freeze
-        holds on every node once its call has returned)."""
+    async def may_send(self, app_id: str, channel: str, user_id: str | None) -> str | None:
+        """Why a client event of ``user_id`` may not go to ``channel`` now, or None: a
+        conversation's channels take none while it is frozen, nor any from a user muted
+        in it, checked against the log now (``Feed.fresh`` asks the stream's leader), so
+        a freeze or mute holds on every node once its call has returned (it returns once
+        the event is stored), and its lifting likewise."""
         conversation_id = realtime.conversation_of(channel) or _presence_of(channel)
         if conversation_id is None:
             return None
         tracked = await self.feed.fresh(app_id, conversation_id)
-        if tracked is not None and tracked.view.frozen:
+        if tracked is None:
+            return None
+        if tracked.view.frozen:
             return FROZEN
+        if user_id is not None and in_force(tracked.muted, user_id, datetime.now(UTC)):
+            return MUTED
         return None
 
 

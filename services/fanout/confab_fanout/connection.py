@@ -399,12 +399,13 @@ class Connection:
             )
             return
         gate = self.fanout.gate
-        refused = await gate.may_send(self.app.id, name) if gate is not None else None
+        signed = channel.sockets.get(self)  # the user the channel's authorization named
+        refused = await gate.may_send(self.app.id, name, signed) if gate is not None else None
         if refused is not None:
-            self._reject_client_event("frozen", protocol.CLIENT_EVENT_REJECTED, refused)
+            self._reject_client_event("refused", protocol.CLIENT_EVENT_REJECTED, refused)
             return
         CLIENT_EVENTS.labels("accepted").inc()
-        user_id = channel.sockets.get(self) if channel.kind is Kind.PRESENCE else None
+        user_id = signed if channel.kind is Kind.PRESENCE else None
         await self.fanout.client_event(self, name, frame.event, data, user_id)
 
     def _reject_client_event(self, outcome: str, code: int, message: str) -> None:

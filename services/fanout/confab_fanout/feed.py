@@ -18,6 +18,11 @@ what the log means now, so
   view, after a check with the stream's leader that the view has every event
   stored on the conversation so far (``fresh``), so a removal that returned is
   always seen;
+- mutes (``participant.muted`` / ``unmuted``, ``seq`` 0: outside the timeline) are
+  folded into ``Tracked.muted`` in the same stream order, so the authority checks of
+  client events (``authority.Gatekeeper.may_send``) follow the log like membership;
+  every stored event, with a seq or not, moves the view's stream sequence on, so a
+  ``seq`` 0 event last on the subject is "applied" too (``fresh`` waits for nothing);
 - a conversation's events are applied and delivered in stream order, one
   conversation at a time: while one waits (for the log, or for a sender's
   profile from identity), the ones after it wait behind it, and only those.
@@ -43,6 +48,7 @@ import json
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
@@ -60,6 +66,7 @@ from confab.contracts.events.messaging import (
     MessagePosted,
     subject,
 )
+from confab.contracts.events.moderation import ParticipantMuted, ParticipantUnmuted
 from confab.conversation import ConversationView, Entry
 from confab.errors import ConfabError, Unavailable
 from confab.eventlog import read_subject
@@ -194,7 +201,7 @@ class Tracked:
     """One conversation this node follows: its view, the last entries of its timeline,
     and the events waiting behind one that needs I/O."""
 
-    __slots__ = ("busy", "entries", "key", "loaded", "queue", "touched", "view", "want")
+    __slots__ = ("busy", "entries", "key", "loaded", "muted", "queue", "touched", "view", "want")
 
     def __init__(self, key: Key, keep: int) -> None:
         self.key = key
@@ -206,6 +213,8 @@ class Tracked:
         self.loaded = False
         self.want = 0  # catch up with the log to at least this stream sequence
         self.touched = 0.0  # monotonic time of the last live event or subscription
+        # Who is muted here: user id -> until (None: until lifted), as the log says.
+        self.muted: dict[str, datetime | None] = {}
 
     @property
     def oldest_entry(self) -> int:
@@ -396,8 +405,17 @@ class Feed:
         return self.channels.get(key[0], realtime.conversation_channel(key[1])) is not None
 
     def _apply(self, tracked: Tracked, event: ConversationEvent, stream_seq: int) -> None:
-        entry = conversation.evolve(tracked.view, event, stream_seq)
+        view = tracked.view
+        entry = conversation.evolve(view, event, stream_seq)
         if entry is None:
+            if stream_seq > view.stream_seq:
+                # Outside the timeline (seq 0: a mute, a shadowed post, a report): no
+                # entry, but the view has it, and a mute is in force from here on.
+                view.stream_seq = stream_seq
+                if isinstance(event, ParticipantMuted):
+                    tracked.muted[event.user_id] = event.until
+                elif isinstance(event, ParticipantUnmuted):
+                    tracked.muted.pop(event.user_id, None)
             return
         if self.erased and entry.message_id is not None:
             message = tracked.view.messages.get(entry.message_id)

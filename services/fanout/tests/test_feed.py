@@ -32,6 +32,7 @@ from confab.contracts.events.messaging import (
     ReactionAdded,
     ReadMarked,
 )
+from confab.contracts.events.moderation import ParticipantMuted, ParticipantUnmuted
 from confab.contracts.identity import GetUser, User
 from confab.errors import NotFound, Unavailable
 from confab_fanout import feed as feed_module
@@ -587,3 +588,29 @@ async def test_resumes_share_the_sockets_subscribe_rate(world: World) -> None:
     name, failed = sock.events()[-1]
     assert (name, failed["reason"]) == ("confab:resume_failed", "Too many resumes; slow down.")
     assert world.log.reads == 1  # the log was not asked again
+
+
+async def test_mutes_follow_the_log_and_a_seq_0_event_last_stalls_nobody(world: World) -> None:
+    sock = Sock()
+    assert await world.subscribe(sock, "usr_a") is None
+    assert await world.gate.may_send(WS, CHANNEL, "usr_a") is None
+    # Stored, not seen live: the next client event asks the log, and the mute holds.
+    world.store(ParticipantMuted(conversation_id=CONV, seq=0, at=AT, user_id="usr_a"))
+    refused = await asyncio.wait_for(world.gate.may_send(WS, CHANNEL, "usr_a"), 1.0)
+    assert refused is not None and "muted" in refused
+    assert await world.gate.may_send(WS, CHANNEL, "usr_b") is None
+    # A seq-0 event last on the subject is applied: a new subscriber waits for nothing.
+    assert await asyncio.wait_for(world.subscribe(Sock("1.2"), "usr_b"), 1.0) is None
+    world.live(ParticipantUnmuted(conversation_id=CONV, seq=0, at=AT, user_id="usr_a"))
+    assert await world.gate.may_send(WS, CHANNEL, "usr_a") is None
+    # A timed one lifts itself.
+    past, future = datetime(2000, 1, 1, tzinfo=UTC), datetime(2999, 1, 1, tzinfo=UTC)
+    world.live(ParticipantMuted(conversation_id=CONV, seq=0, at=AT, user_id="usr_a", until=past))
+    assert await world.gate.may_send(WS, CHANNEL, "usr_a") is None
+    world.live(ParticipantMuted(conversation_id=CONV, seq=0, at=AT, user_id="usr_a", until=future))
+    assert await world.gate.may_send(WS, CHANNEL, "usr_a") is not None
+    # The next timeline event follows on without a gap read.
+    reads = world.log.reads
+    world.live(posted(2))
+    await world.node.settle()
+    assert world.log.reads == reads

@@ -5,7 +5,8 @@ Owns the ``MEDIA`` stream, the bucket (created if missing), the temporary
 (``commands``: ingests, run through the attachment decider of ``domain``) and
 queries (``queries``) of ``confab.contracts.media``, attaches the attachments
 of posted messages and deletes those of deleted ones
-(``projections.MessageLinks`` calling ``commands``), purges uploads nobody
+(``projections.MessageLinks`` calling ``commands``) and those of erased users
+(``projections.ErasedFiles``), purges uploads nobody
 attached (the commands' sweeper), and makes link previews (``previews``).
 """
 
@@ -20,7 +21,7 @@ from confab_media import domain
 from confab_media.commands import Commands, ingests_bucket, uploads_store
 from confab_media.handlers import Lookups
 from confab_media.previews import Previews
-from confab_media.projections import AttachmentsProjection, MessageLinks
+from confab_media.projections import AttachmentsProjection, ErasedFiles, MessageLinks
 from confab_media.queries import Queries
 from confab_media.settings import MediaSettings
 from confab_media.storage import Storage
@@ -62,6 +63,8 @@ async def setup(service: Service) -> None:
         batch_size=2000,
         linger=0.5,
     )
+    # Rare (erasures), so a small batch, a while apart.
+    await service.add_projection(ErasedFiles(commands.erase_files), linger=0.5)
     previews = Previews(settings, storage, shell, service.client, lookups.policy)
     await previews.start()
     service.on_stop(previews.stop)

@@ -55,6 +55,7 @@ from nats.js.object_store import ObjectStore
 
 from confab import shell
 from confab.aggregate import Executed
+from confab.bus import MEDIA
 from confab.contracts.events.media import AttachmentStored, DeleteReason, subject
 from confab.contracts.events.messaging import MessagePosted
 from confab.contracts.media import (
@@ -550,6 +551,21 @@ class Commands:
             correlation=correlation,
         )
         log.info("attachment_deleted", attachment_id=attachment_id, reason=reason)
+
+    async def erase_files(self, workspace_id: str, user_id: str, correlation: str) -> None:
+        """Delete every attachment an erased user uploaded (``user_erased``), once the read
+        model has every attachment stored so far (a bounded wait: an erased user uploads
+        nothing more, and what was stored is in ``MEDIA`` already)."""
+        if not (is_valid_id(workspace_id) and is_valid_id(user_id)):
+            return
+        last = (await self.lookups.js.stream_info(MEDIA.name)).state.last_seq
+        if not await self.attachments.wait_for(last, self.settings.read_wait_seconds):
+            log.warning("erased_users_files_behind", user_id=user_id, media_seq=last)
+        for attachment_id in await self.store.uploaded_by(workspace_id, user_id):
+            await self.delete_attachment(
+                workspace_id, attachment_id, reason="user_erased", correlation=correlation
+            )
+        log.info("erased_users_files_deleted", user_id=user_id)
 
     async def on_message_deleted(
         self, subject_: str, attachment_id: str, message_id: str, correlation: str

@@ -13,6 +13,13 @@ did. Its tables hold only the checkpoint. Its name is new with the attached
 events: an older deployment's media replays ``CONVERSATIONS`` once from the
 start under it, attaching what older builds never recorded, and no upload
 expires before its conversation has been replayed (see ``Commands.purge``).
+
+``ErasedFiles`` follows ``IDENTITY``'s user events for ``user.erased``: every attachment
+the erased user uploaded (their files, and the link preview images media stored for
+their messages) is deleted like a deleted message's (objects removed, then
+``attachment.deleted`` with reason ``user_erased``). Asynchronous, as deleting a
+message's attachments is: a second or so after the erasure, and after a restart from
+its checkpoint; its first run replays every erasure so far.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from confab.bus import CONVERSATIONS, MEDIA
+from confab.bus import CONVERSATIONS, IDENTITY, MEDIA
+from confab.contracts.events.identity import UserErased
 from confab.contracts.events.media import AttachmentAttached, AttachmentDeleted, AttachmentStored
 from confab.contracts.events.messaging import MessageDeleted, MessageModerated, MessagePosted
 from confab.events import Envelope
@@ -36,6 +44,9 @@ from confab_media.store import SCHEMA, define_tables
 DeleteAttachment = Callable[[str, str, str, str], Awaitable[None]]
 # (event subject, the message posted, correlation) -> done
 AttachToMessage = Callable[[str, MessagePosted, str], Awaitable[None]]
+# (workspace id, user id, correlation) -> done
+EraseFiles = Callable[[str, str, str], Awaitable[None]]
+USER_SUBJECTS = ("identity.evt.*.user.*",)
 
 
 class AttachmentsProjection(Projection):
@@ -158,3 +169,23 @@ class MessageLinks(Projection):
                 await self.delete(
                     envelope.subject, attachment_id, event.message_id, envelope.correlation
                 )
+
+
+class ErasedFiles(Projection):
+    """Deletes the attachments of erased users (side effects in ``MEDIA`` and the bucket,
+    no tables of its own)."""
+
+    stream = IDENTITY.name
+    subjects = USER_SUBJECTS
+
+    def __init__(self, erase: EraseFiles, name: str = "media.erased_files") -> None:
+        self.name = name
+        self.metadata = sa.MetaData(schema=SCHEMA)
+        self.erase = erase
+        super().__init__()
+
+    async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        for envelope in events:
+            event = envelope.event
+            if isinstance(event, UserErased):
+                await self.erase(event.workspace_id, event.user_id, envelope.correlation)

@@ -92,6 +92,17 @@ class Store:
             rows = (await conn.execute(query)).all()
         return {r.id: dict(r._mapping) for r in rows}
 
+    async def uploaded_by(self, workspace_id: str, uploader_id: str) -> list[str]:
+        """The ids of the attachments ``uploader_id`` uploaded that are not deleted."""
+        t = self.t
+        query = sa.select(t.c.id).where(
+            t.c.workspace_id == workspace_id,
+            t.c.uploader_id == uploader_id,
+            t.c.deleted_at.is_(None),
+        )
+        async with self.engine.connect() as conn:
+            return [r.id for r in (await conn.execute(query.order_by(t.c.id))).all()]
+
     async def unattached(self, *, before: datetime, limit: int) -> list[dict[str, Any]]:
         """Uploads stored before ``before`` and neither attached nor deleted, oldest first."""
         t = self.t

@@ -22,6 +22,12 @@ The verdict, in order of strength: any ``block`` refuses the post; otherwise
 ``mask`` rules replace their matches with ``MASK`` and ``flag`` rules add a
 system report, ``shadow`` rules let only the sender see it (``message.shadowed``).
 In a dry run every rule that matches only flags.
+
+Masking is one pass over the text as sent: the non-empty matches of every ``mask``
+rule, overlapping ones merged, each replaced by one ``MASK``. The verdict names the
+spans it replaced (``Verdict.masked``, in the sent text's code points), so what was
+computed against the sent text (mention entities: ``mentions.after_masking``) is moved
+to where that text is now, or dropped where it was masked.
 """
 
 from __future__ import annotations
@@ -122,6 +128,8 @@ class Verdict:
     blocked: bool = False
     flagged: bool = False
     shadow: bool = False
+    # The spans of the sent text replaced by ``MASK`` (start, end), in order, disjoint.
+    masked: tuple[tuple[int, int], ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -160,10 +168,30 @@ class Compiled:
         actions = {r.action for r in hits}
         if "block" in actions:
             return Verdict(content, found, blocked=True)
-        for rule in hits:
-            if rule.action == "mask":
-                content = rule.regex.sub(MASK, content)
-        return Verdict(content, found, flagged="flag" in actions, shadow="shadow" in actions)
+        spans = [m.span() for r in hits if r.action == "mask" for m in r.regex.finditer(content)]
+        content, masked = mask(content, spans)
+        return Verdict(
+            content, found, flagged="flag" in actions, shadow="shadow" in actions, masked=masked
+        )
 
 
 NO_RULES = Compiled(0, ())
+
+
+def mask(content: str, spans: list[tuple[int, int]]) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """``content`` with each non-empty span replaced by ``MASK`` (overlapping spans merged
+    into one), and the spans replaced, in order."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(s for s in spans if s[0] < s[1]):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    if not merged:
+        return content, ()
+    parts, at = [], 0
+    for start, end in merged:
+        parts += [content[at:start], MASK]
+        at = end
+    parts.append(content[at:])
+    return "".join(parts), tuple(merged)

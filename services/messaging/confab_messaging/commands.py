@@ -48,7 +48,7 @@ from confab.contracts.events.messaging import (
     MessageReported,
     subject,
 )
-from confab.contracts.events.moderation import MessageShadowed
+from confab.contracts.events.moderation import MessageShadowed, MessageShadowEdited
 from confab.contracts.media import FetchPreview
 from confab.contracts.messaging import (
     Actor,
@@ -68,6 +68,7 @@ from confab.contracts.messaging import (
     React,
     RemoveParticipant,
     ReportMessage,
+    Sender,
     SetTyping,
     UpdateConversation,
 )
@@ -81,7 +82,7 @@ from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
 from confab_messaging import domain, render
 from confab_messaging import mentions as mention_rules
-from confab_messaging.automod import NO_RULES, Compiled, Verdict
+from confab_messaging.automod import MASK, NO_RULES, Compiled, Verdict
 from confab_messaging.domain import ConversationState, MessageState, Resent
 from confab_messaging.handlers import Lookups, conversation_subject, valid
 from confab_messaging.store import UserRow
@@ -320,12 +321,14 @@ class Commands:
             )
         client_msg_id = data.client_msg_id
         content, hits, report_id, shadow = data.content, [], None, False
+        mentions = mention_rules.from_input(data.mentions)
         if sender_id is not None and not banned:
             rules, shadowed = await self.policy(actor.workspace_id)
             verdict = rules.apply(data.content)
             if verdict.blocked:
                 await self.blocked(actor, subject_, sender_id, data.content, verdict, ctx)
             content, hits = verdict.content, verdict.hits
+            mentions = mention_rules.after_masking(mentions, verdict.masked, len(MASK))
             # A shadowed message is its sender's alone: nobody reports it, nothing links it.
             shadow = verdict.shadow or sender_id in shadowed
             report_id = new_id("rep") if verdict.flagged and not shadow else None
@@ -342,7 +345,7 @@ class Commands:
             client_msg_id=client_msg_id,
             message_type=data.type,
             banned=banned,
-            mentions=mention_rules.from_input(data.mentions),
+            mentions=mentions,
             parent_id=data.parent_id,
             automod=hits,
             report_id=report_id,
@@ -378,16 +381,13 @@ class Commands:
             original = executed.result.message_id
         if original is None:  # the decider appends nothing only for a known client_msg_id
             raise InternalError()
-        if original in executed.state.shadowed:
-            position = executed.state.shadowed[original]
-            shadowed_event = await _stored(
-                self.shell.aggregates, subject_, position, MessageShadowed
-            )
+        shadow = executed.state.shadowed.get(original)
+        if shadow is not None:
             author = render.sender(sender_id, users)
             return MessageSaved(
-                message=render.shadowed_message(shadowed_event, author),
+                message=await self.shadowed_now(subject_, shadow, author),
                 created=False,
-                stream_seq=position,
+                stream_seq=shadow.position,
             )
         # A resend: answer the original, as the conversation's log has it now.
         message = await self.message_now(
@@ -422,16 +422,21 @@ class Commands:
         await self.lookups.may_act(cmd.actor)
         subject_ = conversation_subject(cmd.actor, cmd.conversation_id)
         message_id = valid(cmd.message_id, "Message")
-        content = cmd.content
+        content, hits, masked = cmd.content, [], ()
         if cmd.actor.user_id is not None:
             # An edit passes the same rules as a post: masked where they mask, refused
-            # where they block or would shadow (the message is shown to others already).
+            # where they block, or would shadow a message others see already (a shadowed
+            # one's edit is shadowed too: only its sender sees it).
+            shadowed = await self.shell.aggregates.query(
+                subject_, lambda state: message_id in state.shadowed
+            )
             verdict = (await self.policy(cmd.actor.workspace_id))[0].apply(content)
-            if verdict.blocked or verdict.shadow:
+            if verdict.blocked or (verdict.shadow and not shadowed):
                 await self.blocked(cmd.actor, subject_, cmd.actor.user_id, content, verdict, ctx)
-            content = verdict.content
+            content, hits, masked = verdict.content, verdict.hits, verdict.masked
         if cmd.mentions is not None:
-            mentions, carried = mention_rules.from_input(cmd.mentions), False
+            given = mention_rules.from_input(cmd.mentions)
+            mentions, carried = mention_rules.after_masking(given, masked, len(MASK)), False
         else:
             mentions, carried = await self.carried_mentions(subject_, message_id, content), True
         command = domain.EditMessage(
@@ -441,9 +446,18 @@ class Commands:
             content=content,
             mentions=mentions,
             carried=carried,
+            automod=hits,
         )
         executed = await self.shell.run(intent(cmd.actor, subject_, command), ctx)
         event = executed.event
+        if isinstance(event, MessageShadowEdited):
+            # Its sender's alone: no preview is fetched (nobody else may see the link go out).
+            await self.lookups.settle(executed.version)  # their history shows it
+            users = await self.lookups.users(cmd.actor.workspace_id, [event.sender_id])
+            author = render.sender(event.sender_id, users)
+            shadow = executed.state.shadowed[message_id]
+            message = await self.shadowed_now(subject_, shadow, author, edit=event)
+            return MessageSaved(message=message, created=False, stream_seq=executed.positions[0])
         if not isinstance(event, MessageEdited):
             raise InternalError()  # the decider decides an edit or raises
         self.ask_preview(cmd.actor.workspace_id, event, event.content, event.seq)
@@ -459,6 +473,23 @@ class Commands:
             edit=(executed.positions[0], event),
         )
         return MessageSaved(message=message, created=False, stream_seq=executed.positions[0])
+
+    async def shadowed_now(
+        self,
+        subject_: str,
+        shadow: domain.ShadowState,
+        author: Sender | None,
+        *,
+        edit: MessageShadowEdited | None = None,
+    ) -> Message:
+        """A shadowed post as its sender sees it now: its post and last edit, read from
+        the log where the state says they are (or ``edit``, just stored)."""
+        aggregates = self.shell.aggregates
+        posted = await _stored(aggregates, subject_, shadow.position, MessageShadowed)
+        last = edit
+        if last is None and shadow.edit_position:
+            last = await _stored(aggregates, subject_, shadow.edit_position, MessageShadowEdited)
+        return render.shadowed_message(posted, author, edit=last, deleted=shadow.deleted)
 
     async def carried_mentions(self, subject_: str, message_id: str, content: str) -> list[Mention]:
         """The mentions of the message's text now that an edit to ``content`` leaves where

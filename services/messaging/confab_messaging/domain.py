@@ -34,7 +34,14 @@ thread's read mark is a ``read.marked`` with ``parent_id``. Pins are limited to
 ``MAX_PINS`` per conversation; participants may pin when the conversation's
 ``pin_policy`` is ``participants``, the workspace's backend always. Mentions are
 checked by ``mentions.checked``. A link preview is applied only to the text it was
-fetched for (``MessageState.text_seq``).
+fetched for (``MessageState.text_seq``); its image counts among the message's
+attachments, so the message's deletion names it (media removes it).
+
+Shadowed posts (``message.shadowed``, ``seq`` 0) live outside the timeline: the state
+keeps them apart (``ShadowState``, folded by ``stored`` where the shell says they are),
+and their sender edits and deletes them as ``message.shadow_edited`` /
+``message.shadow_deleted``, also ``seq`` 0, so no other reader ever sees either; to
+anyone else they do not exist (404).
 """
 
 from __future__ import annotations
@@ -81,7 +88,9 @@ from confab.contracts.events.moderation import (
     ConversationFrozen,
     ConversationUnfrozen,
     MessageBlocked,
+    MessageShadowDeleted,
     MessageShadowed,
+    MessageShadowEdited,
     ParticipantBanned,
     ParticipantMuted,
     ParticipantUnbanned,
@@ -94,7 +103,7 @@ from confab.contracts.messaging import (
     METADATA_MAX_BYTES,
     Actor,
 )
-from confab.conversation import derived_type
+from confab.conversation import derived_type, in_force
 from confab.decider import NOTHING, Decider, Decision, emit
 from confab.errors import Banned, Conflict, Forbidden, Frozen, InvalidRequest, Muted, NotFound
 from confab.support import SUPPORT, SupportView
@@ -195,6 +204,7 @@ class EditMessage(Command, kw_only=True, frozen=True):
     content: str
     mentions: list[Mention] = []
     carried: bool = False
+    automod: list[AutomodHit] = []  # what automatic moderation did to ``content``
 
 
 class DeleteMessage(Command, kw_only=True, frozen=True):
@@ -267,7 +277,8 @@ class MessageState:
     deleted: bool = False
     hidden: bool = False  # by a moderator; restorable
     reactions: dict[tuple[str, str], None] | None = None  # (emoji, user_id) in order added
-    attachments: tuple[str, ...] | None = None  # attachment ids; None without any
+    # Attachment ids (those posted, then link previews' images); None without any.
+    attachments: tuple[str, ...] | None = None
     post_position: int = 0  # the stream sequence of its message.posted (0: not told)
     edit_position: int = 0  # the stream sequence of its last message.edited (0: none)
     parent_id: str | None = None  # a thread reply's parent
@@ -281,6 +292,17 @@ class MessageState:
 
     def has_reaction(self, emoji: str, user_id: str) -> bool:
         return self.reactions is not None and (emoji, user_id) in self.reactions
+
+
+@dataclass(slots=True)
+class ShadowState:
+    """A shadowed post (``message.shadowed``, ``seq`` 0): its sender, and where its post
+    and last edit are in the log (told by the shell, as these events take no seq)."""
+
+    sender_id: str
+    position: int
+    edit_position: int = 0
+    deleted: bool = False
 
 
 @dataclass(slots=True)
@@ -309,7 +331,7 @@ class ConversationState:
     muted: dict[str, datetime | None] = field(default_factory=dict)
     banned: dict[str, datetime | None] = field(default_factory=dict)
     restricted_at: int = 0
-    shadowed: dict[str, int] = field(default_factory=dict)  # message id -> where it is
+    shadowed: dict[str, ShadowState] = field(default_factory=dict)  # by message id
 
     @property
     def exists(self) -> bool:
@@ -322,10 +344,7 @@ class ConversationState:
     def restricted(self, kind: dict[str, datetime | None], user_id: str, now: datetime) -> bool:
         """Whether ``user_id`` is in ``kind`` (muted or banned) at ``now``: a timed one
         lifts itself when its time passes."""
-        if user_id not in kind:
-            return False
-        until = kind[user_id]
-        return until is None or until > now
+        return in_force(kind, user_id, now)
 
     def message_for(self, sender_id: str | None, client_msg_id: str) -> str | None:
         """The id of the message ``sender_id`` already posted with ``client_msg_id``, if any."""
@@ -434,7 +453,14 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
                 else:
                     found.deleted = True
                     state.pins.pop(event.message_id, None)
-        # message.previewed changes nothing the decisions need.
+        case MessagePreviewed() if event.preview.image is not None:
+            # Its image is stored by media as an attachment of the message: it goes with
+            # the message (named in its deletion), even when an edit replaced the preview.
+            found = state.messages.get(event.message_id)
+            image_id = event.preview.image.id
+            if found is not None and image_id not in state.attached:
+                found.attachments = (*(found.attachments or ()), image_id)
+                state.attached[image_id] = event.message_id
     state.last_seq = event.seq
     return state
 
@@ -446,9 +472,17 @@ def stored(state: ConversationState, event: Event, seq: int) -> None:
     """Note where a message's post and its last edit are in the log (``seq``), and fold
     mutes and bans (``seq`` 0 events: ordered here by their stream sequence)."""
     if isinstance(event, MessageShadowed):
-        state.shadowed[event.message_id] = seq
+        state.shadowed[event.message_id] = ShadowState(event.sender_id, seq)
         if event.client_msg_id is not None:
             state.client_keys[(event.sender_id, event.client_msg_id)] = event.message_id
+        return
+    if isinstance(event, MessageShadowEdited | MessageShadowDeleted):
+        shadow = state.shadowed.get(event.message_id)
+        if shadow is not None:
+            if isinstance(event, MessageShadowDeleted):
+                shadow.deleted = True
+            else:
+                shadow.edit_position = max(shadow.edit_position, seq)
         return
     if isinstance(event, RESTRICTIONS):
         if seq > state.restricted_at:
@@ -974,6 +1008,8 @@ def _in_order(ids: Sequence[str], attachments: Sequence[Attachment]) -> list[Att
 def _edit(command: EditMessage, state: ConversationState) -> Decision[None]:
     actor = command.actor
     _visible(state, actor)
+    if command.message_id in state.shadowed:
+        return _edit_shadowed(command, state, state.shadowed[command.message_id])
     found = _message(state, command.message_id, visible=True)
     if actor.user_id is None or found.sender_id != actor.user_id:
         raise Forbidden("You can only edit your own messages.")
@@ -996,10 +1032,51 @@ def _edit(command: EditMessage, state: ConversationState) -> Decision[None]:
     )
 
 
+def _edit_shadowed(
+    command: EditMessage, state: ConversationState, shadow: ShadowState
+) -> Decision[None]:
+    """Its sender edits a shadowed post like any message; the edit is shadowed too (``seq``
+    0: no other reader ever sees it). A shadowed post has no mentions: nobody is told."""
+    actor = command.actor
+    if actor.user_id is None:
+        raise Forbidden("You can only edit your own messages.")
+    if shadow.deleted or shadow.sender_id != actor.user_id:
+        raise NotFound(MESSAGE_NOT_FOUND)  # other users never learn that it exists
+    may_speak(state, actor, actor.user_id, command.now)
+    check_content(command.content)
+    return emit(
+        MessageShadowEdited(
+            conversation_id=state.id,
+            seq=0,
+            at=command.now,
+            message_id=command.message_id,
+            sender_id=shadow.sender_id,
+            content=command.content,
+            automod=list(command.automod),
+        )
+    )
+
+
 def _delete(command: DeleteMessage, state: ConversationState) -> Decision[None]:
     """A tombstone. The author deletes their own; the tenant's backend any; twice is a no-op."""
     actor = command.actor
     _visible(state, actor)
+    shadow = state.shadowed.get(command.message_id)
+    if shadow is not None:
+        if actor.user_id is not None and shadow.sender_id != actor.user_id:
+            raise NotFound(MESSAGE_NOT_FOUND)  # others never learn that it exists
+        if shadow.deleted:
+            return NOTHING
+        return emit(
+            MessageShadowDeleted(
+                conversation_id=state.id,
+                seq=0,
+                at=command.now,
+                message_id=command.message_id,
+                sender_id=shadow.sender_id,
+                by=actor.user_id,
+            )
+        )
     found = _message(state, command.message_id, visible=False)
     if actor.user_id is not None and found.sender_id != actor.user_id:
         raise Forbidden("You can only delete your own messages.")

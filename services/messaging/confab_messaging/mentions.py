@@ -14,6 +14,11 @@ them out: then the mentions whose span the edit did not touch (inside the unchan
 start or end of the text) are carried over, shifted to where that text now is, and
 kept only if their user is still a participant; the others are dropped. Nothing
 guesses a mention from the text.
+
+Automatic moderation may mask parts of the text before it is stored: the client's
+offsets are for the text as sent, so ``after_masking`` moves each mention to where its
+text is in the masked one, and drops a mention whose span was (partly) masked. The
+stored mentions always fit the stored text.
 """
 
 from __future__ import annotations
@@ -73,6 +78,30 @@ def carried(old: str, new: str, mentions: Sequence[Mention]) -> list[Mention]:
         if m.end <= prefix:
             kept.append(m)
         elif m.start >= len(old) - suffix:
+            kept.append(Mention(user_id=m.user_id, start=m.start + shift, end=m.end + shift))
+    return kept
+
+
+def after_masking(
+    mentions: Sequence[Mention], masked: Sequence[tuple[int, int]], mask_length: int
+) -> list[Mention]:
+    """``mentions`` of a text in which the spans ``masked`` (in order, disjoint) were each
+    replaced by ``mask_length`` code points: shifted to where their text is now; those
+    overlapping a masked span dropped."""
+    if not masked:
+        return list(mentions)
+    kept = []
+    for m in mentions:
+        shift = 0
+        for start, end in masked:
+            if end <= m.start:
+                shift += mask_length - (end - start)
+            elif start < m.end:
+                break  # its text was masked
+            else:
+                kept.append(Mention(user_id=m.user_id, start=m.start + shift, end=m.end + shift))
+                break
+        else:
             kept.append(Mention(user_id=m.user_id, start=m.start + shift, end=m.end + shift))
     return kept
 

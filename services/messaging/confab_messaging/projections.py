@@ -58,7 +58,11 @@ from confab.contracts.events.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
-from confab.contracts.events.moderation import MessageShadowed
+from confab.contracts.events.moderation import (
+    MessageShadowDeleted,
+    MessageShadowed,
+    MessageShadowEdited,
+)
 from confab.conversation import ConversationView, MessageView, ParticipantView
 from confab.events import Envelope
 from confab.personal import KeyRing
@@ -303,6 +307,9 @@ class _Batch:
         self.reaction_ops: dict[tuple[str, str, str], int | None] = {}
         self.reports: list[dict[str, Any]] = []
         self.shadowed: list[dict[str, Any]] = []
+        # Their senders' edits and deletions of shadowed posts, in order (after the posts).
+        self.shadow_edits: list[dict[str, Any]] = []
+        self.shadow_deletions: list[dict[str, Any]] = []
         self.report_status: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.dirty_conversations: set[str] = set()
@@ -389,6 +396,13 @@ class _Batch:
         if isinstance(event, MessageShadowed):
             if view.exists:
                 self.shadowed.append(render.shadowed_view(event, envelope.seq).row())
+            return
+        if isinstance(event, MessageShadowEdited):
+            change = {"b_id": event.message_id, "b_content": event.content, "b_at": event.at}
+            self.shadow_edits.append(change)
+            return
+        if isinstance(event, MessageShadowDeleted):
+            self.shadow_deletions.append({"b_id": event.message_id})
             return
         if isinstance(event, MessageModerated) and view.exists and event.seq > view.last_seq:
             self.report_status.append(
@@ -535,6 +549,21 @@ class _Batch:
             await conn.execute(insert(t.reports).on_conflict_do_nothing(), self.reports)
         if self.shadowed:
             await conn.execute(insert(t.shadowed).on_conflict_do_nothing(), self.shadowed)
+        s = t.shadowed
+        if self.shadow_edits:
+            await conn.execute(
+                s.update()
+                .where(s.c.id == sa.bindparam("b_id"), sa.not_(s.c.deleted))
+                .values(content=sa.bindparam("b_content"), edited_at=sa.bindparam("b_at")),
+                self.shadow_edits,
+            )
+        if self.shadow_deletions:
+            await conn.execute(
+                s.update()
+                .where(s.c.id == sa.bindparam("b_id"))
+                .values(deleted=True, content="", metadata={}),
+                self.shadow_deletions,
+            )
         if self.report_status:
             reports = t.reports
             await conn.execute(

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from confab import realtime
 from confab.contracts.events.messaging import Attachment, ConversationCreated, MessagePosted
-from confab.contracts.events.moderation import MessageShadowed
+from confab.contracts.events.moderation import MessageShadowed, MessageShadowEdited
 from confab.contracts.messaging import Conversation, Message, Participant, Sender
 from confab.conversation import MessageView, message_object
 from confab_messaging.store import Row, UserRow
@@ -64,9 +64,16 @@ def posted_message(
     return message_object(MessageView.posted(event), None, author, attachments or {})
 
 
-def shadowed_view(event: MessageShadowed, stream_seq: int = 0) -> MessageView:
-    """A shadowed post as a message: placed after the message ``after_seq`` (its ``seq``)."""
-    return MessageView(
+def shadowed_view(
+    event: MessageShadowed,
+    stream_seq: int = 0,
+    *,
+    edit: MessageShadowEdited | None = None,
+    deleted: bool = False,
+) -> MessageView:
+    """A shadowed post as a message: placed after the message ``after_seq`` (its ``seq``),
+    with its last edit (``edit``) and its deletion, if any."""
+    view = MessageView(
         id=event.message_id,
         conversation_id=event.conversation_id,
         seq=event.after_seq,
@@ -80,11 +87,22 @@ def shadowed_view(event: MessageShadowed, stream_seq: int = 0) -> MessageView:
         version=event.after_seq,
         stream_seq=stream_seq,
     )
+    if edit is not None:
+        view.content, view.edited_at = edit.content, edit.at
+    view.deleted = deleted
+    return view
 
 
-def shadowed_message(event: MessageShadowed, author: Sender | None) -> Message:
-    """The reply to a shadowed post: the message as its sender sees it."""
-    return message_object(shadowed_view(event), None, author, {})
+def shadowed_message(
+    event: MessageShadowed,
+    author: Sender | None,
+    *,
+    edit: MessageShadowEdited | None = None,
+    deleted: bool = False,
+) -> Message:
+    """The reply to a shadowed post (or its edit): the message as its sender sees it."""
+    view = shadowed_view(event, edit=edit, deleted=deleted)
+    return message_object(view, None, author, {})
 
 
 # -- conversations -------------------------------------------------------------------------

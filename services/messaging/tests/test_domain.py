@@ -23,9 +23,14 @@ from confab.contracts.events.messaging import (
     ReactionRemoved,
     ReadMarked,
 )
+from confab.contracts.events.moderation import (
+    MessageShadowDeleted,
+    MessageShadowed,
+    MessageShadowEdited,
+)
 from confab.contracts.messaging import MAX_ATTACHMENTS, METADATA_MAX_BYTES, Actor
 from confab.decider import Decision
-from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, NotFound
+from confab.errors import Banned, Conflict, Forbidden, InvalidRequest, Muted, NotFound
 from confab.ids import is_valid_id
 from confab_messaging import domain
 from confab_messaging.domain import ConversationState, Resent
@@ -628,3 +633,35 @@ def test_a_messages_type_is_derived_or_must_fit_what_it_carries() -> None:
             post(state, user(ANN), **wrong)
     with pytest.raises(InvalidRequest):
         post(state, TENANT, sender_id=None, message_type="text")
+
+
+def test_a_shadowed_post_is_edited_and_deleted_by_its_sender_alone_outside_the_timeline() -> None:
+    state = created(members=(ANN, BOB))
+    shadowed = post(state, user(ANN), "psst", shadow=True)
+    assert isinstance(shadowed, MessageShadowed) and shadowed.seq == 0
+    domain.stored(state, shadowed, 7)  # seq 0: folded where the shell says it is stored
+    mid = shadowed.message_id
+    # Others may not touch it, nor learn that it exists; the tenant may not edit it.
+    with pytest.raises(NotFound):
+        edit(state, user(BOB), mid)
+    with pytest.raises(NotFound):
+        delete(state, user(BOB), mid)
+    with pytest.raises(Forbidden):
+        edit(state, TENANT, mid)
+    edited = edit(state, user(ANN), mid, "psst, again")
+    assert isinstance(edited, MessageShadowEdited)
+    assert (edited.seq, edited.sender_id, edited.content) == (0, ANN, "psst, again")
+    domain.stored(state, edited, 9)
+    assert state.shadowed[mid].edit_position == 9 and state.last_seq == 1
+    deleted = delete(state, user(ANN), mid)
+    assert isinstance(deleted, MessageShadowDeleted) and deleted.seq == 0
+    domain.stored(state, deleted, 10)
+    assert delete(state, user(ANN), mid) is None and delete(state, TENANT, mid) is None
+    with pytest.raises(NotFound):
+        edit(state, user(ANN), mid)
+    # Muted or frozen: no edit, as for any message.
+    other = post(state, user(ANN), "again", shadow=True)
+    domain.stored(state, other, 11)
+    state.muted[ANN] = None
+    with pytest.raises(Muted):
+        edit(state, user(ANN), other.message_id)

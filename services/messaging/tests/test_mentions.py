@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from confab.contracts.events.messaging import Mention
+from confab.contracts.events.moderation import AutomodRule
 from confab.errors import InvalidRequest
-from confab_messaging.mentions import carried, checked
+from confab_messaging.automod import MASK, Compiled, mask
+from confab_messaging.mentions import after_masking, carried, checked
 
 BOB, CAT = "usr_bob", "usr_cat"
 
@@ -60,3 +62,34 @@ def test_an_edit_carries_the_mentions_it_did_not_touch() -> None:
         (CAT, "@Cat"),
     ]
     assert carried(old, "nothing", mentions) == []
+
+
+def test_masking_moves_mentions_to_their_text_and_drops_those_it_masked() -> None:
+    rules = Compiled.build(
+        1,
+        [
+            AutomodRule(id="phones", kind="phone", action="mask"),
+            AutomodRule(id="emails", kind="email", action="mask"),
+            AutomodRule(id="deals", kind="word", action="mask", words=["deal"]),
+        ],
+        dry_run=False,
+    )
+    sent = "📞 555 123 4567 @Bob, write bob@example.com or @Cat: deal, deal"
+    given = [at(sent, "Bob", BOB), at(sent, "Cat", CAT), at(sent, "example", CAT)]
+    verdict = rules.apply(sent)
+    assert verdict.content == "📞 *** @Bob, write *** or @Cat: ***, ***"
+    kept = after_masking(given, verdict.masked, len(MASK))
+    # Each kept mention names the same text in what is stored; the masked one is gone.
+    assert [(m.user_id, verdict.content[m.start : m.end]) for m in kept] == [
+        (BOB, "@Bob"),
+        (CAT, "@Cat"),
+    ]
+    assert checked(verdict.content, kept, {BOB, CAT}) == kept
+    # Nothing masked: nothing moves.
+    assert after_masking(given[:2], (), len(MASK)) == given[:2]
+
+
+def test_overlapping_masks_are_one_and_empty_matches_mask_nothing() -> None:
+    assert mask("abcdef", [(1, 3), (2, 5), (5, 5)]) == ("a***f", ((1, 5),))
+    assert mask("abcdef", [(0, 0)]) == ("abcdef", ())
+    assert mask("abab", [(0, 2), (2, 4)]) == ("******", ((0, 2), (2, 4)))

@@ -22,7 +22,9 @@ def subject(workspace_id: str, attachment_id: str) -> str:
     return f"media.evt.{workspace_id}.{attachment_id}"
 
 
-DeleteReason = Literal["message_deleted", "ingest_abandoned", "upload_expired"]
+# ``user_erased``: its uploader was erased (their uploads and their messages' link preview
+# images go with their personal data).
+DeleteReason = Literal["message_deleted", "ingest_abandoned", "upload_expired", "user_erased"]
 
 
 class AttachmentStored(Event, kw_only=True, frozen=True):

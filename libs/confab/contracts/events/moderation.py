@@ -108,6 +108,30 @@ class MessageShadowed(ConversationEvent, kw_only=True, frozen=True):
     sealed: str | None = None
 
 
+class MessageShadowEdited(ConversationEvent, kw_only=True, frozen=True):
+    """Its sender's edit of a shadowed post (``seq`` 0, like the post: its sender's alone).
+    ``content`` is the new text, after automatic moderation (``automod``)."""
+
+    type = "message.shadow_edited"
+    personal = ("content",)
+    owner = "sender_id"
+    message_id: str
+    sender_id: str
+    content: str
+    automod: list[AutomodHit] = []
+    sealed: str | None = None
+
+
+class MessageShadowDeleted(ConversationEvent, kw_only=True, frozen=True):
+    """A shadowed post deleted by its sender or the tenant (``seq`` 0): its sender's
+    history shows its tombstone."""
+
+    type = "message.shadow_deleted"
+    message_id: str
+    sender_id: str
+    by: str | None = None  # the sender; None: the tenant's backend
+
+
 class UserShadowBanned(Event, kw_only=True, frozen=True):
     """Every post of the user from now on is shadowed (on the workspace's settings subject)."""
 
