@@ -8,7 +8,7 @@ authentication lookups are one indexed SELECT each.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -410,6 +410,9 @@ class Store:
 
 
 def _user(row: sa.Row[Any]) -> User:
+    # A timed ban is over at its end, as messaging and the fanout judge it, even before
+    # identity's schedule has stored the ``user.unbanned`` that lifts it (``unbans``).
+    until = row._mapping.get("banned_until")
     return User(
         id=row.id,
         external_id=row.external_id,
@@ -417,7 +420,7 @@ def _user(row: sa.Row[Any]) -> User:
         email=row.email,
         avatar_url=row.avatar_url,
         metadata=row._mapping["metadata"] or {},
-        banned=row.banned,
+        banned=row.banned and (until is None or until > datetime.now(UTC)),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
