@@ -6,13 +6,15 @@ through the API too."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from playwright.async_api import expect
 
-from tests.browser.conftest import DESKTOP, PHONE, Shop, axe_violations, screenshot_path
+from tests.browser.conftest import DESKTOP, PHONE, Person, Shop, axe_violations, screenshot_path
 from tests.browser.test_dashboard import signed_in
 from tests.browser.test_widget import LIVE
 from tests.staff import Member, Team, make_owner
@@ -51,7 +53,7 @@ async def test_rules_of_automatic_moderation_are_managed_from_the_dashboard(
     workspace_id, owner_email, team = await team_of(shop, teams, "moderator", "agent")
     page = await signed_in(shop, workspace_id, owner_email, DESKTOP)
     nav = page.get_by_role("navigation", name="Dashboard")
-    await nav.get_by_role("link", name="Automatic moderation").click()
+    await nav.get_by_role("link", name="AutoMod").click()
     await expect(page.get_by_role("heading", name="Automatic moderation")).to_be_visible(
         timeout=LIVE
     )
@@ -129,7 +131,7 @@ async def test_rules_of_automatic_moderation_are_managed_from_the_dashboard(
 
     # A moderator reads the rules (on a phone) but gets no controls, and the API says no.
     moderator = await signed_in(shop, workspace_id, team["moderator"].email, PHONE)
-    await moderator.get_by_role("link", name="Automatic moderation").click()
+    await moderator.get_by_role("link", name="AutoMod").click()
     await expect(moderator.get_by_test_id("rule")).to_have_count(2, timeout=LIVE)
     await expect(moderator.get_by_test_id("read-only")).to_be_visible()
     await expect(moderator.get_by_role("button", name="Add a rule")).to_have_count(0)
@@ -143,7 +145,7 @@ async def test_rules_of_automatic_moderation_are_managed_from_the_dashboard(
 
     # An agent: no menu item; the page and the API both refuse.
     agent = await signed_in(shop, workspace_id, team["agent"].email, DESKTOP)
-    await expect(agent.get_by_role("link", name="Automatic moderation")).to_have_count(0)
+    await expect(agent.get_by_role("link", name="AutoMod")).to_have_count(0)
     await agent.goto(f"{shop.stack.gateway}/dashboard/#/automod")
     await expect(agent.get_by_role("heading", name="You do not have access")).to_be_visible(
         timeout=LIVE
@@ -152,3 +154,144 @@ async def test_rules_of_automatic_moderation_are_managed_from_the_dashboard(
     assert status == 403
     status, still = await shop.tenant.get("/api/v1/moderation/automod")
     assert len(still["rules"]) == 2
+
+
+async def post(who: Person, conversation: str, content: str, **extra: Any) -> dict[str, Any]:
+    status, sent = await who.api.post(
+        f"/api/widget/conversations/{conversation}/messages", {"content": content, **extra}
+    )
+    assert status == 201, sent
+    return dict(sent)
+
+
+def item(page: Any, text: str) -> Any:
+    return page.get_by_test_id("message").filter(has_text=text)
+
+
+async def test_a_conversation_is_frozen_pinned_moderated_and_answered_in_a_thread(
+    shop: Shop, teams: list[Team], axe_source: str
+) -> None:
+    workspace_id, owner_email, _team = await team_of(shop, teams)
+    alice, bob, carol = [await shop.person(n) for n in ("Alice", "Bob", "Carol")]
+    dana = await shop.person('Dana <img src=x onerror="alert(1)">')
+    conversation = await shop.conversation(
+        alice, bob, carol, dana, kind="group", title="Trail talk"
+    )
+    parent = await post(alice, conversation, "Who is coming on Saturday?")
+    for n in range(1, 22):
+        await post(bob, conversation, f"Count me in, reply {n}", parent_id=parent["id"])
+    gate = await post(alice, conversation, "Meet at the north gate")
+    mention = f"@{dana.user['name']}"
+    await post(
+        alice,
+        conversation,
+        f"Ask {mention} for the map",
+        mentions=[{"user_id": dana.id, "start": 4, "end": 4 + len(mention)}],
+    )
+
+    page = await signed_in(shop, workspace_id, owner_email, DESKTOP)
+    await (
+        page.get_by_role("navigation", name="Dashboard")
+        .get_by_role("link", name="Conversations")
+        .click()
+    )
+    await page.get_by_test_id("conversation-link").filter(has_text="Trail talk").click()
+    await expect(page.get_by_role("heading", name="Trail talk")).to_be_focused(timeout=LIVE)
+
+    # A mention is drawn from its entity, as text: the name's markup is never markup.
+    mentioned = item(page, "for the map").get_by_test_id("mention")
+    await expect(mentioned).to_have_text(mention)
+    assert await page.locator(".timeline img").count() == 0
+
+    # Keyboard only: freeze; its users can no longer post. Then thaw it.
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="Freeze")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_test_id("frozen")).to_be_visible(timeout=LIVE)
+    await expect(page.get_by_role("button", name="Unfreeze")).to_be_focused()
+    status, conv = await shop.tenant.get(f"/api/v1/conversations/{conversation}")
+    assert conv["frozen"] is True
+    status, refused = await alice.api.post(
+        f"/api/widget/conversations/{conversation}/messages", {"content": "still there?"}
+    )
+    assert status == 403, refused
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_test_id("frozen")).to_have_count(0, timeout=LIVE)
+    status, conv = await shop.tenant.get(f"/api/v1/conversations/{conversation}")
+    assert conv["frozen"] is False
+
+    # Pin a message: it is listed, here and by the API.
+    await item(page, "north gate").get_by_role("button", name="Pin").click()
+    pinned = page.get_by_test_id("pinned")
+    await expect(pinned).to_contain_text("Meet at the north gate", timeout=LIVE)
+    status, pins = await shop.tenant.get(f"/api/v1/conversations/{conversation}/pins")
+    assert [m["id"] for m in pins["data"]] == [gate["id"]]
+
+    # Mute Carol for an hour (she can no longer post), then ban her for 7 days.
+    await page.get_by_role("button", name="Mute Carol").click()
+    dialog = page.get_by_test_id("restrict-dialog")
+    await dialog.get_by_label("For how long").select_option(label="1 hour")
+    await dialog.get_by_role("button", name="Mute").click()
+    carol_row = page.get_by_test_id("participant").filter(has_text="Carol")
+    await expect(carol_row).to_contain_text("muted", timeout=LIVE)
+    status, refused = await carol.api.post(
+        f"/api/widget/conversations/{conversation}/messages", {"content": "hello?"}
+    )
+    assert status == 403, refused
+    await page.get_by_role("button", name="Ban Carol").click()
+    await dialog.get_by_label("For how long").select_option(label="7 days")
+    await dialog.get_by_role("button", name="Ban").click()
+    await expect(carol_row).to_have_count(0, timeout=LIVE)
+    status, conv = await shop.tenant.get(f"/api/v1/conversations/{conversation}")
+    assert carol.id not in [p["id"] for p in conv["participants"]]
+
+    # The thread: the newest 20 replies, then the earlier one.
+    opener = item(page, "coming on Saturday").get_by_role("button", name="21 replies")
+    await opener.click()
+    thread = page.get_by_test_id("thread-view")
+    await expect(thread.get_by_test_id("reply")).to_have_count(20, timeout=LIVE)
+    await thread.get_by_role("button", name="Show earlier replies").click()
+    await expect(thread.get_by_test_id("reply")).to_have_count(21, timeout=LIVE)
+    await expect(thread.get_by_test_id("reply").first).to_contain_text("reply 1")
+
+    # Reply in the thread with a mention chosen by keyboard (the owner joins first).
+    await thread.get_by_role("button", name="Join the conversation").click()
+    box = thread.get_by_test_id("thread-box")
+    await expect(box).to_be_focused(timeout=LIVE)
+    await page.keyboard.type("Thanks @Bo")
+    options = page.get_by_test_id("mention-option")
+    await expect(options).to_have_text(["Bob"])
+    await expect(box).to_have_attribute("aria-activedescendant", re.compile(".+"))
+    await page.keyboard.press("Enter")
+    await expect(box).to_have_value("Thanks @Bob ")
+    await page.keyboard.type("see you there")
+    await page.keyboard.press("Enter")
+    sent = thread.get_by_test_id("reply").filter(has_text="see you there")
+    await expect(sent.get_by_test_id("mention")).to_have_text("@Bob", timeout=LIVE)
+    status, page_of = await shop.tenant.get(
+        f"/api/v1/conversations/{conversation}/messages/{parent['id']}/thread"
+    )
+    last = page_of["data"][-1]
+    assert last["content"] == "Thanks @Bob see you there"
+    assert last["mentions"] == [{"user_id": bob.id, "start": 7, "end": 11}]
+    assert page_of["parent"]["thread"]["reply_count"] == 22
+    await expect(opener.or_(item(page, "Saturday").get_by_test_id("open-thread"))).to_have_text(
+        "22 replies", timeout=LIVE
+    )
+    assert await axe_violations(page, axe_source) == []
+    await page.evaluate("window.scrollTo(0, 0)")
+    await page.screenshot(path=screenshot_path("dashboard-thread.png"))
+    # Escape closes the thread; the focus goes back to where it was opened.
+    await page.keyboard.press("Escape")
+    await expect(thread).to_be_hidden()
+    await expect(item(page, "Saturday").get_by_test_id("open-thread")).to_be_focused()
+
+    # On a phone: the same conversation and its thread, axe-clean.
+    phone = await signed_in(shop, workspace_id, owner_email, PHONE)
+    await phone.goto(f"{shop.stack.gateway}/dashboard/#/conversations/{conversation}")
+    await item(phone, "Saturday").get_by_test_id("open-thread").click()
+    await expect(phone.get_by_test_id("thread-view").get_by_test_id("reply")).to_have_count(
+        20, timeout=LIVE
+    )
+    await expect(phone.get_by_test_id("timeline").first).to_be_hidden()
+    assert await axe_violations(phone, axe_source) == []
