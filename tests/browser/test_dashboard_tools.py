@@ -16,7 +16,7 @@ from playwright.async_api import expect
 
 from tests.browser.conftest import DESKTOP, PHONE, Person, Shop, axe_violations, screenshot_path
 from tests.browser.test_dashboard import signed_in
-from tests.browser.test_widget import LIVE
+from tests.browser.test_widget import LIVE, eventually
 from tests.staff import Member, Team, make_owner
 
 
@@ -295,3 +295,29 @@ async def test_a_conversation_is_frozen_pinned_moderated_and_answered_in_a_threa
     )
     await expect(phone.get_by_test_id("timeline").first).to_be_hidden()
     assert await axe_violations(phone, axe_source) == []
+
+    # Search the workspace: a hit opens its conversation at the message, or its thread.
+    async def indexed() -> bool:
+        status, found = await shop.tenant.get("/api/v1/search", params={"q": "reply 7"})
+        return status == 200 and len(found["data"]) == 1
+
+    await eventually(indexed)
+    await page.get_by_role("link", name="← Conversations").click()
+    box = page.get_by_role("searchbox", name="Search messages")
+    await box.fill("north gate")
+    await box.press("Enter")
+    hit = page.get_by_test_id("search-hit")
+    await expect(hit).to_have_count(1, timeout=LIVE)
+    await expect(hit.locator("mark")).to_have_text(["north", "gate"])
+    assert await axe_violations(page, axe_source) == []
+    await hit.click()
+    found = item(page, "north gate")
+    await expect(found).to_be_focused(timeout=LIVE)
+    await expect(found).to_have_class(re.compile("found"))
+    await page.go_back()
+    await box.fill("reply 7")
+    await box.press("Enter")
+    await expect(hit).to_contain_text("in a thread", timeout=LIVE)
+    await hit.click()
+    reply = page.get_by_test_id("thread-view").get_by_test_id("reply").filter(has_text="reply 7")
+    await expect(reply).to_be_focused(timeout=LIVE)

@@ -25,6 +25,7 @@ import { markedSnippet } from '/widget/v1/search.js';
 
 const PAGE = 50;
 const THREAD_PAGE = 20;
+const MAX_BACK = 10; // pages read back to reach a search hit
 const DURATIONS = [
   ['3600', '1 hour'],
   ['86400', '24 hours'],
@@ -180,16 +181,22 @@ async function conversation(main, { api, me, can }, id, params) {
   const threadPane = h('section', { class: 'thread-pane', 'aria-labelledby': 'thread-title', hidden: true, 'data-testid': 'thread-view' });
   const layout = h('div', { class: 'conv-layout', dataset: { thread: 'false' } }, h('div', { class: 'conv-column' }, notice, earlier, timeline, compose), side, threadPane);
 
-  async function loadAll(around) {
-    const [conv, history, pins] = await Promise.all([
-      api.get(base),
-      api.get(`${base}/messages`, around ? { before: around + Math.floor(PAGE / 2), limit: PAGE } : { limit: PAGE }),
-      api.get(`${base}/pins`),
-    ]);
+  // The newest page, then earlier ones until message seq `back` is in (a search hit):
+  // what is shown stays one unbroken stretch up to the newest, so live refreshes fit.
+  async function loadAll(back) {
+    const [conv, history, pins] = await Promise.all([api.get(base), api.get(`${base}/messages`, { limit: PAGE }), api.get(`${base}/pins`)]);
     state.conv = conv;
     state.messages = history.data;
     state.hasEarlier = history.has_more;
     state.pins = pins.data;
+    for (let n = 0; back && state.hasEarlier && state.messages.length && state.messages[0].seq > back && n < MAX_BACK; n += 1) await earlierMessages();
+  }
+
+  async function earlierMessages() {
+    const page = await api.get(`${base}/messages`, { before: state.messages[0].seq, limit: PAGE });
+    const have = new Set(state.messages.map((m) => m.id));
+    state.messages = page.data.filter((m) => !have.has(m.id)).concat(state.messages);
+    state.hasEarlier = page.has_more;
   }
 
   // Re-reads what is shown: the newest messages (as many as shown), the pins, the thread.
@@ -267,9 +274,7 @@ async function conversation(main, { api, me, can }, id, params) {
             'data-key': 'earlier',
             onclick: async () => {
               try {
-                const page = await api.get(`${base}/messages`, { before: state.messages[0].seq, limit: PAGE });
-                state.messages = page.data.concat(state.messages);
-                state.hasEarlier = page.has_more;
+                await earlierMessages();
                 drawTimeline();
               } catch (error) {
                 showProblem(error);
@@ -432,10 +437,26 @@ async function conversation(main, { api, me, can }, id, params) {
     state.thread = { parent: page.parent, replies: kept.concat(page.data), hasEarlier: kept.length ? state.thread.hasEarlier : page.has_more };
   }
 
+  // The page of replies before the first shown, put in front (false: the thread changed).
+  async function earlierReplies(parentId) {
+    const th = state.thread;
+    const page = await api.get(`${base}/messages/${parentId}/thread`, { before: th.replies[0].seq, limit: THREAD_PAGE });
+    const now = state.thread; // a live refresh may have read it again meanwhile
+    if (!now || now.parent.id !== parentId) return false;
+    const have = new Set(now.replies.map((r) => r.id));
+    now.replies = page.data.filter((r) => !have.has(r.id)).concat(now.replies);
+    now.hasEarlier = page.has_more;
+    return true;
+  }
+
   async function openThread(parentId, opener, focusId) {
     threadOpener = opener || threadOpener;
     try {
       await loadThread(parentId, true);
+      const wanted = () => !focusId || state.thread.replies.some((r) => r.id === focusId);
+      for (let n = 0; !wanted() && state.thread.hasEarlier && state.thread.replies.length && n < MAX_BACK; n += 1) {
+        if (!(await earlierReplies(parentId))) break;
+      }
     } catch (error) {
       showProblem(error);
       return;
@@ -485,12 +506,7 @@ async function conversation(main, { api, me, can }, id, params) {
             'data-key': 'earlier-replies',
             onclick: async () => {
               try {
-                const page = await api.get(`${base}/messages/${th.parent.id}/thread`, { before: th.replies[0].seq, limit: THREAD_PAGE });
-                const now = state.thread; // a live refresh may have read it again meanwhile
-                if (!now || now.parent.id !== th.parent.id) return;
-                const have = new Set(now.replies.map((r) => r.id));
-                now.replies = page.data.filter((r) => !have.has(r.id)).concat(now.replies);
-                now.hasEarlier = page.has_more;
+                if (!(await earlierReplies(th.parent.id))) return;
                 drawThread(false, true);
                 threadPane.querySelector('[data-testid=reply]')?.focus();
               } catch (error) {
@@ -587,9 +603,8 @@ async function conversation(main, { api, me, can }, id, params) {
   }
 
   // -- first draw ---------------------------------------------------------------------------
-  const at = Number(params.get('at')) || null;
   try {
-    await loadAll(at);
+    await loadAll(params.get('thread') ? null : Number(params.get('at')) || null);
   } catch (error) {
     replace(main, h('p', {}, h('a', { href: '#/conversations' }, '← Conversations')), failed(error, () => conversation(main, { api, me, can }, id, params)));
     return () => main.classList.remove('wide');
