@@ -171,7 +171,7 @@ def item(page: Any, text: str) -> Any:
 async def test_a_conversation_is_frozen_pinned_moderated_and_answered_in_a_thread(
     shop: Shop, teams: list[Team], axe_source: str
 ) -> None:
-    workspace_id, owner_email, _team = await team_of(shop, teams)
+    workspace_id, owner_email, team = await team_of(shop, teams, "agent")
     alice, bob, carol = [await shop.person(n) for n in ("Alice", "Bob", "Carol")]
     dana = await shop.person('Dana <img src=x onerror="alert(1)">')
     conversation = await shop.conversation(
@@ -286,15 +286,23 @@ async def test_a_conversation_is_frozen_pinned_moderated_and_answered_in_a_threa
     await expect(thread).to_be_hidden()
     await expect(item(page, "Saturday").get_by_test_id("open-thread")).to_be_focused()
 
-    # On a phone: the same conversation and its thread, axe-clean.
-    phone = await signed_in(shop, workspace_id, owner_email, PHONE)
+    # An agent, on a phone: the conversation and its thread, but no moderation tools; the
+    # API refuses them too.
+    phone = await signed_in(shop, workspace_id, team["agent"].email, PHONE)
     await phone.goto(f"{shop.stack.gateway}/dashboard/#/conversations/{conversation}")
+    await expect(item(phone, "north gate")).to_be_visible(timeout=LIVE)
+    for tool in ("Freeze", "Pin", "Unpin", "Mute Bob", "Ban Bob"):
+        await expect(phone.get_by_role("button", name=tool, exact=True)).to_have_count(0)
     await item(phone, "Saturday").get_by_test_id("open-thread").click()
     await expect(phone.get_by_test_id("thread-view").get_by_test_id("reply")).to_have_count(
         20, timeout=LIVE
     )
     await expect(phone.get_by_test_id("timeline").first).to_be_hidden()
     assert await axe_violations(phone, axe_source) == []
+    status, refused = await team["agent"].call(
+        "POST", f"/api/v1/conversations/{conversation}/freeze"
+    )
+    assert status == 403, refused
 
     # Search the workspace: a hit opens its conversation at the message, or its thread.
     async def indexed() -> bool:

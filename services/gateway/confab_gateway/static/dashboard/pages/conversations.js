@@ -166,8 +166,9 @@ async function list(main, { api }) {
 // -- one conversation -------------------------------------------------------------------------
 
 async function conversation(main, { api, me, can }, id, params) {
-  const base = `/api/v1/conversations/${id}`;
+  const base = `/api/v1/conversations/${encodeURIComponent(id)}`; // the id comes from the address
   const mine = me.member.user_id;
+  const found = params.get('m'); // a search hit: marked wherever it is drawn
   const state = { conv: null, messages: [], hasEarlier: false, pins: [], thread: null, muted: new Set() };
   replace(main, h('p', {}, h('a', { href: '#/conversations' }, '← Conversations')), loading('the conversation'));
   main.classList.add('wide');
@@ -313,7 +314,13 @@ async function conversation(main, { api, me, can }, id, params) {
     }
     return h(
       'li',
-      { class: m.sender && m.sender.id === mine ? 'post ours' : 'post', 'data-testid': { timeline: 'message', parent: 'thread-parent', reply: 'reply' }[where], dataset: { id: m.id }, tabindex: '-1' },
+      {
+        class: `post${m.sender && m.sender.id === mine ? ' ours' : ''}${m.id === found ? ' found' : ''}`,
+        'data-testid': { timeline: 'message', parent: 'thread-parent', reply: 'reply' }[where],
+        'data-key': `${where}-${m.id}`,
+        dataset: { id: m.id },
+        tabindex: '-1',
+      },
       avatar(name),
       h(
         'div',
@@ -429,12 +436,15 @@ async function conversation(main, { api, me, can }, id, params) {
   let threadOpener = null;
   async function loadThread(parentId, fresh) {
     // Fresh: the newest page. Again (live): as many of the newest as shown, and the earlier
-    // ones shown kept.
-    const shown = fresh ? [] : state.thread.replies;
-    const page = await api.get(`${base}/messages/${parentId}/thread`, { limit: Math.min(100, Math.max(THREAD_PAGE, shown.length)) });
+    // ones shown then kept (read after the answer: "Show earlier replies" may have added
+    // some meanwhile).
+    const limit = fresh ? THREAD_PAGE : Math.min(100, Math.max(THREAD_PAGE, state.thread.replies.length));
+    const page = await api.get(`${base}/messages/${parentId}/thread`, { limit });
+    const now = fresh ? null : state.thread;
+    if (!fresh && (!now || now.parent.id !== parentId)) return; // closed or another one
     const first = page.data[0] ? page.data[0].seq : Infinity;
-    const kept = shown.filter((r) => r.seq < first);
-    state.thread = { parent: page.parent, replies: kept.concat(page.data), hasEarlier: kept.length ? state.thread.hasEarlier : page.has_more };
+    const kept = now ? now.replies.filter((r) => r.seq < first) : [];
+    state.thread = { parent: page.parent, replies: kept.concat(page.data), hasEarlier: kept.length ? now.hasEarlier : page.has_more };
   }
 
   // The page of replies before the first shown, put in front (false: the thread changed).
@@ -464,11 +474,9 @@ async function conversation(main, { api, me, can }, id, params) {
     threadPane.hidden = false;
     layout.dataset.thread = 'true';
     drawThread(true);
-    const found = focusId && threadPane.querySelector(`[data-id="${CSS.escape(focusId)}"]`);
-    if (found) {
-      found.classList.add('found');
-      found.focus();
-    } else threadPane.querySelector('h2').focus();
+    const target = focusId && threadPane.querySelector(`[data-id="${CSS.escape(focusId)}"]`);
+    if (target) target.focus();
+    else threadPane.querySelector('h2').focus();
   }
 
   function closeThread() {
@@ -612,11 +620,10 @@ async function conversation(main, { api, me, can }, id, params) {
   replace(main, h('p', {}, h('a', { href: '#/conversations' }, '← Conversations')), header, layout);
   document.title = `${title(state.conv)} · Confab`;
   drawAll();
-  if (params.get('thread')) await openThread(params.get('thread'), null, params.get('m'));
+  if (params.get('thread')) await openThread(encodeURIComponent(params.get('thread')), null, params.get('m'));
   else if (params.get('m')) {
-    const target = timeline.querySelector(`[data-id="${CSS.escape(params.get('m'))}"]`);
+    const target = timeline.querySelector(`[data-id="${CSS.escape(found)}"]`);
     if (target) {
-      target.classList.add('found');
       target.focus();
       target.scrollIntoView({ block: 'center' });
     }
