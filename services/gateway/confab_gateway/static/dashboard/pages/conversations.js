@@ -91,6 +91,7 @@ async function list(main, { api }) {
 
   let cursor = null;
   let shown = [];
+  const titles = new Map(); // of the recent conversations: named in a hit when known
   async function search(q, more = false) {
     if (!q) {
       replace(results);
@@ -118,7 +119,7 @@ async function list(main, { api }) {
                   h(
                     'a',
                     { href: `#/conversations/${m.conversation_id}?${params}`, 'data-testid': 'search-hit' },
-                    h('span', { class: 'hit-who' }, h('strong', {}, m.sender ? m.sender.name : 'System'), ' ', when(m.created_at), m.parent_id ? h('span', { class: 'badge' }, 'in a thread') : null),
+                    h('span', { class: 'hit-who' }, h('strong', {}, m.sender ? m.sender.name : 'System'), titles.has(m.conversation_id) ? ` in ${titles.get(m.conversation_id)}` : '', ' ', when(m.created_at), m.parent_id ? h('span', { class: 'badge' }, 'in a thread') : null),
                     h('span', { class: 'hit-text' }, markedSnippet(hit.snippet_html)),
                   ),
                 );
@@ -135,6 +136,7 @@ async function list(main, { api }) {
   replace(conversations, loading('conversations'));
   try {
     const page = await api.get('/api/v1/conversations', { limit: 50 });
+    for (const c of page.data) titles.set(c.id, title(c));
     replace(
       conversations,
       page.data.length
