@@ -202,6 +202,10 @@ async def test_a_conversation_is_frozen_pinned_moderated_and_answered_in_a_threa
     mentioned = item(page, "for the map").get_by_test_id("mention")
     await expect(mentioned).to_have_text(mention)
     assert await page.locator(".timeline img").count() == 0
+    # Live: what is posted meanwhile appears, and the focus stays where it was.
+    await post(bob, conversation, "Bringing snacks")
+    await expect(item(page, "Bringing snacks")).to_be_visible(timeout=LIVE)
+    await expect(page.get_by_role("heading", name="Trail talk")).to_be_focused()
 
     # Keyboard only: freeze; its users can no longer post. Then thaw it.
     await page.keyboard.press("Tab")
@@ -285,6 +289,11 @@ async def test_a_conversation_is_frozen_pinned_moderated_and_answered_in_a_threa
     await page.keyboard.press("Escape")
     await expect(thread).to_be_hidden()
     await expect(item(page, "Saturday").get_by_test_id("open-thread")).to_be_focused()
+    # A reply from someone else updates the count live.
+    await post(bob, conversation, "Great, see you", parent_id=parent["id"])
+    await expect(item(page, "Saturday").get_by_test_id("open-thread")).to_have_text(
+        "23 replies", timeout=LIVE
+    )
 
     # An agent, on a phone: the conversation and its thread, but no moderation tools; the
     # API refuses them too.

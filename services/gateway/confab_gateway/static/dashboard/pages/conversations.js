@@ -234,7 +234,7 @@ async function conversation(main, { api, me, can }, id, params) {
     const c = state.conv;
     replace(
       header,
-      h('div', {}, h('h1', { tabindex: '-1' }, title(c)), h('p', { class: 'muted' }, h('span', { class: 'badge' }, c.type), c.frozen ? h('span', { class: 'badge frozen', 'data-testid': 'frozen' }, 'frozen') : null, ` · ${c.participants.length} participants · started `, when(c.created_at))),
+      h('div', {}, h('h1', { tabindex: '-1', 'data-key': 'title' }, title(c)), h('p', { class: 'muted' }, h('span', { class: 'badge' }, c.type), c.frozen ? h('span', { class: 'badge frozen', 'data-testid': 'frozen' }, 'frozen') : null, ` · ${c.participants.length} participants · started `, when(c.created_at))),
       h(
         'div',
         { class: 'actions' },
@@ -506,7 +506,7 @@ async function conversation(main, { api, me, can }, id, params) {
     if (threadPane.firstChild !== threadBody) replace(threadPane, threadBody, threadFoot);
     replace(
       threadBody,
-      h('div', { class: 'thread-head' }, h('h2', { id: 'thread-title', tabindex: '-1' }, 'Thread'), h('button', { type: 'button', class: 'button', 'data-testid': 'close-thread', onclick: closeThread }, 'Close thread')),
+      h('div', { class: 'thread-head' }, h('h2', { id: 'thread-title', tabindex: '-1', 'data-key': 'thread-title' }, 'Thread'), h('button', { type: 'button', class: 'button', 'data-testid': 'close-thread', onclick: closeThread }, 'Close thread')),
       h('ol', { class: 'timeline parent', 'aria-label': 'The message' }, messageItem(th.parent, 'parent')),
       h('p', { class: 'muted' }, th.parent.thread ? `${th.parent.thread.reply_count} ${th.parent.thread.reply_count === 1 ? 'reply' : 'replies'}` : 'No replies yet'),
       th.hasEarlier
@@ -643,9 +643,7 @@ async function conversation(main, { api, me, can }, id, params) {
     event: (channel, name) => {
       if (channel === conversationChannel(id) && !name.startsWith('user.typing') && !name.startsWith('client-')) later();
     },
-    subscribed: (_channel, again) => {
-      if (again) later();
-    },
+    subscribed: () => later(), // the first time too: what came between the first read and now
   }).then(
     (s) => {
       socket = s;
