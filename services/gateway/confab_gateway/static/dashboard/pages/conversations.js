@@ -248,7 +248,7 @@ async function conversation(main, { api, me, can }, id, params) {
           : null,
       ),
     );
-    replace(notice, c.frozen ? h('p', { class: 'notice' }, 'Frozen: its users can read but not post, edit, react or type until you unfreeze it.') : null);
+    replace(notice, c.frozen ? h('p', { class: 'notice' }, 'Frozen: its users can read but not post, edit, react or type until it is unfrozen. Your team can still write here.') : null);
   }
 
   async function act(run, done) {
