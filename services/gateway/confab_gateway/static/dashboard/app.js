@@ -12,8 +12,10 @@ const WORKSPACE_KEY = 'confab.dashboard.workspace';
 // Every page: where, its name, what permission it needs, and its module.
 export const PAGES = [
   { path: 'inbox', label: 'Inbox', permission: 'conversations.read', module: './pages/inbox.js', subroutes: true },
+  { path: 'conversations', label: 'Conversations', permission: 'conversations.read', module: './pages/conversations.js', subroutes: true },
   { path: 'reports', label: 'Reports', permission: 'conversations.read', module: './pages/reports.js' },
   { path: 'moderation', label: 'Moderation', permission: 'moderation', module: './pages/moderation.js' },
+  { path: 'automod', label: 'AutoMod', permission: 'moderation', module: './pages/automod.js' },
   { path: 'users', label: 'Users', permission: 'conversations.read', module: './pages/users.js' },
   { path: 'settings/support', label: 'Support & widget', permission: 'settings.manage', module: './pages/support.js', group: 'Settings' },
   { path: 'settings/keys', label: 'API keys', permission: 'keys.manage', module: './pages/keys.js', group: 'Settings' },

@@ -319,7 +319,7 @@ export async function render(main, { api, me, can }) {
     replace(
       header,
       h('div', {}, h('h2', { tabindex: '-1' }, title(s)), h('p', { class: 'muted' }, h('span', { class: `badge ${s.status}` }, s.status), s.snoozed_until && s.status === 'snoozed' ? ['until ', when(s.snoozed_until)] : null, ' · started ', when(s.created_at))),
-      h('div', { class: 'actions' }, controls),
+      h('div', { class: 'actions' }, controls, h('a', { href: `#/conversations/${state.open}`, 'data-testid': 'open-tools' }, 'Threads, pins and moderation')),
       tagEditor(),
     );
   }

@@ -167,7 +167,7 @@ async function detail(main, { api, can, navigate }, userId) {
             h(
               'li',
               {},
-              h('strong', {}, c.title || c.participants.map((p) => p.name).join(', ') || c.id),
+              h('a', { href: `#/conversations/${c.id}` }, h('strong', {}, c.title || c.participants.map((p) => p.name).join(', ') || c.id)),
               ' ',
               h('span', { class: 'badge' }, c.type),
               h('p', { class: 'muted' }, c.last_message ? `${c.last_message.sender ? c.last_message.sender.name + ': ' : ''}${c.last_message.content}` : 'No messages yet'),
