@@ -143,6 +143,9 @@ async def test_rules_refuse_what_could_hurt(world: World, stack: RunningStack) -
     for rules in bad_rules:
         status, body = await world.tenant.call("PUT", AUTOMOD, {"rules": rules})
         assert status == 422, (rules, body)
+    # RE2's reason, in words at the field (its errors carry bytes).
+    status, body = await world.tenant.call("PUT", AUTOMOD, {"rules": bad_rules[0]})
+    assert body["error"]["details"] == {"rules[0]": "invalid escape sequence: \\1"}, body
     # What was in force stays in force.
     assert [r["id"] for r in (await world.tenant.get(AUTOMOD))[1]["rules"]] == ["evil"]
     # Users cannot read or change rules; another workspace's rules are its own.

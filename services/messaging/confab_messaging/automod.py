@@ -110,8 +110,16 @@ def check_rules(rules: list[AutomodRule]) -> None:
             raise InvalidRequest(
                 "A pattern is not a regular expression we accept (RE2 syntax, no "
                 "back-references or look-around, bounded size).",
-                {where: str(exc)[:200]},
+                {where: _reason(exc)},
             ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """RE2's reason as text (its errors carry bytes: ``b'invalid escape sequence: \\1'``)."""
+    reason = exc.args[0] if exc.args else ""
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    return str(reason)[:200]
 
 
 @dataclass(frozen=True, slots=True)
