@@ -143,6 +143,39 @@ async def shown_in_history(
         await asyncio.sleep(0.05)
 
 
+async def test_the_tenant_turns_link_previews_off_and_on_for_its_workspace(
+    world: World, sockets: Any, site: Site
+) -> None:
+    (_ann, ann_w), (_bob, bob_w), _cat, cid = await three(world)
+    route = "/api/v1/settings/link-previews"
+    assert await world.tenant.get(route) == (200, {"enabled": True})
+    for bad in ({}, {"enabled": "no"}, {"enabled": True, "more": 1}):
+        status, body = await world.tenant.call("PUT", route, bad)
+        assert status == 422, (bad, body)
+    assert (await ann_w.get(route))[0] == 401  # a widget session is not the tenant
+    assert (await ann_w.call("PUT", route, {"enabled": False}))[0] == 401
+    assert await world.tenant.call("PUT", route, {"enabled": False}) == (200, {"enabled": False})
+    assert await world.tenant.get(route) == (200, {"enabled": False})
+
+    sock = await sockets()
+    await sock.join(bob_w, f"private-conversation.{cid}")
+    off = await send(ann_w, cid, f"http://127.0.0.1:{site.port}/cabin?while=off")
+    assert await world.tenant.call("PUT", route, {"enabled": True}) == (200, {"enabled": True})
+    on = await send(ann_w, cid, f"http://127.0.0.1:{site.port}/cabin?while=on")
+    await sock.wait(
+        lambda f: (
+            f["event"] == "message.updated"
+            and f["data"]["id"] == on["id"]
+            and f["data"].get("link_preview") is not None
+        ),
+        timeout=20,
+    )
+    # Only the message sent while previews were on was fetched and got a card.
+    assert site.hits.count("/cabin") == 1
+    shown = await shown_in_history(bob_w, cid, off["id"], lambda m: True)
+    assert shown["link_preview"] is None
+
+
 def test_previews_are_switched_per_workspace() -> None:
     default = Policy(link_previews=True)
     found = parse_policies('{"ws_quiet": {"link_previews": false}, "ws_big": {}}', default)

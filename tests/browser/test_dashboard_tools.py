@@ -117,6 +117,14 @@ async def test_rules_of_automatic_moderation_are_managed_from_the_dashboard(
     await page.keyboard.press("Space")
     await expect(page.get_by_label("Dry run")).to_be_checked(timeout=LIVE)
     await expect(page.get_by_label("Dry run")).to_be_enabled(timeout=LIVE)
+    # Link previews off, by keyboard too; the API has it.
+    await expect(page.get_by_label("Link previews")).to_be_checked()
+    await page.get_by_label("Link previews").focus()
+    await page.keyboard.press("Space")
+    await expect(page.get_by_label("Link previews")).not_to_be_checked(timeout=LIVE)
+    await expect(page.get_by_label("Link previews")).to_be_enabled(timeout=LIVE)
+    previews = await shop.tenant.get("/api/v1/settings/link-previews")
+    assert previews == (200, {"enabled": False}), previews
     assert await axe_violations(page, axe_source) == []
     await page.screenshot(path=screenshot_path("dashboard-automod.png"), full_page=True)
 
@@ -137,6 +145,7 @@ async def test_rules_of_automatic_moderation_are_managed_from_the_dashboard(
     await expect(moderator.get_by_role("button", name="Add a rule")).to_have_count(0)
     await expect(moderator.get_by_role("button", name="Edit swearing")).to_have_count(0)
     await expect(moderator.get_by_label("Dry run")).to_be_disabled()
+    await expect(moderator.get_by_label("Link previews")).to_have_count(0)  # a setting
     assert await axe_violations(moderator, axe_source) == []
     status, refused = await team["moderator"].call(
         "PUT", "/api/v1/moderation/automod", {"rules": [], "dry_run": False}

@@ -53,6 +53,32 @@ class SetAutomod(Request, kw_only=True, frozen=True):
     input: AutomodInput
 
 
+# -- link previews ------------------------------------------------------------------------------
+
+
+class LinkPreviewSettings(Reply, kw_only=True, frozen=True):
+    enabled: bool  # the first link of a message gets a preview
+
+
+class LinkPreviewSettingsInput(Body, kw_only=True, frozen=True):
+    enabled: bool
+
+
+class GetLinkPreviewSettings(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "messaging.q.get_link_preview_settings"
+    reply: ClassVar[type[msgspec.Struct]] = LinkPreviewSettings
+    actor: Actor
+
+
+class SetLinkPreviewSettings(Request, kw_only=True, frozen=True):
+    """Turn link previews on or off for the workspace, in force for the next message."""
+
+    subject: ClassVar[str] = "messaging.cmd.set_link_preview_settings"
+    reply: ClassVar[type[msgspec.Struct]] = Ok
+    actor: Actor
+    input: LinkPreviewSettingsInput
+
+
 # -- enforcement in a conversation -------------------------------------------------------------
 
 DurationSeconds = Annotated[int, msgspec.Meta(ge=1, le=10 * 365 * 86400)]

@@ -6,9 +6,9 @@ never found); ``GET /api/v1/search`` searches the whole workspace for the
 tenant, with filters. Both page by ``next_cursor``. Messaging answers; the
 index is its projection (``confab_messaging.search``).
 
-The settings are the tenant's: the text-search language (``search`` tag) and
-the automatic-moderation rules (``moderation`` tag), each a whole object that
-replaces the one before.
+The settings are the tenant's: the text-search language (``search`` tag), the
+automatic-moderation rules and the link-preview switch (``moderation`` tag),
+each a whole object that replaces the one before.
 """
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ from datetime import datetime
 import msgspec
 
 from confab.contracts.messaging import Id, Limit
-from confab.contracts.moderation import AutomodInput, AutomodSettings, GetAutomod, SetAutomod
+from confab.contracts.moderation import (
+    AutomodInput,
+    AutomodSettings,
+    GetAutomod,
+    GetLinkPreviewSettings,
+    LinkPreviewSettings,
+    LinkPreviewSettingsInput,
+    SetAutomod,
+    SetLinkPreviewSettings,
+)
 from confab.contracts.search import (
     GetSearchSettings,
     QueryText,
@@ -145,6 +154,37 @@ async def get_search_settings(call: Call) -> SearchSettings:
 async def set_search_settings(call: Call) -> SearchSettings:
     await call.write(SetSearchSettings(actor=call.actor, input=call.body))
     return SearchSettings(language=call.body.language)
+
+
+@router.route(
+    "GET",
+    "/api/v1/settings/link-previews",
+    auth="api_key",
+    tag="moderation",
+    summary="Whether the first link of the workspace's messages gets a preview",
+    response=LinkPreviewSettings,
+    errors=(401,),
+    permission="settings.manage",
+)
+async def get_link_preview_settings(call: Call) -> LinkPreviewSettings:
+    return await call.rpc.call(GetLinkPreviewSettings(actor=call.actor))
+
+
+@router.route(
+    "PUT",
+    "/api/v1/settings/link-previews",
+    auth="api_key",
+    tag="moderation",
+    summary="Turn link previews on or off for the workspace; in force for the next message "
+    "when this returns (previews already attached stay)",
+    body=LinkPreviewSettingsInput,
+    response=LinkPreviewSettings,
+    errors=WRITE_ERRORS,
+    permission="settings.manage",
+)
+async def set_link_preview_settings(call: Call) -> LinkPreviewSettings:
+    await call.write(SetLinkPreviewSettings(actor=call.actor, input=call.body))
+    return LinkPreviewSettings(enabled=call.body.enabled)
 
 
 @router.route(

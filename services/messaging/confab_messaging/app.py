@@ -76,7 +76,14 @@ async def setup(service: Service) -> None:
     await settings_follower.start()
     service.on_stop(settings_follower.stop)
     shell = CommandShell(aggregates)
-    commands = Commands(service.nc, shell, lookups, queries.existing, policy=settings_.policy)
+    commands = Commands(
+        service.nc,
+        shell,
+        lookups,
+        queries.existing,
+        policy=settings_.policy,
+        previews_on=settings_.previews_on,
+    )
     enforcement = Enforcement(shell, lookups, commands.clock)
     follower = Follower(service.js, "messaging", lookups.standing.handle)
     await follower.start()

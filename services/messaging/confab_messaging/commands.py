@@ -175,8 +175,10 @@ class Commands:
         *,
         clock: Callable[[], datetime] = utcnow,
         policy: Policy = no_rules,
+        previews_on: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.policy = policy
+        self.previews_on = previews_on  # the workspace's link-preview switch (None: on)
         self.nc = nc
         self.shell = shell
         self.lookups = lookups
@@ -535,6 +537,8 @@ class Commands:
 
         async def ask() -> None:
             try:
+                if self.previews_on is not None and not await self.previews_on(workspace_id):
+                    return
                 await self.lookups.rpc.call(request, timeout=5.0)
             except Exception as exc:  # a preview is optional: never fail the post for it
                 log.info("link_preview_not_asked", message_id=event.message_id, error=str(exc))

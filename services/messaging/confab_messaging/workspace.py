@@ -34,6 +34,7 @@ from confab.contracts.events.moderation import (
     SETTINGS_ID,
     AutomodRule,
     AutomodRulesChanged,
+    LinkPreviewsChanged,
     SearchLanguage,
     SearchSettingsChanged,
     UserShadowBanned,
@@ -44,8 +45,11 @@ from confab.contracts.messaging import Actor
 from confab.contracts.moderation import (
     AutomodSettings,
     GetAutomod,
+    GetLinkPreviewSettings,
+    LinkPreviewSettings,
     RuleInput,
     SetAutomod,
+    SetLinkPreviewSettings,
     SetUserShadowBan,
 )
 from confab.contracts.search import GetSearchSettings, SearchSettings, SetSearchSettings
@@ -81,6 +85,7 @@ class SettingsState:
     dry_run: bool = False
     rules_version: int = 0  # the stream sequence of the last rules change
     shadow_banned: set[str] = field(default_factory=set)  # users whose posts are shadowed
+    link_previews: bool = True  # the first link of a message gets a preview
 
 
 class SetLanguage(msgspec.Struct, kw_only=True, frozen=True):
@@ -106,7 +111,14 @@ class SetShadowBan(msgspec.Struct, kw_only=True, frozen=True):
     now: datetime
 
 
-Command = SetLanguage | SetRules | SetShadowBan
+class SetLinkPreviews(msgspec.Struct, kw_only=True, frozen=True):
+    workspace_id: str
+    enabled: bool
+    by: str | None
+    now: datetime
+
+
+Command = SetLanguage | SetRules | SetShadowBan | SetLinkPreviews
 
 
 def evolve(state: SettingsState, event: Event) -> SettingsState:
@@ -120,6 +132,8 @@ def evolve(state: SettingsState, event: Event) -> SettingsState:
             state.shadow_banned.add(event.user_id)
         case UserShadowUnbanned():
             state.shadow_banned.discard(event.user_id)
+        case LinkPreviewsChanged():
+            state.link_previews = event.enabled
     return state
 
 
@@ -162,6 +176,17 @@ def decide(command: Command, state: SettingsState) -> Decision[None]:
                 cls(
                     workspace_id=command.workspace_id,
                     user_id=command.user_id,
+                    by=command.by,
+                    at=command.now,
+                )
+            )
+        case SetLinkPreviews():
+            if command.enabled == state.link_previews:
+                return NOTHING
+            return emit(
+                LinkPreviewsChanged(
+                    workspace_id=command.workspace_id,
+                    enabled=command.enabled,
                     by=command.by,
                     at=command.now,
                 )
@@ -211,6 +236,8 @@ class WorkspaceSettings:
             (SetAutomod, self.shell.handler(self.set_rules, self.fenced)),
             (GetAutomod, self.get_rules),
             (SetUserShadowBan, self.shell.handler(self.set_shadow_ban, self.fenced)),
+            (SetLinkPreviewSettings, self.shell.handler(self.set_link_previews, self.fenced)),
+            (GetLinkPreviewSettings, self.get_link_previews),
         ]
 
     async def changed(self, change: Change) -> None:
@@ -282,6 +309,31 @@ class WorkspaceSettings:
             dry_run=state.dry_run,
             version=state.rules_version,
         )
+
+    async def set_link_previews(
+        self, cmd: SetLinkPreviewSettings, _ctx: CallContext
+    ) -> Intent[Command]:
+        workspace_id = _tenant(cmd.actor)
+        command = SetLinkPreviews(
+            workspace_id=workspace_id,
+            enabled=cmd.input.enabled,
+            by=cmd.actor.key_id,
+            now=self.clock(),
+        )
+        return Intent(settings_subject(workspace_id), command, workspace_id, cmd.actor.key_id or "")
+
+    async def get_link_previews(
+        self, query: GetLinkPreviewSettings, _ctx: CallContext
+    ) -> LinkPreviewSettings:
+        workspace_id = _tenant(query.actor)
+        state, _ = await self.aggregates.load(settings_subject(workspace_id), fresh=True)
+        return LinkPreviewSettings(enabled=state.link_previews)
+
+    async def previews_on(self, workspace_id: str) -> bool:
+        """Whether the workspace's messages get link previews now (as ``policy`` reads)."""
+        subject = settings_subject(workspace_id)
+        state, _ = await self.aggregates.load(subject, fresh=self.fence is None)
+        return state.link_previews
 
     async def rules(self, workspace_id: str) -> Compiled:
         """The workspace's rules as the log has them now, compiled once per version."""

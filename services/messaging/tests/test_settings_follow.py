@@ -1,5 +1,6 @@
 """Two messaging copies over real JetStream: a settings change made through one is in
-force on the other when its call returns, though posts read the settings from memory."""
+force on the other when its call returns, though posts read the settings from memory;
+and the settings decider's link-preview switch."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,11 +16,20 @@ from nats.aio.client import Client as NATS
 
 from confab import bus
 from confab.authority import Change, Follower, fence
+from confab.contracts.events.moderation import LinkPreviewsChanged
 from confab.contracts.messaging import Actor
 from confab.contracts.moderation import SetUserShadowBan
 from confab.eventlog import JetStreamLog
 from confab.rpc import CallContext
-from confab_messaging.workspace import SETTINGS_WATCH, WorkspaceSettings, settings_change
+from confab_messaging.workspace import (
+    SETTINGS_WATCH,
+    SetLinkPreviews,
+    SettingsState,
+    WorkspaceSettings,
+    decide,
+    evolve,
+    settings_change,
+)
 
 
 @pytest.fixture
@@ -82,3 +93,15 @@ def test_only_settings_subjects_are_settings_changes() -> None:
     )
     assert settings_change("conv.evt.ws_1.cnv_1", "x", 7) is None
     assert settings_change("conv.evt.ws_1._settings.more", "x", 7) is None
+
+
+def test_the_link_preview_switch_is_decided_from_the_state() -> None:
+    now = datetime.now(UTC)
+    off = SetLinkPreviews(workspace_id="ws_1", enabled=False, by="key_1", now=now)
+    state = SettingsState()
+    assert state.link_previews is True  # on unless turned off
+    (event,) = decide(off, state).events
+    assert event == LinkPreviewsChanged(workspace_id="ws_1", enabled=False, by="key_1", at=now)
+    state = evolve(state, event)
+    assert state.link_previews is False
+    assert not decide(off, state).events  # already off: nothing to store

@@ -9,7 +9,8 @@ the whole setting after the change, so a reader needs only the last one of a
 kind:
 
 - ``search.settings_changed``: the text-search language of the workspace;
-- ``automod.rules_changed``: the automatic-moderation rules and the dry-run switch.
+- ``automod.rules_changed``: the automatic-moderation rules and the dry-run switch;
+- ``link_previews.settings_changed``: whether messages' links get previews.
 
 What automatic moderation did to a message is recorded with it
 (``automod`` in ``message.posted``: the rules that matched and what they did),
@@ -76,6 +77,17 @@ class SearchSettingsChanged(Event, kw_only=True, frozen=True):
     workspace_id: str
     language: SearchLanguage
     by: str | None = None  # the API key id
+    at: datetime
+
+
+class LinkPreviewsChanged(Event, kw_only=True, frozen=True):
+    """Whether the first link of a message gets a preview in this workspace (on, unless
+    turned off; the deployment's media policy may still refuse it)."""
+
+    type = "link_previews.settings_changed"
+    workspace_id: str
+    enabled: bool
+    by: str | None = None  # the API key id, or the staff member's user id
     at: datetime
 
 

@@ -8,10 +8,13 @@
 //   so a moderator sees the rules without the controls (and the API's 403 if asked).
 // - A refusal (422) names the rule and field in `details` (`rules[2]`, `rules[2].pattern`):
 //   it is shown next to that field of the rule being edited, the rest as the form's error.
+// - The link-preview switch (GET/PUT /api/v1/settings/link-previews) is a setting too:
+//   shown to those who may change settings only.
 
 import { announce, confirmDialog, empty, failed, h, loading, replace } from '../dom.js';
 
 const ROUTE = '/api/v1/moderation/automod';
+const PREVIEWS = '/api/v1/settings/link-previews';
 
 export const KINDS = [
   ['word', 'Word list', 'Whole words, any case.'],
@@ -31,6 +34,7 @@ const label = (list, value) => (list.find(([v]) => v === value) || [value, value
 export async function render(main, { api, can }) {
   const editable = can('settings.manage');
   let settings = null;
+  let previews = null; // {enabled}, for those who may change settings
   const body = h('div', {});
   replace(
     main,
@@ -42,7 +46,7 @@ export async function render(main, { api, can }) {
   async function load() {
     replace(body, loading('the rules'));
     try {
-      settings = await api.get(ROUTE);
+      [settings, previews] = await Promise.all([api.get(ROUTE), editable ? api.get(PREVIEWS) : null]);
       draw();
     } catch (error) {
       replace(body, failed(error, load));
@@ -77,6 +81,28 @@ export async function render(main, { api, can }) {
         }
       },
     });
+    const linkPreviews = previews
+      ? h('input', {
+          id: 'link-previews',
+          type: 'checkbox',
+          checked: previews.enabled,
+          'aria-describedby': 'link-previews-hint',
+          onchange: async (event) => {
+            const box = event.currentTarget;
+            box.disabled = true;
+            error.hidden = true;
+            try {
+              previews = await api.call('PUT', PREVIEWS, { enabled: box.checked });
+              announce(previews.enabled ? 'Link previews are on.' : 'Link previews are off.');
+              draw('#link-previews');
+            } catch (failure) {
+              box.checked = !box.checked;
+              box.disabled = false;
+              showError(error, failure);
+            }
+          },
+        })
+      : null;
     const list = rules.length
       ? h('ul', { class: 'cards rules', 'aria-label': 'Rules' }, rules.map((rule, index) => ruleCard(rule, index, error)))
       : empty('No rules yet', editable ? 'Add one: a word list, a pattern, or a detector for phone numbers, email addresses or links.' : 'An owner or admin can add them.');
@@ -89,6 +115,15 @@ export async function render(main, { api, can }) {
         h('label', { for: 'dry-run' }, 'Dry run'),
         h('p', { class: 'hint', id: 'dry-run-hint' }, 'Every rule that matches only flags the message to the moderation queue; nothing is blocked, masked or hidden. Use it to try rules out.'),
       ),
+      linkPreviews
+        ? h(
+            'div',
+            { class: 'settings check link-previews' },
+            linkPreviews,
+            h('label', { for: 'link-previews' }, 'Link previews'),
+            h('p', { class: 'hint', id: 'link-previews-hint' }, 'The first link of a message gets a preview: its page’s title, description and image, fetched by the server. Off: no page is fetched for new messages.'),
+          )
+        : null,
       error,
       h('div', { class: 'page-head' }, h('h2', {}, `Rules (${rules.length})`), editable ? h('button', { type: 'button', class: 'button primary', 'data-testid': 'add-rule', onclick: (e) => edit(null, e.currentTarget) }, 'Add a rule') : null),
       editable ? null : h('p', { class: 'notice', 'data-testid': 'read-only' }, 'Only owners and admins can change these rules (settings).'),
