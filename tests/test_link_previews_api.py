@@ -81,14 +81,7 @@ async def test_a_link_preview_arrives_as_message_updated_and_history_shows_it(
     posted = await send(ann_w, cid, f"Look at this: {url}. Nice?")
     assert posted["link_preview"] is None  # it comes afterwards
 
-    frame = await sock.wait(
-        lambda f: (
-            f["event"] == "message.updated"
-            and f["data"]["id"] == posted["id"]
-            and f["data"].get("link_preview") is not None
-        ),
-        timeout=20,
-    )
+    frame = await preview_arrives(sock, posted["id"])
     preview = frame["data"]["link_preview"]
     assert preview["url"] == url  # without the sentence's full stop
     assert (preview["title"], preview["description"]) == ("Cabin in the woods", "Sleeps four")
@@ -111,14 +104,7 @@ async def test_a_link_preview_arrives_as_message_updated_and_history_shows_it(
     # The same link again: from media's cache (the page is not fetched twice).
     fetched = site.hits.count("/cabin")
     second = await send(bob_w, cid, url)
-    await sock.wait(
-        lambda f: (
-            f["event"] == "message.updated"
-            and f["data"]["id"] == second["id"]
-            and f["data"].get("link_preview") is not None
-        ),
-        timeout=20,
-    )
+    await preview_arrives(sock, second["id"])
     assert site.hits.count("/cabin") == fetched == 1
 
     # An edit takes the old text's preview away.
@@ -127,6 +113,20 @@ async def test_a_link_preview_arrives_as_message_updated_and_history_shows_it(
     status, history = await bob_w.get(f"{base}/messages")
     (shown,) = [m for m in history["data"] if m["id"] == posted["id"]]
     assert shown["link_preview"] is None
+
+
+async def preview_arrives(sock: Any, message_id: str) -> dict[str, Any]:
+    """The ``message.updated`` frame that brings the message's preview (deadline 20 s)."""
+    return dict(
+        await sock.wait(
+            lambda f: (
+                f["event"] == "message.updated"
+                and f["data"]["id"] == message_id
+                and f["data"].get("link_preview") is not None
+            ),
+            timeout=20,
+        )
+    )
 
 
 async def shown_in_history(
@@ -162,14 +162,7 @@ async def test_the_tenant_turns_link_previews_off_and_on_for_its_workspace(
     off = await send(ann_w, cid, f"http://127.0.0.1:{site.port}/cabin?while=off")
     assert await world.tenant.call("PUT", route, {"enabled": True}) == (200, {"enabled": True})
     on = await send(ann_w, cid, f"http://127.0.0.1:{site.port}/cabin?while=on")
-    await sock.wait(
-        lambda f: (
-            f["event"] == "message.updated"
-            and f["data"]["id"] == on["id"]
-            and f["data"].get("link_preview") is not None
-        ),
-        timeout=20,
-    )
+    await preview_arrives(sock, on["id"])
     # Only the message sent while previews were on was fetched and got a card.
     assert site.hits.count("/cabin") == 1
     shown = await shown_in_history(bob_w, cid, off["id"], lambda m: True)
