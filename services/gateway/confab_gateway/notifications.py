@@ -12,6 +12,11 @@ Web push subscriptions are the signed-in user's own: the widget's session user, 
 dashboard's staff member (``/dashboard/api/push…``, cookie session). The dashboard's
 service worker is served here at ``/dashboard/push-worker.js`` (the widget's file, with
 the dashboard's scope); the widget's is a plain widget file.
+
+A staff invitation is also emailed (``email_invitation``, called by the dashboard's invite
+route): the link goes to the notifier in a request, which answers once it stored it
+sealed (``confab_notifier.invitations``); ``GET /dashboard/api/invitations/{id}/email``
+tells the inviter whether it went, or why not.
 """
 
 from __future__ import annotations
@@ -24,14 +29,24 @@ import msgspec
 from aiohttp import web
 
 from confab.contracts.base import Ok
-from confab.contracts.identity import StaffPrincipal
+from confab.contracts.identity import (
+    GetWorkspace,
+    InvitationWithToken,
+    ListStaff,
+    StaffList,
+    StaffPrincipal,
+    Workspace,
+)
 from confab.contracts.notifier import (
     AddPushTarget,
     DeviceInput,
+    GetInvitationMail,
     GetPreferences,
     GetPushConfig,
     GetSettings,
+    InvitationMail,
     ListPushTargets,
+    MailInvitation,
     NotifierSettings,
     Preferences,
     PreferencesPatch,
@@ -51,11 +66,14 @@ from confab.contracts.notifier import (
     SettingsPatch,
     Unsubscribe,
 )
-from confab.errors import Unauthorized
+from confab.errors import ConfabError, Unauthorized
+from confab.logging import get_logger
+from confab.staff import STAFF_MANAGE
 from confab_gateway.api import Call, Router
 from confab_gateway.auth import SessionPrincipal
 
 router = Router()
+log = get_logger("confab.gateway.notifications")
 
 USER_PREFS = "/api/v1/users/{user_id}/notification-preferences"
 SETTINGS = "/api/v1/notification-settings"
@@ -520,5 +538,58 @@ async def remove_device(call: Call) -> None:
 async def set_push_credentials(call: Call) -> PushCredentialsReply:
     return await call.rpc.call(
         SetPushCredentials(workspace_id=call.workspace_id, input=call.body),
+        correlation=call.correlation,
+    )
+
+
+# -- staff invitations by email ------------------------------------------------------------
+
+
+async def email_invitation(call: Call, principal: StaffPrincipal, made: InvitationWithToken,
+                           link: str) -> str:  # fmt: skip
+    """Ask the notifier to email the invitation; its answer once the request is stored:
+    ``pending``, or ``off`` (no mail server). ``unavailable`` when it could not take it:
+    the invitation stands, and the inviter passes the link on (they see it either way)."""
+    invitation = made.invitation
+    try:
+        workspace: Workspace = await call.rpc.call(
+            GetWorkspace(workspace_id=principal.workspace_id), correlation=call.correlation
+        )
+        team: StaffList = await call.rpc.call(
+            ListStaff(workspace_id=principal.workspace_id), correlation=call.correlation
+        )
+        inviter = next((m.name for m in team.data if m.user_id == principal.user_id), "")
+        answer: InvitationMail = await call.rpc.call(
+            MailInvitation(
+                workspace_id=principal.workspace_id,
+                invitation_id=invitation.id,
+                email=invitation.email,
+                role=invitation.role,
+                expires_at=invitation.expires_at,
+                link=link,
+                workspace_name=workspace.name[:200],
+                inviter_name=inviter[:200],
+            ),
+            correlation=call.correlation,
+        )
+    except ConfabError as exc:
+        log.warning("invitation_not_emailed", invitation=invitation.id, error=exc.code)
+        return "unavailable"
+    return answer.status
+
+
+@router.route(
+    "GET",
+    "/dashboard/api/invitations/{invitation_id}/email",
+    auth="staff",
+    permission=STAFF_MANAGE,
+    tag="dashboard",
+    summary="Whether an invitation's email went: pending, sent, refused, cancelled, failed",
+    response=InvitationMail,
+    errors=(401, 403, 404),
+)
+async def invitation_email(call: Call) -> InvitationMail:
+    return await call.rpc.call(
+        GetInvitationMail(workspace_id=call.workspace_id, invitation_id=call.path["invitation_id"]),
         correlation=call.correlation,
     )
