@@ -326,10 +326,16 @@ async def test_the_worker_is_served_and_a_staff_member_subscribes_from_the_dashb
     await page.get_by_label("Email").fill(email)
     await page.get_by_label("Password").fill("correct horse battery staple")
     await page.get_by_label("Password").press("Enter")
-    toggle = page.get_by_test_id("push-toggle")
+    toggle, note = page.get_by_test_id("push-toggle"), page.get_by_test_id("push-status")
     await expect(toggle).to_have_text("Notify me in this browser", timeout=LIVE)
+    await page.evaluate("window.__push.permission = 'denied'")
     await toggle.click()
-    await expect(page.get_by_test_id("push-status")).to_have_text(
+    await expect(note).to_contain_text("Notifications are blocked for this site.")
+    await page.evaluate("window.__push.permission = 'granted'")
+    await toggle.click()
+    await expect(toggle).to_have_text("Stop notifying this browser")
+    await expect(note).to_have_text("")
+    await expect(page.locator("#announcer")).to_have_text(
         "This browser will show a notification for unread messages."
     )
     scope = await page.evaluate(

@@ -6,7 +6,7 @@
 // subscriptions. A click on a notification opens the conversation in the inbox.
 
 import { BrowserPush, onPushClick, pushSupported } from '/widget/v1/notifications.js';
-import { h } from './dom.js';
+import { announce, h } from './dom.js';
 
 const WORKER = { url: '/dashboard/push-worker.js', scope: '/dashboard/' };
 const TEXT = {
@@ -36,13 +36,14 @@ export function pushMenu({ api, navigate }) {
     'confab.dashboard.push',
   );
   let on = false;
-  const status = h('span', { class: 'muted', role: 'status', 'data-testid': 'push-status' });
+  const status = h('span', { role: 'status', 'data-testid': 'push-status' }); // refusals only
   const button = h('button', { type: 'button', class: 'button quiet', disabled: true, 'data-testid': 'push-toggle' });
-  const show = (enabled, message) => {
+  const show = (enabled, message, refused = false) => {
     on = enabled;
     button.textContent = on ? TEXT.disable : TEXT.enable;
     button.disabled = false;
-    status.textContent = message || '';
+    status.textContent = refused ? message : '';
+    if (message && !refused) announce(message); // the button says the state
   };
   button.addEventListener('click', async () => {
     button.disabled = true;
@@ -55,7 +56,7 @@ export function pushMenu({ api, navigate }) {
         show(true, TEXT.on);
       }
     } catch (error) {
-      show(on, TEXT[error.reason === 'denied' ? 'denied' : 'failed']);
+      show(on, TEXT[error.reason === 'denied' ? 'denied' : 'failed'], true);
     }
   });
   push.enabled().then(
