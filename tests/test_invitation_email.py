@@ -21,6 +21,8 @@ from confab import bus
 from confab.bus import NOTIFIER
 from confab.contracts.events.notifier import subject
 from confab_infra.mailcatcher import MailCatcher
+from confab_notifier import templates
+from confab_notifier.invitations import ROLES, TEMPLATES
 from tests.stack import RunningStack
 from tests.staff import PASSWORD, Member, Team, new_team
 from tests.test_notifications import mails, parts, until
@@ -155,3 +157,21 @@ async def test_a_refused_address_is_recorded_and_only_the_team_sees_it(
         assert status in (404, 422), body
     finally:
         await other.close()
+
+
+def test_the_invitation_email_exists_in_every_language_and_escapes_names() -> None:
+    context = {
+        "workspace": "Acme <b>&</b> Co",
+        "inviter": "Eve\n<script>x</script>",
+        "role": "agent",
+        "link": "https://chat.example/dashboard/#accept=abc",
+        "expires": "2026-12-13 11:40 UTC",
+        "sender_name": "Acme",
+    }
+    assert set(TEMPLATES) == set(ROLES) == set(templates.LANGUAGES)
+    for language, template in TEMPLATES.items():
+        rendered = templates.render(template, {**context, "role": ROLES[language]["agent"]})
+        assert "\n" not in rendered.subject and "Acme <b>&</b> Co" in rendered.subject
+        assert context["link"] in rendered.text and f'href="{context["link"]}"' in rendered.html
+        assert "<script>" not in rendered.html and "&lt;script&gt;" in rendered.html, language
+        assert ROLES[language]["agent"] in rendered.text

@@ -21,6 +21,7 @@ tells the inviter whether it went, or why not.
 
 from __future__ import annotations
 
+import asyncio
 import html
 from pathlib import Path
 from typing import Annotated
@@ -552,12 +553,15 @@ async def email_invitation(call: Call, principal: StaffPrincipal, made: Invitati
     the invitation stands, and the inviter passes the link on (they see it either way)."""
     invitation = made.invitation
     try:
-        workspace: Workspace = await call.rpc.call(
-            GetWorkspace(workspace_id=principal.workspace_id), correlation=call.correlation
+        workspace, team = await asyncio.gather(
+            call.rpc.call(
+                GetWorkspace(workspace_id=principal.workspace_id), correlation=call.correlation
+            ),
+            call.rpc.call(
+                ListStaff(workspace_id=principal.workspace_id), correlation=call.correlation
+            ),
         )
-        team: StaffList = await call.rpc.call(
-            ListStaff(workspace_id=principal.workspace_id), correlation=call.correlation
-        )
+        assert isinstance(workspace, Workspace) and isinstance(team, StaffList)
         inviter = next((m.name for m in team.data if m.user_id == principal.user_id), "")
         answer: InvitationMail = await call.rpc.call(
             MailInvitation(

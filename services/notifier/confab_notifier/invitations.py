@@ -347,7 +347,11 @@ class Invitations:
             return {"status": "failed", "last_error": "the sealed link cannot be opened"}
         secret = _SECRET.decode(plain)
         try:
-            msg = await self._message(row, secret)
+            try:
+                msg = await self._message(row, secret)
+            except Exception as exc:  # never a row retried at every tick: it backs off
+                log.exception("invitation_mail_not_written", invitation=row.id)
+                raise Unreachable(f"the mail could not be written: {type(exc).__name__}") from None
             await self.mailer.send(msg, secret.email)
         except Refused as exc:
             refused = InvitationMailRefused(
