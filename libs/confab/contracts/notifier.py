@@ -266,3 +266,44 @@ class SetPushCredentials(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = PushCredentialsReply
     workspace_id: str
     input: PushCredentialsInput
+
+
+# -- staff invitations by email -------------------------------------------------------------
+
+InvitationStatus = Literal["pending", "sent", "refused", "cancelled", "failed", "off"]
+
+
+class InvitationMail(Reply, kw_only=True, frozen=True):
+    """Where an invitation's email is: ``pending`` (stored, to be sent or tried again),
+    ``sent``, ``refused`` (the address, for good), ``cancelled`` (withdrawn, accepted or
+    expired before it went), ``failed`` (tried too often), ``off`` (no mail server)."""
+
+    invitation_id: str
+    status: InvitationStatus
+    attempts: int = 0
+    last_error: str | None = None
+    refused_code: int | None = None
+
+
+class MailInvitation(Request, kw_only=True, frozen=True):
+    """Email a new staff invitation; answered once the request is stored in ``NOTIFIER``
+    (its secrets sealed). ``link`` is the accept link's path, token included: it travels
+    in this request and reply only, never in clear in a stream."""
+
+    subject: ClassVar[str] = "notifier.cmd.mail_invitation"
+    reply: ClassVar[type[msgspec.Struct]] = InvitationMail
+    workspace_id: str
+    invitation_id: str
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+    role: Annotated[str, msgspec.Meta(max_length=32)]
+    expires_at: datetime
+    link: Annotated[str, msgspec.Meta(min_length=2, max_length=1000, pattern=r"^/\S+$")]
+    workspace_name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    inviter_name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class GetInvitationMail(Request, kw_only=True, frozen=True):
+    subject: ClassVar[str] = "notifier.q.invitation_mail"
+    reply: ClassVar[type[msgspec.Struct]] = InvitationMail
+    workspace_id: str
+    invitation_id: str

@@ -82,6 +82,7 @@ from confab_gateway.broadcasting import (
     fields_of,
     socket_id_of,
 )
+from confab_gateway.notifications import email_invitation
 
 router = Router()
 API = "/dashboard/api"
@@ -104,10 +105,13 @@ class Me(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class InvitationMade(msgspec.Struct, kw_only=True, frozen=True):
-    """The link is shown once, to the inviter (Confab sends no email yet)."""
+    """The link is shown once, to the inviter; ``email`` says whether it is emailed to the
+    invitee too (``pending``: stored to be sent; ``off``: no mail server; ``unavailable``:
+    the notifier could not take it; ``confab_gateway.notifications.email_invitation``)."""
 
     invitation: Invitation
     link: str
+    email: str = "off"
 
 
 def _staff(call: Call) -> StaffPrincipal:
@@ -348,7 +352,7 @@ async def list_invitations(call: Call) -> InvitationList:
     permission=STAFF_MANAGE,
     tag="dashboard",
     status=201,
-    summary="Invite someone by email with a role; the link is shown once, to you",
+    summary="Invite someone by email with a role: the link is emailed, and shown once to you",
     body=InvitationInput,
     response=InvitationMade,
     errors=(401, 403, 422),
@@ -358,7 +362,9 @@ async def invite(call: Call) -> InvitationMade:
     made: InvitationWithToken = await call.rpc.call(
         InviteStaff(workspace_id=principal.workspace_id, input=call.body, by=principal.user_id)
     )
-    return InvitationMade(invitation=made.invitation, link=ACCEPT_LINK + made.token)
+    link = ACCEPT_LINK + made.token
+    email = await email_invitation(call, principal, made, link)
+    return InvitationMade(invitation=made.invitation, link=link, email=email)
 
 
 @router.route(

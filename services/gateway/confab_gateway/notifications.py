@@ -7,24 +7,47 @@ changes only their own preferences. The unsubscribe address is the one in every
 notification email's ``List-Unsubscribe`` header (RFC 8058): a POST turns email off for
 the user the signed token names; a GET (what a link scanner or a click does) shows a
 page with a button that POSTs, and changes nothing by itself.
+
+Web push subscriptions are the signed-in user's own: the widget's session user, or the
+dashboard's staff member (``/dashboard/api/push…``, cookie session). The dashboard's
+service worker is served here at ``/dashboard/push-worker.js`` (the widget's file, with
+the dashboard's scope); the widget's is a plain widget file.
+
+A staff invitation is also emailed (``email_invitation``, called by the dashboard's invite
+route): the link goes to the notifier in a request, which answers once it stored it
+sealed (``confab_notifier.invitations``); ``GET /dashboard/api/invitations/{id}/email``
+tells the inviter whether it went, or why not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
 from confab.contracts.base import Ok
+from confab.contracts.identity import (
+    GetWorkspace,
+    InvitationWithToken,
+    ListStaff,
+    StaffList,
+    StaffPrincipal,
+    Workspace,
+)
 from confab.contracts.notifier import (
     AddPushTarget,
     DeviceInput,
+    GetInvitationMail,
     GetPreferences,
     GetPushConfig,
     GetSettings,
+    InvitationMail,
     ListPushTargets,
+    MailInvitation,
     NotifierSettings,
     Preferences,
     PreferencesPatch,
@@ -44,10 +67,14 @@ from confab.contracts.notifier import (
     SettingsPatch,
     Unsubscribe,
 )
+from confab.errors import ConfabError, Unauthorized
+from confab.logging import get_logger
+from confab.staff import STAFF_MANAGE
 from confab_gateway.api import Call, Router
 from confab_gateway.auth import SessionPrincipal
 
 router = Router()
+log = get_logger("confab.gateway.notifications")
 
 USER_PREFS = "/api/v1/users/{user_id}/notification-preferences"
 SETTINGS = "/api/v1/notification-settings"
@@ -244,9 +271,61 @@ async def unsubscribe(call: Call) -> web.Response:
 
 
 # -- push ------------------------------------------------------------------------------------
+#
+# A browser's subscription belongs to the user signed in where it was made: the widget's
+# session user (``/api/widget/push…``) or the dashboard's staff member (``/dashboard/api/push…``,
+# the cookie session; staff are users). Both pairs do the same through the helpers below.
 
 DEVICES = "/api/v1/users/{user_id}/devices"
 SUBSCRIPTIONS = "/api/widget/push/subscriptions"
+STAFF_PUSH = "/dashboard/api/push"
+PUSH_WORKER = Path(__file__).parent / "static" / "widget" / "v1" / "push-worker.js"
+
+
+def _user_of(call: Call) -> str:
+    principal = call.principal
+    if isinstance(principal, SessionPrincipal | StaffPrincipal):
+        return principal.user_id
+    raise Unauthorized("Sign in first.")
+
+
+async def _config(call: Call) -> PushConfig:
+    return await call.rpc.call(
+        GetPushConfig(workspace_id=call.workspace_id), correlation=call.correlation
+    )
+
+
+async def _subscriptions(call: Call) -> PushTargetList:
+    return await call.rpc.call(
+        ListPushTargets(workspace_id=call.workspace_id, user_id=_user_of(call), kinds=["webpush"]),
+        correlation=call.correlation,
+    )
+
+
+async def _subscribe(call: Call) -> PushTarget:
+    body: PushSubscriptionInput = call.body
+    return await call.rpc.call(
+        AddPushTarget(
+            workspace_id=call.workspace_id,
+            user_id=_user_of(call),
+            kind="webpush",
+            address=body.endpoint,
+            p256dh=body.keys.p256dh,
+            auth=body.keys.auth,
+        ),
+        correlation=call.correlation,
+    )
+
+
+async def _unsubscribe(call: Call) -> None:
+    await call.rpc.call(
+        RemovePushTarget(
+            workspace_id=call.workspace_id,
+            user_id=_user_of(call),
+            target_id=call.path["subscription_id"],
+        ),
+        correlation=call.correlation,
+    )
 
 
 @router.route(
@@ -259,9 +338,7 @@ SUBSCRIPTIONS = "/api/widget/push/subscriptions"
     errors=(401,),
 )
 async def push_config(call: Call) -> PushConfig:
-    return await call.rpc.call(
-        GetPushConfig(workspace_id=call.workspace_id), correlation=call.correlation
-    )
+    return await _config(call)
 
 
 @router.route(
@@ -274,13 +351,7 @@ async def push_config(call: Call) -> PushConfig:
     errors=(401,),
 )
 async def my_subscriptions(call: Call) -> PushTargetList:
-    assert isinstance(call.principal, SessionPrincipal)
-    return await call.rpc.call(
-        ListPushTargets(
-            workspace_id=call.workspace_id, user_id=call.principal.user_id, kinds=["webpush"]
-        ),
-        correlation=call.correlation,
-    )
+    return await _subscriptions(call)
 
 
 @router.route(
@@ -295,19 +366,7 @@ async def my_subscriptions(call: Call) -> PushTargetList:
     errors=(400, 401, 409, 413, 415, 422),
 )
 async def subscribe(call: Call) -> PushTarget:
-    assert isinstance(call.principal, SessionPrincipal)
-    body: PushSubscriptionInput = call.body
-    return await call.rpc.call(
-        AddPushTarget(
-            workspace_id=call.workspace_id,
-            user_id=call.principal.user_id,
-            kind="webpush",
-            address=body.endpoint,
-            p256dh=body.keys.p256dh,
-            auth=body.keys.auth,
-        ),
-        correlation=call.correlation,
-    )
+    return await _subscribe(call)
 
 
 @router.route(
@@ -320,14 +379,84 @@ async def subscribe(call: Call) -> PushTarget:
     errors=(401, 404),
 )
 async def unsubscribe_push(call: Call) -> None:
-    assert isinstance(call.principal, SessionPrincipal)
-    await call.rpc.call(
-        RemovePushTarget(
-            workspace_id=call.workspace_id,
-            user_id=call.principal.user_id,
-            target_id=call.path["subscription_id"],
-        ),
-        correlation=call.correlation,
+    await _unsubscribe(call)
+
+
+@router.route(
+    "GET",
+    STAFF_PUSH,
+    auth="staff",
+    tag="dashboard",
+    summary="The deployment's VAPID public key, for the signed-in staff member's browser",
+    response=PushConfig,
+    errors=(401,),
+)
+async def staff_push_config(call: Call) -> PushConfig:
+    return await _config(call)
+
+
+@router.route(
+    "GET",
+    STAFF_PUSH + "/subscriptions",
+    auth="staff",
+    tag="dashboard",
+    summary="The signed-in staff member's web push subscriptions",
+    response=PushTargetList,
+    errors=(401,),
+)
+async def staff_subscriptions(call: Call) -> PushTargetList:
+    return await _subscriptions(call)
+
+
+@router.route(
+    "POST",
+    STAFF_PUSH + "/subscriptions",
+    auth="staff",
+    tag="dashboard",
+    status=201,
+    summary="Add a browser's push subscription for the signed-in staff member",
+    body=PushSubscriptionInput,
+    response=PushTarget,
+    errors=(400, 401, 403, 409, 413, 415, 422),
+)
+async def staff_subscribe(call: Call) -> PushTarget:
+    return await _subscribe(call)
+
+
+@router.route(
+    "DELETE",
+    STAFF_PUSH + "/subscriptions/{subscription_id}",
+    auth="staff",
+    tag="dashboard",
+    status=204,
+    summary="Remove one of the signed-in staff member's push subscriptions",
+    errors=(401, 403, 404),
+)
+async def staff_unsubscribe(call: Call) -> None:
+    await _unsubscribe(call)
+
+
+@router.route(
+    "GET",
+    "/dashboard/push-worker.js",
+    auth="public",
+    tag="dashboard",
+    summary="The dashboard's push service worker (the widget's push-worker.js), scope /dashboard/",
+)
+async def dashboard_push_worker(call: Call) -> web.Response:
+    """The same file as ``/widget/v1/push-worker.js``, at a path whose scope is the
+    dashboard's (a service worker's scope may not reach above its script's folder without
+    ``Service-Worker-Allowed``; the header says so explicitly). Revalidated every time, so
+    a deploy's new worker is installed at the next visit."""
+    return web.Response(
+        body=PUSH_WORKER.read_bytes(),
+        content_type="text/javascript",
+        charset="utf-8",
+        headers={
+            "Service-Worker-Allowed": "/dashboard/",
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 
@@ -410,5 +539,61 @@ async def remove_device(call: Call) -> None:
 async def set_push_credentials(call: Call) -> PushCredentialsReply:
     return await call.rpc.call(
         SetPushCredentials(workspace_id=call.workspace_id, input=call.body),
+        correlation=call.correlation,
+    )
+
+
+# -- staff invitations by email ------------------------------------------------------------
+
+
+async def email_invitation(call: Call, principal: StaffPrincipal, made: InvitationWithToken,
+                           link: str) -> str:  # fmt: skip
+    """Ask the notifier to email the invitation; its answer once the request is stored:
+    ``pending``, or ``off`` (no mail server). ``unavailable`` when it could not take it:
+    the invitation stands, and the inviter passes the link on (they see it either way)."""
+    invitation = made.invitation
+    try:
+        workspace, team = await asyncio.gather(
+            call.rpc.call(
+                GetWorkspace(workspace_id=principal.workspace_id), correlation=call.correlation
+            ),
+            call.rpc.call(
+                ListStaff(workspace_id=principal.workspace_id), correlation=call.correlation
+            ),
+        )
+        assert isinstance(workspace, Workspace) and isinstance(team, StaffList)
+        inviter = next((m.name for m in team.data if m.user_id == principal.user_id), "")
+        answer: InvitationMail = await call.rpc.call(
+            MailInvitation(
+                workspace_id=principal.workspace_id,
+                invitation_id=invitation.id,
+                email=invitation.email,
+                role=invitation.role,
+                expires_at=invitation.expires_at,
+                link=link,
+                workspace_name=workspace.name[:200],
+                inviter_name=inviter[:200],
+            ),
+            correlation=call.correlation,
+        )
+    except ConfabError as exc:
+        log.warning("invitation_not_emailed", invitation=invitation.id, error=exc.code)
+        return "unavailable"
+    return answer.status
+
+
+@router.route(
+    "GET",
+    "/dashboard/api/invitations/{invitation_id}/email",
+    auth="staff",
+    permission=STAFF_MANAGE,
+    tag="dashboard",
+    summary="Whether an invitation's email went: pending, sent, refused, cancelled, failed",
+    response=InvitationMail,
+    errors=(401, 403, 404),
+)
+async def invitation_email(call: Call) -> InvitationMail:
+    return await call.rpc.call(
+        GetInvitationMail(workspace_id=call.workspace_id, invitation_id=call.path["invitation_id"]),
         correlation=call.correlation,
     )

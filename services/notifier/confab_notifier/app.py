@@ -7,9 +7,9 @@ templates and push credentials, email refusals, and its decisions, ``notificatio
 copies share the conversations), ``IDENTITY`` and its own stream into its tables
 (``projections``); decides what is due in the partitions it owns (``engine``), and
 sends what it decided (``delivery``: ``notification.due``, email, and push through
-``push``). Presence comes from the fanout nodes' keys in the ``presence`` bucket
-(``presence``). Answers the commands and queries of ``confab.contracts.notifier``
-(``commands``).
+``push``), and emails staff invitations (``invitations``). Presence comes from the
+fanout nodes' keys in the ``presence`` bucket (``presence``). Answers the commands and
+queries of ``confab.contracts.notifier`` (``commands``, ``invitations``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ from confab_notifier import templates
 from confab_notifier.commands import Commands
 from confab_notifier.delivery import Sender
 from confab_notifier.engine import Engine, utcnow
+from confab_notifier.invitations import (
+    InvitationMailProjection,
+    Invitations,
+    InvitationStateProjection,
+)
 from confab_notifier.keys import Sealer, bucket, deployment_secret
 from confab_notifier.mail import Mailer, Tokens
 from confab_notifier.presence import Presence
@@ -129,7 +134,14 @@ async def setup(service: Service) -> None:
         renderer=renderer,
         allow_private=settings.allow_private,
     )
-    for request_type, handler in commands.routes():
+    invitations = Invitations(
+        service.engine, service.js, sealer, Mailer(settings), settings, clock=utcnow
+    )
+    await service.add_projection(InvitationStateProjection())
+    invitations.runner = await service.add_projection(InvitationMailProjection(invitations.wake))
+    await invitations.start()
+    service.on_stop(invitations.stop)
+    for request_type, handler in [*commands.routes(), *invitations.routes()]:
         await service.rpc.serve(request_type, handler)
 
 

@@ -3,8 +3,10 @@ process that needs one, then read by every copy (``deployment_secret``).
 
 - ``unsubscribe-key``: signs unsubscribe links (``mail.Tokens``);
 - ``vapid-key``: the VAPID key pair browsers' push subscriptions are bound to (``push``);
-- ``credentials-key``: seals the workspaces' FCM and APNs credentials before they are
-  appended to the log (``Sealer``: AES-256-GCM), so the log holds only ciphertext.
+- ``credentials-key``: seals the workspaces' FCM and APNs credentials, and invitation
+  emails' links and addresses (``invitations``), before they are appended to the log
+  (``Sealer``: AES-256-GCM, each use with its own associated data), so the log holds
+  only ciphertext.
 
 Losing the bucket loses these: unsubscribe links and push subscriptions made before stop
 working, and sealed credentials must be given again.
@@ -25,6 +27,7 @@ from nats.js.kv import KeyValue
 BUCKET = "NOTIFIER"
 CREDENTIALS_KEY = "credentials-key"
 PREFIX = "v1."
+CREDENTIALS = b"confab.notifier.credentials"
 
 
 async def bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
@@ -60,17 +63,19 @@ class Sealer:
     async def open(cls, kv: KeyValue) -> Sealer:
         return cls(await deployment_secret(kv, CREDENTIALS_KEY, AESGCM.generate_key(256)))
 
-    def seal(self, plain: bytes) -> str:
+    def seal(self, plain: bytes, context: bytes = CREDENTIALS) -> str:
         nonce = os.urandom(12)
-        sealed = nonce + self.aes.encrypt(nonce, plain, b"confab.notifier.credentials")
+        sealed = nonce + self.aes.encrypt(nonce, plain, context)
         return PREFIX + base64.urlsafe_b64encode(sealed).decode()
 
-    def open_sealed(self, text: str) -> bytes | None:
-        """The plain bytes; None if ``text`` was not sealed with this deployment's key."""
+    def open_sealed(self, text: str, context: bytes = CREDENTIALS) -> bytes | None:
+        """The plain bytes; None if ``text`` was not sealed with this deployment's key
+        and this ``context`` (what it was sealed for: one use's ciphertext is not
+        another's)."""
         if not text.startswith(PREFIX):
             return None
         try:
             raw = base64.urlsafe_b64decode(text[len(PREFIX) :])
-            return self.aes.decrypt(raw[:12], raw[12:], b"confab.notifier.credentials")
+            return self.aes.decrypt(raw[:12], raw[12:], context)
         except (InvalidTag, ValueError):
             return None

@@ -90,6 +90,8 @@ def build(
     unsubscribe_url: str,
     language: str,
 ) -> EmailMessage:
+    """The mail with both parts; with ``unsubscribe_url`` ("" for a mail that is not a
+    notification, such as an invitation) the one-click unsubscribe headers."""
     msg = EmailMessage()
     msg["Subject"] = rendered.subject
     msg["From"] = formataddr((sender_name, from_address))
@@ -97,8 +99,9 @@ def build(
     domain = from_address.rsplit("@", 1)[-1] or "confab.invalid"
     # The same notification always has the same Message-ID: a repeat is recognisable.
     msg["Message-ID"] = f"<{notification_id}@{domain}>" if notification_id else make_msgid()
-    msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-    msg["List-Unsubscribe-Post"] = ONE_CLICK
+    if unsubscribe_url:
+        msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        msg["List-Unsubscribe-Post"] = ONE_CLICK
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(rendered.text)
     msg.add_alternative(rendered.html, subtype="html")

@@ -17,6 +17,12 @@ Subjects in ``NOTIFIER``: ``notify.evt.<workspace>.<kind>.<id>``, kind
   is stored once. It holds references only, never content; the tenant's webhooks carry
   it as ``notification.due``.
 
+- ``invitation``: one subject per staff invitation (the id is the invitation's);
+  ``notifier.invitation_mail_requested`` asks for the invitation email, its link, the
+  invitee's address and the names in it sealed with the deployment's key (the log holds
+  only ciphertext); ``notifier.invitation_mail_sent`` and
+  ``notifier.invitation_mail_refused`` are its outcome.
+
 None of these events has personal fields: preferences and decisions are ids, choices
 and counts, push targets are device addresses. Email addresses and names stay in
 identity's sealed ``user.upserted``.
@@ -152,6 +158,39 @@ class PushCredentialsSet(Event, kw_only=True, frozen=True):
     at: datetime
 
 
+class InvitationMailRequested(Event, kw_only=True, frozen=True):
+    """Email a staff invitation (asked by the gateway when a member invites someone).
+    ``sealed`` holds the accept link (the invitation's secret), the address and the
+    names, AES-256-GCM with the deployment's key bound to the invitation id."""
+
+    type = "notifier.invitation_mail_requested"
+    workspace_id: str
+    invitation_id: str
+    role: str
+    expires_at: datetime
+    sealed: str
+    at: datetime
+
+
+class InvitationMailSent(Event, kw_only=True, frozen=True):
+    type = "notifier.invitation_mail_sent"
+    workspace_id: str
+    invitation_id: str
+    at: datetime
+
+
+class InvitationMailRefused(Event, kw_only=True, frozen=True):
+    """The invitee's mail server refused the address for good (a 5xx answer)."""
+
+    type = "notifier.invitation_mail_refused"
+    workspace_id: str
+    invitation_id: str
+    address_hash: str
+    code: int
+    reason: str
+    at: datetime
+
+
 NOTIFIER_EVENTS = (
     PreferencesSet,
     EmailRefused,
@@ -160,4 +199,7 @@ NOTIFIER_EVENTS = (
     PushTargetAdded,
     PushTargetRemoved,
     PushCredentialsSet,
+    InvitationMailRequested,
+    InvitationMailSent,
+    InvitationMailRefused,
 )

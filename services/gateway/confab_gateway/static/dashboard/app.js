@@ -4,6 +4,7 @@
 
 import { Api, ApiError } from './api.js';
 import { announce, failed, h, loading, replace } from './dom.js';
+import { pushMenu } from './push.js';
 
 const api = new Api();
 const app = document.getElementById('app');
@@ -197,6 +198,7 @@ function start() {
     'div',
     { class: 'account' },
     h('span', { class: 'who' }, h('span', { class: 'name' }, me.member.name), h('span', { class: 'role' }, me.role)),
+    pushMenu({ api, navigate }),
     h('button', { type: 'button', class: 'button quiet', onclick: () => signOut(false) }, 'Sign out'),
     h('button', { type: 'button', class: 'button quiet', onclick: () => signOut(true) }, 'Sign out everywhere'),
   );

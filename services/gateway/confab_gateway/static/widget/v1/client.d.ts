@@ -243,6 +243,9 @@ export interface WidgetOptions extends Omit<ClientOptions, 'assetsUrl' | 'Pusher
   strings?: Record<string, string | Record<string, unknown>>;
   /** Show the unread count in the page's title. */
   unreadInTitle?: boolean;
+  /** Your site's one-line service worker (importScripts of /widget/v1/push-worker.js):
+   *  with it, the settings offer "Notify me in this browser". */
+  pushWorker?: string;
   /** Draw the panel inline in this element instead of a launcher in the corner. */
   container?: HTMLElement;
 }

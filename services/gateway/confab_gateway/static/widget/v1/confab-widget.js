@@ -8,7 +8,9 @@
  * data-api-url (default: the server this file came from), data-conversation-id (open it at
  * once), data-open="true", data-title, data-color (accent, any CSS color), data-locale
  * (en, es, de, fr, pt, ar; default: the browser's language), data-strings (JSON: your own
- * wording for any text), data-unread-in-title="true" (the unread count in the page title).
+ * wording for any text), data-unread-in-title="true" (the unread count in the page title),
+ * data-push-worker (your one-line service worker on this site, for "Notify me in this
+ * browser": docs/notifications.md).
  * ConfabWidget.ready resolves to the widget: { open(), close(), openConversation(id),
  * setSession(token, expiresAt), destroy(), client }. Or without data-session-token:
  *
@@ -95,6 +97,7 @@
         locale: data.locale,
         strings: strings,
         unreadInTitle: data.unreadInTitle === 'true',
+        pushWorker: data.pushWorker,
       });
       api.ready.catch(function (error) {
         console.error('Confab widget:', error);

@@ -22,7 +22,7 @@ import { MentionPicker, mentionParts } from './mentions.js';
 import { previewCard } from './preview.js';
 import { ThreadView } from './threads.js';
 import { createSupport } from './support.js';
-import { notificationSettings } from './notifications.js';
+import { notificationSettings, onPushClick, widgetPushWorker } from './notifications.js';
 import { SearchBox } from './search.js';
 
 const BASE = new URL('./', import.meta.url).href;
@@ -105,6 +105,13 @@ class Widget {
     this.t = (key, params) => this.i18n.t(key, params);
     this.buildShell();
     this.bindClient();
+    // A click on a push notification of this site opens its conversation here.
+    this.cleanups.push(
+      onPushClick((id) => {
+        this.setOpen(true);
+        this.openConversation(id);
+      }),
+    );
     this.render();
     try {
       await started;
@@ -654,7 +661,8 @@ class Widget {
   renderSettings() {
     this.backButton.hidden = false;
     this.title.textContent = this.t('settings.title');
-    this.body.append(notificationSettings({ api: this.client.api, t: this.t }));
+    const pushWorker = widgetPushWorker(this.options.pushWorker, BASE);
+    this.body.append(notificationSettings({ api: this.client.api, t: this.t, pushWorker }));
   }
 
   showList() {
