@@ -347,3 +347,23 @@ async def test_a_conversation_is_frozen_pinned_moderated_and_answered_in_a_threa
     await hit.click()
     reply = page.get_by_test_id("thread-view").get_by_test_id("reply").filter(has_text="reply 7")
     await expect(reply).to_be_focused(timeout=LIVE)
+
+
+async def test_an_invitation_from_the_team_page_is_emailed_and_says_so(
+    shop: Shop, teams: list[Team], axe_source: str
+) -> None:
+    workspace_id, owner_email, members = await team_of(shop, teams)
+    page = await signed_in(shop, workspace_id, owner_email, DESKTOP)
+    await page.get_by_role("link", name="Team").click()
+    invitee = f"new.{uuid.uuid4().hex[:6]}@example.com"
+    await page.get_by_label("Email").fill(invitee)
+    await page.get_by_label("Email").press("Enter")
+    await expect(page.get_by_text("We are emailing it to them.")).to_be_visible(timeout=LIVE)
+    row = page.get_by_role("listitem").filter(has_text=invitee)
+    await expect(row.get_by_test_id("invitation-email")).to_have_text(
+        re.compile(r"^Email: (being sent|sent)$"), timeout=LIVE
+    )
+    assert await axe_violations(page, axe_source) == []
+    status, pending = await members["owner"].api.get("/dashboard/api/invitations")
+    assert status == 200, pending
+    assert [i["email"] for i in pending["data"]] == [invitee]

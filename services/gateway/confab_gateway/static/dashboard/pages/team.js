@@ -1,11 +1,20 @@
-// The team: everyone's role; with staff.manage, invite (the link shown once, since
-// Confab sends no email yet), change roles, remove, and withdraw invitations. Only an
-// owner is offered the owner role.
+// The team: everyone's role; with staff.manage, invite (the link is emailed when the
+// deployment has a mail server, and shown once to the inviter either way), see where each
+// invitation's email is, change roles, remove, and withdraw invitations. Only an owner is
+// offered the owner role.
 
 import { announce, avatar, confirmDialog, empty, failed, h, loading, replace, when } from '../dom.js';
 import { shownOnce } from './secret.js';
 
 const ROLES = ['owner', 'admin', 'agent', 'moderator'];
+const MAIL_STATUS = {
+  pending: 'being sent',
+  sent: 'sent',
+  refused: 'refused by their mail server',
+  cancelled: 'not sent (withdrawn, accepted or expired first)',
+  failed: 'could not be sent; send the link yourself',
+  off: 'not sent: email is not set up',
+};
 const ROLE_HINT = {
   owner: 'everything, including owners',
   admin: 'everything but owners',
@@ -33,7 +42,12 @@ export async function render(main, { api, me, can }) {
             try {
               const made = await api.post('/dashboard/api/invitations', { email: email.value.trim(), role: role.value });
               const link = new URL(made.link, location.origin).href;
-              replace(notice, shownOnce(`Invitation link for ${made.invitation.email}`, link, `Send it to them yourself; it works once and expires ${new Date(made.invitation.expires_at).toLocaleDateString()}.`));
+              const expires = new Date(made.invitation.expires_at).toLocaleDateString();
+              const how =
+                made.email === 'pending'
+                  ? `We are emailing it to them. You can also send it yourself; it works once and expires ${expires}.`
+                  : `It was not emailed (${made.email === 'off' ? 'email is not set up' : 'email is unavailable right now'}): send it to them yourself; it works once and expires ${expires}.`;
+              replace(notice, shownOnce(`Invitation link for ${made.invitation.email}`, link, how));
               email.value = '';
               await load();
             } catch (failure) {
@@ -104,7 +118,7 @@ export async function render(main, { api, me, can }) {
               h(
                 'li',
                 { class: 'row' },
-                h('div', {}, h('p', {}, h('strong', {}, i.email), ' as ', i.role), h('p', { class: 'muted' }, 'expires ', when(i.expires_at))),
+                h('div', {}, h('p', {}, h('strong', {}, i.email), ' as ', i.role), h('p', { class: 'muted' }, 'expires ', when(i.expires_at)), mailState(i)),
                 h('button', { type: 'button', class: 'button danger-quiet', 'aria-label': `Withdraw the invitation of ${i.email}`, onclick: () => withdraw(i) }, 'Withdraw'),
               ),
             ),
@@ -137,6 +151,20 @@ export async function render(main, { api, me, can }) {
     } catch (failure) {
       replace(notice, failed(failure));
     }
+  }
+
+  // Where the invitation's email is, filled in once asked (one small request each).
+  function mailState(invitation) {
+    const line = h('p', { class: 'muted', 'data-testid': 'invitation-email' }, 'Email: …');
+    api.get(`/dashboard/api/invitations/${encodeURIComponent(invitation.id)}/email`).then(
+      (mail) => {
+        line.textContent = `Email: ${MAIL_STATUS[mail.status] || mail.status}${mail.status === 'refused' && mail.refused_code ? ` (${mail.refused_code})` : ''}`;
+      },
+      () => {
+        line.textContent = 'Email: unknown right now';
+      },
+    );
+    return line;
   }
 
   async function withdraw(invitation) {
