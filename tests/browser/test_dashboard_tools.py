@@ -367,3 +367,31 @@ async def test_an_invitation_from_the_team_page_is_emailed_and_says_so(
     status, pending = await members["owner"].api.get("/dashboard/api/invitations")
     assert status == 200, pending
     assert [i["email"] for i in pending["data"]] == [invitee]
+
+
+async def test_the_inbox_pages_back_to_earlier_messages(
+    shop: Shop, teams: list[Team], axe_source: str
+) -> None:
+    workspace_id, owner_email, _ = await team_of(shop, teams)
+    status, body = await shop.tenant.call("PUT", "/api/v1/support/settings", {"enabled": True})
+    assert status == 200, body
+    visitor = await shop.person("Vera")
+    status, conversation = await visitor.api.post(
+        "/api/widget/support/conversations", {"content": "Message 000"}
+    )
+    assert status == 201, conversation
+    for n in range(1, 106):
+        await post(visitor, conversation["id"], f"Message {n:03}")
+    page = await signed_in(shop, workspace_id, owner_email, DESKTOP)
+    await page.goto(f"{shop.stack.gateway}/dashboard/#/inbox/{conversation['id']}")
+    thread = page.get_by_test_id("thread")
+    await expect(thread.get_by_text("Message 105")).to_be_visible(timeout=LIVE)
+    await expect(thread.get_by_text("Message 005", exact=True)).to_have_count(0)
+    earlier = page.get_by_test_id("earlier")
+    await earlier.focus()
+    await page.keyboard.press("Enter")
+    await expect(thread.get_by_text("Message 000", exact=True)).to_have_count(1, timeout=LIVE)
+    await expect(page.get_by_test_id("message")).to_have_count(106)
+    await expect(earlier).to_be_hidden()  # nothing older: the thread has the focus
+    await expect(thread).to_be_focused()
+    assert await axe_violations(page, axe_source) == []

@@ -24,6 +24,7 @@ export async function render(main, { api, me, can }) {
     open: null, // the open conversation's id
     support: null,
     messages: [],
+    earlier: false, // older messages than those loaded exist
     notes: [],
     team: [],
     visitor: null,
@@ -257,6 +258,7 @@ export async function render(main, { api, me, can }) {
       ]);
       state.support = support;
       state.messages = history.data;
+      state.earlier = history.has_more;
       state.notes = notes.data;
       state.lastRead = new Map(support.conversation.participants.map((p) => [p.id, p.last_read_seq]));
       state.visitor = support.visitor_id ? await api.get(`/api/v1/users/${support.visitor_id}`).catch(() => null) : null;
@@ -283,14 +285,42 @@ export async function render(main, { api, me, can }) {
   const header = h('div', { class: 'conv-head' });
   const thread = h('ol', { class: 'thread', tabindex: '0', 'aria-label': 'Messages and notes', 'aria-live': 'polite', 'data-testid': 'thread' });
   const typingLine = h('p', { class: 'typing muted', 'aria-live': 'polite', 'data-testid': 'typing' });
+  const earlier = h('button', { type: 'button', class: 'button earlier', 'data-testid': 'earlier', onclick: () => loadEarlier() }, 'Show earlier messages');
+
+  // A page of older messages before the oldest shown; the view stays where the reader is.
+  async function loadEarlier() {
+    const id = state.open;
+    const oldest = state.messages.reduce((low, m) => Math.min(low, m.seq), Infinity);
+    earlier.disabled = true;
+    earlier.textContent = 'Loading earlier messages…';
+    try {
+      const page = await api.get(`/api/v1/conversations/${id}/messages`, { limit: 100, before: oldest });
+      if (state.open !== id) return;
+      const known = new Set(state.messages.map((m) => m.id));
+      state.messages = [...page.data.filter((m) => !known.has(m.id)), ...state.messages].sort((a, b) => a.seq - b.seq);
+      state.earlier = page.has_more;
+      const height = thread.scrollHeight;
+      drawThread();
+      thread.scrollTop = thread.scrollHeight - height;
+      announce(`${page.data.length} earlier messages shown.`);
+      if (!state.earlier) thread.focus();
+    } catch (error) {
+      announce(error.message);
+    } finally {
+      earlier.disabled = false;
+      earlier.textContent = 'Show earlier messages';
+      earlier.hidden = !state.earlier;
+    }
+  }
   const details = h('aside', { class: 'conv-details', 'aria-label': 'Visitor details' });
 
   function drawPane() {
+    earlier.hidden = !state.earlier;
     drawHeader();
     drawThread();
     drawTyping();
     drawDetails();
-    replace(pane, h('button', { type: 'button', class: 'button quiet-dark back', onclick: () => { location.hash = '#/inbox'; } }, '← Conversations'), header, h('div', { class: 'conv-body' }, h('div', { class: 'conv-main' }, thread, typingLine, reply ? composer() : null), details));
+    replace(pane, h('button', { type: 'button', class: 'button quiet-dark back', onclick: () => { location.hash = '#/inbox'; } }, '← Conversations'), header, h('div', { class: 'conv-body' }, h('div', { class: 'conv-main' }, earlier, thread, typingLine, reply ? composer() : null), details));
   }
 
   function drawHeader() {
