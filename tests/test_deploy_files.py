@@ -34,6 +34,7 @@ from confab_identity.settings import IdentitySettings
 from confab_infra.nats_auth import PERMISSIONS, ROUTE_USER, password_variable
 from confab_media.settings import MediaSettings
 from confab_messaging.settings import MessagingSettings
+from confab_notifier.settings import NotifierSettings
 from confab_webhooks.settings import WebhooksSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +49,11 @@ SETTINGS: dict[str, type[Settings]] = {
     "media": MediaSettings,
     "fanout": FanoutSettings,
     "webhooks": WebhooksSettings,
+    "notifier": NotifierSettings,
 }
 SERVICES = tuple(SETTINGS)
 HEALTH_PATHS = {"/healthz", "/metrics"}  # confab.service.health_routes
+OUTBOUND = {"smtp_host", "smtp_port"}  # hosts and ports a service connects to, not listens on
 SECRET = "confab-secrets"
 
 
@@ -188,7 +191,7 @@ class ServiceEnv:
         settings = load(cls, argv=[], env=confab)
         for name, variable in variables.items():
             value = getattr(settings, name)
-            if variable.endswith("_HOST"):
+            if variable.endswith("_HOST") and name not in OUTBOUND:
                 assert value == "0.0.0.0", f"{where}: {variable}={value} (unreachable)"
         return settings
 
@@ -197,7 +200,9 @@ def listen_ports(settings: Settings) -> set[int]:
     """The ports the service listens on: its own (gateway, fanout) and the health port."""
     cls = type(settings)
     ports = {
-        getattr(settings, f) for f in cls.__struct_fields__ if env_name(cls, f).endswith("_PORT")
+        getattr(settings, f)
+        for f in cls.__struct_fields__
+        if env_name(cls, f).endswith("_PORT") and f not in OUTBOUND
     }
     return {p for p in ports if p}
 
@@ -615,7 +620,7 @@ def test_the_dev_lock_pins_the_runtime_lock_as_it_is_and_adds_the_tools() -> Non
     assert set(dev) >= DEV_ONLY, f"{DEV_LOCK} lacks {sorted(DEV_ONLY - set(dev))}"
     assert not DEV_ONLY & set(runtime), f"{RUNTIME_LOCK}: {sorted(DEV_ONLY & set(runtime))}"
     makefile = (ROOT / "Makefile").read_text()
-    assert f"pip sync --quiet --python $(BIN)/python {DEV_LOCK}" in makefile
+    assert f"pip sync --quiet --compile-bytecode --python $(BIN)/python {DEV_LOCK}" in makefile
 
 
 PACKAGES = ["confab", *(f"confab_{s}" for s in SERVICES)]
