@@ -89,8 +89,9 @@ def staff(call: Call) -> tuple[Actor, str | None]:
     """Who acts on the tenant's side, and the staff member it is (None: an API key).
 
     A dashboard session (a principal with a staff ``role``) acts for the workspace
-    as its own user; anything else acts as ``Call.actor`` (a widget session is
-    then refused by messaging).
+    as its own user, named by its user id where an API key's id would be (the events'
+    ``by``, as on every other route: ``Call.actor``); anything else acts as
+    ``Call.actor`` (a widget session is then refused by messaging).
     """
     p = call.principal
     assert p is not None
@@ -98,8 +99,7 @@ def staff(call: Call) -> tuple[Actor, str | None]:
         return call.actor, None
     user_id = getattr(p, "user_id", None)
     if getattr(p, "role", None) in STAFF_ROLES and isinstance(user_id, str):
-        key = getattr(p, "session_id", None) or user_id
-        return Actor(workspace_id=p.workspace_id, key_id=key), user_id
+        return Actor(workspace_id=p.workspace_id, key_id=user_id), user_id
     return call.actor, None
 
 
