@@ -8,7 +8,7 @@ environment. Only ``trusted_proxies`` is read without it (shared with the gatewa
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -25,6 +25,12 @@ class FanoutSettings(Settings, kw_only=True, frozen=True):
 
     host: str = "127.0.0.1"
     port: Port = 6001
+    # Python's own loop here, unlike the other services: the fanout's send path writes
+    # frames straight to the socket on its selector loop (``connection.raw_socket``), which
+    # uvloop bypasses; and on uvloop a socket closed for a message over the limit (1009)
+    # while the client still sent was reset before the close frame arrived more often
+    # (Autobahn 9.3-9.5).
+    event_loop: Literal["uvloop", "asyncio"] = "asyncio"
 
     # -- connections -------------------------------------------------------------------
     # Advertised in pusher:connection_established: the client pings after this many

@@ -195,12 +195,16 @@ def wstest() -> Path:
 # take about 20. The shares are patterns of case ids, balanced by the durations Autobahn
 # reports; the last share is every case the others do not take, so each case runs exactly
 # once whatever the suite's version holds (``test_every_case_ran`` checks the count).
+# The large messages of section 9 run in one process, one after another, as they would
+# alone: several at once keep the node busy enough that a socket closed for a message over
+# the limit is sometimes reset before its close frame arrives.
 SHARES: list[list[str]] = [
     ["2.*", "3.*", "4.*", "6.1.*"],
     ["5.*", "6.2.*", "6.7.*"],
     ["6.4.*", "1.1.*", "6.5.*", "7.*"],
-    ["6.22.1*", "6.22.2*", "6.22.3*", "9.5.*", "9.6.*"],
-    ["6.22.4", "6.22.5", "6.22.6", "6.22.7", "6.22.8", "6.22.9", "1.2.*", "9.4.*", "6.23.*"],
+    ["6.22.1*", "6.22.2*", "6.22.3*"],
+    ["6.22.4", "6.22.5", "6.22.6", "6.22.7", "6.22.8", "6.22.9", "1.2.*", "6.23.*", "6.6.*"],
+    ["9.*"],
 ]
 
 
