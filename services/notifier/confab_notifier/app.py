@@ -92,7 +92,9 @@ async def setup(service: Service) -> None:
     # Nothing waits on this checkpoint (a notification is due a minute later at the
     # earliest): a pause of 50 ms after a short batch makes a busy stream's batches larger.
     conversations = await service.add_projection(
-        ConversationsProjection(settings.partitions, settings.default_delay_seconds),
+        ConversationsProjection(
+            settings.partitions, settings.default_delay_seconds, settings.mention_delay_seconds
+        ),
         batch_size=500,
         linger=0.05,
     )

@@ -7,7 +7,9 @@ checkpoint (``confab.projection``): a crash anywhere applies each event once.
   and the pending notifications: a message makes one pending row per other member (or
   extends theirs), a read cancels what it covers, leaving the conversation cancels it.
   A pending row is due the workspace's delay after the first unread message, by the
-  log's clock (the event's ``at``), so a replay computes the same rows.
+  log's clock (the event's ``at``), so a replay computes the same rows; a message that
+  mentions the member brings it forward to ``mention_delay`` after that message when
+  that is sooner (a mention is worth telling sooner).
   Only participant-visible events are folded: any other kind of conversation event
   (internal notes, for one) is not a message here, so it is never in a notification.
 - ``IdentityProjection`` (``IDENTITY``): profiles as stored (sealed), erased, banned.
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -51,6 +54,7 @@ from confab.projection import Projection
 from confab_notifier.store import SCHEMA, define_tables
 
 DEFAULT_DELAY = 60.0
+DEFAULT_MENTION_DELAY = 10.0
 
 
 def mentions_of(event: MessagePosted | MessageEdited) -> list[str]:
@@ -76,10 +80,16 @@ class ConversationsProjection(Projection):
     stream = CONVERSATIONS.name
     subjects = CONVERSATIONS.subjects
 
-    def __init__(self, partitions: int, default_delay: float = DEFAULT_DELAY) -> None:
+    def __init__(
+        self,
+        partitions: int,
+        default_delay: float = DEFAULT_DELAY,
+        mention_delay: float = DEFAULT_MENTION_DELAY,
+    ) -> None:
         self.name = "notifier.conversations"
         self.partitions = partitions
         self.default_delay = default_delay
+        self.mention_delay = mention_delay
         self.metadata = sa.MetaData(schema=SCHEMA)
         self.t = define_tables(self.metadata)
         self._statements()
@@ -215,6 +225,7 @@ class ConversationsProjection(Projection):
                     "b_part": self.partition_of(envelope.subject),
                     "b_seq": event.seq,
                     "b_at": event.at,
+                    "b_mentioned": mentions_of(event),
                 }
                 for envelope, event in run
             ],
@@ -240,6 +251,15 @@ class ConversationsProjection(Projection):
         at = sa.bindparam("b_at", type_=sa.DateTime(timezone=True))
         seq = sa.bindparam("b_seq", type_=sa.BigInteger)
         sender = sa.bindparam("b_sender", type_=sa.Text)
+        mentioned = sa.bindparam("b_mentioned", type_=postgresql.ARRAY(sa.Text))
+        second = sa.text("interval '1 second'")
+        due = sa.case(
+            (
+                m.c.user_id == sa.func.any(mentioned),
+                at + sa.func.least(delay, self.mention_delay) * second,
+            ),
+            else_=at + delay * second,
+        )
         others = sa.select(
             m.c.user_id,
             m.c.conversation_id,
@@ -247,7 +267,7 @@ class ConversationsProjection(Projection):
             sa.bindparam("b_part", type_=sa.Integer),
             seq,
             seq,
-            at + delay * sa.text("interval '1 second'"),
+            due,
         ).where(
             m.c.conversation_id == sa.bindparam("b_cid", type_=sa.Text),
             sa.or_(sender.is_(None), m.c.user_id != sender),
@@ -259,7 +279,10 @@ class ConversationsProjection(Projection):
         )  # fmt: skip
         self._pend = pend.on_conflict_do_update(
             index_elements=[p.c.user_id, p.c.conversation_id],
-            set_={"last_seq": pend.excluded.last_seq},
+            set_={
+                "last_seq": pend.excluded.last_seq,
+                "due_at": sa.func.least(p.c.due_at, pend.excluded.due_at),
+            },
         )
 
     async def _gone(self, conn: AsyncConnection, cid: str, message_id: str, gone: bool) -> None:

@@ -49,6 +49,9 @@ class NotifierSettings(DatabaseSettings, kw_only=True, frozen=True):
     max_age_seconds: PositiveFloat = 24 * 3600.0
     # Used when a workspace has not set its own delay.
     default_delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=7 * 24 * 3600)] = 60.0
+    # A message that mentions someone makes their notification due this soon after it
+    # (or the workspace's delay, if shorter).
+    mention_delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=7 * 24 * 3600)] = 10.0
     # How often due notifications are looked for; how many are decided in one transaction.
     tick_seconds: PositiveFloat = 0.25
     batch: PositiveInt = 500

@@ -31,6 +31,7 @@ from confab_notifier.store import TABLES
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 WS, CONV = "ws_1", "c_1"
 DELAY = 60.0
+MENTION_DELAY = 10.0  # ConversationsProjection's default
 
 
 @pytest.fixture
@@ -141,3 +142,18 @@ async def test_two_engines_at_once_decide_each_notification_once(db: AsyncEngine
     assert sum(decided) == 60
     rows = await outbox(db)
     assert sorted(r.user_id for r in rows) == sorted(people)
+
+
+async def test_a_mention_makes_the_notification_due_sooner(db: AsyncEngine) -> None:
+    log = Log(db)
+    await log.add(ConversationCreated, kind="group", participant_ids=["ann", "bob", "cy"])
+    await log.post("ann", "plain")  # seq 2: due at 2 s + the delay for both
+    mention = [{"user_id": "cy", "start": 0, "end": 3}]
+    await log.post("ann", "@cy look", mentions=mention)  # seq 3: cy's due sooner
+    engine = engine_of(db, [])
+    cy_due = T0 + timedelta(seconds=3 + MENTION_DELAY)
+    assert await engine.tick(cy_due - timedelta(seconds=1)) == 0
+    assert await engine.tick(cy_due) == 1
+    [row] = await outbox(db)
+    assert (row.user_id, len(row.message_ids)) == ("cy", 2)  # one digest of both
+    assert await engine.tick(T0 + timedelta(seconds=2 + DELAY)) == 1  # bob, at the delay
