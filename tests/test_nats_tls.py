@@ -25,7 +25,7 @@ from confab_infra.ports import free_port, wait_tcp
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-SERVICES = ("identity", "messaging", "media", "webhooks", "fanout", "gateway")
+SERVICES = ("identity", "messaging", "media", "webhooks", "notifier", "fanout", "gateway")
 PASSWORDS = {password_variable(user): f"pw-{user}" for user in (*PERMISSIONS, ROUTE_USER)}
 
 

@@ -77,13 +77,13 @@ async def test_the_typing_indicator_shows_and_clears(shop: Shop) -> None:
     await expect(typing).to_be_hidden()
 
     await b.get_by_test_id("composer").press_sequentially("Let me ch")
-    await expect(typing).to_be_visible(timeout=5_000)
+    await expect(typing).to_be_visible(timeout=LIVE)
     await expect(typing).to_have_text("Bob is typing…")
     await b.get_by_test_id("composer").fill("")  # gave up: stops typing
-    await expect(typing).to_be_hidden(timeout=5_000)
+    await expect(typing).to_be_hidden(timeout=LIVE)
 
     await b.get_by_test_id("composer").press_sequentially("One more question")
-    await expect(typing).to_be_visible(timeout=5_000)
+    await expect(typing).to_be_visible(timeout=LIVE)
     await b.get_by_test_id("send").click()  # the message clears it at once
     await expect(message(a, "One more question")).to_have_count(1, timeout=5_000)
     await expect(typing).to_be_hidden(timeout=2_000)

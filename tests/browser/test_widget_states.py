@@ -71,7 +71,7 @@ async def test_the_widget_states_pass_axe_at_both_sizes(shop: Shop, axe_source: 
     await live(page)
     await page.get_by_test_id("launcher").click()
     row = page.get_by_test_id("conversation")
-    await expect(row).to_be_focused()
+    await expect(row).to_be_focused(timeout=LIVE)  # once the list has loaded
     # The row's name is what it shows (no label-content-name-mismatch).
     name = await row.evaluate("el => el.textContent")
     assert "Ann from Example Outfitters" in name and "Want me to reserve" in name
