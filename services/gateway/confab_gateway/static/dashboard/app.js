@@ -249,6 +249,13 @@ export function navigate(path) {
   location.hash = `#/${path}`;
 }
 
+// Each route() that changes page is one visit. A page that finishes loading after the
+// address moved on is cleaned up; if the newest visit had already drawn its page, the
+// late one drew over it, so the newest page is drawn again (if it is still loading, it
+// draws last anyway).
+let visits = 0;
+let drawn = 0; // the last visit that finished drawing
+
 async function route() {
   if (!me) return;
   const main = document.getElementById('main');
@@ -260,11 +267,13 @@ async function route() {
     else link.removeAttribute('aria-current');
   }
   if (page && page === current && page.subroutes && available.includes(page)) return; // its own
+  const visit = ++visits;
   if (cleanup) cleanup();
   cleanup = null;
   current = page;
   if (!page) {
     replace(main, h('h1', {}, 'Page not found'), h('p', {}, 'There is no such page in the dashboard.'));
+    drawn = visit;
     main.focus();
     return;
   }
@@ -275,6 +284,7 @@ async function route() {
       h('h1', {}, 'You do not have access'),
       h('p', { 'data-testid': 'forbidden' }, `Your role (${me.role}) does not include ${page.label.toLowerCase()}. Ask an owner or admin if you need it.`),
     );
+    drawn = visit;
     main.focus();
     return;
   }
@@ -282,11 +292,23 @@ async function route() {
   document.title = `${page.label} · Confab`;
   try {
     const module = await import(page.module);
+    if (visit !== visits) return; // the address moved on before the page loaded
     const rest = path.slice(page.path.length).replace(/^\//, '');
-    cleanup = (await module.render(main, { api, me, can, navigate, rest })) || null;
+    const done = (await module.render(main, { api, me, can, navigate, rest })) || null;
+    if (visit !== visits) {
+      if (done) done();
+      if (drawn === visits) {
+        current = null; // draw the newest page again, whatever it is
+        route();
+      }
+      return;
+    }
+    cleanup = done;
   } catch (error) {
+    if (visit !== visits) return;
     replace(main, failed(error, route));
   }
+  drawn = visit;
   if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
