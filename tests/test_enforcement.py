@@ -4,8 +4,6 @@ themselves."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,16 +14,9 @@ from tests.client import Api, new_workspace
 from tests.stack import RunningStack
 from tests.test_authority import Socket, sockets, three, world
 from tests.test_messaging_api import World, send
+from tests.waiting import until
 
 __all__ = ["sockets", "world"]  # fixtures used here
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    """Wait (polling, with a deadline) until ``check`` holds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.2)
 
 
 async def post(widget: Api, cid: str, content: str) -> tuple[int, Any]:
@@ -105,7 +96,7 @@ async def test_mutes_and_bans_and_their_timed_lifting(world: World, stack: Runni
     async def cat_may_post() -> bool:
         return (await post(cat_w, cid, "back"))[0] == 201
 
-    await eventually(cat_may_post)
+    await until(cat_may_post, "cat_may_post", 15)
 
     # Banned here: out at once, cannot be added back until the ban lifts (by itself).
     status, _ = await world.tenant.post(bans, {"user_id": bob["id"], "duration_seconds": 2})
@@ -119,7 +110,7 @@ async def test_mutes_and_bans_and_their_timed_lifting(world: World, stack: Runni
     async def bob_may_rejoin() -> bool:
         return (await world.tenant.post(add, {"user_id": bob["id"]}))[0] == 204
 
-    await eventually(bob_may_rejoin)
+    await until(bob_may_rejoin, "bob_may_rejoin", 15)
     assert (await post(bob_w, cid, "I am back"))[0] == 201
 
     # Hostile: users cannot enforce; bad input is a 4xx; another workspace's ids are 404.
@@ -169,7 +160,7 @@ async def test_a_timed_workspace_ban_lifts_itself_through_the_log(
     async def ann_may_post() -> bool:
         return (await post(ann_w, cid, "I am back"))[0] == 201
 
-    await eventually(ann_may_post)
+    await until(ann_may_post, "ann_may_post", 15)
     status, user = await world.tenant.get(f"/api/v1/users/{ann['id']}")
     assert (status, user["banned"]) == (200, False), user
     # The lifting is a user.unbanned in the log, appended by identity's schedule.
@@ -229,5 +220,5 @@ async def test_a_muted_member_sends_no_client_events_until_unmuted(
         await bob_sock.send("client-typing", {"round": 6}, channel)
         return any(f.get("data") == {"round": 6} for f in witness.frames)
 
-    await eventually(through)
+    await until(through, "through", 15)
     assert not [f for f in witness.frames if f.get("data") == {"round": 5}]

@@ -25,7 +25,8 @@ from confab_notifier import templates
 from confab_notifier.invitations import ROLES, TEMPLATES
 from tests.stack import RunningStack
 from tests.staff import PASSWORD, Member, Team, new_team
-from tests.test_notifications import mails, parts, until
+from tests.test_notifications import mails, parts
+from tests.waiting import until
 
 
 @pytest.fixture

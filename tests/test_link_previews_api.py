@@ -7,9 +7,7 @@ resolver hook), never by connecting to such addresses."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +23,7 @@ from tests.stack import RunningStack
 from tests.test_authority import sockets, three
 from tests.test_media_api import Bucket, s3
 from tests.test_messaging_api import World, send
+from tests.waiting import until
 
 __all__ = ["s3", "sockets"]  # fixtures used here
 
@@ -133,14 +132,14 @@ async def shown_in_history(
     widget: Api, cid: str, message_id: str, ready: Any, timeout: float = 10.0
 ) -> dict[str, Any]:
     """The message as history shows it, once ``ready(message)`` (deadline ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def shown() -> dict[str, Any] | None:
         status, history = await widget.get(f"/api/widget/conversations/{cid}/messages")
         assert status == 200, history
         (found,) = [m for m in history["data"] if m["id"] == message_id]
-        if ready(found) or time.monotonic() > deadline:
-            return dict(found)
-        await asyncio.sleep(0.05)
+        return dict(found) if ready(found) else None
+
+    return dict(await until(shown, f"{message_id} as history shows it", timeout))
 
 
 async def test_the_tenant_turns_link_previews_off_and_on_for_its_workspace(
@@ -192,12 +191,12 @@ async def gone(s3: Bucket, workspace_id: str, image_id: str, reader: Api) -> Non
     """Media removes a deleted message's (or an erased user's) objects, then records the
     attachment's deletion, asynchronously as for every attachment (``MessageLinks``,
     ``ErasedFiles``): wait for both, with a deadline."""
-    deadline = time.monotonic() + 15
-    while [k for k in s3.keys(workspace_id) if f"/{image_id}." in k] or (
-        (await reader.get(f"/api/widget/attachments/{image_id}"))[0] != 404
-    ):
-        assert time.monotonic() < deadline, f"{image_id} is still in S3 or served"
-        await asyncio.sleep(0.1)
+
+    async def both_gone() -> bool:
+        in_s3 = [k for k in s3.keys(workspace_id) if f"/{image_id}." in k]
+        return not in_s3 and (await reader.get(f"/api/widget/attachments/{image_id}"))[0] == 404
+
+    await until(both_gone, f"{image_id} gone from S3 and no longer served", 15)
 
 
 async def test_a_preview_image_goes_with_its_message_and_its_erased_author(

@@ -10,12 +10,10 @@ conversation that must come after it, never by waiting for silence.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -27,6 +25,7 @@ from confab_infra.mailcatcher import MailCatcher
 from tests.client import Api
 from tests.ops import Chat
 from tests.stack import RunningStack
+from tests.waiting import until
 
 WAIT = 45.0
 
@@ -65,21 +64,6 @@ async def mails(mailbox: MailCatcher, address: str, count: int) -> list[EmailMes
         return found if len(found) >= count else None
 
     return list(await until(enough, f"{count} mails to {address}"))
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll ``check`` (a function, or a coroutine function) until it gives something true,
-    and return that; fail after ``timeout`` seconds, naming ``what`` was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if inspect.isawaitable(found):
-            found = await found
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:

@@ -21,7 +21,8 @@ import pytest
 from tests.client import Api
 from tests.pushservices import ApnsService, FcmService, WebPushService
 from tests.stack import RunningStack
-from tests.test_notifications import person, setup_chat, until
+from tests.test_notifications import person, setup_chat
+from tests.waiting import until
 
 
 @pytest.fixture

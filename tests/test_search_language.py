@@ -10,8 +10,6 @@ projection's complaints from the stack's logs if it fails.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 
 import aiohttp
@@ -22,6 +20,7 @@ from tests.client import Api, new_workspace
 from tests.stack import RunningStack, backend_flags, running_stack
 from tests.test_messaging_api import World, send
 from tests.test_search import widget_ids, word
+from tests.waiting import until
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +63,10 @@ async def test_search_language_stems_words(world: World, own_stack: RunningStack
     # The index was rebuilt in English: "<stem>y" and "<stem>ies" share a stem now. The
     # reply waits for the re-index, but only so long (``Lookups.read_wait``, 2 s), so this
     # asks until the index has caught up, for up to 60 s.
-    hits: list[str] = []
-    deadline = time.monotonic() + 60
-    while not hits and time.monotonic() < deadline:
-        hits = await widget_ids(ann_w, f"{stem}y")
-        if not hits:
-            await asyncio.sleep(0.1)
+    try:
+        hits = await until(lambda: widget_ids(ann_w, f"{stem}y"), "the English index", 60)
+    except AssertionError:
+        raise AssertionError(complaints(own_stack)) from None
     assert hits == [posted["id"]], complaints(own_stack)
     status, body = await world.tenant.call("PUT", "/api/v1/settings/search", {"language": "xx"})
     assert status == 422, body

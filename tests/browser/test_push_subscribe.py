@@ -31,7 +31,7 @@ from tests.browser.conftest import HOST_PAGE, Shop
 from tests.browser.test_widget import LIVE
 from tests.pushservices import WebPushService
 from tests.staff import Team, make_owner
-from tests.test_notifications import until
+from tests.waiting import until
 
 WORKER = "/confab-push-worker.js"
 GATEWAY_WORKER = (

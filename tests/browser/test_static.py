@@ -35,7 +35,7 @@ async def gateway() -> AsyncIterator[TestClient]:
     app = web.Application(middlewares=[pages.cors_middleware, error_middleware])
     app["auth"] = None
     app["last_writes"] = LastWrites()
-    # Never connected to: any free port (never the 6001 a `make run` may be serving on).
+    # Never connected to: any free port (never one a `make run` may be serving on).
     fanout = f"ws://127.0.0.1:{free_port()}"
     settings = GatewaySettings(fanout_ws_url=fanout, s3_endpoint="http://s3.test")
     pages.install(app, settings, None)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from playwright.async_api import expect
 from confab import bus
 from tests.browser.conftest import Shop, axe_violations
 from tests.browser.test_widget import live
-from tests.test_notifications import until
+from tests.waiting import until
 
 
 async def test_the_user_sets_their_notification_preferences_in_the_widget(
