@@ -192,6 +192,7 @@ class ConversationsProjection(Projection):
     async def _posted(
         self, conn: AsyncConnection, run: Sequence[tuple[Envelope, MessagePosted]]
     ) -> None:
+        mentioned = [mentions_of(event) for _, event in run]
         await conn.execute(
             self._insert_message,
             [
@@ -200,12 +201,12 @@ class ConversationsProjection(Projection):
                     "seq": event.seq,
                     "message_id": event.message_id,
                     "sender_id": event.sender_id,
-                    "mentions": mentions_of(event),
+                    "mentions": names,
                     "body": encode(event),
                     "kind": event.type,
                     "at": event.at,
                 }
-                for _, event in run
+                for (_, event), names in zip(run, mentioned, strict=True)
             ],
         )
         reads = [  # the sender has read what they sent
@@ -225,9 +226,9 @@ class ConversationsProjection(Projection):
                     "b_part": self.partition_of(envelope.subject),
                     "b_seq": event.seq,
                     "b_at": event.at,
-                    "b_mentioned": mentions_of(event),
+                    "b_mentioned": names,
                 }
-                for envelope, event in run
+                for (envelope, event), names in zip(run, mentioned, strict=True)
             ],
         )
 
