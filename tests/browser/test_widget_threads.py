@@ -24,6 +24,7 @@ from confab_infra.backends import free_port
 from tests.browser.conftest import PHONE, Shop, axe_violations
 from tests.browser.test_widget import LIVE, live, message
 from tests.browser.test_widget_fixes import people, post
+from tests.waiting import until
 
 CARD = """<html><head><meta property="og:title" content="Trail boots, size 44">
 <meta property="og:description" content="Waterproof, light, in stock">
@@ -134,8 +135,14 @@ async def test_mentions_threads_and_link_previews_in_the_widget(
     await expect(message(a, "Which size should I order?").get_by_test_id("pinned")).to_be_visible(
         timeout=LIVE
     )
-    _, pins = await ann.api.get(f"/api/widget/conversations/{cid}/pins")
-    assert [m["id"] for m in pins["data"]] == [parent["id"]]
+
+    # The live frame can come before the read model Ann's REST call reads (the pin's own
+    # call waits for it, bounded): asked until it has it.
+    async def pinned() -> list[str]:
+        _, pins = await ann.api.get(f"/api/widget/conversations/{cid}/pins")
+        return [m["id"] for m in pins["data"]]
+
+    assert await until(pinned, "the pin in Ann's pinned list", 15) == [parent["id"]]
 
     # -- a link preview card arrives by itself, image included, on both sides.
     await post(ann, cid, f"These: {card_site}/boots")
