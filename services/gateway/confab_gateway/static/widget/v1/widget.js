@@ -366,8 +366,12 @@ class Widget {
     } else if (this.view === 'list') {
       target = this.body.querySelector('.cw-conversation');
     }
+    const listNotLoaded = this.view === 'list' && !target;
     if (!target) target = this.body.querySelector('[data-focus-first]');
     (target || this.title).focus();
+    // The list opened before it loaded: its first row takes the focus when it comes,
+    // unless the user has moved it meanwhile (renderList).
+    this.pendingFocus = listNotLoaded ? target || this.title : null;
   }
 
   onRootKey(event) {
@@ -588,6 +592,13 @@ class Widget {
       );
       this.listEl.append(h('li', {}, button));
       if (focusedId === conv.id) button.focus();
+    }
+    if (this.pendingFocus && this.root.activeElement === this.pendingFocus) {
+      const first = this.listEl.querySelector('.cw-conversation');
+      if (first) {
+        this.pendingFocus = null;
+        first.focus();
+      }
     }
   }
 
