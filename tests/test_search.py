@@ -15,6 +15,7 @@ import pytest
 from tests.client import Api, new_workspace
 from tests.stack import RunningStack
 from tests.test_messaging_api import World, send
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -133,6 +134,29 @@ async def test_tenant_filters_paging_and_edits(world: World) -> None:
     assert (await bob_w.patch(base, {"content": f"now about {fresh}"}))[0] == 200
     assert await widget_ids(ann_w, fresh) == [by_bob["id"]]
     assert by_bob["id"] not in await widget_ids(ann_w, f"{term} from")
+
+
+async def test_search_language_stems_words(world: World) -> None:
+    ann, ann_w = await world.user("Ann")
+    bob, _ = await world.user("Bob")
+    cid = await world.conversation(ann, bob)
+    # A consonant before the suffix: English Snowball turns "-ies" into "-i" always, but
+    # "-y" into "-i" only after a consonant ("zqay" stays "zqay", and "zqaies" is "zqai").
+    stem = word() + "t"
+    posted = await send(ann_w, cid, f"Many {stem}ies were visited")
+    assert await widget_ids(ann_w, f"{stem}y") == []  # simple: no stemming
+    status, body = await world.tenant.call(
+        "PUT", "/api/v1/settings/search", {"language": "english"}
+    )
+    assert (status, body) == (200, {"language": "english"}), body
+    assert (await world.tenant.get("/api/v1/settings/search")) == (200, {"language": "english"})
+    # The index was rebuilt in English: "<stem>y" and "<stem>ies" share a stem now. The
+    # reply waits for the re-index, but only so long (``Lookups.read_wait``, 2 s), so on a
+    # busy machine this asks until the index has caught up.
+    hits = await until(lambda: widget_ids(ann_w, f"{stem}y"), "the English index", 30)
+    assert hits == [posted["id"]]
+    status, body = await world.tenant.call("PUT", "/api/v1/settings/search", {"language": "xx"})
+    assert status == 422, body
 
 
 async def test_search_refuses_hostile_input(world: World, stack: RunningStack) -> None:

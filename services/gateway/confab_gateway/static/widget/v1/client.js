@@ -541,6 +541,7 @@ export class ConfabClient extends EventTarget {
         before: seqs.length ? Math.min(...seqs) : undefined,
         limit: 30,
       });
+      if (rec.thread !== thread) return rec.thread.hasMore; // reloaded meanwhile: a page of the old one
       const added = [];
       for (const message of page.data) {
         if (!thread.messages.has(message.id)) {

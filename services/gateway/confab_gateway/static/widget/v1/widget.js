@@ -1000,8 +1000,13 @@ class Widget {
 
   renderHistory(thread) {
     const t = this.t;
+    // Rebuilt only when what it says changes: a status made afresh on every render would be
+    // announced again by screen readers (and would pull the node from under a pointer).
+    const shown = !thread.loaded || !thread.hasMore ? '' : thread.loadingOlder ? 'loading' : this.olderFailed ? 'failed' : 'load';
+    if (this.historyEl.dataset.shown === shown) return;
+    this.historyEl.dataset.shown = shown;
     clear(this.historyEl);
-    if (!thread.loaded || !thread.hasMore) return;
+    if (!shown) return;
     if (thread.loadingOlder) {
       this.historyEl.append(
         h(
