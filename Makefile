@@ -10,7 +10,7 @@ PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
 STAMP := $(VENV)/.confab-installed
 OWN := $(foreach m,confab confab-infra confab-gateway confab-identity confab-messaging confab-media confab-fanout confab-webhooks confab-notifier,--no-emit-package $(m))
 
-.PHONY: install run test test-fast lint format lock bench fuzz clean
+.PHONY: install run test test-fast lint format lock bench bench-peers fuzz clean
 
 install: $(STAMP)
 
@@ -53,6 +53,13 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## bench-peers: Soketi 1.6.1 from npm (in bench/peers), then the fanout and idle scenarios
+##   against it and against Confab back to back, with Confab ÷ Soketi ratios (peers.json, peers.png)
+bench-peers: install
+	cd bench/peers && npm ci --no-audit --no-fund --ignore-scripts
+	$(BIN)/confab bench peers
+	$(BIN)/confab bench report
 
 ## bench: every scenario (latency over load at several rates), then the plots; see bench/README.md
 bench: install

@@ -98,3 +98,52 @@ def test_a_loss_or_a_duplicate_is_counted_and_reported() -> None:
     run = {"run": "r", "unit": "message", **tally.counts()}
     assert loud_loss({"scenario": "s", "runs": [run]})
     assert not loud_loss({"scenario": "s", "runs": [{**run, "lost": 0, "duplicates": 0}]})
+
+
+def test_peers_ratios_are_confab_over_soketi_and_judge_the_goals() -> None:
+    from confab.bench.peers import peer_targets, ratios
+
+    def fanout(cpu: float, p99: float, per_s: float, kb: float) -> dict[str, object]:
+        api = {
+            "run": "api-20000",
+            "fanout_cpu_us_per_delivery": cpu,
+            "latency": {"p99_ms": p99},
+            "delivered_per_s": per_s,
+        }
+        sends = {**api, "run": "sends"}  # Confab's own API: no peer, no ratio
+        return {"runs": [api, sends], "idle": {"kb_per_idle_connection": kb}}
+
+    confab = {
+        "fanout": fanout(18.0, 50.0, 20_000, 15.0),
+        "idle": {"runs": [{"kb_per_connection": 3.0}]},
+    }
+    soketi = {
+        "fanout": fanout(20.0, 100.0, 20_000, 7.5),
+        "idle": {"runs": [{"kb_per_connection": 2.0}]},
+    }
+    rows = {r["figure"]: r["ratio"] for r in ratios(confab, soketi)}
+    assert rows == {
+        "api-20000: CPU µs per delivery": 0.9,
+        "api-20000: p99 ms": 0.5,
+        "api-20000: deliveries per s": 1.0,
+        "KB per subscribed socket (fanout)": 2.0,
+        "KB per idle connection (idle)": 1.5,
+    }
+    judged = {t["what"]: (t["measured"], t["met"]) for t in peer_targets(ratios(confab, soketi))}
+    assert judged == {
+        "fanout CPU per delivery ÷ Soketi's": (0.9, True),
+        "fanout p99 delivery latency ÷ Soketi's": (0.5, True),
+        "memory per connection ÷ Soketi's": (2.0, False),  # the worse of the two
+    }
+
+
+def test_peers_without_soketi_installed_says_how_to_install_it(tmp_path: Path) -> None:
+    bench = subprocess.run(
+        [CONFAB, "bench", "peers", f"--peers-dir={tmp_path}", f"--out={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bench.returncode == 2, bench.stderr
+    assert "make bench-peers" in bench.stderr
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing written

@@ -27,7 +27,7 @@ from tests.test_media_api import TEXT, upload
 
 pytestmark = pytest.mark.faults
 
-OUTAGE = float(os.environ.get("CONFAB_FAULT_OUTAGE_SECONDS", "30"))  # PostgreSQL, S3
+OUTAGE = float(os.environ.get("CONFAB_FAULT_OUTAGE_SECONDS", "15"))  # PostgreSQL, S3
 PAUSE = 10.0  # a paused fanout
 
 

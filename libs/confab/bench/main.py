@@ -23,6 +23,7 @@ from confab.bench import (
     fanout,
     idle,
     notifications,
+    peers,
     replay,
     search,
     sends,
@@ -46,6 +47,8 @@ ON_STACK = (
 )
 ALONE = ("replay", "catchup", "coldstart")
 SCENARIOS = (*ALONE, *ON_STACK)
+# Not part of "all": Soketi from npm beside a stack of its own (``make bench-peers``).
+PEERS = "peers"
 
 
 def add_parser(commands: Any) -> None:
@@ -53,13 +56,20 @@ def add_parser(commands: Any) -> None:
         "bench",
         help="run benchmarks against a local stack, or draw their plots (bench report)",
         description="Scenarios: " + ", ".join(SCENARIOS) + "; 'all' runs every one; "
+        "'peers' runs fanout and idle against Soketi and Confab (make bench-peers); "
         "'report' draws PNG plots from the result files.",
     )
     p.add_argument(
         "scenarios",
         nargs="*",
         default=["all"],
-        help=f"which to run: {', '.join(SCENARIOS)}, all (default), or report",
+        help=f"which to run: {', '.join(SCENARIOS)}, all (default), {PEERS}, or report",
+    )
+    p.add_argument(
+        "--peers-dir",
+        type=Path,
+        default=Path("bench/peers"),
+        help="peers: where `make bench-peers` installed Soketi (default: bench/peers)",
     )
     p.add_argument(
         "--target",
@@ -151,14 +161,20 @@ def run(args: argparse.Namespace) -> int:
 
         return report.run(args.out)
     chosen = SCENARIOS if args.scenarios == ["all"] else tuple(args.scenarios)
-    unknown = [s for s in chosen if s not in SCENARIOS]
+    unknown = [s for s in chosen if s not in (*SCENARIOS, PEERS)]
     if unknown:
         print(
             f"confab bench: unknown scenario {unknown[0]}; choose from "
-            f"{', '.join(SCENARIOS)}, all or report",
+            f"{', '.join(SCENARIOS)}, all, {PEERS} or report",
             file=sys.stderr,
         )
         return 2
+    if PEERS in chosen:
+        try:
+            peers.soketi_server(args.peers_dir)
+        except peers.PeerMissing as missing:
+            print(f"confab bench: {missing}", file=sys.stderr)
+            return 2
     # Every socket is a file on both sides; the stack started here inherits the limit.
     raise_open_files(max(args.connections, args.sockets) + 4096)
     results: list[dict[str, Any]] = []
@@ -177,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
     for name in chosen:
         if name in alone:  # their own backends: nothing else uses the cores meanwhile
             record(alone[name]())
+    if PEERS in chosen:  # Soketi, then a Confab stack of its own
+        record(peers.run(args))
     stacked = [name for name in chosen if name in ON_STACK]
     if stacked:
         with local_stack(args.target) as info:

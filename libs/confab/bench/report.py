@@ -141,12 +141,26 @@ def run(out: Path) -> int:
         ax.grid(alpha=0.3, axis="x")
         drawn.append(_save(fig, out / "memory_per_connection.png"))
 
+    rows = [r for r in results.get("peers", {}).get("ratios", []) if r["ratio"] is not None]
+    if rows:
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+        ax.barh([r["figure"] for r in rows], [r["ratio"] for r in rows], color="tab:purple")
+        for i, r in enumerate(rows):
+            ax.text(r["ratio"], i, f" {r['ratio']:.2f}", va="center", fontsize=8)
+        ax.axvline(1.0, color="grey", lw=0.8, ls=":", label="as Soketi")
+        ax.set_xlabel("Confab ÷ Soketi (below 1: Confab needs less, or delivers less per s)")
+        ax.set_title("Confab's fanout beside Soketi 1.6.1, same load, same machine")
+        ax.invert_yaxis()
+        ax.grid(alpha=0.3, axis="x")
+        drawn.append(_save(fig, out / "peers.png"))
+
     for path in drawn:
         print(f"wrote {path}")
     missing = {
         "latency_over_load.png": "sends-open or e2e runs with --rates",
         "throughput_per_core.png": "any scenario",
         "memory_per_connection.png": "idle or fanout",
+        "peers.png": "peers (make bench-peers)",
     }
     for name, needs in missing.items():
         if out / name not in drawn:
