@@ -127,6 +127,7 @@ class ProcessMeter:
 
 
 GENERATOR = "load generator"
+RECEIVER = "receiver"  # a tenant's webhook receiver: measured, never the platform's
 SATURATED_CPU = 0.9  # the generator's share of one core (it is one asyncio thread)
 SATURATED_LAG_MS = 25.0  # its event loop's p99 lag (the whole machine's load shows in it too)
 

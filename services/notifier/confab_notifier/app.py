@@ -89,14 +89,15 @@ async def setup(service: Service) -> None:
     service.on_stop(presence.stop)
     prefs = await service.add_projection(NotifierProjection(), batch_size=500)
     users = await service.add_projection(IdentityProjection(), batch_size=500)
-    # Nothing waits on this checkpoint (a notification is due a minute later at the
-    # earliest): a pause of 50 ms after a short batch makes a busy stream's batches larger.
+    # Nothing waits on this checkpoint (a notification is due seconds later at the
+    # earliest): a pause of 250 ms after a short batch makes a busy stream's batches larger
+    # (a transaction costs about as much as the events in it, up to a few dozen).
     conversations = await service.add_projection(
         ConversationsProjection(
             settings.partitions, settings.default_delay_seconds, settings.mention_delay_seconds
         ),
         batch_size=500,
-        linger=0.05,
+        linger=0.25,
     )
     sender = Sender(
         service.engine,

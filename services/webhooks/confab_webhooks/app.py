@@ -79,9 +79,11 @@ async def setup(service: Service) -> None:
     for source in SOURCES:
         take = renderer.take if source == "conversations" else None
         intake = Intake(source, settings.partitions, sender.offer, take)
-        # Nobody waits on an intake's checkpoint: a pause of 50 ms after a short batch
-        # gathers the next one, so a busy stream costs a transaction per batch, not per event.
-        intakes[source] = await service.add_projection(intake, batch_size=500, linger=0.05)
+        # Nobody waits on an intake's checkpoint: a pause after a short batch gathers the
+        # next one, so a busy stream costs a transaction per batch, not per event.
+        intakes[source] = await service.add_projection(
+            intake, batch_size=500, linger=settings.intake_linger_seconds
+        )
     sender.follow(intakes, endpoints)
     await sender.start()
     service.on_stop(sender.stop)

@@ -223,6 +223,35 @@ SOURCES: dict[str, tuple[StreamSpec, Callable[[Envelope], Found | None]]] = {
 }
 
 
+# What the intake writes of a delivery row (with PostgreSQL's type), and what the rest of
+# a new row holds (the table's defaults): together, a row as the sender reads it.
+QUEUED_COLUMNS = {
+    "workspace_id": "text",
+    "endpoint_id": "text",
+    "source": "text",
+    "part": "integer",
+    "lane": "text",
+    "stream": "text",
+    "seq": "bigint",
+    "event_type": "text",
+    "conversation_id": "text",
+    "event_seq": "integer",
+    "ref": "jsonb",
+    "stored_at": "timestamptz",
+}
+PENDING: dict[str, Any] = {
+    "status": "pending",
+    "attempts": 0,
+    "last_status": None,
+    "last_error": None,
+    "last_attempt_at": None,
+    "next_attempt_at": None,
+    "delivered_at": None,
+    "requeued": False,
+}
+_JSON = msgspec.json.Encoder()
+
+
 class Intake(Projection):
     """Stored events of one stream into delivery rows for the endpoints that want them."""
 
@@ -244,6 +273,16 @@ class Intake(Projection):
         self.offer = offer
         self.take = take
         self._queued: list[dict[str, Any]] = []  # by the last apply, offered once committed
+        d = self.deliveries
+        table = f'"{d.schema}"."{d.name}"' if d.schema else f'"{d.name}"'
+        arrays = ", ".join(
+            f"CAST(CAST(:{c} AS text[]) AS jsonb[])" if t == "jsonb" else f"CAST(:{c} AS {t}[])"
+            for c, t in QUEUED_COLUMNS.items()
+        )
+        self._insert = sa.text(
+            f"INSERT INTO {table} ({', '.join(QUEUED_COLUMNS)}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING RETURNING id, endpoint_id, seq"
+        )
         super().__init__()
 
     def partition_key(self, subject: str) -> str:
@@ -288,16 +327,24 @@ class Intake(Projection):
                         "event_type": found.event_type,
                         "conversation_id": found.conversation_id,
                         "event_seq": found.event_seq,
-                        "ref": found.ref,
+                        "ref": msgspec.to_builtins(found.ref),  # as read back from JSON
                         "stored_at": stored_at,
                     }
                 )
         if not queued:
             return
-        d = self.deliveries
-        stmt = insert(d).on_conflict_do_nothing(constraint="deliveries_once").returning(*d.columns)
-        result = await conn.execute(stmt, queued)
-        self._queued = [dict(r._mapping) for r in result.all()]
+        # One statement over arrays (``unnest``), returning only the new rows' keys: no
+        # per-row parameter binding, and no JSON decoded back of what was just encoded.
+        columns = list(QUEUED_COLUMNS)
+        params = {c: [q[c] for q in queued] for c in columns}
+        params["ref"] = [_JSON.encode(r).decode() for r in params["ref"]]
+        result = await conn.execute(self._insert, params)
+        ids = {(endpoint_id, seq): id_ for id_, endpoint_id, seq in result.all()}
+        self._queued = [
+            {**q, **PENDING, "id": ids[q["endpoint_id"], q["seq"]]}
+            for q in queued
+            if (q["endpoint_id"], q["seq"]) in ids
+        ]
 
     def committed(self) -> None:
         """Only rows that are stored go out: a batch rolled back is applied again, and its

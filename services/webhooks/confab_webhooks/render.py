@@ -17,6 +17,12 @@ attempt, so what a receiver gets is what the log means at that moment:
 A user's profile (a message's sender, a new conversation's participants) is cached and
 marked stale by identity's stored user events (``live.identity.evt.*.user.*``); a stale
 one is read again from the log before it is used.
+
+A conversation event's body is the same for every endpoint that gets it, so it is kept
+(``_bodies``) while nothing it is made from can have changed: every change to the views
+and profiles held here (a fold, a read from the log, an erasure, a stale profile) starts
+a new *generation* and drops the kept bodies. Three endpoints of one workspace cost one
+rendering, never a stale one.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from confab.events import Envelope
 from confab.personal import KeyRing
 
 _encode = msgspec.json.Encoder().encode
+MAX_BODIES = 4096  # bodies kept within one generation
 Key = tuple[str, str]  # (workspace, id)
 
 
@@ -126,6 +133,12 @@ class Renderer:
         self.erased: set[Key] = set()  # users erased while this process ran
         self._loading: dict[Key, asyncio.Lock] = {}
         self._sub: Any = None
+        self._bodies: dict[int, bytes | None] = {}  # conversation events' bodies, by seq
+        self.generation = 0  # moves on every change to what a body is made from
+
+    def _changed(self) -> None:
+        self.generation += 1
+        self._bodies.clear()
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe("live.identity.evt.*.user.*", cb=self._on_user)
@@ -139,6 +152,7 @@ class Renderer:
         parts = msg.subject.split(".")  # live.identity.evt.<ws>.user.<id>
         if len(parts) == 6:
             self.stale.add((parts[3], parts[5]))
+            self._changed()
 
     # -- conversations -------------------------------------------------------------------
 
@@ -153,6 +167,7 @@ class Renderer:
         ]
         if not held:
             return
+        self._changed()
         if self.keys is not None:
             held = await self.keys.reveal_all(held)
         for envelope in held:
@@ -192,6 +207,7 @@ class Renderer:
             if view is None:
                 view = ConversationView(conv, ws)
             if view.stream_seq < at_least:
+                self._changed()
                 subject = conversation_subject(ws, conv)
                 async for envelope in read_subject(
                     self.nc, CONVERSATIONS.name, subject, view.stream_seq
@@ -211,6 +227,7 @@ class Renderer:
 
     def erase(self, ws: str, user_id: str) -> None:
         """The user was erased: blank their messages in every view, forget their profile."""
+        self._changed()
         self.erased.add((ws, user_id))
         if self.keys is not None:
             self.keys.forget(ws, user_id)
@@ -232,6 +249,7 @@ class Renderer:
             self.users.move_to_end(key)
             return view
         self.stale.discard(key)
+        self._changed()
         subject = identity_subject(ws, "user", user_id)
         async for envelope in read_subject(self.nc, IDENTITY.name, subject, view.stream_seq):
             event = envelope.event
@@ -273,6 +291,17 @@ class Renderer:
     async def body(self, row: dict[str, Any]) -> bytes | None:
         """The JSON body of a delivery, rendered now; None if the event cannot be rendered
         (what it names is not in the log)."""
+        if row["stream"] != CONVERSATIONS.name:
+            return await self._render(row)
+        seq, generation = row["seq"], self.generation
+        if seq in self._bodies:
+            return self._bodies[seq]
+        body = await self._render(row)
+        if generation == self.generation and len(self._bodies) < MAX_BODIES:
+            self._bodies[seq] = body  # nothing changed while it was made
+        return body
+
+    async def _render(self, row: dict[str, Any]) -> bytes | None:
         data = await self._data(row)
         if data is None:
             return None

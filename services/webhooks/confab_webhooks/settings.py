@@ -48,6 +48,10 @@ class WebhooksSettings(DatabaseSettings, kw_only=True, frozen=True):
     partitions: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
     # Delivered (and cancelled) deliveries are listed for this long, then removed.
     keep_seconds: PositiveFloat = 3 * 24 * 3600.0
+    # After a short batch of stored events, how long an intake waits for more before its
+    # next transaction (nobody waits on an intake): fewer, larger transactions under load,
+    # for at most this much more latency on a delivery.
+    intake_linger_seconds: Annotated[float, msgspec.Meta(ge=0, le=5)] = 0.25
     # Conversation views kept in memory to render message payloads (more are read again
     # from the log when needed).
     views: PositiveInt = 10_000

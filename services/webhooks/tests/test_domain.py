@@ -307,3 +307,52 @@ def test_an_answer_means_delivered_gone_endpoint_down_or_refused(
     status: int | None, kind: str
 ) -> None:
     assert domain.outcome(status) == kind
+
+
+def test_a_queued_row_has_every_column_of_the_table_as_the_sender_reads_it() -> None:
+    """The intake writes ``QUEUED_COLUMNS`` and fills the rest from ``PENDING``: a column
+    added to the table and missing from both would reach the sender as a KeyError."""
+    import sqlalchemy as sa
+
+    from confab_webhooks.projections import PENDING, QUEUED_COLUMNS
+    from confab_webhooks.store import define_tables
+
+    _, deliveries, _ = define_tables(sa.MetaData())
+    assert {*QUEUED_COLUMNS, *PENDING, "id"} == {c.name for c in deliveries.columns}
+    assert not set(QUEUED_COLUMNS) & set(PENDING)
+    for name, value in PENDING.items():  # the table's defaults, as a fresh row has them
+        default = deliveries.c[name].server_default
+        shown = None if default is None else str(default.arg).strip("'")
+        assert shown in (None, str(value).lower(), str(value)), (name, shown, value)
+
+
+async def test_a_conversation_events_body_is_made_once_until_anything_changes() -> None:
+    from confab_webhooks.render import Renderer
+
+    renderer = Renderer(None, None)  # type: ignore[arg-type]  # nothing here reads the log
+    made: list[int] = []
+
+    async def data(row: dict[str, Any]) -> dict[str, Any]:
+        made.append(row["seq"])
+        return {"n": len(made)}
+
+    renderer._data = data  # type: ignore[method-assign]
+    row = {
+        "stream": "CONVERSATIONS",
+        "seq": 7,
+        "event_type": "message.created",
+        "stored_at": "2026-12-06T00:00:00Z",
+        "workspace_id": "ws",
+        "conversation_id": "c",
+        "event_seq": 3,
+    }
+    first = await renderer.body(row)
+    assert await renderer.body(row) == first  # a second endpoint: the same bytes
+    assert made == [7]
+    renderer.erase("ws", "u")  # anything that can change a body starts a new generation
+    assert await renderer.body(row) != first
+    assert made == [7, 7]
+    user_row = {**row, "stream": "IDENTITY", "conversation_id": None}
+    await renderer.body(user_row)
+    await renderer.body(user_row)
+    assert made == [7, 7, 7, 7]  # other streams are made every time
