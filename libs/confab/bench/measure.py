@@ -50,7 +50,9 @@ class ProcessMeter:
 
     def __init__(self, pids: dict[str, int], alone: tuple[str, ...] = ()) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
-        self.alone = set(alone)  # measured without their children
+        # Measured without their children. The load generator always is: when the bench
+        # started the stack, the stack's processes are its children.
+        self.alone = {*alone, GENERATOR}
         self.start_cpu: dict[str, dict[int, float]] = {}
         self.peak_rss: dict[str, int] = dict.fromkeys(self.procs, 0)
         self._stop = threading.Event()
