@@ -129,6 +129,25 @@ async def test_wait_for_returns_as_soon_as_the_checkpoint_reaches_seq(
     await runner.stop()
 
 
+async def test_a_projection_of_a_stream_not_made_yet_waits_for_it(
+    nc: NATS, stream_spec: bus.StreamSpec, engine: AsyncEngine, fresh_database_url: str
+) -> None:
+    js = nc.jetstream()
+    projection = Counts(stream_spec)
+    runner = ProjectionRunner(js, engine, fresh_database_url, projection)
+    await runner.start()  # before the stream exists, as at a stack's start
+    deadline = asyncio.get_running_loop().time() + 10
+    while runner.last_error is None:
+        assert asyncio.get_running_loop().time() < deadline, "the runner never said why"
+        await asyncio.sleep(0.02)
+    assert runner.last_error == f"stream {stream_spec.name} does not exist yet"
+    await bus.ensure_streams(js, [stream_spec])
+    last = await publish(nc, stream_spec, ["late"])
+    assert await runner.wait_for(last, timeout=15)  # it tried again and went on
+    assert await counts(engine, projection) == {"late": 1}
+    await runner.stop()
+
+
 async def test_only_one_process_feeds_a_projection_and_others_learn_its_checkpoint(
     nc: NATS, stream_spec: bus.StreamSpec, engine: AsyncEngine, fresh_database_url: str
 ) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from confab.logging import get_logger
@@ -133,8 +134,13 @@ class ProjectionRunner:
                 await self.ownership.join()
                 await self._work()
             except Exception as exc:
-                self.last_error = str(exc) or type(exc).__name__
-                log.exception("projection_failed", projection=self.projection.name)
+                if _stream_missing(exc):  # its service has not made it yet: at start-up
+                    self.last_error = f"stream {self.projection.stream} does not exist yet"
+                    log.info("projection_waiting_for_stream", projection=self.projection.name,
+                             stream=self.projection.stream)  # fmt: skip
+                else:
+                    self.last_error = str(exc) or type(exc).__name__
+                    log.exception("projection_failed", projection=self.projection.name)
                 await pause(self._stopping, 1.0)
             finally:
                 await self.ownership.release()
@@ -235,3 +241,10 @@ class ProjectionRunner:
     @property
     def _listener(self) -> asyncpg.Connection | None:
         return self.watch.listener
+
+
+STREAM_NOT_FOUND = 10059  # JetStream's error code
+
+
+def _stream_missing(exc: Exception) -> bool:
+    return isinstance(exc, NotFoundError) and exc.err_code == STREAM_NOT_FOUND
