@@ -11,6 +11,7 @@ from confab.contracts.events import Event
 from confab.eventlog import append
 from confab.events import Envelope
 from confab.projection import Projection, ProjectionRunner
+from tests.waiting import until
 
 
 class Counted(Event, kw_only=True, frozen=True):
@@ -136,10 +137,7 @@ async def test_a_projection_of_a_stream_not_made_yet_waits_for_it(
     projection = Counts(stream_spec)
     runner = ProjectionRunner(js, engine, fresh_database_url, projection)
     await runner.start()  # before the stream exists, as at a stack's start
-    deadline = asyncio.get_running_loop().time() + 10
-    while runner.last_error is None:
-        assert asyncio.get_running_loop().time() < deadline, "the runner never said why"
-        await asyncio.sleep(0.02)
+    await until(lambda: runner.last_error, "the runner to say why it waits", 10)
     assert runner.last_error == f"stream {stream_spec.name} does not exist yet"
     await bus.ensure_streams(js, [stream_spec])
     last = await publish(nc, stream_spec, ["late"])

@@ -85,7 +85,7 @@ def run(starts: int) -> dict[str, Any]:
     errors: dict[str, int] = {}
     tally = Tally()
     per_process: dict[str, list[dict[str, float]]] = {}
-    meter = ProcessMeter({GENERATOR: psutil.Process().pid}, alone=(GENERATOR,))
+    meter = ProcessMeter({GENERATOR: psutil.Process().pid})
     with meter:
         for n in range(starts):
             tally.expect()

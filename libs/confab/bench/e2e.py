@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from confab.bench.fanout import Recorder, Socket, Target, bounded, connect, drain, stamped
-from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter, with_generator
+from confab.bench.measure import Latencies, LoopLag, ProcessMeter, with_generator
 from confab.bench.result import Tally, run_record, target
 from confab.bench.sends import Room, Sender, open_loop, prepare, workspace
 
@@ -109,7 +109,7 @@ async def _one_rate(
 
     recorder.tally, recorder.latencies = Tally(), Latencies()
     recorder.received, recorder.measuring = 0, True
-    meter = ProcessMeter(with_generator(info["pids"]), alone=(GENERATOR,))
+    meter = ProcessMeter(with_generator(info["pids"]))
     with meter, LoopLag() as lag:
         await open_loop(rate, args.seconds, send)
         await drain(recorder, sender.ok * recipients, 10.0)

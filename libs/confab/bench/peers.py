@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 from confab.bench import fanout, idle
 from confab.bench.result import scenario_result, target
-from confab.bench.stack import local_stack
+from confab.bench.stack import local_stack, stop
 
 SOKETI = Path("node_modules/@soketi/soketi/bin/server.js")
 READY_TIMEOUT = 30.0
@@ -52,7 +51,6 @@ class PeerMissing(Exception):
 class Peer:
     url: str
     pid: int
-    log: Path
 
 
 def soketi_server(peers_dir: Path) -> Path:
@@ -94,15 +92,10 @@ def running_soketi(server: Path) -> Iterator[Peer]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process, log)
-        yield Peer(url=url, pid=process.pid, log=log)
+        yield Peer(url=url, pid=process.pid)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGINT)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=15)
+        log.unlink(missing_ok=True)
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:

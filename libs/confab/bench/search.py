@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter, with_generator
+from confab.bench.measure import Latencies, LoopLag, ProcessMeter, with_generator
 from confab.bench.result import add_error, run_record
 from confab.bench.sends import workspace
 from confab.db import plain_url
@@ -153,7 +153,7 @@ async def run(info: dict[str, Any], messages: int, queries: int) -> list[dict[st
         runs = []
         for name, make in kinds.items():
             latencies, errors, hits = Latencies(), {}, 0
-            meter = ProcessMeter(with_generator(info["pids"]), alone=(GENERATOR,))
+            meter = ProcessMeter(with_generator(info["pids"]))
             with meter, LoopLag() as lag:
                 for _ in range(queries):
                     side, q = make()

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter, with_generator
+from confab.bench.measure import Latencies, LoopLag, ProcessMeter, with_generator
 from confab.bench.result import add_error, counted, run_record, target
 
 
@@ -254,7 +254,7 @@ async def _one_run(
         await sender.send(room_list[i % len(room_list)], started=due)
 
     # The generator may be the parent of the stack it started: count it alone.
-    meter = ProcessMeter(with_generator(info["pids"]), alone=(GENERATOR,))
+    meter = ProcessMeter(with_generator(info["pids"]))
     with meter, LoopLag() as lag:
         if mode == "closed":
             await closed_loop(sender, room_list, workers, seconds)

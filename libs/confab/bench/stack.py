@@ -59,12 +59,12 @@ def launch(
     return process, OutputLines(process)
 
 
-def stop(process: subprocess.Popen[str]) -> None:
-    """Gracefully, as Ctrl-C does; killed only if it does not stop within a minute."""
+def stop(process: subprocess.Popen[Any], timeout: float = 60.0) -> None:
+    """Gracefully, as Ctrl-C does; killed only if it does not stop within ``timeout``."""
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
     try:
-        process.wait(60)
+        process.wait(timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()

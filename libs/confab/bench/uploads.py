@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter, with_generator
+from confab.bench.measure import Latencies, LoopLag, ProcessMeter, with_generator
 from confab.bench.result import Tally, add_error, run_record
 
 SIZES = {"100KB": 100 * 1024, "5MB": 5 * 1024 * 1024}
@@ -121,7 +121,7 @@ async def run(info: dict[str, Any], *, seconds: float) -> list[dict[str, Any]]:
         url = f"{base}/api/widget/conversations/{conversation}/attachments"
         await measure(http, url, token, 64 * 1024, 2, 1.0)  # warm up
         for label, size in SIZES.items():
-            meter = ProcessMeter(with_generator(info["pids"]), alone=(GENERATOR,))
+            meter = ProcessMeter(with_generator(info["pids"]))
             with meter, LoopLag() as lag:
                 latencies, ids, errors = await measure(
                     http, url, token, size, WORKERS[label], per_size

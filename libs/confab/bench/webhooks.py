@@ -30,7 +30,6 @@ import aiohttp
 from aiohttp import web
 
 from confab.bench.measure import (
-    GENERATOR,
     RECEIVER,
     Latencies,
     LoopLag,
@@ -210,7 +209,7 @@ class RemoteReceiver:
         """The stack's processes, the load generator (without its children: the stack and
         this receiver are among them) and the receiver, each on its own line."""
         pids = {**with_generator(info["pids"]), RECEIVER: self.process.pid}
-        return ProcessMeter(pids, alone=(GENERATOR,))
+        return ProcessMeter(pids)
 
     async def tell(self, path: str, secrets: list[str]) -> None:
         async with self.http.post(f"{self.url('_secrets/' + path)}", json=secrets) as r:

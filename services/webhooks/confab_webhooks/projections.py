@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -223,33 +224,42 @@ SOURCES: dict[str, tuple[StreamSpec, Callable[[Envelope], Found | None]]] = {
 }
 
 
-# What the intake writes of a delivery row (with PostgreSQL's type), and what the rest of
-# a new row holds (the table's defaults): together, a row as the sender reads it.
-QUEUED_COLUMNS = {
-    "workspace_id": "text",
-    "endpoint_id": "text",
-    "source": "text",
-    "part": "integer",
-    "lane": "text",
-    "stream": "text",
-    "seq": "bigint",
-    "event_type": "text",
-    "conversation_id": "text",
-    "event_seq": "integer",
-    "ref": "jsonb",
-    "stored_at": "timestamptz",
-}
-PENDING: dict[str, Any] = {
-    "status": "pending",
-    "attempts": 0,
-    "last_status": None,
-    "last_error": None,
-    "last_attempt_at": None,
-    "next_attempt_at": None,
-    "delivered_at": None,
-    "requeued": False,
-}
+# What the intake writes of a delivery row; the database gives the rest (the id and the
+# table's defaults) back, and together they are a row as the sender reads it.
+QUEUED = (
+    "workspace_id",
+    "endpoint_id",
+    "source",
+    "part",
+    "lane",
+    "stream",
+    "seq",
+    "event_type",
+    "conversation_id",
+    "event_seq",
+    "ref",
+    "stored_at",
+)
 _JSON = msgspec.json.Encoder()
+
+
+def _queue_statement(deliveries: sa.Table) -> tuple[sa.TextClause, list[str]]:
+    """``INSERT … SELECT * FROM unnest(arrays)`` of ``QUEUED`` (each array cast to its
+    column's type; JSON arrives as text), returning the key and the rest of each new row."""
+    dialect = postgresql.dialect()
+    types = {c: deliveries.c[c].type.compile(dialect=dialect) for c in QUEUED}
+    arrays = ", ".join(
+        f"CAST(CAST(:{c} AS TEXT[]) AS JSONB[])" if t == "JSONB" else f"CAST(:{c} AS {t}[])"
+        for c, t in types.items()
+    )
+    rest = [c.name for c in deliveries.columns if c.name not in QUEUED]
+    table = dialect.identifier_preparer.format_table(deliveries)
+    statement = sa.text(
+        f"INSERT INTO {table} ({', '.join(QUEUED)}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING "
+        f"RETURNING endpoint_id, seq, {', '.join(rest)}"
+    )
+    return statement, rest
 
 
 class Intake(Projection):
@@ -273,16 +283,7 @@ class Intake(Projection):
         self.offer = offer
         self.take = take
         self._queued: list[dict[str, Any]] = []  # by the last apply, offered once committed
-        d = self.deliveries
-        table = f'"{d.schema}"."{d.name}"' if d.schema else f'"{d.name}"'
-        arrays = ", ".join(
-            f"CAST(CAST(:{c} AS text[]) AS jsonb[])" if t == "jsonb" else f"CAST(:{c} AS {t}[])"
-            for c, t in QUEUED_COLUMNS.items()
-        )
-        self._insert = sa.text(
-            f"INSERT INTO {table} ({', '.join(QUEUED_COLUMNS)}) SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING RETURNING id, endpoint_id, seq"
-        )
+        self._queue, self._returned = _queue_statement(self.deliveries)
         super().__init__()
 
     def partition_key(self, subject: str) -> str:
@@ -335,15 +336,12 @@ class Intake(Projection):
             return
         # One statement over arrays (``unnest``), returning only the new rows' keys: no
         # per-row parameter binding, and no JSON decoded back of what was just encoded.
-        columns = list(QUEUED_COLUMNS)
-        params = {c: [q[c] for q in queued] for c in columns}
+        params = {c: [q[c] for q in queued] for c in QUEUED}
         params["ref"] = [_JSON.encode(r).decode() for r in params["ref"]]
-        result = await conn.execute(self._insert, params)
-        ids = {(endpoint_id, seq): id_ for id_, endpoint_id, seq in result.all()}
+        result = await conn.execute(self._queue, params)
+        stored = {(r[0], r[1]): dict(zip(self._returned, r[2:], strict=True)) for r in result}
         self._queued = [
-            {**q, **PENDING, "id": ids[q["endpoint_id"], q["seq"]]}
-            for q in queued
-            if (q["endpoint_id"], q["seq"]) in ids
+            {**q, **rest} for q in queued if (rest := stored.get((q["endpoint_id"], q["seq"])))
         ]
 
     def committed(self) -> None:
