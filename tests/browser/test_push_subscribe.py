@@ -68,10 +68,14 @@ STAND_IN = """
 # made by a script are not trusted, so their waitUntil throws; the handler has done its
 # work by then (the promise it passes is made first).
 SHOW = """(async (payload) => {
-  try {
-    self.dispatchEvent(new PushEvent('push', { data: JSON.stringify(payload) }));
-  } catch (error) {}
-  for (let i = 0; i < 100; i++) {
+  // Pushed again every half second until shown, for up to 15 s: a permission granted a
+  // moment ago may not have reached the worker yet, and then showNotification refuses.
+  for (let i = 0; i < 300; i++) {
+    if (i %% 10 === 0) {
+      try {
+        self.dispatchEvent(new PushEvent('push', { data: JSON.stringify(payload) }));
+      } catch (error) {}
+    }
     const [n] = await self.registration.getNotifications();
     if (n) {
       return { title: n.title, body: n.body, tag: n.tag, conversation_id: n.data.conversation_id };
