@@ -96,7 +96,7 @@ async def test_staff_see_the_inbox_live_and_the_visitor_never_sees_a_note(
 
         # A new support conversation appears live, with its first message's preview.
         cid = (await start(visitor_w, "My order is late"))["id"]
-        await staff.wait(
+        created = await staff.wait(
             lambda f: (
                 f["event"] == "inbox.conversation"
                 and f["data"]["conversation_id"] == cid
@@ -104,6 +104,18 @@ async def test_staff_see_the_inbox_live_and_the_visitor_never_sees_a_note(
                 and f["data"]["visitor_id"] == visitor["id"]
             )
         )
+        # A frame can come before the inbox read model has the change; its seq, given
+        # as min_seq, makes the list wait for it. A seq the log has not reached is a 422.
+        seq = created["data"]["seq"]
+        assert seq > 0
+        status, page = await world.tenant.get(
+            "/api/v1/support/conversations", params={"view": "all", "min_seq": str(seq)}
+        )
+        assert status == 200 and cid in [c["conversation"]["id"] for c in page["data"]], page
+        status, body = await world.tenant.get(
+            "/api/v1/support/conversations", params={"min_seq": str(seq + 10**12)}
+        )
+        assert status == 422 and "min_seq" in body["error"]["details"], body
         await staff.wait(
             lambda f: (
                 f["event"] == "inbox.conversation"

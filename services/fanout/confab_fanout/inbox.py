@@ -21,8 +21,11 @@ subscriber here (the rest are not even decoded). It sends
 
 Frames carry the change, not the counts: a dashboard re-reads the counts of
 ``GET /api/v1/support/conversations`` when a frame arrives (one small query).
-They carry no ``seq`` either (there is no inbox timeline to resume): after a
-reconnect a dashboard re-reads the inbox, which is current.
+``inbox.conversation`` carries the event's ``seq`` in ``CONVERSATIONS``: the
+frame can arrive before the support read model has applied the event, so the
+dashboard passes the highest ``seq`` it has seen as that read's ``min_seq``
+and the answer includes the change. There is no inbox timeline to resume:
+after a reconnect a dashboard re-reads the inbox, which is current.
 Whether a conversation is a support conversation is learnt from its creation
 (or, for one this node has not seen created, from the first event on its
 subject), and remembered in a bounded map.
@@ -54,7 +57,13 @@ from confab.errors import ConfabError
 from confab.events import H_EVENT, H_SCHEMA, UnknownEvent, decode_event
 from confab.logging import get_logger
 from confab.personal import KeyRing
-from confab_fanout.feed import LIVE_CONVERSATIONS, ConversationLog, Hub, json_text
+from confab_fanout.feed import (
+    H_SEQUENCE,
+    LIVE_CONVERSATIONS,
+    ConversationLog,
+    Hub,
+    json_text,
+)
 
 log = get_logger("confab.fanout.inbox")
 
@@ -77,9 +86,14 @@ def _time(at: datetime | None) -> str | None:
     return at.isoformat().replace("+00:00", "Z") if at is not None else None
 
 
-def change_payload(event: ConversationEvent) -> tuple[str, dict[str, Any]] | None:
-    """The inbox frame (event name, data) of a support conversation's stored event."""
-    base: dict[str, Any] = {"conversation_id": event.conversation_id, "at": _time(event.at)}
+def change_payload(event: ConversationEvent, seq: int = 0) -> tuple[str, dict[str, Any]] | None:
+    """The inbox frame (event name, data) of a support conversation's stored event,
+    stored at ``seq`` in ``CONVERSATIONS``."""
+    base: dict[str, Any] = {
+        "conversation_id": event.conversation_id,
+        "at": _time(event.at),
+        "seq": seq,
+    }
     match event:
         case ConversationCreated():
             return support.INBOX_CONVERSATION, {
@@ -191,7 +205,7 @@ class Inbox:
             return
         if self.keys is not None and getattr(event, "sealed", None):
             event = await self.keys.reveal(ws, event)
-        found = change_payload(event)
+        found = change_payload(event, int(headers.get(H_SEQUENCE) or 0))
         if found is not None:
             name, data = found
             self.hub.deliver_local(ws, (channel,), name, json_text(data))

@@ -131,6 +131,9 @@ class InboxQuery(msgspec.Struct, kw_only=True, frozen=True):
     tag: Tag | None = None
     cursor: TimeCursor | None = None
     limit: PageLimit = 50
+    # The highest ``seq`` of the ``inbox.conversation`` frames a dashboard has had: the
+    # answer waits (up to 2 s) until the inbox has applied it, so it shows that change.
+    min_seq: StreamSeq = 0
 
 
 class NotesQuery(msgspec.Struct, kw_only=True, frozen=True):
@@ -145,7 +148,8 @@ class NotesQuery(msgspec.Struct, kw_only=True, frozen=True):
     tag=TAG,
     summary="An inbox view of support conversations, newest activity first, with the count "
     "of every view: unassigned (open, nobody assigned), mine (open, assigned to assignee_id), "
-    "all (open or snoozed), snoozed, closed. A snooze past its time counts as open.",
+    "all (open or snoozed), snoozed, closed. A snooze past its time counts as open. "
+    "min_seq (an inbox.conversation frame's seq): answer once that change is in.",
     query=InboxQuery,
     response=SupportConversationList,
     errors=(401, 403, 404, 422),
@@ -163,7 +167,7 @@ async def list_support(call: Call) -> SupportConversationList:
             tag=q.tag,
             cursor=q.cursor,
             limit=q.limit,
-            min_seq=call.min_seq,
+            min_seq=max(call.min_seq, q.min_seq),
         )
     )
 

@@ -28,7 +28,7 @@ from confab.contracts.events.messaging import Attachment, subject
 from confab.contracts.media import AttachmentList, GetAttachments
 from confab.contracts.messaging import Actor
 from confab.conversation import MessageView, shown_attachment_ids
-from confab.errors import NotFound, Unavailable
+from confab.errors import InvalidRequest, NotFound, Unavailable
 from confab.ids import is_valid_id
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
@@ -93,12 +93,24 @@ class Lookups:
         ``min_seq`` (waiting, bounded)."""
         if min_seq <= 0:
             return
+        if min_seq > self.conversations.checkpoint:
+            await self.not_past_the_end(min_seq)
         runners = [self.conversations]
         if search and self.search is not None:
             runners.append(self.search)
         for runner in runners:
             if not await runner.wait_for(min_seq, self.read_wait):
                 raise Unavailable("The read model is catching up; try again shortly.")
+
+    async def not_past_the_end(self, min_seq: int) -> None:
+        """Refuse a ``min_seq`` (a client's, from a frame's ``seq``) that the log has not
+        reached: no projection will ever apply it, so waiting would only delay the 4xx."""
+        last = (await self.js.stream_info(CONVERSATIONS.name)).state.last_seq
+        if min_seq > last:
+            raise InvalidRequest(
+                "min_seq is past the end of the log.",
+                {"min_seq": f"at most {last}: a seq from an event or a write's reply"},
+            )
 
     async def settle(self, seq: int) -> bool:
         """Wait (bounded) until the read model (and the search index) shows ``seq``.

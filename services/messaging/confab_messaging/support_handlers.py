@@ -120,6 +120,9 @@ class Support:
             log.warning("support_read_model_behind", seq=seq, checkpoint=self.runner.checkpoint)
 
     async def min_seq(self, seq: int) -> None:
+        """Unavailable unless both read models have applied ``seq`` (waiting, bounded)."""
+        if seq > self.runner.checkpoint:
+            await self.lookups.not_past_the_end(seq)
         await self.lookups.min_seq(seq)
         if seq > 0 and not await self.runner.wait_for(seq, self.lookups.read_wait):
             raise Unavailable("The read model is catching up; try again shortly.")

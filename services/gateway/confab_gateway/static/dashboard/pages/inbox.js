@@ -30,6 +30,7 @@ export async function render(main, { api, me, can }) {
     visitor: null,
     typing: new Map(),
     lastRead: new Map(),
+    seen: 0, // the highest seq of the inbox frames: the list is read at least that far
   };
   const reply = can('conversations.reply');
   const views = h('nav', { class: 'inbox-views', 'aria-label': 'Inbox views' });
@@ -86,8 +87,11 @@ export async function render(main, { api, me, can }) {
         status.dataset.state = s;
       },
       event: (channel, name, data) => onEvent(channel, name, data),
+      // The list may have been read before the inbox channel was joined: a change in
+      // between came on no frame, so joining (the first time too) reads it again.
       subscribed: (channel, again) => {
-        if (again) (channel === inboxChannel(me.workspace_id) ? scheduleRefresh() : openConversation(state.open, false));
+        if (channel === inboxChannel(me.workspace_id)) scheduleRefresh();
+        else if (again) openConversation(state.open, false);
       },
       refused: () => api.get('/dashboard/api/me').then(() => location.reload(), () => {}),
     });
@@ -103,6 +107,7 @@ export async function render(main, { api, me, can }) {
         drawThread();
       }
       if (name === 'inbox.conversation') {
+        state.seen = Math.max(state.seen, data.seq || 0);
         scheduleRefresh();
         if (data.conversation_id === state.open && data.change !== 'message') refreshHeader();
       }
@@ -171,6 +176,8 @@ export async function render(main, { api, me, can }) {
         assignee_id: me.member.user_id, // what "mine" counts, whatever the view
         cursor: more ? state.cursor : undefined,
         limit: more || showLoading ? 50 : Math.min(100, Math.max(50, state.list.length)),
+        // A frame can come before the inbox has applied its change: read at least that far.
+        min_seq: state.seen || undefined,
       });
       state.list = more ? state.list.concat(page.data) : page.data;
       state.cursor = page.next_cursor;
