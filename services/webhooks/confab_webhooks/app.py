@@ -27,7 +27,8 @@ from confab.service import Service, StartupError, run_service
 from confab.shell import CommandShell, routes
 from confab_webhooks import domain
 from confab_webhooks.commands import Commands
-from confab_webhooks.delivery import Outbound, Sender
+from confab_webhooks.delivery import Sender
+from confab_webhooks.outbound import Outbound
 from confab_webhooks.projections import SOURCES, EndpointsProjection, Intake
 from confab_webhooks.queries import Queries
 from confab_webhooks.render import Renderer

@@ -50,9 +50,10 @@ from confab.projection import ProjectionRunner
 from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
 from confab_webhooks import domain
-from confab_webhooks.delivery import Outbound, Signer
+from confab_webhooks.delivery import Signer
 from confab_webhooks.domain import EndpointState, State
 from confab_webhooks.handlers import delivery_of, endpoint
+from confab_webhooks.outbound import Outbound
 from confab_webhooks.render import Renderer
 from confab_webhooks.store import Store
 

@@ -47,20 +47,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from confab import __version__
-from confab.egress import GuardedResolver, RefusedAddress, check_host
 from confab.errors import ConfabError
 from confab.logging import get_logger
 from confab.projection import ProjectionRunner
 from confab_webhooks import domain
 from confab_webhooks.domain import Secret
+from confab_webhooks.outbound import Answer, Outbound
 from confab_webhooks.projections import secrets_of
 from confab_webhooks.render import Renderer, message_id_of
 from confab_webhooks.settings import WebhooksSettings
@@ -81,13 +78,6 @@ def utcnow() -> datetime:
 
 
 # -- one attempt --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int | None  # None: no answer
-    error: str | None
-    retry_after: str | None = None
 
 
 class Signer:
@@ -112,63 +102,6 @@ class Signer:
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": " ".join(signatures),
         }
-
-
-class Outbound:
-    """The one HTTP client deliveries and pings go through."""
-
-    def __init__(self, settings: WebhooksSettings) -> None:
-        self.allow_private = settings.allow_private
-        self.limit = settings.response_limit_bytes
-        self.timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
-        self.concurrency = settings.concurrency
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(allow_private=self.allow_private),
-            limit=self.concurrency,
-            ttl_dns_cache=10,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self.timeout,
-            headers={"User-Agent": f"Confab-Webhooks/{__version__}"},
-            auto_decompress=False,
-        )
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
-        assert self._session is not None
-        try:
-            host = urlsplit(url).hostname or ""
-            if not self.allow_private:
-                check_host(host, allow_private=False)
-            async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                start = await response.content.read(self.limit) if self.limit else b""
-                status = response.status
-                error = None
-                if not 200 <= status < 300:
-                    text = start.decode("utf-8", "replace").strip().replace("\n", " ")
-                    error = f"HTTP {status}" + (f": {text[:200]}" if text else "")
-                return Answer(status, error, response.headers.get("Retry-After"))
-        except ConfabError as exc:  # check_host
-            return Answer(None, f"refused: {exc.message}")
-        except RefusedAddress as exc:
-            return Answer(None, f"refused: {exc}")
-        except TimeoutError:
-            return Answer(None, "timed out")
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, RefusedAddress):
-                return Answer(None, f"refused: {exc.os_error}")
-            return Answer(None, f"cannot connect: {exc.os_error or exc}")
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return Answer(None, f"{type(exc).__name__}: {exc}"[:300])
 
 
 # -- the work in memory ----------------------------------------------------------------------------

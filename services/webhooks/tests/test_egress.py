@@ -24,7 +24,7 @@ from confab.egress import (
 )
 from confab.errors import InvalidRequest
 from confab_infra.backends import free_port
-from confab_webhooks.delivery import Outbound
+from confab_webhooks.outbound import Outbound
 from confab_webhooks.settings import WebhooksSettings
 
 REFUSED = {
