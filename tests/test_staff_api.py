@@ -19,6 +19,7 @@ from yarl import URL
 from confab.staff import ROLES, grants
 from confab_gateway import sessions
 from confab_gateway.app import ROUTERS
+from confab_gateway.dashboard import INVITE_BURST
 from confab_gateway.dashboard import router as dashboard_router
 from tests.client import Api, new_workspace
 from tests.stack import RunningStack
@@ -317,6 +318,34 @@ async def test_invitations_are_single_use_and_can_be_withdrawn(shared: Team) -> 
         "/dashboard/api/invitations/accept", {**accept, "token": token, "password": "short"}
     )
     assert status == 422
+
+
+async def test_a_workspace_cannot_send_invitations_without_end(team: Team, shared: Team) -> None:
+    owner = team.members["owner"]
+    made = 0
+    for n in range(INVITE_BURST + 1):
+        status, body = await owner.call(
+            "POST", "/dashboard/api/invitations", {"email": f"i{n}@example.com", "role": "agent"}
+        )
+        if status != 201:
+            break
+        made += 1
+    # The team's own members were invited too: the burst is spent within INVITE_BURST.
+    assert 0 < made <= INVITE_BURST and status == 429, (made, status, body)
+    assert body["error"]["code"] == "rate_limited", body
+    assert body["error"]["details"]["retry_after"] > 0
+    assert "too many invitations" in body["error"]["message"]
+    status, pending = await owner.call("GET", "/dashboard/api/invitations")
+    assert f"i{made}@example.com" not in [i["email"] for i in pending["data"]]
+    # Bad input is still a 422, and another workspace is not held back.
+    status, _ = await owner.call(
+        "POST", "/dashboard/api/invitations", {"email": "x", "role": "agent"}
+    )
+    assert status == 422
+    status, _ = await shared.members["owner"].call(
+        "POST", "/dashboard/api/invitations", {"email": "other@example.com", "role": "agent"}
+    )
+    assert status == 201
 
 
 async def test_staff_sockets_watch_their_workspace_only(

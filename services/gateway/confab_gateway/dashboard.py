@@ -15,11 +15,17 @@ workspace while their role grants ``conversations.read``: the signed
 ``channel_data`` names their user, session and role, and the fanout checks the role
 and the conversation's workspace (``confab_fanout.authority``). These routes are the
 dashboard's, not the public API: ``/openapi.json`` leaves them out.
+
+Invitations are emailed from the platform's own address, so a workspace may make at
+most ``INVITE_BURST`` of them at once, then ``INVITE_PER_HOUR`` an hour (429 with
+``Retry-After``): a stolen or careless owner account cannot turn the platform into a
+mail cannon. Like every limit of the gateway it is kept per gateway process.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -61,7 +67,7 @@ from confab.contracts.messaging import (
     SetTyping,
     TypingInput,
 )
-from confab.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from confab.errors import Forbidden, InvalidRequest, NotFound, RateLimited, Unauthorized
 from confab.ids import is_valid_id, secret_hash, secret_prefix
 from confab.staff import (
     CONVERSATIONS_READ,
@@ -83,10 +89,14 @@ from confab_gateway.broadcasting import (
     socket_id_of,
 )
 from confab_gateway.notifications import email_invitation
+from confab_gateway.ratelimit import TokenBuckets, retry_after
 
 router = Router()
 API = "/dashboard/api"
 ACCEPT_LINK = "/dashboard/#accept="
+INVITE_BURST = 20  # invitations a workspace may make at once
+INVITE_PER_HOUR = 20  # then this many an hour
+_invitations = TokenBuckets(INVITE_PER_HOUR / 3600, INVITE_BURST, clock=time.monotonic)
 
 
 class Me(msgspec.Struct, kw_only=True, frozen=True):
@@ -352,16 +362,26 @@ async def list_invitations(call: Call) -> InvitationList:
     permission=STAFF_MANAGE,
     tag="dashboard",
     status=201,
-    summary="Invite someone by email with a role: the link is emailed, and shown once to you",
+    summary="Invite someone by email with a role: the link is emailed, and shown once to you; "
+    f"at most {INVITE_BURST} at once per workspace, then {INVITE_PER_HOUR} an hour",
     body=InvitationInput,
     response=InvitationMade,
-    errors=(401, 403, 422),
+    errors=(401, 403, 422, 429),
 )
 async def invite(call: Call) -> InvitationMade:
     principal = _staff(call)
+    # Counted once made: a refused invitation (already a member, say) costs nothing.
+    wait = _invitations.wait(principal.workspace_id)
+    if wait:
+        retry = retry_after(wait)
+        raise RateLimited(
+            f"Your workspace has sent too many invitations; retry after {retry:g} s.",
+            retry_after=retry,
+        )
     made: InvitationWithToken = await call.rpc.call(
         InviteStaff(workspace_id=principal.workspace_id, input=call.body, by=principal.user_id)
     )
+    _invitations.take(principal.workspace_id)
     link = ACCEPT_LINK + made.token
     email = await email_invitation(call, principal, made, link)
     return InvitationMade(invitation=made.invitation, link=link, email=email)
