@@ -79,30 +79,40 @@ async def test_mutes_and_bans_and_their_timed_lifting(world: World, stack: Runni
     mutes, bans = f"/api/v1/conversations/{cid}/mutes", f"/api/v1/conversations/{cid}/bans"
     await send(ann_w, cid, "hi all")
 
-    # Muted: reads, cannot post; lifted: posts again.
+    # Muted: reads, cannot post; listed; lifted: posts again.
+    assert (await world.tenant.get(mutes))[1] == {"data": []}
     assert (await world.tenant.post(mutes, {"user_id": bob["id"]}))[0] == 204
+    status, listed = await world.tenant.get(mutes)
+    assert (status, listed) == (200, {"data": [{"user_id": bob["id"], "until": None}]})
     status, body = await post(bob_w, cid, "let me talk")
     assert (status, body["error"]["code"]) == (403, "muted"), body
     status, history = await bob_w.get(f"/api/widget/conversations/{cid}/messages")
     assert status == 200 and [m["content"] for m in history["data"]] == ["hi all"]
     assert (await world.tenant.delete(f"{mutes}/{bob['id']}"))[0] == 204
+    assert (await world.tenant.get(mutes))[1] == {"data": []}
     await send(bob_w, cid, "thanks")
 
     # A timed mute lifts itself: refused now, allowed once its time has passed.
     assert (await world.tenant.post(mutes, {"user_id": cat["id"], "duration_seconds": 1}))[0] == 204
     status, body = await post(cat_w, cid, "too soon")
     assert (status, body["error"]["code"]) == (403, "muted"), body
+    status, listed = await world.tenant.get(mutes)
+    assert [m["user_id"] for m in listed["data"]] == [cat["id"]]
+    assert listed["data"][0]["until"] is not None
 
     async def cat_may_post() -> bool:
         return (await post(cat_w, cid, "back"))[0] == 201
 
     await until(cat_may_post, "cat_may_post", 15)
+    assert (await world.tenant.get(mutes))[1] == {"data": []}  # run out: not listed
 
     # Banned here: out at once, cannot be added back until the ban lifts (by itself).
     status, _ = await world.tenant.post(bans, {"user_id": bob["id"], "duration_seconds": 2})
     assert status == 204
     status, body = await post(bob_w, cid, "still here?")
     assert status == 404, body
+    status, listed = await world.tenant.get(bans)
+    assert status == 200 and [b["user_id"] for b in listed["data"]] == [bob["id"]], listed
     add = f"/api/v1/conversations/{cid}/participants"
     status, body = await world.tenant.post(add, {"user_id": bob["id"]})
     assert (status, body["error"]["code"]) == (403, "forbidden"), body
@@ -115,6 +125,7 @@ async def test_mutes_and_bans_and_their_timed_lifting(world: World, stack: Runni
 
     # Hostile: users cannot enforce; bad input is a 4xx; another workspace's ids are 404.
     assert (await ann_w.post(mutes, {"user_id": bob["id"]}))[0] == 401
+    assert (await ann_w.get(mutes))[0] == 401
     for body in [
         {"user_id": bob["id"], "duration_seconds": 0},
         {"user_id": bob["id"], "duration_seconds": -5},
@@ -135,6 +146,9 @@ async def test_mutes_and_bans_and_their_timed_lifting(world: World, stack: Runni
         (bans, {"user_id": bob["id"]}),
     ]:
         status, reply = await other.tenant.post(path, body)
+        assert status == 404, (path, reply)
+    for path in (mutes, bans, f"/api/v1/conversations/{bob['id']}/mutes"):
+        status, reply = await other.tenant.get(path)
         assert status == 404, (path, reply)
     assert (await other.tenant.post(f"/api/v1/users/{bob['id']}/ban"))[0] == 404
     direct = await world.conversation(ann, cat)

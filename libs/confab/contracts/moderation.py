@@ -6,6 +6,7 @@ The rules themselves (``AutomodRule``) are the stored contract of
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
@@ -28,10 +29,13 @@ class RuleInput(Body, kw_only=True, frozen=True):
 
 
 class AutomodInput(Body, kw_only=True, frozen=True):
-    """The whole rule set: it replaces the one before."""
+    """The whole rule set: it replaces the one before. ``version``: the one you read
+    (``AutomodSettings.version``); if the rules changed since, nothing is replaced and
+    the answer is 409 (left out: the last write wins)."""
 
     rules: Annotated[list[RuleInput], msgspec.Meta(max_length=50)] = []
     dry_run: bool = False
+    version: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class AutomodSettings(Reply, kw_only=True, frozen=True):
@@ -111,6 +115,28 @@ class RestrictParticipant(Request, kw_only=True, frozen=True):
     user_id: str
     duration_seconds: DurationSeconds | None = None
     lift: bool = False
+
+
+class Restriction(msgspec.Struct, kw_only=True, frozen=True):
+    """A mute or ban in force: on ``user_id`` until ``until`` (None: until lifted)."""
+
+    user_id: str
+    until: datetime | None = None
+
+
+class RestrictionList(Reply, kw_only=True, frozen=True):
+    data: list[Restriction]
+
+
+class ListRestrictions(Request, kw_only=True, frozen=True):
+    """The mutes (``kind`` "mute") or bans ("ban") in force in a conversation now, as
+    its log says (the decider's own state), by user id."""
+
+    subject: ClassVar[str] = "messaging.q.list_restrictions"
+    reply: ClassVar[type[msgspec.Struct]] = RestrictionList
+    actor: Actor
+    conversation_id: str
+    kind: Literal["mute", "ban"]
 
 
 class SetUserShadowBan(Request, kw_only=True, frozen=True):

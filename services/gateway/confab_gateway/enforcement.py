@@ -1,4 +1,5 @@
-"""Enforcement in a conversation, for the tenant: freeze it, mute or ban a user there.
+"""Enforcement in a conversation, for the tenant: freeze it, mute or ban a user there, and
+list who is muted or banned now.
 
 Each call is an event on the conversation (``confab_messaging.enforcement``), in
 force on every path before it returns: posts, edits, reactions and typing over
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 from confab.contracts.moderation import (
     FreezeConversation,
+    ListRestrictions,
     RestrictionInput,
+    RestrictionList,
     RestrictParticipant,
     SetUserShadowBan,
 )
@@ -88,6 +91,44 @@ async def _restrict(call: Call, kind: str, user_id: str, seconds: int | None, li
 async def mute(call: Call) -> None:
     body: RestrictionInput = call.body
     await _restrict(call, "mute", body.user_id, body.duration_seconds, False)
+
+
+def _listing(kind: str, plural: str, summary: str) -> None:
+    """``GET …/{plural}``: the mutes or bans in force now."""
+
+    async def listed(call: Call) -> RestrictionList:
+        return await call.rpc.call(
+            ListRestrictions(
+                actor=call.actor,
+                conversation_id=call.path["conversation_id"],
+                kind=kind,  # type: ignore[arg-type]
+            )
+        )
+
+    listed.__name__ = listed.__qualname__ = plural
+    router.route(
+        "GET",
+        f"{CONV}/{plural}",
+        auth="api_key",
+        tag="moderation",
+        summary=summary,
+        response=RestrictionList,
+        errors=(401, 404),
+        permission="users.ban",
+    )(listed)
+
+
+_listing(
+    "mute",
+    "mutes",
+    "The participants muted here now, by user id, each with until (null: until lifted); "
+    "a timed mute that has run out is not listed",
+)
+_listing(
+    "ban",
+    "bans",
+    "The users banned from this conversation now, by user id, each with until (null: until lifted)",
+)
 
 
 @router.route(

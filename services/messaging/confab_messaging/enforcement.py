@@ -12,7 +12,8 @@ A ban also removes the user (``participant.removed``), which the fanout acts on
 removal, wait until the read model shows the change before replying. A freeze
 reaches clients as ``conversation.updated`` with ``frozen: true``, and every
 fanout node refuses client events on the conversation's channels while it holds
-(``confab_fanout.authority.Gatekeeper.may_send``).
+(``confab_fanout.authority.Gatekeeper.may_send``). The mutes and bans in force are
+listed from the same state, caught up with the log when asked.
 """
 
 from __future__ import annotations
@@ -22,12 +23,19 @@ from datetime import datetime, timedelta
 
 from confab.aggregate import Executed
 from confab.contracts.base import Ok
-from confab.contracts.moderation import FreezeConversation, RestrictParticipant
+from confab.contracts.moderation import (
+    FreezeConversation,
+    ListRestrictions,
+    Restriction,
+    RestrictionList,
+    RestrictParticipant,
+)
+from confab.errors import NotFound
 from confab.logging import get_logger
 from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
 from confab_messaging import domain
-from confab_messaging.domain import ConversationState
+from confab_messaging.domain import CONVERSATION_NOT_FOUND, ConversationState
 from confab_messaging.handlers import Lookups, conversation_subject, valid
 
 log = get_logger("confab_messaging")
@@ -49,7 +57,26 @@ class Enforcement:
         return [
             (FreezeConversation, handler(self.freeze, self.settled)),
             (RestrictParticipant, handler(self.restrict, self.settled)),
+            (ListRestrictions, self.restrictions),
         ]
+
+    async def restrictions(self, query: ListRestrictions, _ctx: CallContext) -> RestrictionList:
+        """The mutes or bans in force now: read from the log (``fresh``), not from a
+        cached state another copy may have moved past."""
+        subject_ = conversation_subject(query.actor, query.conversation_id)
+        async with self.shell.aggregates.turn(subject_):
+            state, _ = await self.shell.aggregates.load(subject_, fresh=True)
+        if not state.exists:
+            raise NotFound(CONVERSATION_NOT_FOUND)
+        now = self.clock()
+        kind = state.muted if query.kind == "mute" else state.banned
+        return RestrictionList(
+            data=[
+                Restriction(user_id=user_id, until=until)
+                for user_id, until in sorted(kind.items())
+                if state.restricted(kind, user_id, now)
+            ]
+        )
 
     async def settled(self, request: object, executed: Executed[ConversationState]) -> Ok:
         await self.lookups.settle(executed.version)
