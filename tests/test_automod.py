@@ -148,6 +148,22 @@ async def test_rules_refuse_what_could_hurt(world: World, stack: RunningStack) -
     assert body["error"]["details"] == {"rules[0]": "invalid escape sequence: \\1"}, body
     # What was in force stays in force.
     assert [r["id"] for r in (await world.tenant.get(AUTOMOD))[1]["rules"]] == ["evil"]
+    # Two editors read version v; the first to write wins, the second gets 409 with the
+    # version now, and its rules are not in force.
+    read = (await world.tenant.get(AUTOMOD))[1]
+    first = {"rules": [*read["rules"], {"id": "urls", "kind": "url", "action": "flag"}]}
+    status, won = await world.tenant.call("PUT", AUTOMOD, {**first, "version": read["version"]})
+    assert status == 200 and won["version"] > read["version"], won
+    second = {"rules": [{"id": "phones", "kind": "phone", "action": "flag"}]}
+    status, body = await world.tenant.call("PUT", AUTOMOD, {**second, "version": read["version"]})
+    assert (status, body["error"]["code"]) == (409, "conflict"), body
+    assert body["error"]["details"] == {"version": won["version"]}, body
+    assert [r["id"] for r in (await world.tenant.get(AUTOMOD))[1]["rules"]] == ["evil", "urls"]
+    status, body = await world.tenant.call("PUT", AUTOMOD, {**second, "version": -1})
+    assert status == 422, body
+    # Without a version the last write wins, as before.
+    status, body = await world.tenant.call("PUT", AUTOMOD, {"rules": read["rules"]})
+    assert status == 200 and [r["id"] for r in body["rules"]] == ["evil"], body
     # Users cannot read or change rules; another workspace's rules are its own.
     assert (await ann_w.get(AUTOMOD))[0] == 401
     assert (await ann_w.call("PUT", AUTOMOD, {"rules": []}))[0] == 401

@@ -137,10 +137,29 @@ async def test_rules_of_automatic_moderation_are_managed_from_the_dashboard(
         ("no-phones", "phone", "block", []),
     ]
 
+    # Someone else saves while the page is open: the page's next save is refused (409),
+    # says so, and saving again adds its rule to theirs instead of writing over them.
+    theirs = {"id": "from-api", "kind": "email", "action": "flag"}
+    status, body = await shop.tenant.call(
+        "PUT", "/api/v1/moderation/automod", {**saved, "rules": [*saved["rules"], theirs]}
+    )
+    assert status == 200, body
+    await page.get_by_role("button", name="Add a rule").click()
+    await page.get_by_label("Name").fill("late")
+    await page.get_by_label("What to look for").select_option("url")
+    await page.get_by_role("button", name="Add rule").click()
+    await expect(page.get_by_text("Someone else changed the rules meanwhile")).to_be_visible(
+        timeout=LIVE
+    )
+    await page.get_by_role("button", name="Add rule").click()
+    await expect(page.get_by_test_id("rule")).to_have_count(4, timeout=LIVE)
+    status, saved = await shop.tenant.get("/api/v1/moderation/automod")
+    assert [r["id"] for r in saved["rules"]] == ["swearing", "no-phones", "from-api", "late"]
+
     # A moderator reads the rules (on a phone) but gets no controls, and the API says no.
     moderator = await signed_in(shop, workspace_id, team["moderator"].email, PHONE)
     await moderator.get_by_role("link", name="AutoMod").click()
-    await expect(moderator.get_by_test_id("rule")).to_have_count(2, timeout=LIVE)
+    await expect(moderator.get_by_test_id("rule")).to_have_count(4, timeout=LIVE)
     await expect(moderator.get_by_test_id("read-only")).to_be_visible()
     await expect(moderator.get_by_role("button", name="Add a rule")).to_have_count(0)
     await expect(moderator.get_by_role("button", name="Edit swearing")).to_have_count(0)
@@ -162,7 +181,7 @@ async def test_rules_of_automatic_moderation_are_managed_from_the_dashboard(
     status = await agent.evaluate("fetch('/api/v1/moderation/automod').then(r => r.status)")
     assert status == 403
     status, still = await shop.tenant.get("/api/v1/moderation/automod")
-    assert len(still["rules"]) == 2
+    assert len(still["rules"]) == 4
 
 
 async def post(who: Person, conversation: str, content: str, **extra: Any) -> dict[str, Any]:

@@ -208,10 +208,11 @@ async def get_automod(call: Call) -> AutomodSettings:
     tag="moderation",
     summary="Replace the automatic-moderation rules: word lists, RE2 regular expressions "
     "and the phone, email and url detectors, each with an action (block, mask, flag); "
-    "dry_run makes every rule only flag. In force for the next post",
+    "dry_run makes every rule only flag. In force for the next post. With version (the "
+    "one you read), 409 if the rules changed since",
     body=AutomodInput,
     response=AutomodSettings,
-    errors=WRITE_ERRORS,
+    errors=(*WRITE_ERRORS, 409),
     permission="settings.manage",
 )
 async def set_automod(call: Call) -> AutomodSettings:

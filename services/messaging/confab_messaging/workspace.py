@@ -54,7 +54,7 @@ from confab.contracts.moderation import (
 )
 from confab.contracts.search import GetSearchSettings, SearchSettings, SetSearchSettings
 from confab.decider import NOTHING, Decider, Decision, emit
-from confab.errors import Forbidden
+from confab.errors import Conflict, Forbidden
 from confab.eventlog import EventLog
 from confab.rpc import CallContext
 from confab.shell import CommandShell, Intent, Route
@@ -101,6 +101,7 @@ class SetRules(msgspec.Struct, kw_only=True, frozen=True):
     dry_run: bool
     by: str | None
     now: datetime
+    expected_version: int | None = None  # the rules' version the caller read
 
 
 class SetShadowBan(msgspec.Struct, kw_only=True, frozen=True):
@@ -157,6 +158,13 @@ def decide(command: Command, state: SettingsState) -> Decision[None]:
             )
         case SetRules():
             check_rules(command.rules)
+            expected = command.expected_version
+            if expected is not None and expected != state.rules_version:
+                raise Conflict(
+                    f"The rules changed since you read them (version {expected}, now "
+                    f"{state.rules_version}); read them again and apply your change to those.",
+                    {"version": state.rules_version},
+                )
             if command.rules == state.rules and command.dry_run == state.dry_run:
                 return NOTHING
             return emit(
@@ -295,6 +303,7 @@ class WorkspaceSettings:
             dry_run=cmd.input.dry_run,
             by=cmd.actor.key_id,
             now=self.clock(),
+            expected_version=cmd.input.version,
         )
         return Intent(settings_subject(workspace_id), command, workspace_id, cmd.actor.key_id or "")
 

@@ -3,14 +3,16 @@
 // detectors), each with an action, and the dry-run switch.
 //
 // - The API keeps the whole rule set as one object (GET/PUT /api/v1/moderation/automod):
-//   every change here sends the whole set, built from what the page last read, and shows
-//   what the API answered. Reading needs `moderation`; changing needs `settings.manage`,
+//   every change here sends the whole set, built from what the page last read, with the
+//   version it read (someone else's save in between is a 409, not lost), and shows what
+//   the API answered. Reading needs `moderation`; changing needs `settings.manage`,
 //   so a moderator sees the rules without the controls (and the API's 403 if asked).
 // - A refusal (422) names the rule and field in `details` (`rules[2]`, `rules[2].pattern`):
 //   it is shown next to that field of the rule being edited, the rest as the form's error.
 // - The link-preview switch (GET/PUT /api/v1/settings/link-previews) is a setting too:
 //   shown to those who may change settings only.
 
+import { ApiError } from '../api.js';
 import { announce, confirmDialog, empty, failed, h, loading, replace } from '../dom.js';
 
 const ROUTE = '/api/v1/moderation/automod';
@@ -53,9 +55,17 @@ export async function render(main, { api, can }) {
     }
   }
 
-  // Sends the whole set; on a refusal the caller shows it (and nothing here changed).
+  // Sends the whole set with the version it was built from; on a refusal the caller shows
+  // it (and nothing here changed). If someone else saved meanwhile (409), the page takes
+  // their rules, so saving again applies this change on top of theirs, not over them.
   async function save(rules, dryRun) {
-    settings = await api.call('PUT', ROUTE, { rules, dry_run: dryRun });
+    try {
+      settings = await api.call('PUT', ROUTE, { rules, dry_run: dryRun, version: settings.version });
+    } catch (failure) {
+      if (failure.status !== 409) throw failure;
+      settings = await api.get(ROUTE);
+      throw new ApiError(409, failure.code, 'Someone else changed the rules meanwhile. Save again to apply your change to theirs.');
+    }
   }
 
   function draw(focus) {
