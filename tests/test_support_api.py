@@ -98,6 +98,28 @@ async def test_the_inbox_views_counts_status_assignment_tags_and_reply(world: Wo
     status, mine = await visitor_w.get(f"/api/widget/conversations/{cid}")
     assert status == 200
     assert [m["content"] for m in mine["messages"]] == ["Hello, I need help", "Happy to help!"]
+    # A reply is a message like any other: in a thread, quoting, naming the visitor.
+    question = mine["messages"][0]
+    text = "@Visitor here is how"
+    threaded = {
+        "author_id": agent["id"],
+        "content": text,
+        "parent_id": question["id"],
+        "reply_to": question["id"],
+        "mentions": [{"user_id": visitor["id"], "start": 0, "end": 8}],
+        "metadata": {"macro": "how-to"},
+    }
+    status, answer = await tenant.post(support(cid, "/replies"), threaded)
+    assert status == 201, answer
+    assert answer["parent_id"] == question["id"] and answer["metadata"] == {"macro": "how-to"}
+    assert answer["reply_to"] == question["id"], answer
+    assert [(m["user_id"], text[m["start"] : m["end"]]) for m in answer["mentions"]] == [
+        (visitor["id"], "@Visitor")
+    ]
+    status, body = await tenant.post(
+        support(cid, "/replies"), {**threaded, "parent_id": "msg_not_here"}
+    )
+    assert status in (404, 422), body
 
     # Snoozed until later: in the snoozed view, not in mine; closed, then reopened.
     later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()

@@ -32,7 +32,9 @@ from confab.contracts.messaging import (
     Content,
     Conversation,
     Id,
+    Mentions,
     MessageSaved,
+    Metadata,
 )
 
 NoteContent = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
@@ -118,6 +120,12 @@ class ReplyInput(Body, kw_only=True, frozen=True):
     author_id: Id | None = None  # required with an API key, as for notes
     attachment_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_ATTACHMENTS)] = []
     client_msg_id: ClientMsgId | None = None
+    # As in any message (``MessageInput``): a quoted message, the people named in the
+    # text, a thread to answer in, the tenant's own metadata.
+    reply_to: Id | None = None
+    mentions: Mentions = []
+    parent_id: Id | None = None
+    metadata: Metadata | None = None
 
 
 # -- commands and queries -----------------------------------------------------------------------
