@@ -37,6 +37,7 @@ SMALL = [
     "--messages=3000",
     "--queries=3",
     "--automod-rules=20",
+    "--generators=2",
 ]
 LATENCY = ("count", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 PROCESS = ("cpu_seconds", "cpu_us_per_unit", "cpu_share", "peak_rss_mb")
@@ -66,6 +67,13 @@ def test_every_scenario_runs_once_and_loses_nothing(tmp_path: Path) -> None:
             for name, process in run["processes"].items():
                 assert set(PROCESS) <= set(process), (scenario, name)
             assert "load generator" in run["processes"] or scenario in ("replay", "catchup")
+    # The sends came from two generator processes, each on a line of its own, and the
+    # messages of both were counted (none lost above).
+    for scenario in ("sends-closed", "sends-open"):
+        for run in json.loads((out / f"{scenario}.json").read_text())["runs"]:
+            assert {"load generator", "load generator 2"} <= set(run["processes"]), run
+            assert run["processes"]["load generator 2"]["cpu_seconds"] > 0, run
+            assert "from 2 processes" in run["load"], run
     sweep = json.loads((out / "e2e.json").read_text())["runs"]
     assert [r["offered_per_s"] for r in sweep] == [50, 100]
     assert "scenario / run" in bench.stdout  # the summary table

@@ -85,6 +85,13 @@ def add_parser(commands: Any) -> None:
         "(latency over load; default: --rate)",
     )
     p.add_argument("--workers", type=int, default=64, help="closed loop: concurrent senders")
+    p.add_argument(
+        "--generators",
+        type=int,
+        default=1,
+        help="sends-closed, sends-open: load generator processes sharing the senders (or "
+        "the rate), each measured on its own line",
+    )
     p.add_argument("--rooms", type=int, default=50, help="conversations to spread load over")
     p.add_argument(
         "--recipients", type=int, default=10_000, help="notifications: offline recipients"
@@ -150,6 +157,7 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
             rooms=args.rooms,
             warmup=args.warmup,
             automod_rules=args.automod_rules,
+            generators=args.generators,
         )
     )
     return scenario_result(name, runs, sends.targets(name, runs))

@@ -159,11 +159,24 @@ class LoopLag:
         return round(percentile(sorted(self.lags), 0.99) * 1000, 3)
 
 
+def is_generator(name: str) -> bool:
+    """A load generator process: this one, or a helper (``load generator 2``, …)."""
+    return name == GENERATOR or name.startswith(GENERATOR + " ")
+
+
+def outside_platform(name: str) -> bool:
+    """Measured beside the platform, never counted as its: generators and receivers."""
+    return is_generator(name) or name == RECEIVER
+
+
 def generator_report(meter: ProcessMeter, lag: LoopLag | None) -> dict[str, Any]:
     """The load generator's own CPU and loop lag, and whether it saturated: then the
-    figures are partly its own limits, not the system's."""
-    cpu = meter.cpu.get(GENERATOR, 0.0)
-    share = cpu / meter.elapsed if meter.elapsed else 0.0
+    figures are partly its own limits, not the system's. With helper processes, the
+    busiest process's share counts (each is one asyncio thread), and ``cpu_seconds`` is
+    their sum; the loop lags of all of them make one percentile."""
+    cpus = [cpu for name, cpu in meter.cpu.items() if is_generator(name)] or [0.0]
+    cpu = sum(cpus)
+    share = max(cpus) / meter.elapsed if meter.elapsed else 0.0
     lag_ms = lag.p99_ms() if lag is not None else None
     saturated = share > SATURATED_CPU or (lag_ms is not None and lag_ms > SATURATED_LAG_MS)
     return {

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from confab.bench.measure import GENERATOR, RECEIVER
+from confab.bench.measure import outside_platform
 from confab.bench.result import plural
 
 OPEN_LOOP = {"sends-open": "send → persisted (201)", "e2e": "send → read on a socket"}
@@ -58,8 +58,9 @@ def per_core(results: dict[str, dict[str, Any]]) -> list[tuple[str, float, str]]
         for r in result["runs"]:
             if "processes" not in r:  # written by an older harness
                 continue
-            outside = (GENERATOR, RECEIVER)  # not the platform's
-            cpu = sum(p["cpu_seconds"] for n, p in r["processes"].items() if n not in outside)
+            cpu = sum(
+                p["cpu_seconds"] for n, p in r["processes"].items() if not outside_platform(n)
+            )
             if cpu > 0 and r["work"]:
                 bars.append((f"{name} {r['run']}", r["work"] / cpu, r["unit"]))
     return bars

@@ -4,11 +4,20 @@ Every 201 is a message JetStream acknowledged. After the run, the conversations'
 read models are counted (once they caught up): a message answered 201 but not
 found is lost, one found more often than sent a duplicate. The open loop runs
 at each of ``--rates`` on fresh conversations, for latency over load.
+
+With ``--generators N`` the load comes from N processes: this one and N - 1 helpers
+(``python -m confab.bench.sends``), each with its share of the senders (or of the
+rate) on the same conversations, started together. Their answers, latencies and
+loop lags are merged into one run; each helper's CPU is a line of its own
+(``load generator 2``, …), so no process of the generator hides the stack's figures
+and each is judged saturated on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from confab.bench.measure import Latencies, LoopLag, ProcessMeter, with_generator
+from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter, with_generator
 from confab.bench.result import add_error, counted, run_record, target
 
 
@@ -115,6 +124,109 @@ async def closed_loop(sender: Sender, rooms: list[Room], workers: int, seconds: 
             await sender.send(room)
 
     await asyncio.gather(*(worker(i) for i in range(workers)))
+
+
+RESULT_LIMIT = 256 * 2**20  # a helper's result line: every latency of its run
+
+
+@dataclass
+class Helper:
+    """A load generator process of its own, sending its share of the load."""
+
+    name: str
+    process: asyncio.subprocess.Process
+
+    @classmethod
+    async def start(cls, number: int, spec: dict[str, Any]) -> Helper:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "confab.bench.sends",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=RESULT_LIMIT,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(json.dumps(spec).encode() + b"\n")
+        await process.stdin.drain()
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        if line.strip() != b"ready":
+            process.kill()
+            raise RuntimeError(f"load generator {number} did not start")
+        return cls(f"{GENERATOR} {number}", process)
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+
+    async def result(self, sender: Sender, lag: LoopLag) -> None:
+        """Its answers, latencies and loop lag, merged into this process's (it waits to
+        be told to exit, so that its CPU time can still be read)."""
+        assert self.process.stdout is not None
+        found = json.loads(await self.process.stdout.readline())
+        sender.ok += found["ok"]
+        for conversation_id, n in found["sent"].items():
+            sender.sent[conversation_id] = sender.sent.get(conversation_id, 0) + n
+        for error, n in found["errors"].items():
+            sender.errors[error] = sender.errors.get(error, 0) + n
+        sender.latencies.values.extend(found["latencies"])
+        lag.lags.extend(found["lags"])
+
+    async def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"bye\n")
+        await self.process.wait()
+
+
+def helper_spec(
+    base: str, rooms: list[Room], mode: str, workers: int, rate: float, seconds: float, first: int
+) -> dict[str, Any]:
+    """A helper's share: ``workers`` senders (closed loop) or ``rate`` per second (open
+    loop), starting at room ``first`` so the shares spread over the conversations."""
+    return {
+        "base": base,
+        "rooms": [[r.conversation_id, r.token] for r in rooms],
+        "mode": mode,
+        "workers": workers,
+        "rate": rate,
+        "seconds": seconds,
+        "first": first,
+    }
+
+
+async def _helper_main() -> None:
+    """``python -m confab.bench.sends``: a helper. Reads its share (one JSON line), says
+    ``ready``, sends from the line ``go`` on, then prints what it saw as one JSON line."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    spec = json.loads(await reader.readline())
+    rooms = [Room(c, t, []) for c, t in spec["rooms"]]
+    first = spec["first"]
+    rooms = rooms[first:] + rooms[:first]
+    connector = aiohttp.TCPConnector(limit=max(spec["workers"], 256))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        sender = Sender(http, spec["base"])
+        print("ready", flush=True)
+        await reader.readline()
+        with LoopLag() as lag:
+            if spec["mode"] == "closed":
+                await closed_loop(sender, rooms, spec["workers"], spec["seconds"])
+            else:
+
+                async def send(i: int, due: float) -> None:
+                    await sender.send(rooms[i % len(rooms)], started=due)
+
+                await open_loop(spec["rate"], spec["seconds"], send)
+    found = {
+        "ok": sender.ok,
+        "sent": sender.sent,
+        "errors": sender.errors,
+        "latencies": sender.latencies.values,
+        "lags": lag.lags,
+    }
+    print(json.dumps(found), flush=True)
+    await reader.readline()  # "bye": its CPU time has been read
 
 
 async def open_loop(
@@ -219,13 +331,17 @@ async def run(
     rooms: int,
     warmup: float = 2.0,
     automod_rules: int = 0,
+    generators: int = 1,
 ) -> list[dict[str, Any]]:
     """One run for the closed loop; one per rate for the open loop (latency over load);
-    ``automod_rules``: that many automatic-moderation rules in force while sending."""
+    ``automod_rules``: that many automatic-moderation rules in force while sending;
+    ``generators``: load generator processes sharing the load."""
     connector = aiohttp.TCPConnector(limit=max(workers, 256))
     async with aiohttp.ClientSession(connector=connector) as http:
         return [
-            await _one_run(http, info, mode, rate, seconds, workers, rooms, warmup, automod_rules)
+            await _one_run(
+                http, info, mode, rate, seconds, workers, rooms, warmup, automod_rules, generators
+            )
             for rate in (rates if mode == "open" else [0.0])
         ]
 
@@ -240,6 +356,7 @@ async def _one_run(
     rooms: int,
     warmup: float,
     automod_rules: int = 0,
+    generators: int = 1,
 ) -> dict[str, Any]:
     base = info["gateway_url"]
     space = await workspace(http, info, "bench")
@@ -253,13 +370,30 @@ async def _one_run(
     async def send(i: int, due: float) -> None:
         await sender.send(room_list[i % len(room_list)], started=due)
 
+    # This process's share of the senders (or of the rate) and each helper's.
+    shares = max(1, min(generators, workers if mode == "closed" else generators))
+    mine_workers = workers - (workers // shares) * (shares - 1)
+    helpers = [
+        await Helper.start(
+            n + 2,
+            helper_spec(base, room_list, mode, workers // shares, rate / shares, seconds, n + 1),
+        )
+        for n in range(shares - 1)
+    ]
     # The generator may be the parent of the stack it started: count it alone.
-    meter = ProcessMeter(with_generator(info["pids"]))
+    pids = {**with_generator(info["pids"]), **{h.name: h.process.pid for h in helpers}}
+    meter = ProcessMeter(pids, alone=tuple(h.name for h in helpers))
     with meter, LoopLag() as lag:
+        for helper in helpers:
+            helper.go()
         if mode == "closed":
-            await closed_loop(sender, room_list, workers, seconds)
+            await closed_loop(sender, room_list, mine_workers, seconds)
         else:
-            await open_loop(rate, seconds, send)
+            await open_loop(rate / shares, seconds, send)
+        for helper in helpers:
+            await helper.result(sender, lag)
+    for helper in helpers:
+        await helper.close()
     expected = {
         r.conversation_id: warm.sent.get(r.conversation_id, 0)
         + sender.sent.get(r.conversation_id, 0)
@@ -272,14 +406,16 @@ async def _one_run(
     loss["sent"] -= warmed
     loss["received"] -= warmed
     rules = f", {automod_rules} automod rules" if automod_rules else ""
+    processes = f", from {shares} processes" if shares > 1 else ""
     return run_record(
-        (f"{workers} senders" if mode == "closed" else f"{rate:g}/s") + rules,
+        (f"{workers} senders" if mode == "closed" else f"{rate:g}/s") + rules + processes,
         (
             f"{workers} concurrent senders on {rooms} conversations for {seconds:g} s"
             if mode == "closed"
             else f"{rate:g} messages/s on {rooms} conversations for {seconds:g} s"
         )
-        + rules,
+        + rules
+        + processes,
         unit="message",
         work=sender.ok,
         latencies=sender.latencies,
@@ -296,3 +432,9 @@ def targets(scenario: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return []
     best = max(r["throughput_per_s"] for r in runs)
     return [target("persisted sends on 2 cores", ">= 3,000 messages/s", best, best >= 3000)]
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(_helper_main())
