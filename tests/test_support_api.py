@@ -350,6 +350,13 @@ async def test_settings_visitors_and_round_robin(
     assert status == 201, first
     status, me = await tenant.get(f"/api/v1/users/{session['user']['id']}")
     assert (me["name"], me["email"]) == ("Vera", "vera@example.com"), me
+    # The conversation was made once messaging's users read model had the new name, so
+    # every reader of it (the staff's inbox first) shows the visitor as "Vera".
+    visitor_part = [p for p in first["participants"] if p["id"] == session["user"]["id"]]
+    assert [p["name"] for p in visitor_part] == ["Vera"], first
+    status, found = await tenant.get(support(first["id"]))
+    names = [p["name"] for p in found["conversation"]["participants"]]
+    assert status == 200 and "Vera" in names, found
 
     # Round-robin: the conversation went to the agent online.
     cid = first["id"]

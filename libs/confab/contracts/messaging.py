@@ -318,6 +318,10 @@ class CreateConversation(Request, kw_only=True, frozen=True):
     reply: ClassVar[type[msgspec.Struct]] = ConversationSaved
     actor: Actor
     input: ConversationInput
+    # The IDENTITY sequence of a profile change the caller made just before (a visitor's
+    # name from the pre-chat form): the conversation is created once messaging's users
+    # read model has it, so no reader of the new conversation shows the old profile.
+    users_min_seq: int = 0
 
 
 class UpdateConversation(Request, kw_only=True, frozen=True):

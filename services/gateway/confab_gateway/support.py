@@ -26,6 +26,7 @@ from confab.contracts.identity import (
     UpdateUser,
     User,
     UserPatch,
+    UserSaved,
 )
 from confab.contracts.messaging import (
     Actor,
@@ -400,13 +401,14 @@ async def start_support(call: Call) -> Result:
     setup: SupportSetup = await call.rpc.call(GetSupportSetup(workspace_id=call.workspace_id))
     if not setup.settings.enabled:
         raise Forbidden("This workspace does not take messages from the widget.")
-    await prechat(call, setup, body.name, body.email)
+    profile_seq = await prechat(call, setup, body.name, body.email)
     user_id = call.principal.user_id  # type: ignore[union-attr]
     conversation_input = ConversationInput(
         participant_ids=[user_id], type="support", title=setup.settings.team_name or None
     )
+    # The staff's inbox shows the visitor by the name just given, from its first frame.
     saved: ConversationSaved = await call.rpc.call(
-        CreateConversation(actor=call.actor, input=conversation_input),
+        CreateConversation(actor=call.actor, input=conversation_input, users_min_seq=profile_seq),
         correlation=call.correlation,
     )
     posted: MessageSaved = await call.rpc.call(
@@ -441,16 +443,17 @@ async def _round_robin(call: Call, setup: SupportSetup, conversation_id: str) ->
         )
 
 
-async def prechat(call: Call, setup: SupportSetup, name: str | None, email: str | None) -> None:
+async def prechat(call: Call, setup: SupportSetup, name: str | None, email: str | None) -> int:
     """The pre-chat fields of a visitor starting a support conversation: required ones
-    checked, given ones saved on the visitor's profile. Users the tenant identified (any
-    external id but a visitor's) are asked nothing."""
+    checked, given ones saved on the visitor's profile (the IDENTITY sequence of that
+    change, 0 if none). Users the tenant identified (any external id but a visitor's) are
+    asked nothing."""
     assert call.principal is not None
     user: User = await call.rpc.call(
         GetUser(workspace_id=call.workspace_id, user_id=call.principal.user_id)  # type: ignore[union-attr]
     )
     if not user.external_id.startswith(VISITOR_PREFIX):
-        return
+        return 0
     s = setup.settings
     known_name = user.name if user.name != VISITOR_NAME else None
     fields = (
@@ -466,13 +469,15 @@ async def prechat(call: Call, setup: SupportSetup, name: str | None, email: str 
         raise InvalidRequest("Please fill in the required fields.", missing)
     given = (("name", s.prechat_name, name), ("email", s.prechat_email, email))
     patch = {f: value for f, wanted, value in given if wanted != "off" and value}
-    if patch:
-        await call.rpc.call(
-            UpdateUser(
-                workspace_id=call.workspace_id,
-                user_id=user.id,
-                patch=UserPatch(**patch),
-                actor=user.id,
-            ),
-            correlation=call.correlation,
-        )
+    if not patch:
+        return 0
+    saved: UserSaved = await call.rpc.call(
+        UpdateUser(
+            workspace_id=call.workspace_id,
+            user_id=user.id,
+            patch=UserPatch(**patch),
+            actor=user.id,
+        ),
+        correlation=call.correlation,
+    )
+    return saved.seq

@@ -218,6 +218,8 @@ class Commands:
     ) -> ConversationSaved:
         actor, data = cmd.actor, cmd.input
         workspace_id = valid(actor.workspace_id, "Workspace")
+        if cmd.users_min_seq:
+            await self.lookups.users_settled(cmd.users_min_seq)
         members = domain.members_for(actor, data.participant_ids)
         for user_id in members:
             valid(user_id, "User")

@@ -80,9 +80,10 @@ class Lookups:
         self._user_cache: dict[tuple[str, str], UserRow] = {}
         self._users_at = -1
         # Bans and erasures as the log says now (an IDENTITY follower feeds it).
-        self.standing = standing or Standing(self._users_settled)
+        self.standing = standing or Standing(self.users_settled)
 
-    async def _users_settled(self, seq: int) -> None:
+    async def users_settled(self, seq: int) -> None:
+        """Wait (bounded) until the users read model has applied IDENTITY's ``seq``."""
         if not await self.users_runner.wait_for(seq, self.read_wait):
             log.warning("users_read_model_behind", seq=seq, checkpoint=self.users_runner.checkpoint)
 
