@@ -13,7 +13,8 @@ about 10 µs. It keeps these rules:
   name (SNI, certificate check).
 - **No redirects.** A 3xx is an answer like any other.
 - **Bounded answers.** At most ``response_limit_bytes`` of a body are read. A longer body
-  closes the connection instead of being drained.
+  closes the connection instead of being drained. Headers longer than ``HEAD_LIMIT`` are
+  no answer: a receiver cannot make this process hold more than that of one.
 - **Bounded attempts.** A whole attempt (connecting, writing, the answer) is bounded by
   ``timeout_seconds``. A connection that timed out or broke is closed, never reused.
 - **Kept-alive connections.** One request at a time per connection. Idle connections are
@@ -45,6 +46,7 @@ from confab.errors import ConfabError
 from confab_webhooks.settings import WebhooksSettings
 
 IDLE_SECONDS = 15.0  # as aiohttp's and most servers' keep-alive
+HEAD_LIMIT = 64 * 1024  # an answer's status line and headers, at most
 USER_AGENT = f"Confab-Webhooks/{__version__}"
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
@@ -130,7 +132,7 @@ class _Connection(asyncio.Protocol):
         self.status: int | None = None
         self.retry_after: str | None = None
         self.body = bytearray()
-        self.received = False  # any byte of the current answer
+        self.received = 0  # bytes of the current answer so far
         self.headers_done = False
 
     # -- asyncio --------------------------------------------------------------------------
@@ -142,13 +144,16 @@ class _Connection(asyncio.Protocol):
         if self.waiter is None or self.waiter.done():
             self._break()  # bytes nobody asked for: the connection cannot be trusted
             return
-        self.received = True
+        self.received += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._finish(reusable=False)
         except httptools.HttpParserError as exc:
             self._fail(_NoAnswer(f"not an HTTP answer: {exc}"))
+        else:
+            if not self.headers_done and self.received > HEAD_LIMIT:
+                self._fail(_NoAnswer("the answer's headers are too long"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
@@ -180,8 +185,9 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.status is not None and 100 <= self.status < 200:
+            received = self.received
             self._reset()  # an interim answer (100 Continue): the real one follows
-            self.received = True
+            self.received = received
             return
         if self.waiter is not None and not self.waiter.done():
             self._finish(reusable=self.parser.should_keep_alive())
@@ -324,9 +330,11 @@ class Outbound:
             await asyncio.sleep(IDLE_SECONDS / 3)
             horizon = time.monotonic() - IDLE_SECONDS
             for key, connections in list(self._idle.items()):
-                kept = [c for c in connections if c.reusable and c.idle_since > horizon]
+                kept = []
                 for connection in connections:
-                    if connection not in kept:
+                    if connection.reusable and connection.idle_since > horizon:
+                        kept.append(connection)
+                    else:
                         connection.close()
                 self._idle_count -= len(connections) - len(kept)
                 if kept:

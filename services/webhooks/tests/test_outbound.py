@@ -18,7 +18,7 @@ import pytest
 import uvloop
 
 from confab_infra.backends import free_port
-from confab_webhooks.outbound import Outbound, origin_of, request_head
+from confab_webhooks.outbound import HEAD_LIMIT, Outbound, origin_of, request_head
 from confab_webhooks.settings import WebhooksSettings
 
 OK = b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -187,6 +187,15 @@ async def test_answers_are_read_as_http_says(receiver: Receiver, client: Outboun
     fourth = await client.post(receiver.url, b"{}", HEADERS)
     assert (fourth.status, fourth.error) == (200, None)
     assert receiver.connections == 2  # the cut answer closed the first
+
+
+async def test_headers_without_end_are_cut_off(receiver: Receiver, client: Outbound) -> None:
+    endless = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * (HEAD_LIMIT * 4) + b"\r\n\r\n"
+    receiver.script = lambda c, _r: endless if c == 1 else OK
+    answer = await client.post(receiver.url, b"{}", HEADERS)
+    assert (answer.status, answer.error) == (None, "the answer's headers are too long")
+    assert (await client.post(receiver.url, b"{}", HEADERS)).status == 204
+    assert receiver.connections == 2
 
 
 async def test_what_is_not_http_or_comes_too_late_is_no_answer(
