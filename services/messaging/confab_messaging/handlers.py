@@ -94,8 +94,6 @@ class Lookups:
         ``min_seq`` (waiting, bounded)."""
         if min_seq <= 0:
             return
-        if min_seq > self.conversations.checkpoint:
-            await self.not_past_the_end(min_seq)
         runners = [self.conversations]
         if search and self.search is not None:
             runners.append(self.search)
@@ -104,8 +102,10 @@ class Lookups:
                 raise Unavailable("The read model is catching up; try again shortly.")
 
     async def not_past_the_end(self, min_seq: int) -> None:
-        """Refuse a ``min_seq`` (a client's, from a frame's ``seq``) that the log has not
-        reached: no projection will ever apply it, so waiting would only delay the 4xx."""
+        """Refuse a ``min_seq`` a client gave (a frame's ``seq``) that the log has not
+        reached: no projection will ever apply it, so waiting would only delay the 4xx.
+        The gateway's own ``min_seq`` (read-your-writes) is always a stored position and
+        is not checked."""
         last = (await self.js.stream_info(CONVERSATIONS.name)).state.last_seq
         if min_seq > last:
             raise InvalidRequest(

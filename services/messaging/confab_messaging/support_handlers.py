@@ -121,8 +121,6 @@ class Support:
 
     async def min_seq(self, seq: int) -> None:
         """Unavailable unless both read models have applied ``seq`` (waiting, bounded)."""
-        if seq > self.runner.checkpoint:
-            await self.lookups.not_past_the_end(seq)
         await self.lookups.min_seq(seq)
         if seq > 0 and not await self.runner.wait_for(seq, self.lookups.read_wait):
             raise Unavailable("The read model is catching up; try again shortly.")
@@ -332,6 +330,8 @@ class Support:
                 "The view mine needs an assignee.", {"assignee_id": "required with view=mine"}
             )
         assignee = valid(query.assignee_id, "User") if query.assignee_id is not None else None
+        if query.min_seq > self.runner.checkpoint:  # it may be a client's (a frame's seq)
+            await self.lookups.not_past_the_end(query.min_seq)
         await self.min_seq(query.min_seq)
         now = self.clock()
         views, has_more = await self.store.page(
