@@ -6,6 +6,10 @@ stream into the same tables in a scratch schema (``messaging_rebuild``), with it
 own checkpoint rows, while the live schema keeps serving and its runners keep
 applying new events. An interrupted rebuild resumes from the scratch checkpoints.
 
+Each stream is read, parsed and opened once for all the projections that follow
+it (``StreamReplay``); each projection applies a batch in a transaction of its
+own, with its own checkpoint, while the next batch is fetched and opened.
+
 The swap, in one transaction:
 
 1. take the schema's swap lock exclusively (``projection.swap_lock_key``): every
@@ -34,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,26 +94,26 @@ class Progress:
         return self.done / elapsed if elapsed > 0 else 0.0
 
 
-# -- one projection ---------------------------------------------------------------------------
+# -- one stream, read once for every projection that follows it ------------------------------
+
+
+@dataclass
+class _Feed:
+    """What one projection takes from a pass over its stream."""
+
+    replayer: Replayer
+    stop: int | None  # apply nothing past this sequence (None: to the end of the stream)
+    limits: Sequence[int]  # per partition, when they differ (verify); else empty
+    read: int = 0  # messages of its range seen (as its own reader would have read them)
 
 
 class Replayer:
-    """Feeds one projection instance (on a scratch schema) from its stream, in batches."""
+    """Applies one projection's batches to its scratch tables, each with its checkpoint."""
 
-    def __init__(
-        self,
-        js: JetStreamContext,
-        engine: AsyncEngine,
-        projection: Projection,
-        *,
-        batch_size: int = 2000,
-    ) -> None:
-        self.js = js
+    def __init__(self, engine: AsyncEngine, projection: Projection) -> None:
         self.engine = engine
         self.projection = projection
-        self.batch_size = batch_size
         self.position = 0
-        self.skipped = 0
 
     async def prepare(self) -> None:
         await create_tables(self.engine, self.projection.metadata)
@@ -124,56 +129,7 @@ class Replayer:
             )
             self.position = int(row.scalar_one())
 
-    async def run(
-        self, progress: Progress, *, until: int | None = None, limits: Sequence[int] = ()
-    ) -> int:
-        """Replay from the checkpoint to the end of the stream (or to ``until``); return how
-        many events were read. With ``limits``, the checkpoint of each partition, only the
-        events of a partition up to its own limit are applied (to compare with a live read
-        model whose partitions are at different places)."""
-        p = self.projection
-        if limits:
-            until = max(limits)
-        if until is not None and until <= self.position:
-            return 0
-        read = 0
-        reader = StreamReader(
-            self.js, p.stream, p.subjects, Start(seq=self.position + 1), batch=self.batch_size
-        )
-        async with reader:
-            progress.add_total(reader.pending)
-            async for msgs in reader.batches(until=until):
-                wanted = msgs
-                if limits:
-                    wanted = [
-                        m for m in msgs if position(m)[0] <= limits[p.partition_of(m.subject)]
-                    ]
-                events = [e for e in map(self._open, wanted) if e is not None]
-                await self._commit(events, position(msgs[-1])[0])
-                read += len(msgs)
-                progress.advance(len(msgs))
-            # Counted at the start, but past ``until``: not to be read this time.
-            progress.add_total(-(reader.pending - read))
-        return read
-
-    def _open(self, msg: Any) -> Envelope | None:
-        seq, _, ns = position(msg)
-        try:
-            return open_envelope(
-                msg.headers or {},
-                msg.data,
-                subject=msg.subject,
-                seq=seq,
-                time=datetime.fromtimestamp(ns / 1e9, UTC),
-            )
-        except (UnknownEvent, KeyError, ValueError) as exc:
-            self.skipped += 1
-            log.error(
-                "rebuild_skipped_event", projection=self.projection.name, seq=seq, error=str(exc)
-            )
-            return None
-
-    async def _commit(self, events: Sequence[Envelope], last_seq: int) -> None:
+    async def commit(self, events: Sequence[Envelope], last_seq: int) -> None:
         table = self.projection.checkpoints
         name = self.projection.name
         async with self.engine.begin() as conn:
@@ -195,6 +151,127 @@ class Replayer:
                 .values(last_seq=last_seq, updated_at=sa.func.now())
             )
         self.position = last_seq
+
+
+class StreamReplay:
+    """One pass over a stream for every projection of the read model that follows it.
+
+    Each message is fetched, parsed and opened once, whatever the number of
+    projections (they share ``stream`` and ``subjects``); each projection then
+    applies the events past its own checkpoint in a transaction of its own, the
+    projections of one batch concurrently. While a batch commits, the next one is
+    fetched and opened: batch N + 1 is applied only once every projection has
+    committed batch N, so each one still sees its events in stream order, each
+    exactly once (a projection's checkpoint moves with its rows).
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        replayers: Sequence[Replayer],
+        *,
+        batch_size: int = 2000,
+    ) -> None:
+        first = replayers[0].projection
+        self.js = js
+        self.replayers = list(replayers)
+        self.stream = first.stream
+        self.subjects = list(first.subjects)
+        self.batch_size = batch_size
+        self.skipped = 0
+
+    async def run(
+        self,
+        progress: Progress,
+        until: dict[str, int] | None = None,
+        limits: dict[str, Sequence[int]] | None = None,
+    ) -> int:
+        """Replay each projection from its checkpoint to the end of the stream (or to its
+        sequence in ``until``); return how many messages they read, counted once per
+        projection. With ``limits`` (a projection's checkpoint of each partition), only
+        the events of a partition up to its own limit are applied (to compare with a live
+        read model whose partitions are at different places)."""
+        feeds = []
+        for r in self.replayers:
+            name = r.projection.name
+            cut = (limits or {}).get(name, ())
+            stop = max(cut) if cut else (None if until is None else until.get(name, 0))
+            if stop is None or stop > r.position:
+                feeds.append(_Feed(r, stop, cut))
+        if not feeds:
+            return 0
+        stops = [f.stop for f in feeds]
+        last_wanted = None if None in stops else max(s for s in stops if s is not None)
+        start = min(f.replayer.position for f in feeds) + 1
+        reader = StreamReader(
+            self.js, self.stream, self.subjects, Start(seq=start), batch=self.batch_size
+        )
+        commit: asyncio.Task[None] | None = None
+        async with reader:
+            progress.add_total(reader.pending * len(feeds))
+            try:
+                async for msgs in reader.batches(until=last_wanted):
+                    where = list(map(position, msgs))
+                    seqs = [w[0] for w in where]
+                    events = [e for e in map(self._open, msgs, where) if e is not None]
+                    if commit is not None:
+                        await commit  # batch N committed by every projection …
+                    # … before batch N + 1 is applied, while N + 2 is fetched and opened.
+                    commit = asyncio.create_task(self._commit(feeds, seqs, events, progress))
+                if commit is not None:
+                    await commit
+            finally:
+                if commit is not None and not commit.done():
+                    commit.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await commit
+            # Counted at the start, but past a projection's stop (or before its
+            # checkpoint): not read this time.
+            progress.add_total(-(reader.pending * len(feeds) - sum(f.read for f in feeds)))
+        return sum(f.read for f in feeds)
+
+    async def _commit(
+        self, feeds: Sequence[_Feed], seqs: list[int], events: list[Envelope], progress: Progress
+    ) -> None:
+        event_seqs = [e.seq for e in events]
+        work = []
+        for feed in feeds:
+            r = feed.replayer
+            end = seqs[-1] if feed.stop is None else min(seqs[-1], feed.stop)
+            if end <= r.position:
+                continue
+            read = bisect_right(seqs, end) - bisect_right(seqs, r.position)
+            mine = events[bisect_right(event_seqs, r.position) : bisect_right(event_seqs, end)]
+            if feed.limits:
+                p = r.projection
+                mine = [e for e in mine if e.seq <= feed.limits[p.partition_of(e.subject)]]
+            work.append((feed, mine, end, read))
+        async with asyncio.TaskGroup() as group:
+            for feed, mine, end, read in work:
+                group.create_task(self._commit_one(feed, mine, end, read, progress))
+
+    @staticmethod
+    async def _commit_one(
+        feed: _Feed, events: list[Envelope], end: int, read: int, progress: Progress
+    ) -> None:
+        await feed.replayer.commit(events, end)
+        feed.read += read
+        progress.advance(read)
+
+    def _open(self, msg: Any, where: tuple[int, int, int]) -> Envelope | None:
+        seq, _, ns = where
+        try:
+            return open_envelope(
+                msg.headers or {},
+                msg.data,
+                subject=msg.subject,
+                seq=seq,
+                time=datetime.fromtimestamp(ns / 1e9, UTC),
+            )
+        except (UnknownEvent, KeyError, ValueError) as exc:
+            self.skipped += 1
+            log.error("rebuild_skipped_event", stream=self.stream, seq=seq, error=str(exc))
+            return None
 
 
 # -- a whole read model ----------------------------------------------------------------------
@@ -276,7 +353,12 @@ class ReadModelRebuild:
         self.retired_schema = f"{self.live_schema}_retired"
         # Without keys, sealed personal fields replay as erased.
         self.projections = model.projections(self.scratch_schema, keys)
-        self.replayers = [Replayer(js, engine, p, batch_size=batch_size) for p in self.projections]
+        self.replayers = [Replayer(engine, p) for p in self.projections]
+        by_stream: dict[tuple[str, tuple[str, ...]], list[Replayer]] = {}
+        for r in self.replayers:
+            key = (r.projection.stream, tuple(r.projection.subjects))
+            by_stream.setdefault(key, []).append(r)
+        self.streams = [StreamReplay(js, rs, batch_size=batch_size) for rs in by_stream.values()]
         self.batch_size = batch_size
 
     # -- set-up --------------------------------------------------------------------------
@@ -322,6 +404,11 @@ class ReadModelRebuild:
     def positions(self) -> dict[str, int]:
         return {r.projection.name: r.position for r in self.replayers}
 
+    @property
+    def skipped(self) -> int:
+        """Stored events that could not be opened (logged, left out of every projection)."""
+        return sum(s.skipped for s in self.streams)
+
     async def live_checkpoints(self, conn: AsyncConnection | None = None) -> dict[str, int]:
         if conn is None:
             async with self.engine.connect() as own:
@@ -347,13 +434,13 @@ class ReadModelRebuild:
         checkpoint, where all its partitions are, or with ``per_partition`` each partition
         to its own, once and for all: later events of the partitions that were behind are
         then never applied."""
-        runs = []
-        for r in self.replayers:
-            if until is None:
-                runs.append(r.run(progress))
-                continue
-            limits = partition_limits(r.projection, until) if per_partition else []
-            runs.append(r.run(progress, until=until.get(r.projection.name, 0), limits=limits))
+        limits: dict[str, Sequence[int]] = {}
+        if until is not None and per_partition:
+            for r in self.replayers:
+                cut = partition_limits(r.projection, until)
+                if cut:
+                    limits[r.projection.name] = cut
+        runs = [s.run(progress, until, limits) for s in self.streams]
         return sum(await asyncio.gather(*runs))
 
     async def converge(self, progress: Progress, rounds: int = 20) -> None:

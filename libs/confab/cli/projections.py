@@ -254,7 +254,7 @@ def rebuild_command(args: argparse.Namespace) -> int:
                 "events_per_second": round(progress.done / replay_seconds, 1)
                 if replay_seconds > 0
                 else None,
-                "skipped": sum(r.skipped for r in job.replayers),
+                "skipped": job.skipped,
             }
             say(
                 f"Replayed {progress.done:,} events in {replay_seconds:.1f} s "
