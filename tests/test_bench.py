@@ -74,6 +74,11 @@ def test_every_scenario_runs_once_and_loses_nothing(tmp_path: Path) -> None:
             assert {"load generator", "load generator 2"} <= set(run["processes"]), run
             assert run["processes"]["load generator 2"]["cpu_seconds"] > 0, run
             assert "from 2 processes" in run["load"], run
+    # The fanout's own loop lag over each of its runs, read from its /metrics.
+    for run in json.loads((out / "fanout.json").read_text())["runs"]:
+        lag = run["fanout_loop_lag_ms"]
+        assert lag["samples"] > 0, run["run"]
+        assert 0 < lag["p50_ms"] <= lag["p90_ms"] <= lag["p99_ms"], run["run"]
     sweep = json.loads((out / "e2e.json").read_text())["runs"]
     assert [r["offered_per_s"] for r in sweep] == [50, 100]
     assert "scenario / run" in bench.stdout  # the summary table

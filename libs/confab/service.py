@@ -3,7 +3,7 @@
 Each service's ``app.py`` calls ``run_service`` with a set-up function that
 declares what the service owns and registers its handlers and projections;
 everything else (health answers, graceful drain on SIGTERM, clear start-up
-errors) is here, once.
+errors, the event loop's lag on ``/metrics``: ``confab.looplag``) is here, once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from confab import __version__, bus, metrics
+from confab import __version__, bus, looplag, metrics
 from confab.contracts.system import HealthQuery, HealthReply
 from confab.db import create_engine
 from confab.errors import ConfabError
@@ -252,6 +252,10 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     return None
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+
+
 async def _serve(
     name: str, settings: Settings, setup: Callable[[Service], Awaitable[None]]
 ) -> None:
@@ -261,6 +265,8 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
+    lag = looplag.start(loop)
+    service.on_stop(lambda: _cancel(lag))
     await setup(service)
     service.ready = True
     if settings.http_port:

@@ -18,7 +18,9 @@ workspace of the local stack). It measures:
 
 The generator shares the machine: it reports its own CPU share and its event
 loop's lag, and says it saturated when either was high (latencies are then
-partly its own).
+partly its own). The fanout's own loop lag over each run (``fanout_loop_lag_ms``:
+p50/p90/p99 at the upper edge of their bucket) is read from its ``/metrics``
+before and after (``confab.looplag``); a peer without that histogram gets none.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import aiohttp
 import msgspec
 import psutil
 
+from confab import looplag
 from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter
 from confab.bench.result import Tally, add_error, run_record, scenario_result, target
 
@@ -404,9 +407,10 @@ def _summary(
     elapsed: float,
     split: CpuSplit,
     errors: dict[str, int],
+    server_lag: dict[str, float | None] | None,
 ) -> dict[str, Any]:
     """The uniform run record (unit: one event delivered to one socket), with the
-    fanout's CPU per delivery split into user and system time."""
+    fanout's CPU per delivery split into user and system time, and its own loop lag."""
     delivered = run.tally.unique
     run.tally.expected = offered
     record = run_record(
@@ -437,6 +441,7 @@ def _summary(
         fanout_cpu_share=fanout["cpu_share"] if fanout else None,
         generator_cpu_share=record["generator"]["cpu_share"],
         generator_loop_lag_p99_ms=record["generator"]["loop_lag_p99_ms"],
+        fanout_loop_lag_ms=server_lag,
     )
     return record
 
@@ -453,6 +458,28 @@ async def settled(http: aiohttp.ClientSession, target: Target, timeout: float = 
         except (aiohttp.ClientError, ValueError, AttributeError):
             return  # not a Confab fanout: nothing to wait for
         await asyncio.sleep(0.2)
+
+
+async def loop_lag_buckets(http: aiohttp.ClientSession, target: Target) -> looplag.Buckets | None:
+    """The fanout's own event-loop lag histogram (``/metrics``); ``None`` for a server that
+    does not publish it (Soketi)."""
+    try:
+        async with http.get(f"{target.http_url}/metrics") as r:
+            if r.status != 200:
+                return None
+            found = looplag.buckets_of(await r.text())
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return found or None
+
+
+async def _server_lag(
+    http: aiohttp.ClientSession, target: Target, before: looplag.Buckets | None
+) -> dict[str, float | None] | None:
+    after = await loop_lag_buckets(http, target)
+    if before is None or after is None:
+        return None
+    return looplag.percentiles(before, after)
 
 
 async def drain(run: Recorder, expected: int, timeout: float = 10.0) -> None:
@@ -502,6 +529,7 @@ async def _api_run(
     run.received, run.latencies, run.measuring, run.expected = 0, Latencies(), True, 0
     run.tally = Tally()
     tasks = []
+    lag_before = await loop_lag_buckets(http, target)
     with _meter(target) as meter, LoopLag() as lag, CpuSplit(target.pid) as split:
         start = time.perf_counter()
         for i in range(total):
@@ -514,6 +542,7 @@ async def _api_run(
         await drain(run, total * per_channel)
         elapsed = time.perf_counter() - start
     run.measuring = False
+    server_lag = await _server_lag(http, target, lag_before)
     result = _summary(
         f"api-{deliveries}",
         f"{rate:.0f} events/s through the HTTP API, each to {per_channel} sockets "
@@ -525,6 +554,7 @@ async def _api_run(
         elapsed,
         split,
         failures,
+        server_lag,
     )
     result["trigger_failures"] = failures
     return result
@@ -589,6 +619,7 @@ async def _sends_run(
 
     run.measuring = True
     tasks = []
+    lag_before = await loop_lag_buckets(http, target)
     with _meter(target) as meter, LoopLag() as lag, CpuSplit(target.pid) as split:
         start = time.perf_counter()
         for i in range(total):
@@ -600,6 +631,7 @@ async def _sends_run(
         await asyncio.gather(*tasks)
         await drain(run, total * args.send_sockets)
         elapsed = time.perf_counter() - start
+    server_lag = await _server_lag(http, target, lag_before)
     for sock in sockets:
         if sock.transport is not None:
             sock.transport.close()
@@ -615,6 +647,7 @@ async def _sends_run(
         elapsed,
         split,
         errors,
+        server_lag,
     )
     result["send_errors"] = errors
     return result

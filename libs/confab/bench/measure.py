@@ -12,6 +12,8 @@ from typing import Any
 
 import psutil
 
+from confab import looplag
+
 
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
@@ -141,14 +143,8 @@ class LoopLag:
         self.lags: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def _tick(self) -> None:
-        while True:
-            t0 = time.perf_counter()
-            await asyncio.sleep(0.01)
-            self.lags.append(time.perf_counter() - t0 - 0.01)
-
     def __enter__(self) -> LoopLag:
-        self._task = asyncio.get_running_loop().create_task(self._tick())
+        self._task = asyncio.get_running_loop().create_task(looplag.sample(self.lags.append, 0.01))
         return self
 
     def __exit__(self, *_: Any) -> None:

@@ -249,6 +249,13 @@ def print_result(result: dict[str, Any]) -> None:
             f"    generator CPU share {gen['cpu_share']}, loop lag p99 {gen['loop_lag_p99_ms']} ms"
             + ("   GENERATOR SATURATED: figures are partly its own" if gen["saturated"] else "")
         )
+        server_lag = r.get("fanout_loop_lag_ms")
+        if server_lag:
+            print(
+                f"    fanout loop lag ms (bucket edges) p50 {server_lag['p50_ms']}  "
+                f"p90 {server_lag['p90_ms']}  p99 {server_lag['p99_ms']}  "
+                f"({server_lag['samples']:.0f} samples)"
+            )
         per_unit = f"CPU µs/{r['unit']}"
         print(f"    {'process':<16}{'CPU s':>8}{per_unit:>18}{'cores':>7}{'peak RSS MB':>13}")
         for name, p in r["processes"].items():
