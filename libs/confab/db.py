@@ -1,11 +1,14 @@
-"""PostgreSQL access for read models: engines, schemas and projection checkpoints."""
+"""PostgreSQL access for read models: engines, schemas, projection checkpoints, and many
+rows written in one statement (``BulkInsert``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
@@ -85,3 +88,66 @@ def _bring_up_to_date(conn: sa.Connection, metadata: sa.MetaData) -> None:
                 conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {spec}"))
         for index in table.indexes:
             index.create(conn, checkfirst=True)
+
+
+# -- many rows in one statement ---------------------------------------------------------------
+
+
+class BulkInsert:
+    """``INSERT INTO table (columns) SELECT … FROM unnest(…)``: many rows in one statement.
+
+    Each column's values are bound as one array, so PostgreSQL plans and runs one
+    statement per batch instead of one per row (``executemany``), and the driver
+    encodes a few arrays instead of a parameter list per row. Values go through
+    each column's own bind processing (JSON is serialised exactly as a plain insert
+    would), travel as text for JSON columns and are cast back in the statement.
+
+    ``statement`` is the bare insert; add the conflict clause to it (``excluded``
+    works as on any insert). Rows must not repeat a conflict key when the clause
+    updates (PostgreSQL refuses to update a row twice in one statement): callers
+    check with ``unique`` and fall back to ``executemany`` otherwise.
+    """
+
+    def __init__(self, table: sa.Table, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = list(columns)
+        arrays = []
+        selected: list[Any] = []
+        for name in self.columns:
+            column = table.c[name]
+            as_text = isinstance(column.type, sa.JSON)
+            element = sa.Text() if as_text else column.type
+            arrays.append(sa.cast(sa.bindparam(f"u_{name}"), ARRAY(element)))
+        source = sa.func.unnest(*arrays).table_valued(*self.columns).render_derived()
+        for name in self.columns:
+            column = table.c[name]
+            value = source.c[name]
+            selected.append(
+                sa.cast(value, column.type) if isinstance(column.type, sa.JSON) else value
+            )
+        self.statement = insert(table).from_select(self.columns, sa.select(*selected))
+        self._processors: dict[str, list[Callable[[Any], Any] | None]] = {}
+
+    def params(
+        self, dialect: sa.Dialect, rows: Sequence[Mapping[str, Any]]
+    ) -> dict[str, list[Any]]:
+        """The arrays to bind for ``rows`` (mappings with every column)."""
+        processors = self._processors.get(dialect.name)
+        if processors is None:
+            processors = self._processors[dialect.name] = [
+                self.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                for name in self.columns
+            ]
+        out: dict[str, list[Any]] = {}
+        for name, process in zip(self.columns, processors, strict=True):
+            values = [row[name] for row in rows]
+            out[f"u_{name}"] = values if process is None else [process(v) for v in values]
+        return out
+
+
+def unique(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> bool:
+    """No two of ``rows`` have the same values in ``keys``."""
+    if len(keys) == 1:
+        (key,) = keys
+        return len({row[key] for row in rows}) == len(rows)
+    return len({tuple(row[k] for k in keys) for row in rows}) == len(rows)

@@ -9,9 +9,10 @@ table, for recovery) from ``CONVERSATIONS``.
 A batch is applied in memory first: the rows it touches are loaded with one
 query per table into partial ``ConversationView``s, every event is folded into
 them in stream order by ``confab.conversation.evolve`` (the fold every reader
-shares), and the results are written back with one multi-row statement per
-table. Unread counts are then recomputed, with one statement, for the
-conversations and participants the batch touched.
+shares), and the results are written back with one statement per table, each
+column bound as one array (``confab.db.BulkInsert``). Unread counts are then
+recomputed, with one statement, for the conversations and participants the
+batch touched.
 
 The ``events`` table holds timeline entries by reference (``Entry.data``: which
 message, never its content), so ``/events`` renders each against the message
@@ -30,11 +31,12 @@ same rows however the stream is cut into batches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab import conversation, realtime
@@ -64,6 +66,7 @@ from confab.contracts.events.moderation import (
     MessageShadowEdited,
 )
 from confab.conversation import ConversationView, MessageView, ParticipantView
+from confab.db import BulkInsert, unique
 from confab.events import Envelope
 from confab.personal import KeyRing
 from confab.projection import Projection
@@ -95,16 +98,57 @@ async def _upsert(
     update: Sequence[str],
     guard: str,
 ) -> None:
-    """Insert ``rows``, or update ``update`` where the stored ``guard`` column is older."""
+    """Insert ``rows``, or update ``update`` where the stored ``guard`` column is older.
+
+    One statement for the whole list (``BulkInsert``); rows that repeat a key, or do
+    not all have the same columns, go one by one as they come."""
     if not rows:
         return
-    stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(
+    columns = tuple(rows[0])
+    if unique(rows, keys) and all(r.keys() == rows[0].keys() for r in rows):
+        bulk, stmt = _bulk_upsert(table, columns, tuple(keys), tuple(update), guard)
+        await conn.execute(stmt, bulk.params(conn.dialect, rows))
+        return
+    await conn.execute(_upsert_statement(insert(table), table, keys, update, guard), rows)
+
+
+def _upsert_statement(
+    stmt: Insert, table: sa.Table, keys: Sequence[str], update: Sequence[str], guard: str
+) -> Insert:
+    return stmt.on_conflict_do_update(
         index_elements=[table.c[k] for k in keys],
         set_={c: stmt.excluded[c] for c in update},
         where=table.c[guard] < stmt.excluded[guard],
     )
-    await conn.execute(stmt, rows)
+
+
+@functools.lru_cache(maxsize=256)
+def _bulk_upsert(
+    table: sa.Table,
+    columns: tuple[str, ...],
+    keys: tuple[str, ...],
+    update: tuple[str, ...],
+    guard: str,
+) -> tuple[BulkInsert, Insert]:
+    bulk = BulkInsert(table, columns)
+    return bulk, _upsert_statement(bulk.statement, table, keys, update, guard)
+
+
+async def _insert_new(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` where their key is not there yet (one statement, ``BulkInsert``)."""
+    if not rows:
+        return
+    if all(r.keys() == rows[0].keys() for r in rows):
+        bulk, stmt = _bulk_insert_new(table, tuple(rows[0]))
+        await conn.execute(stmt, bulk.params(conn.dialect, rows))
+        return
+    await conn.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+@functools.lru_cache(maxsize=256)
+def _bulk_insert_new(table: sa.Table, columns: tuple[str, ...]) -> tuple[BulkInsert, Insert]:
+    bulk = BulkInsert(table, columns)
+    return bulk, bulk.statement.on_conflict_do_nothing()
 
 
 def read_model(schema: str = SCHEMA, keys: KeyRing | None = None) -> list[Projection]:
@@ -303,8 +347,10 @@ class _Batch:
     def __init__(self, tables: ConversationTables) -> None:
         self.t = tables
         self.views: dict[str, ConversationView] = {}
-        # Final state per (message, emoji, user): the seq it was added at, or None if removed.
+        # Final state per (message, emoji, user): the seq it was added at, or None if removed;
+        # and those removed at some point of the batch (their stored row goes first).
         self.reaction_ops: dict[tuple[str, str, str], int | None] = {}
+        self.reactions_removed: set[tuple[str, str, str]] = set()
         self.reports: list[dict[str, Any]] = []
         self.shadowed: list[dict[str, Any]] = []
         # Their senders' edits and deletions of shadowed posts, in order (after the posts).
@@ -442,7 +488,12 @@ class _Batch:
                 self.unread_conversations.add(cid)
             case ReactionAdded() | ReactionRemoved():
                 key = (event.message_id, event.emoji, event.user_id)
-                self.reaction_ops[key] = event.seq if isinstance(event, ReactionAdded) else None
+                if isinstance(event, ReactionRemoved):
+                    self.reaction_ops[key] = None
+                    self.reactions_removed.add(key)
+                elif self.reaction_ops.get(key) is None:
+                    # As the fold: an added reaction keeps the seq it was first added at.
+                    self.reaction_ops[key] = event.seq
             case ReadMarked() if event.parent_id is not None:
                 key = (event.parent_id, event.user_id)
                 self.thread_reads[key] = {
@@ -545,10 +596,8 @@ class _Batch:
             guard="last_read_seq",
         )
         await self._write_reactions(conn)
-        if self.reports:
-            await conn.execute(insert(t.reports).on_conflict_do_nothing(), self.reports)
-        if self.shadowed:
-            await conn.execute(insert(t.shadowed).on_conflict_do_nothing(), self.shadowed)
+        await _insert_new(conn, t.reports, self.reports)
+        await _insert_new(conn, t.shadowed, self.shadowed)
         s = t.shadowed
         if self.shadow_edits:
             await conn.execute(
@@ -575,8 +624,7 @@ class _Batch:
                 .values(status=sa.bindparam("b_status"), status_seq=sa.bindparam("b_seq")),
                 self.report_status,
             )
-        if self.events:
-            await conn.execute(insert(t.events).on_conflict_do_nothing(), self.events)
+        await _insert_new(conn, t.events, self.events)
         await self._recount_unread(conn)
 
     async def _write_reactions(self, conn: AsyncConnection) -> None:
@@ -588,8 +636,7 @@ class _Batch:
         ]
         removed = [
             {"b_message_id": m, "b_emoji": e, "b_user_id": u}
-            for (m, e, u), seq in sorted(self.reaction_ops.items())
-            if seq is None
+            for m, e, u in sorted(self.reactions_removed)
         ]
         if removed:
             await conn.execute(
@@ -600,8 +647,7 @@ class _Batch:
                 ),
                 removed,
             )
-        if added:
-            await conn.execute(insert(r).on_conflict_do_nothing(), added)
+        await _insert_new(conn, r, added)
 
     async def _recount_unread(self, conn: AsyncConnection) -> None:
         """Unread = visible messages by others after the participant's read mark, exactly."""

@@ -121,6 +121,24 @@ SEARCH_METADATA = sa.MetaData(schema=SCHEMA)
 SEARCH_TABLES = define_search_tables(SEARCH_METADATA)
 
 
+# The columns of a ``search_messages`` row as the projection writes them (``tsv`` is
+# computed from ``config`` and ``content``), with their PostgreSQL types.
+_ROW_TYPES = (
+    ("message_id", "text"),
+    ("workspace_id", "text"),
+    ("conversation_id", "text"),
+    ("sender_id", "text"),
+    ("seq", "integer"),
+    ("stream_seq", "bigint"),
+    ("created_at", "timestamptz"),
+    ("has_attachment", "boolean"),
+    ("content", "text"),
+    ("config", "text"),
+    ("gone", "boolean"),
+    ("version", "bigint"),
+)
+
+
 def _q(schema: str | None, table: str) -> str:
     return f'"{schema}"."{table}"' if schema else f'"{table}"'
 
@@ -144,13 +162,16 @@ class SearchProjection(Projection):
             "users", sa.column("id", sa.Text), sa.column("erased", sa.Boolean), schema=schema
         )
         table = _q(schema, "search_messages")
+        # Every row of a batch in one statement: each column bound as one array.
+        columns = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _ROW_TYPES)
+        names = ", ".join(name for name, _ in _ROW_TYPES)
         self._upsert = sa.text(
             f"INSERT INTO {table} (message_id, workspace_id, conversation_id, sender_id, seq, "
-            "stream_seq, created_at, has_attachment, content, config, tsv, gone, "
-            "version) VALUES (:message_id, :workspace_id, :conversation_id, :sender_id, :seq, "
-            ":stream_seq, :created_at, :has_attachment, CAST(:content AS text), "
-            "CAST(:config AS text), to_tsvector(CAST(CAST(:config AS text) AS regconfig), "
-            "CAST(:content AS text)), :gone, :version) "
+            "stream_seq, created_at, has_attachment, content, config, tsv, gone, version) "
+            "SELECT message_id, workspace_id, conversation_id, sender_id, seq, stream_seq, "
+            "created_at, has_attachment, content, config, "
+            "to_tsvector(CAST(config AS regconfig), content), gone, version "
+            f"FROM unnest({columns}) AS r({names}) "
             "ON CONFLICT (message_id) DO UPDATE SET content = excluded.content, "
             "config = excluded.config, tsv = excluded.tsv, gone = excluded.gone, "
             f"version = excluded.version WHERE {table}.version < excluded.version"
@@ -258,8 +279,10 @@ class SearchProjection(Projection):
         if deleted:
             m = t.messages
             await conn.execute(m.delete().where(m.c.message_id.in_(sorted(deleted))))
-        if out:
-            await conn.execute(self._upsert, out)
+        if out:  # one row per message id: ``rows`` is keyed by it
+            await conn.execute(
+                self._upsert, {name: [row[name] for row in out] for name, _ in _ROW_TYPES}
+            )
         for workspace_id, row in settings.items():
             s = t.settings
             stmt = insert(s)
