@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from confab.bench import webhooks
 from confab.bench.catchup import fair_share
 from confab.bench.main import SCENARIOS
 from confab.bench.result import RUN_FIELDS, SCENARIO_FIELDS
@@ -74,6 +77,24 @@ def test_every_scenario_runs_once_and_loses_nothing(tmp_path: Path) -> None:
             assert {"load generator", "load generator 2"} <= set(run["processes"]), run
             assert run["processes"]["load generator 2"]["cpu_seconds"] > 0, run
             assert "from 2 processes" in run["load"], run
+    # sends-closed ends with its reference: a bare append on the same NATS server.
+    for run in json.loads((out / "sends-closed.json").read_text())["runs"]:
+        bare = run["bare_append"]
+        assert bare["appends"] > 0 and bare["client_cpu_us"] > 0 and bare["nats_cpu_us"] > 0
+        assert run["stack_over_bare_append"] == pytest.approx(
+            run["stack_cpu_us_per_message"] / bare["cpu_us"], rel=0.01
+        )
+    # Webhooks: baselines and loaded runs alternate (ABBA), each loaded run drained.
+    runs = json.loads((out / "webhooks.json").read_text())["runs"]
+    assert [r["run"] for r in runs] == [
+        "no endpoints 1",
+        "3 endpoints 1",
+        "deliveries 1",
+        "3 endpoints 2",
+        "deliveries 2",
+        "no endpoints 2",
+    ]
+    assert runs[1]["relative_to_baseline"] == webhooks.relative(runs)
     # The fanout's own loop lag over each of its runs, read from its /metrics.
     for run in json.loads((out / "fanout.json").read_text())["runs"]:
         lag = run["fanout_loop_lag_ms"]
@@ -160,3 +181,17 @@ def test_peers_without_soketi_installed_says_how_to_install_it(tmp_path: Path) -
     assert bench.returncode == 2, bench.stderr
     assert "make bench-peers" in bench.stderr
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+
+
+def test_webhook_runs_alternate_so_drift_counts_against_both_sides() -> None:
+    assert webhooks.alternating(1) == [0, 3]
+    assert webhooks.alternating(3) == [0, 3, 3, 0, 0, 3]
+    runs = [
+        {"run": "no endpoints 1", "throughput_per_s": 1000.0},
+        {"run": "3 endpoints 1", "throughput_per_s": 800.0},
+        {"run": "deliveries 1", "throughput_per_s": 2400.0},
+        {"run": "3 endpoints 2", "throughput_per_s": 700.0},
+        {"run": "no endpoints 2", "throughput_per_s": 900.0},
+    ]
+    assert webhooks.relative(runs) == round(750 / 950, 3)
+    assert webhooks.targets(runs)[0]["met"] is False

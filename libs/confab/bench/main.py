@@ -94,6 +94,12 @@ def add_parser(commands: Any) -> None:
     )
     p.add_argument("--rooms", type=int, default=50, help="conversations to spread load over")
     p.add_argument(
+        "--pairs",
+        type=int,
+        default=2,
+        help="webhooks: pairs of runs without and with endpoints, in ABBA order",
+    )
+    p.add_argument(
         "--recipients", type=int, default=10_000, help="notifications: offline recipients"
     )
     p.add_argument(

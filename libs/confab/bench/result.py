@@ -256,6 +256,15 @@ def print_result(result: dict[str, Any]) -> None:
                 f"p90 {server_lag['p90_ms']}  p99 {server_lag['p99_ms']}  "
                 f"({server_lag['samples']:.0f} samples)"
             )
+        bare = r.get("bare_append")
+        if bare:
+            print(
+                f"    stack CPU {r['stack_cpu_us_per_message']} µs/message = "
+                f"{r['stack_over_bare_append']} × a bare JetStream append from Python "
+                f"({bare['cpu_us']} µs: appender {bare['client_cpu_us']} + NATS "
+                f"{bare['nats_cpu_us']}; {bare['appends_per_s']:,.0f} appends/s from "
+                f"{bare['concurrency']} appenders)"
+            )
         per_unit = f"CPU µs/{r['unit']}"
         print(f"    {'process':<16}{'CPU s':>8}{per_unit:>18}{'cores':>7}{'peak RSS MB':>13}")
         for name, p in r["processes"].items():

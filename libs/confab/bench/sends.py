@@ -11,6 +11,10 @@ rate) on the same conversations, started together. Their answers, latencies and
 loop lags are merged into one run; each helper's CPU is a line of its own
 (``load generator 2``, …), so no process of the generator hides the stack's figures
 and each is judged saturated on its own.
+
+The closed loop ends with its reference, measured on the same NATS server: the bare
+cost of a JetStream append from Python (``confab.bench.append``), and the stack's CPU
+per message over it (``stack_over_bare_append``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from confab.bench import append
 from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter, with_generator
 from confab.bench.result import add_error, counted, run_record, target
 
@@ -338,12 +343,17 @@ async def run(
     ``generators``: load generator processes sharing the load."""
     connector = aiohttp.TCPConnector(limit=max(workers, 256))
     async with aiohttp.ClientSession(connector=connector) as http:
-        return [
+        runs = [
             await _one_run(
                 http, info, mode, rate, seconds, workers, rooms, warmup, automod_rules, generators
             )
             for rate in (rates if mode == "open" else [0.0])
         ]
+    if mode == "closed":  # the reference: a bare append on the same server, same senders
+        bare = await asyncio.to_thread(append.measure, info, min(seconds, 10.0), workers)
+        for record in runs:
+            append.compare(record, bare)
+    return runs
 
 
 async def _one_run(
