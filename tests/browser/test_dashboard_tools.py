@@ -6,6 +6,7 @@ through the API too."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from playwright.async_api import expect
 from tests.browser.conftest import DESKTOP, PHONE, Person, Shop, axe_violations, screenshot_path
 from tests.browser.test_dashboard import signed_in
 from tests.browser.test_widget import LIVE, eventually
-from tests.staff import Member, Team, make_owner
+from tests.staff import PASSWORD, Member, Team, make_owner
 
 
 @pytest.fixture
@@ -414,3 +415,42 @@ async def test_the_inbox_pages_back_to_earlier_messages(
     await expect(earlier).to_be_hidden()  # nothing older: the thread has the focus
     await expect(thread).to_be_focused()
     assert await axe_violations(page, axe_source) == []
+
+
+async def test_a_page_that_finishes_loading_late_leaves_the_newest_page_and_its_focus_alone(
+    shop: Shop, teams: list[Team]
+) -> None:
+    """The inbox (the owner's landing page) is still loading when the owner opens AutoMod and
+    focuses a button. When the inbox finishes, it draws nothing over AutoMod, so AutoMod is
+    not drawn again and the focus stays where the owner put it (a CI run once failed here:
+    Enter went to a button the redraw had removed)."""
+    workspace_id, owner_email, _ = await team_of(shop, teams)
+    page = await shop.page(
+        f"{shop.stack.gateway}/dashboard/#workspace={workspace_id}", viewport=DESKTOP
+    )
+    # The inbox's load waits for the team list (after its socket is up): hold that answer.
+    released = asyncio.Event()
+
+    async def hold(route: Any) -> None:
+        await released.wait()
+        await route.continue_()
+
+    await page.route("**/dashboard/api/staff", hold)
+    await expect(page.get_by_label("Workspace ID")).to_have_value(workspace_id, timeout=LIVE)
+    await page.get_by_label("Email").fill(owner_email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    async with page.expect_websocket(timeout=LIVE) as opened:  # the inbox's live socket
+        await page.get_by_label("Password").press("Enter")
+    socket = await opened.value
+    await expect(page.get_by_role("heading", name="Inbox")).to_be_visible(timeout=LIVE)
+
+    nav = page.get_by_role("navigation", name="Dashboard")
+    await nav.get_by_role("link", name="AutoMod").click()
+    await expect(page.get_by_text("No rules yet")).to_be_visible(timeout=LIVE)
+    add = page.get_by_role("button", name="Add a rule")
+    await add.focus()
+    released.set()  # the inbox finishes now; its clean-up closes its socket
+    await socket.wait_for_event("close", timeout=LIVE)
+    await expect(add).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("Name")).to_be_focused()

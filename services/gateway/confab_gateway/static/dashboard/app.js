@@ -250,11 +250,14 @@ export function navigate(path) {
 }
 
 // Each route() that changes page is one visit. A page that finishes loading after the
-// address moved on is cleaned up; if the newest visit had already drawn its page, the
-// late one drew over it, so the newest page is drawn again (if it is still loading, it
-// draws last anyway).
+// address moved on is cleaned up. If the newest visit had already drawn its page and the
+// late one drew over it (main's children are no longer the ones the newest left), the
+// newest page is drawn again; if it is still loading, it draws last anyway. A late page
+// that drew only into its own elements (most do) leaves the newest page, and the focus
+// in it, alone.
 let visits = 0;
 let drawn = 0; // the last visit that finished drawing
+let drawnChildren = []; // main's children as that visit left them
 
 async function route() {
   if (!me) return;
@@ -274,6 +277,7 @@ async function route() {
   if (!page) {
     replace(main, h('h1', {}, 'Page not found'), h('p', {}, 'There is no such page in the dashboard.'));
     drawn = visit;
+    drawnChildren = [...main.childNodes];
     main.focus();
     return;
   }
@@ -285,6 +289,7 @@ async function route() {
       h('p', { 'data-testid': 'forbidden' }, `Your role (${me.role}) does not include ${page.label.toLowerCase()}. Ask an owner or admin if you need it.`),
     );
     drawn = visit;
+    drawnChildren = [...main.childNodes];
     main.focus();
     return;
   }
@@ -297,7 +302,8 @@ async function route() {
     const done = (await module.render(main, { api, me, can, navigate, rest })) || null;
     if (visit !== visits) {
       if (done) done();
-      if (drawn === visits) {
+      const untouched = main.childNodes.length === drawnChildren.length && drawnChildren.every((node, i) => main.childNodes[i] === node);
+      if (drawn === visits && !untouched) {
         current = null; // draw the newest page again, whatever it is
         route();
       }
@@ -309,6 +315,7 @@ async function route() {
     replace(main, failed(error, route));
   }
   drawn = visit;
+  drawnChildren = [...main.childNodes];
   if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
