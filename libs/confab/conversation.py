@@ -40,6 +40,7 @@ ones); REST replies pass in objects with fresh URLs from media.
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -239,8 +240,8 @@ class MessageView:
 
     def row(self) -> dict[str, Any]:
         """The ``messages`` row of this message."""
-        out = {name: getattr(self, name) for name in MESSAGE_COLUMNS}
-        out["mentions"] = _plain(self.mentions)
+        out = dict(zip(MESSAGE_COLUMNS, _message_columns(self), strict=True))
+        out["mentions"] = _plain(self.mentions) if self.mentions else []
         out["link_preview"] = _plain(self.link_preview) if self.link_preview else None
         return out
 
@@ -280,6 +281,7 @@ MESSAGE_COLUMNS = (
     "pinned_by",
     "link_preview",
 )
+_message_columns = operator.attrgetter(*MESSAGE_COLUMNS)
 # What can change in a message's row after its post (the read model's upserts write these).
 MESSAGE_CHANGES = (
     "content",
