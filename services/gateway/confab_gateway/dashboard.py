@@ -370,18 +370,22 @@ async def list_invitations(call: Call) -> InvitationList:
 )
 async def invite(call: Call) -> InvitationMade:
     principal = _staff(call)
-    # Counted once made: a refused invitation (already a member, say) costs nothing.
-    wait = _invitations.wait(principal.workspace_id)
+    # Taken before, so invitations made at the same moment cannot pass the limit together;
+    # given back if refused (already a member, say): a refused invitation costs nothing.
+    wait = _invitations.take(principal.workspace_id)
     if wait:
         retry = retry_after(wait)
         raise RateLimited(
             f"Your workspace has sent too many invitations; retry after {retry:g} s.",
             retry_after=retry,
         )
-    made: InvitationWithToken = await call.rpc.call(
-        InviteStaff(workspace_id=principal.workspace_id, input=call.body, by=principal.user_id)
-    )
-    _invitations.take(principal.workspace_id)
+    try:
+        made: InvitationWithToken = await call.rpc.call(
+            InviteStaff(workspace_id=principal.workspace_id, input=call.body, by=principal.user_id)
+        )
+    except BaseException:
+        _invitations.give_back(principal.workspace_id)
+        raise
     link = ACCEPT_LINK + made.token
     email = await email_invitation(call, principal, made, link)
     return InvitationMade(invitation=made.invitation, link=link, email=email)

@@ -80,6 +80,12 @@ class TokenBuckets:
         bucket.tokens -= 1.0
         return 0.0
 
+    def give_back(self, key: str) -> None:
+        """Return a token ``take`` gave for work that was then refused (never past ``burst``)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(self.burst, bucket.tokens + 1.0)
+
     def wait(self, key: str) -> float:
         """Seconds until ``key`` has a token (0.0: it has one now), without taking it."""
         bucket = self._buckets.get(key)

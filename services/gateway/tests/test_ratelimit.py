@@ -50,6 +50,23 @@ def test_waiting_is_told_without_taking() -> None:
     assert buckets.take("k") == 0.0
 
 
+def test_a_token_given_back_is_there_again_never_past_the_burst() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(rate=1.0, burst=2, clock=clock)
+    buckets.give_back("unknown")  # nothing taken: nothing to give back
+    assert len(buckets) == 0
+    assert [buckets.take("k") for _ in range(2)] == [0.0, 0.0]
+    assert buckets.take("k") > 0
+    buckets.give_back("k")  # the work it was taken for was refused
+    assert buckets.take("k") == 0.0
+    assert buckets.take("k") > 0
+    clock.now += 60
+    buckets.give_back("k")
+    buckets.give_back("k")
+    assert [buckets.take("k") for _ in range(3)][:2] == [0.0, 0.0]
+    assert buckets.take("k") > 0
+
+
 def test_each_key_has_its_own_bucket() -> None:
     buckets = TokenBuckets(rate=1.0, burst=1, clock=Clock())
     assert buckets.take("a") == 0.0
