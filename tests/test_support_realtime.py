@@ -238,3 +238,63 @@ async def test_revoking_a_staff_session_closes_its_inbox_socket(
         assert await sock.closed() == 4009
     finally:
         await sock.close()
+
+
+async def test_a_visitor_renamed_or_erased_is_a_profile_frame_and_the_list_reads_it(
+    world: World, stack: RunningStack, http: aiohttp.ClientSession
+) -> None:
+    """The inbox names visitors: a profile change in identity's log is an ``inbox.profile``
+    frame (ids and the IDENTITY seq, no name), and the list read with that seq as
+    ``users_min_seq`` shows the change; a seq past the log is a 422."""
+    ws = world.workspace
+    visitor, visitor_w = await world.user("Vera")
+    agent, _ = await world.user("Agent")
+    cid = (await start(visitor_w, "Where is my parcel?"))["id"]
+    inbox = f"private-inbox-{ws['id']}"
+    staff = await Socket.open(http, stack, ws["app_key"])
+    try:
+        signed = staff_signature(ws, staff.socket_id, inbox, user_id=agent["id"], role="agent")
+        reply = await subscribe(staff, inbox, signed)
+        assert reply["event"] == "pusher_internal:subscription_succeeded", reply
+
+        def named(page: dict[str, Any]) -> str:
+            found = next(c for c in page["data"] if c["conversation"]["id"] == cid)
+            people = found["conversation"]["participants"]
+            return str(next(p["name"] for p in people if p["id"] == visitor["id"]))
+
+        status, _ = await world.tenant.call(
+            "PATCH", f"/api/v1/users/{visitor['id']}", {"name": "Vera Renamed"}
+        )
+        assert status == 200
+        frame = await staff.wait(
+            lambda f: f["event"] == "inbox.profile" and f["data"]["user_id"] == visitor["id"]
+        )
+        assert frame["data"]["change"] == "updated" and frame["data"]["seq"] > 0, frame
+        assert "Vera" not in json.dumps(frame)  # that it changed, never what to
+        status, page = await world.tenant.get(
+            "/api/v1/support/conversations",
+            params={"view": "all", "users_min_seq": str(frame["data"]["seq"])},
+        )
+        assert status == 200 and named(page) == "Vera Renamed", page
+        status, body = await world.tenant.get(
+            "/api/v1/support/conversations",
+            params={"users_min_seq": str(frame["data"]["seq"] + 10**12)},
+        )
+        assert status == 422 and "users_min_seq" in body["error"]["details"], body
+
+        status, _ = await world.tenant.call("DELETE", f"/api/v1/users/{visitor['id']}")
+        assert status in (200, 202, 204)
+        erased = await staff.wait(
+            lambda f: (
+                f["event"] == "inbox.profile"
+                and f["data"]["user_id"] == visitor["id"]
+                and f["data"]["change"] == "erased"
+            )
+        )
+        status, page = await world.tenant.get(
+            "/api/v1/support/conversations",
+            params={"view": "all", "users_min_seq": str(erased["data"]["seq"])},
+        )
+        assert status == 200 and named(page) == realtime.ERASED_NAME, page
+    finally:
+        await staff.close()

@@ -47,6 +47,7 @@ STAFF_ROLES = frozenset({"owner", "admin", "agent", "moderator"})
 # Inbox events (Pusher event names on the inbox channel).
 INBOX_CONVERSATION = "inbox.conversation"  # created, status, assignee, tags, activity
 INBOX_NOTE = "inbox.note"  # an internal note (its content: staff only)
+INBOX_PROFILE = "inbox.profile"  # a user's profile changed (or was erased): names, no content
 
 VIEWS = ("unassigned", "mine", "all", "snoozed", "closed")
 

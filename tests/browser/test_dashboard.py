@@ -302,3 +302,29 @@ async def test_a_visitor_writes_in_and_an_agent_answers_live_without_leaking_not
     # The reply reached the visitor (by socket or by the widget's REST refresh: after
     # "Send us a message" the widget on main does not yet join the conversation channel).
     assert any("A new one ships today" in f for f in frames + bodies)
+
+    # The tenant's backend renames the visitor: the agent's inbox shows the new name live,
+    # without a reload (an inbox.profile frame, then the list read with its seq).
+    joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_frame(payload: Any) -> None:
+        text = str(payload)
+        if "subscription_succeeded" in text and "private-inbox" in text and not joined.done():
+            joined.set_result(None)
+
+    inbox.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+    await inbox.goto(f"{shop.stack.gateway}/dashboard/#/inbox")
+    await asyncio.wait_for(joined, LIVE / 1000)
+    await inbox.get_by_test_id("view-closed").click()
+    closed = inbox.get_by_test_id("inbox-item")
+    await expect(closed.filter(has_text="Vera Visitor")).to_have_count(1, timeout=LIVE)
+    status, page = await shop.tenant.get("/api/v1/support/conversations", params={"view": "closed"})
+    assert status == 200 and len(page["data"]) == 1, page
+    # The list is read again because of the frame: with its seq as users_min_seq.
+    async with inbox.expect_request(lambda r: "users_min_seq=" in r.url, timeout=LIVE):
+        status, body = await shop.tenant.call(
+            "PATCH", f"/api/v1/users/{page['data'][0]['visitor_id']}", {"name": "Vera Renamed"}
+        )
+        assert status == 200, body
+    await expect(closed.filter(has_text="Vera Renamed")).to_have_count(1, timeout=LIVE)
+    await expect(closed.filter(has_text="Vera Visitor")).to_have_count(0)

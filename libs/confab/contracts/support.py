@@ -181,6 +181,8 @@ class ListSupport(Request, kw_only=True, frozen=True):
     cursor: TimeCursor | None = None
     limit: PageLimit = 50
     min_seq: StreamSeq = 0
+    # IDENTITY's seq of a profile change the list must show (an ``inbox.profile`` frame's).
+    users_min_seq: StreamSeq = 0
 
 
 class GetSupport(Request, kw_only=True, frozen=True):

@@ -17,7 +17,12 @@ subscriber here (the rest are not even decoded). It sends
   (``tags``), or gets a message (``message_id``, ``sender_id``, ``preview``: the
   first 140 characters of its text as posted);
 - ``inbox.note`` (``confab.support.note_payload``) for an internal note: the only
-  socket path a note takes.
+  socket path a note takes;
+- ``inbox.profile`` ``{user_id, change, seq}`` when one of the workspace's users is
+  stored changed (``updated``) or erased (``erased``), from identity's re-publish
+  (``live.identity.evt.<ws>.user.<id>``): no name or other content, only that the
+  names shown may have changed. ``seq`` is the event's in ``IDENTITY``: the
+  dashboard re-reads the list with it as ``users_min_seq``.
 
 Frames carry the change, not the counts: a dashboard re-reads the counts of
 ``GET /api/v1/support/conversations`` when a frame arrives (one small query).
@@ -43,6 +48,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from confab import support
+from confab.contracts.events.identity import UserErased, UserUpserted
 from confab.contracts.events.messaging import (
     ConversationCreated,
     ConversationEvent,
@@ -64,10 +70,13 @@ from confab_fanout.feed import (
     Hub,
     json_text,
 )
+from confab_fanout.profiles import LIVE_USERS
 
 log = get_logger("confab.fanout.inbox")
 
 PREVIEW_MAX = 140
+# The user events that can change a name the inbox shows, as the frame says it.
+PROFILE_CHANGES = {UserUpserted.type: "updated", UserErased.type: "erased"}
 KINDS_MAX = 100_000  # conversations whose kind (support or not) a node remembers
 
 NOT_STAFF = "Only the workspace's staff may join its inbox."
@@ -150,14 +159,30 @@ class Inbox:
         self.keys = keys
         self.kinds: OrderedDict[tuple[str, str], bool] = OrderedDict()  # is it support?
         self._sub: Subscription | None = None
+        self._users: Subscription | None = None
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(LIVE_CONVERSATIONS, cb=self._on_event)
+        self._users = await self.nc.subscribe(LIVE_USERS, cb=self._on_user)
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        for sub in (self._sub, self._users):
+            if sub is not None:
+                await sub.unsubscribe()
+        self._sub = self._users = None
+
+    async def _on_user(self, msg: Msg) -> None:
+        headers = msg.headers
+        parts = msg.subject.split(".")
+        if not headers or len(parts) != 6:  # live.identity.evt.<workspace>.user.<id>
+            return
+        ws, user_id = parts[3], parts[5]
+        change = PROFILE_CHANGES.get(headers.get(H_EVENT, ""))
+        channel = support.inbox_channel(ws)
+        if change is None or self.channels.get(ws, channel) is None:
+            return
+        data = {"user_id": user_id, "change": change, "seq": int(headers.get(H_SEQUENCE) or 0)}
+        self.hub.deliver_local(ws, (channel,), support.INBOX_PROFILE, json_text(data))
 
     def _remember(self, key: tuple[str, str], is_support: bool) -> None:
         self.kinds[key] = is_support

@@ -135,6 +135,9 @@ class InboxQuery(msgspec.Struct, kw_only=True, frozen=True):
     # The highest ``seq`` of the ``inbox.conversation`` frames a dashboard has had: the
     # answer waits (up to 2 s) until the inbox has applied it, so it shows that change.
     min_seq: StreamSeq = 0
+    # The highest ``seq`` of its ``inbox.profile`` frames (a user's profile changed, in
+    # identity's log): the answer waits likewise until the names shown have it.
+    users_min_seq: StreamSeq = 0
 
 
 class NotesQuery(msgspec.Struct, kw_only=True, frozen=True):
@@ -150,7 +153,8 @@ class NotesQuery(msgspec.Struct, kw_only=True, frozen=True):
     summary="An inbox view of support conversations, newest activity first, with the count "
     "of every view: unassigned (open, nobody assigned), mine (open, assigned to assignee_id), "
     "all (open or snoozed), snoozed, closed. A snooze past its time counts as open. "
-    "min_seq (an inbox.conversation frame's seq): answer once that change is in.",
+    "min_seq (an inbox.conversation frame's seq): answer once that change is in; "
+    "users_min_seq (an inbox.profile frame's seq): once that profile change is in.",
     query=InboxQuery,
     response=SupportConversationList,
     errors=(401, 403, 404, 422),
@@ -169,6 +173,7 @@ async def list_support(call: Call) -> SupportConversationList:
             cursor=q.cursor,
             limit=q.limit,
             min_seq=max(call.min_seq, q.min_seq),
+            users_min_seq=q.users_min_seq,
         )
     )
 

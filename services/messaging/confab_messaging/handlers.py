@@ -101,17 +101,28 @@ class Lookups:
             if not await runner.wait_for(min_seq, self.read_wait):
                 raise Unavailable("The read model is catching up; try again shortly.")
 
-    async def not_past_the_end(self, min_seq: int) -> None:
-        """Refuse a ``min_seq`` a client gave (a frame's ``seq``) that the log has not
-        reached: no projection will ever apply it, so waiting would only delay the 4xx.
-        The gateway's own ``min_seq`` (read-your-writes) is always a stored position and
-        is not checked."""
-        last = (await self.js.stream_info(CONVERSATIONS.name)).state.last_seq
+    async def not_past_the_end(
+        self, min_seq: int, stream: str = CONVERSATIONS.name, field: str = "min_seq"
+    ) -> None:
+        """Refuse a ``min_seq`` a client gave (a frame's ``seq``) that the log (``stream``)
+        has not reached: no projection will ever apply it, so waiting would only delay
+        the 4xx. The gateway's own ``min_seq`` (read-your-writes) is always a stored
+        position and is not checked."""
+        last = (await self.js.stream_info(stream)).state.last_seq
         if min_seq > last:
             raise InvalidRequest(
-                "min_seq is past the end of the log.",
-                {"min_seq": f"at most {last}: a seq from an event or a write's reply"},
+                f"{field} is past the end of the log.",
+                {field: f"at most {last}: a seq from an event or a write's reply"},
             )
+
+    async def users_min_seq(self, seq: int) -> None:
+        """Unavailable unless the users read model (the names shown) has applied IDENTITY's
+        ``seq``, a client's (an ``inbox.profile`` frame's): checked against the log first."""
+        if seq <= self.users_runner.checkpoint:
+            return
+        await self.not_past_the_end(seq, IDENTITY.name, "users_min_seq")
+        if not await self.users_runner.wait_for(seq, self.read_wait):
+            raise Unavailable("The read model is catching up; try again shortly.")
 
     async def settle(self, seq: int) -> bool:
         """Wait (bounded) until the read model (and the search index) shows ``seq``.

@@ -333,6 +333,7 @@ class Support:
         if query.min_seq > self.runner.checkpoint:  # it may be a client's (a frame's seq)
             await self.lookups.not_past_the_end(query.min_seq)
         await self.min_seq(query.min_seq)
+        await self.lookups.users_min_seq(query.users_min_seq)
         now = self.clock()
         views, has_more = await self.store.page(
             workspace_id,

@@ -31,6 +31,7 @@ export async function render(main, { api, me, can }) {
     typing: new Map(),
     lastRead: new Map(),
     seen: 0, // the highest seq of the inbox frames: the list is read at least that far
+    usersSeen: 0, // the same for the profile frames (identity's log): names at least that new
   };
   const reply = can('conversations.reply');
   const views = h('nav', { class: 'inbox-views', 'aria-label': 'Inbox views' });
@@ -111,6 +112,13 @@ export async function render(main, { api, me, can }) {
         scheduleRefresh();
         if (data.conversation_id === state.open && data.change !== 'message') refreshHeader();
       }
+      if (name === 'inbox.profile') {
+        // Someone's name changed (or they were erased): re-read what shows it.
+        state.usersSeen = Math.max(state.usersSeen, data.seq || 0);
+        const named = (c) => c.visitor_id === data.user_id || c.conversation.participants.some((p) => p.id === data.user_id);
+        if (state.list.some(named)) scheduleRefresh();
+        if (state.support && named(state.support)) refreshVisitor();
+      }
       return;
     }
     if (channel !== conversationChannel(state.open || '')) return;
@@ -178,6 +186,7 @@ export async function render(main, { api, me, can }) {
         limit: more || showLoading ? 50 : Math.min(100, Math.max(50, state.list.length)),
         // A frame can come before the inbox has applied its change: read at least that far.
         min_seq: state.seen || undefined,
+        users_min_seq: state.usersSeen || undefined,
       });
       state.list = more ? state.list.concat(page.data) : page.data;
       state.cursor = page.next_cursor;
@@ -277,6 +286,12 @@ export async function render(main, { api, me, can }) {
     drawPane();
     markRead();
     if (focus) pane.querySelector('h2').focus();
+  }
+
+  async function refreshVisitor() {
+    const id = state.support && state.support.visitor_id;
+    if (id) state.visitor = await api.get(`/api/v1/users/${id}`).catch(() => state.visitor);
+    await refreshHeader();
   }
 
   async function refreshHeader() {
