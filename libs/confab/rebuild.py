@@ -9,7 +9,13 @@ applying new events. An interrupted rebuild resumes from the scratch checkpoints
 Each stream is read, parsed and opened once for all the projections that follow
 it (``StreamReplay``); each projection applies the batches in order at its own
 pace, each in a transaction of its own with its checkpoint, while the next
-batches are fetched and opened.
+batches are fetched and opened. A partitioned projection is replayed in lanes
+(``LANES``), each taking whole conversations (its partitions ``k`` with
+``k % LANES == i``) with a scratch checkpoint row of its own, as the live runners
+of those partitions would apply them; the swap sets the projection's own row
+where its lanes ended and drops theirs. The lanes and the other projections can
+be shared out to helper processes (``Helpers``, ``shares``): each process reads
+the stream and applies its share, then the first catches up alone and swaps.
 
 The swap, in one transaction:
 
@@ -39,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import time
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -133,6 +140,23 @@ def fewer_collections(threshold: int = 100_000) -> Iterator[None]:
 # -- one stream, read once for every projection that follows it ------------------------------
 
 
+LANES = 2  # how many ways a partitioned projection's replay is split (by its partitions)
+
+
+def lane_row(projection: Projection, lane: int, lanes: int) -> str:
+    """The scratch checkpoint row of one lane (the partition count in it: a build with
+    another count would cut the conversations differently)."""
+    return f"{projection.name}@{lane}/{lanes}/{projection.partitions}"
+
+
+def lane_rows(projection: Projection, lanes: int) -> list[str]:
+    return [lane_row(projection, lane, lanes) for lane in range(lanes)]
+
+
+def lanes_of(projection: Projection) -> int:
+    return min(LANES, projection.partitions)
+
+
 @dataclass
 class _Feed:
     """What one projection takes from a pass over its stream."""
@@ -144,41 +168,75 @@ class _Feed:
 
 
 class _Batch:
-    """Messages of one fetch (their sequences) and the events opened from them."""
+    """Messages of one fetch (their sequences and subjects) and the events opened from them."""
 
-    __slots__ = ("event_seqs", "events", "seqs")
+    __slots__ = ("event_seqs", "events", "seqs", "subjects")
 
-    def __init__(self, seqs: list[int], events: list[Envelope]) -> None:
+    def __init__(self, seqs: list[int], subjects: list[str], events: list[Envelope]) -> None:
         self.seqs = seqs
+        self.subjects = subjects
         self.events = events
         self.event_seqs = [e.seq for e in events]
 
 
 class Replayer:
-    """Applies one projection's batches to its scratch tables, each with its checkpoint."""
+    """Applies one projection's batches (or one lane's) to its scratch tables, each batch
+    in a transaction with its checkpoint row.
 
-    def __init__(self, engine: AsyncEngine, projection: Projection) -> None:
+    A partitioned projection is replayed in ``LANES`` lanes: lane ``i`` applies the
+    events of the partitions ``k`` with ``k % LANES == i`` (whole conversations, in
+    stream order, as the live runners of those partitions would), with a checkpoint
+    row of its own (``lane_row``). The projection's own row is set from the lanes
+    when the read model is swapped in.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, projection: Projection, lane: int = 0, lanes: int = 1
+    ) -> None:
         self.engine = engine
         self.projection = projection
+        self.lane = lane
+        self.lanes = lanes
+        self.row = projection.name if lanes == 1 else lane_row(projection, lane, lanes)
         self.position = 0
+
+    def takes(self, subject: str) -> bool:
+        """Whether this lane applies the events of ``subject``."""
+        return self.lanes == 1 or self.projection.partition_of(subject) % self.lanes == self.lane
 
     async def prepare(self) -> None:
         await create_tables(self.engine, self.projection.metadata)
         table = self.projection.checkpoints
+        name = self.projection.name
         async with self.engine.begin() as conn:
             await conn.execute(
                 sa.dialects.postgresql.insert(table)
-                .values(name=self.projection.name, last_seq=0)
+                .values(name=name, last_seq=0)
                 .on_conflict_do_nothing()
             )
-            row = await conn.execute(
-                sa.select(table.c.last_seq).where(table.c.name == self.projection.name)
-            )
+            if self.lanes > 1:
+                found = await conn.execute(
+                    sa.select(table.c.name).where(table.c.name.startswith(f"{name}@"))
+                )
+                others = set(found.scalars()) - set(lane_rows(self.projection, self.lanes))
+                if others:
+                    raise RebuildError(
+                        f"{name}: {table.schema} was replayed with other lanes "
+                        f"({', '.join(sorted(others))}); start it over with --restart"
+                    )
+                # A new lane starts where the projection's row is.
+                start = sa.select(table.c.last_seq).where(table.c.name == name).scalar_subquery()
+                await conn.execute(
+                    sa.dialects.postgresql.insert(table)
+                    .values(name=self.row, last_seq=start)
+                    .on_conflict_do_nothing()
+                )
+            row = await conn.execute(sa.select(table.c.last_seq).where(table.c.name == self.row))
             self.position = int(row.scalar_one())
 
     async def commit(self, events: Sequence[Envelope], last_seq: int) -> None:
         table = self.projection.checkpoints
-        name = self.projection.name
+        name = self.row
         async with self.engine.begin() as conn:
             # Scratch tables: a crash may lose the last commits, never half of one (the
             # checkpoint moves with the rows), and the replay just does them again.
@@ -255,8 +313,10 @@ class StreamReplay:
             self.js, self.stream, self.subjects, Start(seq=start), batch=self.batch_size
         )
         queues: list[asyncio.Queue[_Batch | None]] = [asyncio.Queue(2) for _ in feeds]
+        # Each message is counted once per projection (a projection's lanes share it).
+        readers = len({f.replayer.projection.name for f in feeds})
         async with reader:
-            progress.add_total(reader.pending * len(feeds))
+            progress.add_total(reader.pending * readers)
             try:
                 async with asyncio.TaskGroup() as group:
                     for feed, queue in zip(feeds, queues, strict=True):
@@ -264,7 +324,8 @@ class StreamReplay:
                     async for msgs in reader.batches(until=last_wanted):
                         where = list(map(position, msgs))
                         events = [e for e in map(self._open, msgs, where) if e is not None]
-                        batch = _Batch([w[0] for w in where], events)
+                        subjects = [m.subject for m in msgs]
+                        batch = _Batch([w[0] for w in where], subjects, events)
                         for queue in queues:
                             await queue.put(batch)  # waits for the slowest projection
                     for queue in queues:
@@ -273,7 +334,7 @@ class StreamReplay:
                 raise failed.exceptions[0] from None  # one projection's error, as it was
             # Counted at the start, but past a projection's stop (or before its
             # checkpoint): not read this time.
-            progress.add_total(-(reader.pending * len(feeds) - sum(f.read for f in feeds)))
+            progress.add_total(-(reader.pending * readers - sum(f.read for f in feeds)))
         return sum(f.read for f in feeds)
 
     @staticmethod
@@ -285,9 +346,12 @@ class StreamReplay:
             end = seqs[-1] if feed.stop is None else min(seqs[-1], feed.stop)
             if end <= r.position:
                 continue
-            read = bisect_right(seqs, end) - bisect_right(seqs, r.position)
+            first, last = bisect_right(seqs, r.position), bisect_right(seqs, end)
+            read = sum(map(r.takes, batch.subjects[first:last]))  # its lane's messages
             event_seqs = batch.event_seqs
             mine = events[bisect_right(event_seqs, r.position) : bisect_right(event_seqs, end)]
+            if r.lanes > 1:
+                mine = [e for e in mine if r.takes(e.subject)]
             if feed.limits:
                 p = r.projection
                 mine = [e for e in mine if e.seq <= feed.limits[p.partition_of(e.subject)]]
@@ -369,8 +433,43 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+@dataclass
+class Helpers:
+    """Other processes to share a replay with: ``argv`` + ``["--part", "i/n"]`` for each
+    part ``i`` from 1 to ``processes - 1`` (``confab projections rebuild NAME``), with
+    ``env``. Each writes JSON lines on stdout (``part_line``)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    processes: int = 2
+
+
+def part_line(**fields: Any) -> str:
+    """One line of a helper's report: ``{"total": n}``, ``{"advanced": n}``, or at the end
+    ``{"done": {"events", "skipped", "cpu_seconds", "peak_rss_mb"}}``."""
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def shares(replayers: Sequence[Replayer], parts: int) -> list[int]:
+    """Which part (process) replays each replayer: a lane by its number (so each process
+    has whole conversations), the projections of one lane in turn from the last part
+    (the first one also swaps)."""
+    out = []
+    single = 0
+    for r in replayers:
+        if r.lanes > 1:
+            out.append(r.lane % parts)
+        else:
+            out.append(parts - 1 - single % parts)
+            single += 1
+    return out
+
+
 class ReadModelRebuild:
-    """Rebuild (``purpose="rebuild"``) or verify (``"verify"``) one read model."""
+    """Rebuild (``purpose="rebuild"``) or verify (``"verify"``) one read model.
+
+    With ``part=(i, n)`` it replays only part ``i`` of ``n`` (``shares``): another
+    process's share of a rebuild (``converge`` with ``Helpers``)."""
 
     def __init__(
         self,
@@ -381,22 +480,35 @@ class ReadModelRebuild:
         purpose: str = "rebuild",
         batch_size: int = 2000,
         keys: KeyRing | None = None,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
         self.js = js
         self.engine = engine
         self.model = model
+        self.purpose = purpose
+        self.keys = keys
+        self.part = part
         self.live_schema = model.schema
         self.scratch_schema = f"{self.live_schema}_{purpose}"
         self.retired_schema = f"{self.live_schema}_retired"
         # Without keys, sealed personal fields replay as erased.
         self.projections = model.projections(self.scratch_schema, keys)
-        self.replayers = [Replayer(engine, p) for p in self.projections]
+        everyone = [
+            Replayer(engine, p, lane, lanes_of(p))
+            for p in self.projections
+            for lane in range(lanes_of(p))
+        ]
+        mine, parts = part
+        self.replayers = [
+            r for r, k in zip(everyone, shares(everyone, parts), strict=True) if k == mine
+        ]
         by_stream: dict[tuple[str, tuple[str, ...]], list[Replayer]] = {}
         for r in self.replayers:
             key = (r.projection.stream, tuple(r.projection.subjects))
             by_stream.setdefault(key, []).append(r)
         self.streams = [StreamReplay(js, rs, batch_size=batch_size) for rs in by_stream.values()]
         self.batch_size = batch_size
+        self.helper_reports: list[dict[str, Any]] = []  # what each helper said at its end
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -421,6 +533,18 @@ class ReadModelRebuild:
                     await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                     await conn.commit()
 
+    async def locked_elsewhere(self) -> bool:
+        """Whether another session holds ``exclusive()`` (a helper's parent must)."""
+        async with self.engine.connect() as conn:
+            key = _lock_key(f"scratch:{self.scratch_schema}")
+            got = (
+                await conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+            ).scalar_one()
+            if got:
+                await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            await conn.commit()
+            return not got
+
     async def scratch_exists(self) -> bool:
         async with self.engine.connect() as conn:
             return await _schema_exists(conn, self.scratch_schema)
@@ -439,7 +563,29 @@ class ReadModelRebuild:
         return self.positions()
 
     def positions(self) -> dict[str, int]:
-        return {r.projection.name: r.position for r in self.replayers}
+        """Where each projection is: everything up to here applied (by all its lanes)."""
+        found: dict[str, int] = {}
+        for r in self.replayers:
+            name = r.projection.name
+            found[name] = min(found.get(name, r.position), r.position)
+        return found
+
+    async def _join_lanes(self, conn: AsyncConnection) -> None:
+        """The projection's own checkpoint row where all its lanes are, and the lanes' rows
+        gone: the runners know only that row. The lanes were just brought to the end of
+        the stream, each batch taken by all of them: they are at one place, or apart only
+        by messages the projection does not follow (then the lowest is exact)."""
+        positions = self.positions()
+        for p in self.projections:
+            if lanes_of(p) == 1:
+                continue
+            table = p.checkpoints
+            await conn.execute(
+                table.update()
+                .where(table.c.name == p.name)
+                .values(last_seq=positions[p.name], updated_at=sa.func.now())
+            )
+            await conn.execute(table.delete().where(table.c.name.in_(lane_rows(p, lanes_of(p)))))
 
     @property
     def skipped(self) -> int:
@@ -481,11 +627,78 @@ class ReadModelRebuild:
         with fewer_collections():
             return sum(await asyncio.gather(*runs))
 
-    async def converge(self, progress: Progress, rounds: int = 20) -> None:
-        """Catch up until a round finds little left, so a final catch-up is short."""
+    async def converge(
+        self, progress: Progress, rounds: int = 20, *, helpers: Helpers | None = None
+    ) -> None:
+        """Catch up until a round finds little left, so a final catch-up is short. With
+        ``helpers``, the replay is first shared with other processes (``shares``), each
+        projection's lanes and checkpoints apart; then this process catches up alone."""
+        if helpers is not None and helpers.processes > 1:
+            await self._replay_in_parts(progress, helpers)
+            await self.prepare()  # where the parts left each projection
         for _ in range(rounds):
             if await self.catch_up(progress) <= self.batch_size:
                 return
+
+    async def _replay_in_parts(self, progress: Progress, helpers: Helpers) -> None:
+        n = helpers.processes
+        mine = ReadModelRebuild(
+            self.js,
+            self.engine,
+            self.model,
+            purpose=self.purpose,
+            batch_size=self.batch_size,
+            keys=self.keys,
+            part=(0, n),
+        )
+        await mine.prepare()
+        procs: list[asyncio.subprocess.Process] = []
+        try:
+            for i in range(1, n):
+                procs.append(
+                    await asyncio.create_subprocess_exec(
+                        *helpers.argv,
+                        "--part",
+                        f"{i}/{n}",
+                        env=helpers.env,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.PIPE,
+                    )
+                )
+            async with asyncio.TaskGroup() as group:
+                group.create_task(mine.converge(progress))
+                for i, proc in enumerate(procs, start=1):
+                    group.create_task(self._follow_helper(proc, f"{i}/{n}", progress))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.terminate()
+                    await proc.wait()
+
+    async def _follow_helper(
+        self, proc: asyncio.subprocess.Process, part: str, progress: Progress
+    ) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        errors = asyncio.ensure_future(proc.stderr.read())
+        async for line in proc.stdout:
+            try:
+                said = json.loads(line)
+            except ValueError:
+                continue
+            if "advanced" in said:
+                progress.advance(int(said["advanced"]))
+            elif "total" in said:
+                progress.add_total(int(said["total"]))
+            elif "done" in said:
+                self.helper_reports.append(said["done"])
+        code = await proc.wait()
+        text = (await errors).decode("utf-8", "replace").strip()
+        if code != 0:
+            last = text.splitlines()[-1] if text else f"exit code {code}"
+            raise RebuildError(f"the helper process replaying part {part} failed: {last}")
 
     # -- swapping ------------------------------------------------------------------------
 
@@ -512,6 +725,7 @@ class ReadModelRebuild:
                 }
                 if behind:
                     raise RebuildError(f"the rebuilt read model is behind the live one: {behind}")
+                await self._join_lanes(conn)
                 if await _schema_exists(conn, self.live_schema):
                     # Projections of the schema that are not rebuilt (side effects only, no
                     # tables) keep their place.

@@ -29,13 +29,13 @@ class Tallied(Event, kw_only=True, frozen=True):
 
 
 class Tally(Projection):
-    def __init__(self, stream: bus.StreamSpec, schema: str) -> None:
-        self.name = f"tally_{stream.name.lower()}"
+    def __init__(self, stream: bus.StreamSpec, schema: str, table: str = "tallies") -> None:
+        self.name = f"tally_{stream.name.lower()}" + table.removeprefix("tallies")
         self.stream = stream.name
         self.subjects = stream.subjects
         self.metadata = sa.MetaData(schema=schema)
         self.table = sa.Table(
-            "tallies",
+            table,
             self.metadata,
             sa.Column("key", sa.Text, primary_key=True),
             sa.Column("n", sa.Integer, nullable=False),
@@ -55,11 +55,15 @@ def model_for(spec: bus.StreamSpec) -> ReadModel:
     return ReadModel("tally", lambda schema=live, keys=None: [Tally(spec, schema)])
 
 
+def subject_of(key: str, spec: bus.StreamSpec) -> str:
+    return spec.subjects[0].replace(">", f"w1.{key}")
+
+
 async def publish(nc: NATS, spec: bus.StreamSpec, keys: list[str]) -> int:
     js = nc.jetstream()
     seq = 0
     for key in keys:
-        subject = spec.subjects[0].replace(">", f"w1.{key}")
+        subject = subject_of(key, spec)
         stored = await append(
             js, spec.name, subject, Tallied(key=key), msg_id=uuid.uuid4().hex, workspace="w1"
         )
@@ -67,9 +71,9 @@ async def publish(nc: NATS, spec: bus.StreamSpec, keys: list[str]) -> int:
     return seq
 
 
-async def tallies(engine: AsyncEngine, schema: str) -> Counter[str]:
+async def tallies(engine: AsyncEngine, schema: str, table: str = "tallies") -> Counter[str]:
     async with engine.connect() as conn:
-        rows = await conn.execute(sa.text(f'SELECT key, n FROM "{schema}".tallies'))
+        rows = await conn.execute(sa.text(f'SELECT key, n FROM "{schema}".{table}'))
         return Counter(dict(rows.all()))
 
 
@@ -241,6 +245,52 @@ async def test_verify_and_rebuild_of_a_partitioned_projection_whose_partitions_a
     finally:
         await stuck.close()
         await runner.stop()
+
+
+async def test_a_rebuild_shared_by_two_processes_resumes_with_its_lanes_apart(
+    nc: NATS, stream_spec: bus.StreamSpec, engine: AsyncEngine
+) -> None:
+    js = nc.jetstream()
+    await bus.ensure_streams(js, [stream_spec])
+    schema = f"tally_{uuid.uuid4().hex[:8]}"
+    model = ReadModel(
+        "tally",
+        lambda schema=schema, keys=None: [
+            PartitionedTally(stream_spec, schema),
+            Tally(stream_spec, schema, "tallies_second"),
+        ],
+    )
+    keys = [f"k{i % 11}" for i in range(150)]
+    last = await publish(nc, stream_spec, keys)  # the stream's own: 1 to 150
+    partitioned, second = (p.name for p in model.projections())
+
+    # The first process's share (lane 0 of the partitioned projection; the other
+    # projection is the second's, by turns) stops halfway; the second never ran.
+    first = ReadModelRebuild(js, engine, model, batch_size=16, part=(0, 2))
+    assert [(r.projection.name, r.lane) for r in first.replayers] == [(partitioned, 0)]
+    await first.prepare()
+    await first.catch_up(Progress(), until={partitioned: 75})
+
+    # Run again whole: each lane and projection resumes from its own row, and once
+    # swapped in, the projection's row is where its lanes ended.
+    again = ReadModelRebuild(js, engine, model, batch_size=16)
+    await again.prepare()
+    assert sorted(r.position for r in again.replayers) == [0, 0, 75]
+    progress = Progress()
+    async with again.exclusive():
+        await again.converge(progress)
+        await again.swap(progress)
+    # Each event counted once for each projection that applied it: lane 0 of the
+    # partitioned projection had applied its events up to 75.
+    lanes = [model.projections()[0].partition_of(subject_of(k, stream_spec)) % 2 for k in keys]
+    assert progress.done == 150 + lanes.count(1) + lanes[75:].count(0)
+    assert await tallies(engine, schema) == Counter(keys)
+    assert await tallies(engine, schema, "tallies_second") == Counter(keys)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.text(f'SELECT name, last_seq FROM "{schema}".projection_checkpoints')
+        )
+        assert dict(rows.all()) == {partitioned: last, second: last}
 
 
 async def test_a_stream_reader_reads_a_range_in_batches_and_stops(

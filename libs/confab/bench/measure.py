@@ -61,6 +61,8 @@ class ProcessMeter:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self.started = 0.0
         self.elapsed = 0.0
+        self.cpu: dict[str, float] = {}
+        self.reported: list[str] = []  # add_reported
 
     def _tree(self, proc: psutil.Process) -> list[psutil.Process]:
         if any(self.procs.get(name) is proc for name in self.alone):
@@ -99,7 +101,6 @@ class ProcessMeter:
         self.elapsed = time.perf_counter() - self.started
         self._stop.set()
         self._thread.join()
-        self.cpu = {}
         for name, proc in self.procs.items():
             start = self.start_cpu[name]
             end = self._cpu(proc)
@@ -117,6 +118,13 @@ class ProcessMeter:
             }
         return out
 
+    def add_reported(self, name: str, cpu_seconds: float, peak_rss_mb: float) -> None:
+        """A process that measured itself over its whole life inside the window (a
+        helper started and gone before the window closed, so never read here)."""
+        self.cpu[name] = cpu_seconds
+        self.peak_rss[name] = int(peak_rss_mb * 2**20)
+        self.reported.append(name)
+
     def report(self, units: int) -> dict[str, Any]:
         """Per process: CPU seconds in the window, per unit of work (µs), cores used, peak RSS."""
         return {
@@ -126,7 +134,7 @@ class ProcessMeter:
                 "cpu_share": round(self.cpu[name] / self.elapsed, 3) if self.elapsed else 0.0,
                 "peak_rss_mb": round(self.peak_rss[name] / 2**20, 1),
             }
-            for name in self.procs
+            for name in [*self.procs, *self.reported]
         }
 
 

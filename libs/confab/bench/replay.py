@@ -4,10 +4,12 @@ Fresh embedded NATS and PostgreSQL (no services: nothing else competes for the
 two cores). The log is written directly: users in ``IDENTITY``, and in
 ``CONVERSATIONS`` conversations of 100 events each (posts, reactions, read
 marks, edits), 200 of them active at a time and interleaved at random, as
-real traffic is. Then the rebuild runs in this process — replay into the
-scratch schema and swap — and reports events/s, the interval between batches
-committed (the latency percentiles), the CPU seconds of this process, PostgreSQL
-and NATS, and peak memory. Every event written is counted as replayed once by
+real traffic is. Then the rebuild runs as ``confab projections rebuild`` does —
+replay into the scratch schema, shared with ``PROCESSES - 1`` helper processes
+(``confab.rebuild.Helpers``), and swap — and reports events/s, the interval
+between batches committed by any process (the latency percentiles), the CPU
+seconds of this process, each helper (measured by itself), PostgreSQL and NATS,
+and peak memory. Every event written is counted as replayed once by
 each projection of the read model that reads its stream (``CONVERSATIONS`` feeds
 two: the conversations and the search index), and the rebuilt ``messages`` table
 must hold exactly the messages posted.
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import random
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -47,7 +50,7 @@ from confab.contracts.events.messaging import subject as conversation_subject
 from confab.db import create_engine
 from confab.events import encode, headers_for
 from confab.readmodels import find
-from confab.rebuild import Progress, ReadModelRebuild
+from confab.rebuild import Helpers, Progress, ReadModelRebuild
 from confab.streamread import speed_up
 
 if TYPE_CHECKING:
@@ -58,6 +61,7 @@ EVENTS_PER_CONVERSATION = 100
 ACTIVE = 200
 USERS = 2000
 WINDOW = 2000
+PROCESSES = min(2, os.cpu_count() or 1)  # as ``confab projections rebuild`` by default
 
 
 class _Log:
@@ -227,11 +231,15 @@ class BatchTimes(Progress):
 
 
 async def _rebuild(
-    nats_url: str, database_url: str, batch_size: int, pids: dict[str, int]
+    nats_url: str, database_url: str, batch_size: int, processes: int, pids: dict[str, int]
 ) -> dict[str, Any]:
     nc = await bus.connect(nats_url, "bench-replay")
     speed_up(nc)  # as the command line does
     engine = create_engine(database_url, pool_size=4)
+    # As ``confab projections rebuild messaging --processes N`` starts its helpers.
+    env = dict(os.environ, CONFAB_NATS_URL=nats_url, CONFAB_DATABASE_URL=database_url)
+    argv = [sys.executable, "-m", "confab.cli.main", "projections", "rebuild", "messaging"]
+    helpers = Helpers([*argv, "--batch-size", str(batch_size)], env, processes)
     try:
         job = ReadModelRebuild(nc.jetstream(), engine, find("messaging"), batch_size=batch_size)
         progress = BatchTimes()
@@ -243,9 +251,12 @@ async def _rebuild(
             with ProcessMeter(pids, alone=("rebuild", "nats")) as meter:
                 started = time.perf_counter()
                 progress._last = started
-                await job.converge(progress)
+                await job.converge(progress, helpers=helpers)
                 replayed = time.perf_counter() - started
                 swapped = await job.swap(progress)
+            # The helpers measured themselves (their whole life: start-up included).
+            for n, report in enumerate(job.helper_reports, start=2):
+                meter.add_reported(f"rebuild {n}", report["cpu_seconds"], report["peak_rss_mb"])
         async with engine.connect() as conn:
             messages = (
                 await conn.execute(sa.text(f'SELECT count(*) FROM "{job.live_schema}".messages'))
@@ -264,14 +275,16 @@ async def _rebuild(
         await nc.close()
 
 
-def run(events: int = 1_000_000, batch_size: int = 2000) -> dict[str, Any]:
+def run(
+    events: int = 1_000_000, batch_size: int = 2000, processes: int = PROCESSES
+) -> dict[str, Any]:
     with fresh_backends("confab-bench-replay-") as (nats, postgres):
         started = time.perf_counter()
         written = asyncio.run(write_log(nats.url, events))
         populate_seconds = time.perf_counter() - started
         pids = {"rebuild": os.getpid(), "postgres": postgres.pid, "nats": nats.pid}
         load_before = os.getloadavg()[0]  # other work on the machine skews the rate
-        result = asyncio.run(_rebuild(nats.url, postgres.url, batch_size, pids))
+        result = asyncio.run(_rebuild(nats.url, postgres.url, batch_size, processes, pids))
     total = written["users"] + written["conversation_events"]
     # Each projection of the read model replays its stream's events.
     readers = Counter(p.stream for p in find("messaging").projections())
@@ -287,7 +300,7 @@ def run(events: int = 1_000_000, batch_size: int = 2000) -> dict[str, Any]:
         f"{result['events']:,} events",
         f"rebuild of the messaging read model from {total:,} events "
         f"({written['conversations']:,} conversations, {written['users']:,} users), "
-        f"batches of {batch_size}",
+        f"batches of {batch_size}, {processes} process(es)",
         unit="event",
         work=result["events"],
         latencies=result["latencies"],
@@ -299,6 +312,7 @@ def run(events: int = 1_000_000, batch_size: int = 2000) -> dict[str, Any]:
         generator_is="the rebuild itself (this process)",
         events_per_s=round(result["events"] / result["replay_seconds"], 1),
         swap_pause_ms=result["swap_pause_ms"],
+        replay_processes=processes,
         checkpoints=result["checkpoints"],
         messages_posted=written["messages"],
         messages_stored=result["messages_stored"],
@@ -311,7 +325,7 @@ def run(events: int = 1_000_000, batch_size: int = 2000) -> dict[str, Any]:
     return scenario_result(
         "replay",
         [record],
-        [target("projection rebuild", ">= 20,000 events/s", rate, rate >= 20_000)],
+        [target("projection rebuild (issue 22)", ">= 30,000 events/s", rate, rate >= 30_000)],
         highlights=[
             f"swap paused live projections {result['swap_pause_ms']} ms; "
             f"load average before the run {load_before:.2f}"

@@ -4,9 +4,11 @@
 it follows, how many events it has yet to apply (lag) and how fast it applies
 them. ``rebuild`` replays a read model into scratch tables while the live one
 serves, then swaps them in (``confab.rebuild``); run it again after an
-interruption and it resumes. ``verify`` rebuilds into scratch tables and
-compares them with the live ones, row by row: exit code 1 and every
-difference if they differ, 0 if they are identical.
+interruption and it resumes. It replays in ``--processes`` processes (2 by
+default on two cores or more): this one and helpers it starts itself (``--part
+I/N``), each applying whole conversations of its share. ``verify`` rebuilds into
+scratch tables and compares them with the live ones, row by row: exit code 1
+and every difference if they differ, 0 if they are identical.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import sys
 import time
 from typing import Any
@@ -24,14 +28,25 @@ from nats.js.errors import NotFoundError
 from confab.cli.context import (
     Platform,
     add_target_options,
+    nats_url,
     print_json,
     print_table,
     run_on_platform,
 )
 from confab.cli.progress import ProgressBar
+from confab.personal import KeyRing
 from confab.projection import Projection, partition_holders
 from confab.readmodels import ReadModel, UnknownReadModel, find, read_models
-from confab.rebuild import CHECKPOINTS, ReadModelRebuild, RebuildError, RowDiff, quote_ident
+from confab.rebuild import (
+    CHECKPOINTS,
+    Helpers,
+    Progress,
+    ReadModelRebuild,
+    RebuildError,
+    RowDiff,
+    part_line,
+    quote_ident,
+)
 from confab.streamread import Start, StreamReader
 
 
@@ -61,6 +76,15 @@ def add_parser(commands: Any) -> None:
         "--no-swap", action="store_true", help="only replay (swap later by running it again)"
     )
     rebuild.add_argument("--batch-size", type=int, default=2000, help="events per transaction")
+    rebuild.add_argument(
+        "--processes",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="replay in this many processes, split by conversation (default: 2 where the "
+        "machine has two cores or more)",
+    )
+    # One helper process's share (started by the rebuild itself, never by hand).
+    rebuild.add_argument("--part", default=None, help=argparse.SUPPRESS)
     add_target_options(rebuild, database=True)
     rebuild.set_defaults(run=rebuild_command)
 
@@ -170,13 +194,15 @@ async def _status(platform: Platform, sample: float) -> list[dict[str, Any]]:
         scratch = await _checkpoints(platform, f"{schema}_rebuild")
         if scratch is not None:
             for projection in model.projections():
+                # A partitioned projection is replayed in lanes, each with its own row.
+                lanes = [s for n, s in scratch.items() if n.startswith(f"{projection.name}@")]
                 rows.append(
                     {
                         "read_model": name,
                         "projection": projection.name,
                         "schema": f"{schema}_rebuild",
                         "stream": projection.stream,
-                        "checkpoint": scratch.get(projection.name),
+                        "checkpoint": min(lanes) if lanes else scratch.get(projection.name),
                         "last_seq": await _last(platform, projection),
                         "partitions": projection.partitions,
                         "held": [],
@@ -228,9 +254,18 @@ def rebuild_command(args: argparse.Namespace) -> int:
 
     async def work(platform: Platform) -> dict[str, Any]:
         keys = await platform.key_ring()
+        if args.part:
+            return await _replay_part(platform, model, args, keys)
         job = ReadModelRebuild(
             platform.js, platform.engine, model, batch_size=args.batch_size, keys=keys
         )
+        helpers = None
+        if args.processes > 1:
+            env = dict(os.environ, CONFAB_NATS_URL=nats_url(args))
+            env["CONFAB_DATABASE_URL"] = platform.database_url or ""
+            argv = [sys.executable, "-m", "confab.cli.main", "projections", "rebuild"]
+            argv += [model.name, "--batch-size", str(args.batch_size)]
+            helpers = Helpers(argv, env, args.processes)
         names = ", ".join(p.name for p in job.projections)
         async with job.exclusive():
             if args.restart:
@@ -244,7 +279,7 @@ def rebuild_command(args: argparse.Namespace) -> int:
                 say(f"Rebuilding {model.name} ({names}) into {job.scratch_schema}.")
             progress = ProgressBar(model.name, quiet=quiet)
             started = time.monotonic()
-            await job.converge(progress)
+            await job.converge(progress, helpers=helpers)
             progress.finish()
             replay_seconds = time.monotonic() - started
             result: dict[str, Any] = {
@@ -254,7 +289,8 @@ def rebuild_command(args: argparse.Namespace) -> int:
                 "events_per_second": round(progress.done / replay_seconds, 1)
                 if replay_seconds > 0
                 else None,
-                "skipped": job.skipped,
+                "skipped": job.skipped + sum(r["skipped"] for r in job.helper_reports),
+                "processes": args.processes,
             }
             say(
                 f"Replayed {progress.done:,} events in {replay_seconds:.1f} s "
@@ -289,6 +325,53 @@ def rebuild_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     return 0
+
+
+class _PartProgress(Progress):
+    """A helper's progress, as JSON lines on stdout for the rebuild that started it."""
+
+    def add_total(self, n: int) -> None:
+        super().add_total(n)
+        print(part_line(total=n), flush=True)
+
+    def advance(self, n: int) -> None:
+        super().advance(n)
+        print(part_line(advanced=n), flush=True)
+
+
+async def _replay_part(
+    platform: Platform, model: ReadModel, args: argparse.Namespace, keys: KeyRing
+) -> dict[str, Any]:
+    """``--part I/N``: replay one share of a rebuild (``confab.rebuild.shares``) for the
+    rebuild that started this process and holds the scratch schema's lock."""
+    try:
+        mine, parts = (int(x) for x in args.part.split("/"))
+    except ValueError:
+        raise SystemExit(f"confab: --part {args.part!r} is not I/N") from None
+    if not 0 < mine < parts:
+        raise SystemExit(f"confab: --part {args.part!r} is not I/N with 0 < I < N")
+    job = ReadModelRebuild(
+        platform.js,
+        platform.engine,
+        model,
+        batch_size=args.batch_size,
+        keys=keys,
+        part=(mine, parts),
+    )
+    if not await job.locked_elsewhere():
+        raise SystemExit("confab: --part is for the helpers a rebuild starts itself")
+    await job.prepare()
+    progress = _PartProgress()
+    await job.converge(progress)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    done = {
+        "events": progress.done,
+        "skipped": job.skipped,
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+    print(part_line(done=done), flush=True)
+    return done
 
 
 # -- verify ------------------------------------------------------------------------------------
