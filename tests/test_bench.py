@@ -100,6 +100,7 @@ def test_every_scenario_runs_once_and_loses_nothing(tmp_path: Path) -> None:
         lag = run["fanout_loop_lag_ms"]
         assert lag["samples"] > 0, run["run"]
         assert 0 < lag["p50_ms"] <= lag["p90_ms"] <= lag["p99_ms"], run["run"]
+        assert set(run["tcp"]) >= {"retransmitted_segments", "retransmission_timeouts"}
     sweep = json.loads((out / "e2e.json").read_text())["runs"]
     assert [r["offered_per_s"] for r in sweep] == [50, 100]
     assert "scenario / run" in bench.stdout  # the summary table

@@ -21,6 +21,8 @@ loop's lag, and says it saturated when either was high (latencies are then
 partly its own). The fanout's own loop lag over each run (``fanout_loop_lag_ms``:
 p50/p90/p99 at the upper edge of their bucket) is read from its ``/metrics``
 before and after (``confab.looplag``); a peer without that histogram gets none.
+So are the machine's TCP counters (``tcp``: retransmissions, timeouts, listen
+overflows): a delay that no event loop shows is often one of those.
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ import msgspec
 import psutil
 
 from confab import looplag
-from confab.bench.measure import GENERATOR, Latencies, LoopLag, ProcessMeter
+from confab.bench.measure import (
+    GENERATOR,
+    Latencies,
+    LoopLag,
+    ProcessMeter,
+    tcp_counters,
+    tcp_delta,
+)
 from confab.bench.result import Tally, add_error, run_record, scenario_result, target
 
 
@@ -530,6 +539,7 @@ async def _api_run(
     run.tally = Tally()
     tasks = []
     lag_before = await loop_lag_buckets(http, target)
+    tcp_before = tcp_counters()
     with _meter(target) as meter, LoopLag() as lag, CpuSplit(target.pid) as split:
         start = time.perf_counter()
         for i in range(total):
@@ -543,6 +553,7 @@ async def _api_run(
         elapsed = time.perf_counter() - start
     run.measuring = False
     server_lag = await _server_lag(http, target, lag_before)
+    tcp = tcp_delta(tcp_before)
     result = _summary(
         f"api-{deliveries}",
         f"{rate:.0f} events/s through the HTTP API, each to {per_channel} sockets "
@@ -556,6 +567,7 @@ async def _api_run(
         failures,
         server_lag,
     )
+    result["tcp"] = tcp
     result["trigger_failures"] = failures
     return result
 
@@ -620,6 +632,7 @@ async def _sends_run(
     run.measuring = True
     tasks = []
     lag_before = await loop_lag_buckets(http, target)
+    tcp_before = tcp_counters()
     with _meter(target) as meter, LoopLag() as lag, CpuSplit(target.pid) as split:
         start = time.perf_counter()
         for i in range(total):
@@ -632,6 +645,7 @@ async def _sends_run(
         await drain(run, total * args.send_sockets)
         elapsed = time.perf_counter() - start
     server_lag = await _server_lag(http, target, lag_before)
+    tcp = tcp_delta(tcp_before)
     for sock in sockets:
         if sock.transport is not None:
             sock.transport.close()
@@ -649,6 +663,7 @@ async def _sends_run(
         errors,
         server_lag,
     )
+    result["tcp"] = tcp
     result["send_errors"] = errors
     return result
 

@@ -217,3 +217,41 @@ def peak_rss_mb(pid: int) -> float | None:
         return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
     except psutil.Error:
         return None
+
+
+# The kernel's TCP counters that explain a delay no event loop shows: a retransmission
+# waits at least 200 ms (Linux's minimum RTO), a SYN retried after a full listen backlog 1 s.
+TCP_COUNTERS = {
+    "Tcp:RetransSegs": "retransmitted_segments",
+    "TcpExt:TCPTimeouts": "retransmission_timeouts",
+    "TcpExt:TCPLossProbes": "tail_loss_probes",
+    "TcpExt:TCPSynRetrans": "syn_retransmits",
+    "TcpExt:ListenOverflows": "listen_overflows",
+    "TcpExt:TCPRcvQDrop": "receive_queue_drops",
+    "TcpExt:TCPBacklogDrop": "backlog_drops",
+}
+
+
+def tcp_counters() -> dict[str, int] | None:
+    """The machine's TCP counters of ``TCP_COUNTERS`` (Linux; None elsewhere)."""
+    found: dict[str, int] = {}
+    try:
+        for path in ("/proc/net/snmp", "/proc/net/netstat"):
+            with open(path) as f:
+                lines = f.read().splitlines()
+            for names, values in zip(lines[::2], lines[1::2], strict=False):
+                head, *keys = names.split()
+                for key, value in zip(keys, values.split()[1:], strict=False):
+                    if f"{head}{key}" in TCP_COUNTERS:
+                        found[TCP_COUNTERS[f"{head}{key}"]] = int(value)
+    except (OSError, ValueError):
+        return None
+    return found
+
+
+def tcp_delta(before: dict[str, int] | None) -> dict[str, int] | None:
+    """What the counters moved by since ``before`` (the whole machine's: every process)."""
+    after = tcp_counters()
+    if before is None or after is None:
+        return None
+    return {name: after[name] - before.get(name, 0) for name in after}

@@ -265,6 +265,10 @@ def print_result(result: dict[str, Any]) -> None:
                 f"{bare['nats_cpu_us']}; {bare['appends_per_s']:,.0f} appends/s from "
                 f"{bare['concurrency']} appenders)"
             )
+        tcp = r.get("tcp")
+        if tcp and any(tcp.values()):
+            moved = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in tcp.items() if n)
+            print(f"    TCP on this machine during the run: {moved}")
         per_unit = f"CPU µs/{r['unit']}"
         print(f"    {'process':<16}{'CPU s':>8}{per_unit:>18}{'cores':>7}{'peak RSS MB':>13}")
         for name, p in r["processes"].items():
