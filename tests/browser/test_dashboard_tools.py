@@ -271,6 +271,12 @@ async def test_a_conversation_is_frozen_pinned_moderated_and_answered_in_a_threa
         f"/api/widget/conversations/{conversation}/messages", {"content": "hello?"}
     )
     assert status == 403, refused
+    # The mute is read from the log, not remembered by the page: a reload still shows it,
+    # with when it lifts itself, and offers to lift it.
+    await page.reload()
+    await expect(carol_row.get_by_test_id("muted")).to_contain_text("muted until", timeout=LIVE)
+    await expect(page.get_by_role("button", name="Unmute Carol")).to_be_visible()
+    await expect(page.get_by_role("button", name="Mute Carol", exact=True)).to_have_count(0)
     await page.get_by_role("button", name="Ban Carol").click()
     await dialog.get_by_label("For how long").select_option(label="7 days")
     await dialog.get_by_role("button", name="Ban").click()

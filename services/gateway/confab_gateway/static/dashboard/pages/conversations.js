@@ -171,7 +171,9 @@ async function conversation(main, { api, me, can }, id, params) {
   const base = `/api/v1/conversations/${encodeURIComponent(id)}`; // the id comes from the address
   const mine = me.member.user_id;
   const found = params.get('m'); // a search hit: marked wherever it is drawn
-  const state = { conv: null, messages: [], hasEarlier: false, pins: [], thread: null, muted: new Set() };
+  // muted: the mutes in force here, as the log says now (user id → until, null: until lifted).
+  const state = { conv: null, messages: [], hasEarlier: false, pins: [], thread: null, muted: new Map() };
+  const mutes = () => (can('users.ban') ? api.get(`${base}/mutes`) : Promise.resolve({ data: [] }));
   replace(main, h('p', {}, h('a', { href: '#/conversations' }, '← Conversations')), loading('the conversation'));
   main.classList.add('wide');
 
@@ -187,8 +189,9 @@ async function conversation(main, { api, me, can }, id, params) {
   // The newest page, then earlier ones until message seq `back` is in (a search hit):
   // what is shown stays one unbroken stretch up to the newest, so live refreshes fit.
   async function loadAll(back) {
-    const [conv, history, pins] = await Promise.all([api.get(base), api.get(`${base}/messages`, { limit: PAGE }), api.get(`${base}/pins`)]);
+    const [conv, history, pins, muted] = await Promise.all([api.get(base), api.get(`${base}/messages`, { limit: PAGE }), api.get(`${base}/pins`), mutes()]);
     state.conv = conv;
+    state.muted = new Map(muted.data.map((m) => [m.user_id, m.until]));
     state.messages = history.data;
     state.hasEarlier = history.has_more;
     state.pins = pins.data;
@@ -204,12 +207,14 @@ async function conversation(main, { api, me, can }, id, params) {
 
   // Re-reads what is shown: the newest messages (as many as shown), the pins, the thread.
   async function refresh() {
-    const [conv, history, pins] = await Promise.all([
+    const [conv, history, pins, muted] = await Promise.all([
       api.get(base),
       api.get(`${base}/messages`, { limit: Math.min(100, Math.max(PAGE, state.messages.length)) }),
       api.get(`${base}/pins`),
+      mutes(),
     ]);
     state.conv = conv;
+    state.muted = new Map(muted.data.map((m) => [m.user_id, m.until]));
     const known = new Map(history.data.map((m) => [m.id, m]));
     const older = state.messages.filter((m) => !known.has(m.id) && m.seq < (history.data[0] ? history.data[0].seq : Infinity));
     state.messages = older.concat(history.data);
@@ -355,7 +360,7 @@ async function conversation(main, { api, me, can }, id, params) {
           h(
             'li',
             { class: 'person-row', 'data-testid': 'participant', dataset: { id: p.id } },
-            h('span', { class: 'person' }, avatar(p.name), h('span', {}, p.name, p.id === mine ? ' (you)' : '', state.muted.has(p.id) ? h('span', { class: 'badge hidden' }, 'muted') : null)),
+            h('span', { class: 'person' }, avatar(p.name), h('span', {}, p.name, p.id === mine ? ' (you)' : '', state.muted.has(p.id) ? h('span', { class: 'badge hidden', 'data-testid': 'muted' }, state.muted.get(p.id) ? ['muted until ', when(state.muted.get(p.id))] : 'muted') : null)),
             can('users.ban') && p.id !== mine
               ? h(
                   'span',
@@ -406,7 +411,6 @@ async function conversation(main, { api, me, can }, id, params) {
             const seconds = duration.value ? Number(duration.value) : undefined;
             try {
               await api.post(`${base}/${kind === 'mute' ? 'mutes' : 'bans'}`, { user_id: person.id, duration_seconds: seconds });
-              if (kind === 'mute') state.muted.add(person.id);
               dialog.close('ok');
               const how = seconds ? ` for ${duration.selectedOptions[0].textContent}` : ' until you lift it';
               announce(kind === 'mute' ? `${person.name} is muted here${how}.` : `${person.name} is banned from this conversation${how}.`);
