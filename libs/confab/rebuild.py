@@ -141,6 +141,10 @@ def fewer_collections(threshold: int = 100_000) -> Iterator[None]:
 
 
 LANES = 2  # how many ways a partitioned projection's replay is split (by its partitions)
+# Connections a rebuild's engine keeps: one per projection or lane replayed at once (six
+# for messaging), the lock's and the swap's. Fewer, and the pool opens and closes one
+# (a PostgreSQL process) for every batch of those beyond it.
+REBUILD_POOL = 10
 
 
 def lane_row(projection: Projection, lane: int, lanes: int) -> str:

@@ -50,7 +50,7 @@ from confab.contracts.events.messaging import subject as conversation_subject
 from confab.db import create_engine
 from confab.events import encode, headers_for
 from confab.readmodels import find
-from confab.rebuild import Helpers, Progress, ReadModelRebuild
+from confab.rebuild import REBUILD_POOL, Helpers, Progress, ReadModelRebuild
 from confab.streamread import speed_up
 
 if TYPE_CHECKING:
@@ -235,7 +235,7 @@ async def _rebuild(
 ) -> dict[str, Any]:
     nc = await bus.connect(nats_url, "bench-replay")
     speed_up(nc)  # as the command line does
-    engine = create_engine(database_url, pool_size=4)
+    engine = create_engine(database_url, pool_size=REBUILD_POOL)  # as the command line
     # As ``confab projections rebuild messaging --processes N`` starts its helpers.
     env = dict(os.environ, CONFAB_NATS_URL=nats_url, CONFAB_DATABASE_URL=database_url)
     argv = [sys.executable, "-m", "confab.cli.main", "projections", "rebuild", "messaging"]

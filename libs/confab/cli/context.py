@@ -27,6 +27,7 @@ from confab.db import create_engine
 from confab.errors import ConfabError
 from confab.logging import configure
 from confab.personal import KeyRing
+from confab.rebuild import REBUILD_POOL
 from confab.rpc import RpcClient
 from confab.streamread import speed_up
 
@@ -110,7 +111,9 @@ class Platform:
         if self._engine is None:
             if self.database_url is None:
                 raise AssertionError("this command did not ask for the database")
-            self._engine = create_engine(self.database_url, pool_size=4)
+            # A rebuild holds a connection for each projection (or lane) it replays at
+            # once, besides its lock's and the swap's: kept, not opened per batch.
+            self._engine = create_engine(self.database_url, pool_size=REBUILD_POOL)
         return self._engine
 
     async def key_ring(self) -> KeyRing:
