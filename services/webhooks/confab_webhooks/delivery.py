@@ -604,8 +604,8 @@ class Sender:
         if not self._owned:
             return
         d = DELIVERIES
-        owned = sorted(self._owned)
-        match = sa.or_(*(sa.and_(d.c.source == s, d.c.part == p) for s, p in owned))
+        # One IN of (source, part) pairs: compiled once and cached, however many are owned.
+        match = sa.tuple_(d.c.source, d.c.part).in_(sorted(self._owned))
         async with self.engine.begin() as conn:
             rows = await conn.execute(
                 d.update().where(d.c.requeued.is_(True), match).values(requeued=False).returning(d)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 import time
@@ -74,6 +75,7 @@ class Origin:
         return (self.scheme, self.host, self.port)
 
 
+@functools.lru_cache(maxsize=1024)  # an endpoint's URL is parsed once, not per delivery
 def origin_of(url: str) -> Origin:
     """The origin and request target of an http(s) URL (ValueError if it is not one)."""
     parts = urlsplit(url)

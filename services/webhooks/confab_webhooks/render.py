@@ -19,9 +19,11 @@ marked stale by identity's stored user events (``live.identity.evt.*.user.*``); 
 one is read again from the log before it is used.
 
 A conversation event's body is the same for every endpoint that gets it, so it is kept
-(``_bodies``) while nothing it is made from can have changed: every change to the views
-and profiles held here (a fold, a read from the log, an erasure, a stale profile) starts
-a new *generation* and drops the kept bodies. Three endpoints of one workspace cost one
+(``_bodies``, by conversation) while nothing it is made from can have changed: every
+change to the views and profiles held here starts a new *generation* (a body rendered
+across one is not kept) and drops the kept bodies it can touch: a fold or a read from
+the log those of its conversation, a profile (stale or erased) every one, since names
+appear in any conversation's bodies. Three endpoints of one workspace cost one
 rendering, never a stale one.
 """
 
@@ -29,9 +31,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -133,12 +135,22 @@ class Renderer:
         self.erased: set[Key] = set()  # users erased while this process ran
         self._loading: dict[Key, asyncio.Lock] = {}
         self._sub: Any = None
-        self._bodies: dict[int, bytes | None] = {}  # conversation events' bodies, by seq
+        # Conversation events' bodies, by conversation and stream seq; how many in all.
+        self._bodies: dict[Key, dict[int, bytes | None]] = {}
+        self._kept = 0
         self.generation = 0  # moves on every change to what a body is made from
 
-    def _changed(self) -> None:
+    def _changed(self, conversations: Iterable[Key] | None = None) -> None:
+        """What bodies are made from changed: of ``conversations`` only, or (None) of any."""
         self.generation += 1
-        self._bodies.clear()
+        if conversations is None:
+            self._bodies.clear()
+            self._kept = 0
+            return
+        for key in conversations:
+            dropped = self._bodies.pop(key, None)
+            if dropped:
+                self._kept -= len(dropped)
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe("live.identity.evt.*.user.*", cb=self._on_user)
@@ -167,7 +179,8 @@ class Renderer:
         ]
         if not held:
             return
-        self._changed()
+        folded = {(e.workspace, cast(ConversationEvent, e.event).conversation_id) for e in held}
+        self._changed(folded)
         if self.keys is not None:
             held = await self.keys.reveal_all(held)
         for envelope in held:
@@ -207,7 +220,7 @@ class Renderer:
             if view is None:
                 view = ConversationView(conv, ws)
             if view.stream_seq < at_least:
-                self._changed()
+                self._changed([key])
                 subject = conversation_subject(ws, conv)
                 async for envelope in read_subject(
                     self.nc, CONVERSATIONS.name, subject, view.stream_seq
@@ -221,7 +234,8 @@ class Renderer:
             self.views[key] = view
             self.views.move_to_end(key)
             while len(self.views) > self.size:
-                self.views.popitem(last=False)
+                gone, _ = self.views.popitem(last=False)
+                self._changed([gone])  # its events are no longer folded here
         self._loading.pop(key, None)
         return view
 
@@ -293,12 +307,15 @@ class Renderer:
         (what it names is not in the log)."""
         if row["stream"] != CONVERSATIONS.name:
             return await self._render(row)
+        key = (row["workspace_id"], row["conversation_id"])
         seq, generation = row["seq"], self.generation
-        if seq in self._bodies:
-            return self._bodies[seq]
+        kept = self._bodies.get(key)
+        if kept is not None and seq in kept:
+            return kept[seq]
         body = await self._render(row)
-        if generation == self.generation and len(self._bodies) < MAX_BODIES:
-            self._bodies[seq] = body  # nothing changed while it was made
+        if generation == self.generation and self._kept < MAX_BODIES:
+            self._bodies.setdefault(key, {})[seq] = body  # nothing changed while it was made
+            self._kept += 1
         return body
 
     async def _render(self, row: dict[str, Any]) -> bytes | None:

@@ -358,3 +358,65 @@ async def test_a_conversation_events_body_is_made_once_until_anything_changes() 
     await renderer.body(user_row)
     await renderer.body(user_row)
     assert made == [7, 7, 7, 7]  # other streams are made every time
+
+
+async def test_a_fold_drops_the_kept_bodies_of_its_own_conversation_only() -> None:
+    from datetime import UTC, datetime
+
+    from confab.contracts.events.messaging import MessagePosted
+    from confab.conversation import ConversationView
+    from confab.events import Envelope
+    from confab_webhooks.render import Renderer
+
+    renderer = Renderer(None, None)  # type: ignore[arg-type]  # nothing here reads the log
+    made: list[tuple[str, int]] = []
+
+    async def data(row: dict[str, Any]) -> dict[str, Any]:
+        made.append((row["conversation_id"], row["seq"]))
+        return {"n": len(made)}
+
+    renderer._data = data  # type: ignore[method-assign]
+
+    def row(conversation: str, seq: int) -> dict[str, Any]:
+        return {
+            "stream": "CONVERSATIONS",
+            "seq": seq,
+            "event_type": "message.created",
+            "stored_at": "2026-12-06T00:00:00Z",
+            "workspace_id": "ws",
+            "conversation_id": conversation,
+            "event_seq": 1,
+        }
+
+    def posted(conversation: str, seq: int) -> Envelope:
+        event = MessagePosted(
+            conversation_id=conversation,
+            seq=1,
+            at=datetime.now(UTC),
+            message_id=f"m{seq}",
+            sender_id="u",
+            content="hello",
+        )
+        return Envelope(
+            event=event,
+            type=event.type,
+            schema=1,
+            msg_id=f"id{seq}",
+            workspace="ws",
+            actor="u",
+            correlation="",
+            subject=f"conv.evt.ws.{conversation}",
+            seq=seq,
+        )
+
+    for conversation in ("a", "b"):
+        renderer.views[("ws", conversation)] = ConversationView(conversation, "ws")
+    await renderer.body(row("a", 1))
+    await renderer.body(row("b", 2))
+    await renderer.take([posted("b", 3)])  # b changed; a did not
+    await renderer.body(row("a", 1))
+    await renderer.body(row("b", 2))
+    assert made == [("a", 1), ("b", 2), ("b", 2)]
+    await renderer.take([posted("c", 4)])  # a conversation not held here: nothing to drop
+    await renderer.body(row("a", 1))
+    assert made == [("a", 1), ("b", 2), ("b", 2)]
