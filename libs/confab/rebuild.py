@@ -441,7 +441,8 @@ def quote_ident(name: str) -> str:
 class Helpers:
     """Other processes to share a replay with: ``argv`` + ``["--part", "i/n"]`` for each
     part ``i`` from 1 to ``processes - 1`` (``confab projections rebuild NAME``), with
-    ``env``. Each writes JSON lines on stdout (``part_line``)."""
+    ``env``. Each writes JSON lines on stdout (``part_line``), and stops when its stdin
+    (a pipe from this process) closes."""
 
     argv: list[str]
     env: dict[str, str]
@@ -665,7 +666,9 @@ class ReadModelRebuild:
                         "--part",
                         f"{i}/{n}",
                         env=helpers.env,
-                        stdin=asyncio.subprocess.DEVNULL,
+                        # Never written: it closes when this process ends, however it
+                        # ends, and the helper stops then.
+                        stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE,
                         stderr=asyncio.subprocess.PIPE,
                     )
@@ -681,6 +684,8 @@ class ReadModelRebuild:
                 if proc.returncode is None:
                     proc.terminate()
                     await proc.wait()
+                if proc.stdin is not None:
+                    proc.stdin.close()
 
     async def _follow_helper(
         self, proc: asyncio.subprocess.Process, part: str, progress: Progress

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -339,6 +340,16 @@ class _PartProgress(Progress):
         print(part_line(advanced=n), flush=True)
 
 
+async def _end_of_input() -> None:
+    """Return at the end of stdin: a helper's is a pipe from the rebuild that started it,
+    closed when that process ends, however it ends."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass
+
+
 async def _replay_part(
     platform: Platform, model: ReadModel, args: argparse.Namespace, keys: KeyRing
 ) -> dict[str, Any]:
@@ -362,7 +373,18 @@ async def _replay_part(
         raise SystemExit("confab: --part is for the helpers a rebuild starts itself")
     await job.prepare()
     progress = _PartProgress()
-    await job.converge(progress)
+    replay = asyncio.ensure_future(job.converge(progress))
+    gone = asyncio.ensure_future(_end_of_input())
+    await asyncio.wait({replay, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if not replay.done():
+        # Whatever became of the rebuild (even killed), its helper stops with it: what
+        # it committed stays, and the rebuild run again resumes from there.
+        replay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await replay
+        raise SystemExit("confab: the rebuild that started this helper is gone; stopped")
+    gone.cancel()
+    replay.result()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     done = {
         "events": progress.done,
