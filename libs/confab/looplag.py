@@ -5,7 +5,8 @@ A loop that is late by *d* delays by about *d* every frame, reply and delivery t
 became ready meanwhile, so this is the tail a process adds on its own (a long
 callback, a garbage collection, a burst of writes). ``sample`` is the one measure:
 every service records it into ``EVENT_LOOP_LAG`` (``/metrics``, started by
-``confab.service``), and the load generators of ``confab bench`` into a list.
+``confab.service`` every ``loop_lag_interval`` seconds), and the load generators of
+``confab bench`` into a list.
 
 ``percentiles`` reads the histogram back as an operator (or ``confab bench fanout``)
 would: the difference of two scrapes, with a percentile taken at the upper edge of
@@ -20,7 +21,10 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import Histogram
 
-INTERVAL_SECONDS = 0.025  # 40 wake-ups a second: a few µs each, under 0.1 % of a core
+# Ten wake-ups a second. On this machine (a VM) waking an idle process costs about 0.1 ms
+# of CPU, so 40 a second cost each service 0.4 % of a core: a service's setting
+# (``loop_lag_interval``, ``CONFAB_LOOP_LAG_INTERVAL``) makes it finer where wanted.
+INTERVAL_SECONDS = 0.1
 BUCKETS = (
     0.001,
     0.002,
@@ -46,7 +50,7 @@ BUCKETS = (
 )
 EVENT_LOOP_LAG = Histogram(
     "confab_event_loop_lag_seconds",
-    "How late this process's event loop ran a timer due every 25 ms",
+    "How late this process's event loop ran a timer due every loop_lag_interval seconds",
     buckets=BUCKETS,
 )
 
@@ -60,10 +64,12 @@ async def sample(record: Callable[[float], None], interval: float = INTERVAL_SEC
         record(max(0.0, clock() - start - interval))
 
 
-def start(loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[None]:
+def start(
+    loop: asyncio.AbstractEventLoop | None = None, interval: float = INTERVAL_SECONDS
+) -> asyncio.Task[None]:
     """This process's loop lag into ``EVENT_LOOP_LAG``, until the task is cancelled."""
     loop = loop or asyncio.get_running_loop()
-    return loop.create_task(sample(EVENT_LOOP_LAG.observe), name="event-loop-lag")
+    return loop.create_task(sample(EVENT_LOOP_LAG.observe, interval), name="event-loop-lag")
 
 
 Buckets = dict[float, float]  # upper bound (seconds) → cumulative count

@@ -265,8 +265,9 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
-    lag = looplag.start(loop)
-    service.on_stop(lambda: _cancel(lag))
+    if settings.loop_lag_interval:
+        lag = looplag.start(loop, settings.loop_lag_interval)
+        service.on_stop(lambda: _cancel(lag))
     await setup(service)
     service.ready = True
     if settings.http_port:
