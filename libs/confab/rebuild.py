@@ -168,7 +168,7 @@ class _Feed:
     replayer: Replayer
     stop: int | None  # apply nothing past this sequence (None: to the end of the stream)
     limits: Sequence[int]  # per partition, when they differ (verify); else empty
-    read: int = 0  # messages of its range seen (as its own reader would have read them)
+    read: int = 0  # messages of its range (and lane) it took: each counted once per projection
 
 
 class _Batch:
@@ -266,13 +266,13 @@ class StreamReplay:
     """One pass over a stream for every projection of the read model that follows it.
 
     Each message is fetched, parsed and opened once, whatever the number of
-    projections (they share ``stream`` and ``subjects``). Each projection then
-    applies the batches in order, each in a transaction of its own that moves its
-    checkpoint with its rows, at its own pace: while one waits for PostgreSQL,
-    another folds, and the next batches are fetched and opened. The reader waits
-    for the slowest projection (at most two batches queued for each), so memory
+    projections (they share ``stream`` and ``subjects``). Each projection (or lane of
+    one) then applies the batches in order, each in a transaction of its own that
+    moves its checkpoint with its rows, at its own pace: while one waits for
+    PostgreSQL, another folds, and the next batches are fetched and opened. The
+    reader waits for the slowest (at most two batches queued for each), so memory
     stays bounded. Each projection sees every event past its checkpoint once, in
-    stream order.
+    stream order (a lane: those of its conversations).
     """
 
     def __init__(
