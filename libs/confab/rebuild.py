@@ -103,6 +103,14 @@ class Progress:
         return self.done / elapsed if elapsed > 0 else 0.0
 
 
+# Dropping a schema (a retired read model, an abandoned scratch copy) waits this long for
+# each lock it needs, then lets go and tries again, for at most DROP_PATIENCE_SECONDS.
+DROP_LOCK_WAIT = "200ms"
+DROP_PATIENCE_SECONDS = 120.0
+LOCK_NOT_AVAILABLE = "55P03"
+DEADLOCK_DETECTED = "40P01"
+
+
 # -- the garbage collector ------------------------------------------------------------------
 
 _relaxed = 0  # replays under way in this process that relaxed the collector
@@ -558,8 +566,33 @@ class ReadModelRebuild:
         await self._drop(self.scratch_schema)
 
     async def _drop(self, schema: str) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE"))
+        """Drop ``schema`` and its tables, never holding a live transaction up: a query that
+        began before a swap may still hold a retired table while it asks for another, and a
+        ``DROP … CASCADE`` that locked some tables and waited on that one would deadlock
+        with it (PostgreSQL would then abort one of the two, perhaps the query). Each try
+        waits at most ``DROP_LOCK_WAIT`` for a lock, well under the deadlock check's second,
+        lets go of all it took, and tries again a little later."""
+        deadline = time.monotonic() + DROP_PATIENCE_SECONDS
+        pause = 0.05
+        while True:
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(sa.text(f"SET LOCAL lock_timeout = '{DROP_LOCK_WAIT}'"))
+                    await conn.execute(
+                        sa.text(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+                    )
+                return
+            except sa.exc.DBAPIError as exc:
+                code = getattr(exc.orig, "sqlstate", None)
+                if code not in (LOCK_NOT_AVAILABLE, DEADLOCK_DETECTED):
+                    raise
+                if time.monotonic() > deadline:
+                    raise RebuildError(
+                        f"could not drop {schema}: its tables stayed in use for "
+                        f"{DROP_PATIENCE_SECONDS:g} s; run the command again to drop it"
+                    ) from None
+            await asyncio.sleep(pause)  # the transactions in the way finish meanwhile
+            pause = min(1.0, pause * 2)
 
     async def prepare(self) -> dict[str, int]:
         """Create the scratch tables (or find them); return where each projection resumes."""

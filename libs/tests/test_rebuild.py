@@ -315,3 +315,42 @@ async def test_a_stream_reader_reads_a_range_in_batches_and_stops(
     assert await read(Start(new_only=True)) == []
     assert await read(Start(time=parse_since("1h"))) == list(range(first, last + 1))
     assert (await js.stream_info(stream_spec.name)).state.consumer_count == 0
+
+
+async def test_dropping_a_retired_schema_never_deadlocks_a_query_still_reading_it(
+    nc: NATS, stream_spec: bus.StreamSpec, engine: AsyncEngine
+) -> None:
+    """A query that began before a swap may hold one retired table and then ask for
+    another. A ``DROP … CASCADE`` that had locked that other table and waited for the
+    first would deadlock with it, and PostgreSQL would abort one of them (seen once in CI,
+    under a rebuild with live traffic). The drop lets go instead, and retries once the
+    query is done: the query never waits long or fails, and the schema goes."""
+    model = model_for(stream_spec)
+    job = ReadModelRebuild(nc.jetstream(), engine, model)
+    schema = job.retired_schema
+    tables = [f"t{i}" for i in range(20)]
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        for table in tables:
+            await conn.execute(sa.text(f'CREATE TABLE "{schema}".{table} (n int)'))
+    async with engine.connect() as reader:
+        await reader.execute(sa.text("SET statement_timeout = '10s'"))
+        await reader.execute(sa.text(f'SELECT count(*) FROM "{schema}".t10'))  # held now
+        drop = asyncio.create_task(job._drop(schema))
+        while not await _waiting_on_a_lock(engine):  # noqa: ASYNC110  # the server's state
+            await asyncio.sleep(0.01)  # the drop is not in yet (it will wait for t10)
+        for table in tables:  # the query goes on through every other table, and is served
+            await reader.execute(sa.text(f'SELECT count(*) FROM "{schema}".{table}'))
+        await reader.commit()
+    await asyncio.wait_for(drop, 30)
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+        )
+        assert found.first() is None
+
+
+async def _waiting_on_a_lock(engine: AsyncEngine) -> bool:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.text("SELECT 1 FROM pg_locks WHERE NOT granted"))
+        return rows.first() is not None
