@@ -183,11 +183,22 @@ def _streams(chosen: list[str]) -> list[bus.StreamSpec]:
     return specs
 
 
+# The order export writes (and so import publishes) every stream in. Streams of events the
+# platform derives from others' come before those others. The stack imported into is
+# running: its notifier, say, following the imported conversations, would decide again a
+# notification the export holds, under the same message id, before the import reached
+# it, and JetStream would drop the export's copy as a duplicate. Imported first, the
+# decision is there when the conversations come, and a decision made again is dropped.
+MOVED_ORDER = (bus.NOTIFIER, bus.MEDIA, bus.WEBHOOKS, bus.IDENTITY, bus.CONVERSATIONS)
+assert {s.name for s in MOVED_ORDER} == set(bus.STREAMS), "every stream, in an order"
+
+
 def _moved_streams(chosen: list[str]) -> list[bus.StreamSpec]:
-    """What export and import move: the chosen streams, and with all of them the users'
-    data keys first, so an imported deployment can read the personal data it replays."""
+    """What export and import move: the chosen streams (all: in ``MOVED_ORDER``), and with
+    all of them the users' data keys first, so an imported deployment can read the
+    personal data it replays."""
     if not chosen:
-        return [personal.KEYS, *bus.STREAMS.values()]
+        return [personal.KEYS, *MOVED_ORDER]
     if [c.upper() for c in chosen] == [personal.KEYS.name]:
         return [personal.KEYS]
     return _streams(chosen)
