@@ -337,8 +337,7 @@ async def test_dropping_a_retired_schema_never_deadlocks_a_query_still_reading_i
         await reader.execute(sa.text("SET statement_timeout = '10s'"))
         await reader.execute(sa.text(f'SELECT count(*) FROM "{schema}".t10'))  # held now
         drop = asyncio.create_task(job._drop(schema))
-        while not await _waiting_on_a_lock(engine):  # noqa: ASYNC110  # the server's state
-            await asyncio.sleep(0.01)  # the drop is not in yet (it will wait for t10)
+        await _until_a_lock_is_awaited(engine)  # the drop is in: it waits for t10
         for table in tables:  # the query goes on through every other table, and is served
             await reader.execute(sa.text(f'SELECT count(*) FROM "{schema}".{table}'))
         await reader.commit()
@@ -350,7 +349,14 @@ async def test_dropping_a_retired_schema_never_deadlocks_a_query_still_reading_i
         assert found.first() is None
 
 
-async def _waiting_on_a_lock(engine: AsyncEngine) -> bool:
+async def _until_a_lock_is_awaited(engine: AsyncEngine, timeout: float = 10.0) -> None:
+    """Until some session waits for a lock (the server's state: asked for, no event to
+    wait on), or fail after ``timeout``. The wait itself is PostgreSQL's, bounded here."""
     async with engine.connect() as conn:
-        rows = await conn.execute(sa.text("SELECT 1 FROM pg_locks WHERE NOT granted"))
-        return rows.first() is not None
+        await conn.execute(sa.text(f"SET statement_timeout = '{int(timeout * 1000)}ms'"))
+        await conn.execute(
+            sa.text(
+                "DO $$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted) "
+                "LOOP PERFORM pg_sleep(0.01); END LOOP; END $$"
+            )
+        )
