@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from confab.bench.webhooks import Received, Receiver
+from confab.db import plain_url
 from tests.client import Api
 from tests.ops import Chat
 from tests.stack import RunningStack
@@ -450,3 +452,78 @@ async def test_a_kill_9_of_the_webhooks_process_mid_burst_loses_nothing(
             if r.body["conversation_id"] == room and r.body["event_seq"] not in seqs:
                 seqs.append(r.body["event_seq"])
         assert seqs == sorted(seqs)
+
+
+async def test_a_delivery_that_succeeds_at_once_is_written_once_with_its_outcome(
+    admin: Api, receiver: Receiver, stack: RunningStack
+) -> None:
+    """Its row is written in the intake's transaction after its first attempt, already
+    delivered, and never updated (``delivery``'s note): a trigger on the table counts
+    every update of this endpoint's rows while messages go out. A receiver that fails
+    the first attempt gets its row written with that outcome, then updated once."""
+    chat = await Chat.create(admin, "Once")
+    endpoint = await hook(chat, receiver, "once", ["message.created"])
+    alice, bob = await chat.user("Alice"), await chat.user("Bob")
+    rooms = [await chat.conversation(alice, bob, title=f"O{i}") for i in range(3)]
+
+    async def listed() -> list[dict[str, Any]]:
+        status, page = await chat.tenant.get(
+            f"/api/v1/webhooks/{endpoint['id']}/deliveries", params={"limit": "100"}
+        )
+        assert status == 200, page
+        return list(page["data"])
+
+    async def all_delivered(count: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        deadline = time.monotonic() + WAIT
+        while len(rows) < count or {r["status"] for r in rows} != {"delivered"}:
+            assert time.monotonic() < deadline, rows
+            await asyncio.sleep(0.05)
+            rows = await listed()
+        return rows
+
+    # One message first, recorded before the trigger exists: the sender has read the new
+    # endpoint by then (an endpoint it does not know yet takes the usual way).
+    await chat.send(alice, rooms[0], "warm up")
+    await all_delivered(1)
+    conn = await asyncpg.connect(plain_url(stack.info["database_url"]))
+    counted = f"updates_{endpoint['id'].replace('-', '_')}"
+    try:
+        await conn.execute(
+            f"""
+            CREATE TABLE public.{counted} (id bigint, status text);
+            CREATE FUNCTION public.{counted}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO public.{counted} VALUES (OLD.id, NEW.status); RETURN NEW; END $$;
+            CREATE TRIGGER {counted} AFTER UPDATE ON webhooks.deliveries FOR EACH ROW
+              WHEN (OLD.endpoint_id = '{endpoint["id"]}') EXECUTE FUNCTION public.{counted}();
+            """
+        )
+        for i in range(12):
+            await chat.send(alice, rooms[i % 3], f"once {i}")
+        rows = await all_delivered(13)
+        assert all(r["attempts"] == 1 and r["last_status"] == 200 for r in rows), rows
+        assert await conn.fetch(f"SELECT * FROM public.{counted}") == []
+
+        # Failing first: written pending with the failed attempt, updated once delivered.
+        receiver.answer = lambda _request: (500, {})
+        late = await chat.send(bob, rooms[0], "once more")
+
+        def attempts() -> int:
+            return sum(r.body["data"]["id"] == late["id"] for r in receiver.of("once"))
+
+        await until(lambda: attempts() == 1, "the failed first attempt")
+        receiver.answer = None
+        await until(lambda: attempts() == 2, "the retry")
+        deadline = time.monotonic() + WAIT
+        while not (updates := await conn.fetch(f"SELECT status FROM public.{counted}")):
+            assert time.monotonic() < deadline, "the delivered retry was never recorded"
+            await asyncio.sleep(0.05)
+        assert [u["status"] for u in updates] == ["delivered"]
+        newest = (await listed())[0]
+        assert newest["status"] == "delivered" and newest["attempts"] == 2
+    finally:
+        await conn.execute(
+            f"DROP TRIGGER IF EXISTS {counted} ON webhooks.deliveries;"
+            f"DROP FUNCTION IF EXISTS public.{counted}(); DROP TABLE IF EXISTS public.{counted};"
+        )
+        await conn.close()

@@ -77,10 +77,24 @@ async def test_a_batch_moves_its_checkpoint_with_it_and_skips_what_came_before(
     assert notified.empty()
 
 
+class Told(Counts):
+    """Counts, and what it was told of each batch's transaction."""
+
+    def __init__(self, spec: bus.StreamSpec) -> None:
+        super().__init__(spec)
+        self.told: list[str] = []
+
+    def committed(self) -> None:
+        self.told.append("committed")
+
+    def rolled_back(self) -> None:
+        self.told.append("rolled back")
+
+
 async def test_a_batch_is_rolled_back_when_a_checkpoint_is_not_the_one_it_left(
     engine: AsyncEngine, stream_spec: bus.StreamSpec
 ) -> None:
-    projection = Counts(stream_spec)
+    projection = Told(stream_spec)
     batches = BatchCommit(engine, projection)
     await batches.setup()
     await batches.resume({0})
@@ -94,6 +108,8 @@ async def test_a_batch_is_rolled_back_when_a_checkpoint_is_not_the_one_it_left(
     with pytest.raises(CheckpointMoved):
         await batches.commit([envelope(stream_spec, "b", 2)], 2)
     assert await counts(engine, projection) == {"a": 1}  # nothing of the batch landed
+    # The projection hears which: what it started outside the transaction is undone.
+    assert projection.told == ["committed", "rolled back"]
     assert await batches.read_checkpoint() == 9
     assert batches.applied == 1
 

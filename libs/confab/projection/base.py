@@ -59,6 +59,11 @@ class Projection(ABC):
         transaction can still roll back and the batch be applied again."""
         return None
 
+    def rolled_back(self) -> None:
+        """The transaction of the last ``apply`` did not commit: the batch will be applied
+        again, so forget what that ``apply`` started outside the transaction."""
+        return None
+
     def partition_key(self, subject: str) -> str:
         """What orders events: those with one key go to one partition (the subject here)."""
         return subject

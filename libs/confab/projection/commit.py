@@ -78,8 +78,27 @@ class BatchCommit:
         ``last_seq``, the batch's last sequence, all in one transaction; the projection's
         new checkpoint if that moved it. Raises ``CheckpointMoved`` (nothing applied)."""
         p = self.projection
-        table = p.checkpoints
         owned = {self._rows[k]: k for k in self.positions}
+        try:
+            overall, fresh = await self._commit(events, last_seq, owned)
+        except BaseException:
+            p.rolled_back()
+            raise
+        if fresh:
+            p.committed()
+        for k in self.positions:
+            self.positions[k] = max(self.positions[k], last_seq)
+        self.applied += len(fresh)
+        PROJECTION_APPLIED.labels(p.name).inc(len(fresh))
+        if overall is not None:
+            PROJECTION_CHECKPOINT.labels(p.name).set(overall)
+        return overall
+
+    async def _commit(
+        self, events: Sequence[Envelope], last_seq: int, owned: dict[str, int]
+    ) -> tuple[int | None, list[Envelope]]:
+        p = self.projection
+        table = p.checkpoints
         async with self.engine.begin() as conn:
             # First, before any table is named: a swap renames the schema under this lock.
             await conn.execute(
@@ -111,15 +130,7 @@ class BatchCommit:
                     sa.text("SELECT pg_notify(:channel, :payload)"),
                     {"channel": NOTIFY_CHANNEL, "payload": notification(p.name, overall)},
                 )
-        if fresh:
-            p.committed()
-        for k in self.positions:
-            self.positions[k] = max(self.positions[k], last_seq)
-        self.applied += len(fresh)
-        PROJECTION_APPLIED.labels(p.name).inc(len(fresh))
-        if overall is not None:
-            PROJECTION_CHECKPOINT.labels(p.name).set(overall)
-        return overall
+        return overall, fresh
 
     async def _move_overall(self, conn: AsyncConnection, last_seq: int) -> int:
         """Set the projection's row to the lowest partition checkpoint, and return it.

@@ -79,7 +79,14 @@ async def setup(service: Service) -> None:
     intakes = {}
     for source in SOURCES:
         take = renderer.take if source == "conversations" else None
-        intake = Intake(source, settings.partitions, sender.offer, take)
+        intake = Intake(
+            source,
+            settings.partitions,
+            sender.offer,
+            take,
+            first=sender,
+            first_wait=settings.first_attempt_wait_seconds,
+        )
         # Nobody waits on an intake's checkpoint: a pause after a short batch gathers the
         # next one, so a busy stream costs a transaction per batch, not per event.
         intakes[source] = await service.add_projection(

@@ -32,6 +32,20 @@ yet marked delivered is sent again by whoever owns its partition next (at least 
 ``webhook-id`` is the same for every attempt, so receivers drop duplicates). While
 partitions move between copies, a delivery in flight in the copy that gave one up may
 be sent once more by the copy that took it.
+
+**First attempts before the row** (``send_first``, ``FirstAttempts``). Most deliveries
+succeed at once, and writing a row, then writing it again as delivered, was most of
+what a delivery cost the database. So the intake hands a fresh batch's deliveries to
+the sender *inside* its transaction, with ids taken from the table's sequence, waits
+up to ``first_attempt_wait_seconds`` for their first attempts, and writes each row once,
+with the outcome it already has (delivered, or pending with its next attempt). A
+delivery not attempted by then is written as pending and its outcome recorded as
+usual. This keeps every guarantee: the rows and the checkpoint still commit together,
+so a crash before the commit sends the batch again (at least once, same
+``webhook-id``), and a batch rolled back is forgotten here (``rolled_back``). Only what
+can go out at once is sent first: a partition this process sends for, an endpoint
+known, enabled and not held, a lane with nothing older waiting; the rest, and events
+stored more than ``FIRST_HORIZON`` ago (a catch-up, a replay), take the usual way.
 """
 
 from __future__ import annotations
@@ -71,6 +85,7 @@ OWNERSHIP_SECONDS = 0.5
 UNMATCHED_SECONDS = 30.0  # an outcome whose row never appears (its batch rolled back)
 RENDER_RETRY_SECONDS = 1.0
 PRUNE_SECONDS = 60.0
+FIRST_HORIZON = timedelta(seconds=60)  # older events are never sent before their row
 
 
 def utcnow() -> datetime:
@@ -113,6 +128,10 @@ class Item:
     row: dict[str, Any]
     attempts: int
     due: float = 0.0  # monotonic time of the next attempt
+    first: FirstAttempts | None = None  # sent before its row is written: the batch's
+    outcome: Outcome | None = None  # the last one, while ``first`` is set
+    settled: bool = False  # its batch does not wait for it any more
+    void: bool = False  # its batch rolled back: its outcome is not recorded
 
 
 def _item_id(item: Item) -> int:
@@ -157,6 +176,67 @@ class Outcome:
     at: datetime
     next_at: datetime | None
     first: float = field(default_factory=time.monotonic)
+
+
+class FirstAttempts:
+    """One intake batch's deliveries sent before their rows are written (the module's
+    note): what the intake waits for, then writes with each row."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+        self.items: dict[int, Item] = {}
+        self._waiting = 0
+        self._settled = asyncio.Event()
+
+    def add(self, item: Item) -> None:
+        item.first = self
+        self.items[item.id] = item
+        self._waiting += 1
+
+    def settle(self, item: Item) -> None:
+        """The batch stops waiting for ``item``: it was attempted, or cannot be soon."""
+        if item.settled or item.first is not self:
+            return
+        item.settled = True
+        self._waiting -= 1
+        if self._waiting <= 0:
+            self._settled.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Until every delivery was attempted once or cannot be soon, at most ``seconds``."""
+        if self._waiting > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), seconds)
+
+    def written(self) -> dict[int, dict[str, Any]]:
+        """Each delivery's columns as its row is written now (what its outcome so far
+        says); from here on its outcomes are recorded as every other delivery's."""
+        columns: dict[int, dict[str, Any]] = {}
+        for item in self.items.values():
+            item.first = None
+            o = item.outcome
+            item.outcome = None
+            if o is None:
+                columns[item.id] = {}
+                continue
+            columns[item.id] = {
+                "status": o.status,
+                "attempts": o.attempts,
+                "last_status": o.last_status,
+                "last_error": o.last_error,
+                "last_attempt_at": o.at,
+                "next_attempt_at": o.next_at,
+                "delivered_at": o.at if o.status == "delivered" else None,
+            }
+        return columns
+
+    def forget(self, ids: Iterable[int] | None = None) -> None:
+        """These deliveries (all by default) have no row and never will: stop sending
+        them, and record nothing of an attempt still in flight."""
+        for item_id in list(self.items) if ids is None else ids:
+            item = self.items.pop(item_id, None)
+            if item is not None:
+                self.sender._forget(item)
 
 
 class Sender:
@@ -246,15 +326,65 @@ class Sender:
                 self._add(row)
         self._wake.set()
 
-    def _add(self, row: dict[str, Any]) -> None:
+    def send_first(self, rows: list[dict[str, Any]]) -> FirstAttempts:
+        """Start the deliveries of ``rows`` (in log order, ids taken, rows not written
+        yet) that can go out at once; the batch the caller waits for and writes with."""
+        batch = FirstAttempts(self)
+        horizon = utcnow() - FIRST_HORIZON
+        now = time.monotonic()
+        blocked: set[tuple[str, str]] = set()  # a lane's later rows wait behind its first
+        for row in rows:
+            lane_key = (row["endpoint_id"], row["lane"])
+            if lane_key in blocked:
+                continue
+            target = self.targets.get(row["endpoint_id"])
+            lane = target.lanes.get(row["lane"]) if target is not None else None
+            if (
+                target is None
+                or not (target.known and target.enabled)
+                or target.hold_until > now
+                or row["stored_at"] < horizon
+                or (row["source"], row["part"]) not in self._owned
+                or (row["source"], row["part"]) in self._loading
+                or (lane is not None and any(i.first is not batch for i in lane.items))
+            ):
+                blocked.add(lane_key)
+                continue
+            item = self._add(row)
+            if item is not None:
+                batch.add(item)
+        if batch.items:
+            self._wake.set()
+        return batch
+
+    def _forget(self, item: Item) -> None:
+        item.void = True
+        item.first = None
+        self.queued.pop(item.id, None)
+        target = self.targets.get(item.row["endpoint_id"])
+        lane = target.lanes.get(item.row["lane"]) if target is not None else None
+        if lane is None or item not in lane.items:
+            return
+        if lane.busy and lane.items[0] is item:
+            return  # in flight: ``_send`` takes it out when the attempt ends
+        lane.items.remove(item)
+        if not lane.items and not lane.busy and target is not None:
+            del target.lanes[lane.key]
+
+    def _settle_lane(self, lane: Lane) -> None:
+        for item in lane.items:
+            if item.first is not None:
+                item.first.settle(item)
+
+    def _add(self, row: dict[str, Any]) -> Item | None:
         row_id = int(row["id"])
         if row_id in self._finished and not row.get("requeued"):
-            return
+            return None
         existing = self.queued.get(row_id)
         if existing is not None:
             if row.get("requeued") or row["attempts"] < existing.attempts:
                 existing.attempts, existing.due = row["attempts"], 0.0
-            return
+            return None
         target = self.targets.get(row["endpoint_id"])
         if target is None:
             target = self.targets[row["endpoint_id"]] = Target(row["endpoint_id"])
@@ -270,6 +400,7 @@ class Sender:
             bisect.insort(lane.items, item, key=_item_id)
         self.queued[row_id] = item
         self._ready(lane)
+        return item
 
     @staticmethod
     def _due_of(row: dict[str, Any]) -> float:
@@ -343,6 +474,14 @@ class Sender:
             lane.busy = False
             target.in_flight -= 1
             self.in_flight -= 1
+            if item.void and item in lane.items:
+                lane.items.remove(item)
+            now = time.monotonic()
+            if target.hold_until > now or not target.enabled:
+                for held in target.lanes.values():
+                    self._settle_lane(held)  # none of them goes out soon
+            elif lane.items and lane.items[0].due > now:
+                self._settle_lane(lane)  # its head waits for a retry: so does the rest
             if lane.key in target.lanes and not lane.items:
                 del target.lanes[lane.key]
             else:
@@ -483,9 +622,14 @@ class Sender:
         at: datetime,
         next_at: datetime | None,
     ) -> None:
-        self._outcomes.append(
-            Outcome(item.id, status, item.attempts, last_status, error, at, next_at)
-        )
+        if item.void:
+            return
+        outcome = Outcome(item.id, status, item.attempts, last_status, error, at, next_at)
+        if item.first is not None:  # no row yet: it is written with this outcome
+            item.outcome = outcome
+            item.first.settle(item)
+            return
+        self._outcomes.append(outcome)
         if status != "pending":
             self._finished.add(item.id)
 

@@ -6,22 +6,27 @@ own fold (``domain.evolve``), so the read model and the write side cannot disagr
 deleted endpoint's pending deliveries are cancelled in the same transaction.
 
 ``Intake`` (one per stream: ``CONVERSATIONS``, ``IDENTITY``, ``MEDIA``, ``NOTIFIER``)
-turns each stored event an endpoint asked for into a delivery row, in the transaction that moves its
-checkpoint: a crash anywhere queues each delivery exactly once. The endpoints are read
-in that same transaction, so an endpoint whose creation has returned gets every event
-stored after it (and none stored before: its ``since``). The work is split into
-partitions by what orders it (a conversation, a user, an attachment): a partition is
-applied by one copy at a time, and the same copy sends its deliveries, so the
-deliveries of one conversation to one endpoint go out in order. New rows are handed to
-this process's sender once their transaction has committed (``offer``); conversation
-events are also folded into the views the renderer holds.
+turns each stored event an endpoint asked for into a delivery row, in the transaction
+that moves its checkpoint: a crash anywhere queues each delivery exactly once. The
+endpoints are read in that same transaction, so an endpoint whose creation has returned
+gets every event stored after it (and none stored before: its ``since``). The work is
+split into partitions by what orders it (a conversation, a user, an attachment): a
+partition is applied by one copy at a time, and the same copy sends its deliveries, so
+the deliveries of one conversation to one endpoint go out in order. Conversation events
+are also folded into the views the renderer holds.
+
+A row's id is taken from the table's sequence before it is written. What can go out at
+once is handed to the sender inside the transaction (``First.send_first``), and each
+row is written once, with the outcome of its first attempt when it has one
+(``delivery``'s note says why and what it keeps). The other rows are handed over once
+their transaction has committed (``offer``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import sqlalchemy as sa
@@ -50,6 +55,23 @@ from confab_webhooks.store import SCHEMA, define_tables
 
 Offer = Callable[[list[dict[str, Any]]], None]
 Take = Callable[[Sequence[Envelope]], Awaitable[None]]
+
+
+class Attempts(Protocol):
+    """A batch's deliveries sent before their rows are written (``delivery.FirstAttempts``)."""
+
+    items: Any  # by id: what was sent first
+
+    async def wait(self, seconds: float) -> None: ...
+    def written(self) -> dict[int, dict[str, Any]]: ...
+    def forget(self, ids: Iterable[int] | None = None) -> None: ...
+
+
+class First(Protocol):
+    """The sender, as the intake hands it rows before they are written."""
+
+    def send_first(self, rows: list[dict[str, Any]]) -> Attempts: ...
+
 
 _DELIVERED = frozenset(EVENT_TYPES)
 
@@ -224,9 +246,9 @@ SOURCES: dict[str, tuple[StreamSpec, Callable[[Envelope], Found | None]]] = {
 }
 
 
-# What the intake writes of a delivery row; the database gives the rest (the id and the
-# table's defaults) back, and together they are a row as the sender reads it.
+# What the intake writes of a delivery row: every column but ``requeued`` (false).
 QUEUED = (
+    "id",
     "workspace_id",
     "endpoint_id",
     "source",
@@ -239,27 +261,51 @@ QUEUED = (
     "event_seq",
     "ref",
     "stored_at",
+    "status",
+    "attempts",
+    "last_status",
+    "last_error",
+    "last_attempt_at",
+    "next_attempt_at",
+    "delivered_at",
 )
+# A row not attempted yet.
+PENDING = {
+    "status": "pending",
+    "attempts": 0,
+    "last_status": None,
+    "last_error": None,
+    "last_attempt_at": None,
+    "next_attempt_at": None,
+    "delivered_at": None,
+    "requeued": False,
+}
 _JSON = msgspec.json.Encoder()
 
 
-def _queue_statement(deliveries: sa.Table) -> tuple[sa.TextClause, list[str]]:
+def _queue_statement(deliveries: sa.Table) -> sa.TextClause:
     """``INSERT … SELECT * FROM unnest(arrays)`` of ``QUEUED`` (each array cast to its
-    column's type; JSON arrives as text), returning the key and the rest of each new row."""
+    column's type; JSON arrives as text), returning the ids of the rows written."""
     dialect = postgresql.dialect()
     types = {c: deliveries.c[c].type.compile(dialect=dialect) for c in QUEUED}
     arrays = ", ".join(
         f"CAST(CAST(:{c} AS TEXT[]) AS JSONB[])" if t == "JSONB" else f"CAST(:{c} AS {t}[])"
         for c, t in types.items()
     )
-    rest = [c.name for c in deliveries.columns if c.name not in QUEUED]
     table = dialect.identifier_preparer.format_table(deliveries)
-    statement = sa.text(
+    return sa.text(
         f"INSERT INTO {table} ({', '.join(QUEUED)}) SELECT * FROM unnest({arrays}) "
-        "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING "
-        f"RETURNING endpoint_id, seq, {', '.join(rest)}"
+        "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING RETURNING id"
     )
-    return statement, rest
+
+
+def _ids_statement(deliveries: sa.Table) -> sa.TextClause:
+    """``n`` ids from the deliveries' identity sequence, in order."""
+    table = postgresql.dialect().identifier_preparer.format_table(deliveries)
+    return sa.text(
+        f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) AS id "
+        "FROM generate_series(1, :n) ORDER BY 1"
+    )
 
 
 class Intake(Projection):
@@ -271,6 +317,8 @@ class Intake(Projection):
         partitions: int,
         offer: Offer,
         take: Take | None = None,
+        first: First | None = None,
+        first_wait: float = 0.0,
     ) -> None:
         spec, self.classify = SOURCES[source]
         self.source = source
@@ -282,8 +330,12 @@ class Intake(Projection):
         self.endpoints, self.deliveries, self.health = define_tables(self.metadata)
         self.offer = offer
         self.take = take
+        self.first = first if first_wait > 0 else None
+        self.first_wait = first_wait
         self._queued: list[dict[str, Any]] = []  # by the last apply, offered once committed
-        self._queue, self._returned = _queue_statement(self.deliveries)
+        self._sent: Attempts | None = None  # by the last apply, before its commit
+        self._queue = _queue_statement(self.deliveries)
+        self._ids = _ids_statement(self.deliveries)
         super().__init__()
 
     def partition_key(self, subject: str) -> str:
@@ -291,7 +343,7 @@ class Intake(Projection):
         return subject.rsplit(".", 1)[-1]
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
-        self._queued = []
+        self._queued, self._sent = [], None
         workspaces = sorted({e.workspace for e in events})
         e = self.endpoints
         rows = await conn.execute(
@@ -330,23 +382,43 @@ class Intake(Projection):
                         "event_seq": found.event_seq,
                         "ref": msgspec.to_builtins(found.ref),  # as read back from JSON
                         "stored_at": stored_at,
+                        **PENDING,
                     }
                 )
         if not queued:
             return
-        # One statement over arrays (``unnest``), returning only the new rows' keys: no
-        # per-row parameter binding, and no JSON decoded back of what was just encoded.
-        params = {c: [q[c] for q in queued] for c in QUEUED}
+        ids = (await conn.execute(self._ids, {"n": len(queued)})).scalars().all()
+        for row, row_id in zip(queued, ids, strict=True):
+            row["id"] = row_id
+        written: dict[int, dict[str, Any]] = {}
+        if self.first is not None:
+            self._sent = sent = self.first.send_first(queued)
+            if sent.items:
+                await sent.wait(self.first_wait)
+                written = sent.written()
+        # One statement over arrays (``unnest``), returning the ids written: no per-row
+        # parameter binding, and no JSON decoded back of what was just encoded.
+        rows = [{**q, **written[q["id"]]} if q["id"] in written else q for q in queued]
+        params = {c: [r[c] for r in rows] for c in QUEUED}
         params["ref"] = [_JSON.encode(r).decode() for r in params["ref"]]
-        result = await conn.execute(self._queue, params)
-        stored = {(r[0], r[1]): dict(zip(self._returned, r[2:], strict=True)) for r in result}
-        self._queued = [
-            {**q, **rest} for q in queued if (rest := stored.get((q["endpoint_id"], q["seq"])))
-        ]
+        stored = set((await conn.execute(self._queue, params)).scalars().all())
+        if self._sent is not None and len(stored) < len(queued):
+            # Queued before (a checkpoint that went back): sent once more, never again.
+            self._sent.forget([i for i in written if i not in stored])
+        self._queued = [q for q in queued if q["id"] in stored and q["id"] not in written]
 
     def committed(self) -> None:
         """Only rows that are stored go out: a batch rolled back is applied again, and its
         rows would otherwise be sent under ids that never existed, then once more."""
+        self._sent = None
         if self._queued:
             self.offer(self._queued)
             self._queued = []
+
+    def rolled_back(self) -> None:
+        """What was sent before the rows were written is forgotten (the batch is applied,
+        and sent, again): nothing of it is retried or recorded under ids never written."""
+        if self._sent is not None:
+            self._sent.forget()
+            self._sent = None
+        self._queued = []

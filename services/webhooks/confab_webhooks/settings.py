@@ -52,6 +52,10 @@ class WebhooksSettings(DatabaseSettings, kw_only=True, frozen=True):
     # next transaction (nobody waits on an intake): fewer, larger transactions under load,
     # for at most this much more latency on a delivery.
     intake_linger_seconds: Annotated[float, msgspec.Meta(ge=0, le=5)] = 0.25
+    # How long an intake batch waits for the first attempts of its deliveries, to write
+    # each row once with its outcome (0: every row is written before its first attempt,
+    # then again with the outcome; ``delivery``'s note).
+    first_attempt_wait_seconds: Annotated[float, msgspec.Meta(ge=0, le=10)] = 1.0
     # Conversation views kept in memory to render message payloads (more are read again
     # from the log when needed).
     views: PositiveInt = 10_000

@@ -310,22 +310,25 @@ def test_an_answer_means_delivered_gone_endpoint_down_or_refused(
 
 
 def test_a_queued_row_has_every_column_of_the_table_as_the_sender_reads_it() -> None:
-    """The intake writes ``QUEUED`` and the database returns every other column: a column
-    added to the table reaches the sender without anyone listing it again."""
+    """The intake writes ``QUEUED`` (all but ``requeued``, which starts false), and the
+    rows it hands the sender have every column: a column added to the table and not to
+    these fails here, not in a sender that cannot find it."""
     import sqlalchemy as sa
 
-    from confab_webhooks.projections import QUEUED, _queue_statement
+    from confab_webhooks.projections import PENDING, QUEUED, _ids_statement, _queue_statement
     from confab_webhooks.store import define_tables
 
     _, deliveries, _ = define_tables(sa.MetaData(schema="webhooks"))
-    statement, returned = _queue_statement(deliveries)
-    assert {*QUEUED, *returned} == {c.name for c in deliveries.columns}
-    assert not set(QUEUED) & set(returned)
-    assert "id" in returned and "status" in returned  # what the sender needs of a new row
-    sql = str(statement)
+    columns = {c.name for c in deliveries.columns}
+    assert set(QUEUED) | {"requeued"} == columns
+    assert set(PENDING) <= columns
+    sql = str(_queue_statement(deliveries))
     assert "INSERT INTO webhooks.deliveries" in sql
     assert "CAST(CAST(:ref AS TEXT[]) AS JSONB[])" in sql  # JSON goes in as text
     assert "CAST(:stored_at AS TIMESTAMP WITH TIME ZONE[])" in sql
+    assert "CAST(:id AS BIGINT[])" in sql  # ids taken before the row is written
+    assert sql.endswith("RETURNING id")
+    assert "pg_get_serial_sequence('webhooks.deliveries', 'id')" in str(_ids_statement(deliveries))
 
 
 async def test_a_conversation_events_body_is_made_once_until_anything_changes() -> None:
