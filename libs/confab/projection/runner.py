@@ -34,6 +34,7 @@ from confab.projection.checkpoints import CheckpointWatch
 from confab.projection.commit import BatchCommit, CheckpointMoved
 from confab.projection.consumer import durable_name, open_or_skip, subscribe_from, unsubscribe
 from confab.projection.ownership import BALANCE_INTERVAL, Ownership
+from confab.projection.pull import fetch
 
 log = get_logger("confab.projection")
 
@@ -181,7 +182,7 @@ class ProjectionRunner:
         while not self._stopping.is_set() and time.monotonic() < until:
             self.ownership.check()
             try:
-                msgs = await psub.fetch(self.batch_size, timeout=self.fetch_timeout)
+                msgs = await fetch(psub, self.batch_size, self.fetch_timeout)
             except TimeoutError:  # nats-py raises both its own and the builtin one
                 continue
             if not msgs:  # a pull can end with only a status message

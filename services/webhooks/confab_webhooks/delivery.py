@@ -333,21 +333,26 @@ class Sender:
         horizon = utcnow() - FIRST_HORIZON
         now = time.monotonic()
         blocked: set[tuple[str, str]] = set()  # a lane's later rows wait behind its first
+        taken: set[tuple[str, str]] = set()  # lanes that hold only this batch's deliveries
         for row in rows:
             lane_key = (row["endpoint_id"], row["lane"])
             if lane_key in blocked:
                 continue
-            target = self.targets.get(row["endpoint_id"])
-            lane = target.lanes.get(row["lane"]) if target is not None else None
-            if (
-                target is None
-                or not (target.known and target.enabled)
-                or target.hold_until > now
-                or row["stored_at"] < horizon
-                or (row["source"], row["part"]) not in self._owned
-                or (row["source"], row["part"]) in self._loading
-                or (lane is not None and any(i.first is not batch for i in lane.items))
-            ):
+            if lane_key not in taken:
+                target = self.targets.get(row["endpoint_id"])
+                lane = target.lanes.get(row["lane"]) if target is not None else None
+                if (
+                    target is None
+                    or not (target.known and target.enabled)
+                    or target.hold_until > now
+                    or (lane is not None and lane.items)  # something older goes first
+                    or (row["source"], row["part"]) not in self._owned
+                    or (row["source"], row["part"]) in self._loading
+                ):
+                    blocked.add(lane_key)
+                    continue
+                taken.add(lane_key)
+            if row["stored_at"] < horizon:
                 blocked.add(lane_key)
                 continue
             item = self._add(row)
