@@ -2,10 +2,11 @@
 
 nats-py's ``PullSubscription.fetch`` takes each message of a batch with
 ``Subscription.next_msg``, which makes a uuid, a task and an ``asyncio.wait_for`` (a timer)
-for every message: about 22 µs of CPU each, more than reading the message itself. Every
-projection of every service fetches every event of its stream, so a message sent paid
-that several times over. ``fetch`` here takes what has arrived from the subscription's
-queue as it is, waiting only when the queue is empty, under one deadline for the batch.
+for every message: about 22 µs of CPU each, more than reading the message itself.
+``fetch`` here takes what has arrived from the subscription's queue as it is, waiting
+only when the queue is empty, under one deadline for the batch. The projections that
+linger (nobody reads their writes: the notifier's, media's, the webhooks intakes) fetch
+with it; why the others do not is in ``runner``.
 
 Its pull requests are ``no_wait`` ones: the server holds such a request until messages
 come or it expires (when it has ``expires``), sends what there is up to the batch, and
@@ -20,7 +21,7 @@ in ``timeout``.
 
 It reads nats-py's subscription internals (``_sub``, ``_nms``, ``_deliver``, the pending
 queue and its byte count): ``test_pull`` checks it against nats-py's own ``fetch`` with
-the pinned version, and every projection runs through it.
+the pinned version.
 """
 
 from __future__ import annotations

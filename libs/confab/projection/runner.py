@@ -59,6 +59,11 @@ class ProjectionRunner:
         self.fetch_timeout = fetch_timeout
         # After a batch smaller than ``batch_size``, wait this long before fetching again:
         # fewer, larger transactions for projections nobody reads their writes from.
+        # Those fetch with ``pull.fetch``, a third of nats-py's CPU per message. The others
+        # keep nats-py's: their batches are as large as what arrives while the loop comes
+        # back, and its slower fetch (a loop turn per message) makes them about twice as
+        # large under load; with the faster one, PostgreSQL's share per message grew by
+        # what the fetch saved (bench/README.md, session 10).
         self.linger = linger
         self.last_error: str | None = None
         self.ownership = Ownership(database_url, projection)
@@ -182,7 +187,10 @@ class ProjectionRunner:
         while not self._stopping.is_set() and time.monotonic() < until:
             self.ownership.check()
             try:
-                msgs = await fetch(psub, self.batch_size, self.fetch_timeout)
+                if self.linger:
+                    msgs = await fetch(psub, self.batch_size, self.fetch_timeout)
+                else:
+                    msgs = await psub.fetch(self.batch_size, timeout=self.fetch_timeout)
             except TimeoutError:  # nats-py raises both its own and the builtin one
                 continue
             if not msgs:  # a pull can end with only a status message

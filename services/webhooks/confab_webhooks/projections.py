@@ -360,27 +360,34 @@ class Intake(Projection):
         if self.take is not None:
             await self.take(interested)
         queued: list[dict[str, Any]] = []
+        refs: list[str] = []  # each row's ``ref`` as JSON text, encoded once per event
         for envelope in interested:
             found = self.classify(envelope)
             if found is None:
                 continue
             stored_at = envelope.time or getattr(envelope.event, "at", None) or datetime.now(UTC)
+            ref: Any = None
+            part = self.partition_of(envelope.subject)
             for endpoint in by_workspace[envelope.workspace]:
                 if stored_at < endpoint.since or not wants(endpoint.event_types, found.event_type):
                     continue
+                if ref is None:
+                    ref = msgspec.to_builtins(found.ref)  # as read back from JSON
+                    text = _JSON.encode(ref).decode()
+                refs.append(text)
                 queued.append(
                     {
                         "workspace_id": envelope.workspace,
                         "endpoint_id": endpoint.id,
                         "source": self.source,
-                        "part": self.partition_of(envelope.subject),
+                        "part": part,
                         "lane": found.lane,
                         "stream": self.stream,
                         "seq": envelope.seq,
                         "event_type": found.event_type,
                         "conversation_id": found.conversation_id,
                         "event_seq": found.event_seq,
-                        "ref": msgspec.to_builtins(found.ref),  # as read back from JSON
+                        "ref": ref,
                         "stored_at": stored_at,
                         **PENDING,
                     }
@@ -399,8 +406,8 @@ class Intake(Projection):
         # One statement over arrays (``unnest``), returning the ids written: no per-row
         # parameter binding, and no JSON decoded back of what was just encoded.
         rows = [{**q, **written[q["id"]]} if q["id"] in written else q for q in queued]
-        params = {c: [r[c] for r in rows] for c in QUEUED}
-        params["ref"] = [_JSON.encode(r).decode() for r in params["ref"]]
+        params = {c: [r[c] for r in rows] for c in QUEUED if c != "ref"}
+        params["ref"] = refs
         stored = set((await conn.execute(self._queue, params)).scalars().all())
         if self._sent is not None and len(stored) < len(queued):
             # Queued before (a checkpoint that went back): sent once more, never again.
