@@ -16,7 +16,10 @@ about 10 µs. It keeps these rules:
   closes the connection instead of being drained. Headers longer than ``HEAD_LIMIT`` are
   no answer: a receiver cannot make this process hold more than that of one.
 - **Bounded attempts.** A whole attempt (connecting, writing, the answer) is bounded by
-  ``timeout_seconds``. A connection that timed out or broke is closed, never reused.
+  ``timeout_seconds``. A connection that timed out or broke is closed, never reused. On
+  a kept-alive connection the bound is one timer of the connection's (``loop.call_at``),
+  not an ``asyncio.timeout`` per request: most attempts are that, and the context
+  manager cost a few µs each.
 - **Kept-alive connections.** One request at a time per connection. Idle connections are
   kept per origin (scheme, host, port) for ``IDLE_SECONDS``, at most ``concurrency`` of
   them. An answer that says ``Connection: close`` (or comes as HTTP/1.0 without
@@ -125,6 +128,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Answer] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.reusable = True
         self.used = False  # has answered a request already
         self.idle_since = 0.0
@@ -217,14 +221,22 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def send(self, payload: bytes) -> Answer:
+    async def send(self, payload: bytes, deadline: float | None = None) -> Answer:
+        """The answer to ``payload``; ``TimeoutError`` if none by ``deadline`` (the loop's
+        clock), after which the connection is closed."""
         assert self.transport is not None
         self._reset()
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        if deadline is not None:
+            self.timer = loop.call_at(deadline, self._fail, TimeoutError())
         self.transport.write(payload)
         try:
             return await self.waiter
         finally:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
             self.waiter = None
             self.used = True
 
@@ -276,14 +288,16 @@ class Outbound:
         except ValueError as exc:
             return Answer(None, f"not a valid URL: {exc}")
         payload = request_head(origin, headers, len(body)) + body
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout):
-                connection = self._take(origin.key)
-                if connection is not None:
-                    try:
-                        return await self._exchange(connection, payload)
-                    except _Stale:
-                        pass  # closed by the receiver while idle: once more, on a new one
+            connection = self._take(origin.key)
+            if connection is not None:
+                try:
+                    return await self._exchange(connection, payload, deadline)
+                except _Stale:
+                    pass  # closed by the receiver while idle: once more, on a new one
+            async with asyncio.timeout_at(deadline):
                 connection = await self._connect(origin)
                 return await self._exchange(connection, payload)
         except TimeoutError:
@@ -297,9 +311,11 @@ class Outbound:
         except OSError as exc:
             return Answer(None, f"cannot connect: {exc or type(exc).__name__}"[:300])
 
-    async def _exchange(self, connection: _Connection, payload: bytes) -> Answer:
+    async def _exchange(
+        self, connection: _Connection, payload: bytes, deadline: float | None = None
+    ) -> Answer:
         try:
-            answer = await connection.send(payload)
+            answer = await connection.send(payload, deadline)
         except BaseException:
             connection.close()  # timed out or cancelled mid-answer: never reused
             raise

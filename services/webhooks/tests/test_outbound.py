@@ -213,6 +213,18 @@ async def test_what_is_not_http_or_comes_too_late_is_no_answer(
     assert receiver.connections == 3
 
 
+async def test_a_kept_alive_connection_that_goes_silent_times_out_and_is_closed(
+    receiver: Receiver, client: Outbound
+) -> None:
+    """The bound on an attempt on a reused connection is the connection's own timer."""
+    receiver.script = lambda c, r: SILENT if (c, r) == (1, 2) else OK
+    assert (await client.post(receiver.url, b"{}", HEADERS)).status == 204
+    silent = await client.post(receiver.url, b"{}", HEADERS)
+    assert (silent.status, silent.error) == (None, "timed out")
+    assert (await client.post(receiver.url, b"{}", HEADERS)).status == 204
+    assert receiver.connections == 2  # the silent one was not used again
+
+
 async def test_nothing_can_be_smuggled_through_the_url() -> None:
     origin = origin_of("http://example.com/a b\r\nX-Evil: 1?q=x y#frag")
     assert origin.target == "/a%20bX-Evil:%201?q=x%20y"  # CR and LF are dropped
