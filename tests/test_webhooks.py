@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from confab import bus
 from confab.bench.webhooks import Received, Receiver
 from confab.db import plain_url
 from tests.client import Api
@@ -526,4 +527,46 @@ async def test_a_delivery_that_succeeds_at_once_is_written_once_with_its_outcome
             f"DROP TRIGGER IF EXISTS {counted} ON webhooks.deliveries;"
             f"DROP FUNCTION IF EXISTS public.{counted}(); DROP TABLE IF EXISTS public.{counted};"
         )
+        await conn.close()
+
+
+async def test_an_endpoint_deleted_while_a_first_attempt_is_out_keeps_no_pending_delivery(
+    admin: Api, receiver: Receiver, stack: RunningStack
+) -> None:
+    """The intake writes a batch's rows after its first attempts: an endpoint deleted in
+    between (its pending rows cancelled before these existed) gets none, or they would
+    wait for ever, sent by nobody."""
+    chat = await Chat.create(admin, "Gone")
+    endpoint = await hook(chat, receiver, "gone", ["message.created"])
+    alice, bob = await chat.user("Alice"), await chat.user("Bob")
+    cid = await chat.conversation(alice, bob, title="Gone")
+    await chat.send(alice, cid, "warm up")  # the sender knows the endpoint after this one
+    await until(lambda: len(receiver.of("gone")) == 1, "the first delivery")
+    release = asyncio.Event()
+    receiver.hold, receiver.answer = release, lambda _request: (500, {})
+    try:
+        await chat.send(alice, cid, "held")
+        await until(lambda: len(receiver.of("gone")) == 2, "the held first attempt")
+        status, _ = await chat.tenant.delete(f"/api/v1/webhooks/{endpoint['id']}")
+        assert status == 204
+    finally:
+        release.set()  # answered 500 now, after the deletion
+    nc = await bus.connect(stack.info["nats_url"], "test-webhooks")
+    try:
+        last = (await nc.jetstream().stream_info(bus.CONVERSATIONS.name)).state.last_seq
+    finally:
+        await nc.close()
+    conn = await asyncpg.connect(plain_url(stack.info["database_url"]))
+    try:
+        reached = "SELECT last_seq FROM webhooks.projection_checkpoints WHERE name = $1"
+        deadline = time.monotonic() + WAIT
+        while (await conn.fetchval(reached, "webhooks.conversations") or 0) < last:
+            assert time.monotonic() < deadline, "the intake never took the held message"
+            await asyncio.sleep(0.05)
+        pending = await conn.fetch(
+            "SELECT id FROM webhooks.deliveries WHERE endpoint_id = $1 AND status = 'pending'",
+            endpoint["id"],
+        )
+        assert pending == []
+    finally:
         await conn.close()

@@ -368,6 +368,13 @@ async def test_6_a_caption_added_to_a_file_only_message_shows(shop: Shop) -> Non
 # -- 7. the message list is one tab stop; arrows move between messages ----------------------
 
 
+# The element focused in the widget's shadow root, as a person reading a failure needs it.
+FOCUSED = """e => { const a = e.getRootNode().activeElement;
+  if (!a) return 'nothing';
+  const label = a.getAttribute('aria-label') || a.getAttribute('data-testid') || '';
+  return `${a.tagName.toLowerCase()} ${label} ${(a.textContent || '').trim().slice(0, 30)}`; }"""
+
+
 async def test_7_the_message_list_is_one_tab_stop(shop: Shop) -> None:
     ann, bob = await people(shop, "Ann", "Bob")
     cid = await shop.conversation(ann, bob)
@@ -378,10 +385,12 @@ async def test_7_the_message_list_is_one_tab_stop(shop: Shop) -> None:
     await b.get_by_test_id("back").focus()
     composer = b.get_by_test_id("composer")
     presses = 0
+    stops: list[str] = []  # what each press focused: said when there are too many
     while not await composer.evaluate("e => e.getRootNode().activeElement === e"):
         await b.keyboard.press("Tab")
         presses += 1
-        assert presses <= 8, "more than 8 Tab presses from the header to the composer"
+        stops.append(await composer.evaluate(FOCUSED))
+        assert presses <= 8, f"more than 8 Tab presses from the header to the composer: {stops}"
     feed = b.get_by_role("feed", name="Messages")
     last = message(b, "Note 55")
     back = 0  # attach, the last message's "…" and link, then the message: the feed's tab stop

@@ -58,7 +58,8 @@ class Received:
 @dataclass
 class Receiver:
     """An endpoint on loopback: records every request, verifies its signature against
-    ``secrets`` (any may sign), and answers what ``answer`` says (200 by default)."""
+    ``secrets`` (any may sign), and answers what ``answer`` says (200 by default), once
+    ``hold`` is set if there is one."""
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -66,6 +67,7 @@ class Receiver:
     answer: Answer | None = None
     received: list[Received] = field(default_factory=list)
     on_receive: Callable[[Received], None] | None = None
+    hold: asyncio.Event | None = None  # answers wait for it (requests are recorded at once)
     keep_bodies: bool = True  # the bench's own receiver keeps ids only
     _runner: web.AppRunner | None = None
     _signers: dict[str, Any] = field(default_factory=dict)  # a Webhook per secret
@@ -129,6 +131,8 @@ class Receiver:
         self.received.append(item)
         if self.on_receive is not None:
             self.on_receive(item)
+        if self.hold is not None:
+            await self.hold.wait()
         status, extra = self.answer(request) if self.answer is not None else (200, {})
         return web.Response(status=status, headers=extra)
 

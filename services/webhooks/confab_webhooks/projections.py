@@ -283,9 +283,13 @@ PENDING = {
 _JSON = msgspec.json.Encoder()
 
 
-def _queue_statement(deliveries: sa.Table) -> sa.TextClause:
+def _queue_statement(deliveries: sa.Table, endpoints: sa.Table) -> sa.TextClause:
     """``INSERT … SELECT * FROM unnest(arrays)`` of ``QUEUED`` (each array cast to its
-    column's type; JSON arrives as text), returning the ids of the rows written."""
+    column's type; JSON arrives as text), returning the ids of the rows written.
+
+    Rows of an endpoint deleted since the batch read the endpoints are not written: the
+    deletion cancelled its pending rows before these existed, and nothing would ever
+    send or cancel them (the batch can wait a second for first attempts in between)."""
     dialect = postgresql.dialect()
     types = {c: deliveries.c[c].type.compile(dialect=dialect) for c in QUEUED}
     arrays = ", ".join(
@@ -293,8 +297,11 @@ def _queue_statement(deliveries: sa.Table) -> sa.TextClause:
         for c, t in types.items()
     )
     table = dialect.identifier_preparer.format_table(deliveries)
+    known = dialect.identifier_preparer.format_table(endpoints)
     return sa.text(
-        f"INSERT INTO {table} ({', '.join(QUEUED)}) SELECT * FROM unnest({arrays}) "
+        f"INSERT INTO {table} ({', '.join(QUEUED)}) "
+        f"SELECT * FROM unnest({arrays}) AS u({', '.join(QUEUED)}) "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {known} e WHERE e.id = u.endpoint_id AND e.deleted) "
         "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING RETURNING id"
     )
 
@@ -334,7 +341,7 @@ class Intake(Projection):
         self.first_wait = first_wait
         self._queued: list[dict[str, Any]] = []  # by the last apply, offered once committed
         self._sent: Attempts | None = None  # by the last apply, before its commit
-        self._queue = _queue_statement(self.deliveries)
+        self._queue = _queue_statement(self.deliveries, self.endpoints)
         self._ids = _ids_statement(self.deliveries)
         super().__init__()
 
@@ -410,7 +417,8 @@ class Intake(Projection):
         params["ref"] = refs
         stored = set((await conn.execute(self._queue, params)).scalars().all())
         if self._sent is not None and len(stored) < len(queued):
-            # Queued before (a checkpoint that went back): sent once more, never again.
+            # Queued before (a checkpoint that went back: sent once more), or the endpoint
+            # was deleted meanwhile: never again.
             self._sent.forget([i for i in written if i not in stored])
         self._queued = [q for q in queued if q["id"] in stored and q["id"] not in written]
 

@@ -318,11 +318,11 @@ def test_a_queued_row_has_every_column_of_the_table_as_the_sender_reads_it() -> 
     from confab_webhooks.projections import PENDING, QUEUED, _ids_statement, _queue_statement
     from confab_webhooks.store import define_tables
 
-    _, deliveries, _ = define_tables(sa.MetaData(schema="webhooks"))
+    endpoints, deliveries, _ = define_tables(sa.MetaData(schema="webhooks"))
     columns = {c.name for c in deliveries.columns}
     assert set(QUEUED) | {"requeued"} == columns
     assert set(PENDING) <= columns
-    sql = str(_queue_statement(deliveries))
+    sql = str(_queue_statement(deliveries, endpoints))
     assert "INSERT INTO webhooks.deliveries" in sql
     assert "CAST(CAST(:ref AS TEXT[]) AS JSONB[])" in sql  # JSON goes in as text
     assert "CAST(:stored_at AS TIMESTAMP WITH TIME ZONE[])" in sql
