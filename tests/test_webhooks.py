@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,7 @@ from tests.client import Api
 from tests.ops import Chat
 from tests.stack import RunningStack
 from tests.test_media_api import png_bytes, upload
+from tests.waiting import until
 
 WAIT = 30.0
 
@@ -42,17 +43,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     found = await Receiver().start()
     yield found
     await found.close()
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def hook(chat: Chat, receiver: Receiver, path: str, types: list[str]) -> dict[str, Any]:
@@ -475,13 +465,12 @@ async def test_a_delivery_that_succeeds_at_once_is_written_once_with_its_outcome
         return list(page["data"])
 
     async def all_delivered(count: int) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        deadline = time.monotonic() + WAIT
-        while len(rows) < count or {r["status"] for r in rows} != {"delivered"}:
-            assert time.monotonic() < deadline, rows
-            await asyncio.sleep(0.05)
+        async def delivered() -> list[dict[str, Any]] | None:
             rows = await listed()
-        return rows
+            ok = len(rows) >= count and {r["status"] for r in rows} == {"delivered"}
+            return rows if ok else None
+
+        return list(await until(delivered, f"{count} deliveries listed as delivered"))
 
     # One message first, recorded before the trigger exists: the sender has read the new
     # endpoint by then (an endpoint it does not know yet takes the usual way).
@@ -515,10 +504,10 @@ async def test_a_delivery_that_succeeds_at_once_is_written_once_with_its_outcome
         await until(lambda: attempts() == 1, "the failed first attempt")
         receiver.answer = None
         await until(lambda: attempts() == 2, "the retry")
-        deadline = time.monotonic() + WAIT
-        while not (updates := await conn.fetch(f"SELECT status FROM public.{counted}")):
-            assert time.monotonic() < deadline, "the delivered retry was never recorded"
-            await asyncio.sleep(0.05)
+        updates = await until(
+            lambda: conn.fetch(f"SELECT status FROM public.{counted}"),
+            "the delivered retry recorded",
+        )
         assert [u["status"] for u in updates] == ["delivered"]
         newest = (await listed())[0]
         assert newest["status"] == "delivered" and newest["attempts"] == 2
@@ -559,10 +548,11 @@ async def test_an_endpoint_deleted_while_a_first_attempt_is_out_keeps_no_pending
     conn = await asyncpg.connect(plain_url(stack.info["database_url"]))
     try:
         reached = "SELECT last_seq FROM webhooks.projection_checkpoints WHERE name = $1"
-        deadline = time.monotonic() + WAIT
-        while (await conn.fetchval(reached, "webhooks.conversations") or 0) < last:
-            assert time.monotonic() < deadline, "the intake never took the held message"
-            await asyncio.sleep(0.05)
+
+        async def taken() -> bool:
+            return (await conn.fetchval(reached, "webhooks.conversations") or 0) >= last
+
+        await until(taken, "the intake to take the held message")
         pending = await conn.fetch(
             "SELECT id FROM webhooks.deliveries WHERE endpoint_id = $1 AND status = 'pending'",
             endpoint["id"],

@@ -5,7 +5,6 @@ of earlier requests dropped, and a timeout when nothing comes."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -15,6 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from confab import bus
 from confab.projection.pull import fetch
+from tests.waiting import until
 
 
 async def pull(nc: NATS, spec: bus.StreamSpec) -> Any:
@@ -69,17 +69,18 @@ async def test_a_message_that_comes_while_it_waits_is_returned_and_old_statuses_
 ) -> None:
     js = nc.jetstream()
     psub = await pull(nc, stream)
-    # Two empty fetches leave statuses behind (the probe's 404, the lingering request's
-    # 408 when it expires): the next fetch must not take them for an answer.
+    # Two empty fetches leave statuses behind (a request's 408 when it expires, after
+    # the fetch gave up): the next fetch must not take them for an answer.
     for _ in range(2):
         with pytest.raises(TimeoutError):
             await fetch(psub, 10, 0.2)
     waiting = asyncio.create_task(fetch(psub, 10, 10.0))
-    # Published once its request lingers on the server (the probe found nothing).
-    deadline = time.monotonic() + 10
-    while (await js.consumer_info(stream.name, psub._consumer)).num_waiting < 1:
-        assert time.monotonic() < deadline and not waiting.done(), "it never asked"
-        await asyncio.sleep(0.01)
+
+    async def lingers() -> bool:  # its request waits on the server: nothing is there yet
+        assert not waiting.done(), "it returned before anything was published"
+        return (await js.consumer_info(stream.name, psub._consumer)).num_waiting >= 1
+
+    await until(lingers, "the fetch's request to wait on the server")
     await js.publish(subject(stream, "late"), b"late")
     msgs = await asyncio.wait_for(waiting, 10.0)
     assert [m.data for m in msgs] == [b"late"]

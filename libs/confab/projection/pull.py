@@ -51,7 +51,7 @@ async def fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
     deadline = time.monotonic() + timeout
     msgs: list[Msg] = []
     while not queue.empty():  # what is here already; statuses are of earlier requests
-        msg = _take(sub, queue)
+        msg = _taken(sub, queue, queue.get_nowait())
         if not _status(msg):
             msgs.append(msg)
     if msgs:
@@ -87,7 +87,8 @@ async def _gather(
     try:
         async with asyncio.timeout(left):
             while len(msgs) < batch:
-                msg = _take(sub, queue) if not queue.empty() else await _wait(sub, queue)
+                msg = queue.get_nowait() if not queue.empty() else await queue.get()
+                _taken(sub, queue, msg)
                 status = _status(msg)
                 if not status:
                     msgs.append(msg)
@@ -100,15 +101,8 @@ async def _gather(
     return None
 
 
-def _take(sub: Any, queue: asyncio.Queue[Msg]) -> Msg:
-    msg = queue.get_nowait()
-    sub._pending_size -= len(msg.data)
-    queue.task_done()
-    return msg
-
-
-async def _wait(sub: Any, queue: asyncio.Queue[Msg]) -> Msg:
-    msg = await queue.get()
+def _taken(sub: Any, queue: asyncio.Queue[Msg], msg: Msg) -> Msg:
+    """``msg``, taken off the subscription's queue, counted out as ``next_msg`` does."""
     sub._pending_size -= len(msg.data)
     queue.task_done()
     return msg

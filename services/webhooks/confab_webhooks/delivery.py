@@ -128,7 +128,7 @@ class Item:
     row: dict[str, Any]
     attempts: int
     due: float = 0.0  # monotonic time of the next attempt
-    first: FirstAttempts | None = None  # sent before its row is written: the batch's
+    unwritten: FirstAttempts | None = None  # sent before its row is written: the batch
     outcome: Outcome | None = None  # the last one, while ``first`` is set
     settled: bool = False  # its batch does not wait for it any more
     void: bool = False  # its batch rolled back: its outcome is not recorded
@@ -189,13 +189,13 @@ class FirstAttempts:
         self._settled = asyncio.Event()
 
     def add(self, item: Item) -> None:
-        item.first = self
+        item.unwritten = self
         self.items[item.id] = item
         self._waiting += 1
 
     def settle(self, item: Item) -> None:
         """The batch stops waiting for ``item``: it was attempted, or cannot be soon."""
-        if item.settled or item.first is not self:
+        if item.settled or item.unwritten is not self:
             return
         item.settled = True
         self._waiting -= 1
@@ -213,7 +213,7 @@ class FirstAttempts:
         says); from here on its outcomes are recorded as every other delivery's."""
         columns: dict[int, dict[str, Any]] = {}
         for item in self.items.values():
-            item.first = None
+            item.unwritten = None
             o = item.outcome
             item.outcome = None
             if o is None:
@@ -364,7 +364,7 @@ class Sender:
 
     def _forget(self, item: Item) -> None:
         item.void = True
-        item.first = None
+        item.unwritten = None
         self.queued.pop(item.id, None)
         target = self.targets.get(item.row["endpoint_id"])
         lane = target.lanes.get(item.row["lane"]) if target is not None else None
@@ -378,8 +378,8 @@ class Sender:
 
     def _settle_lane(self, lane: Lane) -> None:
         for item in lane.items:
-            if item.first is not None:
-                item.first.settle(item)
+            if item.unwritten is not None:
+                item.unwritten.settle(item)
 
     def _add(self, row: dict[str, Any]) -> Item | None:
         row_id = int(row["id"])
@@ -630,9 +630,9 @@ class Sender:
         if item.void:
             return
         outcome = Outcome(item.id, status, item.attempts, last_status, error, at, next_at)
-        if item.first is not None:  # no row yet: it is written with this outcome
+        if item.unwritten is not None:  # no row yet: it is written with this outcome
             item.outcome = outcome
-            item.first.settle(item)
+            item.unwritten.settle(item)
             return
         self._outcomes.append(outcome)
         if status != "pending":

@@ -289,7 +289,11 @@ def _queue_statement(deliveries: sa.Table, endpoints: sa.Table) -> sa.TextClause
 
     Rows of an endpoint deleted since the batch read the endpoints are not written: the
     deletion cancelled its pending rows before these existed, and nothing would ever
-    send or cancel them (the batch can wait a second for first attempts in between)."""
+    send or cancel them (the batch can wait a second for first attempts in between).
+
+    Not ``confab.db.BulkInsert``: that serialises each row's JSON through the column's
+    bind processor, where ``ref`` is the same for every endpoint of an event and is
+    encoded once (msgspec) by the intake; and it has no place for the guard above."""
     dialect = postgresql.dialect()
     types = {c: deliveries.c[c].type.compile(dialect=dialect) for c in QUEUED}
     arrays = ", ".join(
@@ -410,10 +414,12 @@ class Intake(Projection):
             if sent.items:
                 await sent.wait(self.first_wait)
                 written = sent.written()
+        for row in queued:
+            if outcome := written.get(row["id"]):
+                row.update(outcome)  # the sender has read what it needs of the row already
         # One statement over arrays (``unnest``), returning the ids written: no per-row
         # parameter binding, and no JSON decoded back of what was just encoded.
-        rows = [{**q, **written[q["id"]]} if q["id"] in written else q for q in queued]
-        params = {c: [r[c] for r in rows] for c in QUEUED if c != "ref"}
+        params = {c: [r[c] for r in queued] for c in QUEUED if c != "ref"}
         params["ref"] = refs
         stored = set((await conn.execute(self._queue, params)).scalars().all())
         if self._sent is not None and len(stored) < len(queued):
