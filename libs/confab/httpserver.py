@@ -21,6 +21,12 @@
   whose compression is malformed raises one of ``UNREADABLE_BODY`` where the
   handler reads it; the services answer 400.
 
+**Taking a connection over** (``take_over``): a handler that upgrades the connection
+(the fanout's WebSocket) can have it for a protocol of its own. The handler writes
+nothing through aiohttp and returns ``Upgraded()``; aiohttp's request handler lets go
+of the transport (no timer, no keep-alive, out of the server's table), and the count
+per address moves with it, released when the new protocol's connection is lost.
+
 aiohttp has no hook for the first two, so the runner makes its own ``Server``
 (same handler, request factory and options) whose connections are a
 ``RequestHandler`` subclass: ``data_received`` starts the header deadline, the
@@ -32,6 +38,7 @@ per byte beyond three attribute checks.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -151,6 +158,7 @@ class _Connection(RequestHandler):
         "_busy",
         "_counted",
         "_guard",
+        "_handed",
         "_payload",
         "_phase",
         "_refused",
@@ -163,6 +171,7 @@ class _Connection(RequestHandler):
         self._guard = guard
         self._counted: str | None = None
         self._refused = False
+        self._handed = False  # taken over (``hand_over``): nothing of it is ours any more
         self._busy = False  # between a request's headers and the end of its response
         self._payload: StreamReader | None = None  # the body of the latest request
         self._started = 0.0
@@ -183,7 +192,7 @@ class _Connection(RequestHandler):
         self._arm("idle", self._guard.limits.idle_timeout, self._idle)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._refused:
+        if self._refused or self._handed:
             return
         self._cancel()
         if self._counted is not None:
@@ -217,7 +226,37 @@ class _Connection(RequestHandler):
             return await super().finish_response(request, resp, start_time)
         finally:
             self._busy = False
-            self._arm("idle", self._guard.limits.idle_timeout, self._idle)
+            if not self._handed:
+                self._arm("idle", self._guard.limits.idle_timeout, self._idle)
+
+    def hand_over(self, protocol: asyncio.Protocol, head: bytes) -> Callable[[], None] | None:
+        """Give the connection to ``protocol`` (see ``take_over``)."""
+        transport = self.transport
+        if transport is None or self._handed:
+            raise ConnectionResetError("the connection is gone")
+        self._cancel()
+        self._handed = True
+        tail, self._message_tail = self._message_tail, b""
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+        counted, self._counted = self._counted, None
+        self.transport = None  # so that force_close leaves it open
+        self.force_close()  # the request loop ends when the handler returns
+        manager = self._manager
+        if manager is not None:
+            manager.connection_lost(self, None)  # out of the server's table
+        stream = cast(asyncio.Transport, transport)
+        stream.set_protocol(protocol)
+        protocol.connection_made(stream)
+        stream.write(head)
+        if not stream.is_reading():  # aiohttp pauses reading while its buffers are full
+            stream.resume_reading()
+        if tail:
+            protocol.data_received(tail)
+        if counted is None:
+            return None
+        return functools.partial(self._guard.release, counted)
 
     def handle_error(
         self,
@@ -324,6 +363,34 @@ class _Server(web.Server):
 
     def __call__(self) -> RequestHandler:
         return _Connection(self, self._guard, loop=self._loop, **self._kwargs)
+
+
+class Upgraded(web.StreamResponse):
+    """What a handler returns once ``take_over`` has its connection: aiohttp writes
+    nothing for it and keeps nothing of it."""
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def take_over(
+    request: web.BaseRequest, protocol: asyncio.Protocol, head: bytes
+) -> Callable[[], None] | None:
+    """Move the request's connection to ``protocol``, write ``head`` (the handshake's
+    answer), and feed it what the client sent after the request; the handler then
+    returns ``Upgraded()``.
+
+    Returns what to call once the connection is lost: it releases the connection's
+    count per address (None: it was not counted). Raises ``ConnectionResetError`` if
+    the connection is gone already. Only for connections of a ``GuardedRunner``.
+    """
+    handler = request.protocol
+    if not isinstance(handler, _Connection):
+        raise TypeError("take_over needs a connection of a GuardedRunner")
+    return handler.hand_over(protocol, head)
 
 
 class GuardedRunner(web.AppRunner):

@@ -1,5 +1,12 @@
 """One WebSocket's life: handshake, ping/pong, subscriptions, client events, sign-in, close.
 
+A socket is a ``Connection``: the ``websocket.WebSocket`` protocol its transport calls,
+with the Pusher session on top. The handshake goes through aiohttp's routing (``serve``),
+which then lets go of the connection (``confab.httpserver.take_over``): no request,
+reader or task is kept per socket. A client message is handled in a task made when one
+arrives and gone when the socket's inbox is empty; messages of one socket are handled
+in order, and reading pauses while ``INBOX_LIMIT`` of them wait.
+
 Writes are pre-framed bytes (``Connection.send``): no per-socket encoding, no
 awaiting a slow socket. While the transport has nothing queued, a frame goes
 straight to the socket (one ``send``, none of the transport's per-write
@@ -19,15 +26,17 @@ import time
 from typing import TYPE_CHECKING
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from confab.errors import Unavailable
+from confab.httpserver import Upgraded, take_over
 from confab.logging import get_logger
-from confab_fanout import auth, protocol
+from confab_fanout import auth, protocol, websocket
 from confab_fanout.apps import App
 from confab_fanout.limits import TokenBucket
 from confab_fanout.metrics import CLIENT_EVENTS, REFUSALS, SLOW_CLOSES
 from confab_fanout.protocol import ClientFrame, Kind, ProtocolError
+from confab_fanout.websocket import WebSocket
 
 if TYPE_CHECKING:
     from confab_fanout.channels import Channel
@@ -36,20 +45,20 @@ if TYPE_CHECKING:
 log = get_logger("confab.fanout.connection")
 
 MAX_CLIENT_EVENT_DATA = 10 * 1024
-_TEXT = WSMsgType.TEXT
-_PING = WSMsgType.PING
-_PONG = WSMsgType.PONG
-_BINARY = WSMsgType.BINARY
+INBOX_LIMIT = 32  # client messages waiting to be handled before reading pauses
 
 
-class Connection:
+class Connection(WebSocket):
     __slots__ = (
+        "address",
         "app",
         "channels",
         "closed",
         "closing",
         "control_pings",
         "fanout",
+        "gone",
+        "inbox",
         "joined_seqs",
         "last_seen",
         "limit",
@@ -60,24 +69,23 @@ class Connection:
         "sock",
         "socket_id",
         "subscribe_limiter",
-        "transport",
         "user_id",
-        "ws",
     )
 
     def __init__(
         self,
         fanout: Fanout,
-        ws: web.WebSocketResponse,
         transport: asyncio.Transport,
         app: App,
         socket_id: str,
         now: float,
         sock: socket.socket | None = None,
+        address: str | None = None,
     ) -> None:
+        settings = fanout.settings
+        super().__init__(transport, settings.max_message_bytes, settings.shutdown_grace)
         self.fanout = fanout
-        self.ws = ws
-        self.transport = transport
+        self.address = address  # the client's, for the connection limits
         # The transport's own socket (see ``raw_socket``); None: write through the transport.
         self.sock = sock
         self.app = app
@@ -98,6 +106,8 @@ class Connection:
         self.resumes: dict[str, int] | None = None
         # The users and sessions its authorizations named (``Fanout.bind``).
         self.principals: set[str] = set()
+        self.inbox: collections.deque[str | bytes] | None = None  # while messages wait
+        self.gone: asyncio.Future[None] | None = None  # made by ``close``
 
     # -- writing (never blocks) ----------------------------------------------------------
 
@@ -144,53 +154,92 @@ class Connection:
         self.fanout.spawn(self.close(protocol.RECONNECT, "Too slow: catching up took too long"))
 
     async def close(self, code: int, message: str) -> None:
-        """``pusher:error`` with ``code``, then a close with the same code."""
-        if self.closed:
-            return
-        self.closed = True
+        """``pusher:error`` with ``code``, then a close with the same code; returns when the
+        connection is gone (the client answered, or ``shutdown_grace`` passed)."""
+        if not self.closed:
+            self.closed = True
+            self.closing = True
+            self.gone = asyncio.get_running_loop().create_future()
+            self.start_close(code, message, protocol.ws_text(protocol.error(code, message)))
+        if self.gone is not None and self.state != websocket.CLOSED:
+            await asyncio.shield(self.gone)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
         self.closing = True
-        transport = self.transport
-        if not transport.is_closing():
-            transport.write(protocol.ws_text(protocol.error(code, message)))
-        try:
-            await asyncio.wait_for(
-                self.ws.close(code=code, message=message.encode()[:120]),
-                self.fanout.settings.shutdown_grace,
-            )
-        except Exception:
-            transport.abort()
+        self.inbox = None
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)
+        self.fanout.spawn(self._leave())
 
-    # -- reading ---------------------------------------------------------------------
+    async def _leave(self) -> None:
+        fanout = self.fanout
+        limits = fanout.connection_limits
+        limits.disconnect(self.address, self.app.id)
+        if self.user_id is not None:
+            limits.sign_out(self.app.id, self.user_id)
+        await fanout.unregister(self)
 
-    async def run(self) -> None:
-        ws = self.ws
-        clock = asyncio.get_running_loop().time
-        while True:
-            msg = await ws.receive()
-            self.last_seen = clock()
-            self.ping_sent = 0.0
-            kind = msg.type
-            if kind is _TEXT:
-                try:
-                    await self.on_text(msg.data)
-                except ProtocolError:
-                    self.send_frame(protocol.error(protocol.RECONNECT, "Invalid message format"))
-                except Exception:
-                    log.exception("client_message_failed", socket_id=self.socket_id)
-                    self.send_frame(protocol.error(protocol.RECONNECT, "Internal error"))
-            elif kind is _PING:
-                self.control_pings = True
-                self.send(protocol.ws_pong(msg.data))
-            elif kind is _PONG:
-                pass
-            elif kind is _BINARY:
-                self.send_frame(protocol.error(protocol.RECONNECT, "Binary frames not supported"))
-            else:  # CLOSE, CLOSING, CLOSED, ERROR
-                return
+    # -- reading -----------------------------------------------------------------------
 
-    async def on_text(self, text: str) -> None:
+    def heard(self) -> None:
+        self.last_seen = asyncio.get_running_loop().time()
+        self.ping_sent = 0.0
+
+    def on_ping(self, payload: bytes) -> None:
+        self.control_pings = True
+        self.send(protocol.ws_pong(payload))
+
+    def on_text(self, text: str) -> None:  # type: ignore[override]
+        self._take(text)
+
+    def on_binary(self, payload: bytes) -> None:
+        self._take(payload)
+
+    def _take(self, message: str | bytes) -> None:
+        """Queue a client message; the first one waiting starts the task that handles them."""
         if self.closing:
             return  # being closed (its authority revoked, say): nothing more is taken from it
+        inbox = self.inbox
+        if inbox is None:
+            inbox = self.inbox = collections.deque()
+            inbox.append(message)
+            self.fanout.spawn(self._handle_inbox(inbox))
+            return
+        inbox.append(message)
+        if len(inbox) >= INBOX_LIMIT:
+            self.transport.pause_reading()
+
+    async def _handle_inbox(self, inbox: collections.deque[str | bytes]) -> None:
+        try:
+            while inbox:
+                message = inbox[0]
+                if isinstance(message, bytes):
+                    self.send_frame(
+                        protocol.error(protocol.RECONNECT, "Binary frames not supported")
+                    )
+                else:
+                    await self.handle_text(message)
+                inbox.popleft()
+                if len(inbox) == INBOX_LIMIT - 1 and self.state == websocket.OPEN:
+                    self.transport.resume_reading()
+        finally:
+            if self.inbox is inbox:
+                self.inbox = None
+
+    async def handle_text(self, text: str) -> None:
+        """One text message of the client (errors are answered, never raised)."""
+        if self.closing:
+            return  # being closed (its authority revoked, say): nothing more is taken from it
+        try:
+            await self._dispatch(text)
+        except ProtocolError:
+            self.send_frame(protocol.error(protocol.RECONNECT, "Invalid message format"))
+        except Exception:
+            log.exception("client_message_failed", socket_id=self.socket_id)
+            self.send_frame(protocol.error(protocol.RECONNECT, "Internal error"))
+
+    async def _dispatch(self, text: str) -> None:
         frame = protocol.decode_frame(text)
         event = frame.event
         if event == "pusher:ping":
@@ -414,46 +463,54 @@ class Connection:
 
 
 async def serve(fanout: Fanout, request: web.Request) -> web.StreamResponse:
-    """``GET /app/{key}?protocol=7``: the WebSocket."""
+    """``GET /app/{key}?protocol=7``: the WebSocket. The handshake is answered here and
+    the connection leaves aiohttp (``take_over``); a refused socket is told why in
+    ``pusher:error`` and closed with the same code, as Pusher does."""
     settings = fanout.settings
-    ws = web.WebSocketResponse(
-        autoping=False,
-        autoclose=True,
-        compress=False,
-        max_msg_size=settings.max_message_bytes,
-    )
-    await ws.prepare(request)
+    head = websocket.accept(request)
     app, refusal = await _admit(fanout, request)
-    transport = request.transport
-    if app is None or transport is None:
-        return await _refuse(ws, *(refusal or (protocol.RECONNECT, "Connection lost")))
+    if app is None:
+        code, message = refusal or (protocol.RECONNECT, "Connection lost")
+        return _refuse(fanout, request, head, code, message)
     address = fanout.proxies.client(request)
-    limits = fanout.connection_limits
-    over = limits.connect(address, app.id)
+    over = fanout.connection_limits.connect(address, app.id)
     if over is not None:
-        return await _refuse(ws, protocol.OVER_CAPACITY, over)
-    clock = asyncio.get_running_loop().time
+        return _refuse(fanout, request, head, protocol.OVER_CAPACITY, over)
     conn = Connection(
-        fanout, ws, transport, app, fanout.cluster.new_socket_id(), clock(), raw_socket(transport)
+        fanout,
+        request.transport,  # type: ignore[arg-type]  # the same one take_over hands over
+        app,
+        fanout.cluster.new_socket_id(),
+        asyncio.get_running_loop().time(),
+        address=address,
     )
-    fanout.register(conn)
     try:
-        conn.send_frame(protocol.connection_established(conn.socket_id, settings.activity_timeout))
-        await conn.run()
-    finally:
-        conn.closing = True
-        limits.disconnect(address, app.id)
-        if conn.user_id is not None:
-            limits.sign_out(app.id, conn.user_id)
-        await fanout.unregister(conn)
-    return ws
+        conn.release = take_over(request, conn, head)
+    except ConnectionResetError:
+        fanout.connection_limits.disconnect(address, app.id)
+        return Upgraded()
+    conn.sock = raw_socket(conn.transport)
+    fanout.register(conn)
+    conn.send_frame(protocol.connection_established(conn.socket_id, settings.activity_timeout))
+    return Upgraded()
 
 
-async def _refuse(ws: web.WebSocketResponse, code: int, message: str) -> web.WebSocketResponse:
+def _refuse(
+    fanout: Fanout, request: web.Request, head: bytes, code: int, message: str
+) -> web.StreamResponse:
     """A socket not taken: ``pusher:error`` with ``code``, then a close with the same code."""
-    await ws.send_str(protocol.error(code, message).decode())
-    await ws.close(code=code, message=message.encode()[:120])
-    return ws
+    settings = fanout.settings
+    refused = WebSocket(
+        request.transport,  # type: ignore[arg-type]
+        settings.max_message_bytes,
+        settings.shutdown_grace,
+    )
+    try:
+        refused.release = take_over(request, refused, head)
+    except ConnectionResetError:
+        return Upgraded()
+    refused.start_close(code, message, protocol.ws_text(protocol.error(code, message)))
+    return Upgraded()
 
 
 def raw_socket(transport: asyncio.Transport) -> socket.socket | None:

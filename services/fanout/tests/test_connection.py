@@ -18,10 +18,13 @@ from confab_fanout.settings import FanoutSettings
 
 
 class FakeTransport:
+    """Records what is written; answers our close frame as a client does, and is then lost."""
+
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.buffered = 0
         self.aborted = False
+        self.protocol: Connection | None = None
 
     def get_write_buffer_size(self) -> int:
         return self.buffered
@@ -31,18 +34,46 @@ class FakeTransport:
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
+        if self.protocol is not None and any(op == 0x8 for op, _ in parse(data)):
+            answer = client_frame(0x8, (1000).to_bytes(2, "big"))
+            asyncio.get_running_loop().call_soon(self.protocol.data_received, answer)
 
-    def abort(self) -> None:
-        self.aborted = True
+    def close(self) -> None:
+        if not self.aborted:
+            self.aborted = True
+            if self.protocol is not None:
+                asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    abort = close
+
+    def closed_with(self) -> int | None:
+        """The code of the close frame written, if any."""
+        codes = [
+            int.from_bytes(payload[:2], "big")
+            for raw in self.written
+            for op, payload in parse(raw)
+            if op == 0x8
+        ]
+        return codes[0] if codes else None
 
 
-class FakeWebSocket:
-    def __init__(self) -> None:
-        self.closed_with: tuple[int, bytes] | None = None
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """One final frame as a client sends it: masked."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
 
-    async def close(self, *, code: int, message: bytes) -> bool:
-        self.closed_with = (code, message)
-        return True
+
+def parse(raw: bytes) -> list[tuple[int, bytes]]:
+    """The (opcode, payload) of each unmasked frame in ``raw``."""
+    out = []
+    while raw:
+        size, head = raw[1] & 0x7F, 2
+        if size == 126:
+            size, head = int.from_bytes(raw[2:4], "big"), 4
+        out.append((raw[0] & 0x0F, raw[head : head + size]))
+        raw = raw[head + size :]
+    return out
 
 
 def fanout(**settings: Any) -> Fanout:
@@ -55,20 +86,18 @@ def fanout(**settings: Any) -> Fanout:
     return Fanout(FanoutSettings(**values), None, None, None)  # type: ignore[arg-type]
 
 
-def connection(node: Fanout, now: float = 0.0) -> tuple[Connection, FakeTransport, FakeWebSocket]:
-    transport, ws = FakeTransport(), FakeWebSocket()
+def connection(node: Fanout, now: float = 0.0) -> tuple[Connection, FakeTransport]:
+    transport = FakeTransport()
     app = App("ws_1", "key", "secret")
-    conn = Connection(node, ws, transport, app, "1.1", now)  # type: ignore[arg-type]
+    conn = Connection(node, transport, app, "1.1", now)  # type: ignore[arg-type]
+    transport.protocol = conn
     node.register(conn)
-    return conn, transport, ws
+    return conn, transport
 
 
 def frames(transport: FakeTransport) -> list[Any]:
-    out = []
-    for raw in transport.written:
-        payload = raw[2:] if raw[1] < 126 else raw[4:]
-        out.append(json.loads(payload) if payload else raw)
-    return out
+    """The text frames written, decoded."""
+    return [json.loads(p) for raw in transport.written for op, p in parse(raw) if op == 0x1]
 
 
 async def settle(node: Fanout) -> None:
@@ -78,7 +107,7 @@ async def settle(node: Fanout) -> None:
 
 async def test_a_socket_too_far_behind_is_closed_with_4200_and_skipped() -> None:
     node = fanout()
-    conn, transport, ws = connection(node)
+    conn, transport = connection(node)
     first, later = protocol.ws_text(b'{"n":1}'), protocol.ws_text(b'{"n":2}')
     conn.send(first)
     transport.buffered = 1001  # the client stopped reading
@@ -88,19 +117,20 @@ async def test_a_socket_too_far_behind_is_closed_with_4200_and_skipped() -> None
     await settle(node)
     error = frames(transport)[-1]
     assert error["event"] == "pusher:error" and json.loads(error["data"])["code"] == 4200
-    assert ws.closed_with is not None and ws.closed_with[0] == protocol.RECONNECT
+    assert transport.closed_with() == protocol.RECONNECT
+    assert transport.aborted  # the client answered the close; the connection went
 
 
 async def test_delivery_writes_the_same_bytes_to_every_socket() -> None:
     node = fanout()
     conns = [connection(node) for _ in range(3)]
-    for conn, _, _ in conns:
+    for conn, _ in conns:
         conn.socket_id = f"1.{id(conn)}"
         node.join(conn, "news", protocol.Kind.PUBLIC)
     excluded = conns[0][0].socket_id
     sent = node.deliver_local("ws_1", ["news", "empty"], "App\\Ev", '{"a":1}', excluded)
     assert sent == 2
-    written = [t.written for _, t, _ in conns]
+    written = [t.written for _, t in conns]
     assert written[0] == [] and written[1] == written[2]
     assert written[1][0] is written[2][0]  # one frame object for all
     assert frames(conns[1][1])[0] == {"event": "App\\Ev", "channel": "news", "data": '{"a":1}'}
@@ -108,7 +138,7 @@ async def test_delivery_writes_the_same_bytes_to_every_socket() -> None:
 
 async def test_silent_sockets_are_pinged_then_closed_with_4201() -> None:
     node = fanout()
-    _, transport, ws = connection(node, now=0.0)
+    _, transport = connection(node, now=0.0)
     node.sweep(9.0)
     assert transport.written == []
     node.sweep(10.5)
@@ -117,12 +147,12 @@ async def test_silent_sockets_are_pinged_then_closed_with_4201() -> None:
     assert len(transport.written) == 1
     node.sweep(16.0)
     await settle(node)
-    assert ws.closed_with is not None and ws.closed_with[0] == protocol.PONG_NOT_RECEIVED
+    assert transport.closed_with() == protocol.PONG_NOT_RECEIVED
 
 
 async def test_a_client_using_control_pings_gets_control_pings() -> None:
     node = fanout()
-    conn, transport, _ = connection(node, now=0.0)
+    conn, transport = connection(node, now=0.0)
     conn.control_pings = True
     node.sweep(11.0)
     assert transport.written == [protocol.ws_ping()]
@@ -136,17 +166,25 @@ async def test_a_client_using_control_pings_gets_control_pings() -> None:
 
 
 class Accepted(asyncio.Protocol):
-    """The server side of one loopback connection: its transport, nothing read."""
+    """The server side of one loopback connection: its transport, and what it reads
+    and its loss passed on to the ``Connection`` made on it."""
 
     def __init__(self, accepted: asyncio.Future[asyncio.Transport]) -> None:
         self.accepted = accepted
         self.lost = accepted.get_loop().create_future()
+        self.conn: Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.accepted.set_result(transport)
 
+    def data_received(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.data_received(data)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn.connection_lost(exc)
         self.lost.set_result(None)
 
 
@@ -178,17 +216,18 @@ async def loopback() -> AsyncIterator[tuple[asyncio.Transport, socket.socket, Ac
         await server.wait_closed()
 
 
-def real_connection(node: Fanout, transport: asyncio.Transport) -> tuple[Connection, FakeWebSocket]:
-    ws = FakeWebSocket()
+def real_connection(node: Fanout, transport: asyncio.Transport, accepted: Accepted) -> Connection:
     sock = raw_socket(transport)
     assert sock is not None  # a plain TCP socket of the selector loop
-    conn = Connection(node, ws, transport, App("ws_1", "key", "secret"), "1.1", 0.0, sock)  # type: ignore[arg-type]
+    conn = Connection(node, transport, App("ws_1", "key", "secret"), "1.1", 0.0, sock)
+    accepted.conn = conn
     node.register(conn)
-    return conn, ws
+    return conn
 
 
 async def read_frames(client: socket.socket, count: int, timeout: float = 10.0) -> list[Any]:
-    """The first ``count`` text frames the client gets (unmasked server frames)."""
+    """The first ``count`` frames the client gets (unmasked server frames): text frames
+    decoded, a close frame as ``{"close": code}``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     buf, out = b"", []
@@ -204,8 +243,13 @@ async def read_frames(client: socket.socket, count: int, timeout: float = 10.0) 
                 size, head = int.from_bytes(buf[2:4], "big"), 4
             if len(buf) < head + size:
                 break
-            assert buf[0] == 0x81  # a whole, final text frame: nothing interleaved
-            out.append(json.loads(buf[head : head + size]))
+            assert buf[0] in (0x81, 0x88)  # a whole, final frame: nothing interleaved
+            payload = buf[head : head + size]
+            out.append(
+                json.loads(payload)
+                if buf[0] == 0x81
+                else {"close": int.from_bytes(payload[:2], "big")}
+            )
             buf = buf[head + size :]
     return out
 
@@ -216,8 +260,8 @@ def numbered(n: int) -> bytes:
 
 async def test_frames_to_a_socket_arrive_whole_and_in_order() -> None:
     node = fanout()
-    async with loopback() as (transport, client, _):
-        conn, _ = real_connection(node, transport)
+    async with loopback() as (transport, client, accepted):
+        conn = real_connection(node, transport, accepted)
         for n in range(3):
             conn.send(numbered(n))
         assert transport.get_write_buffer_size() == 0  # all taken by the socket at once
@@ -226,25 +270,27 @@ async def test_frames_to_a_socket_arrive_whole_and_in_order() -> None:
 
 async def test_what_a_full_socket_does_not_take_is_queued_in_order_until_the_bound() -> None:
     node = fanout(send_buffer_bytes=64 * 1024)
-    async with loopback() as (transport, client, _):
-        conn, ws = real_connection(node, transport)
+    async with loopback() as (transport, client, accepted):
+        conn = real_connection(node, transport, accepted)
         sent = 0
         while not conn.closing:  # the client reads nothing: its buffers fill, then ours
             conn.send(numbered(sent))
             sent += 1
         assert transport.get_write_buffer_size() > 0
-        await settle(node)
-        assert ws.closed_with is not None and ws.closed_with[0] == protocol.RECONNECT
         # Every frame before the one refused arrives whole and in order, then the 4200.
-        *accepted, error = await read_frames(client, sent)
-        assert [f["n"] for f in accepted] == list(range(sent - 1))
+        *arrived, error, close = await read_frames(client, sent + 1)
+        assert [f["n"] for f in arrived] == list(range(sent - 1))
         assert error["event"] == "pusher:error" and json.loads(error["data"])["code"] == 4200
+        assert close == {"close": protocol.RECONNECT}
+        client.send(client_frame(0x8, (1000).to_bytes(2, "big")))  # the client's answer
+        await settle(node)
+        await asyncio.wait_for(accepted.lost, 10)  # then the server closes the connection
 
 
 async def test_a_socket_closed_under_the_connection_takes_no_more_writes() -> None:
     node = fanout()
     async with loopback() as (transport, _, accepted):
-        conn, _ = real_connection(node, transport)
+        conn = real_connection(node, transport, accepted)
         sock = conn.sock
         assert sock is not None
         transport.abort()
