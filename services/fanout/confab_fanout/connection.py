@@ -105,7 +105,7 @@ class Connection(WebSocket):
         # confab:resume asked for before subscribing: channel -> after_seq.
         self.resumes: dict[str, int] | None = None
         # The users and sessions its authorizations named (``Fanout.bind``).
-        self.principals: set[str] = set()
+        self.principals: tuple[str, ...] = ()  # a tuple: most sockets have none, or one or two
         self.inbox: collections.deque[str | bytes] | None = None  # while messages wait
         self.gone: asyncio.Future[None] | None = None  # made by ``close``
 

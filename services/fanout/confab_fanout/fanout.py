@@ -269,7 +269,8 @@ class Fanout:
         for owner in (user_id, session_id):
             if owner is not None:
                 self._by_principal.setdefault((app_id, owner), set()).add(conn)
-                conn.principals.add(owner)
+                if owner not in conn.principals:
+                    conn.principals += (owner,)
 
     def sockets_of(
         self, app_id: str, user_id: str | None, session_id: str | None
@@ -302,7 +303,7 @@ class Fanout:
                 found.discard(conn)
                 if not found:
                     del self._by_principal[(app_id, owner)]
-        conn.principals.clear()
+        conn.principals = ()
 
     def _on_broadcast(self, message: Broadcast) -> None:
         self.deliver_local(
