@@ -488,7 +488,7 @@ async def _server_lag(
     after = await loop_lag_buckets(http, target)
     if before is None or after is None:
         return None
-    return looplag.percentiles(before, after)
+    return looplag.percentiles(before, after, (0.5, 0.9, 0.99, 1.0))
 
 
 async def drain(run: Recorder, expected: int, timeout: float = 10.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
 from dataclasses import dataclass, field
@@ -167,22 +168,39 @@ SATURATED_LAG_MS = 25.0  # its event loop's p99 lag (the whole machine's load sh
 
 
 class LoopLag:
-    """The generator's own event loop lag: how late a 10 ms timer fires."""
+    """The generator's own event loop lag: how late a 10 ms timer fires; and its longest
+    garbage collection, one of the few things that stops it for long at once (a single
+    stall shows in the maximum, not in the 99th percentile of 100 samples a second)."""
 
     def __init__(self) -> None:
         self.lags: list[float] = []
+        self.gc_longest = 0.0  # seconds
+        self._gc_started = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def __enter__(self) -> LoopLag:
         self._task = asyncio.get_running_loop().create_task(looplag.sample(self.lags.append, 0.01))
+        gc.callbacks.append(self._on_gc)
         return self
 
     def __exit__(self, *_: Any) -> None:
         if self._task is not None:
             self._task.cancel()
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, _info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+        elif self._gc_started:
+            self.gc_longest = max(self.gc_longest, now - self._gc_started)
 
     def p99_ms(self) -> float:
         return round(percentile(sorted(self.lags), 0.99) * 1000, 3)
+
+    def max_ms(self) -> float:
+        return round(max(self.lags, default=0.0) * 1000, 3)
 
 
 def is_generator(name: str) -> bool:
@@ -209,6 +227,8 @@ def generator_report(meter: ProcessMeter, lag: LoopLag | None) -> dict[str, Any]
         "cpu_seconds": round(cpu, 3),
         "cpu_share": round(share, 3),
         "loop_lag_p99_ms": lag_ms,
+        "loop_lag_max_ms": lag.max_ms() if lag is not None else None,
+        "gc_longest_ms": round(lag.gc_longest * 1000, 3) if lag is not None else None,
         "saturated": saturated,
     }
 

@@ -8,7 +8,8 @@ compares with its targets. Every run has the same fields::
     latency {count, p50_ms, p90_ms, p99_ms, max_ms},
     processes {name: {cpu_seconds, cpu_us_per_unit, cpu_share, peak_rss_mb}},
     errors {kind: count}, sent, received, lost, duplicates,
-    generator {cpu_seconds, cpu_share, loop_lag_p99_ms, saturated}, generator_saturated
+    generator {cpu_seconds, cpu_share, loop_lag_p99_ms, loop_lag_max_ms, gc_longest_ms,
+    saturated}, generator_saturated
 
 ``sent`` counts the items the run expected to arrive (messages, deliveries,
 events, uploads, connections), ``received`` those counted on arrival; an item
@@ -247,6 +248,7 @@ def print_result(result: dict[str, Any]) -> None:
         )
         print(
             f"    generator CPU share {gen['cpu_share']}, loop lag p99 {gen['loop_lag_p99_ms']} ms"
+            f" (max {gen.get('loop_lag_max_ms')} ms; longest GC {gen.get('gc_longest_ms')} ms)"
             + ("   GENERATOR SATURATED: figures are partly its own" if gen["saturated"] else "")
         )
         server_lag = r.get("fanout_loop_lag_ms")
@@ -254,7 +256,7 @@ def print_result(result: dict[str, Any]) -> None:
             print(
                 f"    fanout loop lag ms (bucket edges) p50 {server_lag['p50_ms']}  "
                 f"p90 {server_lag['p90_ms']}  p99 {server_lag['p99_ms']}  "
-                f"({server_lag['samples']:.0f} samples)"
+                f"max {server_lag.get('p100_ms')}  ({server_lag['samples']:.0f} samples)"
             )
         bare = r.get("bare_append")
         if bare:

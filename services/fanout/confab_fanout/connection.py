@@ -190,7 +190,7 @@ class Connection(WebSocket):
         self.control_pings = True
         self.send(protocol.ws_pong(payload))
 
-    def on_text(self, text: str) -> None:  # type: ignore[override]
+    def on_text(self, text: str) -> None:
         self._take(text)
 
     def on_binary(self, payload: bytes) -> None:
