@@ -252,8 +252,8 @@ class _Connection(RequestHandler):
         stream.write(head)
         if not stream.is_reading():  # aiohttp pauses reading while its buffers are full
             stream.resume_reading()
-        if tail:
-            protocol.data_received(tail)
+        if tail:  # on the next turn of the loop: after the caller's greeting, say
+            asyncio.get_running_loop().call_soon(protocol.data_received, tail)
         if counted is None:
             return None
         return functools.partial(self._guard.release, counted)
@@ -380,7 +380,8 @@ def take_over(
     request: web.BaseRequest, protocol: asyncio.Protocol, head: bytes
 ) -> Callable[[], None] | None:
     """Move the request's connection to ``protocol``, write ``head`` (the handshake's
-    answer), and feed it what the client sent after the request; the handler then
+    answer), and feed it what the client sent after the request (on the next turn of
+    the loop, so that what the handler writes first goes first); the handler then
     returns ``Upgraded()``.
 
     Returns what to call once the connection is lost: it releases the connection's

@@ -47,7 +47,7 @@ PING = b'{"event":"pusher:ping","data":{}}'
 # Opcodes (RFC 6455 §5.2).
 CONT, TEXT, BINARY, CLOSE, PING_OP, PONG_OP = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
-# WebSocket close codes (RFC 6455 §7.4.1) aiohttp answers with.
+# WebSocket close codes (RFC 6455 §7.4.1).
 PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1002, 1007, 1009
 
 SENT: Counter[str] = Counter()  # frames sent per case, reported at the end of the module
@@ -87,9 +87,19 @@ class Closed(Exception):
 class RawSocket:
     """Blocking RFC 6455 client; ``send`` frames anything, counted under ``case``."""
 
-    def __init__(self, node: FanoutNode, key: str, case: str) -> None:
+    def __init__(
+        self,
+        node: FanoutNode,
+        key: str,
+        case: str,
+        *,
+        sock: socket.socket | None = None,
+        then: bytes = b"",
+    ) -> None:
+        """``sock``: a connection already used for HTTP; ``then``: bytes sent in the same
+        write as the handshake (frames that do not wait for its answer)."""
         self.case = case
-        self.sock = socket.create_connection((node.host, node.port), timeout=TIMEOUT)
+        self.sock = sock or socket.create_connection((node.host, node.port), timeout=TIMEOUT)
         self.buffer = b""
         nonce = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
@@ -99,6 +109,7 @@ class RawSocket:
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {nonce}\r\n"
                 "Sec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
+            + then
         )
         head = self._read_until(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
@@ -606,6 +617,96 @@ def test_an_unmasked_client_frame_closes_with_1002(hostile: Any) -> None:
     ws = hostile("framing")
     ws.send(TEXT, PING, masked=False)
     assert ws.closed_with() == PROTOCOL_ERROR
+
+
+# -- D. The handshake, and the connection leaving aiohttp after it -----------------------------
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, masked client frame of under 126 bytes."""
+    key = os.urandom(4)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + body
+
+
+def answer_head(sock: socket.socket) -> tuple[int, str, bytes]:
+    """Status, head (lower case) and body (by Content-Length) of one HTTP answer."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(4096)
+        assert chunk, raw
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    text = head.decode("latin-1").lower()
+    length = next(
+        (
+            int(line.split(":", 1)[1])
+            for line in text.split("\r\n")
+            if line.startswith("content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        body += sock.recv(4096)
+    return int(text.split()[1]), text, body
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Upgrade": None}, 400),
+        ({"Connection": "keep-alive"}, 400),
+        ({"Sec-WebSocket-Key": None}, 400),
+        ({"Sec-WebSocket-Key": "c2hvcnQ="}, 400),  # 5 bytes, not 16
+        ({"Sec-WebSocket-Key": "not base64 at all!!!!!!="}, 400),
+        ({"Sec-WebSocket-Version": "8"}, 426),
+    ],
+    ids=["no upgrade", "no connection upgrade", "no key", "short key", "bad key", "version 8"],
+)  # fmt: skip
+def test_a_request_that_is_not_a_websocket_handshake_is_refused(
+    node: FanoutNode, module_app: TestApp, headers: dict[str, str | None], status: int
+) -> None:
+    fields: dict[str, str | None] = {
+        "Host": "t",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+        **headers,
+    }
+    lines = [f"GET /app/{module_app.key}?protocol=7 HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in fields.items() if value is not None]
+    with socket.create_connection((node.host, node.port), timeout=TIMEOUT) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        got, head, _ = answer_head(sock)
+    assert got == status, head
+    if status == 426:
+        assert "\r\nsec-websocket-version: 13" in head
+
+
+def test_an_upgrade_after_a_request_on_the_same_connection_is_served(
+    node: FanoutNode, module_app: TestApp
+) -> None:
+    """A kept-alive connection (a proxy's, say) may carry a request before its upgrade."""
+    sock = socket.create_connection((node.host, node.port), timeout=TIMEOUT)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, _, _ = answer_head(sock)
+    assert status == 200
+    with RawSocket(node, module_app.key, "hand-over", sock=sock) as ws:
+        ws.text(PING)
+        assert ws.recv().json["event"] == "pusher:pong"
+
+
+def test_frames_sent_with_the_handshake_are_read_in_order(
+    node: FanoutNode, module_app: TestApp
+) -> None:
+    """Frames in the same write as the handshake reach the socket after aiohttp lets go,
+    in order, after the greeting."""
+    then = masked_frame(TEXT, PING) + masked_frame(PING_OP, b"early")
+    with RawSocket(node, module_app.key, "hand-over", then=then) as ws:
+        pong = ws.recv()
+        assert (pong.opcode, pong.payload) == (PONG_OP, b"early")
+        assert ws.recv().json["event"] == "pusher:pong"
 
 
 async def test_fuzzing_left_the_node_healthy(node: FanoutNode, observer: Observer) -> None:
