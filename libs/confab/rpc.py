@@ -25,7 +25,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from confab.contracts.base import Request
 from confab.errors import ConfabError, InternalError, InvalidRequest, Unavailable, error_from_wire
-from confab.logging import bound_contextvars, get_logger
+from confab.logging import bound, get_logger
 from confab.metrics import RPC_HANDLED
 
 log = get_logger("confab.rpc")
@@ -167,7 +167,7 @@ class RpcServer:
             correlation=headers.get(H_CORRELATION, ""),
             deadline=float(headers.get(H_DEADLINE, "0") or 0),
         )
-        with bound_contextvars(correlation_id=ctx.correlation or None, rpc=msg.subject):
+        with bound(correlation_id=ctx.correlation or None, rpc=msg.subject):
             outcome = "ok"
             try:
                 request = decoder.decode(msg.data)

@@ -25,7 +25,7 @@ from confab.errors import (
     UnsupportedMediaType,
 )
 from confab.httpserver import UNREADABLE_BODY, UNREADABLE_MESSAGE, BodyTimeout
-from confab.logging import bound_contextvars, get_logger
+from confab.logging import bound, get_logger
 
 log = get_logger("confab.gateway")
 
@@ -82,7 +82,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     route = (
         request.match_info.route.resource.canonical if request.match_info.route.resource else "-"
     )
-    with bound_contextvars(correlation_id=correlation):
+    with bound(correlation_id=correlation):
         with metrics.HTTP_LATENCY.labels(route).time():
             try:
                 response = await handler(request)
