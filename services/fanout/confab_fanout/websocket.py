@@ -12,7 +12,8 @@ usual, and ``confab.httpserver.take_over`` moves the connection here.
 Reading takes frames straight from what each read brings; only a partial frame is
 kept (``pending``), and never more than the message limit allows. What a server must
 refuse closes the connection with the RFC's code: an unmasked client frame (§5.1), a
-reserved bit with no extension agreed or a reserved opcode, a control frame over 125
+64-bit length with its top bit set (§5.2), a reserved bit with no extension agreed or a
+reserved opcode, a control frame over 125
 bytes or fragmented, a continuation with nothing to continue or a new message inside
 a fragmented one (1002); text that is not UTF-8, checked once the message is whole,
 or a close reason that is not (1007); a message over ``max_message`` bytes, known from
@@ -235,6 +236,8 @@ class WebSocket(asyncio.Protocol):
             self.pending = data[pos:]
 
     def _refusal(self, first: int, opcode: int, length: int, masked: int) -> tuple[int, str] | None:
+        if length >> 63:
+            return PROTOCOL_ERROR, "Frame length with its most significant bit set"
         if first & 0x70:
             return PROTOCOL_ERROR, "Reserved bits set: no extension was agreed"
         if not masked:

@@ -474,6 +474,13 @@ def test_a_frame_claiming_a_huge_length_is_refused_without_reading_it(hostile: A
     assert ws.closed_with() == TOO_BIG
 
 
+def test_a_64_bit_length_with_its_top_bit_set_closes_with_1002(hostile: Any) -> None:
+    """RFC 6455 §5.2: the most significant bit of a 64-bit length must be 0."""
+    ws = hostile("huge length")
+    ws.send(TEXT, b"x" * 100, length=2**63 + 5)
+    assert ws.closed_with() == PROTOCOL_ERROR
+
+
 def test_a_subscribe_flood_is_cut_at_the_per_socket_limit_and_cleaned_up(
     hostile: Any, node: FanoutNode, module_app: TestApp
 ) -> None:
