@@ -716,6 +716,30 @@ def test_frames_sent_with_the_handshake_are_read_in_order(
         assert ws.recv().json["event"] == "pusher:pong"
 
 
+def test_a_burst_of_messages_in_one_write_is_answered_whole_and_in_order(
+    node: FanoutNode, module_app: TestApp
+) -> None:
+    """200 messages in one write: more than the socket's inbox holds (32), so the fanout
+    pauses reading it and resumes as it catches up; every one is answered, in order."""
+    with RawSocket(node, module_app.key, "burst") as ws:
+        burst = [
+            masked_frame(
+                TEXT, f'{{"event":"pusher:subscribe","data":{{"channel":"b-{i}"}}}}'.encode()
+            )
+            for i in range(200)
+        ]
+        ws.sock.sendall(b"".join(burst))
+        SENT["burst"] += len(burst)
+        answered = [ws.recv().json for _ in range(200)]
+        assert [a["event"] for a in answered] == [
+            "pusher_internal:subscription_succeeded"
+        ] * 100 + [
+            "pusher:subscription_error"
+        ] * 100  # the per-socket limit (100), as in the subscribe flood
+        assert [a["channel"] for a in answered] == [f"b-{i}" for i in range(200)]
+        assert ws.answers() == []
+
+
 async def test_fuzzing_left_the_node_healthy(node: FanoutNode, observer: Observer) -> None:
     """Last (module order): the node still passes its health check after everything."""
     await node.wait_ready(timeout=TIMEOUT)
