@@ -10,7 +10,9 @@ is a few attributes of it, and nothing waits while the client is silent.
 usual, and ``confab.httpserver.take_over`` moves the connection here.
 
 Reading takes frames straight from what each read brings; only a partial frame is
-kept (``pending``), and never more than the message limit allows. What a server must
+kept (``pending``), never more than the message limit allows, and it is parsed again
+only once it can be whole (``need``): a client trickling a frame a byte at a time costs
+an append per byte, not a copy of all it sent so far. What a server must
 refuse closes the connection with the RFC's code: an unmasked client frame (§5.1), a
 64-bit length with its top bit set (§5.2), a reserved bit with no extension agreed or a
 reserved opcode, a control frame over 125
@@ -107,6 +109,7 @@ class WebSocket(asyncio.Protocol):
         "fragments_size",
         "grace",
         "max_message",
+        "need",
         "pending",
         "release",
         "skip",
@@ -120,7 +123,8 @@ class WebSocket(asyncio.Protocol):
         self.max_message = max_message
         self.grace = grace
         self.state = OPEN
-        self.pending: bytes | None = None  # the start of a frame not yet whole
+        self.pending: bytearray | None = None  # the start of a frame not yet whole
+        self.need = 2  # how long ``pending`` must be for that frame to be whole
         self.skip = 0  # bytes of a skipped frame still to come (closing)
         self.fragments: list[bytes] | None = None  # a fragmented message so far
         self.fragment_opcode = TEXT
@@ -186,10 +190,14 @@ class WebSocket(asyncio.Protocol):
             self.skip = 0
         pending = self.pending
         if pending is not None:
-            data = pending + data
+            pending += data
+            if len(pending) < self.need:
+                return  # a frame arriving in small pieces is not parsed again per piece
+            data = bytes(pending)
             self.pending = None
         end = len(data)
         pos = 0
+        need = 2  # bytes from ``pos`` that the frame there needs, if the loop stops short
         while end - pos >= 2:
             first = data[pos]
             second = data[pos + 1]
@@ -197,11 +205,13 @@ class WebSocket(asyncio.Protocol):
             start = pos + 2
             if length == 126:
                 if end - pos < 4:
+                    need = 4
                     break
                 length = int.from_bytes(data[start : start + 2], "big")
                 start += 2
             elif length == 127:
                 if end - pos < 10:
+                    need = 10
                     break
                 length = int.from_bytes(data[start : start + 8], "big")
                 start += 8
@@ -224,6 +234,7 @@ class WebSocket(asyncio.Protocol):
                 pos = start + length
                 continue
             if end - start < length:
+                need = start + length - pos
                 break  # the rest of the frame is still to come (its size is allowed)
             payload = data[start : start + length]
             if masked:
@@ -233,7 +244,8 @@ class WebSocket(asyncio.Protocol):
             if self.state == CLOSED:
                 return
         if pos < end:
-            self.pending = data[pos:]
+            self.pending = bytearray(data[pos:])
+            self.need = need
 
     def _refusal(self, first: int, opcode: int, length: int, masked: int) -> tuple[int, str] | None:
         if length >> 63:
