@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from confab import bus
+from confab.bench.fanout import client_frame
 from confab.service import Service
 from confab_fanout.testing import FanoutNode, bucket_env
 from confab_gateway import app as gateway_app
@@ -51,7 +52,6 @@ class Server:
     body_headers: str
     error_code: Callable[[Any], Any]  # the code in the server's error body
     codes: dict[int, Any]  # status -> the code it carries
-    websocket: bool = False  # serves WebSockets (the fanout)
 
 
 @pytest.fixture(scope="module", params=["gateway", "fanout"])
@@ -104,7 +104,6 @@ async def server(
                 "Content-Type: application/json\r\n",
                 lambda body: body["code"],
                 {408: 408, 429: 429},
-                websocket=True,
             )
         finally:
             node.terminate()
@@ -185,15 +184,14 @@ UPGRADE = (
     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     b"Sec-WebSocket-Version: 13\r\n\r\n"
 )
-CLIENT_CLOSE = b"\x88\x82\x00\x00\x00\x00\x03\xe8"  # masked (with zeros), code 1000
+CLIENT_CLOSE = client_frame((1000).to_bytes(2, "big"), 0x8)
 
 
+@pytest.mark.parametrize("server", ["fanout"], indirect=True)  # the server of WebSockets
 async def test_websockets_count_against_their_address_until_they_close(server: Server) -> None:
     """A WebSocket leaves aiohttp after its handshake (``take_over``) but keeps its place
     in its address's count: a ninth connection is refused while eight are open, and
     the places come back once they close."""
-    if not server.websocket:
-        pytest.skip("the gateway serves no WebSocket")
     sockets = []
     for _ in range(CAP):
         reader, writer = await connect(server.port, SLOW)

@@ -37,6 +37,9 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+_VARS: dict[str, contextvars.ContextVar[Any]] = {}  # bound's: structlog's variable per key
+
+
 class bound:  # lower case, like contextlib.suppress: it reads as a ``with`` clause
     """``with bound(correlation_id=…):`` what structlog's ``bound_contextvars`` does, at a
     fraction of its cost, for what runs once per request or message.
@@ -68,9 +71,6 @@ class bound:  # lower case, like contextlib.suppress: it reads as a ``with`` cla
     def __exit__(self, *_exc: object) -> None:
         for token in reversed(self._tokens):
             token.var.reset(token)
-
-
-_VARS: dict[str, contextvars.ContextVar[Any]] = {}  # bound's: structlog's variable per key
 
 
 class _Stderr:

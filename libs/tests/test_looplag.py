@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from confab import looplag
 from confab.bench.measure import LoopLag
+from tests.waiting import until
 
 
 async def test_a_blocked_loop_shows_as_lag_at_least_as_long_as_the_block() -> None:
@@ -69,14 +70,13 @@ def test_no_samples_and_past_the_last_bucket_are_none_not_numbers() -> None:
 async def test_the_generators_measure_reports_its_longest_lag_and_garbage_collection() -> None:
     """``confab bench``'s own LoopLag: one stall shows in its maximum, and a full
     garbage collection in its longest GC (one stall is below a 99th percentile)."""
-    junk = [[i] for i in range(200_000)]  # something for a full collection to walk
     with LoopLag() as lag:
-        await asyncio.sleep(0.03)  # the sampler runs
+        await until(lambda: lag.lags, "the sampler's first sample")
         block_until = time.perf_counter() + 0.05
         while time.perf_counter() < block_until:
             pass
         gc.collect()
-        await asyncio.sleep(0.03)
+        # The sampler's timer, due during the block, fires late once the loop is free.
+        await until(lambda: lag.max_ms() >= 35.0, "the block to show as lag")
     assert lag.max_ms() >= 35.0  # the 50 ms block, less up to one 10 ms sampling interval
     assert lag.gc_longest > 0.0
-    del junk

@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+from confab.bench.fanout import client_frame
 from confab_fanout import protocol
 from confab_fanout.apps import App
 from confab_fanout.connection import Connection, raw_socket
@@ -35,7 +36,7 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         self.written.append(data)
         if self.protocol is not None and any(op == 0x8 for op, _ in parse(data)):
-            answer = client_frame(0x8, (1000).to_bytes(2, "big"))
+            answer = client_frame((1000).to_bytes(2, "big"), 0x8)
             asyncio.get_running_loop().call_soon(self.protocol.data_received, answer)
 
     def close(self) -> None:
@@ -55,13 +56,6 @@ class FakeTransport:
             if op == 0x8
         ]
         return codes[0] if codes else None
-
-
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One final frame as a client sends it: masked."""
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
 
 
 def parse(raw: bytes) -> list[tuple[int, bytes]]:
@@ -282,7 +276,7 @@ async def test_what_a_full_socket_does_not_take_is_queued_in_order_until_the_bou
         assert [f["n"] for f in arrived] == list(range(sent - 1))
         assert error["event"] == "pusher:error" and json.loads(error["data"])["code"] == 4200
         assert close == {"close": protocol.RECONNECT}
-        client.send(client_frame(0x8, (1000).to_bytes(2, "big")))  # the client's answer
+        client.send(client_frame((1000).to_bytes(2, "big"), 0x8))  # the client's answer
         await settle(node)
         await asyncio.wait_for(accepted.lost, 10)  # then the server closes the connection
 

@@ -84,6 +84,35 @@ class Closed(Exception):
         self.code = code
 
 
+def encode_frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    masked: bool = True,
+    length: int | None = None,
+) -> bytes:
+    """One client frame, masked with a random key; ``length`` lies about the payload's
+    length in the header."""
+    size = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    mask_bit = 0x80 if masked else 0
+    if size < 126:
+        head += bytes([mask_bit | size])
+    elif size < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", size)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", size)
+    if masked:
+        key = os.urandom(4)
+        head += key
+        mask = (key * (len(payload) // 4 + 1))[: len(payload)]
+        masked_int = int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")
+        payload = masked_int.to_bytes(len(payload), "big")
+    return head + payload
+
+
 class RawSocket:
     """Blocking RFC 6455 client; ``send`` frames anything, counted under ``case``."""
 
@@ -140,25 +169,11 @@ class RawSocket:
         length: int | None = None,
     ) -> None:
         """One frame; ``length`` lies about the payload's length in the header."""
-        size = len(payload) if length is None else length
-        head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
-        mask_bit = 0x80 if masked else 0
-        if size < 126:
-            head += bytes([mask_bit | size])
-        elif size < 65536:
-            head += bytes([mask_bit | 126]) + struct.pack("!H", size)
-        else:
-            head += bytes([mask_bit | 127]) + struct.pack("!Q", size)
-        if masked:
-            key = os.urandom(4)
-            head += key
-            mask = (key * (len(payload) // 4 + 1))[: len(payload)]
-            masked_int = int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")
-            payload = masked_int.to_bytes(len(payload), "big")
+        frame = encode_frame(opcode, payload, fin=fin, rsv=rsv, masked=masked, length=length)
         SENT[self.case] += 1
         # The server may close before reading all of a frame it refused.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.sock.sendall(head + payload)
+            self.sock.sendall(frame)
 
     def text(self, payload: bytes | str) -> None:
         self.send(TEXT, payload.encode() if isinstance(payload, str) else payload)
@@ -629,13 +644,6 @@ def test_an_unmasked_client_frame_closes_with_1002(hostile: Any) -> None:
 # -- D. The handshake, and the connection leaving aiohttp after it -----------------------------
 
 
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked client frame of under 126 bytes."""
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + body
-
-
 def answer_head(sock: socket.socket) -> tuple[int, str, bytes]:
     """Status, head (lower case) and body (by Content-Length) of one HTTP answer."""
     raw = b""
@@ -709,7 +717,7 @@ def test_frames_sent_with_the_handshake_are_read_in_order(
 ) -> None:
     """Frames in the same write as the handshake reach the socket after aiohttp lets go,
     in order, after the greeting."""
-    then = masked_frame(TEXT, PING) + masked_frame(PING_OP, b"early")
+    then = encode_frame(TEXT, PING) + encode_frame(PING_OP, b"early")
     with RawSocket(node, module_app.key, "hand-over", then=then) as ws:
         pong = ws.recv()
         assert (pong.opcode, pong.payload) == (PONG_OP, b"early")
@@ -723,7 +731,7 @@ def test_a_burst_of_messages_in_one_write_is_answered_whole_and_in_order(
     pauses reading it and resumes as it catches up; every one is answered, in order."""
     with RawSocket(node, module_app.key, "burst") as ws:
         burst = [
-            masked_frame(
+            encode_frame(
                 TEXT, f'{{"event":"pusher:subscribe","data":{{"channel":"b-{i}"}}}}'.encode()
             )
             for i in range(200)
