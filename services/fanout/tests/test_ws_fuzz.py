@@ -158,18 +158,10 @@ class RawSocket:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def send(
-        self,
-        opcode: int,
-        payload: bytes,
-        *,
-        fin: bool = True,
-        rsv: int = 0,
-        masked: bool = True,
-        length: int | None = None,
-    ) -> None:
-        """One frame; ``length`` lies about the payload's length in the header."""
-        frame = encode_frame(opcode, payload, fin=fin, rsv=rsv, masked=masked, length=length)
+    def send(self, opcode: int, payload: bytes, **how: Any) -> None:
+        """One frame, made by ``encode_frame`` (``how``: its ``fin``, ``rsv``, ``masked``,
+        ``length``)."""
+        frame = encode_frame(opcode, payload, **how)
         SENT[self.case] += 1
         # The server may close before reading all of a frame it refused.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
