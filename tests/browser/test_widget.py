@@ -72,6 +72,69 @@ async def test_a_message_appears_on_the_other_side_within_a_second(shop: Shop) -
         await expect(page.locator("[data-testid=message][data-state]")).to_have_count(0)
 
 
+async def test_a_message_sent_while_the_page_loads_its_thread_and_subscribes_arrives(
+    shop: Shop,
+) -> None:
+    """The race behind a CI failure: Bob's snapshot of the thread is read before Ann's
+    message, and his channel subscribes after the fanout has sent that message live. Only
+    the catch-up asked for on subscribing can bring it, and the snapshot was still loading
+    then; the catch-up must be made once it has loaded."""
+    ann, bob = await shop.person("Ann"), await shop.person("Bob")
+    cid = await shop.conversation(ann, bob)
+    channel = f"private-conversation.{cid}"
+    text = "Sent while Bob's page loads"
+    a_frames: list[str] = []
+    b_frames: list[str] = []
+    snapshot_read, release_snapshot = asyncio.Event(), asyncio.Event()
+    auth_asked, release_auth = asyncio.Event(), asyncio.Event()
+
+    async def snapshot(route: Any) -> None:
+        response = await route.fetch()  # read now, before Ann's message
+        snapshot_read.set()
+        await release_snapshot.wait()
+        await route.fulfill(response=response)
+
+    async def channel_auth(route: Any) -> None:
+        if channel in (route.request.post_data or ""):
+            auth_asked.set()
+            await release_auth.wait()
+        await route.continue_()
+
+    def frames_into(frames: list[str]) -> Callable[[Any], Awaitable[None]]:
+        async def before(page: Any) -> None:
+            page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(f)))
+
+        return before
+
+    async def held(page: Any) -> None:
+        await frames_into(b_frames)(page)
+        await page.route(f"**/api/widget/conversations/{cid}", snapshot)
+        await page.route("**/api/widget/broadcasting/auth", channel_auth)
+
+    def subscribed(frames: list[str]) -> bool:
+        return any("subscription_succeeded" in f and channel in f for f in frames)
+
+    a = await shop.widget(ann, conversation_id=cid, open_=True, before=frames_into(a_frames))
+    await until(lambda: subscribed(a_frames), "Ann's page to subscribe to the conversation")
+    b = await shop.widget(bob, conversation_id=cid, open_=True, before=held)
+    await asyncio.wait_for(snapshot_read.wait(), LIVE / 1000)
+    await asyncio.wait_for(auth_asked.wait(), LIVE / 1000)
+
+    status, body = await ann.api.post(
+        f"/api/widget/conversations/{cid}/messages", {"content": text}
+    )
+    assert status == 201, body
+    # Sent live to the channel's sockets (Ann's) before Bob's socket is on it.
+    await until(lambda: any(text in f for f in a_frames), "Ann's socket to get the message")
+    release_auth.set()
+    await until(lambda: subscribed(b_frames), "Bob's page to subscribe to the conversation")
+    release_snapshot.set()
+
+    await expect(message(b, text)).to_have_count(1, timeout=LIVE)
+    assert not any(text in f for f in b_frames)  # it came by the catch-up, not live
+    await expect(message(a, text)).to_have_count(1)
+
+
 async def test_the_typing_indicator_shows_and_clears(shop: Shop) -> None:
     _, _, _, a, b = await chat(shop)
     typing = a.get_by_test_id("typing")

@@ -171,7 +171,9 @@ export class Realtime {
 // live from the socket, or the backlog from GET …/events?after=. Until start(cursor) is
 // called (when the snapshot it follows has loaded) events wait. A gap (a seq past the
 // next one) asks `fetchAfter(seq)` for the backlog, again after a pause if the backlog
-// does not close it yet.
+// does not close it yet. A catch-up asked for before start (the channel subscribed while
+// the snapshot loads) is owed, and made on start: the snapshot may have been read before
+// an event the subscription came too late to get live.
 export class Feed {
   constructor(fetchAfter, apply) {
     this.fetchAfter = fetchAfter;
@@ -181,6 +183,7 @@ export class Feed {
     this.catching = null;
     this.retry = null;
     this.attempts = 0;
+    this.owed = false;
   }
 
   push(seq, name, data) {
@@ -194,12 +197,16 @@ export class Feed {
   start(cursor) {
     this.cursor = cursor;
     this.drain();
-    if (this.pending.size) this.catchUp();
+    if (this.pending.size || this.owed) this.catchUp();
   }
 
   // Ask the server for everything after the cursor (after a reconnect, or a gap).
   catchUp() {
-    if (this.cursor === null) return Promise.resolve();
+    if (this.cursor === null) {
+      this.owed = true;
+      return Promise.resolve();
+    }
+    this.owed = false;
     if (!this.catching) {
       this.catching = this.fetchBacklog().finally(() => {
         this.catching = null;
