@@ -11,8 +11,10 @@ query per table into partial ``ConversationView``s, every event is folded into
 them in stream order by ``confab.conversation.evolve`` (the fold every reader
 shares), and the results are written back with one statement per table, each
 column bound as one array (``confab.db.BulkInsert``). Unread counts are then
-recomputed, with one statement, for the conversations and participants the
-batch touched.
+brought up to date: where the batch only added messages, each count goes up by
+the batch's posts that count for it (a statement over the posts, never over the
+history); where it deleted, hid, restored or merged, the conversation is
+recounted, and a participant who joined, left or read is recounted.
 
 The ``events`` table holds timeline entries by reference (``Entry.data``: which
 message, never its content), so ``/events`` renders each against the message
@@ -36,7 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confab import conversation, realtime
@@ -362,8 +364,12 @@ class _Batch:
         self.dirty_participants: set[tuple[str, str]] = set()
         self.dirty_messages: set[tuple[str, str]] = set()  # (conversation, message)
         self.thread_reads: dict[tuple[str, str], dict[str, Any]] = {}  # (parent, user) -> row
+        # Unread counts: conversations recounted whole (a message deleted, hidden or
+        # merged), participants recounted one by one (joined, left, read), and the
+        # posts of the batch by conversation, added to everyone else's count.
         self.unread_conversations: set[str] = set()
         self.unread_pairs: set[tuple[str, str]] = set()
+        self.posts: dict[str, list[str]] = {}
         # Visitors merged into known users: their messages change authors (by statement,
         # since a batch loads only the messages its events name).
         self.merges: list[dict[str, str]] = []
@@ -480,7 +486,7 @@ class _Batch:
                 self.dirty_messages.add((cid, event.message_id))
                 if event.parent_id is not None:
                     self.dirty_messages.add((cid, event.parent_id))
-                self.unread_conversations.add(cid)
+                self.posts.setdefault(cid, []).append(event.message_id)
             case MessageEdited() | MessagePinned() | MessageUnpinned() | MessagePreviewed():
                 self.dirty_messages.add((cid, event.message_id))
             case MessageDeleted() | MessageModerated():
@@ -650,7 +656,17 @@ class _Batch:
         await _insert_new(conn, r, added)
 
     async def _recount_unread(self, conn: AsyncConnection) -> None:
-        """Unread = visible messages by others after the participant's read mark, exactly."""
+        """Unread = visible messages by others after the participant's read mark, exactly.
+
+        Where a batch only added messages to a conversation, each count goes up by the
+        batch's posts that count for that participant: a statement over the batch's
+        posts, not over the conversation's history (a member who never reads a busy
+        conversation would make every batch cost in proportion to it). What else
+        changes counts (a deletion, a hidden or restored message, a merge) recounts the
+        whole conversation; a join, a leave or a read recounts that participant after
+        the increment, so that count is exact either way.
+        """
+        await self._add_posts(conn)
         conversations = sorted(self.unread_conversations)
         pairs = sorted(k for k in self.unread_pairs if k[0] not in self.unread_conversations)
         if not conversations and not pairs:
@@ -675,3 +691,60 @@ class _Batch:
         if pairs:
             where.append(sa.tuple_(p.c.conversation_id, p.c.user_id).in_(pairs))
         await conn.execute(p.update().where(sa.or_(*where)).values(unread_count=unread))
+
+    async def _add_posts(self, conn: AsyncConnection) -> None:
+        """The increment: the batch's counted posts (as they are after the batch) of the
+        conversations not recounted whole."""
+        cids: list[str] = []
+        seqs: list[int] = []
+        senders: list[str | None] = []
+        for cid, message_ids in self.posts.items():
+            if cid in self.unread_conversations:
+                continue
+            messages = self.views[cid].messages
+            for message_id in message_ids:
+                message = messages.get(message_id)
+                if message is None or message.deleted or message.hidden or message.parent_id:
+                    continue
+                cids.append(cid)
+                seqs.append(message.seq)
+                senders.append(message.sender_id)
+        if cids:
+            statement = _add_posts_statement(self.t.participants)
+            await conn.execute(statement, {"cids": cids, "seqs": seqs, "senders": senders})
+
+
+@functools.cache
+def _add_posts_statement(participants: sa.Table) -> sa.Update:
+    """``unread_count += n`` for every participant with posts by others after their read
+    mark among those bound (``cids``, ``seqs``, ``senders``: one entry per post)."""
+    p, q = participants, participants.alias("q")
+    posts = (
+        sa.func.unnest(
+            sa.cast(sa.bindparam("cids"), ARRAY(sa.Text)),
+            sa.cast(sa.bindparam("seqs"), ARRAY(sa.Integer)),
+            sa.cast(sa.bindparam("senders"), ARRAY(sa.Text)),
+        )
+        .table_valued("cid", "seq", "sender")
+        .render_derived()
+    )
+    counts = (
+        sa.select(q.c.conversation_id, q.c.user_id, sa.func.count().label("n"))
+        .select_from(
+            q.join(
+                posts,
+                sa.and_(
+                    q.c.conversation_id == posts.c.cid,
+                    posts.c.seq > q.c.last_read_seq,
+                    posts.c.sender.is_distinct_from(q.c.user_id),
+                ),
+            )
+        )
+        .group_by(q.c.conversation_id, q.c.user_id)
+        .subquery("counts")
+    )
+    return (
+        p.update()
+        .where(p.c.conversation_id == counts.c.conversation_id, p.c.user_id == counts.c.user_id)
+        .values(unread_count=p.c.unread_count + counts.c.n)
+    )

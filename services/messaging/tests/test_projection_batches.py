@@ -7,6 +7,7 @@ differently, and ``confab projections verify`` compares what they wrote row by r
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,8 +17,13 @@ import sqlalchemy as sa
 from confab.contracts.events import Event
 from confab.contracts.events.messaging import (
     ConversationCreated,
+    MessageDeleted,
     MessageEdited,
+    MessageModerated,
     MessagePosted,
+    ParticipantAdded,
+    ParticipantMerged,
+    ParticipantRemoved,
     ReactionAdded,
     ReactionRemoved,
     ReadMarked,
@@ -133,3 +139,120 @@ async def test_the_rows_do_not_depend_on_how_the_stream_is_cut(backends: TestBac
     assert unread == {"usr_ann": 1, "usr_bob": 1}
     assert [m["content"] for m in whole["messages"]] == ["edited", "hi", "x"]
     assert len(whole["events"]) == 13
+
+
+# -- unread counts: the increment for posts, the recount for the rest ---------------------
+
+GROUP, DIRECT = "conv_group", "conv_direct"
+ANN, BOB, CAT, DAN, VISITOR = "usr_ann", "usr_bob", "usr_cat", "usr_dan", "usr_visitor"
+
+
+def busy_history() -> list[Envelope]:
+    """Two conversations whose counts every kind of change moves: posts (by a member, by
+    nobody, in a thread), reads, a deletion and a moderator's hide and restore of posts
+    made in the same stretch, a join, a leave and a visitor merged into a member."""
+    seqs: dict[str, int] = {}
+    out: list[Envelope] = []
+
+    def add(cid: str, make: type[Event], **fields: Any) -> None:
+        seq = seqs[cid] = seqs.get(cid, 0) + 1
+        n = len(out) + 1
+        event = make(conversation_id=cid, seq=seq, at=at(n), **fields)
+        out.append(
+            Envelope(
+                event=event, type=event.type, schema=event.schema, msg_id=f"m{n}",
+                workspace=WS, actor="test", correlation=f"m{n}", subject=subject(WS, cid),
+                seq=n,
+            )
+        )  # fmt: skip
+
+    def say(cid: str, mid: str, sender: str | None, parent: str | None = None) -> None:
+        add(cid, MessagePosted, message_id=mid, sender_id=sender, content=mid, parent_id=parent)
+
+    add(GROUP, ConversationCreated, kind="group", participant_ids=[ANN, BOB, CAT, VISITOR])
+    add(DIRECT, ConversationCreated, kind="direct", participant_ids=[ANN, BOB])
+    for n in range(6):
+        say(GROUP, f"g{n}", (ANN, BOB, None)[n % 3])
+        say(DIRECT, f"d{n}", (ANN, BOB)[n % 2])
+    say(GROUP, "v1", VISITOR)
+    say(GROUP, "t1", CAT, parent="g0")  # a thread reply counts in its thread only
+    add(GROUP, ReadMarked, user_id=BOB, up_to=5)
+    say(GROUP, "g6", ANN)
+    add(GROUP, MessageDeleted, message_id="g6", by=ANN)  # posted and deleted together
+    say(GROUP, "g7", BOB)
+    add(GROUP, MessageModerated, message_id="g1", action="hide", by="key_1")
+    add(DIRECT, ReadMarked, user_id=ANN, up_to=4)
+    say(DIRECT, "d6", BOB)
+    add(GROUP, ParticipantAdded, user_id=DAN)
+    say(GROUP, "g8", CAT)
+    add(GROUP, ParticipantMerged, user_id=VISITOR, into_id=DAN)
+    say(GROUP, "g9", DAN)
+    add(GROUP, MessageModerated, message_id="g1", action="restore", by="key_1")
+    add(GROUP, ParticipantRemoved, user_id=CAT)
+    say(GROUP, "g10", None)
+    for n in range(11, 15):
+        say(GROUP, f"g{n}", (ANN, BOB)[n % 2])
+        say(DIRECT, f"d{n}", ANN)
+    return out
+
+
+async def exact_unread(conn: Any, t: Any) -> dict[tuple[str, str], tuple[int, int]]:
+    """Each participant's stored count beside the count from the messages."""
+    p, m = t.participants, t.messages
+    counted = (
+        sa.select(sa.func.count())
+        .where(
+            m.c.conversation_id == p.c.conversation_id,
+            m.c.seq > p.c.last_read_seq,
+            sa.not_(m.c.deleted),
+            sa.not_(m.c.hidden),
+            m.c.parent_id.is_(None),
+            m.c.sender_id.is_distinct_from(p.c.user_id),
+        )
+        .scalar_subquery()
+    )
+    rows = await conn.execute(
+        sa.select(p.c.conversation_id, p.c.user_id, p.c.unread_count, counted)
+    )
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
+async def test_unread_counts_stay_exact_however_the_stream_is_cut(
+    backends: TestBackends,
+) -> None:
+    stream = busy_history()
+    cuts: list[list[list[Envelope]]] = [[stream], [[e] for e in stream]]
+    for seed in range(4):
+        rng = random.Random(seed)
+        points = sorted(rng.sample(range(1, len(stream)), 6))
+        cuts.append(
+            [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+        )
+    finals = []
+    for batches in cuts:
+        with fresh_database(backends.database_url) as url:
+            projection = ConversationsProjection()
+            engine = create_engine(url, pool_size=1)
+            try:
+                await create_tables(engine, projection.metadata)
+                for batch in batches:
+                    async with engine.begin() as conn:
+                        await projection.apply(conn, batch)
+                        counts = await exact_unread(conn, projection.tables)
+                    wrong = {k: v for k, v in counts.items() if v[0] != v[1]}
+                    assert not wrong, (len(batch), wrong)
+                finals.append({k: v[0] for k, v in counts.items()})
+            finally:
+                await engine.dispose()
+    assert all(final == finals[0] for final in finals)
+    # Ann read the direct conversation up to 4: Bob's three posts after it. Dan joined,
+    # then took the visitor's place, read mark (none) and posts.
+    assert finals[0] == {
+        (DIRECT, ANN): 3,
+        (DIRECT, BOB): 7,
+        (GROUP, ANN): 11,
+        (GROUP, BOB): 7,
+        (GROUP, CAT): 14,
+        (GROUP, DAN): 13,
+        (GROUP, VISITOR): 15,
+    }

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
@@ -49,6 +50,7 @@ from confab.contracts.events.notifier import (
     PushTargetRemoved,
     SettingsSet,
 )
+from confab.db import BulkInsert
 from confab.events import Envelope, encode
 from confab.projection import Projection
 from confab_notifier.store import SCHEMA, define_tables
@@ -99,9 +101,9 @@ class ConversationsProjection(Projection):
         return subject.rsplit(".", 1)[-1]  # conv.evt.<ws>.<conversation>
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Envelope]) -> None:
-        # Posts between other events are applied together, three statements for the run
-        # (each an executemany, pipelined by asyncpg): the same rows as one by one, since
-        # a sender's read position and the others' pending rows never read each other.
+        # Posts between other events are applied together, one statement per table for
+        # the run (``_posted``): the same rows as one by one, since a sender's read
+        # position and the others' pending rows never read each other.
         run: list[tuple[Envelope, MessagePosted]] = []
         for envelope in events:
             event = envelope.event
@@ -192,98 +194,107 @@ class ConversationsProjection(Projection):
     async def _posted(
         self, conn: AsyncConnection, run: Sequence[tuple[Envelope, MessagePosted]]
     ) -> None:
-        mentioned = [mentions_of(event) for _, event in run]
-        await conn.execute(
-            self._insert_message,
-            [
+        """A run of posts in three statements, whatever its length: the messages, the
+        senders' read marks (each sender's highest post per conversation), and the
+        pending rows of everyone else, folded per (member, conversation) in the
+        statement, as applying the posts one by one would leave them."""
+        messages: list[dict[str, Any]] = []
+        read_marks: dict[tuple[str, str], int] = {}
+        pend: dict[str, list[Any]] = {
+            "ws": [], "cid": [], "sender": [], "part": [], "seq": [], "at": [], "mentioned": []
+        }  # fmt: skip
+        for envelope, event in run:
+            names = mentions_of(event)
+            cid, sender = event.conversation_id, event.sender_id
+            messages.append(
                 {
-                    "conversation_id": event.conversation_id,
+                    "conversation_id": cid,
                     "seq": event.seq,
                     "message_id": event.message_id,
-                    "sender_id": event.sender_id,
+                    "sender_id": sender,
                     "mentions": names,
                     "body": encode(event),
                     "kind": event.type,
                     "at": event.at,
                 }
-                for (_, event), names in zip(run, mentioned, strict=True)
-            ],
-        )
-        reads = [  # the sender has read what they sent
-            {"b_cid": event.conversation_id, "b_uid": event.sender_id, "b_seq": event.seq}
-            for _, event in run
-            if event.sender_id is not None
-        ]
-        if reads:
-            await conn.execute(self._sender_read, reads)
-        await conn.execute(
-            self._pend,
-            [
-                {
-                    "b_ws": envelope.workspace,
-                    "b_cid": event.conversation_id,
-                    "b_sender": event.sender_id,
-                    "b_part": self.partition_of(envelope.subject),
-                    "b_seq": event.seq,
-                    "b_at": event.at,
-                    "b_mentioned": names,
-                }
-                for (envelope, event), names in zip(run, mentioned, strict=True)
-            ],
-        )
+            )
+            if sender is not None:  # the sender has read what they sent
+                key = (cid, sender)
+                read_marks[key] = max(read_marks.get(key, 0), event.seq)
+            pend["ws"].append(envelope.workspace)
+            pend["cid"].append(cid)
+            pend["sender"].append(sender)
+            pend["part"].append(self.partition_of(envelope.subject))
+            pend["seq"].append(event.seq)
+            pend["at"].append(event.at)
+            pend["mentioned"].append(msgspec.json.encode(names).decode())
+        dialect = conn.dialect
+        await conn.execute(self._insert_messages, self._messages.params(dialect, messages))
+        if read_marks:
+            cids, uids = zip(*read_marks, strict=True)
+            await conn.execute(
+                self._sender_read,
+                {"cids": list(cids), "uids": list(uids), "seqs": list(read_marks.values())},
+            )
+        await conn.execute(self._pend, pend)
 
     def _statements(self) -> None:
-        """The three statements of a run of posts, built once (bound per message)."""
+        """The three statements of a run of posts, built once (bound per run)."""
         t = self.t
-        self._insert_message = insert(t.messages).on_conflict_do_nothing()
-        m, p, s = t.members, t.pending, t.settings
-        self._sender_read = (
-            m.update()
-            .where(m.c.conversation_id == sa.bindparam("b_cid"))
-            .where(m.c.user_id == sa.bindparam("b_uid"))
-            .values(read_up_to=sa.func.greatest(m.c.read_up_to, sa.bindparam("b_seq")))
+        self._messages = BulkInsert(
+            t.messages,
+            ["conversation_id", "seq", "message_id", "sender_id", "mentions", "body", "kind", "at"],
         )
-        delay = sa.func.coalesce(
-            sa.select(s.c.delay_seconds)
-            .where(s.c.workspace_id == sa.bindparam("b_ws", type_=sa.Text))
-            .scalar_subquery(),
-            self.default_delay,
+        self._insert_messages = self._messages.statement.on_conflict_do_nothing()
+        text_array = postgresql.ARRAY(sa.Text)
+        self._sender_read = sa.text(
+            f"""
+            UPDATE {SCHEMA}.members AS m SET read_up_to = greatest(m.read_up_to, v.seq)
+            FROM unnest(:cids, :uids, :seqs) AS v(cid, uid, seq)
+            WHERE m.conversation_id = v.cid AND m.user_id = v.uid
+            """
+        ).bindparams(
+            sa.bindparam("cids", type_=text_array),
+            sa.bindparam("uids", type_=text_array),
+            sa.bindparam("seqs", type_=postgresql.ARRAY(sa.Integer)),
         )
-        at = sa.bindparam("b_at", type_=sa.DateTime(timezone=True))
-        seq = sa.bindparam("b_seq", type_=sa.BigInteger)
-        sender = sa.bindparam("b_sender", type_=sa.Text)
-        mentioned = sa.bindparam("b_mentioned", type_=postgresql.ARRAY(sa.Text))
-        second = sa.text("interval '1 second'")
-        due = sa.case(
-            (
-                m.c.user_id == sa.func.any(mentioned),
-                at + sa.func.least(delay, self.mention_delay) * second,
-            ),
-            else_=at + delay * second,
-        )
-        others = sa.select(
-            m.c.user_id,
-            m.c.conversation_id,
-            m.c.workspace_id,
-            sa.bindparam("b_part", type_=sa.Integer),
-            seq,
-            seq,
-            due,
-        ).where(
-            m.c.conversation_id == sa.bindparam("b_cid", type_=sa.Text),
-            sa.or_(sender.is_(None), m.c.user_id != sender),
-        )
-        pend = insert(p).from_select(
-            ["user_id", "conversation_id", "workspace_id", "part", "first_seq", "last_seq",
-             "due_at"],
-            others,
-        )  # fmt: skip
-        self._pend = pend.on_conflict_do_update(
-            index_elements=[p.c.user_id, p.c.conversation_id],
-            set_={
-                "last_seq": pend.excluded.last_seq,
-                "due_at": sa.func.least(p.c.due_at, pend.excluded.due_at),
-            },
+        # Each post makes a row for every member but its sender, due the workspace's
+        # delay after it (sooner for a member it mentions); a member's rows of the run
+        # fold into one (the first seq, the last, the soonest due), which an existing
+        # row then extends. Mentions travel as one JSON array per post.
+        self._pend = sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.pending AS p
+                (user_id, conversation_id, workspace_id, part, first_seq, last_seq, due_at)
+            SELECT m.user_id, m.conversation_id, m.workspace_id, min(v.part),
+                   min(v.seq), max(v.seq),
+                   min(v.at + CASE WHEN v.mentioned @> jsonb_build_array(m.user_id)
+                                   THEN least(d.delay, :mention_delay)
+                                   ELSE d.delay END * interval '1 second')
+            FROM unnest(:ws, :cid, :sender, :part, :seq, :at, CAST(:mentioned AS jsonb[]))
+                 AS v(ws, cid, sender, part, seq, at, mentioned)
+            CROSS JOIN LATERAL (
+                SELECT coalesce(
+                    (SELECT s.delay_seconds FROM {SCHEMA}.settings AS s
+                     WHERE s.workspace_id = v.ws),
+                    :default_delay) AS delay
+            ) AS d
+            JOIN {SCHEMA}.members AS m
+              ON m.conversation_id = v.cid AND (v.sender IS NULL OR m.user_id <> v.sender)
+            GROUP BY m.user_id, m.conversation_id, m.workspace_id
+            ON CONFLICT (user_id, conversation_id) DO UPDATE
+            SET last_seq = excluded.last_seq, due_at = least(p.due_at, excluded.due_at)
+            """
+        ).bindparams(
+            sa.bindparam("ws", type_=text_array),
+            sa.bindparam("cid", type_=text_array),
+            sa.bindparam("sender", type_=text_array),
+            sa.bindparam("part", type_=postgresql.ARRAY(sa.Integer)),
+            sa.bindparam("seq", type_=postgresql.ARRAY(sa.Integer)),
+            sa.bindparam("at", type_=postgresql.ARRAY(sa.DateTime(timezone=True))),
+            sa.bindparam("mentioned", type_=text_array),  # JSON arrays, as text
+            sa.bindparam("mention_delay", value=self.mention_delay, type_=sa.Float),
+            sa.bindparam("default_delay", value=self.default_delay, type_=sa.Float),
         )
 
     async def _gone(self, conn: AsyncConnection, cid: str, message_id: str, gone: bool) -> None:
