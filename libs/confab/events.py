@@ -48,6 +48,22 @@ class Envelope(msgspec.Struct, kw_only=True, frozen=True):
     subject_seq: int = 0  # the previous sequence on this subject (0 for the first)
     time: datetime | None = None
 
+    @classmethod
+    def of(cls, event: Event, *, workspace: str, subject: str, seq: int) -> Envelope:
+        """``event`` as a reader would get it back from the log at ``seq``, for folding
+        events made by hand (tests): no actor or correlation, ``m{seq}`` as its id."""
+        return cls(
+            event=event,
+            type=event.type,
+            schema=event.schema,
+            msg_id=f"m{seq}",
+            workspace=workspace,
+            actor="",
+            correlation="",
+            subject=subject,
+            seq=seq,
+        )
+
 
 def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
     """Register ``fn`` to turn version ``from_version`` of ``event_type`` into the next one."""

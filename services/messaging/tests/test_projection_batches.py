@@ -7,8 +7,9 @@ differently, and ``confab projections verify`` compares what they wrote row by r
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,17 +42,7 @@ START = datetime(2025, 1, 1, tzinfo=UTC)
 
 def envelopes(events: Sequence[Event]) -> list[Envelope]:
     return [
-        Envelope(
-            event=e,
-            type=e.type,
-            schema=e.schema,
-            msg_id=f"m{n}",
-            workspace=WS,
-            actor="test",
-            correlation=f"m{n}",
-            subject=subject(WS, CID),
-            seq=n,
-        )
+        Envelope.of(e, workspace=WS, subject=subject(WS, CID), seq=n)
         for n, e in enumerate(events, start=1)
     ]
 
@@ -101,7 +92,13 @@ def history() -> list[Event]:
     ]
 
 
-async def project(url: str, batches: list[list[Envelope]]) -> dict[str, list[dict[str, Any]]]:
+async def project(
+    url: str,
+    batches: list[list[Envelope]],
+    after_batch: Callable[[Any, Any], Awaitable[None]] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows ``batches`` leave; ``after_batch(conn, tables)`` looks in each batch's
+    transaction after it was applied."""
     projection = ConversationsProjection()
     engine = create_engine(url, pool_size=1)
     try:
@@ -109,6 +106,8 @@ async def project(url: str, batches: list[list[Envelope]]) -> dict[str, list[dic
         for batch in batches:
             async with engine.begin() as conn:
                 await projection.apply(conn, batch)
+                if after_batch is not None:
+                    await after_batch(conn, projection.tables)
         t = projection.tables
         out = {}
         async with engine.connect() as conn:
@@ -158,13 +157,7 @@ def busy_history() -> list[Envelope]:
         seq = seqs[cid] = seqs.get(cid, 0) + 1
         n = len(out) + 1
         event = make(conversation_id=cid, seq=seq, at=at(n), **fields)
-        out.append(
-            Envelope(
-                event=event, type=event.type, schema=event.schema, msg_id=f"m{n}",
-                workspace=WS, actor="test", correlation=f"m{n}", subject=subject(WS, cid),
-                seq=n,
-            )
-        )  # fmt: skip
+        out.append(Envelope.of(event, workspace=WS, subject=subject(WS, cid), seq=n))
 
     def say(cid: str, mid: str, sender: str | None, parent: str | None = None) -> None:
         add(cid, MessagePosted, message_id=mid, sender_id=sender, content=mid, parent_id=parent)
@@ -217,6 +210,13 @@ async def exact_unread(conn: Any, t: Any) -> dict[tuple[str, str], tuple[int, in
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
+async def all_exact(conn: Any, tables: Any, counts: dict[tuple[str, str], Any]) -> None:
+    """Every stored count is the exact one (``counts``: what was found)."""
+    counts.update(await exact_unread(conn, tables))
+    wrong = {k: v for k, v in counts.items() if v[0] != v[1]}
+    assert not wrong, wrong
+
+
 async def test_unread_counts_stay_exact_however_the_stream_is_cut(
     backends: TestBackends,
 ) -> None:
@@ -230,20 +230,10 @@ async def test_unread_counts_stay_exact_however_the_stream_is_cut(
         )
     finals = []
     for batches in cuts:
+        counts: dict[tuple[str, str], tuple[int, int]] = {}
         with fresh_database(backends.database_url) as url:
-            projection = ConversationsProjection()
-            engine = create_engine(url, pool_size=1)
-            try:
-                await create_tables(engine, projection.metadata)
-                for batch in batches:
-                    async with engine.begin() as conn:
-                        await projection.apply(conn, batch)
-                        counts = await exact_unread(conn, projection.tables)
-                    wrong = {k: v for k, v in counts.items() if v[0] != v[1]}
-                    assert not wrong, (len(batch), wrong)
-                finals.append({k: v[0] for k, v in counts.items()})
-            finally:
-                await engine.dispose()
+            await project(url, batches, functools.partial(all_exact, counts=counts))
+        finals.append({k: v[0] for k, v in counts.items()})
     assert all(final == finals[0] for final in finals)
     # Ann read the direct conversation up to 4: Bob's three posts after it. Dan joined,
     # then took the visitor's place, read mark (none) and posts.

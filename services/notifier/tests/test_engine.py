@@ -57,16 +57,8 @@ class Log:
         self.stream_seq += 1
         at = fields.pop("at", T0 + timedelta(seconds=self.seq))
         event = make(conversation_id=CONV, seq=self.seq, at=at, **fields)
-        envelope = Envelope(
-            event=event,
-            type=event.type,
-            schema=1,
-            msg_id=f"m{self.stream_seq}",
-            workspace=WS,
-            actor="",
-            correlation="",
-            subject=f"conv.evt.{WS}.{CONV}",
-            seq=self.stream_seq,
+        envelope = Envelope.of(
+            event, workspace=WS, subject=f"conv.evt.{WS}.{CONV}", seq=self.stream_seq
         )
         async with self.engine.begin() as conn:
             await self.projection.apply(conn, [envelope])

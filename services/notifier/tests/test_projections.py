@@ -32,17 +32,8 @@ async def db(fresh_database_url: str) -> AsyncIterator[AsyncEngine]:
 
 def envelope(ws: str, event: Any, seq: int) -> Envelope:
     conversation = getattr(event, "conversation_id", "")
-    return Envelope(
-        event=event,
-        type=event.type,
-        schema=1,
-        msg_id=f"m{seq}",
-        workspace=ws,
-        actor="",
-        correlation="",
-        subject=f"conv.evt.{ws}.{conversation}" if conversation else f"notifier.evt.{ws}",
-        seq=seq,
-    )
+    subject = f"conv.evt.{ws}.{conversation}" if conversation else f"notifier.evt.{ws}"
+    return Envelope.of(event, workspace=ws, subject=subject, seq=seq)
 
 
 def history() -> tuple[list[Envelope], list[Envelope]]:
