@@ -108,6 +108,29 @@ async def test_a_batch_redelivered_after_a_crash_between_commit_and_ack_is_skipp
     await runner.stop()
 
 
+async def test_a_reader_waiting_ends_the_runners_linger(
+    nc: NATS, stream_spec: bus.StreamSpec, engine: AsyncEngine, fresh_database_url: str
+) -> None:
+    """After a short batch the runner waits a minute for more events; a reader waiting
+    for an event not applied yet ends that wait, and so does stopping."""
+    js = nc.jetstream()
+    await bus.ensure_streams(js, [stream_spec])
+    projection = Counts(stream_spec)
+    runner = ProjectionRunner(js, engine, fresh_database_url, projection, linger=60.0)
+    await runner.start()
+    await publish(nc, stream_spec, ["a"])
+
+    async def applied() -> bool:  # looked at in the database: nobody waits on the runner
+        return await counts(engine, projection) == {"a": 1}
+
+    await until(applied, "the first event to be applied")
+    second = await publish(nc, stream_spec, ["b"])
+    assert await runner.wait_for(second, timeout=10)  # not after the minute
+    assert await counts(engine, projection) == {"a": 1, "b": 1}
+    await runner.stop(timeout=10)
+    assert runner._task is not None and not runner._task.cancelled()  # it ended by itself
+
+
 async def test_wait_for_returns_as_soon_as_the_checkpoint_reaches_seq(
     nc: NATS, stream_spec: bus.StreamSpec, engine: AsyncEngine, fresh_database_url: str
 ) -> None:

@@ -58,13 +58,17 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.fetch_timeout = fetch_timeout
         # After a batch smaller than ``batch_size``, wait this long before fetching again:
-        # fewer, larger transactions for projections nobody reads their writes from.
-        # Those fetch with ``pull.fetch``, a third of nats-py's CPU per message. The others
-        # keep nats-py's: their batches are as large as what arrives while the loop comes
-        # back, and its slower fetch (a loop turn per message) makes them about twice as
-        # large under load; with the faster one, PostgreSQL's share per message grew by
-        # what the fetch saved (bench/README.md, session 10).
+        # fewer, larger transactions. A transaction costs about as much as a few dozen
+        # events, so at a moderate rate, with a batch per event or two, it is most of the
+        # cost. A reader waiting for what has not been applied yet (``wait_for``) cuts
+        # the wait short, so read-your-writes never waits for it in this process.
+        # Runners that linger fetch with ``pull.fetch``, a third of nats-py's CPU per
+        # message. The others keep nats-py's: their batches are as large as what arrives
+        # while the loop comes back, and its slower fetch (a loop turn per message) makes
+        # them about twice as large under load; with the faster one, PostgreSQL's share
+        # per message grew by what the fetch saved (bench/README.md, session 10).
         self.linger = linger
+        self._wake = asyncio.Event()  # ends a linger: a reader waits, or stop
         self.last_error: str | None = None
         self.ownership = Ownership(database_url, projection)
         self.batches = BatchCommit(engine, projection)
@@ -109,6 +113,7 @@ class ProjectionRunner:
     async def stop(self, timeout: float = 10.0) -> None:
         """Finish the batch in hand (commit and ack), then stop."""
         self._stopping.set()
+        self._wake.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout)
@@ -120,6 +125,8 @@ class ProjectionRunner:
 
     async def wait_for(self, seq: int, timeout: float = 2.0) -> bool:
         """Return True as soon as the checkpoint reaches ``seq``; False after ``timeout``."""
+        if self.watch.checkpoint < seq:
+            self._wake.set()  # no lingering while somebody waits
         return await self.watch.wait_for(seq, timeout)
 
     def describe(self) -> str:
@@ -204,8 +211,18 @@ class ProjectionRunner:
                 return False
             await msgs[-1].ack()  # AckAll: acknowledges the whole batch
             if self.linger and len(msgs) < self.batch_size:
-                await pause(self._stopping, self.linger)
+                await self._linger()
         return True
+
+    async def _linger(self) -> None:
+        """Wait ``linger`` seconds for more events to gather, unless somebody waits for
+        the events already there (or the runner stops)."""
+        wake = self._wake
+        if not wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.linger)
+        if not self._stopping.is_set():
+            wake.clear()
 
     async def _apply_until_done(self, msgs: list[Msg]) -> None:
         """Apply one fetched batch, retrying the same batch while the database is down."""

@@ -39,14 +39,15 @@ async def setup(service: Service) -> None:
     settings = service.settings
     if not isinstance(settings, MessagingSettings):
         settings = MessagingSettings()  # defaults for everything messaging-specific
-    batch = settings.projection_batch_size
+    batching = {
+        "batch_size": settings.projection_batch_size,
+        "linger": settings.projection_linger_seconds,
+    }
     keys = await service.key_ring()
-    users = await service.add_projection(UsersProjection(keys=keys), batch_size=batch)
-    conversations = await service.add_projection(
-        ConversationsProjection(keys=keys), batch_size=batch
-    )
-    support = await service.add_projection(SupportProjection(keys=keys), batch_size=batch)
-    search = await service.add_projection(SearchProjection(keys=keys), batch_size=batch)
+    users = await service.add_projection(UsersProjection(keys=keys), **batching)
+    conversations = await service.add_projection(ConversationsProjection(keys=keys), **batching)
+    support = await service.add_projection(SupportProjection(keys=keys), **batching)
+    search = await service.add_projection(SearchProjection(keys=keys), **batching)
     assert service.engine is not None  # add_projection needs the database
     log = JetStreamLog(service.nc, service.js, CONVERSATIONS.name)
     aggregates = Aggregates(log, DECIDER, cache_size=settings.aggregate_cache_size, keys=keys)
