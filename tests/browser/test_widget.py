@@ -135,6 +135,41 @@ async def test_a_message_sent_while_the_page_loads_its_thread_and_subscribes_arr
     await expect(message(a, text)).to_have_count(1)
 
 
+FEED_AGAIN = """async (url) => {
+  const { Feed } = await import(url);
+  const applied = [];
+  let stored = 1; // the log, as a request finds it
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let requests = 0;
+  const feed = new Feed(async (after) => {
+    const found = [];
+    for (let seq = after + 1; seq <= stored; seq++) found.push({ seq, event: 'e', data: {} });
+    requests += 1;
+    if (requests === 1) await held; // the first answer comes late
+    return { data: found, has_more: false };
+  }, (_name, _data, seq) => applied.push(seq));
+  feed.start(0);
+  feed.catchUp(); // out: it has read the log with seq 1 only
+  stored = 2; // seq 2 is stored, and the channel subscribes too late to get it live
+  feed.catchUp(); // the subscription's own
+  release();
+  for (let i = 0; i < 100 && applied.length < 2; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return { applied, requests };
+}"""
+
+
+async def test_a_catch_up_asked_for_while_one_is_out_is_made_again(shop: Shop) -> None:
+    """The widget's Feed alone, in the page: a catch-up out when the channel subscribes
+    may have read the log before what the subscription missed; it is asked again."""
+    url = f"{shop.stack.gateway}/widget/v1/realtime.js"
+    page = await shop.page(url, label="feed")
+    found = await page.evaluate(FEED_AGAIN, url)
+    assert found == {"applied": [1, 2], "requests": 2}
+
+
 async def test_the_typing_indicator_shows_and_clears(shop: Shop) -> None:
     _, _, _, a, b = await chat(shop)
     typing = a.get_by_test_id("typing")

@@ -173,7 +173,9 @@ export class Realtime {
 // next one) asks `fetchAfter(seq)` for the backlog, again after a pause if the backlog
 // does not close it yet. A catch-up asked for before start (the channel subscribed while
 // the snapshot loads) is owed, and made on start: the snapshot may have been read before
-// an event the subscription came too late to get live.
+// an event the subscription came too late to get live. For the same reason, one asked for
+// while another is out is made again when that one is done: the one out may have read the
+// log before what prompted the new one.
 export class Feed {
   constructor(fetchAfter, apply) {
     this.fetchAfter = fetchAfter;
@@ -183,7 +185,8 @@ export class Feed {
     this.catching = null;
     this.retry = null;
     this.attempts = 0;
-    this.owed = false;
+    this.owed = false; // a catch-up asked for before start
+    this.again = false; // a catch-up asked for while one was out
   }
 
   push(seq, name, data) {
@@ -207,11 +210,17 @@ export class Feed {
       return Promise.resolve();
     }
     this.owed = false;
-    if (!this.catching) {
-      this.catching = this.fetchBacklog().finally(() => {
-        this.catching = null;
-      });
+    if (this.catching) {
+      this.again = true;
+      return this.catching;
     }
+    this.catching = this.fetchBacklog().finally(() => {
+      this.catching = null;
+      if (this.again) {
+        this.again = false;
+        this.catchUp();
+      }
+    });
     return this.catching;
   }
 
