@@ -714,7 +714,7 @@ class _Batch:
             await conn.execute(statement, {"cids": cids, "seqs": seqs, "senders": senders})
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _add_posts_statement(participants: sa.Table) -> sa.Update:
     """``unread_count += n`` for every participant with posts by others after their read
     mark among those bound (``cids``, ``seqs``, ``senders``: one entry per post)."""
