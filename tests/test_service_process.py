@@ -63,6 +63,7 @@ def test_health_and_metrics_over_http(stack: RunningStack) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
         assert "confab_projection_checkpoint" in text
+        assert 'confab_gc_pause_seconds_count{generation="2"}' in text
     finally:
         process.terminate()
         assert process.wait(30) == 0  # a graceful stop on SIGTERM

@@ -11,11 +11,17 @@ every service records it into ``EVENT_LOOP_LAG`` (``/metrics``, started by
 ``percentiles`` reads the histogram back as an operator (or ``confab bench fanout``)
 would: the difference of two scrapes, with a percentile taken at the upper edge of
 the bucket it falls in, so it never understates a lag.
+
+One cause of lag gets a measure of its own: every garbage collection, timed by
+generation into ``GC_PAUSE`` (``watch_collections``, installed by ``confab.service``
+once a service has started and frozen its start-up heap). Full collections that walked
+that heap were the 60 to 160 ms tail of session 12 (bench/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable, Iterable
 
@@ -53,6 +59,31 @@ EVENT_LOOP_LAG = Histogram(
     "How late this process's event loop ran a timer due every loop_lag_interval seconds",
     buckets=BUCKETS,
 )
+
+
+GC_PAUSE = Histogram(
+    "confab_gc_pause_seconds",
+    "How long each garbage collection stopped this process, by generation",
+    ["generation"],
+    buckets=BUCKETS,
+)
+_GC_OBSERVE = [GC_PAUSE.labels(str(generation)).observe for generation in range(3)]
+_gc_started = 0.0
+
+
+def _timed(phase: str, info: dict[str, int]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    else:
+        _GC_OBSERVE[info["generation"]](time.perf_counter() - _gc_started)
+
+
+def watch_collections() -> None:
+    """Time this process's garbage collections into ``GC_PAUSE`` (once, however often
+    called): a few microseconds a collection."""
+    if _timed not in gc.callbacks:
+        gc.callbacks.append(_timed)
 
 
 async def sample(record: Callable[[float], None], interval: float = INTERVAL_SECONDS) -> None:

@@ -258,9 +258,11 @@ def settle_the_heap() -> None:
     """Collect once, then freeze what start-up made (modules, tables, compiled statements,
     caches): it lives as long as the process, and a full collection that walked it paused
     a service for 60 to 160 ms under load (bench/README.md, session 12). Frozen, it is never
-    walked again; what is made later is collected as before."""
+    walked again; what is made later is collected as before, each collection timed on
+    ``/metrics`` (``confab_gc_pause_seconds``)."""
     gc.collect()
     gc.freeze()
+    looplag.watch_collections()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

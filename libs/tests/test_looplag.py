@@ -7,7 +7,7 @@ import asyncio
 import gc
 import time
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
 from confab import looplag
 from confab.bench.measure import LoopLag
@@ -80,3 +80,19 @@ async def test_the_generators_measure_reports_its_longest_lag_and_garbage_collec
         await until(lambda: lag.max_ms() >= 35.0, "the block to show as lag")
     assert lag.max_ms() >= 35.0  # the 50 ms block, less up to one 10 ms sampling interval
     assert lag.gc_longest > 0.0
+
+
+def test_every_garbage_collection_is_timed_by_generation() -> None:
+    def full() -> float:
+        found = REGISTRY.get_sample_value("confab_gc_pause_seconds_count", {"generation": "2"})
+        return found or 0.0
+
+    looplag.watch_collections()
+    looplag.watch_collections()  # installed once, however often asked
+    try:
+        assert gc.callbacks.count(looplag._timed) == 1
+        before = full()
+        gc.collect()
+        assert full() >= before + 1
+    finally:
+        gc.callbacks.remove(looplag._timed)
