@@ -217,12 +217,9 @@ class ProjectionRunner:
     async def _linger(self) -> None:
         """Wait ``linger`` seconds for more events to gather, unless somebody waits for
         the events already there (or the runner stops)."""
-        wake = self._wake
-        if not wake.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.linger)
+        await pause(self._wake, self.linger)
         if not self._stopping.is_set():
-            wake.clear()
+            self._wake.clear()
 
     async def _apply_until_done(self, msgs: list[Msg]) -> None:
         """Apply one fetched batch, retrying the same batch while the database is down."""
