@@ -177,15 +177,23 @@ def serve(port: int) -> None:
             self.headers: dict[str, str] = {}
             self.body: list[bytes] = []
             self.url = b""
+            self.out: list[bytes] = []
+            self.close = False
 
         def connection_made(self, transport: Any) -> None:
             self.transport = transport
 
         def data_received(self, data: bytes) -> None:
+            # Requests written ahead (pipelined) arrive together: answered in one write.
+            self.out = []
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserError:
-                self.transport.write(answer("400 Bad Request"))
+                self.out.append(answer("400 Bad Request"))
+                self.close = True
+            if self.out:
+                self.transport.write(b"".join(self.out))
+            if self.close:
                 self.transport.close()
 
         def on_message_begin(self) -> None:
@@ -205,9 +213,9 @@ def serve(port: int) -> None:
             raw = b"".join(self.body)
             if path.startswith("_secrets/"):
                 secrets[path.removeprefix("_secrets/")] = [Webhook(s) for s in json.loads(raw)]
-                self.transport.write(answer("204 No Content"))
+                self.out.append(answer("204 No Content"))
             elif path == "_arrived":
-                self.transport.write(answer("200 OK", json.dumps(arrived).encode()))
+                self.out.append(answer("200 OK", json.dumps(arrived).encode()))
             else:
                 verified = False
                 for signer in secrets.get(path, ()):
@@ -219,9 +227,9 @@ def serve(port: int) -> None:
                     break
                 at = time.monotonic() - started
                 arrived.append([path, self.headers.get("webhook-id", ""), at, verified])
-                self.transport.write(ok)
+                self.out.append(ok)
             if not self.parser.should_keep_alive():
-                self.transport.close()
+                self.close = True
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

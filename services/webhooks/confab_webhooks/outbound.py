@@ -17,17 +17,30 @@ about 10 µs. It keeps these rules:
   no answer: a receiver cannot make this process hold more than that of one.
 - **Bounded attempts.** A whole attempt (connecting, writing, the answer) is bounded by
   ``timeout_seconds``. A connection that timed out or broke is closed, never reused. On
-  a kept-alive connection the bound is one timer of the connection's (``loop.call_at``),
-  not an ``asyncio.timeout`` per request: most attempts are that, and the context
-  manager cost a few µs each.
-- **Kept-alive connections.** One request at a time per connection. Idle connections are
-  kept per origin (scheme, host, port) for ``IDLE_SECONDS``, at most ``concurrency`` of
-  them. An answer that says ``Connection: close`` (or comes as HTTP/1.0 without
-  keep-alive) is the last on its connection.
-- **A stale connection.** A receiver may close a kept-alive connection just as a request
-  goes out on it. Such a request fails before any byte of an answer, and it is sent once
-  more on a new connection. Deliveries are at least once already, and a retry keeps its
-  ``webhook-id``.
+  a connection the bound is one timer of the connection's (``loop.call_at``) for the
+  request whose answer comes next, not an ``asyncio.timeout`` per request.
+- **Kept-alive connections, pipelined to a quick receiver.** Connections are kept per
+  origin (scheme, host, port) and closed after ``IDLE_SECONDS`` unused. Requests are
+  written ahead on a connection that has answered before (HTTP/1.1 pipelining, answers
+  in the order of the requests) while the origin's answers are quick: its moving
+  average answer time, times the requests that would be waiting, within
+  ``PIPELINE_BUDGET``, and at most ``PIPELINE_DEPTH`` of them. The requests written in
+  one turn of the loop go out in one ``write``, and the receiver reads them, and answers
+  them, in one go: on loopback a write and a read per request were most of what a
+  delivery cost both sides. A slow receiver gets one request at a time on each
+  connection and more connections, as before, so it is not made slower. An answer that
+  says ``Connection: close`` (or comes as HTTP/1.0 without keep-alive) is the last on
+  its connection.
+- **Requests that were not answered.** A receiver may close a kept-alive connection
+  just as a request goes out on it, or close it after answering the first of several
+  requests written ahead. A request that got no byte of an answer is sent once more on a
+  new connection. Deliveries are at least once already, and a retry keeps its
+  ``webhook-id`` (RFC 9112 9.3.2: a client that pipelines retries what was not answered).
+  An origin that dropped requests written ahead without saying so is sent one request
+  at a time per connection for ``PIPELINE_PAUSE``.
+- **Per-conversation order.** Pipelining never puts two deliveries of one lane on the
+  wire together: a lane sends its next delivery only once the one before is answered
+  (``delivery``). What shares a connection is other lanes' requests.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import functools
 import socket
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import quote, urlsplit
@@ -51,6 +65,10 @@ from confab_webhooks.settings import WebhooksSettings
 
 IDLE_SECONDS = 15.0  # as aiohttp's and most servers' keep-alive
 HEAD_LIMIT = 64 * 1024  # an answer's status line and headers, at most
+PIPELINE_DEPTH = 32  # requests waiting for their answers on one connection, at most
+PIPELINE_BUDGET = 0.01  # seconds a request may wait behind others, by the estimate
+PIPELINE_PAUSE = 600.0  # seconds an origin that dropped pipelined requests is not sent them
+ANSWER_WEIGHT = 0.2  # of the newest answer time in an origin's moving average
 USER_AGENT = f"Confab-Webhooks/{__version__}"
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
@@ -116,29 +134,71 @@ class _NoAnswer(Exception):
 
 
 class _Stale(_NoAnswer):
-    """A reused connection closed before any byte of the answer."""
+    """A request written on a connection that closed before any byte of its answer."""
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request written on a connection, waiting for its answer."""
+
+    waiter: asyncio.Future[Answer]
+    deadline: float  # the loop's clock
+    since: float  # when the receiver could start on it: written, or the one before answered
+
+
+class _Route:
+    """An origin's connections, and how fast it answers (whether to pipeline to it)."""
+
+    __slots__ = ("answer_time", "budget", "connections", "serial_until")
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.connections: list[_Connection] = []
+        self.answer_time: float | None = None  # seconds, a moving average; None: no answer yet
+        self.serial_until = 0.0  # it dropped pipelined requests: one at a time until then
+
+    def observe(self, seconds: float) -> None:
+        if self.answer_time is None:
+            self.answer_time = seconds
+        else:
+            self.answer_time += ANSWER_WEIGHT * (seconds - self.answer_time)
+
+    def room(self, connection: _Connection, now: float) -> bool:
+        """Whether one more request may be written behind those on ``connection``."""
+        waiting = len(connection.line)
+        return (
+            connection.answered > 0
+            and waiting < PIPELINE_DEPTH
+            and self.answer_time is not None
+            and self.answer_time * (waiting + 1) <= self.budget
+            and now >= self.serial_until
+        )
 
 
 class _Connection(asyncio.Protocol):
-    """One kept-alive connection: a request written, its answer parsed as it comes."""
+    """One kept-alive connection: requests written in order, their answers parsed as they
+    come, in the same order (HTTP/1.1 pipelining)."""
 
-    def __init__(self, origin_key: tuple[str, str, int], limit: int) -> None:
-        self.origin_key = origin_key
+    def __init__(self, route: _Route, limit: int) -> None:
+        self.route = route
         self.limit = limit
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[Answer] | None = None
+        self.line: deque[_Exchange] = deque()  # written, not answered yet: the head first
+        self.out: list[bytes] = []  # to be written at the end of this turn of the loop
+        self.flush: asyncio.Handle | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.reusable = True
-        self.used = False  # has answered a request already
-        self.idle_since = 0.0
+        self.answered = 0
+        self.idle_since = time.monotonic()
         self._reset()
 
     def _reset(self) -> None:
         self.status: int | None = None
         self.retry_after: str | None = None
         self.body = bytearray()
-        self.received = 0  # bytes of the current answer so far
+        self.received = 0  # bytes since the last answer ended
+        self.begun = False  # the head's answer has begun
         self.headers_done = False
 
     # -- asyncio --------------------------------------------------------------------------
@@ -147,32 +207,41 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None or self.waiter.done():
-            self._break()  # bytes nobody asked for: the connection cannot be trusted
+        if not self.line:
+            self._drop(None)  # bytes nobody asked for: the connection cannot be trusted
             return
         self.received += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._finish(reusable=False)
+            if self.line:
+                self._answer(reusable=False)
         except httptools.HttpParserError as exc:
-            self._fail(_NoAnswer(f"not an HTTP answer: {exc}"))
+            self._drop(_NoAnswer(f"not an HTTP answer: {exc}"))
         else:
-            if not self.headers_done and self.received > HEAD_LIMIT:
-                self._fail(_NoAnswer("the answer's headers are too long"))
+            if self.line and not self.headers_done and self.received > HEAD_LIMIT:
+                self._drop(_NoAnswer("the answer's headers are too long"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.reusable = False
-        if self.waiter is None or self.waiter.done():
-            return
-        if self.headers_done:
-            self._finish(reusable=False)  # an answer read until the connection closed
-        elif not self.received and self.used:
-            self._fail(_Stale("the receiver closed the kept-alive connection"))
+        if not self.reusable:
+            return  # closed here, and everything written was settled then
+        if len(self.line) > 1:
+            # Requests written ahead were dropped without a word: this receiver is not
+            # sent more than one at a time on a connection for a while.
+            self.route.serial_until = time.monotonic() + PIPELINE_PAUSE
+        if not self.line:
+            self._drop(None)
+        elif self.headers_done:
+            self._answer(reusable=False)  # an answer read until the connection closed
+        elif not self.begun and self.answered:
+            self._drop(_Stale("the receiver closed the kept-alive connection"))
         else:
-            self._fail(_NoAnswer("the receiver closed the connection before answering"))
+            self._drop(_NoAnswer("the receiver closed the connection before answering"))
 
     # -- httptools' callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.begun = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == b"retry-after":
@@ -186,76 +255,106 @@ class _Connection(asyncio.Protocol):
         room = self.limit - len(self.body)
         if room > 0:
             self.body += body[:room]
-        if len(body) > room and self.waiter is not None and not self.waiter.done():
-            self._finish(reusable=False)  # the rest is not read
+        if len(body) > room and self.line:
+            self._answer(reusable=False)  # the rest is not read
 
     def on_message_complete(self) -> None:
         if self.status is not None and 100 <= self.status < 200:
-            received = self.received
             self._reset()  # an interim answer (100 Continue): the real one follows
-            self.received = received
+            self.begun = True
             return
-        if self.waiter is not None and not self.waiter.done():
-            self._finish(reusable=self.parser.should_keep_alive())
+        if self.line:
+            self._answer(reusable=self.parser.should_keep_alive())
 
-    # -- one request ----------------------------------------------------------------------
+    # -- requests and answers -------------------------------------------------------------
 
-    def _finish(self, *, reusable: bool) -> None:
-        assert self.waiter is not None
+    def send(self, payload: bytes, deadline: float) -> asyncio.Future[Answer]:
+        """The answer to ``payload``, written after those already on this connection
+        (with them, in one write, if they are written in the same turn of the loop). It
+        is ``TimeoutError`` if none by ``deadline`` (the loop's clock)."""
+        loop = asyncio.get_running_loop()
+        exchange = _Exchange(loop.create_future(), deadline, loop.time())
+        self.line.append(exchange)
+        if len(self.line) == 1:
+            self.timer = loop.call_at(deadline, self._time_out)
+        self.out.append(payload)
+        if self.flush is None:
+            self.flush = loop.call_soon(self._write)
+        return exchange.waiter
+
+    def _write(self) -> None:
+        self.flush = None
+        out, self.out = self.out, []
+        if self.reusable and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _answer(self, *, reusable: bool) -> None:
+        """The head's answer is in (whole, or all there will be of it)."""
+        exchange = self.line.popleft()
         status = self.status or 0
         error = None
         if not 200 <= status < 300:
             text = bytes(self.body).decode("utf-8", "replace").strip().replace("\n", " ")
             error = f"HTTP {status}" + (f": {text[:200]}" if text else "")
-        self.waiter.set_result(Answer(status, error, self.retry_after))
+        if not exchange.waiter.done():
+            exchange.waiter.set_result(Answer(status, error, self.retry_after))
+        now = exchange.waiter.get_loop().time()
+        self.route.observe(now - exchange.since)
+        self.answered += 1
+        self._reset()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if not reusable:
-            self._break()
+            self._drop(None)
+        elif self.line:
+            head = self.line[0]
+            head.since = now
+            self.timer = exchange.waiter.get_loop().call_at(head.deadline, self._time_out)
+        else:
+            self.idle_since = time.monotonic()
 
-    def _fail(self, exc: Exception) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
-        self._break()
+    def _time_out(self) -> None:
+        self.timer = None
+        if self.line:
+            self.route.observe(self.line[0].deadline - self.line[0].since)
+        self._drop(TimeoutError())
 
-    def _break(self) -> None:
+    def _drop(self, head: Exception | None) -> None:
+        """Close, never to be reused: the head's answer is ``head`` (if given); every
+        other request written on it is stale (sent again elsewhere, once)."""
         self.reusable = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        line, self.line = self.line, deque()
+        for exchange in line:
+            exc = head if head is not None else _Stale("the connection closed before answering")
+            head = None
+            if not exchange.waiter.done():
+                exchange.waiter.set_exception(exc)
+        with contextlib.suppress(ValueError):
+            self.route.connections.remove(self)
         if self.transport is not None:
             self.transport.close()
 
-    async def send(self, payload: bytes, deadline: float | None = None) -> Answer:
-        """The answer to ``payload``; ``TimeoutError`` if none by ``deadline`` (the loop's
-        clock), after which the connection is closed."""
-        assert self.transport is not None
-        self._reset()
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        if deadline is not None:
-            self.timer = loop.call_at(deadline, self._fail, TimeoutError())
-        self.transport.write(payload)
-        try:
-            return await self.waiter
-        finally:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            self.waiter = None
-            self.used = True
-
     def close(self) -> None:
-        self._break()
+        self._drop(_NoAnswer("the client is closing"))
 
 
 class Outbound:
     """Signed POSTs to endpoints, and nothing else (see the module's note)."""
 
-    def __init__(self, settings: WebhooksSettings) -> None:
+    def __init__(
+        self, settings: WebhooksSettings, pipeline_budget: float = PIPELINE_BUDGET
+    ) -> None:
+        self.pipeline_budget = pipeline_budget
         self.allow_private = settings.allow_private
         self.limit = settings.response_limit_bytes
         self.timeout = settings.timeout_seconds
-        self.concurrency = settings.concurrency
         self.resolver = GuardedResolver(allow_private=self.allow_private)
         self._tls: ssl.SSLContext | None = None
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._idle_count = 0
+        self._routes: dict[tuple[str, str, int], _Route] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -266,16 +365,23 @@ class Outbound:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        self.close_idle()
+        for route in self._routes.values():
+            for connection in list(route.connections):
+                connection.close()
+        self._routes.clear()
         await self.resolver.close()
 
     def close_idle(self) -> None:
         """Close every kept-alive connection not in use (the next requests connect anew)."""
-        for connections in self._idle.values():
-            for connection in connections:
-                connection.close()
-        self._idle.clear()
-        self._idle_count = 0
+        for route in self._routes.values():
+            for connection in list(route.connections):
+                if not connection.line:
+                    connection.close()
+
+    def connections(self, url: str) -> int:
+        """Open connections to ``url``'s origin (for tests and health)."""
+        route = self._routes.get(origin_of(url).key)
+        return len(route.connections) if route is not None else 0
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         """One attempt; every failure is an ``Answer`` without a status, never raised."""
@@ -288,18 +394,20 @@ class Outbound:
         except ValueError as exc:
             return Answer(None, f"not a valid URL: {exc}")
         payload = request_head(origin, headers, len(body)) + body
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        route = self._routes.get(origin.key)
+        if route is None:
+            route = self._routes[origin.key] = _Route(self.pipeline_budget)
         try:
-            connection = self._take(origin.key)
+            connection = self._take(route)
             if connection is not None:
                 try:
-                    return await self._exchange(connection, payload, deadline)
+                    return await connection.send(payload, deadline)
                 except _Stale:
-                    pass  # closed by the receiver while idle: once more, on a new one
+                    pass  # closed by the receiver before answering: once more, on a new one
             async with asyncio.timeout_at(deadline):
-                connection = await self._connect(origin)
-                return await self._exchange(connection, payload)
+                connection = await self._connect(origin, route)
+            return await connection.send(payload, deadline)
         except TimeoutError:
             return Answer(None, "timed out")
         except RefusedAddress as exc:
@@ -311,56 +419,36 @@ class Outbound:
         except OSError as exc:
             return Answer(None, f"cannot connect: {exc or type(exc).__name__}"[:300])
 
-    async def _exchange(
-        self, connection: _Connection, payload: bytes, deadline: float | None = None
-    ) -> Answer:
-        try:
-            answer = await connection.send(payload, deadline)
-        except BaseException:
-            connection.close()  # timed out or cancelled mid-answer: never reused
-            raise
-        self._give_back(connection)
-        return answer
-
     # -- the pool -------------------------------------------------------------------------
 
-    def _take(self, key: tuple[str, str, int]) -> _Connection | None:
-        idle = self._idle.get(key)
-        while idle:
-            connection = idle.pop()  # the most recently used: least likely closed
-            self._idle_count -= 1
-            if connection.reusable:
-                return connection
-        return None
-
-    def _give_back(self, connection: _Connection) -> None:
-        if not connection.reusable:
-            return
-        if self._idle_count >= self.concurrency:
-            connection.close()
-            return
-        connection.idle_since = time.monotonic()
-        self._idle.setdefault(connection.origin_key, []).append(connection)
-        self._idle_count += 1
+    @staticmethod
+    def _take(route: _Route) -> _Connection | None:
+        """The connection a request goes on: the fullest one it may be pipelined on (more
+        requests to a write), else an idle one, else none (connect)."""
+        now = time.monotonic()
+        fullest: _Connection | None = None
+        idle: _Connection | None = None
+        for connection in route.connections:
+            if not connection.line:
+                idle = connection  # the most recently opened: least likely closed
+            elif route.room(connection, now) and (
+                fullest is None or len(connection.line) > len(fullest.line)
+            ):
+                fullest = connection
+        return fullest or idle
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(IDLE_SECONDS / 3)
             horizon = time.monotonic() - IDLE_SECONDS
-            for key, connections in list(self._idle.items()):
-                kept = []
-                for connection in connections:
-                    if connection.reusable and connection.idle_since > horizon:
-                        kept.append(connection)
-                    else:
+            for key, route in list(self._routes.items()):
+                for connection in list(route.connections):
+                    if not connection.line and connection.idle_since < horizon:
                         connection.close()
-                self._idle_count -= len(connections) - len(kept)
-                if kept:
-                    self._idle[key] = kept
-                else:
-                    del self._idle[key]
+                if not route.connections and route.serial_until < time.monotonic():
+                    del self._routes[key]
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin, route: _Route) -> _Connection:
         loop = asyncio.get_running_loop()
         if ip_literal(origin.host) is not None:
             addresses = [(origin.host, origin.port)]
@@ -372,12 +460,13 @@ class Outbound:
         for address, port in addresses:
             try:
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(origin.key, self.limit),
+                    lambda: _Connection(route, self.limit),
                     address,
                     port,
                     ssl=tls,
                     server_hostname=origin.host if tls is not None else None,
                 )
+                route.connections.append(connection)
                 return connection
             except OSError as exc:
                 error = exc  # the next address, if the name has another

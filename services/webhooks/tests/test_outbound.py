@@ -18,7 +18,14 @@ import pytest
 import uvloop
 
 from confab_infra.backends import free_port
-from confab_webhooks.outbound import HEAD_LIMIT, Outbound, origin_of, request_head
+from confab_webhooks.outbound import (
+    HEAD_LIMIT,
+    PIPELINE_DEPTH,
+    Answer,
+    Outbound,
+    origin_of,
+    request_head,
+)
 from confab_webhooks.settings import WebhooksSettings
 
 OK = b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -35,6 +42,8 @@ class Receiver:
     requests: list[bytes] = field(default_factory=list)
     script: Script = lambda _c, _r: OK
     close_after: bool = False  # close each connection after answering
+    delay: float = 0.0  # seconds before each answer is written (in order)
+    together: int = 0  # reads that brought more than one whole request (pipelined)
 
 
 class _Server(asyncio.Protocol):
@@ -50,6 +59,7 @@ class _Server(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        whole = 0
         while b"\r\n\r\n" in self.buffer:
             head, _, rest = self.buffer.partition(b"\r\n\r\n")
             length = next(
@@ -58,7 +68,9 @@ class _Server(asyncio.Protocol):
                 if line.lower().startswith(b"content-length:")
             )
             if len(rest) < length:
-                return
+                break
+            whole += 1
+            self.receiver.together += whole == 2
             self.buffer = rest[length:]
             self.receiver.requests.append(head + b"\r\n\r\n" + rest[:length])
             self.count += 1
@@ -68,6 +80,10 @@ class _Server(asyncio.Protocol):
             if answer == CLOSE:
                 self.transport.close()
                 return
+            if self.receiver.delay:
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.receiver.delay, self.transport.write, answer)
+                continue
             self.transport.write(answer)
             if self.receiver.close_after:
                 self.transport.close()
@@ -88,9 +104,10 @@ async def serving() -> AsyncIterator[Receiver]:
 
 
 @contextlib.asynccontextmanager
-async def outbound() -> AsyncIterator[Outbound]:
+async def outbound(**options: Any) -> AsyncIterator[Outbound]:
     client = Outbound(
-        WebhooksSettings(allow_private=True, response_limit_bytes=32, timeout_seconds=1.0)
+        WebhooksSettings(allow_private=True, response_limit_bytes=32, timeout_seconds=1.0),
+        **options,
     )
     await client.start()
     try:
@@ -223,6 +240,89 @@ async def test_a_kept_alive_connection_that_goes_silent_times_out_and_is_closed(
     assert (silent.status, silent.error) == (None, "timed out")
     assert (await client.post(receiver.url, b"{}", HEADERS)).status == 204
     assert receiver.connections == 2  # the silent one was not used again
+
+
+def _ids(receiver: Receiver) -> list[str]:
+    return [r.split(b"webhook-id: ", 1)[1].split(b"\r\n", 1)[0].decode() for r in receiver.requests]
+
+
+async def _many(client: Outbound, url: str, first: int, n: int) -> list[Answer]:
+    """``n`` posts at once (as lanes of several conversations send), ids from ``first``."""
+    return list(
+        await asyncio.gather(
+            *(client.post(url, b"{}", {"webhook-id": f"msg_{i}"}) for i in range(first, first + n))
+        )
+    )
+
+
+async def test_requests_to_a_quick_receiver_are_written_ahead_on_one_connection(
+    receiver: Receiver,
+) -> None:
+    # Every answer counts as quick here: what is tested is what pipelining does.
+    async with outbound(pipeline_budget=60.0) as client:
+        answers = await _many(client, receiver.url, 0, 20)  # nothing answered yet: 20 connections
+        assert receiver.connections == 20 and receiver.together == 0
+        client.close_idle()
+        assert (await client.post(receiver.url, b"{}", {"webhook-id": "msg_20"})).status == 204
+        answers += await _many(client, receiver.url, 21, 30)
+        # More than PIPELINE_DEPTH at once: the rest on new connections.
+        answers += await _many(client, receiver.url, 51, PIPELINE_DEPTH + 2)
+    assert [a.status for a in answers] == [204] * (50 + PIPELINE_DEPTH + 2)
+    # After the first answer on it, one connection took the next 30, and they arrived
+    # together: fewer writes and reads than requests, answered in order.
+    assert receiver.together >= 1
+    assert _ids(receiver)[20:51] == [f"msg_{i}" for i in range(20, 51)]
+    assert receiver.connections == 21 + 2
+
+
+async def test_a_slow_receiver_gets_one_request_at_a_time_per_connection(
+    receiver: Receiver, client: Outbound
+) -> None:
+    receiver.delay = 0.05  # above the budget: writing ahead would make it slower still
+    assert (await client.post(receiver.url, b"{}", {"webhook-id": "msg_0"})).status == 204
+    answers = await _many(client, receiver.url, 1, 5)
+    assert [a.status for a in answers] == [204] * 5
+    assert receiver.connections == 5 and receiver.together == 0
+
+
+async def test_requests_written_ahead_and_dropped_are_sent_again_one_at_a_time(
+    receiver: Receiver,
+) -> None:
+    """A receiver that answers the first of several requests written ahead and closes:
+    the rest are sent once more, and it is not sent requests ahead any more."""
+    receiver.script = lambda c, r: CLOSE if (c, r) == (1, 3) else OK
+    async with outbound(pipeline_budget=60.0) as client:
+        assert (await client.post(receiver.url, b"{}", {"webhook-id": "msg_0"})).status == 204
+        answers = await _many(client, receiver.url, 1, 6)
+        assert [a.status for a in answers] == [204] * 6
+        assert receiver.together == 1  # the six arrived together on the first connection
+        # msg_1 answered; msg_2 closed the connection; msg_2 … msg_6 sent again, each on
+        # a connection of its own.
+        assert sorted(set(_ids(receiver))) == [f"msg_{i}" for i in range(7)]
+        assert receiver.connections == 6
+        answers = await _many(client, receiver.url, 7, 5)
+        assert [a.status for a in answers] == [204] * 5
+        assert receiver.together == 1  # none written ahead since
+        assert receiver.connections == 6  # the idle ones were used
+
+
+async def test_a_receiver_that_stops_answering_times_out_what_was_written_ahead(
+    receiver: Receiver,
+) -> None:
+    # The first connection answers its first request, then nothing more.
+    receiver.script = lambda c, r: SILENT if c == 1 and r > 1 else OK
+    async with outbound(pipeline_budget=60.0) as client:
+        assert (await client.post(receiver.url, b"{}", {"webhook-id": "msg_0"})).status == 204
+        answers = await _many(client, receiver.url, 1, 4)
+        # Those behind the first waited as long: their attempts are over too, and they are
+        # not sent again (the sender retries them later, as any attempt that timed out).
+        assert [(a.status, a.error) for a in answers] == [(None, "timed out")] * 4
+        assert receiver.together == 1 and len(receiver.requests) == 5
+        # The origin is slow now, by its average answer time: nothing is written ahead.
+        answers = await _many(client, receiver.url, 5, 3)
+        assert [a.status for a in answers] == [204] * 3
+        assert receiver.together == 1
+        assert sorted(_ids(receiver)[5:]) == ["msg_5", "msg_6", "msg_7"]
 
 
 async def test_nothing_can_be_smuggled_through_the_url() -> None:
