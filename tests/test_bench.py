@@ -95,6 +95,8 @@ def test_every_scenario_runs_once_and_loses_nothing(tmp_path: Path) -> None:
         "no endpoints 2",
     ]
     assert runs[1]["relative_to_baseline"] == webhooks.relative(runs)
+    # Every delivery's signature verified by the receiver (after the sends), none failed.
+    assert [r["errors"] for r in runs] == [{}] * len(runs)
     # The fanout's own loop lag over each of its runs, read from its /metrics.
     for run in json.loads((out / "fanout.json").read_text())["runs"]:
         lag = run["fanout_loop_lag_ms"]
