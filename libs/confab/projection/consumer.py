@@ -11,6 +11,7 @@ shared.
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -18,9 +19,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from confab.events import Envelope, UnknownEvent, open_envelope, parse_time
+from confab.events import Envelope, UnknownEvent, open_envelope
 from confab.logging import get_logger
 from confab.projection.base import Projection
+from confab.streamread import position
 
 log = get_logger("confab.projection")
 
@@ -68,15 +70,17 @@ async def unsubscribe(psub: Any) -> None:
 
 
 def open_message(msg: Msg) -> Envelope:
-    """The envelope of a message from a JetStream consumer (raises on unknown events)."""
-    meta = msg.metadata
-    stamp: Any = meta.timestamp
+    """The envelope of a message from a JetStream consumer (raises on unknown events).
+    Its place and time are read from the reply subject (``streamread.position``), not
+    ``msg.metadata``: two frozen dataclasses per message, in every runner of every
+    service."""
+    seq, _, ns = position(msg)
     return open_envelope(
         msg.headers or {},
         msg.data,
         subject=msg.subject,
-        seq=meta.sequence.stream,
-        time=parse_time(stamp) if isinstance(stamp, str) else stamp,
+        seq=seq,
+        time=datetime.fromtimestamp(ns / 1e9, UTC),
     )
 
 
@@ -89,7 +93,7 @@ def open_or_skip(projection: str, msg: Msg) -> Envelope | None:
         log.error(
             "projection_skipped_event",
             projection=projection,
-            seq=msg.metadata.sequence.stream,
+            seq=position(msg)[0],
             error=str(exc),
         )
         return None

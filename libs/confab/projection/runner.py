@@ -35,6 +35,7 @@ from confab.projection.commit import BatchCommit, CheckpointMoved
 from confab.projection.consumer import durable_name, open_or_skip, subscribe_from, unsubscribe
 from confab.projection.ownership import BALANCE_INTERVAL, Ownership
 from confab.projection.pull import fetch
+from confab.streamread import position
 
 log = get_logger("confab.projection")
 
@@ -225,7 +226,7 @@ class ProjectionRunner:
         """Apply one fetched batch, retrying the same batch while the database is down."""
         name = self.projection.name
         events = [e for m in self._mine(msgs) if (e := open_or_skip(name, m)) is not None]
-        last_seq = msgs[-1].metadata.sequence.stream
+        last_seq = position(msgs[-1])[0]
         delay = 0.2
         while True:
             try:
@@ -245,11 +246,7 @@ class ProjectionRunner:
         if self.projection.partitions == 1:
             return msgs
         partition_of, positions = self.projection.partition_of, self.batches.positions
-        return [
-            m
-            for m in msgs
-            if m.metadata.sequence.stream > positions.get(partition_of(m.subject), 1 << 62)
-        ]
+        return [m for m in msgs if position(m)[0] > positions.get(partition_of(m.subject), 1 << 62)]
 
     # -- what tests written before the split look at ---------------------------
 
