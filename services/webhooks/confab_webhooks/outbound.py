@@ -285,7 +285,7 @@ class _Connection(asyncio.Protocol):
     def _write(self) -> None:
         self.flush = None
         out, self.out = self.out, []
-        if self.reusable and self.transport is not None:
+        if self.reusable and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _answer(self, *, reusable: bool) -> None:
@@ -429,6 +429,8 @@ class Outbound:
         fullest: _Connection | None = None
         idle: _Connection | None = None
         for connection in route.connections:
+            if connection.transport is None or connection.transport.is_closing():
+                continue  # closed by the receiver a moment ago: ``connection_lost`` is due
             if not connection.line:
                 idle = connection  # the most recently opened: least likely closed
             elif route.room(connection, now) and (

@@ -44,6 +44,7 @@ class Receiver:
     close_after: bool = False  # close each connection after answering
     delay: float = 0.0  # seconds before each answer is written (in order)
     together: int = 0  # reads that brought more than one whole request (pipelined)
+    on_request: Callable[[], None] | None = None  # after each request is recorded
 
 
 class _Server(asyncio.Protocol):
@@ -73,6 +74,8 @@ class _Server(asyncio.Protocol):
             self.receiver.together += whole == 2
             self.buffer = rest[length:]
             self.receiver.requests.append(head + b"\r\n\r\n" + rest[:length])
+            if self.receiver.on_request is not None:
+                self.receiver.on_request()
             self.count += 1
             answer = self.receiver.script(self.number, self.count)
             if answer is None:
@@ -323,6 +326,28 @@ async def test_a_receiver_that_stops_answering_times_out_what_was_written_ahead(
         assert [a.status for a in answers] == [204] * 3
         assert receiver.together == 1
         assert sorted(_ids(receiver)[5:]) == ["msg_5", "msg_6", "msg_7"]
+
+
+async def test_a_request_given_up_on_leaves_the_others_on_its_connection_alone(
+    receiver: Receiver,
+) -> None:
+    receiver.delay = 0.05  # answers come after the one given up on is cancelled
+    async with outbound(pipeline_budget=60.0) as client:
+        assert (await client.post(receiver.url, b"{}", {"webhook-id": "msg_0"})).status == 204
+        posts = [
+            asyncio.create_task(client.post(receiver.url, b"{}", {"webhook-id": f"msg_{i}"}))
+            for i in range(1, 6)
+        ]
+        written = asyncio.Event()  # all five written ahead, on the first connection
+        receiver.on_request = lambda: written.set() if len(receiver.requests) == 6 else None
+        await written.wait()
+        posts[1].cancel()
+        done = await asyncio.gather(*posts, return_exceptions=True)
+        assert isinstance(done[1], asyncio.CancelledError)
+        assert [a.status for a in done if isinstance(a, Answer)] == [204] * 4
+        # The answers stayed in step: the connection is still good for more.
+        assert (await client.post(receiver.url, b"{}", {"webhook-id": "msg_6"})).status == 204
+        assert receiver.connections == 1 and receiver.together == 1
 
 
 async def test_nothing_can_be_smuggled_through_the_url() -> None:
