@@ -811,16 +811,4 @@ class Sender:
 
     async def prune(self) -> int:
         """Remove delivered and cancelled deliveries older than ``keep``; how many."""
-        d = DELIVERIES
-        old = (
-            sa.select(d.c.id)
-            .where(
-                d.c.status.in_(("delivered", "cancelled")),
-                d.c.delivered_at < utcnow() - self.keep,
-            )
-            .limit(5000)
-            .scalar_subquery()
-        )
-        async with self.engine.begin() as conn:
-            result = await conn.execute(d.delete().where(d.c.id.in_(old)))
-        return int(result.rowcount or 0)
+        return await self.store.prune(utcnow() - self.keep)

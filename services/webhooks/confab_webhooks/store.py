@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -101,6 +102,8 @@ def define_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
     )
     return endpoints, deliveries, health
 
+
+PRUNE_BATCH = 5000  # rows removed in one transaction
 
 METADATA = sa.MetaData(schema=SCHEMA)
 ENDPOINTS, DELIVERIES, HEALTH = define_tables(METADATA)
@@ -216,3 +219,29 @@ class Store:
         ).returning(d)
         async with self.engine.begin() as conn:
             return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    async def prune(
+        self, before: datetime, *, batch: int = PRUNE_BATCH, budget: float = 10.0
+    ) -> int:
+        """Remove delivered and cancelled deliveries finished before ``before``, a batch
+        of rows per transaction (short locks), until a batch comes back short or
+        ``budget`` seconds have gone (the next round goes on); how many.
+
+        One batch a round could not keep up: at 3,000 deliveries a second a minute makes
+        180,000 rows."""
+        d = self.d
+        old = (
+            sa.select(d.c.id)
+            .where(d.c.status.in_(("delivered", "cancelled")), d.c.delivered_at < before)
+            .limit(batch)
+            .scalar_subquery()
+        )
+        statement = d.delete().where(d.c.id.in_(old))
+        removed = 0
+        ends = time.monotonic() + budget
+        while True:
+            async with self.engine.begin() as conn:
+                count = int((await conn.execute(statement)).rowcount or 0)
+            removed += count
+            if count < batch or time.monotonic() > ends:
+                return removed

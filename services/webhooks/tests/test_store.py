@@ -1,0 +1,63 @@
+"""The deliveries table on a real PostgreSQL: pruning what is finished and old."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from confab.db import create_engine, create_tables
+from confab_webhooks.store import DELIVERIES, METADATA, Store
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+OLD = NOW - timedelta(days=4)
+RECENT = NOW - timedelta(hours=1)
+
+
+@pytest.fixture
+async def db(fresh_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(fresh_database_url, 2)
+    await create_tables(engine, METADATA)
+    yield engine
+    await engine.dispose()
+
+
+def row(seq: int, status: str, finished: datetime | None) -> dict[str, Any]:
+    return {
+        "workspace_id": "ws_1",
+        "endpoint_id": "wh_1",
+        "source": "conversations",
+        "part": 0,
+        "lane": "conv_1",
+        "stream": "CONVERSATIONS",
+        "seq": seq,
+        "event_type": "message.created",
+        "ref": {"id": f"msg_{seq}"},
+        "stored_at": finished or OLD,
+        "status": status,
+        "delivered_at": finished,
+    }
+
+
+async def test_prune_removes_every_old_finished_delivery_a_batch_at_a_time(
+    db: AsyncEngine,
+) -> None:
+    rows = (
+        [row(n, "delivered", OLD) for n in range(25)]
+        + [row(100 + n, "cancelled", OLD) for n in range(2)]
+        + [row(200 + n, "delivered", RECENT) for n in range(3)]  # kept: not old yet
+        + [row(300, "pending", None), row(301, "failed", None)]  # kept: not finished
+    )
+    async with db.begin() as conn:
+        await conn.execute(sa.insert(DELIVERIES), rows)
+    store = Store(db)
+    # Ten at a time: one round goes on until a batch comes back short.
+    assert await store.prune(NOW - timedelta(days=3), batch=10) == 27
+    async with db.connect() as conn:
+        left = (await conn.execute(sa.select(DELIVERIES.c.seq).order_by("seq"))).scalars()
+        assert list(left) == [200, 201, 202, 300, 301]
+    assert await store.prune(NOW - timedelta(days=3), batch=10) == 0
