@@ -296,6 +296,7 @@ class Sender:
             asyncio.create_task(self._dispatch(), name="webhooks-dispatch"),
             asyncio.create_task(self._flush_loop(), name="webhooks-record"),
             asyncio.create_task(self._watch(), name="webhooks-ownership"),
+            asyncio.create_task(self._prune_loop(), name="webhooks-prune"),
         ]
 
     async def stop(self) -> None:
@@ -681,13 +682,9 @@ class Sender:
     # -- ownership, configuration, requeues --------------------------------------------------------
 
     async def _watch(self) -> None:
-        pruned = time.monotonic()
         while True:
             try:
                 await self._follow_ownership()
-                if time.monotonic() - pruned > PRUNE_SECONDS:
-                    pruned = time.monotonic()
-                    await self.prune()
                 if self.endpoints is not None and self.endpoints.checkpoint != self._config_seq:
                     await self.reload_endpoints()
                 await self._requeued()
@@ -808,6 +805,15 @@ class Sender:
             f"ok ({len(self.queued)} queued, {self.in_flight} in flight, {held} endpoints "
             f"held, partitions {len(self._owned)})"
         )
+
+    async def _prune_loop(self) -> None:
+        """Apart from ``_watch``: a long prune must not hold up following ownership."""
+        while True:
+            await asyncio.sleep(PRUNE_SECONDS)
+            try:
+                await self.prune()
+            except Exception as exc:
+                log.warning("webhook_prune_failed", error=str(exc) or type(exc).__name__)
 
     async def prune(self) -> int:
         """Remove delivered and cancelled deliveries older than ``keep``; how many."""
