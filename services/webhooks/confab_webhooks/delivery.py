@@ -92,6 +92,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+async def _every(seconds: float, work: Callable[[], Awaitable[Any]], failure: str) -> None:
+    """``work`` every ``seconds``, for ever; a failure is logged and the next round goes on."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception as exc:
+            log.warning(failure, error=str(exc) or type(exc).__name__)
+
+
 # -- one attempt --------------------------------------------------------------------------------
 
 
@@ -294,9 +304,14 @@ class Sender:
         await self.reload_endpoints()
         self._tasks = [
             asyncio.create_task(self._dispatch(), name="webhooks-dispatch"),
-            asyncio.create_task(self._flush_loop(), name="webhooks-record"),
+            asyncio.create_task(
+                _every(FLUSH_SECONDS, self._flush, "webhook_record_failed"), name="webhooks-record"
+            ),
             asyncio.create_task(self._watch(), name="webhooks-ownership"),
-            asyncio.create_task(self._prune_loop(), name="webhooks-prune"),
+            # Apart from ``_watch``: a long prune must not hold up following ownership.
+            asyncio.create_task(
+                _every(PRUNE_SECONDS, self.prune, "webhook_prune_failed"), name="webhooks-prune"
+            ),
         ]
 
     async def stop(self) -> None:
@@ -639,14 +654,6 @@ class Sender:
         if status != "pending":
             self._finished.add(item.id)
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            try:
-                await self._flush()
-            except Exception as exc:
-                log.warning("webhook_record_failed", error=str(exc) or type(exc).__name__)
-
     async def _flush(self) -> None:
         if not self._outcomes:
             return
@@ -805,15 +812,6 @@ class Sender:
             f"ok ({len(self.queued)} queued, {self.in_flight} in flight, {held} endpoints "
             f"held, partitions {len(self._owned)})"
         )
-
-    async def _prune_loop(self) -> None:
-        """Apart from ``_watch``: a long prune must not hold up following ownership."""
-        while True:
-            await asyncio.sleep(PRUNE_SECONDS)
-            try:
-                await self.prune()
-            except Exception as exc:
-                log.warning("webhook_prune_failed", error=str(exc) or type(exc).__name__)
 
     async def prune(self) -> int:
         """Remove delivered and cancelled deliveries older than ``keep``; how many."""
