@@ -69,12 +69,15 @@ async def unsubscribe(psub: Any) -> None:
         await psub.unsubscribe()
 
 
-def open_message(msg: Msg) -> Envelope:
+Place = tuple[int, int, int]  # ``streamread.position``: stream sequence, pending, time in ns
+
+
+def open_message(msg: Msg, place: Place | None = None) -> Envelope:
     """The envelope of a message from a JetStream consumer (raises on unknown events).
-    Its place and time are read from the reply subject (``streamread.position``), not
-    ``msg.metadata``: two frozen dataclasses per message, in every runner of every
-    service."""
-    seq, _, ns = position(msg)
+    Its place and time are read from the reply subject (``streamread.position``, or
+    ``place`` if the caller has read it already), not ``msg.metadata``: two frozen
+    dataclasses per message, in every runner of every service."""
+    seq, _, ns = place or position(msg)
     return open_envelope(
         msg.headers or {},
         msg.data,
@@ -84,16 +87,16 @@ def open_message(msg: Msg) -> Envelope:
     )
 
 
-def open_or_skip(projection: str, msg: Msg) -> Envelope | None:
+def open_or_skip(projection: str, msg: Msg, place: Place | None = None) -> Envelope | None:
     """The envelope of ``msg``, or None (logged) if it cannot be read: a projection never
     stops on one bad event."""
     try:
-        return open_message(msg)
+        return open_message(msg, place)
     except (UnknownEvent, KeyError, ValueError) as exc:
         log.error(
             "projection_skipped_event",
             projection=projection,
-            seq=position(msg)[0],
+            seq=(place or position(msg))[0],
             error=str(exc),
         )
         return None

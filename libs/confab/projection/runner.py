@@ -32,7 +32,13 @@ from confab.logging import get_logger
 from confab.projection.base import DATABASE_ERRORS, Projection, pause
 from confab.projection.checkpoints import CheckpointWatch
 from confab.projection.commit import BatchCommit, CheckpointMoved
-from confab.projection.consumer import durable_name, open_or_skip, subscribe_from, unsubscribe
+from confab.projection.consumer import (
+    Place,
+    durable_name,
+    open_or_skip,
+    subscribe_from,
+    unsubscribe,
+)
 from confab.projection.ownership import BALANCE_INTERVAL, Ownership
 from confab.projection.pull import fetch
 from confab.streamread import position
@@ -225,7 +231,7 @@ class ProjectionRunner:
     async def _apply_until_done(self, msgs: list[Msg]) -> None:
         """Apply one fetched batch, retrying the same batch while the database is down."""
         name = self.projection.name
-        events = [e for m in self._mine(msgs) if (e := open_or_skip(name, m)) is not None]
+        events = [e for m, at in self._mine(msgs) if (e := open_or_skip(name, m, at)) is not None]
         last_seq = position(msgs[-1])[0]
         delay = 0.2
         while True:
@@ -241,12 +247,16 @@ class ProjectionRunner:
         if overall is not None:
             await self.watch.advance(overall)
 
-    def _mine(self, msgs: list[Msg]) -> list[Msg]:
-        """The messages of owned partitions not applied yet (others are not even opened)."""
+    def _mine(self, msgs: list[Msg]) -> list[tuple[Msg, Place]]:
+        """The messages of owned partitions not applied yet (others are not even opened),
+        each with its place in the stream, read once."""
+        placed = [(m, position(m)) for m in msgs]
         if self.projection.partitions == 1:
-            return msgs
+            return placed
         partition_of, positions = self.projection.partition_of, self.batches.positions
-        return [m for m in msgs if position(m)[0] > positions.get(partition_of(m.subject), 1 << 62)]
+        return [
+            (m, at) for m, at in placed if at[0] > positions.get(partition_of(m.subject), 1 << 62)
+        ]
 
     # -- what tests written before the split look at ---------------------------
 

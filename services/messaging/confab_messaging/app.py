@@ -10,6 +10,8 @@ look-ups of ``handlers``.
 
 from __future__ import annotations
 
+import functools
+
 from confab.aggregate import Aggregates
 from confab.authority import Follower, fence
 from confab.bus import CONVERSATIONS, IDENTITY
@@ -39,15 +41,16 @@ async def setup(service: Service) -> None:
     settings = service.settings
     if not isinstance(settings, MessagingSettings):
         settings = MessagingSettings()  # defaults for everything messaging-specific
-    batching = {
-        "batch_size": settings.projection_batch_size,
-        "linger": settings.projection_linger_seconds,
-    }
+    add = functools.partial(
+        service.add_projection,
+        batch_size=settings.projection_batch_size,
+        linger=settings.projection_linger_seconds,
+    )
     keys = await service.key_ring()
-    users = await service.add_projection(UsersProjection(keys=keys), **batching)
-    conversations = await service.add_projection(ConversationsProjection(keys=keys), **batching)
-    support = await service.add_projection(SupportProjection(keys=keys), **batching)
-    search = await service.add_projection(SearchProjection(keys=keys), **batching)
+    users = await add(UsersProjection(keys=keys))
+    conversations = await add(ConversationsProjection(keys=keys))
+    support = await add(SupportProjection(keys=keys))
+    search = await add(SearchProjection(keys=keys))
     assert service.engine is not None  # add_projection needs the database
     log = JetStreamLog(service.nc, service.js, CONVERSATIONS.name)
     aggregates = Aggregates(log, DECIDER, cache_size=settings.aggregate_cache_size, keys=keys)

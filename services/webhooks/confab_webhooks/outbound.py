@@ -298,7 +298,8 @@ class _Connection(asyncio.Protocol):
             error = f"HTTP {status}" + (f": {text[:200]}" if text else "")
         if not exchange.waiter.done():
             exchange.waiter.set_result(Answer(status, error, self.retry_after))
-        now = exchange.waiter.get_loop().time()
+        loop = exchange.waiter.get_loop()
+        now = loop.time()
         self.route.observe(now - exchange.since)
         self.answered += 1
         self._reset()
@@ -310,7 +311,7 @@ class _Connection(asyncio.Protocol):
         elif self.line:
             head = self.line[0]
             head.since = now
-            self.timer = exchange.waiter.get_loop().call_at(head.deadline, self._time_out)
+            self.timer = loop.call_at(head.deadline, self._time_out)
         else:
             self.idle_since = time.monotonic()
 
@@ -377,11 +378,6 @@ class Outbound:
             for connection in list(route.connections):
                 if not connection.line:
                     connection.close()
-
-    def connections(self, url: str) -> int:
-        """Open connections to ``url``'s origin (for tests and health)."""
-        route = self._routes.get(origin_of(url).key)
-        return len(route.connections) if route is not None else 0
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         """One attempt; every failure is an ``Answer`` without a status, never raised."""
