@@ -84,6 +84,16 @@ def test_every_scenario_runs_once_and_loses_nothing(tmp_path: Path) -> None:
         assert run["stack_over_bare_append"] == pytest.approx(
             run["stack_cpu_us_per_message"] / bare["cpu_us"], rel=0.01
         )
+    # The send path's bare skeleton: every append read once by each of its readers, and
+    # its figure the sum of its three processes and the NATS server.
+    (run,) = json.loads((out / "floor.json").read_text())["runs"]
+    parts = ("floor gateway", "floor command", "floor readers", "nats")
+    assert set(parts) <= set(run["processes"]), run["processes"]
+    assert all(run["processes"][p]["cpu_seconds"] > 0 for p in parts), run["processes"]
+    assert run["sent"] == run["received"] >= run["work"] > 0  # the warm-up's count too
+    assert run["floor_cpu_us_per_message"] == pytest.approx(
+        sum(run["processes"][p]["cpu_us_per_unit"] for p in parts), abs=0.5
+    )
     # Webhooks: baselines and loaded runs alternate (ABBA), each loaded run drained.
     runs = json.loads((out / "webhooks.json").read_text())["runs"]
     assert [r["run"] for r in runs] == [

@@ -21,6 +21,7 @@ from confab.bench import (
     coldstart,
     e2e,
     fanout,
+    floor,
     idle,
     notifications,
     peers,
@@ -44,6 +45,7 @@ ON_STACK = (
     "webhooks",
     "notifications",
     "search",
+    "floor",
 )
 ALONE = ("replay", "catchup", "coldstart")
 SCENARIOS = (*ALONE, *ON_STACK)
@@ -57,7 +59,8 @@ def add_parser(commands: Any) -> None:
         help="run benchmarks against a local stack, or draw their plots (bench report)",
         description="Scenarios: " + ", ".join(SCENARIOS) + "; 'all' runs every one; "
         "'peers' runs fanout and idle against Soketi and Confab (make bench-peers); "
-        "'report' draws PNG plots from the result files.",
+        "'report' draws PNG plots from the result files. 'floor' runs the send path's bare "
+        "skeleton (HTTP, a NATS request, an append, the stream's readers) on the stack's NATS.",
     )
     p.add_argument(
         "scenarios",
@@ -149,6 +152,9 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
     if name == "search":
         runs = asyncio.run(search.run(info, args.messages, args.queries))
         return scenario_result("search", runs, [])
+    if name == "floor":
+        record = asyncio.run(floor.run(info, args.seconds, args.workers, args.rooms, args.warmup))
+        return scenario_result("floor", [record], floor.targets([record]))
     if name == "e2e":
         runs = asyncio.run(e2e.run(info, args, _rates(args)))
         return scenario_result("e2e", runs, e2e.targets(runs))

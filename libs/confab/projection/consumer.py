@@ -11,8 +11,9 @@ shared.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -37,15 +38,25 @@ def durable_name(projection: Projection, member: int) -> str:
     return name if projection.partitions == 1 else f"{name}_{member:08x}"
 
 
+class Source(Protocol):
+    """What a consumer reads: a stream and subjects of it (a ``Projection`` is one)."""
+
+    @property
+    def stream(self) -> str: ...
+
+    @property
+    def subjects(self) -> Sequence[str]: ...
+
+
 async def subscribe_from(
-    js: JetStreamContext, projection: Projection, durable: str, start: int, batch_size: int
+    js: JetStreamContext, source: Source, durable: str, start: int, batch_size: int
 ) -> Any:
     """Bind to the durable consumer ``durable``, deleted and made again at sequence ``start``.
 
     Made afresh, not moved: events a dead process had fetched but not applied
     must come again, and an acknowledge-all from this one would otherwise cover them.
     """
-    p = projection
+    p = source
     with contextlib.suppress(NotFoundError):
         await js.delete_consumer(p.stream, durable)
     config = ConsumerConfig(
