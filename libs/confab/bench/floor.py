@@ -112,7 +112,7 @@ async def _gateway(nats_url: str, out: TextIO) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     _say(out, {"url": f"http://127.0.0.1:{port}"})
-    await _until_told(out)
+    await _until_told()
     await runner.cleanup()
     await bus.close(nc)
 
@@ -151,7 +151,9 @@ async def _command(nats_url: str, out: TextIO) -> None:
             )
             versions[subject] = done.seq
         appended += 1
-        await msg.respond(msgspec.json.encode(Posted(event.message_id, subject, done.seq)))
+        await msg.respond(
+            msgspec.json.encode(Posted(event.message_id, command.conversation_id, done.seq))
+        )
 
     async def on_message(msg: Any) -> None:
         task = asyncio.create_task(handle(msg))
@@ -160,7 +162,7 @@ async def _command(nats_url: str, out: TextIO) -> None:
 
     await nc.subscribe(POST, queue="floor", cb=on_message)
     _say(out, {})
-    await _until_told(out)
+    await _until_told()
     _say(out, {"appended": appended})
     await bus.close(nc)
 
@@ -188,7 +190,7 @@ async def _readers(nats_url: str, out: TextIO) -> None:
 
     tasks = [asyncio.create_task(read(i)) for i in range(READERS)]
     _say(out, {})
-    await _until_told(out)
+    await _until_told()
     stop.set()
     await asyncio.gather(*tasks)
     _say(out, {"read": counts})
@@ -200,7 +202,7 @@ def _say(out: TextIO, what: dict[str, Any]) -> None:
     out.flush()
 
 
-async def _until_told(out: TextIO) -> None:
+async def _until_told() -> None:
     """Serve until the bench writes a line on standard input."""
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
