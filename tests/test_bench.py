@@ -18,6 +18,7 @@ from confab.bench import webhooks
 from confab.bench.catchup import fair_share
 from confab.bench.main import SCENARIOS
 from confab.bench.result import RUN_FIELDS, SCENARIO_FIELDS
+from confab.bench.stack import local_stack
 
 CONFAB = str(Path(sys.executable).with_name("confab"))
 SMALL = [
@@ -208,3 +209,26 @@ def test_webhook_runs_alternate_so_drift_counts_against_both_sides() -> None:
     ]
     assert webhooks.relative(runs) == round(750 / 950, 3)
     assert webhooks.targets(runs)[0]["met"] is False
+
+
+def test_a_running_stack_given_by_target_has_its_backends_measured_too(tmp_path: Path) -> None:
+    # ``confab up`` records the backends' pids beside the services' (``backend_pids``);
+    # a run against it with ``--target`` must read NATS's and PostgreSQL's CPU as a run
+    # on a stack of its own does, under the same names.
+    target = tmp_path / "stack.json"
+    recorded = {"nats": 11, "postgresql": 12, "s3": 13}
+    target.write_text(
+        json.dumps({"pids": {"gateway": 1, "messaging": 2}, "backend_pids": recorded})
+    )
+    with local_stack(target) as info:
+        assert info["pids"] == {
+            "gateway": 1,
+            "messaging": 2,
+            "nats": 11,
+            "postgres": 12,
+            "s3": 13,
+        }
+    # A stack.json from before ``backend_pids`` existed still works.
+    target.write_text(json.dumps({"pids": {"gateway": 1}}))
+    with local_stack(target) as info:
+        assert info["pids"] == {"gateway": 1}

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from confab_infra.process import OutputLines
 
 BACKEND_NAMES = {"nats-server": "nats", "postgres": "postgres", "weed": "s3"}
+RECORDED_NAMES = {"postgresql": "postgres"}  # stack.json's ``backend_pids`` → the bench's
 READY_TIMEOUT = 180.0
 READY = "confab: ready"
 CONFAB = str(Path(sys.executable).with_name("confab"))
@@ -81,6 +82,7 @@ def local_stack(target: Path | None = None) -> Iterator[dict[str, Any]]:
     """Yield stack.json (with backend pids added): of ``target``, or of a fresh ``confab up``."""
     if target is not None:
         info = json.loads(target.read_text())
+        info["pids"] = target_pids(info)
         yield info
         return
     from confab_infra.backends import free_port
@@ -98,6 +100,14 @@ def local_stack(target: Path | None = None) -> Iterator[dict[str, Any]]:
     finally:
         stop(process)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def target_pids(info: dict[str, Any]) -> dict[str, int]:
+    """A running stack's pids from its stack.json: the services', and the backends' that
+    ``confab up`` recorded, named as the bench names them (so a run with ``--target``
+    reports NATS's and PostgreSQL's CPU too)."""
+    recorded = info.get("backend_pids", {})
+    return {**info["pids"], **{RECORDED_NAMES.get(n, n): pid for n, pid in recorded.items()}}
 
 
 def _backend_pids(parent: int) -> dict[str, int]:
