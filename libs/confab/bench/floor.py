@@ -23,7 +23,9 @@ token and body):
 
 No PostgreSQL, no authentication, no decider, no encryption, no fold. What the stack
 spends on a message beyond this skeleton is what Confab's own code costs; the skeleton
-itself is what any implementation of this architecture in Python pays. The measured
+itself is what the architecture costs with the libraries it names (aiohttp, nats-py)
+before any of that. It runs busy (64 senders by default), where its parts are
+cheapest per message (bench/README.md, session 14). The measured
 window runs from the first send until every reader has acknowledged every append, so
 a reader behind at the end is counted. Every append must reach every reader once:
 the run reports any difference as lost (or duplicated) messages.
