@@ -42,6 +42,7 @@ SMALL = [
     "--queries=3",
     "--automod-rules=20",
     "--generators=2",
+    "--readers=2",
 ]
 LATENCY = ("count", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 PROCESS = ("cpu_seconds", "cpu_us_per_unit", "cpu_share", "peak_rss_mb")
@@ -88,6 +89,7 @@ def test_every_scenario_runs_once_and_loses_nothing(tmp_path: Path) -> None:
     # The send path's bare skeleton: every append read once by each of its readers, and
     # its figure the sum of its three processes and the NATS server.
     (run,) = json.loads((out / "floor.json").read_text())["runs"]
+    assert run["readers"] == 2 and "2 readers" in run["load"]  # --readers
     parts = ("floor gateway", "floor command", "floor readers", "nats")
     assert set(parts) <= set(run["processes"]), run["processes"]
     assert all(run["processes"][p]["cpu_seconds"] > 0 for p in parts), run["processes"]

@@ -17,8 +17,9 @@ token and body):
   ``confab.eventlog.append`` (headers, message id, expected subject sequence kept in
   memory, as messaging's aggregate cache keeps it) and replies with the sequence;
 - ``readers``: one process with as many durable pull consumers as the stack has on
-  ``CONVERSATIONS`` (``READERS``), acknowledge-all, each fetching batches with
-  ``confab.projection.pull.fetch`` and opening every message as the runners do
+  ``CONVERSATIONS`` (``READERS``; ``--readers`` for another count), acknowledge-all,
+  each fetching batches with ``confab.projection.pull.fetch`` and opening every message
+  as the runners do
   (``confab.projection.open_message``: headers, body, place).
 
 No PostgreSQL, no authentication, no decider, no encryption, no fold. What the stack
@@ -169,13 +170,13 @@ async def _command(nats_url: str, out: TextIO) -> None:
     await bus.close(nc)
 
 
-async def _readers(nats_url: str, out: TextIO) -> None:
+async def _readers(nats_url: str, out: TextIO, readers: int) -> None:
     nc = await bus.connect(nats_url, "bench-floor-readers")
     js = nc.jetstream()
-    counts = [0] * READERS
+    counts = [0] * readers
     source = Source(STREAM.name, STREAM.subjects)
     subs = [
-        await subscribe_from(js, source, f"floor_reader_{i}", 1, READ_BATCH) for i in range(READERS)
+        await subscribe_from(js, source, f"floor_reader_{i}", 1, READ_BATCH) for i in range(readers)
     ]
     stop = asyncio.Event()
 
@@ -190,7 +191,7 @@ async def _readers(nats_url: str, out: TextIO) -> None:
             counts[i] += len(msgs)
             await msgs[-1].ack()
 
-    tasks = [asyncio.create_task(read(i)) for i in range(READERS)]
+    tasks = [asyncio.create_task(read(i)) for i in range(readers)]
     _say(out, {})
     await _until_told()
     stop.set()
@@ -215,10 +216,11 @@ async def _until_told() -> None:
 class Part:
     """One process of the skeleton, spoken to by lines of JSON on its standard streams."""
 
-    def __init__(self, role: str, nats_url: str) -> None:
+    def __init__(self, role: str, nats_url: str, *args: str) -> None:
         self.role = role
         self.name = PARTS[role]
         self.nats_url = nats_url
+        self.args = args
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> dict[str, Any]:
@@ -228,6 +230,7 @@ class Part:
             "confab.bench.floor",
             self.role,
             self.nats_url,
+            *self.args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -255,7 +258,12 @@ class Part:
 
 
 async def run(
-    info: dict[str, Any], seconds: float, workers: int, rooms: int, warmup: float = 1.0
+    info: dict[str, Any],
+    seconds: float,
+    workers: int,
+    rooms: int,
+    warmup: float = 1.0,
+    readers: int = READERS,
 ) -> dict[str, Any]:
     """One closed-loop run of the skeleton on the stack's NATS server (the stack idle)."""
     nc = await bus.connect(info["nats_url"], "bench-floor")
@@ -263,7 +271,10 @@ async def run(
     with contextlib.suppress(NotFoundError):  # left by a run that was killed
         await js.delete_stream(STREAM.name)
     await bus.ensure_streams(js, [STREAM])
-    parts = [Part(role, info["nats_url"]) for role in ROLES]
+    parts = [
+        Part(role, info["nats_url"], *([str(readers)] if role == "readers" else []))
+        for role in ROLES
+    ]
     try:
         said = {part.role: await part.start() for part in parts}
         base = said["gateway"]["url"]
@@ -272,7 +283,7 @@ async def run(
         async with aiohttp.ClientSession(connector=connector) as http:
             sender = Sender(http, base)
             await closed_loop(Sender(http, base), room_list, min(workers, 16), warmup)
-            await _caught_up(js, (await js.stream_info(STREAM.name)).state.last_seq)
+            await _caught_up(js, (await js.stream_info(STREAM.name)).state.last_seq, readers)
             pids = {part.name: part.process.pid for part in parts if part.process}
             nats_pid = info["pids"].get("nats")
             meter = ProcessMeter(
@@ -281,7 +292,7 @@ async def run(
             )
             with meter, LoopLag() as lag:
                 await closed_loop(sender, room_list, workers, seconds)
-                await _caught_up(js, (await js.stream_info(STREAM.name)).state.last_seq)
+                await _caught_up(js, (await js.stream_info(STREAM.name)).state.last_seq, readers)
         found = {part.role: await part.finish() for part in parts}
     finally:
         for part in parts:
@@ -292,12 +303,12 @@ async def run(
     # Every append reached every reader once (the warm-up's too); sent and received
     # count messages: those appended, and those every reader read.
     appended, read = found["command"]["appended"], found["readers"]["read"]
-    loss = counted(dict.fromkeys(range(READERS), appended), dict(enumerate(read)))
+    loss = counted(dict.fromkeys(range(readers), appended), dict(enumerate(read)))
     loss.update(sent=appended, received=min(read))
     record = run_record(
         f"{workers} senders, skeleton",
         f"{workers} concurrent senders on {rooms} conversations for {seconds:g} s, through "
-        f"the skeleton (HTTP, a NATS request, an append, {READERS} readers)",
+        f"the skeleton (HTTP, a NATS request, an append, {readers} readers)",
         unit="message",
         work=sender.ok,
         latencies=sender.latencies,
@@ -305,7 +316,7 @@ async def run(
         lag=lag,
         loss=loss,
         errors=sender.errors,
-        readers=READERS,
+        readers=readers,
     )
     record["floor_cpu_us_per_message"] = round(
         sum(
@@ -318,11 +329,11 @@ async def run(
     return record
 
 
-async def _caught_up(js: Any, last_seq: int, timeout: float = 60.0) -> None:
+async def _caught_up(js: Any, last_seq: int, readers: int, timeout: float = 60.0) -> None:
     """Return once every reader has acknowledged everything up to ``last_seq``."""
     deadline = time.monotonic() + timeout
     while True:
-        infos = [await js.consumer_info(STREAM.name, f"floor_reader_{i}") for i in range(READERS)]
+        infos = [await js.consumer_info(STREAM.name, f"floor_reader_{i}") for i in range(readers)]
         floors = [i.ack_floor.stream_seq for i in infos]
         if min(floors) >= last_seq:
             return
@@ -352,8 +363,10 @@ def _main() -> None:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     role, nats_url = sys.argv[1], sys.argv[2]
-    part = {"gateway": _gateway, "command": _command, "readers": _readers}[role]
-    uvloop.run(part(nats_url, out))
+    if role == "readers":
+        uvloop.run(_readers(nats_url, out, int(sys.argv[3])))
+    else:
+        uvloop.run({"gateway": _gateway, "command": _command}[role](nats_url, out))
 
 
 if __name__ == "__main__":

@@ -125,6 +125,13 @@ def add_parser(commands: Any) -> None:
         help="sends: automatic-moderation rules in force in the sending workspace "
         "(word lists, RE2 patterns and the detectors; none matches the benchmark's text)",
     )
+    p.add_argument(
+        "--readers",
+        type=int,
+        default=floor.READERS,
+        help=f"floor: durable readers of the skeleton's stream (default {floor.READERS}: as "
+        "many as a confab up stack has on CONVERSATIONS)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     fanout.add_arguments(p)
     p.set_defaults(run=run)
@@ -153,7 +160,8 @@ def _on_stack(name: str, info: dict[str, Any], args: argparse.Namespace) -> dict
         runs = asyncio.run(search.run(info, args.messages, args.queries))
         return scenario_result("search", runs, [])
     if name == "floor":
-        record = asyncio.run(floor.run(info, args.seconds, args.workers, args.rooms, args.warmup))
+        run = floor.run(info, args.seconds, args.workers, args.rooms, args.warmup, args.readers)
+        record = asyncio.run(run)
         return scenario_result("floor", [record], floor.targets([record]))
     if name == "e2e":
         runs = asyncio.run(e2e.run(info, args, _rates(args)))
