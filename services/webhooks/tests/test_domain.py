@@ -315,19 +315,29 @@ def test_a_queued_row_has_every_column_of_the_table_as_the_sender_reads_it() -> 
     these fails here, not in a sender that cannot find it."""
     import sqlalchemy as sa
 
-    from confab_webhooks.projections import PENDING, QUEUED, _ids_statement, _queue_statement
+    from confab_webhooks.projections import (
+        PENDING,
+        PER_DELIVERY,
+        PER_EVENT,
+        QUEUED,
+        _ids_statement,
+        _queue_statement,
+    )
     from confab_webhooks.store import define_tables
 
     endpoints, deliveries, _ = define_tables(sa.MetaData(schema="webhooks"))
     columns = {c.name for c in deliveries.columns}
     assert set(QUEUED) | {"requeued"} == columns
     assert set(PENDING) <= columns
+    # Each column written comes from one place: the event, the delivery, or the intake.
+    assert len(set(QUEUED)) == len(QUEUED)
+    assert not set(PER_EVENT) & set(PER_DELIVERY)
     sql = str(_queue_statement(deliveries, endpoints))
     assert "INSERT INTO webhooks.deliveries" in sql
-    assert "CAST(CAST(:ref AS TEXT[]) AS JSONB[])" in sql  # JSON goes in as text
-    assert "CAST(:stored_at AS TIMESTAMP WITH TIME ZONE[])" in sql
-    assert "CAST(:id AS BIGINT[])" in sql  # ids taken before the row is written
-    assert sql.endswith("RETURNING id")
+    assert "CAST(CAST(:e_ref AS TEXT[]) AS JSONB[])" in sql  # JSON goes in as text, per event
+    assert "CAST(:e_stored_at AS TIMESTAMP WITH TIME ZONE[])" in sql
+    assert "CAST(:d_id AS BIGINT[])" in sql  # ids taken before the row is written
+    assert "RETURNING" not in sql
     assert "pg_get_serial_sequence('webhooks.deliveries', 'id')" in str(_ids_statement(deliveries))
 
 
