@@ -22,6 +22,11 @@ never connects to a refused address (``confab.egress``), reads at most
   hammered by every lane at once;
 - any other status: this delivery alone waits for its next attempt.
 
+Most attempts take no task of their own: the body kept for the event's other endpoints,
+a connection open already, and the answer judged in a callback on its future (a task per
+attempt, and a wake-up of it per answer, was a tenth of what a delivery cost this
+process). Rendering, reading the endpoints again and opening a connection take one.
+
 The wait after the n-th failed attempt is the n-th step of ``retry_schedule``
 (±20 % jitter); after the last step the delivery has failed (listed, and can be sent
 again through the API) and its lane moves on. An endpoint with no success for
@@ -53,11 +58,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -290,6 +296,9 @@ class Sender:
         self._config_seq = -1
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
+        self._waiters: set[asyncio.Future[Answer]] = set()  # attempts answered by callback
+        # Events whose body is being rendered: the other endpoints' attempts waiting for it.
+        self._rendering: dict[tuple[str, int], list[tuple[Target, Lane, Item]]] = {}
         self._stopping = False
         self._config_wanted = asyncio.Event()
 
@@ -317,8 +326,8 @@ class Sender:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._sends:
-            await asyncio.wait(set(self._sends), timeout=5.0)
+        if self._sends or self._waiters:
+            await asyncio.wait({*self._sends, *self._waiters}, timeout=5.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -387,7 +396,7 @@ class Sender:
         if lane is None or item not in lane.items:
             return
         if lane.busy and lane.items[0] is item:
-            return  # in flight: ``_send`` takes it out when the attempt ends
+            return  # in flight: ``_finish`` takes it out when the attempt ends
         lane.items.remove(item)
         if not lane.items and not lane.busy and target is not None:
             del target.lanes[lane.key]
@@ -478,63 +487,157 @@ class Sender:
                 await asyncio.wait_for(self._wake.wait(), max(0.001, wake_at - time.monotonic()))
 
     def _start(self, target: Target, lane: Lane) -> None:
+        """An attempt at the lane's head. Its usual course takes no task: the body is
+        the one kept for the event's other endpoints, the request goes on a connection
+        that is open already, and its answer is judged in the future's callback
+        (``_answered``). A body to render, endpoints to read again or a connection to
+        open take a task (``_render_then_post``, ``_post_anew``)."""
         lane.busy = True
         target.in_flight += 1
         self.in_flight += 1
-        task = asyncio.create_task(self._send(target, lane, lane.items[0]))
+        item = lane.items[0]
+        body = self.renderer.kept(item.row)
+        if body is not None and self._config_current():
+            self._post(target, lane, item, body)
+            return
+        rendering = self._rendering.get((item.row["stream"], item.row["seq"]))
+        if rendering is not None:  # for another endpoint: this one's attempt waits for it
+            rendering.append((target, lane, item))
+            return
+        self._rendering[(item.row["stream"], item.row["seq"])] = []
+        self._launch(self._render_then_post(target, lane, item))
+
+    def _launch(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _send(self, target: Target, lane: Lane, item: Item) -> None:
-        try:
-            await self._attempt(target, lane, item)
-        except Exception:
-            log.exception("webhook_attempt_failed", endpoint_id=target.id, delivery=item.id)
-            item.due = time.monotonic() + RENDER_RETRY_SECONDS
-        finally:
-            lane.busy = False
-            target.in_flight -= 1
-            self.in_flight -= 1
-            if item.void and item in lane.items:
-                lane.items.remove(item)
-            now = time.monotonic()
-            if target.hold_until > now or not target.enabled:
-                for held in target.lanes.values():
-                    self._settle_lane(held)  # none of them goes out soon
-            elif lane.items and lane.items[0].due > now:
-                self._settle_lane(lane)  # its head waits for a retry: so does the rest
-            if lane.key in target.lanes and not lane.items:
-                del target.lanes[lane.key]
-            else:
-                self._ready(lane)
-            self._wake.set()
+    def _config_current(self) -> bool:
+        return self.endpoints is None or self.endpoints.checkpoint == self._config_seq
 
-    async def _attempt(self, target: Target, lane: Lane, item: Item) -> None:
-        row = item.row
+    async def _render_then_post(self, target: Target, lane: Lane, item: Item) -> None:
+        """Render the event's body, once for every endpoint whose attempt at it starts
+        meanwhile (``_rendering``), and send each."""
+        key = (item.row["stream"], item.row["seq"])
+        body: bytes | Exception | None
         try:
-            body = await self.renderer.body(row)
-        except (ConfabError, TimeoutError, OSError) as exc:
-            # The log cannot be read now: not the endpoint's failure.
-            log.warning("webhook_render_failed", delivery=item.id, error=str(exc))
-            item.due = time.monotonic() + RENDER_RETRY_SECONDS
+            body = await self.renderer.body(item.row)
+            if not self._config_current():
+                # An endpoint changed (a rotated secret, say) since they were read: sign
+                # with what the read model has now, not what the next watch round loads.
+                await self.reload_endpoints()
+        except Exception as exc:
+            body = exc
+        except BaseException:
+            for t, lane_, i in [(target, lane, item), *self._rendering.pop(key, [])]:
+                self._finish(t, lane_, i)
+            raise
+        for t, lane_, i in [(target, lane, item), *self._rendering.pop(key, [])]:
+            self._rendered(t, lane_, i, body)
+
+    def _rendered(
+        self, target: Target, lane: Lane, item: Item, body: bytes | Exception | None
+    ) -> None:
+        if isinstance(body, bytes):
+            self._post(target, lane, item, body)
             return
-        now = utcnow()
         if body is None:
-            self._done(lane, item, "failed", None, "the event cannot be rendered", now)
-            return
-        message_id = message_id_of(row["stream"], row["seq"])
-        if self.endpoints is not None and self.endpoints.checkpoint != self._config_seq:
-            # An endpoint changed (a rotated secret, say) since they were read: sign with
-            # what the read model has now, not what the next watch round would load.
-            await self.reload_endpoints()
-        headers = self.signer.headers(
-            message_id, body, domain.signing_secrets(target.secrets, now), now
-        )
-        self.sent += 1
-        answer = await self.outbound.post(target.url, body, headers)
-        await self._judge(target, lane, item, answer)
+            self._done(lane, item, "failed", None, "the event cannot be rendered", utcnow())
+        elif isinstance(body, ConfabError | TimeoutError | OSError):
+            # The log cannot be read now: not the endpoint's failure.
+            log.warning("webhook_render_failed", delivery=item.id, error=str(body))
+            item.due = time.monotonic() + RENDER_RETRY_SECONDS
+        else:
+            log.error(
+                "webhook_attempt_failed", endpoint_id=target.id, delivery=item.id, error=repr(body)
+            )
+            item.due = time.monotonic() + RENDER_RETRY_SECONDS
+        self._finish(target, lane, item)
 
-    async def _judge(self, target: Target, lane: Lane, item: Item, answer: Answer) -> None:
+    def _post(self, target: Target, lane: Lane, item: Item, body: bytes) -> None:
+        try:
+            now = utcnow()
+            message_id = message_id_of(item.row["stream"], item.row["seq"])
+            secrets_ = domain.signing_secrets(target.secrets, now)
+            headers = self.signer.headers(message_id, body, secrets_, now)
+            self.sent += 1
+            waiter = self.outbound.pipelined(target.url, body, headers)
+        except Exception:
+            self._failed_here(target, lane, item)
+            return
+        if waiter is None:  # no connection open to take it
+            self._launch(self._post_anew(target, lane, item, body, headers))
+            return
+        self._waiters.add(waiter)
+        answered = functools.partial(self._answered, target, lane, item, body, headers)
+        waiter.add_done_callback(answered)
+
+    def _answered(
+        self,
+        target: Target,
+        lane: Lane,
+        item: Item,
+        body: bytes,
+        headers: dict[str, str],
+        waiter: asyncio.Future[Answer],
+    ) -> None:
+        self._waiters.discard(waiter)
+        answer = self.outbound.answer_of(waiter)
+        if answer is None:  # the connection closed before any byte of its answer: again
+            self._launch(self._post_anew(target, lane, item, body, headers))
+        else:
+            self._settle(target, lane, item, answer)
+
+    async def _post_anew(
+        self, target: Target, lane: Lane, item: Item, body: bytes, headers: dict[str, str]
+    ) -> None:
+        try:
+            answer = await self.outbound.post(target.url, body, headers)
+        except Exception:
+            self._failed_here(target, lane, item)
+            return
+        self._settle(target, lane, item, answer)
+
+    def _settle(self, target: Target, lane: Lane, item: Item, answer: Answer) -> None:
+        try:
+            after = self._judge(target, lane, item, answer)
+        except Exception:
+            self._failed_here(target, lane, item)
+            return
+        for work in after:
+            self._launch(work)
+        self._finish(target, lane, item)
+
+    def _failed_here(self, target: Target, lane: Lane, item: Item) -> None:
+        """A fault of this process's, not the endpoint's: logged, tried again shortly."""
+        log.exception("webhook_attempt_failed", endpoint_id=target.id, delivery=item.id)
+        item.due = time.monotonic() + RENDER_RETRY_SECONDS
+        self._finish(target, lane, item)
+
+    def _finish(self, target: Target, lane: Lane, item: Item) -> None:
+        """The attempt is over: the lane may send again, and what waits on it is told."""
+        lane.busy = False
+        target.in_flight -= 1
+        self.in_flight -= 1
+        if item.void and item in lane.items:
+            lane.items.remove(item)
+        now = time.monotonic()
+        if target.hold_until > now or not target.enabled:
+            for held in target.lanes.values():
+                self._settle_lane(held)  # none of them goes out soon
+        elif lane.items and lane.items[0].due > now:
+            self._settle_lane(lane)  # its head waits for a retry: so does the rest
+        if lane.key in target.lanes and not lane.items:
+            del target.lanes[lane.key]
+        else:
+            self._ready(lane)
+        self._wake.set()
+
+    def _judge(
+        self, target: Target, lane: Lane, item: Item, answer: Answer
+    ) -> list[Coroutine[Any, Any, None]]:
+        """What the answer means for the delivery and its endpoint, now; what is left to
+        write elsewhere (the endpoint's health, its disabling) is returned to be run."""
         now = utcnow()
         kind = domain.outcome(answer.status)
         item.attempts += 1
@@ -543,14 +646,13 @@ class Sender:
             self._done(lane, item, "delivered", answer.status, None, now)
             if target.failing_since is not None:
                 target.failing_since = None
-                await self._health(target.id, None, now, None)
-            return
+                return [self._health(target.id, None, now, None)]
+            return []
         error = answer.error or f"HTTP {answer.status}"
         if kind == domain.GONE:
             item.due = time.monotonic() + self.schedule[0]
             self._record(item, "pending", answer.status, error, now, None)
-            await self._disable(target, "The endpoint answered 410 Gone.")
-            return
+            return self._disable(target, "The endpoint answered 410 Gone.")
         retry_after = None
         if answer.status in (429, 503):
             retry_after = domain.parse_retry_after(answer.retry_after, now)
@@ -569,14 +671,15 @@ class Sender:
             self._record(item, "pending", answer.status, error, now, now + timedelta(seconds=delay))
         if target.failing_since is None:
             target.failing_since = now
-            await self._health(target.id, now, None, error)
-        elif now - target.failing_since > self.disable_after:
+            return [self._health(target.id, now, None, error)]
+        if now - target.failing_since > self.disable_after:
             days = (now - target.failing_since).total_seconds() / 86400
-            await self._disable(
+            return self._disable(
                 target,
                 f"No successful delivery since {target.failing_since.isoformat()} "
                 f"({days:.1f} days); last error: {error}",
             )
+        return []
 
     def _done(
         self,
@@ -592,11 +695,16 @@ class Sender:
         self.queued.pop(item.id, None)
         self._record(item, status, last_status, error, now, None)
 
-    async def _disable(self, target: Target, reason: str) -> None:
+    def _disable(self, target: Target, reason: str) -> list[Coroutine[Any, Any, None]]:
+        """Disabled here at once (nothing more goes out to it); the event that tells
+        every copy is what is returned, to be run."""
         if target.disabling or not target.enabled:
-            return
+            return []
         target.disabling = True
-        target.enabled = False  # at once here; the event tells every copy
+        target.enabled = False
+        return [self._tell_disabled(target, reason)]
+
+    async def _tell_disabled(self, target: Target, reason: str) -> None:
         try:
             await self.disable(target.workspace_id, target.id, reason)
             log.warning("webhook_disabled", endpoint_id=target.id, reason=reason)

@@ -133,6 +133,22 @@ class _NoAnswer(Exception):
     """The receiver's side broke off or answered something that is not HTTP."""
 
 
+def _failure(exc: BaseException) -> Answer:
+    """An attempt that got no answer, as its ``Answer`` (what is not such a failure is
+    raised again)."""
+    if isinstance(exc, TimeoutError):
+        return Answer(None, "timed out")
+    if isinstance(exc, RefusedAddress):
+        return Answer(None, f"refused: {exc}")
+    if isinstance(exc, ssl.SSLError):
+        return Answer(None, f"TLS: {exc.reason or exc}"[:300])
+    if isinstance(exc, _NoAnswer):
+        return Answer(None, str(exc)[:300])
+    if isinstance(exc, OSError):
+        return Answer(None, f"cannot connect: {exc or type(exc).__name__}"[:300])
+    raise exc
+
+
 class _Stale(_NoAnswer):
     """A request written on a connection that closed before any byte of its answer."""
 
@@ -382,9 +398,7 @@ class Outbound:
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         """One attempt; every failure is an ``Answer`` without a status, never raised."""
         try:
-            origin = origin_of(url)
-            if not self.allow_private:
-                check_host(origin.host, allow_private=False)
+            origin = self._origin(url)
         except ConfabError as exc:  # check_host
             return Answer(None, f"refused: {exc.message}")
         except ValueError as exc:
@@ -404,16 +418,45 @@ class Outbound:
             async with asyncio.timeout_at(deadline):
                 connection = await self._connect(origin, route)
             return await connection.send(payload, deadline)
-        except TimeoutError:
-            return Answer(None, "timed out")
-        except RefusedAddress as exc:
-            return Answer(None, f"refused: {exc}")
-        except ssl.SSLError as exc:
-            return Answer(None, f"TLS: {exc.reason or exc}"[:300])
-        except _NoAnswer as exc:
-            return Answer(None, str(exc)[:300])
-        except OSError as exc:
-            return Answer(None, f"cannot connect: {exc or type(exc).__name__}"[:300])
+        except (TimeoutError, RefusedAddress, ssl.SSLError, _NoAnswer, OSError) as exc:
+            return _failure(exc)
+
+    def pipelined(
+        self, url: str, body: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[Answer] | None:
+        """The answer to a POST written on a connection open already (``post``'s, taken
+        the same way), for a caller that would rather not wait in a task: read it with
+        ``answer_of`` once done. None if no open connection may take it, or the URL is
+        not one to send to: ``post`` then does all of it, and says why."""
+        try:
+            origin = self._origin(url)
+        except (ConfabError, ValueError):
+            return None
+        route = self._routes.get(origin.key)
+        connection = self._take(route) if route is not None else None
+        if connection is None:
+            return None
+        payload = request_head(origin, headers, len(body)) + body
+        return connection.send(payload, asyncio.get_running_loop().time() + self.timeout)
+
+    @staticmethod
+    def answer_of(waiter: asyncio.Future[Answer]) -> Answer | None:
+        """What a ``pipelined`` request got; None if it must be sent again (``post``): its
+        connection closed before any byte of its answer."""
+        if waiter.cancelled():
+            return Answer(None, "the client is closing")
+        exc = waiter.exception()
+        if exc is None:
+            return waiter.result()
+        if isinstance(exc, _Stale):
+            return None
+        return _failure(exc)
+
+    def _origin(self, url: str) -> Origin:
+        origin = origin_of(url)
+        if not self.allow_private:
+            check_host(origin.host, allow_private=False)
+        return origin
 
     # -- the pool -------------------------------------------------------------------------
 

@@ -302,6 +302,14 @@ class Renderer:
 
     # -- payloads --------------------------------------------------------------------------
 
+    def kept(self, row: dict[str, Any]) -> bytes | None:
+        """The body of a conversation event's delivery if one is kept (rendered for
+        another endpoint, nothing changed since); None if it must be rendered (``body``)."""
+        if row["stream"] != CONVERSATIONS.name:
+            return None
+        kept = self._bodies.get((row["workspace_id"], row["conversation_id"]))
+        return kept.get(row["seq"]) if kept is not None else None
+
     async def body(self, row: dict[str, Any]) -> bytes | None:
         """The JSON body of a delivery, rendered now; None if the event cannot be rendered
         (what it names is not in the log)."""

@@ -182,6 +182,36 @@ async def test_a_request_on_a_connection_closed_under_it_is_sent_once_more(
     assert len(receiver.requests) == 4
 
 
+async def test_a_request_without_a_task_goes_only_on_a_connection_open_already(
+    receiver: Receiver, client: Outbound
+) -> None:
+    """``pipelined`` (the sender's usual course, answered in a callback) takes an open
+    connection as ``post`` would, and leaves the rest to ``post``: a first request, a
+    URL that is no URL, and one whose connection closed before any byte of its answer."""
+    assert client.pipelined(receiver.url, b"{}", HEADERS) is None  # nothing open yet
+    assert client.pipelined("ftp://example.com/", b"{}", HEADERS) is None
+    assert (await client.post(receiver.url, b"{}", HEADERS)).status == 204
+    waiter = client.pipelined(receiver.url, b'{"n": 1}', HEADERS)
+    assert waiter is not None
+    await asyncio.wait([waiter])
+    assert client.answer_of(waiter) == Answer(204, None)
+    assert receiver.connections == 1 and len(receiver.requests) == 2
+    # Closed under it: to be sent again (None), which ``post`` then does on a new one.
+    receiver.script = lambda c, r: CLOSE if (c, r) == (1, 3) else OK
+    waiter = client.pipelined(receiver.url, b"{}", HEADERS)
+    assert waiter is not None
+    await asyncio.wait([waiter])
+    assert client.answer_of(waiter) is None
+    assert (await client.post(receiver.url, b"{}", HEADERS)).status == 204
+    assert receiver.connections == 2
+    # No answer in time is an answer without a status, as from ``post``.
+    receiver.script = lambda _c, _r: SILENT
+    waiter = client.pipelined(receiver.url, b"{}", HEADERS)
+    assert waiter is not None
+    await asyncio.wait([waiter])
+    assert client.answer_of(waiter) == Answer(None, "timed out")
+
+
 async def test_answers_are_read_as_http_says(receiver: Receiver, client: Outbound) -> None:
     answers = {
         # An interim 100 Continue, then the answer.
