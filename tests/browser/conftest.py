@@ -100,6 +100,7 @@ class Shop:
     contexts: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)  # every page's, shown if the test fails
     browser: Any = None
     host: str = ""  # the tenant's site: another origin than the gateway
 
@@ -143,6 +144,7 @@ class Shop:
         # Uncaught exceptions and unhandled rejections (failed requests are not errors:
         # the tests cut the network on purpose).
         page.on("pageerror", lambda error: self.errors.append(f"{label}: {error}"))
+        page.on("console", lambda m: self.console.append(f"{label} {m.type}: {m.text}"))
         page.on(
             "request",
             lambda request: None if self.allowed(request.url) else self.foreign.append(request.url),
@@ -250,9 +252,40 @@ async def host_site() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
+CALL_FAILED = pytest.StashKey[bool]()
+SERVICES_SHOWN = ("gateway", "identity", "fanout")  # their logs' tails, when a test fails
+LOG_LINES = 60
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Whether the test itself failed, for its fixtures' teardown to read."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+
+
+def show_what_happened(shop: Shop) -> None:
+    """The pages' console and the tails of the services' logs, printed in the teardown of
+    a failed test (pytest shows them with the failure; a passing test's are dropped)."""
+    print("--- the pages' console")
+    print("\n".join(shop.console) or "(nothing)")
+    logs = shop.stack.data_dir / "logs"
+    for name in SERVICES_SHOWN:
+        for path in sorted(logs.glob(f"{name}*")):
+            lines = path.read_text(errors="replace").splitlines()[-LOG_LINES:]
+            print(f"--- the last {len(lines)} lines of {path.name}")
+            print("\n".join(lines))
+
+
 @pytest.fixture
 async def shop(
-    stack: RunningStack, browser: Any, http: aiohttp.ClientSession, host_site: str
+    request: pytest.FixtureRequest,
+    stack: RunningStack,
+    browser: Any,
+    http: aiohttp.ClientSession,
+    host_site: str,
 ) -> AsyncIterator[Shop]:
     admin = Api(http, stack.gateway, stack.admin_headers)
     workspace = await new_workspace(admin, "Example Outfitters")
@@ -260,6 +293,8 @@ async def shop(
     found.browser = browser
     found.host = host_site
     yield found
+    if request.node.stash.get(CALL_FAILED, False):
+        show_what_happened(found)
     for context in found.contexts:
         await context.close()
     assert not found.foreign, f"requests outside the platform: {found.foreign}"

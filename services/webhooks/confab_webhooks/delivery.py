@@ -22,10 +22,11 @@ never connects to a refused address (``confab.egress``), reads at most
   hammered by every lane at once;
 - any other status: this delivery alone waits for its next attempt.
 
-Most attempts take no task of their own: the body kept for the event's other endpoints,
-a connection open already, and the answer judged in a callback on its future (a task per
-attempt, and a wake-up of it per answer, was a tenth of what a delivery cost this
-process). Rendering, reading the endpoints again and opening a connection take one.
+Most attempts take no task of their own: the body kept for the event's other endpoints
+(or rendered once for all of them), a connection open already, and the answer judged in
+a callback on its future. On uvloop a task per attempt and its wake-up on the answer
+cost about 10 µs, a callback about 1. Rendering, reading the endpoints again and
+opening a connection take a task.
 
 The wait after the n-th failed attempt is the n-th step of ``retry_schedule``
 (±20 % jitter); after the last step the delivery has failed (listed, and can be sent
