@@ -13,6 +13,7 @@ receivers' answers), kept in its database, never in the log: see
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
@@ -61,6 +62,7 @@ DEFAULT_OVERLAP = 24 * 3600
 _PATTERN_CHARS = re.compile(r"^[a-z_.*]+$")
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every (event, endpoint) the intake reads
 def matches(pattern: str, event_type: str) -> bool:
     """Whether ``pattern`` (a glob: ``*`` is any run of characters) asks for ``event_type``.
     Opt-in types match only their exact name."""

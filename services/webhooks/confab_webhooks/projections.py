@@ -397,7 +397,7 @@ class Intake(Projection):
         if self.take is not None:
             await self.take(interested)
         queued: list[dict[str, Any]] = []
-        # Each event's own columns, once for all its endpoints (``PER_EVENT``); ``events``
+        # Each event's own columns, once for all its endpoints (``PER_EVENT``); ``events_of``
         # gives each delivery its event's place there (1-based).
         per_event: dict[str, list[Any]] = {f"e_{c}": [] for c in PER_EVENT}
         event_columns = [(c, per_event[f"e_{c}"]) for c in PER_EVENT if c != "ref"]
