@@ -521,20 +521,30 @@ class Sender:
         meanwhile (``_rendering``), and send each."""
         key = (item.row["stream"], item.row["seq"])
         body: bytes | Exception | None
+        reread = True  # the endpoints, if they changed
         try:
-            body = await self.renderer.body(item.row)
-            if not self._config_current():
+            try:
+                body = await self.renderer.body(item.row)
+            except Exception as exc:
+                body = exc
+            if isinstance(body, bytes) and not self._config_current():
                 # An endpoint changed (a rotated secret, say) since they were read: sign
                 # with what the read model has now, not what the next watch round loads.
-                await self.reload_endpoints()
-        except Exception as exc:
-            body = exc
+                try:
+                    await self.reload_endpoints()
+                except Exception as exc:
+                    log.warning("webhook_endpoints_not_read", error=str(exc) or repr(exc))
+                    reread = False
         except BaseException:
             for t, lane_, i in [(target, lane, item), *self._rendering.pop(key, [])]:
                 self._finish(t, lane_, i)
             raise
         for t, lane_, i in [(target, lane, item), *self._rendering.pop(key, [])]:
-            self._rendered(t, lane_, i, body)
+            if reread:
+                self._rendered(t, lane_, i, body)
+            else:  # not signed with secrets that may be stale: shortly, once more
+                i.due = time.monotonic() + RENDER_RETRY_SECONDS
+                self._finish(t, lane_, i)
 
     def _rendered(
         self, target: Target, lane: Lane, item: Item, body: bytes | Exception | None
