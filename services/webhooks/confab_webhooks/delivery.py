@@ -875,14 +875,7 @@ class Sender:
     async def _requeued(self) -> None:
         if not self._owned:
             return
-        d = DELIVERIES
-        # One IN of (source, part) pairs: compiled once and cached, however many are owned.
-        match = sa.tuple_(d.c.source, d.c.part).in_(sorted(self._owned))
-        async with self.engine.begin() as conn:
-            rows = await conn.execute(
-                d.update().where(d.c.requeued.is_(True), match).values(requeued=False).returning(d)
-            )
-            found = [{**r._mapping, "requeued": True} for r in rows.all()]
+        found = [{**row, "requeued": True} for row in await self.store.take_requeued(self._owned)]
         for row in found:
             if (row["source"], row["part"]) not in self._loading:
                 self._add(row)

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -217,6 +218,22 @@ class Store:
         query = query.values(
             status="pending", attempts=0, requeued=True, next_attempt_at=sa.func.now()
         ).returning(d)
+        async with self.engine.begin() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    async def take_requeued(self, partitions: Iterable[tuple[str, int]]) -> list[dict[str, Any]]:
+        """The rows of ``partitions`` (``(source, part)``) the API asked to send again,
+        cleared of the mark in the same statement.
+
+        The sender asks twice a second, so this must stay an index scan of the few marked
+        rows (``deliveries_requeued``) however many deliveries are kept. The predicate is
+        the index's own, plain ``requeued``: the planner cannot match ``requeued IS
+        true`` to it and read the whole table each time, which made every copy's
+        PostgreSQL slower with every delivery kept."""
+        d = self.d
+        # One IN of (source, part) pairs: compiled once and cached, however many are owned.
+        match = sa.tuple_(d.c.source, d.c.part).in_(sorted(partitions))
+        query = d.update().where(d.c.requeued, match).values(requeued=False).returning(d)
         async with self.engine.begin() as conn:
             return [dict(r._mapping) for r in (await conn.execute(query)).all()]
 

@@ -61,3 +61,38 @@ async def test_prune_removes_every_old_finished_delivery_a_batch_at_a_time(
         left = (await conn.execute(sa.select(DELIVERIES.c.seq).order_by("seq"))).scalars()
         assert list(left) == [200, 201, 202, 300, 301]
     assert await store.prune(NOW - timedelta(days=3), batch=10) == 0
+
+
+async def test_requeued_rows_are_taken_once_by_an_index_scan_however_many_are_kept(
+    db: AsyncEngine,
+) -> None:
+    """The sender asks for requeued rows twice a second: with thousands of deliveries
+    kept, that must read the few marked rows (``deliveries_requeued``), never the table."""
+    kept = [row(n, "delivered", RECENT) | {"part": n % 8, "requeued": False} for n in range(5000)]
+    marked = [
+        row(9000, "pending", None) | {"requeued": True, "part": 1},
+        row(9001, "pending", None) | {"requeued": True, "part": 2},
+        row(9002, "pending", None) | {"requeued": True, "part": 5},  # not asked for
+    ]
+    async with db.begin() as conn:
+        await conn.execute(sa.insert(DELIVERIES), kept + marked)
+        await conn.execute(sa.text("ANALYZE webhooks.deliveries"))
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(db.sync_engine, "before_cursor_execute", seen)
+    store = Store(db)
+    taken = await store.take_requeued([("conversations", 1), ("conversations", 2)])
+    sa.event.remove(db.sync_engine, "before_cursor_execute", seen)
+    assert sorted(r["seq"] for r in taken) == [9000, 9001]
+    assert await store.take_requeued([("conversations", 1), ("conversations", 2)]) == []
+
+    (update,) = [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
+    parts = [("conversations", 1), ("conversations", 2)]
+    params = tuple(v for pair in parts for v in pair)
+    async with db.connect() as conn:
+        plan = (await conn.exec_driver_sql(f"EXPLAIN {update}", (False, *params))).all()
+    text = "\n".join(r[0] for r in plan)
+    assert "deliveries_requeued" in text and "Seq Scan" not in text, text
