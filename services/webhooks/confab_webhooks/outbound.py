@@ -90,6 +90,7 @@ class Origin:
     port: int
     target: str  # path and query, percent-encoded
     host_header: str
+    head: bytes  # what every request to this URL starts with: its request line, Host, User-Agent
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -113,20 +114,17 @@ def origin_of(url: str) -> Origin:
     target = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
         target += "?" + quote(parts.query, safe=_QUERY_SAFE)
-    return Origin(parts.scheme, host, port, target, shown if port == default else f"{shown}:{port}")
+    host_header = shown if port == default else f"{shown}:{port}"
+    head = f"POST {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
+    return Origin(parts.scheme, host, port, target, host_header, head.encode("latin-1"))
 
 
 def request_head(origin: Origin, headers: dict[str, str], length: int) -> bytes:
     """A POST's request line and headers (values are the caller's own: no CR or LF)."""
-    lines = [
-        f"POST {origin.target} HTTP/1.1",
-        f"Host: {origin.host_header}",
-        f"User-Agent: {USER_AGENT}",
-        f"Content-Length: {length}",
-    ]
+    lines = [f"Content-Length: {length}"]
     lines.extend(f"{name}: {value}" for name, value in headers.items())
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
+    return origin.head + "\r\n".join(lines).encode("latin-1")
 
 
 class _NoAnswer(Exception):

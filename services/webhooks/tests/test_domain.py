@@ -320,7 +320,6 @@ def test_a_queued_row_has_every_column_of_the_table_as_the_sender_reads_it() -> 
         PER_DELIVERY,
         PER_EVENT,
         QUEUED,
-        _ids_statement,
         _queue_statement,
     )
     from confab_webhooks.store import define_tables
@@ -338,7 +337,8 @@ def test_a_queued_row_has_every_column_of_the_table_as_the_sender_reads_it() -> 
     assert "CAST(:e_stored_at AS TIMESTAMP WITH TIME ZONE[])" in sql
     assert "CAST(:d_id AS BIGINT[])" in sql  # ids taken before the row is written
     assert "RETURNING" not in sql
-    assert "pg_get_serial_sequence('webhooks.deliveries', 'id')" in str(_ids_statement(deliveries))
+    assert sql.endswith("ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING")
+    assert "ON CONFLICT" not in str(_queue_statement(deliveries, endpoints, again=False))
 
 
 async def test_a_conversation_events_body_is_made_once_until_anything_changes() -> None:

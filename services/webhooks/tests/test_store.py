@@ -1,4 +1,4 @@
-"""The deliveries table on a real PostgreSQL: pruning what is finished and old."""
+"""The deliveries table on a real PostgreSQL: the intake's writes, requeued rows, pruning."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from confab.db import create_engine, create_tables
+from confab_webhooks.projections import Intake, _ids_statement
 from confab_webhooks.store import DELIVERIES, METADATA, Store
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -96,3 +97,48 @@ async def test_requeued_rows_are_taken_once_by_an_index_scan_however_many_are_ke
         plan = (await conn.exec_driver_sql(f"EXPLAIN {update}", (False, *params))).all()
     text = "\n".join(r[0] for r in plan)
     assert "deliveries_requeued" in text and "Seq Scan" not in text, text
+
+
+async def test_the_intake_writes_a_batch_applied_again_once_and_goes_on(db: AsyncEngine) -> None:
+    """The intake writes plainly (no speculative insertion); a batch whose rows are there
+    already (its checkpoint went back) falls back to skipping them, in the same
+    transaction, which stays usable."""
+    intake = Intake("conversations", 8, offer=lambda rows: None)
+    now = datetime.now(UTC)
+
+    async def batch(conn: Any, first_seq: int, count: int) -> int:
+        ids = (await conn.execute(await _ids_statement(conn, DELIVERIES), {"n": count})).scalars()
+        params: dict[str, Any] = {
+            "e_workspace_id": ["ws_1"] * count,
+            "e_part": [0] * count,
+            "e_lane": ["conv_1"] * count,
+            "e_seq": list(range(first_seq, first_seq + count)),
+            "e_event_type": ["message.created"] * count,
+            "e_conversation_id": ["conv_1"] * count,
+            "e_event_seq": list(range(first_seq, first_seq + count)),
+            "e_ref": ['{"id": "m"}'] * count,
+            "e_stored_at": [now] * count,
+            "d_id": list(ids),
+            "d_endpoint_id": ["wh_1"] * count,
+            "d_status": ["delivered"] * count,
+            "d_attempts": [1] * count,
+            "d_last_status": [200] * count,
+            "d_last_error": [None] * count,
+            "d_last_attempt_at": [now] * count,
+            "d_next_attempt_at": [None] * count,
+            "d_event": list(range(1, count + 1)),
+            "source": "conversations",
+            "stream": "CONVERSATIONS",
+        }
+        return await intake._write(conn, params)
+
+    async with db.begin() as conn:
+        assert await batch(conn, 1, 3) == 3
+    async with db.begin() as conn:
+        assert await batch(conn, 2, 3) == 1  # 2 and 3 were written before: only 4
+        assert await batch(conn, 10, 2) == 2  # the transaction goes on
+    async with db.connect() as conn:
+        rows = (await conn.execute(sa.select(DELIVERIES).order_by(DELIVERIES.c.id))).all()
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 10, 11]
+    assert [r.id for r in rows] == sorted({r.id for r in rows})  # ids ascend, once each
+    assert all(r.status == "delivered" and r.delivered_at == now for r in rows)
