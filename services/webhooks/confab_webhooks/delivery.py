@@ -22,11 +22,12 @@ never connects to a refused address (``confab.egress``), reads at most
   hammered by every lane at once;
 - any other status: this delivery alone waits for its next attempt.
 
-Most attempts take no task of their own: the body kept for the event's other endpoints
-(or rendered once for all of them), a connection open already, and the answer judged in
-a callback on its future. On uvloop a task per attempt and its wake-up on the answer
-cost about 10 µs, a callback about 1. Rendering, reading the endpoints again and
-opening a connection take a task.
+Most attempts take no task of their own: the body kept for the event's other endpoints,
+or made at once from the conversation's view and the profiles held (``Renderer.now``),
+a connection open already, and the answer judged in a callback on its future. On uvloop
+a task per attempt and its wake-up on the answer cost about 10 µs, a callback about 1.
+A body that needs the log read, reading the endpoints again and opening a connection
+take a task.
 
 The wait after the n-th failed attempt is the n-th step of ``retry_schedule``
 (±20 % jitter); after the last step the delivery has failed (listed, and can be sent
@@ -504,16 +505,20 @@ class Sender:
 
     def _start(self, target: Target, lane: Lane) -> None:
         """An attempt at the lane's head. Its usual course takes no task: the body is
-        the one kept for the event's other endpoints, the request goes on a connection
-        that is open already, and its answer is judged in the future's callback
-        (``_answered``). A body to render, endpoints to read again or a connection to
-        open take a task (``_render_then_post``, ``_post_anew``)."""
+        made without reading the log (``Renderer.now``), the request goes on a
+        connection that is open already, and its answer is judged in the future's
+        callback (``_answered``). A body that needs the log read, endpoints to read
+        again or a connection to open take a task (``_render_then_post``,
+        ``_post_anew``)."""
         lane.busy = True
         target.in_flight += 1
         self.in_flight += 1
         item = lane.items[0]
-        body = self.renderer.kept(item.row)
-        if body is not None and self._config_current():
+        try:
+            body = self.renderer.now(item.row) if self._config_current() else None
+        except Exception:  # rendered again in a task, which says what fails
+            body = None
+        if body is not None:
             self._post(target, lane, item, body)
             return
         rendering = self._rendering.get((item.row["stream"], item.row["seq"]))

@@ -25,6 +25,11 @@ across one is not kept) and drops the kept bodies it can touch: a fold or a read
 the log those of its conversation, a profile (stale or erased) every one, since names
 appear in any conversation's bodies. Three endpoints of one workspace cost one
 rendering, never a stale one.
+
+The sender asks ``now`` first: the kept body, or one made at once from the view and
+profiles held (no task, no I/O). Only what is not held (a view behind the event, a
+stale or unknown profile) takes ``body``, which reads it from the log. Both make the
+payload with the same functions (``_needs``, ``_conversation_data``).
 """
 
 from __future__ import annotations
@@ -302,13 +307,38 @@ class Renderer:
 
     # -- payloads --------------------------------------------------------------------------
 
-    def kept(self, row: dict[str, Any]) -> bytes | None:
-        """The body of a conversation event's delivery if one is kept (rendered for
-        another endpoint, nothing changed since); None if it must be rendered (``body``)."""
+    def now(self, row: dict[str, Any]) -> bytes | None:
+        """A conversation event's body made without reading the log, if it can be: the
+        one kept for another endpoint, or one made now from the view and profiles held
+        (kept in turn). None if it cannot: ``body`` then reads what it needs (or says the
+        event cannot be rendered). The sender calls this first, so the usual attempt
+        takes no task."""
         if row["stream"] != CONVERSATIONS.name:
             return None
-        kept = self._bodies.get((row["workspace_id"], row["conversation_id"]))
-        return kept.get(row["seq"]) if kept is not None else None
+        ws, seq = row["workspace_id"], row["seq"]
+        key = (ws, row["conversation_id"])
+        kept = self._bodies.get(key)
+        if kept is not None and seq in kept:
+            return kept[seq]
+        view = self.views.get(key)
+        if view is None or view.stream_seq < seq or key in self._loading:
+            return None
+        entry, authors = _needs(row, view)
+        users: dict[str, UserView] = {}
+        for user_id in authors:
+            user = self.users.get((ws, user_id))
+            if user is None or (ws, user_id) in self.stale:
+                return None
+            users[user_id] = user
+        data = _conversation_data(row, view, entry, users)
+        if data is None:
+            return None
+        self.views.move_to_end(key)
+        for user_id in users:
+            self.users.move_to_end((ws, user_id))
+        body = _envelope(row, data)
+        self._keep(key, seq, body)
+        return body
 
     async def body(self, row: dict[str, Any]) -> bytes | None:
         """The JSON body of a delivery, rendered now; None if the event cannot be rendered
@@ -321,31 +351,21 @@ class Renderer:
         if kept is not None and seq in kept:
             return kept[seq]
         body = await self._render(row)
-        if generation == self.generation and self._kept < MAX_BODIES:
-            self._bodies.setdefault(key, {})[seq] = body  # nothing changed while it was made
-            self._kept += 1
+        if generation == self.generation:
+            self._keep(key, seq, body)  # nothing changed while it was made
         return body
+
+    def _keep(self, key: Key, seq: int, body: bytes | None) -> None:
+        if self._kept < MAX_BODIES:
+            self._bodies.setdefault(key, {})[seq] = body
+            self._kept += 1
 
     async def _render(self, row: dict[str, Any]) -> bytes | None:
         data = await self._data(row)
-        if data is None:
-            return None
-        envelope: dict[str, Any] = {
-            "type": row["event_type"],
-            "version": PAYLOAD_VERSION,
-            "id": message_id_of(row["stream"], row["seq"]),
-            "timestamp": row["stored_at"],
-            "workspace_id": row["workspace_id"],
-            "log": {"stream": row["stream"], "seq": row["seq"]},
-        }
-        if row["conversation_id"] is not None:
-            envelope["conversation_id"] = row["conversation_id"]
-            envelope["event_seq"] = row["event_seq"]
-        envelope["data"] = data
-        return _encode(envelope)
+        return None if data is None else _envelope(row, data)
 
     async def _data(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        ws, kind, ref = row["workspace_id"], row["event_type"], row["ref"]
+        ws, ref = row["workspace_id"], row["ref"]
         if row["stream"] == IDENTITY.name:
             return (await self.user(ws, row["lane"], row["seq"])).public()
         if row["stream"] == MEDIA.name:
@@ -353,41 +373,9 @@ class Renderer:
         if row["stream"] == NOTIFIER.name:
             return dict(ref)  # the decision itself: ids and counts
         view = await self.conversation(ws, row["conversation_id"], row["seq"])
-        if kind == "message.reported":
-            message = view.messages.get(ref["message_id"])
-            shown = await self._message(ws, view, ref["message_id"]) if message else None
-            return {**ref, "message": shown}
-        at = msgspec.convert(ref["at"], datetime)
-        data = {k: v for k, v in ref.items() if k != "at"}
-        entry = Entry(row["event_seq"] or 0, row["seq"], kind, at, data)
-        if kind == realtime.CONVERSATION_CREATED:
-            ids = [p["id"] for p in data.get("participants", ())]
-            users = await asyncio.gather(*(self.user(ws, u) for u in ids))
-            profiles = {u.id: u.profile for u in users}
-            return conversation.created_payload(view, entry, profiles)
-        if kind == realtime.MESSAGE_DELETED:
-            message = view.messages.get(data["id"])
-            if message is not None:
-                data["seq"] = message.seq
-            return {**data, "event_seq": entry.seq}
-        message_id = entry.message_id
-        if message_id is None:
-            return conversation.payload(entry, None, None, conversation=view)
-        if message_id not in view.messages:
-            return None
-        return await self._message(ws, view, message_id, entry)
-
-    async def _message(
-        self, ws: str, view: ConversationView, message_id: str, entry: Entry | None = None
-    ) -> dict[str, Any] | None:
-        message = view.messages[message_id]
-        author = None
-        if message.sender_id is not None:
-            user = await self.user(ws, message.sender_id)
-            author = realtime.sender(message.sender_id, user.profile)
-        if entry is None:
-            return msgspec.to_builtins(conversation.message_object(message, None, author))
-        return conversation.payload(entry, message, author)
+        entry, authors = _needs(row, view)
+        found = await asyncio.gather(*(self.user(ws, u) for u in authors))
+        return _conversation_data(row, view, entry, {u.id: u for u in found})
 
     def ping(self, workspace_id: str, endpoint_id: str, message_id: str, now: datetime) -> bytes:
         return _encode(
@@ -400,3 +388,88 @@ class Renderer:
                 "data": {"webhook_id": endpoint_id},
             }
         )
+
+
+# -- conversation payloads, from a view and the profiles they show --------------------------
+
+
+def _envelope(row: dict[str, Any], data: dict[str, Any]) -> bytes:
+    envelope: dict[str, Any] = {
+        "type": row["event_type"],
+        "version": PAYLOAD_VERSION,
+        "id": message_id_of(row["stream"], row["seq"]),
+        "timestamp": row["stored_at"],
+        "workspace_id": row["workspace_id"],
+        "log": {"stream": row["stream"], "seq": row["seq"]},
+    }
+    if row["conversation_id"] is not None:
+        envelope["conversation_id"] = row["conversation_id"]
+        envelope["event_seq"] = row["event_seq"]
+    envelope["data"] = data
+    return _encode(envelope)
+
+
+def _needs(row: dict[str, Any], view: ConversationView) -> tuple[Entry | None, list[str]]:
+    """What a conversation event's payload is made from besides the view: its timeline
+    entry (none for a report, which names a message), and the users whose profiles it
+    shows (the message's sender, or a new conversation's participants)."""
+    ref = row["ref"]
+    if row["event_type"] == "message.reported":
+        message = view.messages.get(ref["message_id"])
+        sender = message.sender_id if message is not None else None
+        return None, [] if sender is None else [sender]
+    at = msgspec.convert(ref["at"], datetime)
+    data = {k: v for k, v in ref.items() if k != "at"}
+    entry = Entry(row["event_seq"] or 0, row["seq"], row["event_type"], at, data)
+    if entry.name == realtime.CONVERSATION_CREATED:
+        return entry, [p["id"] for p in data.get("participants", ())]
+    if entry.name == realtime.MESSAGE_DELETED or entry.message_id is None:
+        return entry, []
+    message = view.messages.get(entry.message_id)
+    sender = message.sender_id if message is not None else None
+    return entry, [] if sender is None else [sender]
+
+
+def _conversation_data(
+    row: dict[str, Any],
+    view: ConversationView,
+    entry: Entry | None,
+    users: dict[str, UserView],
+) -> dict[str, Any] | None:
+    """A conversation event's ``data`` as the view has it now (``_needs`` says from what)."""
+    if entry is None:  # a report
+        ref = row["ref"]
+        shown = (
+            _message(view, ref["message_id"], users) if ref["message_id"] in view.messages else None
+        )
+        return {**ref, "message": shown}
+    data = entry.data
+    if entry.name == realtime.CONVERSATION_CREATED:
+        profiles = {u.id: u.profile for u in users.values()}
+        return conversation.created_payload(view, entry, profiles)
+    if entry.name == realtime.MESSAGE_DELETED:
+        message = view.messages.get(data["id"])
+        if message is not None:
+            data["seq"] = message.seq
+        return {**data, "event_seq": entry.seq}
+    message_id = entry.message_id
+    if message_id is None:
+        return conversation.payload(entry, None, None, conversation=view)
+    if message_id not in view.messages:
+        return None
+    return _message(view, message_id, users, entry)
+
+
+def _message(
+    view: ConversationView,
+    message_id: str,
+    users: dict[str, UserView],
+    entry: Entry | None = None,
+) -> dict[str, Any] | None:
+    message = view.messages[message_id]
+    author = None
+    if message.sender_id is not None:
+        author = realtime.sender(message.sender_id, users[message.sender_id].profile)
+    if entry is None:
+        return msgspec.to_builtins(conversation.message_object(message, None, author))
+    return conversation.payload(entry, message, author)

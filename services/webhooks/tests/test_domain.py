@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -433,3 +434,121 @@ async def test_a_fold_drops_the_kept_bodies_of_its_own_conversation_only() -> No
     await renderer.take([posted("c", 4)])  # a conversation not held here: nothing to drop
     await renderer.body(row("a", 1))
     assert made == [("a", 1), ("b", 2), ("b", 2)]
+
+
+async def test_a_body_made_at_once_from_what_is_held_is_the_body_rendered_in_a_task() -> None:
+    """``Renderer.now`` (the sender's usual path, no task) makes, for every kind of
+    conversation event, the body ``body`` makes; and declines when a profile is stale or
+    missing, or the view has not reached the event, so ``body`` reads the log."""
+    from confab.contracts.events.messaging import (
+        ConversationCreated,
+        MessageDeleted,
+        MessageEdited,
+        MessagePosted,
+        MessageReported,
+        ParticipantAdded,
+        ReadMarked,
+    )
+    from confab.conversation import ConversationView
+    from confab.events import Envelope
+    from confab_webhooks.projections import conversation_webhook
+    from confab_webhooks.render import Renderer, UserView
+
+    at = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    c = "conv_1"
+    events = [
+        ConversationCreated(
+            conversation_id=c,
+            seq=1,
+            at=at,
+            kind="group",
+            participant_ids=["u1", "u2"],
+            created_by="u1",
+        ),
+        MessagePosted(
+            conversation_id=c, seq=2, at=at, message_id="m1", sender_id="u1", content="hi"
+        ),
+        MessageEdited(conversation_id=c, seq=3, at=at, message_id="m1", content="hello", by="u1"),
+        ParticipantAdded(conversation_id=c, seq=4, at=at, user_id="u3", by="u1"),
+        ReadMarked(conversation_id=c, seq=5, at=at, user_id="u2", up_to=2),
+        MessagePosted(
+            conversation_id=c, seq=6, at=at, message_id="m2", sender_id="u2", content="yo"
+        ),
+        MessageDeleted(conversation_id=c, seq=7, at=at, message_id="m2", by="u2"),
+        MessageReported(
+            conversation_id=c,
+            seq=0,
+            at=at,
+            report_id="r1",
+            message_id="m1",
+            reporter_id="u2",
+            reason="spam",
+        ),
+    ]
+    renderer = Renderer(None, None)  # type: ignore[arg-type]  # nothing here reads the log
+    view = renderer.views[("ws", c)] = ConversationView(c, "ws")
+    for user in ("u1", "u2", "u3"):
+        renderer.users[("ws", user)] = UserView(id=user, name=user.upper(), created_at=at)
+    rows = []
+    for stream_seq, event in enumerate(events, 1):
+        envelope = Envelope(
+            event=event,
+            type=event.type,
+            schema=1,
+            msg_id=f"id{stream_seq}",
+            workspace="ws",
+            actor="u1",
+            correlation="",
+            subject=f"conv.evt.ws.{c}",
+            seq=stream_seq,
+            time=at,
+        )
+        found = conversation_webhook(envelope)
+        await renderer.take([envelope])
+        if found is None:
+            continue
+        rows.append(
+            {
+                "stream": "CONVERSATIONS",
+                "seq": stream_seq,
+                "event_type": found.event_type,
+                "stored_at": at,
+                "workspace_id": "ws",
+                "conversation_id": c,
+                "event_seq": found.event_seq,
+                "lane": c,
+                "ref": msgspec.to_builtins(found.ref),
+            }
+        )
+    # A report has no place in the conversation's own order: it is not folded, and a view
+    # reaches it only by reading the log (here, as if it had).
+    report = rows[-1]
+    assert report["event_type"] == "message.reported" and view.stream_seq == report["seq"] - 1
+    assert renderer.now(report) is None
+    view.stream_seq = report["seq"]
+    assert {r["event_type"] for r in rows} >= {
+        "conversation.created",
+        "message.created",
+        "message.updated",
+        "participant.added",
+        "message.deleted",
+        "message.reported",
+    }
+    for row in rows:
+        made = renderer.now(row)
+        assert made is not None, row["event_type"]
+        renderer._changed()  # nothing kept: ``body`` makes its own
+        assert await renderer.body(row) == made, row["event_type"]
+        renderer._changed()
+
+    edited = next(r for r in rows if r["event_type"] == "message.updated")
+    renderer.stale.add(("ws", "u1"))  # the sender's profile changed: read it again first
+    assert renderer.now(edited) is None
+    renderer.stale.clear()
+    del renderer.users[("ws", "u1")]
+    assert renderer.now(edited) is None
+    renderer.users[("ws", "u1")] = UserView(id="u1", name="U1", created_at=at)
+    assert renderer.now(edited) is not None
+    renderer._changed()
+    view.stream_seq = edited["seq"] - 1  # the view has not reached the event yet
+    assert renderer.now(edited) is None
