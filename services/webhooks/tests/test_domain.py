@@ -411,17 +411,7 @@ async def test_a_fold_drops_the_kept_bodies_of_its_own_conversation_only() -> No
             sender_id="u",
             content="hello",
         )
-        return Envelope(
-            event=event,
-            type=event.type,
-            schema=1,
-            msg_id=f"id{seq}",
-            workspace="ws",
-            actor="u",
-            correlation="",
-            subject=f"conv.evt.ws.{conversation}",
-            seq=seq,
-        )
+        return stored(event, seq)
 
     for conversation in ("a", "b"):
         renderer.views[("ws", conversation)] = ConversationView(conversation, "ws")
@@ -450,7 +440,6 @@ async def test_a_body_made_at_once_from_what_is_held_is_the_body_rendered_in_a_t
         ReadMarked,
     )
     from confab.conversation import ConversationView
-    from confab.events import Envelope
     from confab_webhooks.projections import conversation_webhook
     from confab_webhooks.render import Renderer, UserView
 
@@ -491,18 +480,7 @@ async def test_a_body_made_at_once_from_what_is_held_is_the_body_rendered_in_a_t
         renderer.users[("ws", user)] = UserView(id=user, name=user.upper(), created_at=at)
     rows = []
     for stream_seq, event in enumerate(events, 1):
-        envelope = Envelope(
-            event=event,
-            type=event.type,
-            schema=1,
-            msg_id=f"id{stream_seq}",
-            workspace="ws",
-            actor="u1",
-            correlation="",
-            subject=f"conv.evt.ws.{c}",
-            seq=stream_seq,
-            time=at,
-        )
+        envelope = stored(event, stream_seq, at)
         found = conversation_webhook(envelope)
         await renderer.take([envelope])
         if found is None:
@@ -552,3 +530,21 @@ async def test_a_body_made_at_once_from_what_is_held_is_the_body_rendered_in_a_t
     renderer._changed()
     view.stream_seq = edited["seq"] - 1  # the view has not reached the event yet
     assert renderer.now(edited) is None
+
+
+def stored(event: Any, stream_seq: int, at: datetime | None = None) -> Any:
+    """A conversation event as the log gives it, in workspace ``ws``."""
+    from confab.events import Envelope
+
+    return Envelope(
+        event=event,
+        type=event.type,
+        schema=1,
+        msg_id=f"id{stream_seq}",
+        workspace="ws",
+        actor="u",
+        correlation="",
+        subject=f"conv.evt.ws.{event.conversation_id}",
+        seq=stream_seq,
+        time=at,
+    )
