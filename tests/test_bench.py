@@ -213,7 +213,12 @@ def test_webhook_runs_alternate_so_drift_counts_against_both_sides() -> None:
         {"run": "no endpoints 2", "throughput_per_s": 900.0},
     ]
     assert webhooks.relative(runs) == round(750 / 950, 3)
-    assert webhooks.targets(runs)[0]["met"] is False
+    (found,) = webhooks.targets(runs)
+    assert found["met"] is False
+    # Pair by pair: each run with endpoints over the run without beside it.
+    assert webhooks.by_pair(runs) == [0.8, round(700 / 900, 3)]
+    assert found["by_pair"] == [0.8, round(700 / 900, 3)]
+    assert "by_pair" not in webhooks.targets(runs[:3])[0]  # one pair: the mean says it all
 
 
 def test_a_running_stack_given_by_target_has_its_backends_measured_too(tmp_path: Path) -> None:

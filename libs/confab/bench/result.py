@@ -303,4 +303,6 @@ def print_summary(results: list[dict[str, Any]]) -> None:
     for res in results:
         for t in res["targets"]:
             verdict = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
-            print(f"target {t['what']}: {t['target']}, measured {t['measured']}: {verdict}")
+            pairs = t.get("by_pair")
+            spread = f" (pair by pair: {', '.join(map(str, pairs))})" if pairs else ""
+            print(f"target {t['what']}: {t['target']}, measured {t['measured']}{spread}: {verdict}")
