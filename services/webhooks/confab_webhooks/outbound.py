@@ -17,8 +17,10 @@ about 10 µs. It keeps these rules:
   no answer: a receiver cannot make this process hold more than that of one.
 - **Bounded attempts.** A whole attempt (connecting, writing, the answer) is bounded by
   ``timeout_seconds``. A connection that timed out or broke is closed, never reused. On
-  a connection the bound is one timer of the connection's (``loop.call_at``) for the
-  request whose answer comes next, not an ``asyncio.timeout`` per request.
+  a connection the bound is one timer of the connection's (``loop.call_at``), not an
+  ``asyncio.timeout`` per request. It is not set anew for every answer: when it fires, it
+  times out the request whose answer comes next if that one's deadline has passed, and
+  is otherwise set again for it.
 - **Kept-alive connections, pipelined to a quick receiver.** Connections are kept per
   origin (scheme, host, port) and closed after ``IDLE_SECONDS`` unused. Requests are
   written ahead on a connection that has answered before (HTTP/1.1 pipelining, answers
@@ -289,7 +291,7 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         exchange = _Exchange(loop.create_future(), deadline, loop.time())
         self.line.append(exchange)
-        if len(self.line) == 1:
+        if self.timer is None:
             self.timer = loop.call_at(deadline, self._time_out)
         self.out.append(payload)
         if self.flush is None:
@@ -317,22 +319,27 @@ class _Connection(asyncio.Protocol):
         self.route.observe(now - exchange.since)
         self.answered += 1
         self._reset()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if not reusable:
             self._drop(None)
         elif self.line:
-            head = self.line[0]
-            head.since = now
-            self.timer = loop.call_at(head.deadline, self._time_out)
+            # Its bound is the timer set already, for an earlier deadline: it looks again
+            # when it fires (``_time_out``), rather than being set anew for every answer.
+            self.line[0].since = now
         else:
             self.idle_since = time.monotonic()
 
     def _time_out(self) -> None:
+        """The connection's one timer: the request whose answer comes next has timed
+        out, or the timer is set again for its deadline (or, if none waits, not at all)."""
         self.timer = None
-        if self.line:
-            self.route.observe(self.line[0].deadline - self.line[0].since)
+        if not self.line:
+            return
+        head = self.line[0]
+        loop = asyncio.get_running_loop()
+        if head.deadline > loop.time():
+            self.timer = loop.call_at(head.deadline, self._time_out)
+            return
+        self.route.observe(head.deadline - head.since)
         self._drop(TimeoutError())
 
     def _drop(self, head: Exception | None) -> None:

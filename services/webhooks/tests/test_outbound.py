@@ -275,6 +275,30 @@ async def test_a_kept_alive_connection_that_goes_silent_times_out_and_is_closed(
     assert receiver.connections == 2  # the silent one was not used again
 
 
+async def test_a_request_written_later_on_a_connection_times_out_at_its_own_deadline(
+    receiver: Receiver, client: Outbound
+) -> None:
+    """The connection's one timer is not set anew for every answer: set for the first
+    request's deadline, it finds a later request at the head when it fires, and waits
+    for that one's own deadline before timing it out."""
+    receiver.script = lambda c, r: SILENT if (c, r) == (1, 3) else OK
+    assert (await client.post(receiver.url, b"{}", HEADERS)).status == 204
+    second = client.pipelined(receiver.url, b"{}", HEADERS)
+    assert second is not None and (await second).status == 204
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.3)  # not to wait for anything: so the deadlines differ
+    sent = loop.time()
+    third = client.pipelined(receiver.url, b"{}", HEADERS)
+    assert third is not None
+    ended: list[float] = []
+    third.add_done_callback(lambda _: ended.append(loop.time()))
+    await asyncio.wait([third])
+    answer = Outbound.answer_of(third)
+    assert answer is not None and (answer.status, answer.error) == (None, "timed out")
+    assert ended[0] >= sent + 1.0  # its own deadline (timeout_seconds=1), not the first's
+    assert receiver.connections == 1
+
+
 def _ids(receiver: Receiver) -> list[str]:
     return [r.split(b"webhook-id: ", 1)[1].split(b"\r\n", 1)[0].decode() for r in receiver.requests]
 
