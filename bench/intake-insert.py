@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -107,8 +108,12 @@ class Batches:
 
 
 def current(module: ModuleType) -> Insert:
-    """The statement with each event's columns once (this revision's)."""
-    statement = module._queue_statement(DELIVERIES, ENDPOINTS)
+    """The statement with each event's columns once (this revision's), as the intake
+    runs it: without ``ON CONFLICT`` where the revision has that form (``again``)."""
+    plain = "again" in inspect.signature(module._queue_statement).parameters
+    statement = module._queue_statement(
+        DELIVERIES, ENDPOINTS, **({"again": False} if plain else {})
+    )
 
     async def insert(conn: AsyncConnection, batch: Rows) -> Any:
         events, rows, event_of = batch
