@@ -218,6 +218,7 @@ def test_webhook_runs_alternate_so_drift_counts_against_both_sides() -> None:
     # Pair by pair: each run with endpoints over the run without beside it.
     assert webhooks.by_pair(runs) == [0.8, round(700 / 900, 3)]
     assert found["by_pair"] == [0.8, round(700 / 900, 3)]
+    assert found["pairs_median"] == round((0.8 + round(700 / 900, 3)) / 2, 3)
     assert "by_pair" not in webhooks.targets(runs[:3])[0]  # one pair: the mean says it all
 
 

@@ -304,5 +304,8 @@ def print_summary(results: list[dict[str, Any]]) -> None:
         for t in res["targets"]:
             verdict = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
             pairs = t.get("by_pair")
-            spread = f" (pair by pair: {', '.join(map(str, pairs))})" if pairs else ""
+            spread = ""
+            if pairs:
+                shown = ", ".join(map(str, pairs))
+                spread = f" (pair by pair: {shown}; their median {t['pairs_median']})"
             print(f"target {t['what']}: {t['target']}, measured {t['measured']}{spread}: {verdict}")
