@@ -374,8 +374,13 @@ class Renderer:
             return dict(ref)  # the decision itself: ids and counts
         view = await self.conversation(ws, row["conversation_id"], row["seq"])
         entry, authors = _needs(row, view)
-        found = await asyncio.gather(*(self.user(ws, u) for u in authors))
-        return _conversation_data(row, view, entry, {u.id: u for u in found})
+        users: dict[str, UserView] = {}
+        # The view may change while profiles are read: until it names no one unread.
+        while missing := [u for u in authors if u not in users]:
+            for user in await asyncio.gather(*(self.user(ws, u) for u in missing)):
+                users[user.id] = user
+            entry, authors = _needs(row, view)
+        return _conversation_data(row, view, entry, users)
 
     def ping(self, workspace_id: str, endpoint_id: str, message_id: str, now: datetime) -> bytes:
         return _encode(
