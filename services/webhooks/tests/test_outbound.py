@@ -282,12 +282,14 @@ async def test_a_request_written_later_on_a_connection_times_out_at_its_own_dead
     request's deadline, it finds a later request at the head when it fires, and waits
     for that one's own deadline before timing it out."""
     receiver.script = lambda c, r: SILENT if (c, r) == (1, 3) else OK
+    loop = asyncio.get_running_loop()
+    first = loop.time()
     assert (await client.post(receiver.url, b"{}", HEADERS)).status == 204
+    receiver.delay = 0.3  # the second answer comes late, so the third's deadline is later
     second = client.pipelined(receiver.url, b"{}", HEADERS)
     assert second is not None and (await second).status == 204
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep(0.3)  # not to wait for anything: so the deadlines differ
     sent = loop.time()
+    assert sent >= first + 0.3
     third = client.pipelined(receiver.url, b"{}", HEADERS)
     assert third is not None
     ended: list[float] = []
