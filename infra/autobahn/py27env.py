@@ -2,9 +2,12 @@
 
 ``autobahntestsuite`` runs only on Python 2, so it cannot go into the project's Python 3
 environment. This module finds a Python 2.7 interpreter, installs virtualenv 16.7.12 for
-it (``requirements-bootstrap.txt``), makes a virtualenv under ``.confab/autobahn-py27/``
-and installs ``requirements-py27.txt`` into it, every file pinned by hash. A finished
-environment is reused as long as the requirements and the interpreter are the same.
+it (``requirements-bootstrap.txt``), makes a virtualenv under the user's cache directory
+(``$XDG_CACHE_HOME/confab/autobahn-py27/``, by default ``~/.cache/…``) and installs
+``requirements-py27.txt`` into it, every file pinned by hash. A finished environment is
+reused as long as the requirements and the interpreter are the same, by every clone of
+the repository: what it holds depends on nothing else, and building it took a fifth of
+the Autobahn tests' time on a clean clone.
 
 Standard library only, so that it runs before anything else is installed::
 
@@ -23,8 +26,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-DEFAULT_ROOT = REPO / ".confab" / "autobahn-py27"
+DEFAULT_ROOT = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "confab" / "autobahn-py27"
+)
 BOOTSTRAP_REQUIREMENTS = HERE / "requirements-bootstrap.txt"
 REQUIREMENTS = HERE / "requirements-py27.txt"
 STAMP = "built-from.sha256"
