@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from confab.cli import up
+from confab.priority import autogroup_nice
 from confab_infra.backends import free_port
 from tests.stack import RunningStack, running_stack, up_command
 
@@ -70,6 +71,22 @@ def test_ready_writes_stack_json_and_every_service_is_healthy(stack: RunningStac
     status, body = health(stack)
     assert status == 200, body
     assert {name for name, s in body["services"].items() if s["status"] == "ok"} == SERVICES
+
+
+def test_the_background_services_run_at_a_lower_priority_and_so_do_their_sessions(
+    stack: RunningStack,
+) -> None:
+    """Webhooks and the notifier lower their nice value and, each leading a session of
+    its own, their autogroup's, without which the first would not count against the
+    other services' sessions (``confab.priority``)."""
+    pids = stack.pids()
+    for name in SERVICES:
+        pid = pids[name]
+        expected = 10 if name in ("webhooks", "notifier") else 0
+        assert psutil.Process(pid).nice() == expected, name
+        assert os.getsid(pid) == pid, name
+        group = autogroup_nice(Path(f"/proc/{pid}/autogroup"))
+        assert group in (None, expected), name  # None: a kernel without autogroups
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

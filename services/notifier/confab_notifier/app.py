@@ -14,12 +14,12 @@ queries of ``confab.contracts.notifier`` (``commands``, ``invitations``).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 
+from confab import priority
 from confab.bus import CONVERSATIONS, IDENTITY, NOTIFIER
 from confab.service import Service, run_service
 from confab_notifier import templates
@@ -48,7 +48,7 @@ async def setup(service: Service) -> None:
     settings = service.settings
     assert isinstance(settings, NotifierSettings)
     if settings.nice:
-        os.nice(max(0, settings.nice - os.nice(0)))
+        await priority.lower(settings.nice)
     await service.declare(NOTIFIER, CONVERSATIONS, IDENTITY)
     assert service.engine is not None
     keys = await service.key_ring()

@@ -70,7 +70,9 @@ class NotifierSettings(DatabaseSettings, kw_only=True, frozen=True):
     # Push endpoints on loopback or private addresses are refused unless this is on
     # (tests, one machine), as for webhooks.
     allow_private: bool = False
-    # The scheduling priority (nice) the process lowers itself to: notifications are
-    # minutes-scale work and wait for the CPU the real-time path does not need (0: unchanged).
+    # The scheduling priority (nice) the process lowers itself to, and its session's
+    # where the kernel groups processes by session (``confab.priority``): notifications
+    # are minutes-scale work and wait for the CPU the real-time path does not need
+    # (0: unchanged).
     nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
     read_wait_seconds: PositiveFloat = 2.0

@@ -11,14 +11,14 @@ pings, retries) and queries (``queries``) of ``confab.contracts.webhooks``. Bans
 matter here; erasures do: an authority follower blanks an erased user's messages in the
 views before identity's erasure returns.
 
-The process lowers its own scheduling priority (``nice``): deliveries are
-asynchronous, so under load they wait for the CPU the real-time path does not use.
+The process lowers its own scheduling priority (``nice``, and its session's:
+``confab.priority``): deliveries are asynchronous, so under load they wait for the CPU
+the real-time path does not use.
 """
 
 from __future__ import annotations
 
-import os
-
+from confab import priority
 from confab.aggregate import Aggregates
 from confab.authority import USER_ERASED, Change, Follower
 from confab.bus import CONVERSATIONS, IDENTITY, MEDIA, NOTIFIER, WEBHOOKS
@@ -44,7 +44,7 @@ async def setup(service: Service) -> None:
     except ValueError as exc:
         raise StartupError(f"CONFAB_WEBHOOKS_RETRY_SCHEDULE: {exc}") from None
     if settings.nice:
-        os.nice(max(0, settings.nice - os.nice(0)))
+        await priority.lower(settings.nice)
     # The streams it follows are declared too (idempotent): start-up order does not matter.
     await service.declare(WEBHOOKS, CONVERSATIONS, IDENTITY, MEDIA, NOTIFIER)
     assert service.engine is not None

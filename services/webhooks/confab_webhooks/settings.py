@@ -59,8 +59,9 @@ class WebhooksSettings(DatabaseSettings, kw_only=True, frozen=True):
     # Conversation views kept in memory to render message payloads (more are read again
     # from the log when needed).
     views: PositiveInt = 10_000
-    # The scheduling priority (nice) the process lowers itself to: deliveries wait for
-    # the CPU the real-time path does not need (0: unchanged).
+    # The scheduling priority (nice) the process lowers itself to, and its session's
+    # where the kernel groups processes by session (``confab.priority``): deliveries wait
+    # for the CPU the real-time path does not need (0: unchanged).
     nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
     # How long a command's reply waits for the read model to show what it stored.
     read_wait_seconds: PositiveFloat = 2.0
