@@ -13,7 +13,10 @@ gets every event stored after it (and none stored before: its ``since``). The wo
 split into partitions by what orders it (a conversation, a user, an attachment): a
 partition is applied by one copy at a time, and the same copy sends its deliveries, so
 the deliveries of one conversation to one endpoint go out in order. Conversation events
-are also folded into the views the renderer holds.
+are also folded into the views the renderer holds, and the timeline entry that fold
+makes says what the event is as a webhook; an event of a conversation not held is
+folded into an empty view just before it (``_scratch_entry``): the same entry, since an
+entry's name and the references kept of it depend on the event alone.
 
 A row's id is taken from the table's sequence before it is written. What can go out at
 once is handed to the sender inside the transaction (``First.send_first``), and each
@@ -55,7 +58,9 @@ from confab_webhooks.domain import EndpointState, Secret
 from confab_webhooks.store import SCHEMA, define_tables
 
 Offer = Callable[[list[dict[str, Any]]], None]
-Take = Callable[[Sequence[Envelope]], Awaitable[None]]
+# Folds stored events into the renderer's views: the entries they made, by stream seq.
+Take = Callable[[Sequence[Envelope]], Awaitable[dict[int, conversation.Entry]]]
+Classify = Callable[[Envelope, conversation.Entry | None], "Found | None"]
 
 
 class Attempts(Protocol):
@@ -186,7 +191,10 @@ def _scratch_entry(event: ConversationEvent, stream_seq: int) -> conversation.En
     return conversation.evolve(view, event, stream_seq)
 
 
-def conversation_webhook(envelope: Envelope) -> Found | None:
+def conversation_webhook(
+    envelope: Envelope, folded: conversation.Entry | None = None
+) -> Found | None:
+    """``folded``: the entry the renderer's fold of a view it holds made of the event."""
     event = envelope.event
     if isinstance(event, MessageReported):
         ref = {
@@ -198,7 +206,7 @@ def conversation_webhook(envelope: Envelope) -> Found | None:
         return Found("message.reported", event.conversation_id, ref, event.conversation_id)
     if not isinstance(event, ConversationEvent):
         return None
-    entry = _scratch_entry(event, envelope.seq)
+    entry = folded if folded is not None else _scratch_entry(event, envelope.seq)
     if entry is None or entry.name not in _DELIVERED:
         return None  # reactions are not webhook events
     ref = {**entry.data, "at": entry.at.isoformat()}
@@ -207,7 +215,7 @@ def conversation_webhook(envelope: Envelope) -> Found | None:
     return Found(entry.name, event.conversation_id, ref, event.conversation_id, entry.seq)
 
 
-def identity_webhook(envelope: Envelope) -> Found | None:
+def identity_webhook(envelope: Envelope, _: conversation.Entry | None = None) -> Found | None:
     event = envelope.event
     if isinstance(event, UserUpserted):
         kind = "user.created" if event.created else "user.updated"
@@ -222,7 +230,7 @@ def identity_webhook(envelope: Envelope) -> Found | None:
     return Found(kind, event.user_id, {"user_id": event.user_id})
 
 
-def media_webhook(envelope: Envelope) -> Found | None:
+def media_webhook(envelope: Envelope, _: conversation.Entry | None = None) -> Found | None:
     event = envelope.event
     if not isinstance(event, AttachmentStored):
         return None
@@ -230,7 +238,7 @@ def media_webhook(envelope: Envelope) -> Found | None:
     return Found("attachment.stored", event.attachment_id, ref)
 
 
-def notifier_webhook(envelope: Envelope) -> Found | None:
+def notifier_webhook(envelope: Envelope, _: conversation.Entry | None = None) -> Found | None:
     """The notifier's decision, as it decided it (references and counts, no content)."""
     event = envelope.event
     if not isinstance(event, NotificationDue):
@@ -240,7 +248,7 @@ def notifier_webhook(envelope: Envelope) -> Found | None:
     return Found("notification.due", event.user_id, ref)
 
 
-SOURCES: dict[str, tuple[StreamSpec, Callable[[Envelope], Found | None]]] = {
+SOURCES: dict[str, tuple[StreamSpec, Classify]] = {
     "conversations": (CONVERSATIONS, conversation_webhook),
     "identity": (IDENTITY, identity_webhook),
     "media": (MEDIA, media_webhook),
@@ -400,14 +408,14 @@ class Intake(Projection):
                 e.c.workspace_id.in_(workspaces), e.c.enabled.is_(True), e.c.deleted.is_(False)
             )
         )
-        by_workspace: dict[str, list[Any]] = {}
+        # Each endpoint with what it wants, by event type (matched once per batch).
+        by_workspace: dict[str, list[tuple[Any, dict[str, bool]]]] = {}
         for row in rows.all():
-            by_workspace.setdefault(row.workspace_id, []).append(row)
+            by_workspace.setdefault(row.workspace_id, []).append((row, {}))
         if not by_workspace:
             return
         interested = [x for x in events if x.workspace in by_workspace]
-        if self.take is not None:
-            await self.take(interested)
+        folded = await self.take(interested) if self.take is not None else {}
         queued: list[dict[str, Any]] = []
         # Each event's own columns, once for all its endpoints (``PER_EVENT``); ``events_of``
         # gives each delivery its event's place there (1-based).
@@ -416,14 +424,18 @@ class Intake(Projection):
         refs = per_event["e_ref"]  # as JSON text, encoded once per event
         events_of: list[int] = []
         for envelope in interested:
-            found = self.classify(envelope)
+            found = self.classify(envelope, folded.get(envelope.seq))
             if found is None:
                 continue
             stored_at = envelope.time or getattr(envelope.event, "at", None) or datetime.now(UTC)
             ref: Any = None
             part = self.partition_of(envelope.subject)
-            for endpoint in by_workspace[envelope.workspace]:
-                if stored_at < endpoint.since or not wants(endpoint.event_types, found.event_type):
+            kind = found.event_type
+            for endpoint, wanted in by_workspace[envelope.workspace]:
+                wanted_now = wanted.get(kind)
+                if wanted_now is None:
+                    wanted_now = wanted[kind] = wants(endpoint.event_types, kind)
+                if not wanted_now or stored_at < endpoint.since:
                     continue
                 if ref is None:
                     ref = msgspec.to_builtins(found.ref)  # as read back from JSON

@@ -173,17 +173,19 @@ class Renderer:
 
     # -- conversations -------------------------------------------------------------------
 
-    async def take(self, envelopes: Sequence[Envelope]) -> None:
+    async def take(self, envelopes: Sequence[Envelope]) -> dict[int, Entry]:
         """Fold stored conversation events into the views held (the intake calls this with
-        every event of its partitions, in stream order)."""
+        every event of its partitions, in stream order); the timeline entries they made,
+        by stream seq (the intake classifies by them)."""
         held = [
             e
             for e in envelopes
             if isinstance(e.event, ConversationEvent)
             and (e.workspace, e.event.conversation_id) in self.views
         ]
+        entries: dict[int, Entry] = {}
         if not held:
-            return
+            return entries
         folded = {(e.workspace, cast(ConversationEvent, e.event).conversation_id) for e in held}
         self._changed(folded)
         if self.keys is not None:
@@ -200,9 +202,14 @@ class Renderer:
                 if key not in self._loading:
                     del self.views[key]
                 continue
-            self._fold(view, event, envelope.seq)
+            entry = self._fold(view, event, envelope.seq)
+            if entry is not None:
+                entries[envelope.seq] = entry
+        return entries
 
-    def _fold(self, view: ConversationView, event: ConversationEvent, stream_seq: int) -> None:
+    def _fold(
+        self, view: ConversationView, event: ConversationEvent, stream_seq: int
+    ) -> Entry | None:
         entry = conversation.evolve(view, event, stream_seq)
         if (
             entry is not None
@@ -210,6 +217,7 @@ class Renderer:
             and (view.workspace_id, event.sender_id) in self.erased
         ):
             conversation.blank(view.messages[event.message_id])
+        return entry
 
     async def conversation(self, ws: str, conv: str, at_least: int) -> ConversationView:
         """The conversation with at least every event up to stream sequence ``at_least``."""

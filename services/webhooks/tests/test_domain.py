@@ -479,10 +479,16 @@ async def test_a_body_made_at_once_from_what_is_held_is_the_body_rendered_in_a_t
     for user in ("u1", "u2", "u3"):
         renderer.users[("ws", user)] = UserView(id=user, name=user.upper(), created_at=at)
     rows = []
+    classified_by_the_fold = 0
     for stream_seq, event in enumerate(events, 1):
         envelope = stored(event, stream_seq, at)
         found = conversation_webhook(envelope)
-        await renderer.take([envelope])
+        folded = await renderer.take([envelope])
+        if stream_seq in folded:
+            # The intake classifies by the renderer's entry where it holds the view: the
+            # same webhook as the scratch fold's (message.deleted's seq is not kept).
+            assert conversation_webhook(envelope, folded[stream_seq]) == found
+            classified_by_the_fold += 1
         if found is None:
             continue
         rows.append(
@@ -498,6 +504,7 @@ async def test_a_body_made_at_once_from_what_is_held_is_the_body_rendered_in_a_t
                 "ref": msgspec.to_builtins(found.ref),
             }
         )
+    assert classified_by_the_fold == len(events) - 1  # all but the report
     # A report has no place in the conversation's own order: it is not folded, and a view
     # reaches it only by reading the log (here, as if it had).
     report = rows[-1]
