@@ -6,6 +6,7 @@ verified with ``standardwebhooks`` against the secrets the bench told it."""
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 
 import aiohttp
@@ -86,3 +87,27 @@ async def test_requests_written_ahead_or_split_are_each_recorded_and_verified() 
         ("a", "msg_3", True),
         ("a", "msg_4", False),
     ]
+
+
+async def test_the_receiver_takes_only_spare_cpu_and_ends_with_the_bench() -> None:
+    """It leads a session of its own at nice 19, its session too (with Linux's autogroups
+    a process's own nice value counts only within its session), and it ends when the
+    bench's end of its standard input closes, however the bench ends."""
+    from pathlib import Path
+
+    import psutil
+
+    from confab.priority import autogroup_nice
+
+    async with aiohttp.ClientSession() as http:
+        receiver = await RemoteReceiver.start(http)
+        process = receiver.process
+        try:
+            pid = process.pid
+            assert psutil.Process(pid).nice() == 19
+            assert os.getsid(pid) == pid
+            assert autogroup_nice(Path(f"/proc/{pid}/autogroup")) in (None, 19)
+            process.stdin.close()
+            assert await asyncio.wait_for(process.wait(), 30) == 0
+        finally:
+            await receiver.close()

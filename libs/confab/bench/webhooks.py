@@ -192,13 +192,22 @@ def serve(port: int) -> None:
     with a length, kept alive (a ``Connection: close`` is honoured; a chunked body is
     refused). What one read brings is answered in one write. A delivery is recorded as it
     arrives (its head and body kept as bytes) and verified when the bench asks what
-    arrived, after the sends it measures."""
+    arrived, after the sends it measures.
+
+    It runs in a session of its own, at the lowest priority of its own and of its session
+    (``confab.priority``): with Linux's autogroups a process's nice value alone counts
+    only within its session, and the receiver used to take a session's full share of the
+    CPU beside the stack's services. Out of the bench's process group, it ends when its
+    standard input does: when the bench closes it, or ends in any way."""
     import os
+    import sys
+    import threading
 
     import uvloop
     from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-    os.nice(19)
+    from confab import priority
+
     started = time.monotonic()
     secrets: dict[str, list[Webhook]] = {}
     arrived: list[list[Any]] = []  # [path, webhook-id, at, verified]
@@ -294,7 +303,13 @@ def serve(port: int) -> None:
             if closing:
                 self.transport.close()
 
+    def until_the_bench_ends() -> None:
+        sys.stdin.buffer.read()
+        os._exit(0)
+
     async def main() -> None:
+        threading.Thread(target=until_the_bench_ends, daemon=True).start()
+        await priority.lower(19)
         loop = asyncio.get_running_loop()
         await loop.create_server(Connection, "127.0.0.1", port, reuse_address=True)
         print("ready", flush=True)
@@ -325,7 +340,9 @@ class RemoteReceiver:
             "-m",
             "confab.bench.webhooks",
             str(port),
+            stdin=asyncio.subprocess.PIPE,  # its end ends the receiver
             stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a session of its own, at the lowest priority (``serve``)
         )
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 30)
