@@ -43,6 +43,7 @@ from confab_infra.nats_auth import (
 from confab_infra.ports import free_port
 from confab_infra.testing import TestBackends
 from tests.stack import RunningStack, up_command
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,7 +204,16 @@ async def test_replies_are_private_and_answered_only_once_asked(
 
         await identity.nc.subscribe(subject, queue="identity", cb=answer)
         await identity.nc.flush()
-        reply = await gateway.nc.request(subject, b"ping", timeout=5)
+
+        async def asked() -> nats.aio.msg.Msg | None:
+            # Twice in many runs, both on a loaded machine, the server said no responders
+            # right after the subscription's flush; why is not known (notes of session 17).
+            try:
+                return await gateway.nc.request(subject, b"ping", timeout=5)
+            except nats.errors.NoRespondersError:
+                return None
+
+        reply = await until(asked, "the identity user's answer to the gateway's request")
         assert reply.data == b"pong" and not identity.refused
         # ...never on an inbox it was not asked from, and the fanout sends no commands.
         await identity.publish("_INBOX.gateway.forged")
