@@ -13,12 +13,16 @@ from confab.priority import autogroup_nice
 
 SCRIPT = (
     "import asyncio, os; from confab import priority; "
+    "print(priority.autogroup_nice()); "
     "print(*asyncio.run(priority.lower({nice}))); "
     "print(os.nice(0), priority.autogroup_nice())"
 )
 
 
-def _lower_in_child(nice: int, *, own_session: bool, start: int = 0) -> list[list[str]]:
+def _lower_in_child(
+    nice: int, *, own_session: bool, start: int = 0
+) -> tuple[list[str], list[str], list[str]]:
+    """What the child's autogroup read before, what ``lower`` returned, what it saw after."""
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT.format(nice=nice)],
         capture_output=True,
@@ -28,21 +32,25 @@ def _lower_in_child(nice: int, *, own_session: bool, start: int = 0) -> list[lis
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    return [line.split() for line in done.stdout.splitlines()]
+    before, returned, seen = (line.split() for line in done.stdout.splitlines())
+    return before, returned, seen
 
 
 def test_a_session_leader_lowers_its_own_priority_and_its_autogroups() -> None:
-    returned, seen = _lower_in_child(7, own_session=True)
+    before, returned, seen = _lower_in_child(7, own_session=True)
     assert returned[0] == seen[0] == "7"
-    if autogroup_nice() is None:
-        assert returned[1] == seen[1] == "None"  # no autogroups on this kernel
+    # Whether the child has an autogroup of its own is the kernel's to say, not this
+    # test run's: a run started in init's session reads no autogroup for itself.
+    if before == ["None"]:
+        assert returned[1] == seen[1] == "None"  # a kernel without autogroups
     else:
+        assert before == ["0"]  # a new session's autogroup starts at 0
         assert returned[1] == seen[1] == "7"
 
 
 def test_a_process_in_someone_elses_session_leaves_the_sessions_priority_alone() -> None:
     before = autogroup_nice()
-    returned, seen = _lower_in_child(5, own_session=False)
+    _, returned, seen = _lower_in_child(5, own_session=False)
     assert returned == ["5", "None"]
     assert seen[0] == "5"
     assert autogroup_nice() == before  # this test's session: untouched
@@ -59,5 +67,5 @@ def test_the_autogroup_line_is_read_and_anything_else_is_none(tmp_path: Path) ->
 
 
 def test_a_priority_already_lower_is_kept() -> None:
-    returned, seen = _lower_in_child(3, own_session=False, start=8)
+    _, returned, seen = _lower_in_child(3, own_session=False, start=8)
     assert returned[0] == seen[0] == "8"
