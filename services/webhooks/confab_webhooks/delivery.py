@@ -82,7 +82,7 @@ from confab.projection import ProjectionRunner
 from confab_webhooks import domain
 from confab_webhooks.domain import Secret
 from confab_webhooks.outbound import Answer, Outbound
-from confab_webhooks.projections import secrets_of
+from confab_webhooks.projections import NOT_ATTEMPTED, secrets_of
 from confab_webhooks.render import Renderer, message_id_of
 from confab_webhooks.settings import WebhooksSettings
 from confab_webhooks.store import DELIVERIES, HEALTH, RECORD, Store
@@ -98,8 +98,17 @@ PRUNE_SECONDS = 60.0
 FIRST_HORIZON = timedelta(seconds=60)  # older events are never sent before their row
 
 
+_clock: list[Any] = [0, datetime.fromtimestamp(0, UTC)]  # the millisecond, its time
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, to the millisecond: every reading within one shares one time. A burst of
+    answers is then a few distinct outcomes, which the intake writes once each
+    (``projections._queue_statement``); and one time object serves many deliveries."""
+    ms = time.time_ns() // 1_000_000
+    if ms != _clock[0]:
+        _clock[0], _clock[1] = ms, datetime.fromtimestamp(ms / 1000, UTC)
+    return _clock[1]
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[Any]], failure: str) -> None:
@@ -241,26 +250,20 @@ class FirstAttempts:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), seconds)
 
-    def written(self) -> dict[int, dict[str, Any]]:
-        """Each delivery's columns as its row is written now (what its outcome so far
-        says); from here on its outcomes are recorded as every other delivery's."""
-        columns: dict[int, dict[str, Any]] = {}
+    def written(self) -> dict[int, tuple[Any, ...]]:
+        """Each delivery's outcome as its row is written now (``projections.PER_OUTCOME``:
+        what its outcome so far says); from here on its outcomes are recorded as every
+        other delivery's."""
+        columns: dict[int, tuple[Any, ...]] = {}
         for item in self.items.values():
             item.unwritten = None
             o = item.outcome
             item.outcome = None
-            if o is None:
-                columns[item.id] = {}
-                continue
-            columns[item.id] = {
-                "status": o.status,
-                "attempts": o.attempts,
-                "last_status": o.last_status,
-                "last_error": o.last_error,
-                "last_attempt_at": o.at,
-                "next_attempt_at": o.next_at,
-                "delivered_at": o.at if o.status == "delivered" else None,
-            }
+            columns[item.id] = (
+                NOT_ATTEMPTED
+                if o is None
+                else (o.status, o.attempts, o.last_status, o.last_error, o.at, o.next_at)
+            )
         return columns
 
     def forget(self, ids: Iterable[int] | None = None) -> None:

@@ -320,6 +320,7 @@ def test_a_queued_row_has_every_column_of_the_table_as_the_sender_reads_it() -> 
         PENDING,
         PER_DELIVERY,
         PER_EVENT,
+        PER_OUTCOME,
         QUEUED,
         _queue_statement,
     )
@@ -332,11 +333,13 @@ def test_a_queued_row_has_every_column_of_the_table_as_the_sender_reads_it() -> 
     # Each column written comes from one place: the event, the delivery, or the intake.
     assert len(set(QUEUED)) == len(QUEUED)
     assert not set(PER_EVENT) & set(PER_DELIVERY)
+    assert not set(PER_OUTCOME) & (set(PER_EVENT) | set(PER_DELIVERY))
     sql = str(_queue_statement(deliveries, endpoints))
     assert "INSERT INTO webhooks.deliveries" in sql
     assert "CAST(CAST(:e_ref AS TEXT[]) AS JSONB[])" in sql  # JSON goes in as text, per event
     assert "CAST(:e_stored_at AS TIMESTAMP WITH TIME ZONE[])" in sql
     assert "CAST(:d_id AS BIGINT[])" in sql  # ids taken before the row is written
+    assert "CAST(:o_last_attempt_at AS TIMESTAMP WITH TIME ZONE[])" in sql  # once per outcome
     assert "RETURNING" not in sql
     assert sql.endswith("ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING")
     assert "ON CONFLICT" not in str(_queue_statement(deliveries, endpoints, again=False))

@@ -105,9 +105,12 @@ async def test_the_intake_writes_a_batch_applied_again_once_and_goes_on(db: Asyn
     transaction, which stays usable."""
     intake = Intake("conversations", 8, offer=lambda rows: None)
     now = datetime.now(UTC)
+    later = now + timedelta(seconds=5)
 
     async def batch(conn: Any, first_seq: int, count: int) -> int:
-        ids = (await conn.execute(await _ids_statement(conn, DELIVERIES), {"n": count})).scalars()
+        ids = (
+            await conn.execute(await _ids_statement(conn, DELIVERIES), {"n": count})
+        ).scalar_one()
         params: dict[str, Any] = {
             "e_workspace_id": ["ws_1"] * count,
             "e_part": [0] * count,
@@ -118,15 +121,17 @@ async def test_the_intake_writes_a_batch_applied_again_once_and_goes_on(db: Asyn
             "e_event_seq": list(range(first_seq, first_seq + count)),
             "e_ref": ['{"id": "m"}'] * count,
             "e_stored_at": [now] * count,
-            "d_id": list(ids),
+            "d_id": ids,
             "d_endpoint_id": ["wh_1"] * count,
-            "d_status": ["delivered"] * count,
-            "d_attempts": [1] * count,
-            "d_last_status": [200] * count,
-            "d_last_error": [None] * count,
-            "d_last_attempt_at": [now] * count,
-            "d_next_attempt_at": [None] * count,
             "d_event": list(range(1, count + 1)),
+            # Two outcomes, each sent once: odd sequences failed, even ones delivered.
+            "d_outcome": [1 + seq % 2 for seq in range(first_seq, first_seq + count)],
+            "o_status": ["delivered", "pending"],
+            "o_attempts": [1, 1],
+            "o_last_status": [200, 500],
+            "o_last_error": [None, "HTTP 500"],
+            "o_last_attempt_at": [now, now],
+            "o_next_attempt_at": [None, later],
             "source": "conversations",
             "stream": "CONVERSATIONS",
         }
@@ -141,4 +146,11 @@ async def test_the_intake_writes_a_batch_applied_again_once_and_goes_on(db: Asyn
         rows = (await conn.execute(sa.select(DELIVERIES).order_by(DELIVERIES.c.id))).all()
     assert [r.seq for r in rows] == [1, 2, 3, 4, 10, 11]
     assert [r.id for r in rows] == sorted({r.id for r in rows})  # ids ascend, once each
-    assert all(r.status == "delivered" and r.delivered_at == now for r in rows)
+    for r in rows:
+        if r.seq % 2:
+            assert (r.status, r.last_status, r.last_error) == ("pending", 500, "HTTP 500")
+            assert (r.next_attempt_at, r.delivered_at) == (later, None)
+        else:
+            assert (r.status, r.last_status, r.last_error) == ("delivered", 200, None)
+            assert (r.next_attempt_at, r.delivered_at) == (None, now)
+        assert (r.attempts, r.last_attempt_at) == (1, now)
