@@ -532,6 +532,28 @@ def test_readme_names_every_secret_key_and_scales_every_service() -> None:
         assert f"**{service}**" in scaling, f"deploy/README.md: no scaling note for {service}"
 
 
+# Work that may wait (deliveries, notifications): its nice value counts only inside its own
+# container's cgroup, so the deployment gives it a lower CPU weight than the real-time path.
+BACKGROUND = {"webhooks", "notifier"}
+REAL_TIME = {"gateway", "messaging", "fanout"}
+
+
+def millicores(cpu: str | int | float) -> float:
+    text = str(cpu)
+    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
+
+
+def test_work_that_may_wait_weighs_less_than_the_real_time_path(compose: dict[str, Any]) -> None:
+    shares = {s: compose["services"][s].get("cpu_shares", 1024) for s in SERVICES}
+    requests = {s: millicores(container(s)["resources"]["requests"]["cpu"]) for s in SERVICES}
+    for service in BACKGROUND:
+        assert shares[service] * 4 <= min(shares[s] for s in REAL_TIME), service
+        assert requests[service] * 4 <= min(requests[s] for s in REAL_TIME), service
+        assert "cpu" not in container(service)["resources"].get("limits", {}), service
+    readme = (DEPLOY / "README.md").read_text()
+    assert "### CPU priority" in readme.split("## Scaling", 1)[1]
+
+
 # -- what an image installs: the runtime lock, and nothing for tests or benchmarks ---------------
 
 RUNTIME_LOCK = "requirements.lock"

@@ -5,9 +5,15 @@ so that under load the real-time path gets the CPU first. ``os.nice`` alone does
 that where the kernel groups processes by session (``CONFIG_SCHED_AUTOGROUP``, on by
 default in most distributions, ``/proc/sys/kernel/sched_autogroup_enabled``): the
 scheduler then shares the CPU fairly between *sessions*, and a process's own nice value
-only orders it against the other processes of its session. ``confab up``, systemd and
-container runtimes start each service as a session of its own, so a niced service still
-took a full share beside the gateway and messaging.
+only orders it against the other processes of its session. ``confab up`` starts each
+service as a session of its own, so a niced service still took a full share beside the
+gateway and messaging.
+
+Autogroups apply only to processes in the root CPU cgroup. A container (Docker,
+Kubernetes) or a systemd unit with CPU accounting is a cgroup of its own: there the CPU
+is shared between cgroups by their weights, and neither value below counts outside the
+service's own cgroup. The deployment gives such a service its lower weight instead
+(``cpu_shares``, a smaller CPU request, ``CPUWeight=``: ``deploy/README.md``).
 
 ``lower`` therefore sets both: the process's nice value, and its session's autogroup nice
 value (``/proc/self/autogroup``), which orders the session against the others. The
