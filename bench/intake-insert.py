@@ -5,7 +5,8 @@ webhooks process: binding and encoding the arrays) and in PostgreSQL (its backen
 
 On a PostgreSQL of its own (embedded, in a temporary directory), batches of 290 events
 for 3 endpoints each (870 rows, the size the intake wrote under `confab bench webhooks`),
-every delivery delivered at its first attempt, as most are. With ``--against REV`` the
+every delivery delivered at its first attempt, as most are, the answers coming in over
+the batch's first 44 milliseconds (about 20 to a millisecond). With ``--against REV`` the
 statement of that revision (``confab_webhooks/projections.py`` as ``git show`` gives it)
 runs too, its batches alternating with the current one's, so both see the same minute
 of the machine. CPU is read from ``/proc``: the process's own, and the backend's by
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -104,6 +105,9 @@ class Batches:
                     }
                 )
                 event_of.append(len(events))
+        # Answers come in over the batch's first attempts: about 20 to a millisecond.
+        for i, row in enumerate(rows):
+            row["last_attempt_at"] = row["delivered_at"] = now + timedelta(milliseconds=i // 20)
         return events, rows, event_of
 
 
@@ -123,6 +127,17 @@ def current(module: ModuleType) -> Insert:
         params["e_ref"] = [_json.encode(e["ref"]).decode() for e in events]
         params.update({f"d_{c}": [r[c] for r in rows] for c in module.PER_DELIVERY})
         params.update(d_event=event_of, source="conversations", stream="CONVERSATIONS")
+        if hasattr(module, "PER_OUTCOME"):  # each distinct outcome once (since e844c1f)
+            outcomes: dict[tuple[Any, ...], int] = {}
+            places = []
+            for r in rows:
+                outcome = tuple(r[c] for c in module.PER_OUTCOME)
+                places.append(outcomes.setdefault(outcome, len(outcomes) + 1))
+            params["d_outcome"] = places
+            columns = zip(*outcomes, strict=True)
+            params.update(
+                {f"o_{c}": list(v) for c, v in zip(module.PER_OUTCOME, columns, strict=True)}
+            )
         return (await conn.execute(statement, params)).rowcount
 
     return insert
