@@ -76,19 +76,19 @@ def test_ready_writes_stack_json_and_every_service_is_healthy(stack: RunningStac
 def test_the_background_services_run_at_a_lower_priority_and_so_do_their_sessions(
     stack: RunningStack,
 ) -> None:
-    """Webhooks and the notifier lower their nice value and, each leading a session of
-    its own, their autogroup's, without which the first would not count against the
-    other services' sessions (``confab.priority``)."""
+    """Webhooks (to 19) and the notifier (to 10) lower their nice value and, each leading
+    a session of its own, their autogroup's, without which the first would not count
+    against the other services' sessions (``confab.priority``)."""
     pids = stack.pids()
     inherited = os.nice(0)  # the services start at this test's own nice value
     for name in SERVICES:
         pid = pids[name]
-        background = name in ("webhooks", "notifier")
-        own = max(10, inherited) if background else inherited
+        lowered = {"webhooks": 19, "notifier": 10}.get(name, 0)
+        own = max(lowered, inherited)
         assert psutil.Process(pid).nice() == own, name
         assert os.getsid(pid) == pid, name
         group = autogroup_nice(Path(f"/proc/{pid}/autogroup"))  # a new session's starts at 0
-        assert group in (None, 10 if background else 0), name  # None: no autogroups
+        assert group in (None, lowered), name  # None: no autogroups
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
