@@ -11,6 +11,7 @@ test-only loopback allowance (tests/stack.py).
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -144,7 +145,21 @@ async def test_mentions_threads_and_link_previews_in_the_widget(
 
     assert await until(pinned, "the pin in Ann's pinned list", 15) == [parent["id"]]
 
-    # -- a link preview card arrives by itself, image included, on both sides.
+    # -- a link preview card arrives by itself, image included, on both sides. Bob's first
+    # ask for the image's URLs is answered 404, as when media's read model is behind the
+    # message that shows the image (under load, longer than media waits): his widget asks
+    # again and shows it.
+    refused: list[str] = []
+
+    async def first_ask_refused(route: Any) -> None:
+        if refused:
+            await route.continue_()
+            return
+        refused.append(route.request.url)
+        body = {"error": {"code": "not_found", "message": "No such attachment."}}
+        await route.fulfill(status=404, content_type="application/json", body=json.dumps(body))
+
+    await b.route("**/api/widget/attachments/*", first_ask_refused)
     await post(ann, cid, f"These: {card_site}/boots")
     for page in (a, b):
         card = message(page, "These:").get_by_test_id("link-preview")
@@ -156,6 +171,7 @@ async def test_mentions_threads_and_link_previews_in_the_widget(
         await expect(image).to_have_attribute("src", _s3_url(shop), timeout=LIVE)
         await expect(image).to_have_js_property("complete", True, timeout=LIVE)
         assert await image.evaluate("i => i.naturalWidth") == 60  # the re-encoded image
+    assert len(refused) == 1  # Bob's widget was refused once, and asked again
     assert not await axe_violations(b, axe_source)
     assert not shop.errors, shop.errors
     assert not shop.foreign, shop.foreign
