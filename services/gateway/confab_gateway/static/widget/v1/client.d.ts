@@ -222,6 +222,7 @@ export declare class ConfabClient extends EventTarget {
   members(id: string): Member[] | null;
 
   upload(id: string, file: File): Promise<Attachment>;
+  /** Fresh URLs; a failed ask is made again after 1 s and 3 s (not after a 401 or 403). */
   attachment(attachmentId: string): Promise<Attachment>;
 }
 

@@ -32,6 +32,7 @@ const TYPING_IDLE_MS = 4000;
 const TYPING_SHOWN_MS = 6000;
 const RENEW_BEFORE_MS = 60_000;
 const URL_FALLBACK_MS = 10 * 60_000; // a presigned URL whose lifetime it does not state
+const ATTACHMENT_RETRY_WAITS_MS = [1000, 3000]; // a failed ask for fresh URLs, again
 export const MAX_CONTENT = 10_000; // characters (code points), as the server counts them
 
 export function createClient(options) {
@@ -972,9 +973,20 @@ export class ConfabClient extends EventTarget {
   }
 
   /** An attachment with fresh URLs (they are per reader and expire): ask whenever a file
-   *  is opened. Has `expiresAt` (ms) too. */
+   *  is opened. Has `expiresAt` (ms) too. A failed ask is made again, a second and then
+   *  three seconds later (not after a 401 or 403, nor once stopped): the attachment may
+   *  be newer than what the server's read model shows yet (a link preview's image,
+   *  stored a moment before the message that shows it), or one request may be lost. */
   async attachment(attachmentId) {
-    return withExpiry(await this.api.attachment(attachmentId));
+    for (let tries = 0; ; tries += 1) {
+      try {
+        return withExpiry(await this.api.attachment(attachmentId));
+      } catch (error) {
+        const final = error.status === 401 || error.status === 403;
+        if (final || this.stopped || tries >= ATTACHMENT_RETRY_WAITS_MS.length) throw error;
+        await new Promise((resolve) => setTimeout(resolve, ATTACHMENT_RETRY_WAITS_MS[tries]));
+      }
+    }
   }
 }
 

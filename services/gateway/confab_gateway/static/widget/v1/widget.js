@@ -30,7 +30,6 @@ const GROUP_MS = 5 * 60_000; // one sender's messages this close together form a
 const LONG_PRESS_MS = 450;
 const NEAR_LIMIT = 500; // characters left when the composer starts counting
 const REFRESH_BEFORE_MS = 60_000; // attachment URLs this close to expiry are renewed
-const FRESH_RETRY_WAITS_MS = [1000, 3000]; // a failed ask for an attachment's URLs, again
 // What a report says to moderators (stable, in English) and the catalogue key shown.
 const REPORT_REASONS = [
   ['Spam', 'report.spam'],
@@ -1961,20 +1960,11 @@ class Widget {
       .join(',');
   }
 
-  /** Asks for fresh URLs (one request per attachment at a time) and redraws its message.
-   *  A failed ask is made again, a second and then three seconds later: the attachment
-   *  may be newer than what the server's read model shows yet (a link preview's image,
-   *  stored a moment before the message that shows it), or one request may have been
-   *  lost. A 401 or 403 is not asked again. */
+  /** Asks for fresh URLs (one request per attachment at a time) and redraws its message. */
   freshen(attachment) {
     if (!this.asking.has(attachment.id)) {
-      const ask = (waits) =>
-        this.client.attachment(attachment.id).catch((error) => {
-          const final = !waits.length || error.status === 401 || error.status === 403;
-          if (final) throw error;
-          return new Promise((resolve) => setTimeout(resolve, waits[0])).then(() => ask(waits.slice(1)));
-        });
-      const asking = ask(FRESH_RETRY_WAITS_MS)
+      const asking = this.client
+        .attachment(attachment.id)
         .then((fresh) => {
           this.fresh.set(attachment.id, fresh);
           this.queue();
